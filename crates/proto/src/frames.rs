@@ -1,0 +1,641 @@
+//! WebSocket frames (PROTOCOL.md §4): requests with their `op`, replies, and pushed events;
+//! plus the binary frame layout of §1.
+//!
+//! Parsing is pure: [`parse_request`] turns the text of a frame into a typed request or into
+//! the error to answer with, echoing the request `id` whenever it can be recovered.
+
+use crate::chain::{EntryKind, EntryRef};
+use crate::error::{ErrorCode, ErrorDetail};
+use crate::model::{Channel, ChannelSummary, DirectoryEntry, LogEntry, Message, UserInfo};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Query of `history` / `GET /v1/channels/{id}/messages`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// Body of `channel.create` / `POST /v1/channels`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateChannel {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+    #[serde(default)]
+    pub encrypted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::model::Policy>,
+}
+
+/// Body of `message.send` / `POST /v1/channels/{id}/messages` (without `channel`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendMessage {
+    pub content: String,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A request: the `op` and its fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op")]
+pub enum Request {
+    #[serde(rename = "connect")]
+    Connect {
+        token: String,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        resume: BTreeMap<String, u64>,
+    },
+    #[serde(rename = "ping")]
+    Ping {},
+    #[serde(rename = "subscribe")]
+    Subscribe { subject: String },
+    #[serde(rename = "unsubscribe")]
+    Unsubscribe { subject: String },
+    #[serde(rename = "publish")]
+    Publish { subject: String, data: Value },
+    #[serde(rename = "channel.create")]
+    ChannelCreate(CreateChannel),
+    #[serde(rename = "channel.join")]
+    ChannelJoin { channel: String },
+    #[serde(rename = "channel.leave")]
+    ChannelLeave { channel: String },
+    #[serde(rename = "channel.add_member")]
+    ChannelAddMember { channel: String, user: String },
+    #[serde(rename = "channel.remove_member")]
+    ChannelRemoveMember { channel: String, user: String },
+    #[serde(rename = "channel.list")]
+    ChannelList {},
+    #[serde(rename = "channel.directory")]
+    ChannelDirectory {},
+    #[serde(rename = "channel.delete")]
+    ChannelDelete { channel: String },
+    #[serde(rename = "message.send")]
+    MessageSend {
+        channel: String,
+        #[serde(flatten)]
+        message: SendMessage,
+    },
+    #[serde(rename = "message.edit")]
+    MessageEdit {
+        channel: String,
+        message_id: String,
+        content: String,
+    },
+    #[serde(rename = "message.delete")]
+    MessageDelete { channel: String, message_id: String },
+    #[serde(rename = "reaction.add")]
+    ReactionAdd {
+        channel: String,
+        message_id: String,
+        emoji: String,
+    },
+    #[serde(rename = "reaction.remove")]
+    ReactionRemove {
+        channel: String,
+        reaction_id: String,
+    },
+    #[serde(rename = "read")]
+    Read { channel: String, message_id: String },
+    #[serde(rename = "typing")]
+    Typing {
+        channel: String,
+        #[serde(default = "yes")]
+        is_typing: bool,
+    },
+    #[serde(rename = "ephemeral")]
+    Ephemeral {
+        channel: String,
+        subject: String,
+        data: Value,
+    },
+    #[serde(rename = "history")]
+    History {
+        channel: String,
+        #[serde(flatten)]
+        query: HistoryQuery,
+    },
+}
+
+impl Request {
+    /// The op name as it appears on the wire.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Connect { .. } => "connect",
+            Request::Ping {} => "ping",
+            Request::Subscribe { .. } => "subscribe",
+            Request::Unsubscribe { .. } => "unsubscribe",
+            Request::Publish { .. } => "publish",
+            Request::ChannelCreate(_) => "channel.create",
+            Request::ChannelJoin { .. } => "channel.join",
+            Request::ChannelLeave { .. } => "channel.leave",
+            Request::ChannelAddMember { .. } => "channel.add_member",
+            Request::ChannelRemoveMember { .. } => "channel.remove_member",
+            Request::ChannelList {} => "channel.list",
+            Request::ChannelDirectory {} => "channel.directory",
+            Request::ChannelDelete { .. } => "channel.delete",
+            Request::MessageSend { .. } => "message.send",
+            Request::MessageEdit { .. } => "message.edit",
+            Request::MessageDelete { .. } => "message.delete",
+            Request::ReactionAdd { .. } => "reaction.add",
+            Request::ReactionRemove { .. } => "reaction.remove",
+            Request::Read { .. } => "read",
+            Request::Typing { .. } => "typing",
+            Request::Ephemeral { .. } => "ephemeral",
+            Request::History { .. } => "history",
+        }
+    }
+}
+
+/// A request frame: `{"id": …, "op": …, …}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    #[serde(default)]
+    pub id: Value,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// A frame that could not be turned into a request, with the `id` to answer to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadFrame {
+    pub id: Value,
+    pub error: ErrorDetail,
+}
+
+/// Parses one text frame. On failure the returned `id` is the frame's own when the frame was a
+/// JSON object with an `id`, else `null`.
+pub fn parse_request(text: &str) -> Result<RequestFrame, BadFrame> {
+    match serde_json::from_str::<RequestFrame>(text) {
+        Ok(f) => Ok(f),
+        Err(e) => {
+            #[derive(Deserialize)]
+            struct IdOnly {
+                #[serde(default)]
+                id: Value,
+                #[serde(default)]
+                op: Option<Value>,
+            }
+            let (id, message) = match serde_json::from_str::<IdOnly>(text) {
+                Ok(IdOnly { id, op: None }) => (id, "missing field `op`".to_owned()),
+                Ok(IdOnly { id, op: Some(_) }) => (id, clean_serde_message(&e.to_string())),
+                Err(_) => (
+                    Value::Null,
+                    format!(
+                        "frame is not a JSON object: {}",
+                        clean_serde_message(&e.to_string())
+                    ),
+                ),
+            };
+            Err(BadFrame {
+                id,
+                error: ErrorDetail {
+                    code: ErrorCode::BadRequest,
+                    message,
+                    retry_after_ms: None,
+                },
+            })
+        }
+    }
+}
+
+/// Serde's messages end with " at line 1 column 42"; keep them, they help, but cap the length
+/// so an attacker's frame is not echoed back at length.
+fn clean_serde_message(s: &str) -> String {
+    s.chars().take(200).collect()
+}
+
+/// A reply to a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub id: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
+/// `ok` of `connect`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectOk {
+    pub conn_id: String,
+    pub user: UserInfo,
+}
+
+/// `ok` of `channel.create` / `channel.join`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelOk {
+    pub channel: Channel,
+}
+
+/// `ok` of `message.send` / `message.edit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageOk {
+    pub message: Message,
+}
+
+/// `ok` of `reaction.add`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReactionOk {
+    pub reaction_id: String,
+}
+
+/// `ok` of `channel.list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelListOk {
+    pub channels: Vec<ChannelSummary>,
+}
+
+/// `ok` of `channel.directory`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirectoryOk {
+    pub channels: Vec<DirectoryEntry>,
+}
+
+/// `ok` of `history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    pub messages: Vec<Message>,
+    pub has_more: bool,
+}
+
+/// Answer of `GET /v1/channels/{id}/log`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogPage {
+    pub entries: Vec<LogEntry>,
+    pub has_more: bool,
+}
+
+/// The chain fields every event that is a log entry carries.
+///
+/// Beyond PROTOCOL.md's `seq`, `hash`, `prev_hash`, `ts`, `author`, Herald also sends the
+/// entry's `salt` and `content_hash` so a client can recompute `hash` from the event alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryMeta {
+    pub seq: u64,
+    pub hash: String,
+    pub prev_hash: String,
+    pub ts: String,
+    pub author: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    pub content_hash: String,
+}
+
+/// A server push.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Message {
+        channel: String,
+        #[serde(flatten)]
+        meta: EntryMeta,
+        message: Message,
+    },
+    MessageEdited {
+        channel: String,
+        #[serde(flatten)]
+        meta: EntryMeta,
+        message_id: String,
+        content: String,
+        edited_at: String,
+    },
+    MessageDeleted {
+        channel: String,
+        #[serde(flatten)]
+        meta: EntryMeta,
+        message_id: String,
+    },
+    Reaction {
+        channel: String,
+        #[serde(flatten)]
+        meta: EntryMeta,
+        reaction_id: String,
+        message_id: String,
+        emoji: String,
+    },
+    ReactionDeleted {
+        channel: String,
+        #[serde(flatten)]
+        meta: EntryMeta,
+        reaction_id: String,
+        message_id: String,
+    },
+    MemberJoined {
+        channel: String,
+        #[serde(flatten)]
+        meta: EntryMeta,
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        by: String,
+    },
+    MemberLeft {
+        channel: String,
+        #[serde(flatten)]
+        meta: EntryMeta,
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        by: String,
+    },
+    ChannelCreated {
+        channel: String,
+        #[serde(flatten)]
+        meta: EntryMeta,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        title: Option<String>,
+    },
+    KeyRotated {
+        channel: String,
+        #[serde(flatten)]
+        meta: EntryMeta,
+        #[serde(default)]
+        content: String,
+    },
+    ChannelDeleted {
+        channel: String,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        title: Option<String>,
+    },
+    MessageRead {
+        channel: String,
+        user: String,
+        message_id: String,
+    },
+    Typing {
+        channel: String,
+        user: String,
+        is_typing: bool,
+    },
+    Ephemeral {
+        channel: String,
+        from: String,
+        subject: String,
+        data: Value,
+    },
+    Publication {
+        subject: String,
+        from: String,
+        data: Value,
+    },
+    ResumeTruncated {
+        channel: String,
+        from_seq: u64,
+    },
+}
+
+impl Event {
+    /// The channel this event is about, if any.
+    pub fn channel(&self) -> Option<&str> {
+        match self {
+            Event::Message { channel, .. }
+            | Event::MessageEdited { channel, .. }
+            | Event::MessageDeleted { channel, .. }
+            | Event::Reaction { channel, .. }
+            | Event::ReactionDeleted { channel, .. }
+            | Event::MemberJoined { channel, .. }
+            | Event::MemberLeft { channel, .. }
+            | Event::ChannelCreated { channel, .. }
+            | Event::KeyRotated { channel, .. }
+            | Event::ChannelDeleted { channel, .. }
+            | Event::MessageRead { channel, .. }
+            | Event::Typing { channel, .. }
+            | Event::Ephemeral { channel, .. }
+            | Event::ResumeTruncated { channel, .. } => Some(channel),
+            Event::Publication { .. } => None,
+        }
+    }
+
+    /// The chain fields, for events that are log entries.
+    pub fn meta(&self) -> Option<&EntryMeta> {
+        match self {
+            Event::Message { meta, .. }
+            | Event::MessageEdited { meta, .. }
+            | Event::MessageDeleted { meta, .. }
+            | Event::Reaction { meta, .. }
+            | Event::ReactionDeleted { meta, .. }
+            | Event::MemberJoined { meta, .. }
+            | Event::MemberLeft { meta, .. }
+            | Event::ChannelCreated { meta, .. }
+            | Event::KeyRotated { meta, .. } => Some(meta),
+            _ => None,
+        }
+    }
+
+    /// The event as a log entry for the chain verifier, or `None` if it is not a log entry (or
+    /// its timestamp is unreadable, which the verifier's caller treats as a broken entry).
+    pub fn entry_ref(&self) -> Option<EntryRef<'_>> {
+        let meta = self.meta()?;
+        let (channel, kind, reference, content): (&str, EntryKind, &str, &str) = match self {
+            Event::Message {
+                channel, message, ..
+            } => (
+                channel,
+                EntryKind::Message,
+                message.reply_to.as_ref().map_or("", |r| r.id.as_str()),
+                &message.content,
+            ),
+            Event::MessageEdited {
+                channel,
+                message_id,
+                content,
+                ..
+            } => (channel, EntryKind::MessageEdited, message_id, content),
+            Event::MessageDeleted {
+                channel,
+                message_id,
+                ..
+            } => (channel, EntryKind::MessageDeleted, message_id, ""),
+            Event::Reaction {
+                channel,
+                message_id,
+                emoji,
+                ..
+            } => (channel, EntryKind::Reaction, message_id, emoji),
+            Event::ReactionDeleted {
+                channel,
+                reaction_id,
+                ..
+            } => (channel, EntryKind::ReactionDeleted, reaction_id, ""),
+            Event::MemberJoined { channel, user, .. } => {
+                (channel, EntryKind::MemberJoined, user, "")
+            }
+            Event::MemberLeft { channel, user, .. } => (channel, EntryKind::MemberLeft, user, ""),
+            Event::ChannelCreated { channel, name, .. } => (
+                channel,
+                EntryKind::ChannelCreated,
+                "",
+                name.as_deref().unwrap_or(""),
+            ),
+            Event::KeyRotated {
+                channel, content, ..
+            } => (channel, EntryKind::KeyRotated, "", content),
+            _ => return None,
+        };
+        Some(EntryRef {
+            channel_id: channel,
+            seq: meta.seq,
+            kind,
+            author: &meta.author,
+            reference,
+            ts_ms: crate::time::parse_ms(&meta.ts)?,
+            content: meta.salt.as_ref().map(|_| content),
+            salt: meta.salt.as_deref(),
+            content_hash: &meta.content_hash,
+            prev_hash: &meta.prev_hash,
+            hash: &meta.hash,
+        })
+    }
+}
+
+/// A frame received by a client: a reply or an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerFrame {
+    Reply(Reply),
+    Event(Box<Event>),
+}
+
+/// Parses a frame a client received.
+pub fn parse_server_frame(text: &str) -> Result<ServerFrame, serde_json::Error> {
+    let v: Value = serde_json::from_str(text)?;
+    if v.get("event").is_some() {
+        Ok(ServerFrame::Event(Box::new(serde_json::from_value(v)?)))
+    } else {
+        Ok(ServerFrame::Reply(serde_json::from_value(v)?))
+    }
+}
+
+/// Error of [`decode_binary`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BinaryFrameError {
+    #[error("binary frame shorter than its 4-byte header length")]
+    Short,
+    #[error("binary frame header length {0} exceeds the frame")]
+    HeaderOverrun(u32),
+}
+
+/// Builds a binary frame: `u32be(header length) ‖ header JSON ‖ bytes`.
+pub fn encode_binary(header: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + header.len() + body.len());
+    out.extend_from_slice(&(header.len() as u32).to_be_bytes());
+    out.extend_from_slice(header);
+    out.extend_from_slice(body);
+    out
+}
+
+/// Splits a binary frame into its JSON header and its bytes.
+pub fn decode_binary(frame: &[u8]) -> Result<(&[u8], &[u8]), BinaryFrameError> {
+    let len_bytes: [u8; 4] = frame
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(BinaryFrameError::Short)?;
+    let len = u32::from_be_bytes(len_bytes);
+    let end = 4usize
+        .checked_add(len as usize)
+        .ok_or(BinaryFrameError::HeaderOverrun(len))?;
+    if end > frame.len() {
+        return Err(BinaryFrameError::HeaderOverrun(len));
+    }
+    Ok((&frame[4..end], &frame[end..]))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn parses_requests_and_echoes_ids_on_errors() {
+        let f = parse_request(
+            r#"{"id":1,"op":"message.send","channel":"c","content":"hi","client_id":"k"}"#,
+        )
+        .unwrap();
+        assert_eq!(f.id, Value::from(1));
+        match f.request {
+            Request::MessageSend { channel, message } => {
+                assert_eq!(channel, "c");
+                assert_eq!(message.content, "hi");
+                assert_eq!(message.client_id.as_deref(), Some("k"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let e = parse_request(r#"{"id":7,"op":"nope"}"#).unwrap_err();
+        assert_eq!(e.id, Value::from(7));
+        assert_eq!(e.error.code, ErrorCode::BadRequest);
+        let e =
+            parse_request(r#"{"id":8,"op":"message.send","channel":3,"content":"x"}"#).unwrap_err();
+        assert_eq!(e.id, Value::from(8));
+        let e = parse_request("not json").unwrap_err();
+        assert_eq!(e.id, Value::Null);
+        let e = parse_request(r#"{"id":9}"#).unwrap_err();
+        assert!(e.error.message.contains("op"));
+        let f = parse_request(r#"{"id":2,"op":"typing","channel":"c"}"#).unwrap();
+        assert_eq!(
+            f.request,
+            Request::Typing {
+                channel: "c".into(),
+                is_typing: true
+            }
+        );
+        let f = parse_request(r#"{"id":3,"op":"ping"}"#).unwrap();
+        assert_eq!(f.request, Request::Ping {});
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let ev = Event::Typing {
+            channel: "c".into(),
+            user: "ada".into(),
+            is_typing: true,
+        };
+        let s = serde_json::to_string(&ev).unwrap();
+        assert_eq!(
+            s,
+            r#"{"event":"typing","channel":"c","user":"ada","is_typing":true}"#
+        );
+        match parse_server_frame(&s).unwrap() {
+            ServerFrame::Event(e) => assert_eq!(*e, ev),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn binary_frames() {
+        let f = encode_binary(br#"{"a":1}"#, b"xyz");
+        assert_eq!(
+            decode_binary(&f).unwrap(),
+            (&br#"{"a":1}"#[..], &b"xyz"[..])
+        );
+        assert_eq!(decode_binary(&[0, 0]), Err(BinaryFrameError::Short));
+        assert_eq!(
+            decode_binary(&[0, 0, 0, 9, 1]),
+            Err(BinaryFrameError::HeaderOverrun(9))
+        );
+    }
+}
