@@ -1,0 +1,292 @@
+//! Herald's storage boundary: the [`Store`] and [`BlobStore`] traits, the data they move, and
+//! the guarantees every backend must give.
+//!
+//! The engine talks to storage only through these traits (`Arc<dyn Store>`), so the embedded
+//! SQLite backend and later PostgreSQL are interchangeable. Storage never calls up into the
+//! engine: the only way out of a commit is the [`CommitSink`] handed to a backend when it is
+//! opened.
+//!
+//! # Guarantees (every backend)
+//!
+//! - **Atomicity.** One [`Mutation`] is applied entirely or not at all: its checks
+//!   (membership, authorship, existence), its row changes and its log entries.
+//! - **Durability.** [`Store::apply`] resolves only after the mutation is durable under the
+//!   backend's configured durability mode (`fsync` by default).
+//! - **Order.** Log entries of a channel get gapless `seq` numbers starting at 1, and their
+//!   `hash` links to the previous entry (PROTOCOL.md §5). The [`CommitSink`] sees every
+//!   committed [`Applied`] exactly once, in commit order, before `apply` resolves; for one
+//!   channel that is `seq` order.
+//! - **Idempotency.** A `Send` whose `client_id` the same author already used in that channel
+//!   appends nothing and returns the original message.
+//! - **Hard delete.** A deleted message's content and salt, and those of its edits, are erased
+//!   from storage (not merely hidden); the entries keep `content_hash`.
+//!
+//! # Layout
+//!
+//! - [`Mutation`], [`Applied`], [`StoredEntry`]: what goes in and comes out of a write.
+//! - [`Store`], [`BlobStore`], [`CommitSink`]: the traits.
+//! - [`StoreError`]: typed refusals (`NotMember`, `NotAuthor`, …) and backend failures.
+
+use async_trait::async_trait;
+use herald_proto::chain::{Hash32, SALT_LEN};
+use herald_proto::model::{Channel, ChannelSummary, DirectoryEntry, Member, Message, Policy, UserInfo};
+use herald_proto::{ChannelName, EntryKind};
+use std::sync::Arc;
+
+/// A user as the store records it: the id within an app, display name and kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub app: String,
+    pub user: UserInfo,
+    /// Holds `channels:admin` (or `admin`): may manage any channel of the app.
+    pub channel_admin: bool,
+    /// Holds `server`: may post into any channel as the author it names, member or not.
+    pub server: bool,
+}
+
+/// One write. Every variant is applied atomically with its checks.
+#[derive(Debug, Clone)]
+pub enum Mutation {
+    /// Creates a channel: `channel_created`, then `member_joined` for the creator and every
+    /// listed member. If `name` is already registered in the app by the same creator, the
+    /// existing channel is returned and nothing is appended (the creator is joined to it if
+    /// they had left); by anyone else, [`StoreError::NameTaken`].
+    CreateChannel {
+        actor: Actor,
+        id: String,
+        name: Option<ChannelName>,
+        title: Option<String>,
+        encrypted: bool,
+        policy: Policy,
+        members: Vec<String>,
+        ts_ms: i64,
+    },
+    /// `actor` joins `channel` (an id). Already a member: nothing appended. An `invite` channel
+    /// needs `actor.channel_admin`, else [`StoreError::Forbidden`].
+    Join { actor: Actor, channel: String, ts_ms: i64 },
+    /// `actor` adds `user` (must be a member, or channel admin). Already a member: nothing
+    /// appended.
+    AddMember { actor: Actor, channel: String, user: String, ts_ms: i64 },
+    /// `actor` removes `user`: allowed for yourself, the channel's creator, or a channel admin.
+    /// Not a member: [`StoreError::NotFound`].
+    RemoveMember { actor: Actor, channel: String, user: String, ts_ms: i64 },
+    /// Deletes a channel and everything in it: creator or channel admin only.
+    DeleteChannel { actor: Actor, channel: String },
+    /// Appends a message (author must be a member, unless `actor.server`). `reply_to` must be a
+    /// message of the same channel ([`StoreError::NotFound`] otherwise).
+    Send {
+        actor: Actor,
+        channel: String,
+        id: String,
+        kind: String,
+        content: String,
+        reply_to: Option<String>,
+        client_id: Option<String>,
+        ts_ms: i64,
+    },
+    /// Replaces a message's content: its author only.
+    Edit { actor: Actor, channel: String, message_id: String, content: String, ts_ms: i64 },
+    /// Hard-deletes a message: its author only.
+    Delete { actor: Actor, channel: String, message_id: String, ts_ms: i64 },
+    /// Adds a reaction by a member to a message of the channel.
+    React { actor: Actor, channel: String, id: String, message_id: String, emoji: String, ts_ms: i64 },
+    /// Removes a reaction: the reacting user only.
+    Unreact { actor: Actor, channel: String, reaction_id: String, ts_ms: i64 },
+    /// Records that `actor` read up to `message_id`. Appends nothing.
+    Read { actor: Actor, channel: String, message_id: String },
+    /// Records a user's display name and kind (from their token). Appends nothing.
+    UpsertUser { actor: Actor },
+}
+
+impl Mutation {
+    /// The channel id this mutation appends to, if it names one.
+    pub fn channel(&self) -> Option<&str> {
+        match self {
+            Mutation::CreateChannel { id, .. } => Some(id),
+            Mutation::Join { channel, .. }
+            | Mutation::AddMember { channel, .. }
+            | Mutation::RemoveMember { channel, .. }
+            | Mutation::DeleteChannel { channel, .. }
+            | Mutation::Send { channel, .. }
+            | Mutation::Edit { channel, .. }
+            | Mutation::Delete { channel, .. }
+            | Mutation::React { channel, .. }
+            | Mutation::Unreact { channel, .. }
+            | Mutation::Read { channel, .. } => Some(channel),
+            Mutation::UpsertUser { .. } => None,
+        }
+    }
+}
+
+/// Facts about an entry beyond its hashed fields, enough to rebuild its event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryExtra {
+    /// `message`: the message type (`chat.text` …).
+    pub msg_type: Option<String>,
+    /// `message`: the idempotency key it was sent with.
+    pub client_id: Option<String>,
+    /// `member_joined` / `member_left`: the member's display name; `channel_created`: the name.
+    pub name: Option<String>,
+    /// `channel_created`: the title.
+    pub title: Option<String>,
+    /// `reaction_deleted`: the message the reaction was on.
+    pub message_id: Option<String>,
+    /// `message`: the id of the message (entries of kind `message` are keyed by it).
+    pub id: Option<String>,
+}
+
+/// A log entry as stored, with what is needed to rebuild its event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub channel_id: String,
+    pub seq: u64,
+    pub kind: EntryKind,
+    pub author: String,
+    pub reference: String,
+    pub ts_ms: i64,
+    /// `None` once erased by a hard delete.
+    pub content: Option<String>,
+    pub salt: Option<[u8; SALT_LEN]>,
+    pub content_hash: Hash32,
+    pub prev_hash: Hash32,
+    pub hash: Hash32,
+    pub extra: EntryExtra,
+}
+
+/// What a committed mutation produced.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The channel as it is after the mutation (before, for a deleted channel).
+    pub channel: Option<Channel>,
+    /// New log entries in `seq` order (empty for idempotent repeats and non-appending writes).
+    pub entries: Vec<StoredEntry>,
+    /// What the caller asked for.
+    pub outcome: Outcome,
+}
+
+/// The answer of a mutation beyond its entries.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// `CreateChannel` / `Join`: the channel (`created` false when it already existed).
+    Channel { created: bool },
+    /// `Send` / `Edit`: the message as history shows it now (`duplicate`: an idempotent repeat).
+    Message { message: Box<Message>, duplicate: bool },
+    /// `React`.
+    Reaction { reaction_id: String },
+    /// `DeleteChannel`: who was a member, to tell them.
+    ChannelDeleted { members: Vec<String> },
+    /// `Read`: the `seq` of the message read, for the receipt.
+    Read { message_id: String, seq: u64 },
+    /// Anything else.
+    Done,
+}
+
+/// Why a store refused a mutation or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("channel not found")]
+    ChannelNotFound,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("not a member of this channel")]
+    NotMember,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("only the author may change this message")]
+    NotAuthor,
+    #[error("channel name is registered by another user")]
+    NameTaken,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("storage backend: {0}")]
+    Backend(String),
+    #[error("store is shut down")]
+    Closed,
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Messages of a channel, by `seq` range and time range.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryRange {
+    /// 1 ..= the configured page maximum.
+    pub limit: u32,
+    /// Only messages with `seq < before`, newest first.
+    pub before: Option<u64>,
+    /// Only messages with `seq > after`, oldest first.
+    pub after: Option<u64>,
+    /// Only messages at or after this time (ms since the epoch).
+    pub from_ms: Option<i64>,
+    /// Only messages at or before this time.
+    pub to_ms: Option<i64>,
+}
+
+/// Receives every committed [`Applied`], in commit order, on the committing thread, before the
+/// caller of `apply` is answered. It must not block: it hands events to queues and returns.
+pub trait CommitSink: Send + Sync + 'static {
+    fn committed(&self, applied: &Applied);
+}
+
+/// A sink that drops everything (for tools and tests that do not fan out).
+#[derive(Debug, Default)]
+pub struct NullSink;
+
+impl CommitSink for NullSink {
+    fn committed(&self, _: &Applied) {}
+}
+
+/// The channel store. See the crate doc for the guarantees.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies one mutation atomically and durably; see [`Mutation`] for each variant's rules.
+    async fn apply(&self, m: Mutation) -> Result<Applied>;
+
+    /// A channel of `app` by id or by name.
+    async fn channel(&self, app: &str, id_or_name: &str) -> Result<Option<Channel>>;
+
+    /// The members of a channel with their read markers.
+    async fn members(&self, channel_id: &str) -> Result<Vec<Member>>;
+
+    /// The channels `user` of `app` is a member of, with unread counts.
+    async fn channels_of(&self, app: &str, user: &str) -> Result<Vec<ChannelSummary>>;
+
+    /// Every named channel of `app` that `user` may join (open ones, and invite ones they are
+    /// in; all of them with `admin`).
+    async fn directory(&self, app: &str, user: &str, admin: bool) -> Result<Vec<DirectoryEntry>>;
+
+    /// Messages (edits applied, deleted ones absent, with reactions); `has_more` tells whether
+    /// more exist beyond the page in the direction of the query.
+    async fn history(&self, channel_id: &str, range: &HistoryRange) -> Result<(Vec<Message>, bool)>;
+
+    /// Raw log entries with `seq > after`, oldest first, at most `limit`; and `has_more`.
+    async fn log(&self, channel_id: &str, after: u64, limit: u32) -> Result<(Vec<StoredEntry>, bool)>;
+
+    /// The newest `seq` of a channel (0 when empty or unknown).
+    async fn head_seq(&self, channel_id: &str) -> Result<u64>;
+
+    /// Every `(channel_id, user)` membership, to seed the engine's fan-out index at start.
+    async fn all_memberships(&self) -> Result<Vec<(String, String)>>;
+
+    /// Stops accepting writes, finishes those in flight, and flushes.
+    async fn close(&self) -> Result<()>;
+}
+
+/// Content-addressed blob storage, scoped by channel.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Stores `bytes` durably; returns the lowercase hex BLAKE3 of the bytes.
+    async fn put(&self, channel_id: &str, bytes: bytes_like::Bytes) -> Result<String>;
+    /// The bytes of a blob, if the channel has it.
+    async fn get(&self, channel_id: &str, blob_id: &str) -> Result<Option<bytes_like::Bytes>>;
+    /// Removes every blob of a channel.
+    async fn delete_channel(&self, channel_id: &str) -> Result<()>;
+}
+
+/// Blobs are plain byte vectors at this boundary.
+pub mod bytes_like {
+    pub type Bytes = Vec<u8>;
+}
+
+/// Shared handle types.
+pub type DynStore = Arc<dyn Store>;
+pub type DynBlobStore = Arc<dyn BlobStore>;
