@@ -131,8 +131,11 @@ pub struct EntryExtra {
     pub title: Option<String>,
     /// `reaction_deleted`: the message the reaction was on.
     pub message_id: Option<String>,
-    /// `message`: the id of the message (entries of kind `message` are keyed by it).
+    /// `message`: the id of the message; `reaction`: the id of the reaction.
     pub id: Option<String>,
+    /// `message` with a `reply_to`, as read by [`Store::log`]: the snapshot of the replied-to
+    /// message at read time (content `None` once it was deleted). Appends may leave it `None`.
+    pub reply: Option<herald_proto::model::ReplySnapshot>,
 }
 
 /// A log entry as stored, with what is needed to rebuild its event.
@@ -156,6 +159,8 @@ pub struct StoredEntry {
 /// What a committed mutation produced.
 #[derive(Debug, Clone)]
 pub struct Applied {
+    /// The app (tenant) the channel belongs to.
+    pub app: String,
     /// The channel as it is after the mutation (before, for a deleted channel).
     pub channel: Option<Channel>,
     /// New log entries in `seq` order (empty for idempotent repeats and non-appending writes).
@@ -205,6 +210,14 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One `(app, channel, user)` membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub app: String,
+    pub channel_id: String,
+    pub user: String,
+}
 
 /// Messages of a channel, by `seq` range and time range.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -264,8 +277,8 @@ pub trait Store: Send + Sync + 'static {
     /// The newest `seq` of a channel (0 when empty or unknown).
     async fn head_seq(&self, channel_id: &str) -> Result<u64>;
 
-    /// Every `(channel_id, user)` membership, to seed the engine's fan-out index at start.
-    async fn all_memberships(&self) -> Result<Vec<(String, String)>>;
+    /// Every membership, to seed the engine's fan-out index at start.
+    async fn all_memberships(&self) -> Result<Vec<Membership>>;
 
     /// Stops accepting writes, finishes those in flight, and flushes.
     async fn close(&self) -> Result<()>;
