@@ -180,8 +180,8 @@ pub enum Outcome {
     Reaction { reaction_id: String },
     /// `DeleteChannel`: who was a member, to tell them.
     ChannelDeleted { members: Vec<String> },
-    /// `Read`: the `seq` of the message read, for the receipt.
-    Read { message_id: String, seq: u64 },
+    /// `Read`: who read up to which message (and its `seq`), for the receipt.
+    Read { user: String, message_id: String, seq: u64 },
     /// Anything else.
     Done,
 }
