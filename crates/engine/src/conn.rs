@@ -1,0 +1,169 @@
+//! One connection's shared state: its bounded outbound queue, the kick that closes a consumer
+//! too far behind, and the resume buffer that keeps replayed and live events in order.
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::{Notify, mpsc};
+
+/// One serialized frame (JSON text) ready for the socket; shared by every recipient.
+pub type Outbound = Bytes;
+
+/// Where a resumed channel stands for this connection.
+enum ResumeState {
+    /// The replay is running: live events wait here, in commit order.
+    Buffering(Vec<(u64, Bytes)>),
+    /// The replay is done up to `floor`: live events at or below it are duplicates.
+    Live { floor: u64 },
+}
+
+/// The part of a connection the hub holds.
+pub struct ConnShared {
+    pub(crate) key: u64,
+    pub conn_id: String,
+    pub app: Arc<str>,
+    pub user: Arc<str>,
+    tx: mpsc::Sender<Outbound>,
+    capacity: usize,
+    kicked: AtomicBool,
+    kick: Notify,
+    resuming: AtomicBool,
+    resume: Mutex<HashMap<String, ResumeState>>,
+    pub(crate) subjects: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for ConnShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnShared").field("conn_id", &self.conn_id).field("user", &self.user).finish()
+    }
+}
+
+/// What happened to a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    Queued,
+    /// Held back (resume in progress) or dropped as a duplicate.
+    Held,
+    /// The queue was full: the connection is kicked.
+    Overflow,
+    Closed,
+}
+
+impl ConnShared {
+    pub(crate) fn new(
+        key: u64,
+        conn_id: String,
+        app: Arc<str>,
+        user: Arc<str>,
+        capacity: usize,
+    ) -> (Arc<ConnShared>, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let shared = Arc::new(ConnShared {
+            key,
+            conn_id,
+            app,
+            user,
+            tx,
+            capacity,
+            kicked: AtomicBool::new(false),
+            kick: Notify::new(),
+            resuming: AtomicBool::new(false),
+            resume: Mutex::new(HashMap::new()),
+            subjects: Mutex::new(Vec::new()),
+        });
+        (shared, rx)
+    }
+
+    /// Queues a frame without waiting. A full queue kicks the connection: a consumer that far
+    /// behind is closed (code 4008) and resumes from its last `seq`, rather than slowing the
+    /// writer or growing memory.
+    pub(crate) fn try_push(&self, frame: &Bytes) -> Pushed {
+        match self.tx.try_send(frame.clone()) {
+            Ok(()) => Pushed::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.kick();
+                Pushed::Overflow
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Pushed::Closed,
+        }
+    }
+
+    /// Queues a channel event, honouring a resume in progress for that channel.
+    pub(crate) fn push_event(&self, channel: &str, seq: Option<u64>, frame: &Bytes) -> Pushed {
+        if let Some(seq) = seq
+            && self.resuming.load(Ordering::Acquire)
+        {
+            let mut resume = self.resume.lock();
+            match resume.get_mut(channel) {
+                Some(ResumeState::Buffering(held)) => {
+                    if held.len() >= self.capacity {
+                        drop(resume);
+                        self.kick();
+                        return Pushed::Overflow;
+                    }
+                    held.push((seq, frame.clone()));
+                    return Pushed::Held;
+                }
+                Some(ResumeState::Live { floor }) if seq <= *floor => return Pushed::Held,
+                _ => {}
+            }
+        }
+        self.try_push(frame)
+    }
+
+    /// Queues a frame, waiting for room (replies and replays: the connection's own work).
+    pub async fn send(&self, frame: Bytes) -> bool {
+        self.tx.send(frame).await.is_ok()
+    }
+
+    /// Marks the connection as too slow; its writer closes it.
+    pub fn kick(&self) {
+        if !self.kicked.swap(true, Ordering::AcqRel) {
+            self.kick.notify_one();
+        }
+    }
+
+    pub fn is_kicked(&self) -> bool {
+        self.kicked.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the connection has been kicked.
+    pub async fn kicked(&self) {
+        loop {
+            let notified = self.kick.notified();
+            if self.is_kicked() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Starts holding live events of `channels` until [`ConnShared::finish_resume`].
+    pub(crate) fn begin_resume(&self, channels: impl IntoIterator<Item = String>) {
+        let mut resume = self.resume.lock();
+        for c in channels {
+            resume.insert(c, ResumeState::Buffering(Vec::new()));
+        }
+        self.resuming.store(!resume.is_empty(), Ordering::Release);
+    }
+
+    /// Ends the replay of `channel` at `replayed_to`: queues the held live events after it, in
+    /// order, and from now on drops live events at or below it.
+    pub(crate) async fn finish_resume(&self, channel: &str, replayed_to: u64) -> bool {
+        let held = {
+            let mut resume = self.resume.lock();
+            match resume.insert(channel.to_owned(), ResumeState::Live { floor: replayed_to }) {
+                Some(ResumeState::Buffering(held)) => held,
+                _ => Vec::new(),
+            }
+        };
+        for (seq, frame) in held {
+            if seq > replayed_to && !self.send(frame).await {
+                return false;
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,300 @@
+//! The hub: who is connected, who is a member of what, who subscribes to which subject; and the
+//! [`CommitSink`] that fans every committed entry out to the connections of the channel's
+//! members.
+//!
+//! The index sits behind one `parking_lot::RwLock`. That is the right lock here: it is never
+//! held across an `.await`, fan-out only reads it, and writes (connect, disconnect, a
+//! membership change) are short. Membership changes reach the index only through the sink, in
+//! commit order, so the index is exactly the store's membership as of the last commit.
+
+use crate::conn::{ConnShared, Outbound, Pushed};
+use crate::events::{event_of, to_bytes};
+use bytes::Bytes;
+use herald_proto::EntryKind;
+use herald_proto::frames::Event;
+use herald_store::{Applied, CommitSink, Membership, Outcome};
+use parking_lot::RwLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+
+struct ChannelIndex {
+    app: Arc<str>,
+    members: HashSet<Arc<str>>,
+}
+
+#[derive(Default)]
+struct Index {
+    channels: HashMap<String, ChannelIndex>,
+    /// User id → connections (of every app; filtered by app on delivery).
+    users: HashMap<Arc<str>, Vec<Arc<ConnShared>>>,
+    /// (app, subject) → subscribed connections.
+    subjects: HashMap<(Arc<str>, String), Vec<Arc<ConnShared>>>,
+}
+
+/// Counters the server exports as metrics.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    pub connections: AtomicU64,
+    pub deliveries: AtomicU64,
+    pub entries_committed: AtomicU64,
+    pub queue_full_kicks: AtomicU64,
+    pub publications: AtomicU64,
+}
+
+/// The fan-out index and commit sink. See the module doc.
+pub struct Hub {
+    index: RwLock<Index>,
+    next_key: AtomicU64,
+    queue_capacity: usize,
+    pub stats: HubStats,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// A hub whose connections each get an outbound queue of `queue_capacity` frames.
+    pub fn new(queue_capacity: usize) -> Arc<Hub> {
+        Arc::new(Hub {
+            index: RwLock::new(Index::default()),
+            next_key: AtomicU64::new(1),
+            queue_capacity,
+            stats: HubStats::default(),
+        })
+    }
+
+    /// Seeds the membership index from the store (at start, before serving).
+    pub fn load_memberships(&self, memberships: Vec<Membership>) {
+        let mut index = self.index.write();
+        for m in memberships {
+            let ch = index
+                .channels
+                .entry(m.channel_id)
+                .or_insert_with(|| ChannelIndex { app: Arc::from(m.app.as_str()), members: HashSet::new() });
+            ch.members.insert(Arc::from(m.user.as_str()));
+        }
+    }
+
+    /// Registers a connection; returns it with the receiving end of its queue.
+    pub(crate) fn register(
+        &self,
+        conn_id: String,
+        app: &str,
+        user: &str,
+    ) -> (Arc<ConnShared>, mpsc::Receiver<Outbound>) {
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let (conn, rx) = ConnShared::new(key, conn_id, Arc::from(app), Arc::from(user), self.queue_capacity);
+        let mut index = self.index.write();
+        index.users.entry(conn.user.clone()).or_default().push(conn.clone());
+        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        (conn, rx)
+    }
+
+    /// Removes a connection and its subscriptions.
+    pub(crate) fn unregister(&self, conn: &ConnShared) {
+        let subjects = std::mem::take(&mut *conn.subjects.lock());
+        let mut index = self.index.write();
+        if let Some(list) = index.users.get_mut(&conn.user) {
+            list.retain(|c| c.key != conn.key);
+            if list.is_empty() {
+                index.users.remove(&conn.user);
+            }
+        }
+        for s in subjects {
+            let key = (conn.app.clone(), s);
+            if let Some(list) = index.subjects.get_mut(&key) {
+                list.retain(|c| c.key != conn.key);
+                if list.is_empty() {
+                    index.subjects.remove(&key);
+                }
+            }
+        }
+        self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Subscribes a connection to a subject; false if it already was.
+    pub(crate) fn subscribe(&self, conn: &Arc<ConnShared>, subject: &str) -> bool {
+        {
+            let mut subs = conn.subjects.lock();
+            if subs.iter().any(|s| s == subject) {
+                return false;
+            }
+            subs.push(subject.to_owned());
+        }
+        let mut index = self.index.write();
+        index.subjects.entry((conn.app.clone(), subject.to_owned())).or_default().push(conn.clone());
+        true
+    }
+
+    /// Unsubscribes; false if it was not subscribed.
+    pub(crate) fn unsubscribe(&self, conn: &ConnShared, subject: &str) -> bool {
+        {
+            let mut subs = conn.subjects.lock();
+            let before = subs.len();
+            subs.retain(|s| s != subject);
+            if subs.len() == before {
+                return false;
+            }
+        }
+        let mut index = self.index.write();
+        let key = (conn.app.clone(), subject.to_owned());
+        if let Some(list) = index.subjects.get_mut(&key) {
+            list.retain(|c| c.key != conn.key);
+            if list.is_empty() {
+                index.subjects.remove(&key);
+            }
+        }
+        true
+    }
+
+    /// Number of subjects a connection subscribes to.
+    pub(crate) fn subscription_count(conn: &ConnShared) -> usize {
+        conn.subjects.lock().len()
+    }
+
+    /// Delivers a publication to every subscriber of `(app, subject)`; returns how many.
+    pub(crate) fn publish(&self, app: &str, subject: &str, frame: &Bytes) -> usize {
+        let index = self.index.read();
+        let key: (Arc<str>, String) = (Arc::from(app), subject.to_owned());
+        let mut n = 0;
+        if let Some(list) = index.subjects.get(&key) {
+            for c in list {
+                if self.count(c.try_push(frame)) {
+                    n += 1;
+                }
+            }
+        }
+        self.stats.publications.fetch_add(1, Ordering::Relaxed);
+        n
+    }
+
+    /// The app of a channel if `user` is a member of it.
+    pub fn is_member(&self, app: &str, channel: &str, user: &str) -> bool {
+        let index = self.index.read();
+        index.channels.get(channel).is_some_and(|c| &*c.app == app && c.members.contains(user))
+    }
+
+    /// The channels `user` of `app` is a member of.
+    pub fn channels_of(&self, app: &str, user: &str) -> Vec<String> {
+        let index = self.index.read();
+        index
+            .channels
+            .iter()
+            .filter(|(_, c)| &*c.app == app && c.members.contains(user))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Sends a frame to every connection of every member of a channel (optionally skipping
+    /// one user), honouring resume. Returns the number of queued deliveries.
+    pub(crate) fn deliver(
+        &self,
+        channel: &str,
+        seq: Option<u64>,
+        frame: &Bytes,
+        skip_user: Option<&str>,
+    ) -> usize {
+        let index = self.index.read();
+        let Some(ch) = index.channels.get(channel) else { return 0 };
+        let mut n = 0;
+        for member in &ch.members {
+            if skip_user.is_some_and(|s| s == &**member) {
+                continue;
+            }
+            if let Some(conns) = index.users.get(member) {
+                for c in conns.iter().filter(|c| c.app == ch.app) {
+                    if self.count(c.push_event(channel, seq, frame)) {
+                        n += 1;
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    fn count(&self, p: Pushed) -> bool {
+        match p {
+            Pushed::Queued => {
+                self.stats.deliveries.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Pushed::Overflow => {
+                self.stats.queue_full_kicks.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Pushed::Held | Pushed::Closed => false,
+        }
+    }
+
+    fn add_member(&self, app: &str, channel: &str, user: &str) {
+        let mut index = self.index.write();
+        index
+            .channels
+            .entry(channel.to_owned())
+            .or_insert_with(|| ChannelIndex { app: Arc::from(app), members: HashSet::new() })
+            .members
+            .insert(Arc::from(user));
+    }
+
+    fn remove_member(&self, channel: &str, user: &str) {
+        let mut index = self.index.write();
+        if let Some(c) = index.channels.get_mut(channel) {
+            c.members.remove(user);
+        }
+    }
+
+    fn remove_channel(&self, channel: &str) {
+        self.index.write().channels.remove(channel);
+    }
+}
+
+impl CommitSink for Hub {
+    fn committed(&self, applied: &Applied) {
+        // New members first, so a joiner (and the creator of a channel) receives its own
+        // `member_joined` / `channel_created`; leavers after, so they receive their `member_left`.
+        for e in applied.entries.iter().filter(|e| e.kind == EntryKind::MemberJoined) {
+            self.add_member(&applied.app, &e.channel_id, &e.reference);
+        }
+        let message = match &applied.outcome {
+            Outcome::Message { message, .. } => Some(&**message),
+            _ => None,
+        };
+        for e in &applied.entries {
+            let event = event_of(e, message.filter(|m| m.seq == e.seq));
+            self.deliver(&e.channel_id, Some(e.seq), &to_bytes(&event), None);
+        }
+        self.stats.entries_committed.fetch_add(applied.entries.len() as u64, Ordering::Relaxed);
+        for e in applied.entries.iter().filter(|e| e.kind == EntryKind::MemberLeft) {
+            self.remove_member(&e.channel_id, &e.reference);
+        }
+        match &applied.outcome {
+            Outcome::ChannelDeleted { .. } => {
+                if let Some(ch) = &applied.channel {
+                    let event = Event::ChannelDeleted {
+                        channel: ch.id.clone(),
+                        name: ch.name.clone(),
+                        title: ch.title.clone(),
+                    };
+                    self.deliver(&ch.id, None, &to_bytes(&event), None);
+                    self.remove_channel(&ch.id);
+                }
+            }
+            Outcome::Read { user, message_id, .. } => {
+                if let Some(ch) = &applied.channel {
+                    let event = Event::MessageRead {
+                        channel: ch.id.clone(),
+                        user: user.to_owned(),
+                        message_id: message_id.clone(),
+                    };
+                    self.deliver(&ch.id, None, &to_bytes(&event), None);
+                }
+            }
+            _ => {}
+        }
+    }
+}

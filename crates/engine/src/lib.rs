@@ -1,0 +1,116 @@
+//! The Herald node: who is connected to what, appending through the [`Store`], fan-out of
+//! every committed entry into bounded per-connection queues, pub/sub subjects, and resume.
+//!
+//! The engine owns no socket and reads no clock of its own: the gateway (in `herald-server`)
+//! hands it authenticated [`Principal`]s and typed requests, and drains each connection's
+//! queue onto its socket; time and ids come from the injected [`Clock`] and [`IdGen`].
+//!
+//! # Layout
+//!
+//! - [`hub`]: the fan-out index (channel → members, user → connections, subject →
+//!   subscribers) and the [`CommitSink`] that turns committed entries into events, serialized
+//!   once and shared by every recipient.
+//! - [`conn`]: one connection's shared state: its bounded queue, the overflow kick, resume.
+//! - [`events`]: a stored entry → its wire event.
+//! - [`ops`]: every request of PROTOCOL.md §4, with its authorisation and limits.
+//! - [`error`]: [`EngineError`] and its one mapping to protocol error codes.
+//!
+//! # Invariants
+//!
+//! - A connection receives the log events of a channel in strictly increasing `seq` order,
+//!   without gaps from its resume point and without duplicates: the sink runs in commit order
+//!   on one thread, and resume buffers live events until the replay has caught up.
+//! - Fan-out never blocks: a full queue kicks its connection (close code 4008), it never
+//!   slows the writer or other connections.
+
+pub mod conn;
+pub mod error;
+pub mod events;
+pub mod hub;
+pub mod ops;
+
+pub use conn::{ConnShared, Outbound};
+pub use error::EngineError;
+pub use hub::Hub;
+pub use ops::{ConnHandle, Engine, EngineConfig, OkReply};
+
+use herald_proto::model::UserInfo;
+pub use herald_store::{CommitSink, Store};
+
+/// The time source, in milliseconds since the Unix epoch.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> i64;
+}
+
+/// The wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// The source of server-assigned ids (channels, messages, reactions, connections).
+pub trait IdGen: Send + Sync + 'static {
+    fn new_id(&self) -> String;
+}
+
+/// UUIDv7 ids: time-ordered, so ids sort roughly by creation.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UuidV7;
+
+impl IdGen for UuidV7 {
+    fn new_id(&self) -> String {
+        uuid::Uuid::now_v7().to_string()
+    }
+}
+
+/// What a verified token says about its bearer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub app: String,
+    pub user: UserInfo,
+    pub grants: Grants,
+}
+
+/// The grants of PROTOCOL.md §2 that the engine acts on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Grants {
+    pub channels_create: bool,
+    pub channels_admin: bool,
+    pub keeper: bool,
+    pub server: bool,
+    pub admin: bool,
+}
+
+impl Grants {
+    /// Parses a token's `grants` claim; absent means the ordinary user set.
+    pub fn from_claim(grants: Option<&[String]>) -> Grants {
+        let Some(list) = grants else {
+            return Grants { channels_create: true, ..Grants::default() };
+        };
+        let mut g = Grants::default();
+        for s in list {
+            match s.as_str() {
+                "channels:create" => g.channels_create = true,
+                "channels:admin" => g.channels_admin = true,
+                "keeper" => g.keeper = true,
+                "server" => g.server = true,
+                "admin" => g.admin = true,
+                _ => {}
+            }
+        }
+        // `admin` implies every other grant.
+        if g.admin {
+            g.channels_create = true;
+            g.channels_admin = true;
+            g.server = true;
+        }
+        g
+    }
+}

@@ -1,0 +1,783 @@
+//! The [`Engine`]: every request of PROTOCOL.md §4 with its validation, authorisation and
+//! limits, appends through the store, and resume.
+
+use crate::conn::{ConnShared, Outbound};
+use crate::error::EngineError;
+use crate::events::{event_of, to_bytes};
+use crate::hub::Hub;
+use crate::{Clock, IdGen, Principal};
+use bytes::Bytes;
+use herald_proto::frames::{
+    ChannelListOk, ChannelOk, ConnectOk, CreateChannel, DirectoryOk, Event, HistoryPage, HistoryQuery,
+    LogPage, MessageOk, ReactionOk, Request, SendMessage,
+};
+use herald_proto::model::{Channel, LogEntry, Member, Policy, UserInfo};
+use herald_proto::names::looks_like_uuid;
+use herald_proto::{ChannelName, ClientId, Subject, UserId};
+use herald_store::{Actor, DynBlobStore, DynStore, HistoryRange, Mutation, Outcome, StoredEntry};
+use parking_lot::Mutex;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+
+/// Limits and sizes of the engine; every one is configurable from the server's config.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Largest `content` (and `data` of publish/ephemeral, serialized) in bytes.
+    pub max_content_bytes: usize,
+    /// Largest history page (`limit`), and of a raw log page.
+    pub history_page_max: u32,
+    /// Entries replayed per channel on resume before `resume_truncated`.
+    pub replay_cap: u64,
+    /// Subjects one connection may subscribe to.
+    pub max_subscriptions: usize,
+    /// Largest blob in bytes.
+    pub max_blob_bytes: usize,
+    /// Members a `channel.create` may list.
+    pub max_initial_members: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_content_bytes: 64 * 1024,
+            history_page_max: 500,
+            replay_cap: 1000,
+            max_subscriptions: 1024,
+            max_blob_bytes: 16 * 1024 * 1024,
+            max_initial_members: 1000,
+        }
+    }
+}
+
+/// The empty `ok`: `{}`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Empty {}
+
+/// The `ok` payload of a request.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum OkReply {
+    Empty(Empty),
+    Connect(ConnectOk),
+    Channel(ChannelOk),
+    Message(MessageOk),
+    Reaction(ReactionOk),
+    ChannelList(ChannelListOk),
+    Directory(DirectoryOk),
+    History(HistoryPage),
+}
+
+/// Counters the server exports.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub messages_in: AtomicU64,
+}
+
+/// A registered connection. Dropping it unregisters the connection from the hub.
+pub struct ConnHandle {
+    shared: Arc<ConnShared>,
+    hub: Arc<Hub>,
+}
+
+impl ConnHandle {
+    pub fn shared(&self) -> &Arc<ConnShared> {
+        &self.shared
+    }
+}
+
+impl std::ops::Deref for ConnHandle {
+    type Target = ConnShared;
+    fn deref(&self) -> &ConnShared {
+        &self.shared
+    }
+}
+
+impl Drop for ConnHandle {
+    fn drop(&mut self) {
+        self.hub.unregister(&self.shared);
+    }
+}
+
+impl std::fmt::Debug for ConnHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+/// The node. Cheap to share: `Arc<Engine>`.
+pub struct Engine {
+    store: DynStore,
+    blobs: DynBlobStore,
+    hub: Arc<Hub>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGen>,
+    config: EngineConfig,
+    known_users: Mutex<HashSet<(String, String, Option<String>, &'static str)>>,
+    pub stats: EngineStats,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> EngineError {
+    EngineError::BadRequest(msg.into())
+}
+
+impl Engine {
+    /// Builds the engine and seeds the hub's membership index from the store. `hub` must be
+    /// the sink the store was opened with.
+    pub async fn start(
+        store: DynStore,
+        blobs: DynBlobStore,
+        hub: Arc<Hub>,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdGen>,
+        config: EngineConfig,
+    ) -> Result<Arc<Engine>, EngineError> {
+        let memberships = store.all_memberships().await.map_err(|e| EngineError::from_store(e, ""))?;
+        hub.load_memberships(memberships);
+        Ok(Arc::new(Engine {
+            store,
+            blobs,
+            hub,
+            clock,
+            ids,
+            config,
+            known_users: Mutex::new(HashSet::new()),
+            stats: EngineStats::default(),
+        }))
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    fn actor(who: &Principal) -> Actor {
+        Actor {
+            app: who.app.clone(),
+            user: who.user.clone(),
+            channel_admin: who.grants.channels_admin,
+            server: who.grants.server,
+        }
+    }
+
+    /// Records the user's display name and kind the first time this node sees them.
+    pub async fn note_user(&self, who: &Principal) -> Result<(), EngineError> {
+        let key = (who.app.clone(), who.user.id.clone(), who.user.name.clone(), who.user.kind.as_str());
+        if self.known_users.lock().contains(&key) {
+            return Ok(());
+        }
+        self.store
+            .apply(Mutation::UpsertUser { actor: Self::actor(who) })
+            .await
+            .map_err(|e| EngineError::from_store(e, ""))?;
+        self.known_users.lock().insert(key);
+        Ok(())
+    }
+
+    /// Registers an authenticated connection. The caller drains the receiver onto the socket.
+    pub async fn connect(
+        &self,
+        who: &Principal,
+    ) -> Result<(ConnHandle, mpsc::Receiver<Outbound>), EngineError> {
+        self.note_user(who).await?;
+        let (shared, rx) = self.hub.register(self.ids.new_id(), &who.app, &who.user.id);
+        Ok((ConnHandle { shared, hub: self.hub.clone() }, rx))
+    }
+
+    /// Replays, per channel, every entry after the client's `seq`, then lets live events
+    /// through: no gap, no duplicate (see [`ConnShared`]'s resume buffer). Channels the user
+    /// is not a member of are skipped. Returns false if the connection went away.
+    pub async fn resume(&self, who: &Principal, conn: &ConnHandle, resume: &BTreeMap<String, u64>) -> bool {
+        let channels: Vec<(String, u64)> = resume
+            .iter()
+            .filter(|(c, _)| self.hub.is_member(&who.app, c, &who.user.id))
+            .map(|(c, s)| (c.clone(), *s))
+            .collect();
+        conn.begin_resume(channels.iter().map(|(c, _)| c.clone()));
+        for (channel, seq) in channels {
+            let mut after = seq;
+            match self.replay(conn, &channel, &mut after).await {
+                Ok(true) => {}
+                Ok(false) => return false,
+                Err(e) => {
+                    tracing::warn!(channel, error = %e, "resume replay failed");
+                }
+            }
+            if !conn.finish_resume(&channel, after).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn replay(&self, conn: &ConnHandle, channel: &str, after: &mut u64) -> Result<bool, EngineError> {
+        let head = self.store.head_seq(channel).await.map_err(|e| EngineError::from_store(e, channel))?;
+        *after = (*after).min(head);
+        if head - *after > self.config.replay_cap {
+            let from_seq = head - self.config.replay_cap + 1;
+            let ev = Event::ResumeTruncated { channel: channel.to_owned(), from_seq };
+            if !conn.send(to_bytes(&ev)).await {
+                return Ok(false);
+            }
+            *after = from_seq - 1;
+        }
+        loop {
+            let (entries, more) = self
+                .store
+                .log(channel, *after, self.config.history_page_max)
+                .await
+                .map_err(|e| EngineError::from_store(e, channel))?;
+            for e in &entries {
+                if !conn.send(to_bytes(&event_of(e, None))).await {
+                    return Ok(false);
+                }
+                *after = e.seq;
+            }
+            if !more || entries.is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Resolves a channel reference (id or name) within the caller's app to an id.
+    async fn resolve(&self, who: &Principal, channel: &str) -> Result<String, EngineError> {
+        if looks_like_uuid(channel) {
+            return Ok(channel.to_owned());
+        }
+        let name = ChannelName::parse(channel)?;
+        match self
+            .store
+            .channel(&who.app, name.as_str())
+            .await
+            .map_err(|e| EngineError::from_store(e, channel))?
+        {
+            Some(c) => Ok(c.id),
+            None => Err(EngineError::ChannelNotFound(channel.to_owned())),
+        }
+    }
+
+    /// Loads a channel the caller may read: a member, or a holder of `server` /
+    /// `channels:admin`.
+    async fn readable(&self, who: &Principal, channel: &str) -> Result<Channel, EngineError> {
+        let id = self.resolve(who, channel).await?;
+        let ch = self
+            .store
+            .channel(&who.app, &id)
+            .await
+            .map_err(|e| EngineError::from_store(e, channel))?
+            .ok_or_else(|| EngineError::ChannelNotFound(channel.to_owned()))?;
+        if who.grants.server || who.grants.channels_admin || self.hub.is_member(&who.app, &id, &who.user.id) {
+            Ok(ch)
+        } else {
+            Err(EngineError::Forbidden(format!("not a member of channel {channel:?}")))
+        }
+    }
+
+    /// Checks membership from the in-memory index (typing, ephemeral: not worth a store read).
+    async fn require_member_fast(&self, who: &Principal, channel: &str) -> Result<String, EngineError> {
+        let id = self.resolve(who, channel).await?;
+        if self.hub.is_member(&who.app, &id, &who.user.id) {
+            return Ok(id);
+        }
+        self.readable(who, &id).await?;
+        // Admins may read, but typing and ephemeral signals are for members.
+        Err(EngineError::Forbidden(format!("not a member of channel {channel:?}")))
+    }
+
+    async fn apply(&self, m: Mutation, channel: &str) -> Result<herald_store::Applied, EngineError> {
+        self.store.apply(m).await.map_err(|e| EngineError::from_store(e, channel))
+    }
+
+    fn check_content(&self, content: &str) -> Result<(), EngineError> {
+        if content.len() > self.config.max_content_bytes {
+            return Err(EngineError::PayloadTooLarge(format!(
+                "content is {} bytes; the limit is {}",
+                content.len(),
+                self.config.max_content_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_data(&self, data: &serde_json::Value) -> Result<(), EngineError> {
+        let len = serde_json::to_vec(data).map(|v| v.len()).unwrap_or(usize::MAX);
+        if len > self.config.max_content_bytes {
+            return Err(EngineError::PayloadTooLarge(format!(
+                "data is {len} bytes; the limit is {}",
+                self.config.max_content_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_message_id(id: &str, what: &str) -> Result<(), EngineError> {
+        if looks_like_uuid(id) {
+            Ok(())
+        } else {
+            Err(EngineError::InvalidName(herald_proto::NameError {
+                what: "id",
+                value: id.chars().take(80).collect(),
+                rule: if what == "reaction" { "a reaction id (UUID)" } else { "a message id (UUID)" },
+            }))
+        }
+    }
+
+    /// Runs one request for `who`. `conn` is the WebSocket connection, if the request came on
+    /// one (subscriptions need it).
+    pub async fn execute(
+        &self,
+        who: &Principal,
+        conn: Option<&ConnHandle>,
+        req: Request,
+    ) -> Result<OkReply, EngineError> {
+        let now = self.clock.now_ms();
+        match req {
+            Request::Connect { .. } => Err(bad("already connected")),
+            Request::Ping {} => Ok(OkReply::Empty(Empty {})),
+            Request::Subscribe { subject } => {
+                let conn = conn.ok_or_else(|| bad("subscribe needs a WebSocket connection"))?;
+                let subject = Subject::parse(subject)?;
+                if let Some(owner) = subject.inbox_owner()
+                    && owner != who.user.id
+                {
+                    return Err(EngineError::Forbidden(format!(
+                        "{subject:?} is the inbox of another user; only {owner:?} may subscribe"
+                    )));
+                }
+                if Hub::subscription_count(conn) >= self.config.max_subscriptions {
+                    return Err(bad(format!(
+                        "a connection may subscribe to at most {} subjects",
+                        self.config.max_subscriptions
+                    )));
+                }
+                self.hub.subscribe(conn.shared(), subject.as_str());
+                Ok(OkReply::Empty(Empty {}))
+            }
+            Request::Unsubscribe { subject } => {
+                let conn = conn.ok_or_else(|| bad("unsubscribe needs a WebSocket connection"))?;
+                let subject = Subject::parse(subject)?;
+                self.hub.unsubscribe(conn, subject.as_str());
+                Ok(OkReply::Empty(Empty {}))
+            }
+            Request::Publish { subject, data } => {
+                self.publish(who, &subject, data)?;
+                Ok(OkReply::Empty(Empty {}))
+            }
+            Request::ChannelCreate(c) => self.create_channel(who, c, now).await.map(OkReply::Channel),
+            Request::ChannelJoin { channel } => {
+                let id = self.resolve(who, &channel).await?;
+                let a = self
+                    .apply(Mutation::Join { actor: Self::actor(who), channel: id, ts_ms: now }, &channel)
+                    .await?;
+                let channel = a.channel.ok_or(EngineError::Internal)?;
+                Ok(OkReply::Channel(ChannelOk { channel }))
+            }
+            Request::ChannelLeave { channel } => {
+                let id = self.resolve(who, &channel).await?;
+                let m = Mutation::RemoveMember {
+                    actor: Self::actor(who),
+                    channel: id,
+                    user: who.user.id.clone(),
+                    ts_ms: now,
+                };
+                self.apply(m, &channel).await?;
+                Ok(OkReply::Empty(Empty {}))
+            }
+            Request::ChannelAddMember { channel, user } => {
+                let user = UserId::parse(user)?;
+                let id = self.resolve(who, &channel).await?;
+                let m = Mutation::AddMember {
+                    actor: Self::actor(who),
+                    channel: id,
+                    user: user.into_string(),
+                    ts_ms: now,
+                };
+                self.apply(m, &channel).await?;
+                Ok(OkReply::Empty(Empty {}))
+            }
+            Request::ChannelRemoveMember { channel, user } => {
+                let user = UserId::parse(user)?;
+                let id = self.resolve(who, &channel).await?;
+                let m = Mutation::RemoveMember {
+                    actor: Self::actor(who),
+                    channel: id,
+                    user: user.into_string(),
+                    ts_ms: now,
+                };
+                self.apply(m, &channel).await?;
+                Ok(OkReply::Empty(Empty {}))
+            }
+            Request::ChannelList {} => {
+                let channels = self
+                    .store
+                    .channels_of(&who.app, &who.user.id)
+                    .await
+                    .map_err(|e| EngineError::from_store(e, ""))?;
+                Ok(OkReply::ChannelList(ChannelListOk { channels }))
+            }
+            Request::ChannelDirectory {} => {
+                let channels = self
+                    .store
+                    .directory(&who.app, &who.user.id, who.grants.channels_admin)
+                    .await
+                    .map_err(|e| EngineError::from_store(e, ""))?;
+                Ok(OkReply::Directory(DirectoryOk { channels }))
+            }
+            Request::ChannelDelete { channel } => {
+                let id = self.resolve(who, &channel).await?;
+                self.apply(
+                    Mutation::DeleteChannel { actor: Self::actor(who), channel: id.clone() },
+                    &channel,
+                )
+                .await?;
+                if let Err(e) = self.blobs.delete_channel(&id).await {
+                    tracing::warn!(channel = id, error = %e, "could not remove the blobs of a deleted channel");
+                }
+                Ok(OkReply::Empty(Empty {}))
+            }
+            Request::MessageSend { channel, message } => self
+                .send(who, &channel, message, now)
+                .await
+                .map(|message| OkReply::Message(MessageOk { message })),
+            Request::MessageEdit { channel, message_id, content } => {
+                Self::check_message_id(&message_id, "message")?;
+                self.check_content(&content)?;
+                let id = self.resolve(who, &channel).await?;
+                let m =
+                    Mutation::Edit { actor: Self::actor(who), channel: id, message_id, content, ts_ms: now };
+                match self.apply(m, &channel).await?.outcome {
+                    Outcome::Message { message, .. } => Ok(OkReply::Message(MessageOk { message: *message })),
+                    _ => Err(EngineError::Internal),
+                }
+            }
+            Request::MessageDelete { channel, message_id } => {
+                Self::check_message_id(&message_id, "message")?;
+                let id = self.resolve(who, &channel).await?;
+                self.apply(
+                    Mutation::Delete { actor: Self::actor(who), channel: id, message_id, ts_ms: now },
+                    &channel,
+                )
+                .await?;
+                Ok(OkReply::Empty(Empty {}))
+            }
+            Request::ReactionAdd { channel, message_id, emoji } => {
+                Self::check_message_id(&message_id, "message")?;
+                if emoji.is_empty() || emoji.chars().count() > 64 || emoji.chars().any(char::is_control) {
+                    return Err(bad("emoji must be 1-64 characters without control characters"));
+                }
+                let id = self.resolve(who, &channel).await?;
+                let m = Mutation::React {
+                    actor: Self::actor(who),
+                    channel: id,
+                    id: self.ids.new_id(),
+                    message_id,
+                    emoji,
+                    ts_ms: now,
+                };
+                match self.apply(m, &channel).await?.outcome {
+                    Outcome::Reaction { reaction_id } => Ok(OkReply::Reaction(ReactionOk { reaction_id })),
+                    _ => Err(EngineError::Internal),
+                }
+            }
+            Request::ReactionRemove { channel, reaction_id } => {
+                Self::check_message_id(&reaction_id, "reaction")?;
+                let id = self.resolve(who, &channel).await?;
+                self.apply(
+                    Mutation::Unreact { actor: Self::actor(who), channel: id, reaction_id, ts_ms: now },
+                    &channel,
+                )
+                .await?;
+                Ok(OkReply::Empty(Empty {}))
+            }
+            Request::Read { channel, message_id } => {
+                Self::check_message_id(&message_id, "message")?;
+                let id = self.resolve(who, &channel).await?;
+                self.apply(Mutation::Read { actor: Self::actor(who), channel: id, message_id }, &channel)
+                    .await?;
+                Ok(OkReply::Empty(Empty {}))
+            }
+            Request::Typing { channel, is_typing } => {
+                let id = self.require_member_fast(who, &channel).await?;
+                let ev = Event::Typing { channel: id.clone(), user: who.user.id.clone(), is_typing };
+                self.hub.deliver(&id, None, &to_bytes(&ev), Some(&who.user.id));
+                Ok(OkReply::Empty(Empty {}))
+            }
+            Request::Ephemeral { channel, subject, data } => {
+                let subject = Subject::parse(subject)?;
+                self.check_data(&data)?;
+                let id = self.require_member_fast(who, &channel).await?;
+                let ev = Event::Ephemeral {
+                    channel: id.clone(),
+                    from: who.user.id.clone(),
+                    subject: subject.into_string(),
+                    data,
+                };
+                self.hub.deliver(&id, None, &to_bytes(&ev), Some(&who.user.id));
+                Ok(OkReply::Empty(Empty {}))
+            }
+            Request::History { channel, query } => {
+                self.history(who, &channel, &query).await.map(OkReply::History)
+            }
+        }
+    }
+
+    /// `publish`: plaintext fan-out to the subject's subscribers, never stored. Inboxes
+    /// (`user:<id>`) take publications only from their owner or a `server` token.
+    pub fn publish(
+        &self,
+        who: &Principal,
+        subject: &str,
+        data: serde_json::Value,
+    ) -> Result<usize, EngineError> {
+        let subject = Subject::parse(subject)?;
+        if let Some(owner) = subject.inbox_owner()
+            && owner != who.user.id
+            && !who.grants.server
+        {
+            return Err(EngineError::Forbidden(format!(
+                "only {owner:?} or a server token may publish to {subject:?}"
+            )));
+        }
+        self.check_data(&data)?;
+        let ev = Event::Publication { subject: subject.as_str().to_owned(), from: who.user.id.clone(), data };
+        Ok(self.hub.publish(&who.app, subject.as_str(), &to_bytes(&ev)))
+    }
+
+    /// `channel.create`.
+    pub async fn create_channel(
+        &self,
+        who: &Principal,
+        c: CreateChannel,
+        now: i64,
+    ) -> Result<ChannelOk, EngineError> {
+        if !who.grants.channels_create {
+            return Err(EngineError::Forbidden("this token has no channels:create grant".into()));
+        }
+        let name = c.name.map(ChannelName::parse).transpose()?;
+        if let Some(t) = &c.title
+            && (t.chars().count() > 256 || t.chars().any(char::is_control))
+        {
+            return Err(bad("title must be at most 256 characters without control characters"));
+        }
+        if c.members.len() > self.config.max_initial_members {
+            return Err(bad(format!("at most {} initial members", self.config.max_initial_members)));
+        }
+        let mut members = Vec::with_capacity(c.members.len());
+        for m in c.members {
+            let m = UserId::parse(m)?.into_string();
+            if m != who.user.id && !members.contains(&m) {
+                members.push(m);
+            }
+        }
+        let label = name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+        let m = Mutation::CreateChannel {
+            actor: Self::actor(who),
+            id: self.ids.new_id(),
+            name,
+            title: c.title,
+            encrypted: c.encrypted,
+            policy: c.policy.unwrap_or(Policy::Open),
+            members,
+            ts_ms: now,
+        };
+        let a = self.apply(m, &label).await?;
+        Ok(ChannelOk { channel: a.channel.ok_or(EngineError::Internal)? })
+    }
+
+    /// `message.send`.
+    pub async fn send(
+        &self,
+        who: &Principal,
+        channel: &str,
+        m: SendMessage,
+        now: i64,
+    ) -> Result<herald_proto::model::Message, EngineError> {
+        self.check_content(&m.content)?;
+        let kind = m.kind.unwrap_or_else(|| "chat.text".to_owned());
+        if kind.is_empty() || kind.len() > 64 || !kind.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad("type must be 1-64 printable ASCII characters without spaces"));
+        }
+        let client_id = m.client_id.map(ClientId::parse).transpose()?.map(ClientId::into_string);
+        if let Some(r) = &m.reply_to {
+            Self::check_message_id(r, "message")?;
+        }
+        let mut actor = Self::actor(who);
+        if let Some(author) = m.author {
+            if !who.grants.server {
+                return Err(EngineError::Forbidden("only a server token may name another author".into()));
+            }
+            let author = UserId::parse(author)?.into_string();
+            if author != who.user.id {
+                actor.user =
+                    UserInfo { id: author, name: None, kind: herald_proto::model::UserKind::Service };
+            }
+        }
+        let id = self.resolve(who, channel).await?;
+        let mutation = Mutation::Send {
+            actor,
+            channel: id,
+            id: self.ids.new_id(),
+            kind,
+            content: m.content,
+            reply_to: m.reply_to,
+            client_id,
+            ts_ms: now,
+        };
+        match self.apply(mutation, channel).await?.outcome {
+            Outcome::Message { message, .. } => {
+                self.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+                Ok(*message)
+            }
+            _ => Err(EngineError::Internal),
+        }
+    }
+
+    /// `history` / `GET …/messages`.
+    pub async fn history(
+        &self,
+        who: &Principal,
+        channel: &str,
+        q: &HistoryQuery,
+    ) -> Result<HistoryPage, EngineError> {
+        let limit = q.limit.unwrap_or(50);
+        if limit == 0 || limit > self.config.history_page_max {
+            return Err(bad(format!("limit must be 1-{}", self.config.history_page_max)));
+        }
+        if q.before.is_some() && q.after.is_some() {
+            return Err(bad("give either before or after, not both"));
+        }
+        let parse_time = |s: &Option<String>, field: &str| -> Result<Option<i64>, EngineError> {
+            s.as_deref()
+                .map(|t| {
+                    herald_proto::time::parse_ms(t)
+                        .ok_or_else(|| bad(format!("{field} must be an RFC 3339 time")))
+                })
+                .transpose()
+        };
+        let range = HistoryRange {
+            limit,
+            before: q.before,
+            after: q.after,
+            from_ms: parse_time(&q.from, "from")?,
+            to_ms: parse_time(&q.to, "to")?,
+        };
+        let ch = self.readable(who, channel).await?;
+        let (messages, has_more) =
+            self.store.history(&ch.id, &range).await.map_err(|e| EngineError::from_store(e, channel))?;
+        Ok(HistoryPage { messages, has_more })
+    }
+
+    /// `GET /v1/channels/{id}`: the channel and its members.
+    pub async fn channel_info(
+        &self,
+        who: &Principal,
+        channel: &str,
+    ) -> Result<(Channel, Vec<Member>), EngineError> {
+        let ch = self.readable(who, channel).await?;
+        let members = self.store.members(&ch.id).await.map_err(|e| EngineError::from_store(e, channel))?;
+        Ok((ch, members))
+    }
+
+    /// `GET /v1/channels/{id}/log`.
+    pub async fn log(
+        &self,
+        who: &Principal,
+        channel: &str,
+        after: u64,
+        limit: Option<u32>,
+    ) -> Result<LogPage, EngineError> {
+        let limit = limit.unwrap_or(100);
+        if limit == 0 || limit > self.config.history_page_max {
+            return Err(bad(format!("limit must be 1-{}", self.config.history_page_max)));
+        }
+        let ch = self.readable(who, channel).await?;
+        let (entries, has_more) =
+            self.store.log(&ch.id, after, limit).await.map_err(|e| EngineError::from_store(e, channel))?;
+        Ok(LogPage { entries: entries.iter().map(log_entry).collect(), has_more })
+    }
+
+    /// `PUT /v1/channels/{id}/blobs`.
+    pub async fn put_blob(
+        &self,
+        who: &Principal,
+        channel: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(String, usize), EngineError> {
+        if bytes.len() > self.config.max_blob_bytes {
+            return Err(EngineError::PayloadTooLarge(format!(
+                "blob is {} bytes; the limit is {}",
+                bytes.len(),
+                self.config.max_blob_bytes
+            )));
+        }
+        let id = self.resolve(who, channel).await?;
+        if !self.hub.is_member(&who.app, &id, &who.user.id) && !who.grants.server {
+            self.readable(who, &id).await?;
+            return Err(EngineError::Forbidden(format!("not a member of channel {channel:?}")));
+        }
+        let size = bytes.len();
+        let blob_id = self.blobs.put(&id, bytes).await.map_err(|e| EngineError::from_store(e, channel))?;
+        Ok((blob_id, size))
+    }
+
+    /// `GET /v1/channels/{id}/blobs/{blob_id}`: members only.
+    pub async fn get_blob(
+        &self,
+        who: &Principal,
+        channel: &str,
+        blob_id: &str,
+    ) -> Result<Bytes, EngineError> {
+        let ch = self.readable(who, channel).await?;
+        match self.blobs.get(&ch.id, blob_id).await {
+            Ok(Some(b)) => Ok(Bytes::from(b)),
+            Ok(None) => Err(EngineError::NotFound(format!("blob {blob_id:?} not found"))),
+            Err(herald_store::StoreError::Invalid(_)) => {
+                Err(EngineError::InvalidName(herald_proto::NameError {
+                    what: "blob id",
+                    value: blob_id.chars().take(80).collect(),
+                    rule: "64 lowercase hex digits",
+                }))
+            }
+            Err(e) => Err(EngineError::from_store(e, channel)),
+        }
+    }
+
+    /// Stops the store: finishes commits in flight.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.store.close().await {
+            tracing::warn!(error = %e, "store close failed");
+        }
+    }
+}
+
+/// A stored entry as the raw log shows it.
+pub fn log_entry(e: &StoredEntry) -> LogEntry {
+    use herald_proto::chain::to_hex;
+    LogEntry {
+        seq: e.seq,
+        kind: e.kind,
+        author: e.author.clone(),
+        reference: e.reference.clone(),
+        ts: herald_proto::time::format_ms(e.ts_ms),
+        content: e.content.clone(),
+        salt: e.salt.as_ref().map(|s| to_hex(s)),
+        content_hash: to_hex(&e.content_hash),
+        prev_hash: to_hex(&e.prev_hash),
+        hash: to_hex(&e.hash),
+    }
+}
