@@ -1,0 +1,545 @@
+//! One [`Mutation`] applied inside the writer's open transaction: its checks, its row changes
+//! and its log entries. Runs on the writer thread only, inside a savepoint the caller owns.
+
+use crate::backend;
+use crate::rows::{self, ChannelRow, to_i64};
+use herald_proto::EntryKind;
+use herald_proto::chain::{self, EntryFields, Hash32, SALT_LEN, ZERO_HASH};
+use herald_proto::model::{Policy, ReplySnapshot};
+use herald_store::{Actor, Applied, EntryExtra, Mutation, Outcome, Result, StoreError, StoredEntry};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
+
+/// Channel heads: committed ones, and those changed by the batch in progress.
+#[derive(Default)]
+pub struct Heads {
+    /// Heads as of the last successful commit (loaded from the database on first use).
+    pub committed: HashMap<String, (u64, Hash32)>,
+    /// Heads changed by jobs of the current batch whose savepoints were released.
+    pub batch: HashMap<String, (u64, Hash32)>,
+}
+
+impl Heads {
+    /// Makes the batch's heads the committed ones (after `COMMIT` succeeded).
+    pub fn commit(&mut self) {
+        for (ch, head) in self.batch.drain() {
+            if head.0 == 0 {
+                // A deleted channel: nothing to remember.
+                self.committed.remove(&ch);
+            } else {
+                self.committed.insert(ch, head);
+            }
+        }
+    }
+
+    /// Forgets the batch's heads (its transaction was rolled back).
+    pub fn rollback(&mut self) {
+        self.batch.clear();
+    }
+}
+
+/// The state of one job while it is applied.
+pub struct Job<'a> {
+    conn: &'a Connection,
+    heads: &'a mut Heads,
+    /// Heads changed by this job; merged into the batch only if its savepoint is released.
+    own: HashMap<String, (u64, Hash32)>,
+    entries: Vec<StoredEntry>,
+    /// The app of the mutation's actor.
+    app: String,
+    /// The job erased content: the batch must checkpoint the WAL after it commits.
+    pub erased: bool,
+}
+
+impl<'a> Job<'a> {
+    pub fn new(conn: &'a Connection, heads: &'a mut Heads) -> Self {
+        Job { conn, heads, own: HashMap::new(), entries: Vec::new(), app: String::new(), erased: false }
+    }
+
+    /// Merges this job's heads into the batch (its savepoint was released).
+    pub fn release(self) {
+        self.heads.batch.extend(self.own);
+    }
+
+    fn head(&mut self, ch: &str) -> Result<(u64, Hash32)> {
+        if let Some(h) = self.own.get(ch).or_else(|| self.heads.batch.get(ch)) {
+            return Ok(*h);
+        }
+        if let Some(h) = self.heads.committed.get(ch) {
+            return Ok(*h);
+        }
+        // Read inside the batch's transaction: any change this batch made to the channel would
+        // be in an overlay above, so this is the committed head and safe to cache.
+        let h = rows::stored_head(self.conn, ch)?;
+        if h.0 > 0 {
+            self.heads.committed.insert(ch.to_owned(), h);
+        }
+        Ok(h)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn append(
+        &mut self,
+        ch: &str,
+        kind: EntryKind,
+        author: &str,
+        reference: &str,
+        ts_ms: i64,
+        content: &str,
+        extra: EntryExtra,
+    ) -> Result<u64> {
+        let (prev_seq, prev_hash) = self.head(ch)?;
+        let seq = prev_seq + 1;
+        let salt: [u8; SALT_LEN] = rand::random();
+        let content_hash = chain::content_hash(&salt, content);
+        let hash = chain::entry_hash(
+            &prev_hash,
+            &EntryFields { seq, kind, channel_id: ch, author, reference, ts_ms, content_hash: &content_hash },
+        );
+        self.conn
+            .prepare_cached(&format!(
+                "INSERT INTO entries ({}) VALUES \
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                rows::ENTRY_COLS
+            ))
+            .and_then(|mut s| {
+                s.execute(params![
+                    ch,
+                    to_i64(seq),
+                    kind.as_str(),
+                    author,
+                    reference,
+                    ts_ms,
+                    content,
+                    &salt[..],
+                    &content_hash[..],
+                    &prev_hash[..],
+                    &hash[..],
+                    extra.id,
+                    extra.msg_type,
+                    extra.client_id,
+                    extra.name,
+                    extra.title,
+                    extra.message_id,
+                    extra.reply.as_ref().map(|r| r.author.as_str()),
+                ])
+            })
+            .map_err(backend)?;
+        self.own.insert(ch.to_owned(), (seq, hash));
+        self.entries.push(StoredEntry {
+            channel_id: ch.to_owned(),
+            seq,
+            kind,
+            author: author.to_owned(),
+            reference: reference.to_owned(),
+            ts_ms,
+            content: Some(content.to_owned()),
+            salt: Some(salt),
+            content_hash,
+            prev_hash,
+            hash,
+            extra,
+        });
+        Ok(seq)
+    }
+
+    fn channel(&self, app: &str, id: &str) -> Result<ChannelRow> {
+        rows::channel_by_id(self.conn, app, id)?.ok_or(StoreError::ChannelNotFound)
+    }
+
+    fn done(mut self, ch: Option<&ChannelRow>, outcome: Outcome) -> Result<(Applied, Job<'a>)> {
+        let channel = match ch {
+            Some(c) => Some(c.to_channel(self.head(&c.id)?.0)),
+            None => None,
+        };
+        let entries = std::mem::take(&mut self.entries);
+        let app = std::mem::take(&mut self.app);
+        Ok((Applied { app, channel, entries, outcome }, self))
+    }
+
+    fn execute(&self, sql: &str, p: impl rusqlite::Params) -> Result<usize> {
+        self.conn.prepare_cached(sql).and_then(|mut s| s.execute(p)).map_err(backend)
+    }
+
+    fn user_name(&self, app: &str, user: &str) -> Result<Option<String>> {
+        self.conn
+            .prepare_cached("SELECT name FROM users WHERE app = ?1 AND id = ?2")
+            .and_then(|mut s| s.query_row(params![app, user], |r| r.get(0)).optional())
+            .map(Option::flatten)
+            .map_err(backend)
+    }
+
+    fn upsert_user(&self, actor: &Actor) -> Result<()> {
+        self.execute(
+            "INSERT INTO users (app, id, name, kind) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (app, id) DO UPDATE SET name = excluded.name, kind = excluded.kind",
+            params![actor.app, actor.user.id, actor.user.name, actor.user.kind.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// Inserts the membership and appends `member_joined` (by `by`, about `user`).
+    fn join(
+        &mut self,
+        ch: &ChannelRow,
+        by: &str,
+        user: &str,
+        name: Option<String>,
+        ts_ms: i64,
+    ) -> Result<()> {
+        self.execute(
+            "INSERT INTO members (channel_id, user_id, last_read) VALUES (?1, ?2, 0)",
+            params![ch.id, user],
+        )?;
+        let extra = EntryExtra { name, ..Default::default() };
+        self.append(&ch.id, EntryKind::MemberJoined, by, user, ts_ms, "", extra)?;
+        Ok(())
+    }
+
+    fn require_member(&self, ch: &ChannelRow, actor: &Actor) -> Result<()> {
+        if actor.server || rows::is_member(self.conn, &ch.id, &actor.user.id)? {
+            Ok(())
+        } else {
+            Err(StoreError::NotMember)
+        }
+    }
+
+    fn conn_message(&self, ch: &str, id: &str) -> Result<Option<herald_proto::model::Message>> {
+        rows::message(self.conn, ch, id)
+    }
+
+    /// `(author, seq)` of a message of the channel.
+    fn message_author(&self, ch: &str, id: &str) -> Result<(String, i64)> {
+        self.conn
+            .prepare_cached("SELECT author, seq FROM messages WHERE channel_id = ?1 AND id = ?2")
+            .and_then(|mut s| s.query_row(params![ch, id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .map_err(backend)?
+            .ok_or(StoreError::NotFound("message"))
+    }
+
+    fn message_outcome(&self, ch: &str, id: &str, duplicate: bool, reactions: bool) -> Result<Outcome> {
+        let mut message = rows::message(self.conn, ch, id)?.ok_or(StoreError::NotFound("message"))?;
+        if reactions {
+            message.reactions = Some(rows::reactions(self.conn, ch, id)?);
+        }
+        Ok(Outcome::Message { message: Box::new(message), duplicate })
+    }
+
+    /// Applies `m`, returning what it produced and the job (to release or drop).
+    pub fn apply(mut self, m: Mutation) -> Result<(Applied, Job<'a>)> {
+        self.app = actor_of(&m).app.clone();
+        match m {
+            Mutation::UpsertUser { actor } => {
+                self.upsert_user(&actor)?;
+                self.done(None, Outcome::Done)
+            }
+            Mutation::CreateChannel { actor, id, name, title, encrypted, policy, members, ts_ms } => {
+                let me = actor.user.id.as_str();
+                if let Some(name) = &name
+                    && let Some(ch) = rows::channel_by_name(self.conn, &actor.app, name.as_str())?
+                {
+                    if ch.created_by != me {
+                        return Err(StoreError::NameTaken);
+                    }
+                    if !rows::is_member(self.conn, &ch.id, me)? {
+                        self.upsert_user(&actor)?;
+                        self.join(&ch, me, me, actor.user.name.clone(), ts_ms)?;
+                    }
+                    return self.done(Some(&ch), Outcome::Channel { created: false });
+                }
+                if rows::channel_by_id(self.conn, &actor.app, &id)?.is_some() || self.head(&id)?.0 > 0 {
+                    return Err(StoreError::Invalid(format!("channel id {id:?} already exists")));
+                }
+                let ch = ChannelRow {
+                    id,
+                    app: actor.app.clone(),
+                    name: name.map(|n| n.into_string()),
+                    title,
+                    encrypted,
+                    policy,
+                    created_by: me.to_owned(),
+                    created_ms: ts_ms,
+                };
+                self.execute(
+                    "INSERT INTO channels (id, app, name, title, encrypted, policy, created_by, \
+                     created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        ch.id,
+                        ch.app,
+                        ch.name,
+                        ch.title,
+                        ch.encrypted,
+                        ch.policy.as_str(),
+                        ch.created_by,
+                        ch.created_ms
+                    ],
+                )?;
+                self.upsert_user(&actor)?;
+                let extra =
+                    EntryExtra { name: ch.name.clone(), title: ch.title.clone(), ..Default::default() };
+                let content = ch.name.clone().unwrap_or_default();
+                self.append(&ch.id, EntryKind::ChannelCreated, me, "", ts_ms, &content, extra)?;
+                self.join(&ch, me, me, actor.user.name.clone(), ts_ms)?;
+                let mut seen = vec![me.to_owned()];
+                for user in members {
+                    if seen.contains(&user) {
+                        continue;
+                    }
+                    let name = self.user_name(&actor.app, &user)?;
+                    self.join(&ch, me, &user, name, ts_ms)?;
+                    seen.push(user);
+                }
+                self.done(Some(&ch), Outcome::Channel { created: true })
+            }
+            Mutation::Join { actor, channel, ts_ms } => {
+                let ch = self.channel(&actor.app, &channel)?;
+                let me = actor.user.id.as_str();
+                if !rows::is_member(self.conn, &ch.id, me)? {
+                    if ch.policy == Policy::Invite && !actor.channel_admin {
+                        return Err(StoreError::Forbidden("this channel is invite-only"));
+                    }
+                    self.upsert_user(&actor)?;
+                    self.join(&ch, me, me, actor.user.name.clone(), ts_ms)?;
+                }
+                self.done(Some(&ch), Outcome::Channel { created: false })
+            }
+            Mutation::AddMember { actor, channel, user, ts_ms } => {
+                let ch = self.channel(&actor.app, &channel)?;
+                if !actor.channel_admin {
+                    self.require_member(&ch, &actor)?;
+                }
+                if !rows::is_member(self.conn, &ch.id, &user)? {
+                    let name = self.user_name(&actor.app, &user)?;
+                    self.join(&ch, &actor.user.id, &user, name, ts_ms)?;
+                }
+                self.done(Some(&ch), Outcome::Done)
+            }
+            Mutation::RemoveMember { actor, channel, user, ts_ms } => {
+                let ch = self.channel(&actor.app, &channel)?;
+                let me = actor.user.id.as_str();
+                if user != me && ch.created_by != me && !actor.channel_admin {
+                    return Err(StoreError::Forbidden(
+                        "only the member, the channel's creator or an admin may remove a member",
+                    ));
+                }
+                let removed = self.execute(
+                    "DELETE FROM members WHERE channel_id = ?1 AND user_id = ?2",
+                    params![ch.id, user],
+                )?;
+                if removed == 0 {
+                    return Err(StoreError::NotFound("member"));
+                }
+                let name =
+                    if user == me { actor.user.name.clone() } else { self.user_name(&actor.app, &user)? };
+                let extra = EntryExtra { name, ..Default::default() };
+                self.append(&ch.id, EntryKind::MemberLeft, me, &user, ts_ms, "", extra)?;
+                self.done(Some(&ch), Outcome::Done)
+            }
+            Mutation::DeleteChannel { actor, channel } => {
+                let ch = self.channel(&actor.app, &channel)?;
+                if ch.created_by != actor.user.id && !actor.channel_admin {
+                    return Err(StoreError::Forbidden(
+                        "only the channel's creator or an admin may delete it",
+                    ));
+                }
+                let members = rows::member_ids(self.conn, &ch.id)?;
+                let before = ch.to_channel(self.head(&ch.id)?.0);
+                for table in ["entries", "messages", "reactions", "members", "client_ids"] {
+                    self.execute(&format!("DELETE FROM {table} WHERE channel_id = ?1"), params![ch.id])?;
+                }
+                self.execute("DELETE FROM channels WHERE id = ?1", params![ch.id])?;
+                self.own.insert(ch.id.clone(), (0, ZERO_HASH));
+                self.erased = true;
+                Ok((
+                    Applied {
+                        app: std::mem::take(&mut self.app),
+                        channel: Some(before),
+                        entries: Vec::new(),
+                        outcome: Outcome::ChannelDeleted { members },
+                    },
+                    self,
+                ))
+            }
+            Mutation::Send { actor, channel, id, kind, content, reply_to, client_id, ts_ms } => {
+                let ch = self.channel(&actor.app, &channel)?;
+                self.require_member(&ch, &actor)?;
+                let me = actor.user.id.as_str();
+                if let Some(cid) = &client_id {
+                    let original: Option<String> = self
+                        .conn
+                        .prepare_cached(
+                            "SELECT message_id FROM client_ids \
+                             WHERE channel_id = ?1 AND author = ?2 AND client_id = ?3",
+                        )
+                        .and_then(|mut s| s.query_row(params![ch.id, me, cid], |r| r.get(0)).optional())
+                        .map_err(backend)?;
+                    if let Some(original) = original {
+                        // The original may since have been deleted: then it is gone for good,
+                        // and a retry must not bring the text back.
+                        let outcome = self.message_outcome(&ch.id, &original, true, false)?;
+                        return self.done(Some(&ch), outcome);
+                    }
+                }
+                let reply = match &reply_to {
+                    Some(r) => self.conn_message(&ch.id, r)?.map(|t| ReplySnapshot {
+                        id: t.id,
+                        author: t.author,
+                        content: Some(t.content),
+                        edited: t.edited_at.is_some(),
+                    }),
+                    None => None,
+                };
+                if reply_to.is_some() && reply.is_none() {
+                    return Err(StoreError::NotFound("message"));
+                }
+                let reply_author = reply.as_ref().map(|r| r.author.clone());
+                let extra = EntryExtra {
+                    reply,
+                    id: Some(id.clone()),
+                    msg_type: Some(kind.clone()),
+                    client_id: client_id.clone(),
+                    ..Default::default()
+                };
+                let reference = reply_to.clone().unwrap_or_default();
+                let seq = self.append(&ch.id, EntryKind::Message, me, &reference, ts_ms, &content, extra)?;
+                self.execute(
+                    "INSERT INTO messages (channel_id, id, seq, author, type, content, reply_to, \
+                     reply_author, client_id, ts_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![
+                        ch.id,
+                        id,
+                        to_i64(seq),
+                        me,
+                        kind,
+                        content,
+                        reply_to,
+                        reply_author,
+                        client_id,
+                        ts_ms
+                    ],
+                )?;
+                if let Some(cid) = &client_id {
+                    self.execute(
+                        "INSERT INTO client_ids (channel_id, author, client_id, message_id) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![ch.id, me, cid, id],
+                    )?;
+                }
+                let outcome = self.message_outcome(&ch.id, &id, false, false)?;
+                self.done(Some(&ch), outcome)
+            }
+            Mutation::Edit { actor, channel, message_id, content, ts_ms } => {
+                let ch = self.channel(&actor.app, &channel)?;
+                self.require_member(&ch, &actor)?;
+                let (author, _) = self.message_author(&ch.id, &message_id)?;
+                if author != actor.user.id {
+                    return Err(StoreError::NotAuthor);
+                }
+                let extra = EntryExtra::default();
+                self.append(&ch.id, EntryKind::MessageEdited, &author, &message_id, ts_ms, &content, extra)?;
+                self.execute(
+                    "UPDATE messages SET content = ?3, edited_ms = ?4 WHERE channel_id = ?1 AND id = ?2",
+                    params![ch.id, message_id, content, ts_ms],
+                )?;
+                let outcome = self.message_outcome(&ch.id, &message_id, false, true)?;
+                self.done(Some(&ch), outcome)
+            }
+            Mutation::Delete { actor, channel, message_id, ts_ms } => {
+                let ch = self.channel(&actor.app, &channel)?;
+                self.require_member(&ch, &actor)?;
+                let (author, seq) = self.message_author(&ch.id, &message_id)?;
+                if author != actor.user.id {
+                    return Err(StoreError::NotAuthor);
+                }
+                // Erase the text where it lives: the message row, the message entry and every
+                // edit entry. `content_hash` stays, so the chain still verifies.
+                self.execute(
+                    "UPDATE entries SET content = NULL, salt = NULL WHERE channel_id = ?1 AND \
+                     (seq = ?2 OR (kind = 'message_edited' AND ref = ?3))",
+                    params![ch.id, seq, message_id],
+                )?;
+                self.execute(
+                    "DELETE FROM reactions WHERE channel_id = ?1 AND message_id = ?2",
+                    params![ch.id, message_id],
+                )?;
+                self.execute(
+                    "DELETE FROM messages WHERE channel_id = ?1 AND id = ?2",
+                    params![ch.id, message_id],
+                )?;
+                self.erased = true;
+                let extra = EntryExtra::default();
+                self.append(&ch.id, EntryKind::MessageDeleted, &author, &message_id, ts_ms, "", extra)?;
+                self.done(Some(&ch), Outcome::Done)
+            }
+            Mutation::React { actor, channel, id, message_id, emoji, ts_ms } => {
+                let ch = self.channel(&actor.app, &channel)?;
+                self.require_member(&ch, &actor)?;
+                self.message_author(&ch.id, &message_id)?;
+                let me = actor.user.id.as_str();
+                let extra = EntryExtra { id: Some(id.clone()), ..Default::default() };
+                let seq = self.append(&ch.id, EntryKind::Reaction, me, &message_id, ts_ms, &emoji, extra)?;
+                self.execute(
+                    "INSERT INTO reactions (id, channel_id, message_id, user_id, emoji, seq) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![id, ch.id, message_id, me, emoji, to_i64(seq)],
+                )?;
+                self.done(Some(&ch), Outcome::Reaction { reaction_id: id })
+            }
+            Mutation::Unreact { actor, channel, reaction_id, ts_ms } => {
+                let ch = self.channel(&actor.app, &channel)?;
+                self.require_member(&ch, &actor)?;
+                let (user, message_id): (String, String) = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT user_id, message_id FROM reactions WHERE channel_id = ?1 AND id = ?2",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row(params![ch.id, reaction_id], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+                    })
+                    .map_err(backend)?
+                    .ok_or(StoreError::NotFound("reaction"))?;
+                if user != actor.user.id {
+                    return Err(StoreError::NotAuthor);
+                }
+                self.execute(
+                    "DELETE FROM reactions WHERE channel_id = ?1 AND id = ?2",
+                    params![ch.id, reaction_id],
+                )?;
+                let extra = EntryExtra { message_id: Some(message_id), ..Default::default() };
+                self.append(&ch.id, EntryKind::ReactionDeleted, &user, &reaction_id, ts_ms, "", extra)?;
+                self.done(Some(&ch), Outcome::Done)
+            }
+            Mutation::Read { actor, channel, message_id } => {
+                let ch = self.channel(&actor.app, &channel)?;
+                let me = actor.user.id.as_str();
+                if !rows::is_member(self.conn, &ch.id, me)? {
+                    return Err(StoreError::NotMember);
+                }
+                let (_, seq) = self.message_author(&ch.id, &message_id)?;
+                self.execute(
+                    "UPDATE members SET last_read = MAX(last_read, ?3) WHERE channel_id = ?1 AND user_id = ?2",
+                    params![ch.id, me, seq],
+                )?;
+                let seq = rows::to_u64(seq);
+                self.done(Some(&ch), Outcome::Read { user: me.to_owned(), message_id, seq })
+            }
+        }
+    }
+}
+
+fn actor_of(m: &Mutation) -> &Actor {
+    match m {
+        Mutation::CreateChannel { actor, .. }
+        | Mutation::Join { actor, .. }
+        | Mutation::AddMember { actor, .. }
+        | Mutation::RemoveMember { actor, .. }
+        | Mutation::DeleteChannel { actor, .. }
+        | Mutation::Send { actor, .. }
+        | Mutation::Edit { actor, .. }
+        | Mutation::Delete { actor, .. }
+        | Mutation::React { actor, .. }
+        | Mutation::Unreact { actor, .. }
+        | Mutation::Read { actor, .. }
+        | Mutation::UpsertUser { actor } => actor,
+    }
+}

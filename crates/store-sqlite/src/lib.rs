@@ -1,0 +1,425 @@
+//! Herald's embedded store: SQLite in WAL mode with group commit ([`SqliteStore`]), and
+//! content-addressed blobs on the filesystem ([`FsBlobStore`]).
+//!
+//! This is the default backend of `herald serve`. It implements the guarantees documented in
+//! `herald-store` (atomicity, durability, gapless hash-chained logs, idempotency, hard delete)
+//! and nothing above them: it never calls up into the engine (the only way out of a commit is
+//! the [`CommitSink`] it was opened with), and it never logs message content, names or any
+//! other user data, only counts and errors.
+//!
+//! # Layout
+//!
+//! - `lib.rs`: [`SqliteConfig`], [`SqliteStore`] (open, the read pool, the `Store` reads).
+//! - `schema.rs`: the tables, versioned with `PRAGMA user_version`, created on open.
+//! - `writer.rs`: the writer thread and group commit; [`WriterStats`].
+//! - `apply.rs`: each `Mutation`'s checks, rows and log entries; the channel head cache.
+//! - `rows.rs`: row mappers shared by the writer and the readers.
+//! - `blob.rs`: [`FsBlobStore`].
+//!
+//! # Schema
+//!
+//! `channels` (id, app, unique (app, name)), `users` per (app, id), `members` with `last_read`,
+//! `entries` (the hash-chained log, key (channel_id, seq), with the columns `x_*` that rebuild
+//! an event: message id, type, client_id, member name, channel title, reacted message),
+//! `messages` (current content, `edited_ms`, the replied message and its author as of sending),
+//! `reactions`, and `client_ids` (the idempotency keys, kept after a delete so that a retry
+//! cannot bring deleted text back). A hard delete nulls `content` and `salt` of the message's
+//! entries, deletes its rows, and checkpoints the WAL with `TRUNCATE` once the batch commits;
+//! `secure_delete=ON` zeroes the freed cells, so the text is gone from every file.
+//!
+//! # Group commit
+//!
+//! One writer thread owns the only write connection. [`Store::apply`] sends the mutation with a
+//! oneshot responder over a bounded queue and awaits the answer. The writer blocks for the first
+//! job, drains up to `max_batch - 1` more that are already waiting (never waits for more),
+//! runs them in one `BEGIN IMMEDIATE` transaction, each inside its own `SAVEPOINT` so a refused
+//! job is rolled back alone, and commits: one fsync for the whole batch. Then, in order, it hands
+//! each successful [`herald_store::Applied`] to the sink, and only then answers the callers. A
+//! failed `COMMIT` answers every job of the batch with `StoreError::Backend`. Under load batches
+//! grow by themselves; alone, a write commits at once.
+//!
+//! The writer keeps each channel's head `(seq, hash)` in memory (loaded on first use); a job's
+//! head changes reach that cache only if its savepoint and the batch's commit succeed.
+//!
+//! Reads use a small pool of read-only connections on `spawn_blocking`; WAL lets them run
+//! beside the writer.
+//!
+//! # Why a std thread
+//!
+//! SQLite calls block, and the writer holds its connection and an open transaction for a whole
+//! batch. A dedicated OS thread owns the `!Sync` connection for its whole life, never ties up
+//! a tokio worker or the blocking pool, and makes the commit order a plain loop order.
+
+mod apply;
+mod blob;
+mod rows;
+mod schema;
+mod writer;
+
+pub use blob::FsBlobStore;
+pub use writer::{CommitObserver, WriterStats};
+
+use async_trait::async_trait;
+use herald_proto::model::{Channel, ChannelSummary, DirectoryEntry, Member, Message, UserKind};
+use herald_proto::names::looks_like_uuid;
+use herald_store::{
+    Applied, CommitSink, HistoryRange, Membership, Mutation, Result, Store, StoreError, StoredEntry,
+};
+use parking_lot::Mutex;
+use rows::{to_i64, to_u64};
+use rusqlite::{Connection, OpenFlags, params};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// How hard each commit waits for the disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: every commit is fsynced before anyone is answered. The default.
+    #[default]
+    Fsync,
+    /// `synchronous=NORMAL`: a power loss may lose the last commits (never corrupts). For
+    /// benchmarks; loudly named so nobody picks it by accident.
+    Relaxed,
+}
+
+/// Where and how to open the store.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// The data directory; the database is `dir/herald.db`.
+    pub dir: PathBuf,
+    pub durability: Durability,
+    /// Most jobs committed in one transaction.
+    pub max_batch: usize,
+    /// Read-only connections in the pool.
+    pub readers: usize,
+}
+
+impl SqliteConfig {
+    /// The defaults for a data directory: fsync, batches of up to 1,024, four readers.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        SqliteConfig { dir: dir.into(), durability: Durability::Fsync, max_batch: 1024, readers: 4 }
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join("herald.db")
+    }
+}
+
+pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The SQLite store. Cheap to share behind an `Arc`; see the crate doc for its design.
+pub struct SqliteStore {
+    tx: Mutex<Option<mpsc::Sender<writer::Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    shared: Arc<writer::Shared>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    read_permits: Arc<Semaphore>,
+}
+
+impl SqliteStore {
+    /// Creates the directory and the schema if needed, opens the read pool and starts the
+    /// writer thread.
+    pub fn open(config: SqliteConfig, sink: Arc<dyn CommitSink>) -> Result<Self> {
+        std::fs::create_dir_all(&config.dir)
+            .map_err(|e| StoreError::Backend(format!("create {}: {e}", config.dir.display())))?;
+        let path = config.db_path();
+        let mut conn = Connection::open(&path).map_err(backend)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(backend)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!("could not enable WAL (journal_mode={mode})")));
+        }
+        let sync = match config.durability {
+            Durability::Fsync => "FULL",
+            Durability::Relaxed => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {sync}; PRAGMA secure_delete = ON; PRAGMA foreign_keys = OFF;"
+        ))
+        .map_err(backend)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        schema::migrate(&mut conn)?;
+
+        let readers = (0..config.readers.max(1)).map(|_| open_reader(&path)).collect::<Result<Vec<_>>>()?;
+        let n_readers = readers.len();
+
+        let max_batch = config.max_batch.max(1);
+        let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4));
+        let shared = Arc::new(writer::Shared::default());
+        let w =
+            writer::Writer { conn, rx, sink, shared: shared.clone(), max_batch, heads: Default::default() };
+        let thread = std::thread::Builder::new()
+            .name("herald-sqlite-writer".into())
+            .spawn(move || w.run())
+            .map_err(|e| StoreError::Backend(format!("spawn writer thread: {e}")))?;
+        Ok(SqliteStore {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            shared,
+            readers: Arc::new(Mutex::new(readers)),
+            read_permits: Arc::new(Semaphore::new(n_readers)),
+        })
+    }
+
+    /// Commits and jobs so far: `jobs / commits` is the mean batch size.
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            commits: self.shared.commits.load(Ordering::Relaxed),
+            jobs: self.shared.jobs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sets the function called after each commit with its latency and batch size (e.g. to
+    /// feed a histogram). It runs on the writer thread: it must be quick.
+    pub fn set_commit_observer(&self, f: CommitObserver) {
+        *self.shared.observer.write() = Some(f);
+    }
+
+    /// Runs `f` on a pooled read connection, inside one read transaction (one snapshot).
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let permit = self.read_permits.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let conn = pool.lock().pop().ok_or_else(|| StoreError::Backend("read pool is empty".into()))?;
+            let r = conn.unchecked_transaction().map_err(backend).and_then(|tx| {
+                let r = f(&tx);
+                // A read transaction has nothing to commit; ending it frees the snapshot.
+                tx.finish().map_err(backend)?;
+                r
+            });
+            pool.lock().push(conn);
+            r
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+}
+
+fn open_reader(path: &std::path::Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(backend)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn apply(&self, m: Mutation) -> Result<Applied> {
+        let tx = self.tx.lock().clone().ok_or(StoreError::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(writer::Job { mutation: m, reply }).await.map_err(|_| StoreError::Closed)?;
+        drop(tx);
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn channel(&self, app: &str, id_or_name: &str) -> Result<Option<Channel>> {
+        let (app, key) = (app.to_owned(), id_or_name.to_owned());
+        self.read(move |c| {
+            let row = if looks_like_uuid(&key) {
+                rows::channel_by_id(c, &app, &key)?
+            } else {
+                rows::channel_by_name(c, &app, &key)?
+            };
+            match row {
+                None => Ok(None),
+                Some(row) => {
+                    let head = rows::stored_head(c, &row.id)?.0;
+                    Ok(Some(row.to_channel(head)))
+                }
+            }
+        })
+        .await
+    }
+
+    async fn members(&self, channel_id: &str) -> Result<Vec<Member>> {
+        let ch = channel_id.to_owned();
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT m.user_id, u.name, u.kind, m.last_read FROM members m \
+                     JOIN channels ch ON ch.id = m.channel_id \
+                     LEFT JOIN users u ON u.app = ch.app AND u.id = m.user_id \
+                     WHERE m.channel_id = ?1 ORDER BY m.user_id",
+                )
+                .map_err(backend)?;
+            let rows = s
+                .query_map(params![ch], |r| {
+                    let kind: Option<String> = r.get(2)?;
+                    Ok(Member {
+                        user: r.get(0)?,
+                        name: r.get(1)?,
+                        kind: kind.as_deref().and_then(UserKind::parse).unwrap_or_default(),
+                        last_read: to_u64(r.get(3)?),
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn channels_of(&self, app: &str, user: &str) -> Result<Vec<ChannelSummary>> {
+        let (app, user) = (app.to_owned(), user.to_owned());
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT ch.id, ch.name, ch.title, \
+                       (SELECT COUNT(*) FROM messages msg WHERE msg.channel_id = ch.id \
+                          AND msg.seq > m.last_read AND msg.author <> m.user_id), \
+                       (SELECT COALESCE(MAX(seq), 0) FROM entries e WHERE e.channel_id = ch.id) \
+                     FROM members m JOIN channels ch ON ch.id = m.channel_id \
+                     WHERE m.user_id = ?1 AND ch.app = ?2 ORDER BY ch.created_ms, ch.id",
+                )
+                .map_err(backend)?;
+            let rows = s
+                .query_map(params![user, app], |r| {
+                    Ok(ChannelSummary {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        title: r.get(2)?,
+                        unread: to_u64(r.get(3)?),
+                        last_seq: to_u64(r.get(4)?),
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn directory(&self, app: &str, user: &str, admin: bool) -> Result<Vec<DirectoryEntry>> {
+        let (app, user) = (app.to_owned(), user.to_owned());
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT ch.name, ch.id FROM channels ch WHERE ch.app = ?1 AND ch.name IS NOT NULL \
+                     AND (?3 OR ch.policy = 'open' OR EXISTS (SELECT 1 FROM members m \
+                          WHERE m.channel_id = ch.id AND m.user_id = ?2)) \
+                     ORDER BY ch.name",
+                )
+                .map_err(backend)?;
+            let rows = s
+                .query_map(params![app, user, admin], |r| {
+                    Ok(DirectoryEntry { name: r.get(0)?, id: r.get(1)? })
+                })
+                .map_err(backend)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn history(&self, channel_id: &str, range: &HistoryRange) -> Result<(Vec<Message>, bool)> {
+        let ch = channel_id.to_owned();
+        let range = range.clone();
+        self.read(move |c| history(c, &ch, &range)).await
+    }
+
+    async fn log(&self, channel_id: &str, after: u64, limit: u32) -> Result<(Vec<StoredEntry>, bool)> {
+        let ch = channel_id.to_owned();
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(&format!(
+                    "{} WHERE e.channel_id = ?1 AND e.seq > ?2 ORDER BY e.seq LIMIT ?3",
+                    rows::ENTRY_SELECT
+                ))
+                .map_err(backend)?;
+            let raw = s
+                .query_map(params![ch, to_i64(after), i64::from(limit) + 1], rows::entry_row)
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            let mut entries = raw.into_iter().map(|r| r.into_entry()).collect::<Result<Vec<_>>>()?;
+            let has_more = entries.len() > limit as usize;
+            entries.truncate(limit as usize);
+            Ok((entries, has_more))
+        })
+        .await
+    }
+
+    async fn head_seq(&self, channel_id: &str) -> Result<u64> {
+        let ch = channel_id.to_owned();
+        self.read(move |c| Ok(rows::stored_head(c, &ch)?.0)).await
+    }
+
+    async fn all_memberships(&self) -> Result<Vec<Membership>> {
+        self.read(|c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT ch.app, m.channel_id, m.user_id FROM members m \
+                     JOIN channels ch ON ch.id = m.channel_id ORDER BY m.channel_id, m.user_id",
+                )
+                .map_err(backend)?;
+            let rows = s
+                .query_map([], |r| Ok(Membership { app: r.get(0)?, channel_id: r.get(1)?, user: r.get(2)? }))
+                .map_err(backend)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        // Dropping the last sender lets the writer drain what is queued, then stop.
+        drop(self.tx.lock().take());
+        let thread = self.thread.lock().take();
+        if let Some(t) = thread {
+            tokio::task::spawn_blocking(move || t.join())
+                .await
+                .map_err(|e| StoreError::Backend(format!("join writer: {e}")))?
+                .map_err(|_| StoreError::Backend("the writer thread panicked".into()))?;
+        }
+        Ok(())
+    }
+}
+
+/// One page of history; see [`Store::history`].
+fn history(c: &Connection, ch: &str, range: &HistoryRange) -> Result<(Vec<Message>, bool)> {
+    let ascending = range.after.is_some();
+    let sql = format!(
+        "{} WHERE m.channel_id = ?1 AND (?2 IS NULL OR m.seq < ?2) AND (?3 IS NULL OR m.seq > ?3) \
+         AND (?4 IS NULL OR m.ts_ms >= ?4) AND (?5 IS NULL OR m.ts_ms <= ?5) \
+         ORDER BY m.seq {} LIMIT ?6",
+        rows::MESSAGE_SELECT,
+        if ascending { "ASC" } else { "DESC" }
+    );
+    let limit = range.limit.max(1);
+    let mut s = c.prepare_cached(&sql).map_err(backend)?;
+    let mut messages = s
+        .query_map(
+            params![
+                ch,
+                range.before.map(to_i64),
+                range.after.map(to_i64),
+                range.from_ms,
+                range.to_ms,
+                i64::from(limit) + 1
+            ],
+            rows::message_row,
+        )
+        .map_err(backend)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(backend)?;
+    let has_more = messages.len() > limit as usize;
+    messages.truncate(limit as usize);
+    for m in &mut messages {
+        m.reactions = Some(rows::reactions(c, ch, &m.id)?);
+    }
+    Ok((messages, has_more))
+}

@@ -1,0 +1,170 @@
+//! The writer thread: the one owner of the write connection, committing many jobs per
+//! transaction (group commit).
+//!
+//! It blocks for the first job, drains up to `max_batch - 1` more without waiting, opens one
+//! `BEGIN IMMEDIATE` transaction, applies each job inside its own `SAVEPOINT` (a job that fails
+//! is rolled back alone and answered with its error), commits (the one fsync of the batch),
+//! checkpoints the WAL if a job erased content, then hands every successful [`Applied`] to the
+//! [`CommitSink`] in order, and only then answers each job.
+
+use crate::apply::{Heads, Job as ApplyJob};
+use crate::backend;
+use herald_store::{Applied, CommitSink, Mutation, Result, StoreError};
+use parking_lot::RwLock;
+use rusqlite::Connection;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Called after every commit with its latency (`BEGIN` to durable `COMMIT`) and batch size.
+pub type CommitObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
+
+/// Counters of the writer, for tests and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Transactions committed (or attempted).
+    pub commits: u64,
+    /// Jobs received (each one [`Mutation`]).
+    pub jobs: u64,
+}
+
+/// State shared between the store handle and its writer thread.
+#[derive(Default)]
+pub struct Shared {
+    pub commits: AtomicU64,
+    pub jobs: AtomicU64,
+    pub observer: RwLock<Option<CommitObserver>>,
+}
+
+pub struct Job {
+    pub mutation: Mutation,
+    pub reply: oneshot::Sender<Result<Applied>>,
+}
+
+pub struct Writer {
+    pub conn: Connection,
+    pub rx: mpsc::Receiver<Job>,
+    pub sink: Arc<dyn CommitSink>,
+    pub shared: Arc<Shared>,
+    pub max_batch: usize,
+    pub heads: Heads,
+}
+
+impl Writer {
+    /// Runs until every sender is gone and the queue is drained.
+    pub fn run(mut self) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while let Some(first) = self.rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match self.rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(&mut batch);
+        }
+        // Leave the WAL folded into the database on a clean stop.
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+            tracing::warn!(error = %e, "final WAL checkpoint failed");
+        }
+    }
+
+    fn commit_batch(&mut self, batch: &mut Vec<Job>) {
+        let n = batch.len();
+        self.shared.jobs.fetch_add(n as u64, Ordering::Relaxed);
+        let start = Instant::now();
+        let results = self.run_batch(batch);
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        let results = match results {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, jobs = n, "batch commit failed");
+                self.heads.rollback();
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(StoreError::Backend(e.to_string())));
+                }
+                return;
+            }
+        };
+        let elapsed = start.elapsed();
+        let observer = self.shared.observer.read().clone();
+        if let Some(f) = observer {
+            f(elapsed, n);
+        }
+        for r in results.iter().flatten() {
+            self.sink.committed(r);
+        }
+        for (job, r) in batch.drain(..).zip(results) {
+            // The caller may have gone away (its future dropped); the write stands regardless.
+            let _ = job.reply.send(r);
+        }
+    }
+
+    /// One transaction. `Err` means the whole batch failed (nothing of it is committed).
+    fn run_batch(&mut self, batch: &[Job]) -> Result<Vec<Result<Applied>>> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
+        let mut results = Vec::with_capacity(batch.len());
+        let mut erased = false;
+        for job in batch {
+            match self.run_job(job.mutation.clone()) {
+                Ok((applied, e)) => {
+                    erased |= e;
+                    results.push(Ok(applied));
+                }
+                Err(JobError::Refused(e)) => results.push(Err(e)),
+                Err(JobError::Fatal(e)) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(backend(e));
+        }
+        self.heads.commit();
+        if erased {
+            self.checkpoint();
+        }
+        Ok(results)
+    }
+
+    fn run_job(&mut self, m: Mutation) -> Result<(Applied, bool), JobError> {
+        self.conn.execute_batch("SAVEPOINT job").map_err(|e| JobError::Fatal(backend(e)))?;
+        let job = ApplyJob::new(&self.conn, &mut self.heads);
+        match job.apply(m) {
+            Ok((applied, job)) => {
+                let erased = job.erased;
+                job.release();
+                self.conn.execute_batch("RELEASE job").map_err(|e| JobError::Fatal(backend(e)))?;
+                Ok((applied, erased))
+            }
+            Err(e) => {
+                self.conn
+                    .execute_batch("ROLLBACK TO job; RELEASE job")
+                    .map_err(|e| JobError::Fatal(backend(e)))?;
+                Err(JobError::Refused(e))
+            }
+        }
+    }
+
+    /// Folds the WAL into the database and truncates it, so erased text survives neither in
+    /// the WAL nor (with `secure_delete`) in free pages of the database file.
+    fn checkpoint(&self) {
+        let r = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+        match r {
+            Ok(0) => {}
+            Ok(_) => tracing::warn!("WAL checkpoint after a delete was blocked by readers"),
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint after a delete failed"),
+        }
+    }
+}
+
+enum JobError {
+    /// The mutation was refused or failed alone; its savepoint was rolled back.
+    Refused(StoreError),
+    /// The transaction itself is broken: the whole batch fails.
+    Fatal(StoreError),
+}
