@@ -1,0 +1,73 @@
+//! Client configuration: reconnect backoff, timeouts.
+
+use std::time::Duration;
+
+/// How a [`crate::Client`] behaves. `ClientConfig::default()` suits interactive use.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Delay before the first reconnect attempt.
+    pub backoff_initial: Duration,
+    /// Upper bound of the delay between attempts.
+    pub backoff_max: Duration,
+    /// Growth factor of the delay per failed attempt.
+    pub backoff_factor: f64,
+    /// Fraction of the delay that is randomised (0.0: none, 1.0: anywhere in `[0, delay]`),
+    /// so that many clients of a restarted server do not reconnect in lockstep.
+    pub backoff_jitter: f64,
+    /// Give up after this many consecutive failed attempts (`None`: never give up).
+    pub max_reconnect_attempts: Option<u32>,
+    /// Timeout of the WebSocket handshake of one attempt.
+    pub connect_timeout: Duration,
+    /// How long a request waits for its reply before failing with `Timeout`.
+    pub request_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(15),
+            backoff_factor: 2.0,
+            backoff_jitter: 0.5,
+            max_reconnect_attempts: None,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The delay before reconnect attempt `attempt` (1-based). `unit` is a random number in
+    /// `[0, 1)`, passed in so this stays a pure function.
+    pub fn backoff(&self, attempt: u32, unit: f64) -> Duration {
+        let exp = attempt.saturating_sub(1).min(32) as i32;
+        let base = self.backoff_initial.as_secs_f64() * self.backoff_factor.max(1.0).powi(exp);
+        let capped = base.min(self.backoff_max.as_secs_f64());
+        let jitter = self.backoff_jitter.clamp(0.0, 1.0);
+        let unit = unit.clamp(0.0, 1.0);
+        // Subtract up to `jitter` of the delay: never exceeds the cap, never below zero.
+        Duration::from_secs_f64(capped * (1.0 - jitter * unit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_and_is_capped() {
+        let c = ClientConfig {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            backoff_factor: 2.0,
+            backoff_jitter: 0.5,
+            ..ClientConfig::default()
+        };
+        assert_eq!(c.backoff(1, 0.0), Duration::from_millis(100));
+        assert_eq!(c.backoff(2, 0.0), Duration::from_millis(200));
+        assert_eq!(c.backoff(4, 0.0), Duration::from_millis(800));
+        assert_eq!(c.backoff(5, 0.0), Duration::from_secs(1));
+        assert_eq!(c.backoff(1000, 0.0), Duration::from_secs(1));
+        assert_eq!(c.backoff(5, 1.0), Duration::from_millis(500));
+    }
+}

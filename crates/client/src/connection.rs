@@ -1,0 +1,394 @@
+//! The socket task: one per [`crate::Client`], the only owner of the WebSocket.
+//!
+//! It connects, feeds every frame to the [`Session`], writes what the session asks for, and
+//! fans events out to listeners and subscriptions. When the connection drops it waits a
+//! backoff (serving commands meanwhile: requests made offline are queued by the session) and
+//! reconnects with the resume points. It stops when the client is dropped or closed, when
+//! the server refuses the token (close code 4401 or an `unauthorized` reply to `connect`),
+//! or after `max_reconnect_attempts`.
+
+use crate::config::ClientConfig;
+use crate::error::ClientError;
+use crate::event::ClientEvent;
+use crate::session::{Output, Session};
+use crate::subscription::Publication;
+use futures::{SinkExt, StreamExt};
+use herald_proto::frames::{ConnectOk, Event, Request};
+use herald_proto::{ErrorCode, Hash32};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// Close code of an authentication failure: never reconnect after it.
+pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+
+pub(crate) type Waiter = oneshot::Sender<Result<Value, ClientError>>;
+
+/// The WebSocket and REST addresses derived from the URL given to `connect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    /// `ws://host:port/v1/ws`
+    pub ws: String,
+    /// `http://host:port` (REST paths are appended, starting with `/v1`).
+    pub http: String,
+}
+
+impl Endpoint {
+    pub(crate) fn parse(url: &str) -> Result<Endpoint, ClientError> {
+        let invalid = |reason| ClientError::InvalidUrl { url: url.to_owned(), reason };
+        let (scheme, rest) =
+            url.split_once("://").ok_or_else(|| invalid("expected http://, https://, ws:// or wss://"))?;
+        let (ws, http) = match scheme.to_ascii_lowercase().as_str() {
+            "http" | "ws" => ("ws", "http"),
+            "https" | "wss" => ("wss", "https"),
+            _ => return Err(invalid("expected http://, https://, ws:// or wss://")),
+        };
+        let mut base = rest.trim_end_matches('/');
+        for suffix in ["/v1/ws", "/v1"] {
+            if let Some(b) = base.strip_suffix(suffix) {
+                base = b;
+                break;
+            }
+        }
+        if base.is_empty() {
+            return Err(invalid("missing host"));
+        }
+        Ok(Endpoint { ws: format!("{ws}://{base}/v1/ws"), http: format!("{http}://{base}") })
+    }
+}
+
+/// What the client's handles ask of the socket task.
+pub(crate) enum Command {
+    Request {
+        request: Request,
+        reply: Waiter,
+    },
+    Subscribe {
+        subject: String,
+        sub_id: u64,
+        tx: mpsc::UnboundedSender<Publication>,
+        reply: Waiter,
+    },
+    Unsubscribe {
+        subject: String,
+        sub_id: u64,
+    },
+    Listen(mpsc::UnboundedSender<ClientEvent>),
+    /// Deliver an event found outside the socket (a chain error of a log page).
+    Emit(ClientEvent),
+    Head {
+        channel: String,
+        reply: oneshot::Sender<Option<(u64, Hash32)>>,
+    },
+    Close,
+}
+
+/// How one connection ended.
+enum End {
+    /// The client was closed or dropped.
+    Closed,
+    /// The token was refused.
+    Unauthorized,
+    /// Refused `connect` for another reason.
+    Rejected(herald_proto::ErrorDetail),
+    /// Network trouble or a server restart: reconnect.
+    Lost { reason: String },
+}
+
+type Sink = futures::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    Message,
+>;
+
+pub(crate) struct Driver {
+    endpoint: Endpoint,
+    token: String,
+    config: ClientConfig,
+    session: Session<Waiter>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    listeners: Vec<mpsc::UnboundedSender<ClientEvent>>,
+    subscriptions: HashMap<String, Vec<(u64, mpsc::UnboundedSender<Publication>)>>,
+    /// Answered with the first `connect` outcome, then `None`.
+    ready: Option<oneshot::Sender<Result<ConnectOk, ClientError>>>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        endpoint: Endpoint,
+        token: String,
+        config: ClientConfig,
+        commands: mpsc::UnboundedReceiver<Command>,
+        ready: oneshot::Sender<Result<ConnectOk, ClientError>>,
+    ) -> Driver {
+        Driver {
+            endpoint,
+            token,
+            config,
+            session: Session::new(),
+            commands,
+            listeners: Vec::new(),
+            subscriptions: HashMap::new(),
+            ready: Some(ready),
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut attempt: u32 = 0;
+        loop {
+            let (end, was_ready) = self.connect_once().await;
+            let reason = match end {
+                End::Closed => return self.stop(|| ClientError::Closed, "closed"),
+                End::Unauthorized => {
+                    if let Some(ready) = self.ready.take() {
+                        let _ = ready.send(Err(ClientError::Unauthorized));
+                    }
+                    return self.stop(|| ClientError::Unauthorized, "unauthorized");
+                }
+                End::Rejected(detail) => {
+                    if let Some(ready) = self.ready.take() {
+                        let _ = ready.send(Err(ClientError::Server(detail)));
+                        return self.stop(|| ClientError::Closed, "connect refused");
+                    }
+                    format!("connect refused: {detail}")
+                }
+                End::Lost { reason } => {
+                    if let Some(ready) = self.ready.take() {
+                        // The first attempt failed: report it instead of retrying in silence.
+                        let _ = ready.send(Err(ClientError::Io(reason)));
+                        return self.stop(|| ClientError::Closed, "first connect failed");
+                    }
+                    reason
+                }
+            };
+            let outs = self.session.disconnected(&reason);
+            self.apply_offline(outs);
+            attempt = if was_ready { 1 } else { attempt + 1 };
+            if let Some(max) = self.config.max_reconnect_attempts
+                && attempt > max
+            {
+                tracing::warn!(attempts = max, "giving up reconnecting");
+                return self.stop(|| ClientError::Closed, "gave up reconnecting");
+            }
+            let delay = self.config.backoff(attempt, rand::random::<f64>());
+            tracing::debug!(?delay, attempt, %reason, "reconnecting");
+            if !self.idle(delay).await {
+                return self.stop(|| ClientError::Closed, "closed");
+            }
+        }
+    }
+
+    fn stop(&mut self, error: impl Fn() -> ClientError, reason: &str) {
+        let outs = self.session.shutdown(error);
+        self.apply_offline(outs);
+        self.broadcast(ClientEvent::Disconnected { reason: reason.to_owned() });
+        // Dropping the listeners and subscription senders ends their streams.
+        self.listeners.clear();
+        self.subscriptions.clear();
+    }
+
+    /// Waits `delay` while serving commands. Returns false if the client was closed.
+    async fn idle(&mut self, delay: Duration) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return true,
+                cmd = self.commands.recv() => match cmd {
+                    None | Some(Command::Close) => return false,
+                    Some(cmd) => {
+                        let outs = self.command(cmd);
+                        self.apply_offline(outs);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connection, from the handshake until it ends. Also says whether `connect` was
+    /// answered, which resets the backoff.
+    async fn connect_once(&mut self) -> (End, bool) {
+        let ws = match tokio::time::timeout(
+            self.config.connect_timeout,
+            tokio_tungstenite::connect_async(self.endpoint.ws.as_str()),
+        )
+        .await
+        {
+            Ok(Ok((ws, _response))) => ws,
+            Ok(Err(e)) => {
+                return (End::Lost { reason: format!("cannot connect to {}: {e}", self.endpoint.ws) }, false);
+            }
+            Err(_) => {
+                return (
+                    End::Lost { reason: format!("connecting to {} timed out", self.endpoint.ws) },
+                    false,
+                );
+            }
+        };
+        let (mut sink, mut stream) = ws.split();
+        let connect = self.session.connect(&self.token);
+        if let Err(e) = sink.send(Message::text(connect)).await {
+            return (End::Lost { reason: format!("write: {e}") }, false);
+        }
+        let end = loop {
+            let outs = tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    None | Some(Command::Close) => {
+                        let _ = sink
+                            .send(Message::Close(Some(CloseFrame {
+                                code: CloseCode::Normal,
+                                reason: "client closed".into(),
+                            })))
+                            .await;
+                        break End::Closed;
+                    }
+                    Some(cmd) => self.command(cmd),
+                },
+                msg = stream.next() => match msg {
+                    None => break End::Lost { reason: "connection closed".into() },
+                    Some(Err(e)) => break End::Lost { reason: format!("read: {e}") },
+                    Some(Ok(Message::Text(text))) => self.session.handle_text(text.as_str()),
+                    Some(Ok(Message::Close(frame))) => {
+                        let code = frame.as_ref().map(|f| u16::from(f.code));
+                        if code == Some(CLOSE_UNAUTHORIZED) {
+                            break End::Unauthorized;
+                        }
+                        let reason = match frame {
+                            Some(f) => format!("server closed with {}: {}", u16::from(f.code), f.reason),
+                            None => "server closed".to_owned(),
+                        };
+                        break End::Lost { reason };
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        tracing::debug!("binary frame ignored");
+                        Vec::new()
+                    }
+                    Some(Ok(_)) => Vec::new(),
+                },
+            };
+            if let Err(end) = self.apply(outs, &mut sink).await {
+                break end;
+            }
+        };
+        (end, self.session.is_ready())
+    }
+
+    fn command(&mut self, cmd: Command) -> Vec<Output<Waiter>> {
+        match cmd {
+            Command::Request { request, reply } => self.session.request(request, reply),
+            Command::Subscribe { subject, sub_id, tx, reply } => {
+                self.subscriptions.entry(subject.clone()).or_default().push((sub_id, tx));
+                self.session.subscribe(&subject, reply)
+            }
+            Command::Unsubscribe { subject, sub_id } => {
+                let Some(subs) = self.subscriptions.get_mut(&subject) else {
+                    return Vec::new();
+                };
+                let before = subs.len();
+                subs.retain(|(id, _)| *id != sub_id);
+                if subs.len() == before {
+                    return Vec::new();
+                }
+                if subs.is_empty() {
+                    self.subscriptions.remove(&subject);
+                }
+                self.session.unsubscribe(&subject)
+            }
+            Command::Listen(tx) => {
+                self.listeners.push(tx);
+                Vec::new()
+            }
+            Command::Emit(event) => vec![Output::Event(event)],
+            Command::Head { channel, reply } => {
+                let _ = reply.send(self.session.verifier().head(&channel));
+                Vec::new()
+            }
+            // Handled by the loops, which own the socket.
+            Command::Close => Vec::new(),
+        }
+    }
+
+    async fn apply(&mut self, outs: Vec<Output<Waiter>>, sink: &mut Sink) -> Result<(), End> {
+        for out in outs {
+            match out {
+                Output::Send(frame) => {
+                    if let Err(e) = sink.send(Message::text(frame)).await {
+                        return Err(End::Lost { reason: format!("write: {e}") });
+                    }
+                }
+                Output::Rejected(detail) => {
+                    if detail.code == ErrorCode::Unauthorized {
+                        return Err(End::Unauthorized);
+                    }
+                    return Err(End::Rejected(detail));
+                }
+                other => self.deliver(other),
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_offline(&mut self, outs: Vec<Output<Waiter>>) {
+        for out in outs {
+            match out {
+                // The session only sends when ready; nothing to write to while offline.
+                Output::Send(_) | Output::Rejected(_) => {}
+                other => self.deliver(other),
+            }
+        }
+    }
+
+    fn deliver(&mut self, out: Output<Waiter>) {
+        match out {
+            Output::Reply { waiter, result } => {
+                // The caller may have timed out and gone: nothing to do then.
+                let _ = waiter.send(result);
+            }
+            Output::Event(event) => {
+                if let ClientEvent::Connected(ok) = &event
+                    && let Some(ready) = self.ready.take()
+                {
+                    let _ = ready.send(Ok(ok.clone()));
+                }
+                if let ClientEvent::Event(ev) = &event
+                    && let Event::Publication { subject, from, data } = ev.as_ref()
+                    && let Some(subs) = self.subscriptions.get_mut(subject)
+                {
+                    let publication =
+                        Publication { subject: subject.clone(), from: from.clone(), data: data.clone() };
+                    subs.retain(|(_, tx)| tx.send(publication.clone()).is_ok());
+                }
+                self.broadcast(event);
+            }
+            Output::Send(_) | Output::Rejected(_) => {}
+        }
+    }
+
+    fn broadcast(&mut self, event: ClientEvent) {
+        self.listeners.retain(|tx| tx.send(event.clone()).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn endpoints_from_urls() {
+        let e = Endpoint::parse("http://127.0.0.1:7700").unwrap();
+        assert_eq!(e.ws, "ws://127.0.0.1:7700/v1/ws");
+        assert_eq!(e.http, "http://127.0.0.1:7700");
+        let e = Endpoint::parse("ws://127.0.0.1:7700/v1/ws").unwrap();
+        assert_eq!(e.ws, "ws://127.0.0.1:7700/v1/ws");
+        assert_eq!(e.http, "http://127.0.0.1:7700");
+        let e = Endpoint::parse("https://chat.example/").unwrap();
+        assert_eq!(e.ws, "wss://chat.example/v1/ws");
+        assert!(Endpoint::parse("127.0.0.1:7700").is_err());
+        assert!(Endpoint::parse("ftp://x").is_err());
+        assert!(Endpoint::parse("http://").is_err());
+    }
+}

@@ -1,0 +1,138 @@
+//! REST calls (PROTOCOL.md §6) with `Authorization: Bearer`: log pages and blobs, which do
+//! not travel over the WebSocket.
+
+use crate::error::ClientError;
+use herald_proto::frames::LogPage;
+use herald_proto::{ChainError, ChainVerifier, ErrorBody, ErrorCode, ErrorDetail, Hash32};
+use serde::{Deserialize, Serialize};
+
+/// Answer of `PUT /v1/channels/{id}/blobs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    /// Lowercase hex BLAKE3 of the bytes.
+    pub blob_id: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Rest {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+fn io(e: reqwest::Error) -> ClientError {
+    ClientError::Io(e.to_string())
+}
+
+/// Path segments are ids or names (`[a-z0-9_-]`, UUIDs, hex); anything else is escaped so a
+/// strange value cannot change the path.
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Rest {
+    pub(crate) fn new(base: String, token: String) -> Rest {
+        Rest { http: reqwest::Client::new(), base, token }
+    }
+
+    async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.bytes().await.map_err(io)?;
+        let detail = match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(b) => b.error,
+            Err(_) => ErrorDetail {
+                code: match status.as_u16() {
+                    400 => ErrorCode::BadRequest,
+                    401 => ErrorCode::Unauthorized,
+                    403 => ErrorCode::Forbidden,
+                    404 => ErrorCode::NotFound,
+                    413 => ErrorCode::PayloadTooLarge,
+                    429 => ErrorCode::RateLimited,
+                    _ => ErrorCode::Internal,
+                },
+                message: format!("http status {status}"),
+                retry_after_ms: None,
+            },
+        };
+        Err(ClientError::Server(detail))
+    }
+
+    pub(crate) async fn log(&self, channel: &str, after: u64, limit: u32) -> Result<LogPage, ClientError> {
+        let url = format!("{}/v1/channels/{}/log?after={after}&limit={limit}", self.base, segment(channel));
+        let resp = self.http.get(url).bearer_auth(&self.token).send().await.map_err(io)?;
+        let body = Self::check(resp).await?.bytes().await.map_err(io)?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("unreadable log page: {e}")))
+    }
+
+    pub(crate) async fn put_blob(&self, channel: &str, bytes: Vec<u8>) -> Result<BlobRef, ClientError> {
+        let url = format!("{}/v1/channels/{}/blobs", self.base, segment(channel));
+        let resp = self
+            .http
+            .put(url)
+            .bearer_auth(&self.token)
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await
+            .map_err(io)?;
+        let body = Self::check(resp).await?.bytes().await.map_err(io)?;
+        serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Protocol(format!("unreadable blob answer: {e}")))
+    }
+
+    pub(crate) async fn get_blob(&self, channel: &str, blob_id: &str) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}/v1/channels/{}/blobs/{}", self.base, segment(channel), segment(blob_id));
+        let resp = self.http.get(url).bearer_auth(&self.token).send().await.map_err(io)?;
+        let body = Self::check(resp).await?.bytes().await.map_err(io)?;
+        Ok(body.to_vec())
+    }
+}
+
+/// Verifies a log page fetched with `after`: entries must start at `after + 1`, be gapless
+/// and each link to the previous one. `known` is the client's verified head of that channel,
+/// if any: the page must link to it when it starts right after it, and agree with it when
+/// the page contains it. Entry 1 must carry the zero `prev_hash`.
+pub fn verify_log_page(
+    channel: &str,
+    after: u64,
+    page: &LogPage,
+    known: Option<(u64, Hash32)>,
+) -> Result<(), ChainError> {
+    let mut verifier = ChainVerifier::new();
+    if let Some((seq, hash)) = known
+        && seq == after
+    {
+        verifier.set_head(channel, seq, hash);
+    }
+    for (i, entry) in page.entries.iter().enumerate() {
+        let expected = after + 1 + i as u64;
+        if entry.seq != expected {
+            return Err(ChainError::Gap { channel: channel.to_owned(), expected, got: entry.seq });
+        }
+        let entry_ref = entry.as_entry_ref(channel).ok_or_else(|| ChainError::Malformed {
+            channel: channel.to_owned(),
+            seq: entry.seq,
+            field: "ts",
+        })?;
+        verifier.check(&entry_ref)?;
+        if let Some((seq, hash)) = known
+            && seq == entry.seq
+            && verifier.head(channel).map(|(_, h)| h) != Some(hash)
+        {
+            return Err(ChainError::HashMismatch { channel: channel.to_owned(), seq });
+        }
+    }
+    Ok(())
+}

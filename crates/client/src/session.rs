@@ -1,0 +1,355 @@
+//! The inbound/outbound state machine of one client, with no I/O (quinn-style).
+//!
+//! [`Session`] takes frames in ([`Session::handle_text`]) and requests from the user
+//! ([`Session::request`]) and yields [`Output`]s: text frames to write, replies to hand to
+//! their waiters, and events to deliver. The socket task in `connection` only moves bytes
+//! between it and the network, so everything that matters (id matching, chain verification,
+//! dedupe on resume, what to resend after a reconnect) is tested here without a server.
+//!
+//! The waiter type `W` is whatever the driver uses to answer a caller (a oneshot sender in
+//! the real client, a plain tag in tests).
+
+use crate::error::ClientError;
+use crate::event::ClientEvent;
+use herald_proto::chain::Verdict;
+use herald_proto::frames::{ConnectOk, Event, Reply, Request, ServerFrame, parse_server_frame};
+use herald_proto::{ChainError, ChainVerifier, ErrorCode, ErrorDetail};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// What the driver must do after feeding the session.
+#[derive(Debug)]
+pub enum Output<W> {
+    /// Write this text frame to the socket.
+    Send(String),
+    /// Answer a caller.
+    Reply { waiter: W, result: Result<Value, ClientError> },
+    /// Deliver an event to listeners.
+    Event(ClientEvent),
+    /// The server refused `connect`. With [`ErrorCode::Unauthorized`] the client must stop.
+    Rejected(ErrorDetail),
+}
+
+#[derive(Debug)]
+struct Pending<W> {
+    request: Request,
+    /// `None` for requests the session makes itself (resubscribe, unsubscribe).
+    waiter: Option<W>,
+}
+
+impl<W> Pending<W> {
+    /// A send with an idempotency key can be resent after a reconnect: the server answers a
+    /// repeated `client_id` with the original message and appends nothing.
+    fn retryable(&self) -> bool {
+        matches!(&self.request, Request::MessageSend { message, .. } if message.client_id.is_some())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Offline,
+    Connecting { id: u64 },
+    Ready,
+}
+
+/// The pure core of a client connection. See the module docs.
+#[derive(Debug)]
+pub struct Session<W> {
+    next_id: u64,
+    phase: Phase,
+    /// Sent on the current connection, awaiting a reply.
+    in_flight: HashMap<u64, Pending<W>>,
+    /// Not sent yet (made while offline, or retried sends), in id order.
+    queued: BTreeMap<u64, Pending<W>>,
+    verifier: ChainVerifier,
+    /// Channels whose chain head is known: the resume points.
+    channels: BTreeSet<String>,
+    /// Subjects subscribed to, with the number of local subscriptions.
+    subjects: BTreeMap<String, usize>,
+}
+
+impl<W> Default for Session<W> {
+    fn default() -> Self {
+        Session {
+            next_id: 1,
+            phase: Phase::Offline,
+            in_flight: HashMap::new(),
+            queued: BTreeMap::new(),
+            verifier: ChainVerifier::new(),
+            channels: BTreeSet::new(),
+            subjects: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct OutFrame<'a> {
+    id: u64,
+    #[serde(flatten)]
+    request: &'a Request,
+}
+
+fn encode(id: u64, request: &Request) -> Result<String, ClientError> {
+    serde_json::to_string(&OutFrame { id, request })
+        .map_err(|e| ClientError::Protocol(format!("cannot encode {}: {e}", request.op())))
+}
+
+impl<W> Session<W> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether `connect` has been answered on the current connection.
+    pub fn is_ready(&self) -> bool {
+        self.phase == Phase::Ready
+    }
+
+    /// The last delivered `seq` of every channel seen: the `resume` of the next `connect`.
+    pub fn resume_points(&self) -> BTreeMap<String, u64> {
+        self.channels.iter().filter_map(|c| self.verifier.head(c).map(|(seq, _)| (c.clone(), seq))).collect()
+    }
+
+    /// The chain verifier, e.g. to anchor the verification of a log page.
+    pub fn verifier(&self) -> &ChainVerifier {
+        &self.verifier
+    }
+
+    /// Number of requests awaiting a reply or waiting to be sent.
+    pub fn pending(&self) -> usize {
+        self.in_flight.len() + self.queued.len()
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Starts a connection: returns the `connect` frame to send first, with the resume points.
+    pub fn connect(&mut self, token: &str) -> String {
+        let id = self.take_id();
+        self.phase = Phase::Connecting { id };
+        let request = Request::Connect { token: token.to_owned(), resume: self.resume_points() };
+        // Only strings and integers: encoding cannot fail.
+        encode(id, &request).unwrap_or_default()
+    }
+
+    /// Queues or sends a request for a caller.
+    pub fn request(&mut self, request: Request, waiter: W) -> Vec<Output<W>> {
+        let mut out = Vec::new();
+        self.push(request, Some(waiter), &mut out);
+        out
+    }
+
+    fn push(&mut self, request: Request, waiter: Option<W>, out: &mut Vec<Output<W>>) {
+        let id = self.take_id();
+        let pending = Pending { request, waiter };
+        if self.is_ready() {
+            self.send(id, pending, out);
+        } else {
+            self.queued.insert(id, pending);
+        }
+    }
+
+    fn send(&mut self, id: u64, pending: Pending<W>, out: &mut Vec<Output<W>>) {
+        match encode(id, &pending.request) {
+            Ok(frame) => {
+                out.push(Output::Send(frame));
+                self.in_flight.insert(id, pending);
+            }
+            Err(e) => {
+                if let Some(waiter) = pending.waiter {
+                    out.push(Output::Reply { waiter, result: Err(e) });
+                }
+            }
+        }
+    }
+
+    /// Adds a local subscription to `subject`; subscribes on the server (answering `waiter`)
+    /// and again after every reconnect.
+    pub fn subscribe(&mut self, subject: &str, waiter: W) -> Vec<Output<W>> {
+        *self.subjects.entry(subject.to_owned()).or_insert(0) += 1;
+        self.request(Request::Subscribe { subject: subject.to_owned() }, waiter)
+    }
+
+    /// Removes a local subscription; unsubscribes on the server when it was the last.
+    pub fn unsubscribe(&mut self, subject: &str) -> Vec<Output<W>> {
+        let mut out = Vec::new();
+        let Some(n) = self.subjects.get_mut(subject) else {
+            return out;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.subjects.remove(subject);
+            if self.is_ready() {
+                let request = Request::Unsubscribe { subject: subject.to_owned() };
+                self.push(request, None, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Feeds one text frame received from the server.
+    pub fn handle_text(&mut self, text: &str) -> Vec<Output<W>> {
+        match parse_server_frame(text) {
+            Ok(ServerFrame::Reply(reply)) => self.handle_reply(reply),
+            Ok(ServerFrame::Event(event)) => self.handle_event(*event),
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable frame from server ignored");
+                Vec::new()
+            }
+        }
+    }
+
+    fn handle_reply(&mut self, reply: Reply) -> Vec<Output<W>> {
+        let mut out = Vec::new();
+        let Some(id) = reply.id.as_u64() else {
+            if let Some(detail) = reply.error {
+                out.push(Output::Event(ClientEvent::ServerError(detail)));
+            }
+            return out;
+        };
+        if self.phase == (Phase::Connecting { id }) {
+            self.handle_connect_reply(reply, &mut out);
+            return out;
+        }
+        let Some(pending) = self.in_flight.remove(&id) else {
+            tracing::debug!(id, "reply to no pending request ignored");
+            return out;
+        };
+        let result = match (reply.ok, reply.error) {
+            (_, Some(detail)) => Err(ClientError::Server(detail)),
+            (Some(ok), None) => Ok(ok),
+            (None, None) => Err(ClientError::Protocol(format!("reply {id} has neither ok nor error"))),
+        };
+        match pending.waiter {
+            Some(waiter) => out.push(Output::Reply { waiter, result }),
+            None => {
+                if let Err(e) = result {
+                    tracing::warn!(op = pending.request.op(), error = %e, "background request failed");
+                }
+            }
+        }
+        out
+    }
+
+    fn handle_connect_reply(&mut self, reply: Reply, out: &mut Vec<Output<W>>) {
+        let ok = match (reply.ok, reply.error) {
+            (_, Some(detail)) => {
+                self.phase = Phase::Offline;
+                out.push(Output::Rejected(detail));
+                return;
+            }
+            (Some(ok), None) => serde_json::from_value::<ConnectOk>(ok),
+            (None, None) => serde_json::from_value::<ConnectOk>(Value::Null),
+        };
+        let ok = match ok {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.phase = Phase::Offline;
+                out.push(Output::Rejected(ErrorDetail {
+                    code: ErrorCode::BadRequest,
+                    message: format!("unreadable connect reply: {e}"),
+                    retry_after_ms: None,
+                }));
+                return;
+            }
+        };
+        self.phase = Phase::Ready;
+        out.push(Output::Event(ClientEvent::Connected(ok)));
+        // Resubscribe, except subjects a queued request subscribes to anyway.
+        let queued_subjects: BTreeSet<&str> = self
+            .queued
+            .values()
+            .filter_map(|p| match &p.request {
+                Request::Subscribe { subject } => Some(subject.as_str()),
+                _ => None,
+            })
+            .collect();
+        let resubscribe: Vec<String> =
+            self.subjects.keys().filter(|s| !queued_subjects.contains(s.as_str())).cloned().collect();
+        for subject in resubscribe {
+            self.push(Request::Subscribe { subject }, None, out);
+        }
+        for (id, pending) in std::mem::take(&mut self.queued) {
+            self.send(id, pending, out);
+        }
+    }
+
+    /// Feeds one server event: log events are verified and deduplicated.
+    pub fn handle_event(&mut self, event: Event) -> Vec<Output<W>> {
+        let mut out = Vec::new();
+        if let Event::ResumeTruncated { channel, from_seq } = &event {
+            // The entries between our head and `from_seq` will not come: re-anchor the chain
+            // on the first replayed entry; the caller pages the hole over the log.
+            self.verifier.forget(channel);
+            self.channels.remove(channel);
+            out.push(Output::Event(ClientEvent::ResumeTruncated {
+                channel: channel.clone(),
+                from_seq: *from_seq,
+            }));
+            return out;
+        }
+        if let Some(meta) = event.meta() {
+            let verdict = match event.entry_ref() {
+                Some(entry) => self.verifier.check(&entry),
+                None => Err(ChainError::Malformed {
+                    channel: event.channel().unwrap_or_default().to_owned(),
+                    seq: meta.seq,
+                    field: "ts",
+                }),
+            };
+            match verdict {
+                Ok(Verdict::Next) => {
+                    if let Some(channel) = event.channel() {
+                        self.channels.insert(channel.to_owned());
+                    }
+                }
+                Ok(Verdict::Duplicate) => return out,
+                Err(e) => {
+                    out.push(Output::Event(ClientEvent::ChainError(e)));
+                    return out;
+                }
+            }
+        }
+        out.push(Output::Event(ClientEvent::Event(Box::new(event))));
+        out
+    }
+
+    /// The connection dropped: fails what was in flight with `Disconnected`, except sends
+    /// with a `client_id`, which are queued to be resent after the next `connect`.
+    pub fn disconnected(&mut self, reason: &str) -> Vec<Output<W>> {
+        let was_connected = self.phase == Phase::Ready;
+        self.phase = Phase::Offline;
+        let mut out = Vec::new();
+        let mut in_flight: Vec<(u64, Pending<W>)> = self.in_flight.drain().collect();
+        in_flight.sort_by_key(|(id, _)| *id);
+        for (id, pending) in in_flight {
+            if pending.retryable() {
+                self.queued.insert(id, pending);
+            } else if let Some(waiter) = pending.waiter {
+                out.push(Output::Reply { waiter, result: Err(ClientError::Disconnected) });
+            }
+            // Background requests are redone after the reconnect (resubscribe).
+        }
+        // Background unsubscribes queued while offline are moot: we do not resubscribe.
+        self.queued.retain(|_, p| p.waiter.is_some());
+        if was_connected {
+            out.push(Output::Event(ClientEvent::Disconnected { reason: reason.to_owned() }));
+        }
+        out
+    }
+
+    /// The client stops for good: every caller waiting gets `error()`.
+    pub fn shutdown(&mut self, error: impl Fn() -> ClientError) -> Vec<Output<W>> {
+        self.phase = Phase::Offline;
+        let mut all: Vec<(u64, Pending<W>)> = self.in_flight.drain().collect();
+        all.extend(std::mem::take(&mut self.queued));
+        all.sort_by_key(|(id, _)| *id);
+        all.into_iter()
+            .filter_map(|(_, p)| p.waiter)
+            .map(|waiter| Output::Reply { waiter, result: Err(error()) })
+            .collect()
+    }
+}
