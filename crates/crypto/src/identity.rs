@@ -61,7 +61,8 @@ impl fmt::Debug for IdentityKeys {
 }
 
 impl IdentityKeys {
-    pub(crate) fn signed_message(&self) -> Vec<u8> {
+    /// The bytes the identity self-signature covers.
+    pub fn signing_bytes(&self) -> Vec<u8> {
         Transcript::new("herald/identity/v1")
             .str(&self.device_id)
             .bytes(&self.ed25519)
@@ -101,7 +102,8 @@ pub struct SignedKey {
 }
 
 impl SignedKey {
-    fn signed_message(owner: &IdentityKeys, key_id: &str, key: &[u8; 32], fallback: bool) -> Vec<u8> {
+    /// The bytes a one-time or fallback key signature covers.
+    pub fn signing_bytes(owner: &IdentityKeys, key_id: &str, key: &[u8; 32], fallback: bool) -> Vec<u8> {
         Transcript::new("herald/one-time-key/v1")
             .str(&owner.device_id)
             .bytes(&owner.ed25519)
@@ -115,7 +117,7 @@ impl SignedKey {
     pub fn verify(&self, owner: &IdentityKeys) -> Result<()> {
         check_id("one-time key id", &self.key_id)?;
         check_x25519("one-time", &self.key)?;
-        let msg = Self::signed_message(owner, &self.key_id, &self.key, self.fallback);
+        let msg = Self::signing_bytes(owner, &self.key_id, &self.key, self.fallback);
         verify_sig("one-time key", &owner.ed25519, &msg, &self.signature)
     }
 }
@@ -143,7 +145,7 @@ impl KeyBundle {
         verify_sig(
             "identity keys",
             &self.identity.ed25519,
-            &self.identity.signed_message(),
+            &self.identity.signing_bytes(),
             &self.identity_signature,
         )?;
         let mut seen: HashSet<[u8; 32]> = HashSet::new();
@@ -164,7 +166,9 @@ impl KeyBundle {
                 return Err(CryptoError::malformed("key bundle", "fallback key not flagged as fallback"));
             }
             k.verify(&self.identity)?;
-            if !seen.insert(k.key) || !ids.insert(k.key_id.as_str()) {
+            // (vodozemac numbers fallback keys separately, so only the key
+            // itself must be unique.)
+            if !seen.insert(k.key) {
                 return Err(CryptoError::malformed("key bundle", "duplicate key"));
             }
         }
@@ -349,12 +353,12 @@ impl Device {
         self.account.generate_one_time_keys(count);
         self.account.generate_fallback_key();
         let identity = self.identity_keys();
-        let identity_signature = self.sign(&identity.signed_message());
+        let identity_signature = self.sign(&identity.signing_bytes());
         let mut otks: Vec<(String, [u8; 32])> =
             self.account.one_time_keys().into_iter().map(|(id, k)| (id.to_base64(), k.to_bytes())).collect();
         otks.sort();
         let sign_key = |(key_id, key): (String, [u8; 32]), fallback: bool| {
-            let signature = self.sign(&SignedKey::signed_message(&identity, &key_id, &key, fallback));
+            let signature = self.sign(&SignedKey::signing_bytes(&identity, &key_id, &key, fallback));
             SignedKey { key_id, key, fallback, signature }
         };
         let one_time_keys = otks.into_iter().map(|k| sign_key(k, false)).collect();
