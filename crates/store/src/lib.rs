@@ -295,6 +295,8 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn delete_channel(&self, channel_id: &str) -> Result<()>;
 }
 
+pub mod testkit;
+
 /// Blobs are plain byte vectors at this boundary.
 pub mod bytes_like {
     pub type Bytes = Vec<u8>;

@@ -1,0 +1,1156 @@
+//! The shared suite every [`Store`] backend must pass, and [`RecordingSink`].
+//!
+//! A backend's test calls [`run_all`] with a function that opens a fresh, empty store around
+//! the sink it is given:
+//!
+//! ```ignore
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn testkit() {
+//!     herald_store::testkit::run_all(|sink| async move { open_my_store(sink) }).await;
+//! }
+//! ```
+//!
+//! Every case goes through the trait only, verifies hash chains with `herald_proto::chain`, and
+//! panics with the case's name on the first broken guarantee.
+
+use crate::{
+    Actor, Applied, CommitSink, HistoryRange, Membership, Mutation, Outcome, Store, StoreError, StoredEntry,
+};
+use herald_proto::chain::{self, EntryFields, ZERO_HASH};
+use herald_proto::model::{Message, Policy, UserInfo, UserKind};
+use herald_proto::{ChannelName, EntryKind};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A [`CommitSink`] that records every [`Applied`] it sees, in order.
+#[derive(Debug, Default)]
+pub struct RecordingSink {
+    applied: Mutex<Vec<Applied>>,
+}
+
+impl RecordingSink {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Everything committed so far, in commit order.
+    pub fn applied(&self) -> Vec<Applied> {
+        self.applied.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Every entry committed so far, in commit order.
+    pub fn entries(&self) -> Vec<StoredEntry> {
+        self.applied().into_iter().flat_map(|a| a.entries).collect()
+    }
+
+    /// How many times an entry with this channel and hash was seen.
+    pub fn count_entry(&self, channel_id: &str, hash: &chain::Hash32) -> usize {
+        let guard = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        guard
+            .iter()
+            .flat_map(|a| &a.entries)
+            .filter(|e| e.channel_id == channel_id && &e.hash == hash)
+            .count()
+    }
+}
+
+impl CommitSink for RecordingSink {
+    fn committed(&self, applied: &Applied) {
+        self.applied.lock().unwrap_or_else(|e| e.into_inner()).push(applied.clone());
+    }
+}
+
+/// The app every case uses; [`OTHER_APP`] is the tenant that must never see it.
+pub const APP: &str = "testkit";
+pub const OTHER_APP: &str = "testkit-other";
+
+static COUNTER: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh UUID-shaped id (the store treats ids as opaque strings of that shape).
+pub fn new_id() -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("0190a000-0000-7000-8000-{n:012x}")
+}
+
+/// A timestamp that increases by one second per call.
+pub fn now_ms() -> i64 {
+    1_732_000_000_000 + 1000 * COUNTER.fetch_add(1, Ordering::Relaxed) as i64
+}
+
+/// An ordinary user of [`APP`] named after their id.
+pub fn user(id: &str) -> Actor {
+    Actor {
+        app: APP.to_owned(),
+        user: UserInfo { id: id.to_owned(), name: Some(format!("{id} name")), kind: UserKind::Human },
+        channel_admin: false,
+        server: false,
+    }
+}
+
+/// A holder of `channels:admin`.
+pub fn admin(id: &str) -> Actor {
+    Actor { channel_admin: true, ..user(id) }
+}
+
+fn expect<T>(r: crate::Result<T>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: unexpected error: {e}"),
+    }
+}
+
+macro_rules! assert_err {
+    ($r:expr, $pat:pat, $what:expr) => {
+        match $r {
+            Err($pat) => {}
+            Err(e) => panic!("{}: wrong error: {e:?}", $what),
+            Ok(_) => panic!("{}: succeeded but should have failed", $what),
+        }
+    };
+}
+
+/// Creates a channel and returns its id.
+pub async fn create(
+    s: &dyn Store,
+    actor: &Actor,
+    name: Option<&str>,
+    policy: Policy,
+    members: &[&str],
+) -> String {
+    let id = new_id();
+    let a = expect(
+        s.apply(Mutation::CreateChannel {
+            actor: actor.clone(),
+            id: id.clone(),
+            name: name.map(|n| ChannelName::parse(n).unwrap_or_else(|e| panic!("{e}"))),
+            title: Some("A title".into()),
+            encrypted: false,
+            policy,
+            members: members.iter().map(|m| m.to_string()).collect(),
+            ts_ms: now_ms(),
+        })
+        .await,
+        "create channel",
+    );
+    a.channel.map(|c| c.id).unwrap_or(id)
+}
+
+pub async fn join(s: &dyn Store, actor: &Actor, ch: &str) -> crate::Result<Applied> {
+    s.apply(Mutation::Join { actor: actor.clone(), channel: ch.to_owned(), ts_ms: now_ms() }).await
+}
+
+/// Sends a message and returns it.
+pub async fn send(s: &dyn Store, actor: &Actor, ch: &str, content: &str) -> Message {
+    let a = expect(try_send(s, actor, ch, content, None, None).await, "send");
+    message_of(&a)
+}
+
+pub async fn try_send(
+    s: &dyn Store,
+    actor: &Actor,
+    ch: &str,
+    content: &str,
+    reply_to: Option<&str>,
+    client_id: Option<&str>,
+) -> crate::Result<Applied> {
+    s.apply(Mutation::Send {
+        actor: actor.clone(),
+        channel: ch.to_owned(),
+        id: new_id(),
+        kind: "chat.text".into(),
+        content: content.to_owned(),
+        reply_to: reply_to.map(str::to_owned),
+        client_id: client_id.map(str::to_owned),
+        ts_ms: now_ms(),
+    })
+    .await
+}
+
+fn message_of(a: &Applied) -> Message {
+    match &a.outcome {
+        Outcome::Message { message, .. } => (**message).clone(),
+        o => panic!("expected a message outcome, got {o:?}"),
+    }
+}
+
+/// Reads a channel's whole log in small pages and checks it: gapless from 1, every link, every
+/// hash recomputed, every present content against its `content_hash`.
+pub async fn verify_log(s: &dyn Store, ch: &str) -> Vec<StoredEntry> {
+    let mut all: Vec<StoredEntry> = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |e| e.seq);
+        let (page, more) = expect(s.log(ch, after, 5).await, "log");
+        assert!(page.len() <= 5, "log page over its limit");
+        all.extend(page);
+        if !more {
+            break;
+        }
+    }
+    let mut prev = ZERO_HASH;
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1, "log of {ch} is not gapless from 1");
+        assert_eq!(e.channel_id, ch);
+        assert_eq!(e.prev_hash, prev, "entry {} does not link to its predecessor", e.seq);
+        if let (Some(content), Some(salt)) = (&e.content, &e.salt) {
+            assert_eq!(chain::content_hash(salt, content), e.content_hash, "content_hash of entry {}", e.seq);
+        } else {
+            assert!(e.content.is_none() && e.salt.is_none(), "entry {}: content and salt go together", e.seq);
+        }
+        let fields = EntryFields {
+            seq: e.seq,
+            kind: e.kind,
+            channel_id: ch,
+            author: &e.author,
+            reference: &e.reference,
+            ts_ms: e.ts_ms,
+            content_hash: &e.content_hash,
+        };
+        assert_eq!(chain::entry_hash(&e.prev_hash, &fields), e.hash, "hash of entry {}", e.seq);
+        prev = e.hash;
+    }
+    assert_eq!(expect(s.head_seq(ch).await, "head_seq"), all.len() as u64, "head_seq of {ch}");
+    all
+}
+
+async fn history(s: &dyn Store, ch: &str, range: HistoryRange) -> (Vec<Message>, bool) {
+    expect(s.history(ch, &range).await, "history")
+}
+
+fn range(limit: u32) -> HistoryRange {
+    HistoryRange { limit, ..Default::default() }
+}
+
+/// Runs every case, each against a fresh store from `open`.
+pub async fn run_all<F, Fut>(open: F)
+where
+    F: Fn(Arc<dyn CommitSink>) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    macro_rules! case {
+        ($f:ident) => {{
+            eprintln!("testkit: {}", stringify!($f));
+            let sink = RecordingSink::new();
+            let store = open(sink.clone()).await;
+            $f(&*store, &sink).await;
+            expect(store.close().await, "close");
+        }};
+    }
+    case!(chain_is_gapless_and_verifies);
+    case!(client_id_is_idempotent);
+    case!(names_taken_and_recreated);
+    case!(membership_is_checked);
+    case!(edit_and_delete_are_author_only);
+    case!(hard_delete_erases_content);
+    case!(reactions_show_in_history);
+    case!(reply_snapshots);
+    case!(history_cursors);
+    case!(unread_counts_and_read_markers);
+    case!(directory_follows_policy);
+    case!(delete_channel_removes_everything);
+    case!(members_and_memberships);
+    {
+        eprintln!("testkit: sink_order_is_commit_order");
+        let sink = RecordingSink::new();
+        let store = open(sink.clone()).await;
+        sink_order_is_commit_order(store.clone(), sink).await;
+        expect(store.close().await, "close");
+    }
+}
+
+/// Entries of every kind get gapless seqs and a valid chain; the sink sees what `apply` returns.
+pub async fn chain_is_gapless_and_verifies(s: &dyn Store, sink: &RecordingSink) {
+    let (ada, bob) = (user("ada"), user("bob"));
+    let ch = create(s, &ada, Some("general"), Policy::Open, &[]).await;
+    expect(join(s, &bob, &ch).await, "join");
+    let m1 = send(s, &ada, &ch, "hello").await;
+    let m2 = send(s, &bob, &ch, "").await;
+    expect(
+        s.apply(Mutation::Edit {
+            actor: ada.clone(),
+            channel: ch.clone(),
+            message_id: m1.id.clone(),
+            content: "hello!".into(),
+            ts_ms: now_ms(),
+        })
+        .await,
+        "edit",
+    );
+    let r = expect(
+        s.apply(Mutation::React {
+            actor: bob.clone(),
+            channel: ch.clone(),
+            id: new_id(),
+            message_id: m1.id.clone(),
+            emoji: "👍".into(),
+            ts_ms: now_ms(),
+        })
+        .await,
+        "react",
+    );
+    let Outcome::Reaction { reaction_id } = r.outcome else { panic!("react outcome") };
+    expect(
+        s.apply(Mutation::Unreact {
+            actor: bob.clone(),
+            channel: ch.clone(),
+            reaction_id: reaction_id.clone(),
+            ts_ms: now_ms(),
+        })
+        .await,
+        "unreact",
+    );
+    expect(
+        s.apply(Mutation::RemoveMember {
+            actor: bob.clone(),
+            channel: ch.clone(),
+            user: "bob".into(),
+            ts_ms: now_ms(),
+        })
+        .await,
+        "leave",
+    );
+    let log = verify_log(s, &ch).await;
+    let kinds: Vec<EntryKind> = log.iter().map(|e| e.kind).collect();
+    use EntryKind::*;
+    assert_eq!(
+        kinds,
+        [
+            ChannelCreated,
+            MemberJoined,
+            MemberJoined,
+            Message,
+            Message,
+            MessageEdited,
+            Reaction,
+            ReactionDeleted,
+            MemberLeft
+        ]
+    );
+    // What each entry carries beyond its hashed fields.
+    assert_eq!(log[0].content.as_deref(), Some("general"));
+    assert_eq!(log[0].extra.name.as_deref(), Some("general"));
+    assert_eq!(log[0].extra.title.as_deref(), Some("A title"));
+    assert_eq!((log[2].author.as_str(), log[2].reference.as_str()), ("bob", "bob"));
+    assert_eq!(log[2].extra.name.as_deref(), Some("bob name"));
+    assert_eq!(log[3].extra.id.as_deref(), Some(m1.id.as_str()));
+    assert_eq!(log[3].extra.msg_type.as_deref(), Some("chat.text"));
+    assert_eq!(log[3].reference, "");
+    assert_eq!(log[4].extra.id.as_deref(), Some(m2.id.as_str()));
+    assert_eq!((log[5].reference.as_str(), log[5].content.as_deref()), (m1.id.as_str(), Some("hello!")));
+    assert_eq!(log[6].extra.id.as_deref(), Some(reaction_id.as_str()));
+    assert_eq!((log[6].reference.as_str(), log[6].content.as_deref()), (m1.id.as_str(), Some("👍")));
+    assert_eq!(log[7].reference, reaction_id);
+    assert_eq!(log[7].extra.message_id.as_deref(), Some(m1.id.as_str()));
+    assert_eq!(log[8].reference, "bob");
+    // The sink saw exactly these entries, in order.
+    let seen: Vec<_> =
+        sink.entries().into_iter().filter(|e| e.channel_id == ch).map(|e| (e.seq, e.hash)).collect();
+    let stored: Vec<_> = log.iter().map(|e| (e.seq, e.hash)).collect();
+    assert_eq!(seen, stored, "sink entries differ from the log");
+    assert!(sink.applied().iter().all(|a| a.app == APP), "Applied.app");
+    let c = expect(s.channel(APP, &ch).await, "channel").expect("channel by id");
+    assert_eq!(c.last_seq, 9);
+    assert_eq!(c.name.as_deref(), Some("general"));
+    assert_eq!(expect(s.log(&ch, 9, 10).await, "log").0.len(), 0);
+    assert_eq!(expect(s.head_seq(&new_id()).await, "head of unknown"), 0);
+}
+
+pub async fn client_id_is_idempotent(s: &dyn Store, sink: &RecordingSink) {
+    let (ada, bob) = (user("ada"), user("bob"));
+    let ch = create(s, &ada, None, Policy::Open, &["bob"]).await;
+    let first = expect(try_send(s, &ada, &ch, "once", None, Some("k1")).await, "send");
+    assert_eq!(first.entries.len(), 1);
+    let head = expect(s.head_seq(&ch).await, "head");
+    let before = sink.applied().len();
+    let again = expect(try_send(s, &ada, &ch, "once", None, Some("k1")).await, "resend");
+    assert!(again.entries.is_empty(), "a repeat appends nothing");
+    match &again.outcome {
+        Outcome::Message { message, duplicate } => {
+            assert!(*duplicate);
+            assert_eq!(message.id, message_of(&first).id);
+            assert_eq!(message.client_id.as_deref(), Some("k1"));
+        }
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(expect(s.head_seq(&ch).await, "head"), head);
+    assert!(sink.applied().len() <= before + 1);
+    // Same key, other author: a different message.
+    let other = expect(try_send(s, &bob, &ch, "mine", None, Some("k1")).await, "bob send");
+    assert_eq!(other.entries.len(), 1);
+    assert_ne!(message_of(&other).id, message_of(&first).id);
+    let (msgs, _) = history(s, &ch, range(50)).await;
+    assert_eq!(msgs.len(), 2);
+    verify_log(s, &ch).await;
+}
+
+pub async fn names_taken_and_recreated(s: &dyn Store, _sink: &RecordingSink) {
+    let (ada, bob) = (user("ada"), user("bob"));
+    let ch = create(s, &ada, Some("general"), Policy::Open, &[]).await;
+    let head = expect(s.head_seq(&ch).await, "head");
+    // Same creator: the existing channel, nothing appended.
+    let again = expect(
+        s.apply(Mutation::CreateChannel {
+            actor: ada.clone(),
+            id: new_id(),
+            name: Some(ChannelName::parse("general").expect("name")),
+            title: None,
+            encrypted: false,
+            policy: Policy::Open,
+            members: vec![],
+            ts_ms: now_ms(),
+        })
+        .await,
+        "re-create",
+    );
+    assert!(matches!(again.outcome, Outcome::Channel { created: false }));
+    assert_eq!(again.channel.as_ref().map(|c| c.id.as_str()), Some(ch.as_str()));
+    assert!(again.entries.is_empty());
+    assert_eq!(expect(s.head_seq(&ch).await, "head"), head);
+    // Someone else: name_taken.
+    let r = s
+        .apply(Mutation::CreateChannel {
+            actor: bob.clone(),
+            id: new_id(),
+            name: Some(ChannelName::parse("general").expect("name")),
+            title: None,
+            encrypted: false,
+            policy: Policy::Open,
+            members: vec![],
+            ts_ms: now_ms(),
+        })
+        .await;
+    assert_err!(r, StoreError::NameTaken, "create by another user");
+    // The creator left: re-creating joins them again.
+    expect(
+        s.apply(Mutation::RemoveMember {
+            actor: ada.clone(),
+            channel: ch.clone(),
+            user: "ada".into(),
+            ts_ms: now_ms(),
+        })
+        .await,
+        "leave",
+    );
+    let back = expect(
+        s.apply(Mutation::CreateChannel {
+            actor: ada.clone(),
+            id: new_id(),
+            name: Some(ChannelName::parse("general").expect("name")),
+            title: None,
+            encrypted: false,
+            policy: Policy::Open,
+            members: vec![],
+            ts_ms: now_ms(),
+        })
+        .await,
+        "re-create after leaving",
+    );
+    assert!(matches!(back.outcome, Outcome::Channel { created: false }));
+    assert_eq!(back.entries.len(), 1);
+    assert_eq!(back.entries[0].kind, EntryKind::MemberJoined);
+    assert!(expect(s.members(&ch).await, "members").iter().any(|m| m.user == "ada"));
+    // Names are per app; lookups by name and id stay within the app.
+    let other = Actor { app: OTHER_APP.into(), ..bob.clone() };
+    let och = create(s, &other, Some("general"), Policy::Open, &[]).await;
+    assert_ne!(och, ch);
+    assert_eq!(expect(s.channel(APP, "general").await, "by name").map(|c| c.id), Some(ch.clone()));
+    assert_eq!(expect(s.channel(OTHER_APP, "general").await, "by name").map(|c| c.id), Some(och.clone()));
+    assert!(expect(s.channel(OTHER_APP, &ch).await, "by id, other app").is_none());
+    assert!(expect(s.channel(APP, "nope").await, "unknown name").is_none());
+    verify_log(s, &ch).await;
+}
+
+pub async fn membership_is_checked(s: &dyn Store, _sink: &RecordingSink) {
+    let (ada, bob, carol) = (user("ada"), user("bob"), user("carol"));
+    let ch = create(s, &ada, Some("secret"), Policy::Invite, &[]).await;
+    let m = send(s, &ada, &ch, "inside").await;
+    assert_err!(try_send(s, &bob, &ch, "x", None, None).await, StoreError::NotMember, "send by non-member");
+    assert_err!(
+        s.apply(Mutation::Edit {
+            actor: bob.clone(),
+            channel: ch.clone(),
+            message_id: m.id.clone(),
+            content: "x".into(),
+            ts_ms: now_ms()
+        })
+        .await,
+        StoreError::NotMember | StoreError::NotAuthor,
+        "edit by non-member"
+    );
+    assert_err!(
+        s.apply(Mutation::React {
+            actor: bob.clone(),
+            channel: ch.clone(),
+            id: new_id(),
+            message_id: m.id.clone(),
+            emoji: "x".into(),
+            ts_ms: now_ms()
+        })
+        .await,
+        StoreError::NotMember,
+        "react by non-member"
+    );
+    assert_err!(
+        s.apply(Mutation::Read { actor: bob.clone(), channel: ch.clone(), message_id: m.id.clone() }).await,
+        StoreError::NotMember,
+        "read by non-member"
+    );
+    assert_err!(join(s, &bob, &ch).await, StoreError::Forbidden(_), "join of an invite channel");
+    assert_err!(
+        s.apply(Mutation::AddMember {
+            actor: bob.clone(),
+            channel: ch.clone(),
+            user: "carol".into(),
+            ts_ms: now_ms()
+        })
+        .await,
+        StoreError::NotMember | StoreError::Forbidden(_),
+        "add by non-member"
+    );
+    assert_err!(
+        s.apply(Mutation::RemoveMember {
+            actor: carol.clone(),
+            channel: ch.clone(),
+            user: "ada".into(),
+            ts_ms: now_ms()
+        })
+        .await,
+        StoreError::Forbidden(_),
+        "remove someone else"
+    );
+    assert_err!(
+        s.apply(Mutation::RemoveMember {
+            actor: ada.clone(),
+            channel: ch.clone(),
+            user: "carol".into(),
+            ts_ms: now_ms()
+        })
+        .await,
+        StoreError::NotFound(_),
+        "remove a non-member"
+    );
+    // Unknown channel, and a channel of another app.
+    assert_err!(
+        try_send(s, &ada, &new_id(), "x", None, None).await,
+        StoreError::ChannelNotFound,
+        "unknown channel"
+    );
+    let stranger = Actor { app: OTHER_APP.into(), ..ada.clone() };
+    assert_err!(try_send(s, &stranger, &ch, "x", None, None).await, StoreError::ChannelNotFound, "other app");
+    assert_err!(join(s, &stranger, &ch).await, StoreError::ChannelNotFound, "join from other app");
+    // Admins join invite channels; members add others.
+    let added = expect(
+        s.apply(Mutation::AddMember {
+            actor: ada.clone(),
+            channel: ch.clone(),
+            user: "bob".into(),
+            ts_ms: now_ms(),
+        })
+        .await,
+        "add",
+    );
+    assert_eq!(added.entries.len(), 1);
+    assert_eq!((added.entries[0].author.as_str(), added.entries[0].reference.as_str()), ("ada", "bob"));
+    let again = expect(
+        s.apply(Mutation::AddMember {
+            actor: ada.clone(),
+            channel: ch.clone(),
+            user: "bob".into(),
+            ts_ms: now_ms(),
+        })
+        .await,
+        "add again",
+    );
+    assert!(again.entries.is_empty(), "adding a member twice appends nothing");
+    expect(join(s, &admin("root"), &ch).await, "admin join");
+    let j = expect(join(s, &bob, &ch).await, "join when already a member");
+    assert!(j.entries.is_empty());
+    send(s, &bob, &ch, "now inside").await;
+    // A server actor posts as the author it names, member or not.
+    let svc = Actor { server: true, ..user("bot") };
+    expect(try_send(s, &svc, &ch, "from the backend", None, None).await, "server send");
+    // The creator may remove anyone.
+    let rm = expect(
+        s.apply(Mutation::RemoveMember {
+            actor: ada.clone(),
+            channel: ch.clone(),
+            user: "bob".into(),
+            ts_ms: now_ms(),
+        })
+        .await,
+        "remove",
+    );
+    assert_eq!(
+        (rm.entries[0].kind, rm.entries[0].author.as_str(), rm.entries[0].reference.as_str()),
+        (EntryKind::MemberLeft, "ada", "bob")
+    );
+    assert_err!(try_send(s, &bob, &ch, "x", None, None).await, StoreError::NotMember, "send after removal");
+    verify_log(s, &ch).await;
+}
+
+pub async fn edit_and_delete_are_author_only(s: &dyn Store, _sink: &RecordingSink) {
+    let (ada, bob) = (user("ada"), user("bob"));
+    let ch = create(s, &ada, None, Policy::Open, &["bob"]).await;
+    let m = send(s, &ada, &ch, "mine").await;
+    assert_err!(
+        s.apply(Mutation::Edit {
+            actor: bob.clone(),
+            channel: ch.clone(),
+            message_id: m.id.clone(),
+            content: "x".into(),
+            ts_ms: now_ms()
+        })
+        .await,
+        StoreError::NotAuthor,
+        "edit by another member"
+    );
+    assert_err!(
+        s.apply(Mutation::Delete {
+            actor: bob.clone(),
+            channel: ch.clone(),
+            message_id: m.id.clone(),
+            ts_ms: now_ms()
+        })
+        .await,
+        StoreError::NotAuthor,
+        "delete by another member"
+    );
+    assert_err!(
+        s.apply(Mutation::Edit {
+            actor: ada.clone(),
+            channel: ch.clone(),
+            message_id: new_id(),
+            content: "x".into(),
+            ts_ms: now_ms()
+        })
+        .await,
+        StoreError::NotFound(_),
+        "edit of an unknown message"
+    );
+    // A message of another channel is not found here.
+    let other = create(s, &ada, None, Policy::Open, &[]).await;
+    let elsewhere = send(s, &ada, &other, "elsewhere").await;
+    assert_err!(
+        s.apply(Mutation::Delete {
+            actor: ada.clone(),
+            channel: ch.clone(),
+            message_id: elsewhere.id.clone(),
+            ts_ms: now_ms()
+        })
+        .await,
+        StoreError::NotFound(_),
+        "delete of another channel's message"
+    );
+    let r = expect(
+        s.apply(Mutation::React {
+            actor: ada.clone(),
+            channel: ch.clone(),
+            id: new_id(),
+            message_id: m.id.clone(),
+            emoji: "🎉".into(),
+            ts_ms: now_ms(),
+        })
+        .await,
+        "react",
+    );
+    let Outcome::Reaction { reaction_id } = r.outcome else { panic!("react outcome") };
+    assert_err!(
+        s.apply(Mutation::Unreact {
+            actor: bob.clone(),
+            channel: ch.clone(),
+            reaction_id: reaction_id.clone(),
+            ts_ms: now_ms()
+        })
+        .await,
+        StoreError::NotAuthor | StoreError::Forbidden(_),
+        "unreact by someone else"
+    );
+    assert_err!(
+        s.apply(Mutation::Unreact {
+            actor: ada.clone(),
+            channel: ch.clone(),
+            reaction_id: new_id(),
+            ts_ms: now_ms()
+        })
+        .await,
+        StoreError::NotFound(_),
+        "unreact of an unknown reaction"
+    );
+    let edited = expect(
+        s.apply(Mutation::Edit {
+            actor: ada.clone(),
+            channel: ch.clone(),
+            message_id: m.id.clone(),
+            content: "mine, edited".into(),
+            ts_ms: now_ms(),
+        })
+        .await,
+        "edit by the author",
+    );
+    let em = message_of(&edited);
+    assert_eq!(em.content, "mine, edited");
+    assert!(em.edited_at.is_some());
+    let (msgs, _) = history(s, &ch, range(10)).await;
+    assert_eq!(msgs[0].content, "mine, edited");
+    assert_eq!(msgs[0].edited_at, em.edited_at);
+    verify_log(s, &ch).await;
+}
+
+pub async fn hard_delete_erases_content(s: &dyn Store, _sink: &RecordingSink) {
+    let (ada, bob) = (user("ada"), user("bob"));
+    let ch = create(s, &ada, None, Policy::Open, &["bob"]).await;
+    let m = send(s, &ada, &ch, "secret one").await;
+    for text in ["secret two", "secret three"] {
+        expect(
+            s.apply(Mutation::Edit {
+                actor: ada.clone(),
+                channel: ch.clone(),
+                message_id: m.id.clone(),
+                content: text.into(),
+                ts_ms: now_ms(),
+            })
+            .await,
+            "edit",
+        );
+    }
+    expect(
+        s.apply(Mutation::React {
+            actor: bob.clone(),
+            channel: ch.clone(),
+            id: new_id(),
+            message_id: m.id.clone(),
+            emoji: "👀".into(),
+            ts_ms: now_ms(),
+        })
+        .await,
+        "react",
+    );
+    let reply = message_of(&expect(try_send(s, &bob, &ch, "what secret?", Some(&m.id), None).await, "reply"));
+    let keep = send(s, &ada, &ch, "not secret").await;
+    let del = expect(
+        s.apply(Mutation::Delete {
+            actor: ada.clone(),
+            channel: ch.clone(),
+            message_id: m.id.clone(),
+            ts_ms: now_ms(),
+        })
+        .await,
+        "delete",
+    );
+    assert_eq!(del.entries.len(), 1);
+    assert_eq!(
+        (del.entries[0].kind, del.entries[0].reference.as_str()),
+        (EntryKind::MessageDeleted, m.id.as_str())
+    );
+    let log = verify_log(s, &ch).await;
+    for e in &log {
+        let of_deleted = (e.kind == EntryKind::Message && e.extra.id.as_deref() == Some(m.id.as_str()))
+            || (e.kind == EntryKind::MessageEdited && e.reference == m.id);
+        if of_deleted {
+            assert!(e.content.is_none() && e.salt.is_none(), "entry {} keeps deleted text", e.seq);
+        }
+        assert!(
+            !e.content.as_deref().unwrap_or("").contains("secret "),
+            "entry {} keeps deleted text",
+            e.seq
+        );
+    }
+    let (msgs, _) = history(s, &ch, range(50)).await;
+    assert!(msgs.iter().all(|x| x.id != m.id), "a deleted message is absent from history");
+    assert!(msgs.iter().any(|x| x.id == keep.id));
+    let r = msgs.iter().find(|x| x.id == reply.id).expect("the reply stays");
+    let snap = r.reply_to.as_ref().expect("reply snapshot");
+    assert_eq!(
+        (snap.id.as_str(), snap.author.as_str(), snap.content.as_deref()),
+        (m.id.as_str(), "ada", None)
+    );
+    assert_err!(
+        s.apply(Mutation::Edit {
+            actor: ada.clone(),
+            channel: ch.clone(),
+            message_id: m.id.clone(),
+            content: "back".into(),
+            ts_ms: now_ms()
+        })
+        .await,
+        StoreError::NotFound(_),
+        "edit of a deleted message"
+    );
+    assert_err!(
+        s.apply(Mutation::Delete {
+            actor: ada.clone(),
+            channel: ch.clone(),
+            message_id: m.id.clone(),
+            ts_ms: now_ms()
+        })
+        .await,
+        StoreError::NotFound(_),
+        "second delete"
+    );
+}
+
+pub async fn reactions_show_in_history(s: &dyn Store, _sink: &RecordingSink) {
+    let (ada, bob) = (user("ada"), user("bob"));
+    let ch = create(s, &ada, None, Policy::Open, &["bob"]).await;
+    let m = send(s, &ada, &ch, "react to me").await;
+    let plain = send(s, &ada, &ch, "nobody cares").await;
+    let mut ids = Vec::new();
+    for (who, emoji) in [(&ada, "👍"), (&bob, "🎉"), (&bob, "👍")] {
+        let a = expect(
+            s.apply(Mutation::React {
+                actor: who.clone(),
+                channel: ch.clone(),
+                id: new_id(),
+                message_id: m.id.clone(),
+                emoji: emoji.into(),
+                ts_ms: now_ms(),
+            })
+            .await,
+            "react",
+        );
+        let Outcome::Reaction { reaction_id } = a.outcome else { panic!("react outcome") };
+        ids.push(reaction_id);
+    }
+    assert_err!(
+        s.apply(Mutation::React {
+            actor: bob.clone(),
+            channel: ch.clone(),
+            id: new_id(),
+            message_id: new_id(),
+            emoji: "x".into(),
+            ts_ms: now_ms()
+        })
+        .await,
+        StoreError::NotFound(_),
+        "react to an unknown message"
+    );
+    expect(
+        s.apply(Mutation::Unreact {
+            actor: bob.clone(),
+            channel: ch.clone(),
+            reaction_id: ids[1].clone(),
+            ts_ms: now_ms(),
+        })
+        .await,
+        "unreact",
+    );
+    let (msgs, _) = history(s, &ch, range(50)).await;
+    let hm = msgs.iter().find(|x| x.id == m.id).expect("message");
+    let reactions = hm.reactions.as_ref().expect("history carries reactions");
+    let got: Vec<_> =
+        reactions.iter().map(|r| (r.reaction_id.as_str(), r.emoji.as_str(), r.user.as_str())).collect();
+    assert_eq!(got, [(ids[0].as_str(), "👍", "ada"), (ids[2].as_str(), "👍", "bob")]);
+    let hp = msgs.iter().find(|x| x.id == plain.id).expect("message");
+    assert_eq!(hp.reactions.as_deref(), Some(&[][..]));
+    verify_log(s, &ch).await;
+}
+
+pub async fn reply_snapshots(s: &dyn Store, _sink: &RecordingSink) {
+    let (ada, bob) = (user("ada"), user("bob"));
+    let ch = create(s, &ada, None, Policy::Open, &["bob"]).await;
+    let target = send(s, &ada, &ch, "question").await;
+    let reply = message_of(&expect(try_send(s, &bob, &ch, "answer", Some(&target.id), None).await, "reply"));
+    let snap = reply.reply_to.as_ref().expect("snapshot in the send outcome");
+    assert_eq!(
+        (snap.id.as_str(), snap.author.as_str(), snap.content.as_deref(), snap.edited),
+        (target.id.as_str(), "ada", Some("question"), false)
+    );
+    assert!(target.reply_to.is_none());
+    assert_err!(
+        try_send(s, &bob, &ch, "x", Some(&new_id()), None).await,
+        StoreError::NotFound(_),
+        "reply to unknown"
+    );
+    let other = create(s, &ada, None, Policy::Open, &[]).await;
+    let elsewhere = send(s, &ada, &other, "elsewhere").await;
+    assert_err!(
+        try_send(s, &ada, &ch, "x", Some(&elsewhere.id), None).await,
+        StoreError::NotFound(_),
+        "reply across channels"
+    );
+    expect(
+        s.apply(Mutation::Edit {
+            actor: ada.clone(),
+            channel: ch.clone(),
+            message_id: target.id.clone(),
+            content: "better question".into(),
+            ts_ms: now_ms(),
+        })
+        .await,
+        "edit",
+    );
+    let (msgs, _) = history(s, &ch, range(50)).await;
+    let r = msgs.iter().find(|x| x.id == reply.id).expect("reply");
+    let snap = r.reply_to.as_ref().expect("snapshot");
+    assert_eq!((snap.content.as_deref(), snap.edited), (Some("better question"), true));
+    assert!(msgs.iter().find(|x| x.id == target.id).expect("target").reply_to.is_none());
+    let log = verify_log(s, &ch).await;
+    let e = log.iter().find(|e| e.extra.id.as_deref() == Some(reply.id.as_str())).expect("reply entry");
+    assert_eq!(e.reference, target.id);
+    let snap = e.extra.reply.as_ref().expect("log carries the reply snapshot");
+    assert_eq!((snap.author.as_str(), snap.content.as_deref()), ("ada", Some("better question")));
+}
+
+pub async fn history_cursors(s: &dyn Store, _sink: &RecordingSink) {
+    let ada = user("ada");
+    let ch = create(s, &ada, None, Policy::Open, &[]).await;
+    let mut sent = Vec::new();
+    for i in 0..10 {
+        sent.push(send(s, &ada, &ch, &format!("m{i}")).await);
+    }
+    let contents = |v: &[Message]| v.iter().map(|m| m.content.clone()).collect::<Vec<_>>();
+    let (page, more) = history(s, &ch, range(3)).await;
+    assert_eq!(contents(&page), ["m9", "m8", "m7"], "no cursor: newest first");
+    assert!(more);
+    let (page, more) = history(s, &ch, HistoryRange { before: Some(page[2].seq), ..range(3) }).await;
+    assert_eq!(contents(&page), ["m6", "m5", "m4"]);
+    assert!(more);
+    let (page, more) = history(s, &ch, HistoryRange { before: Some(sent[2].seq), ..range(3) }).await;
+    assert_eq!(contents(&page), ["m1", "m0"]);
+    assert!(!more);
+    let (page, more) = history(s, &ch, HistoryRange { after: Some(0), ..range(4) }).await;
+    assert_eq!(contents(&page), ["m0", "m1", "m2", "m3"], "after: oldest first");
+    assert!(more);
+    let (page, more) = history(s, &ch, HistoryRange { after: Some(sent[6].seq), ..range(4) }).await;
+    assert_eq!(contents(&page), ["m7", "m8", "m9"]);
+    assert!(!more);
+    let (page, more) = history(s, &ch, range(10)).await;
+    assert_eq!(page.len(), 10);
+    assert!(!more, "exactly a full page has no more");
+    // Time range, both ends inclusive.
+    let ts = |m: &Message| herald_proto::time::parse_ms(&m.ts).expect("ts");
+    let (page, more) =
+        history(s, &ch, HistoryRange { from_ms: Some(ts(&sent[3])), to_ms: Some(ts(&sent[5])), ..range(10) })
+            .await;
+    assert_eq!(contents(&page), ["m5", "m4", "m3"]);
+    assert!(!more);
+    let (page, more) =
+        history(s, &ch, HistoryRange { from_ms: Some(ts(&sent[3])), after: Some(0), ..range(2) }).await;
+    assert_eq!(contents(&page), ["m3", "m4"]);
+    assert!(more);
+    // Timestamps are RFC 3339 with milliseconds.
+    assert!(page[0].ts.ends_with('Z') && page[0].ts.contains('.'));
+    assert_eq!(history(s, &new_id(), range(5)).await.0.len(), 0);
+}
+
+pub async fn unread_counts_and_read_markers(s: &dyn Store, _sink: &RecordingSink) {
+    let (ada, bob) = (user("ada"), user("bob"));
+    let ch = create(s, &ada, Some("room"), Policy::Open, &["bob"]).await;
+    let mut mine = Vec::new();
+    for i in 0..3 {
+        mine.push(send(s, &ada, &ch, &format!("a{i}")).await);
+    }
+    send(s, &bob, &ch, "b0").await;
+    let unread = |v: Vec<herald_proto::model::ChannelSummary>| {
+        v.into_iter().find(|c| c.id == ch).map(|c| (c.unread, c.last_seq))
+    };
+    let head = expect(s.head_seq(&ch).await, "head");
+    assert_eq!(unread(expect(s.channels_of(APP, "bob").await, "channels_of")), Some((3, head)));
+    assert_eq!(unread(expect(s.channels_of(APP, "ada").await, "channels_of")), Some((1, head)));
+    assert!(expect(s.channels_of(APP, "carol").await, "channels_of").is_empty());
+    assert!(expect(s.channels_of(OTHER_APP, "bob").await, "channels_of").is_empty());
+    let r = expect(
+        s.apply(Mutation::Read { actor: bob.clone(), channel: ch.clone(), message_id: mine[1].id.clone() })
+            .await,
+        "read",
+    );
+    assert!(r.entries.is_empty());
+    match r.outcome {
+        Outcome::Read { user, message_id, seq } => {
+            assert_eq!((user.as_str(), message_id.as_str(), seq), ("bob", mine[1].id.as_str(), mine[1].seq));
+        }
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(unread(expect(s.channels_of(APP, "bob").await, "channels_of")), Some((1, head)));
+    // Reading an older message does not move the marker back.
+    expect(
+        s.apply(Mutation::Read { actor: bob.clone(), channel: ch.clone(), message_id: mine[0].id.clone() })
+            .await,
+        "read older",
+    );
+    let members = expect(s.members(&ch).await, "members");
+    let b = members.iter().find(|m| m.user == "bob").expect("bob");
+    assert_eq!(b.last_read, mine[1].seq);
+    assert_eq!(members.iter().find(|m| m.user == "ada").expect("ada").last_read, 0);
+    assert_err!(
+        s.apply(Mutation::Read { actor: bob.clone(), channel: ch.clone(), message_id: new_id() }).await,
+        StoreError::NotFound(_),
+        "read of an unknown message"
+    );
+    assert_eq!(expect(s.head_seq(&ch).await, "head"), head, "reads append nothing");
+}
+
+pub async fn directory_follows_policy(s: &dyn Store, _sink: &RecordingSink) {
+    let (ada, carol) = (user("ada"), user("carol"));
+    let beta = create(s, &ada, Some("beta"), Policy::Invite, &[]).await;
+    let alpha = create(s, &ada, Some("alpha"), Policy::Open, &[]).await;
+    create(s, &ada, None, Policy::Open, &[]).await;
+    create(s, &Actor { app: OTHER_APP.into(), ..ada.clone() }, Some("aaa"), Policy::Open, &[]).await;
+    let names = |v: Vec<herald_proto::model::DirectoryEntry>| {
+        v.into_iter().map(|d| (d.name, d.id)).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(expect(s.directory(APP, "carol", false).await, "dir")),
+        [("alpha".to_owned(), alpha.clone())]
+    );
+    assert_eq!(
+        names(expect(s.directory(APP, "ada", false).await, "dir")),
+        [("alpha".to_owned(), alpha.clone()), ("beta".to_owned(), beta.clone())]
+    );
+    assert_eq!(expect(s.directory(APP, "root", true).await, "dir").len(), 2);
+    assert_err!(join(s, &carol, &beta).await, StoreError::Forbidden(_), "join invite");
+    expect(
+        s.apply(Mutation::AddMember {
+            actor: ada.clone(),
+            channel: beta.clone(),
+            user: "carol".into(),
+            ts_ms: now_ms(),
+        })
+        .await,
+        "add",
+    );
+    assert_eq!(expect(s.directory(APP, "carol", false).await, "dir").len(), 2);
+    let joined = expect(join(s, &carol, &alpha).await, "join open");
+    assert_eq!(joined.entries.len(), 1);
+    assert!(matches!(joined.outcome, Outcome::Channel { created: false }));
+}
+
+pub async fn delete_channel_removes_everything(s: &dyn Store, sink: &RecordingSink) {
+    let (ada, bob) = (user("ada"), user("bob"));
+    let ch = create(s, &ada, Some("doomed"), Policy::Open, &["bob"]).await;
+    let m = send(s, &bob, &ch, "bye").await;
+    expect(try_send(s, &bob, &ch, "again", None, Some("k")).await, "send");
+    expect(
+        s.apply(Mutation::React {
+            actor: ada.clone(),
+            channel: ch.clone(),
+            id: new_id(),
+            message_id: m.id.clone(),
+            emoji: "👋".into(),
+            ts_ms: now_ms(),
+        })
+        .await,
+        "react",
+    );
+    let head = expect(s.head_seq(&ch).await, "head");
+    assert_err!(
+        s.apply(Mutation::DeleteChannel { actor: bob.clone(), channel: ch.clone() }).await,
+        StoreError::Forbidden(_),
+        "delete by a member"
+    );
+    let d =
+        expect(s.apply(Mutation::DeleteChannel { actor: ada.clone(), channel: ch.clone() }).await, "delete");
+    match &d.outcome {
+        Outcome::ChannelDeleted { members } => {
+            let mut m = members.clone();
+            m.sort();
+            assert_eq!(m, ["ada", "bob"]);
+        }
+        o => panic!("{o:?}"),
+    }
+    let before = d.channel.as_ref().expect("the channel before deletion");
+    assert_eq!((before.id.as_str(), before.last_seq), (ch.as_str(), head));
+    assert!(sink.applied().iter().any(|a| matches!(a.outcome, Outcome::ChannelDeleted { .. })));
+    assert!(expect(s.channel(APP, &ch).await, "channel").is_none());
+    assert!(expect(s.channel(APP, "doomed").await, "channel").is_none());
+    assert_eq!(expect(s.log(&ch, 0, 100).await, "log").0.len(), 0);
+    assert_eq!(expect(s.head_seq(&ch).await, "head"), 0);
+    assert_eq!(history(s, &ch, range(50)).await.0.len(), 0);
+    assert!(expect(s.members(&ch).await, "members").is_empty());
+    assert!(expect(s.channels_of(APP, "bob").await, "channels_of").is_empty());
+    assert!(expect(s.all_memberships().await, "memberships").iter().all(|m| m.channel_id != ch));
+    assert_err!(
+        try_send(s, &bob, &ch, "x", None, None).await,
+        StoreError::ChannelNotFound,
+        "send to deleted"
+    );
+    // The name is free again, for anyone.
+    let again = create(s, &bob, Some("doomed"), Policy::Open, &[]).await;
+    assert_ne!(again, ch);
+    assert_eq!(verify_log(s, &again).await.len(), 2);
+}
+
+pub async fn members_and_memberships(s: &dyn Store, _sink: &RecordingSink) {
+    let ada = user("ada");
+    let eve = Actor {
+        user: UserInfo { id: "eve".into(), name: Some("Eve".into()), kind: UserKind::Agent },
+        ..user("eve")
+    };
+    expect(s.apply(Mutation::UpsertUser { actor: eve.clone() }).await, "upsert");
+    let ch = create(s, &ada, None, Policy::Open, &["eve", "ghost"]).await;
+    let members = expect(s.members(&ch).await, "members");
+    let get = |id: &str| members.iter().find(|m| m.user == id).cloned().expect("member");
+    assert_eq!((get("ada").name, get("ada").kind), (Some("ada name".into()), UserKind::Human));
+    assert_eq!((get("eve").name, get("eve").kind), (Some("Eve".into()), UserKind::Agent));
+    assert_eq!((get("ghost").name, get("ghost").kind), (None, UserKind::Human));
+    let log = verify_log(s, &ch).await;
+    let joined: Vec<_> = log
+        .iter()
+        .filter(|e| e.kind == EntryKind::MemberJoined)
+        .map(|e| (e.author.as_str(), e.reference.as_str(), e.extra.name.as_deref()))
+        .collect();
+    assert_eq!(
+        joined,
+        [("ada", "ada", Some("ada name")), ("ada", "eve", Some("Eve")), ("ada", "ghost", None)]
+    );
+    // Users are per app.
+    let other = Actor {
+        app: OTHER_APP.into(),
+        user: UserInfo { id: "eve".into(), name: Some("Other Eve".into()), kind: UserKind::Human },
+        ..user("eve")
+    };
+    expect(s.apply(Mutation::UpsertUser { actor: other }).await, "upsert other app");
+    let members = expect(s.members(&ch).await, "members");
+    assert_eq!(members.iter().find(|m| m.user == "eve").and_then(|m| m.name.clone()), Some("Eve".into()));
+    let all = expect(s.all_memberships().await, "memberships");
+    for u in ["ada", "eve", "ghost"] {
+        assert!(
+            all.contains(&Membership { app: APP.into(), channel_id: ch.clone(), user: u.into() }),
+            "membership of {u}"
+        );
+    }
+}
+
+/// 200 sends from 8 tokio tasks into 3 channels: the sink sees each committed entry exactly
+/// once, in seq order per channel, and before its `apply` resolves.
+pub async fn sink_order_is_commit_order(s: Arc<dyn Store>, sink: Arc<RecordingSink>) {
+    let ada = user("ada");
+    let mut chans = Vec::new();
+    for _ in 0..3 {
+        chans.push(create(&*s, &ada, None, Policy::Open, &[]).await);
+    }
+    let start = sink.entries().len();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..8 {
+        let (s, sink, chans, ada) = (s.clone(), sink.clone(), chans.clone(), ada.clone());
+        tasks.spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..25 {
+                let ch = &chans[(t + i) % 3];
+                let a = expect(
+                    try_send(&*s, &ada, ch, &format!("t{t} n{i}"), None, None).await,
+                    "concurrent send",
+                );
+                let e = a.entries.into_iter().next().expect("one entry");
+                assert_eq!(sink.count_entry(ch, &e.hash), 1, "the sink saw the entry before apply resolved");
+                out.push((ch.clone(), e));
+            }
+            out
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        results.extend(r.unwrap_or_else(|e| panic!("send task failed: {e}")));
+    }
+    assert_eq!(results.len(), 200);
+    let entries: Vec<StoredEntry> = sink.entries().split_off(start);
+    assert_eq!(entries.len(), 200, "the sink saw each send exactly once");
+    for ch in &chans {
+        let seqs: Vec<u64> = entries.iter().filter(|e| &e.channel_id == ch).map(|e| e.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "sink order is seq order in {ch}");
+        verify_log(&*s, ch).await;
+    }
+    for (ch, e) in &results {
+        assert_eq!(sink.count_entry(ch, &e.hash), 1);
+    }
+}
