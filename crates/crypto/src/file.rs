@@ -272,15 +272,19 @@ pub fn decrypt_file<S: AsRef<[u8]>>(manifest: &FileManifest, shards: &[Option<S>
         })
         .collect::<Result<Vec<_>>>()?;
 
-    // Intact shards only (constant-time hash comparison via blake3::Hash).
-    let intact: Vec<Option<&[u8]>> = shards
-        .iter()
-        .zip(&hashes)
-        .map(|(s, h)| {
-            s.as_ref().map(AsRef::as_ref).filter(|s| s.len() == l.shard_size && blake3::hash(s) == *h)
-        })
-        .collect();
-    let have = intact.iter().filter(|s| s.is_some()).count();
+    // Intact shards only: data shards first; parity shards are hashed only
+    // when some data shard is missing, and only until `k` are intact.
+    let check = |i: usize| -> Option<&[u8]> {
+        let s: &[u8] = shards.get(i)?.as_ref()?.as_ref();
+        (s.len() == l.shard_size && blake3::hash(s) == *hashes.get(i)?).then_some(s)
+    };
+    let mut intact: Vec<Option<&[u8]>> = (0..l.k).map(check).collect();
+    let mut have = intact.iter().filter(|s| s.is_some()).count();
+    for i in l.k..n {
+        let s = if have < l.k { check(i) } else { None };
+        have += usize::from(s.is_some());
+        intact.push(s);
+    }
     if have < l.k {
         return Err(CryptoError::NotEnoughShards { have, need: l.k });
     }

@@ -204,16 +204,16 @@ impl PinnedDevices {
     pub fn pin(&mut self, bundle: &KeyBundle) -> Result<&IdentityKeys> {
         bundle.verify()?;
         let id = &bundle.identity.device_id;
-        if let Some(existing) = self.devices.get(id) {
-            if existing != &bundle.identity {
-                return Err(CryptoError::PinMismatch { device: id.clone() });
-            }
+        if let Some(existing) = self.devices.get(id)
+            && existing != &bundle.identity
+        {
+            return Err(CryptoError::PinMismatch { device: id.clone() });
         }
         for key in bundle.public_keys() {
-            if let Some(owner) = self.owners.get(&key) {
-                if owner != id {
-                    return Err(CryptoError::KeyReuse { first: owner.clone(), second: id.clone() });
-                }
+            if let Some(owner) = self.owners.get(&key)
+                && owner != id
+            {
+                return Err(CryptoError::KeyReuse { first: owner.clone(), second: id.clone() });
             }
         }
         for key in bundle.public_keys() {

@@ -101,14 +101,10 @@ impl OlmSession {
     /// Decrypts one message. On error the session is unchanged.
     pub fn decrypt(&mut self, message: &OlmMessage) -> Result<Vec<u8>> {
         let m = message.to_vodozemac()?;
-        if let vodozemac::olm::OlmMessage::PreKey(p) = &m {
-            if p.session_id() != self.session.session_id() {
-                return Err(CryptoError::mismatch(
-                    "olm session id",
-                    self.session.session_id(),
-                    p.session_id(),
-                ));
-            }
+        if let vodozemac::olm::OlmMessage::PreKey(p) = &m
+            && p.session_id() != self.session.session_id()
+        {
+            return Err(CryptoError::mismatch("olm session id", self.session.session_id(), p.session_id()));
         }
         Ok(self.session.decrypt(&m)?)
     }

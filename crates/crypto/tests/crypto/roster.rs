@@ -16,7 +16,7 @@ fn chain_add_remove_rotate() {
     let genesis =
         EpochCommit::genesis("c", vec![member("admin", &["admin-dev"]), member("bob", &["bob-dev"])])
             .sign(&admin);
-    let mut chain = RosterChain::new(&[ab.identity.clone()], genesis.clone()).unwrap();
+    let mut chain = RosterChain::new(std::slice::from_ref(&ab.identity), genesis.clone()).unwrap();
     assert_eq!(chain.epoch(), 0);
     let add = chain
         .next_commit(
@@ -58,7 +58,7 @@ fn server_cannot_add_members_or_fork() {
     let (admin, ab) = device(&mut r, "admin-dev");
     let (bob, _bb) = device(&mut r, "bob-dev");
     let genesis = EpochCommit::genesis("c", vec![member("admin", &["admin-dev"])]).sign(&admin);
-    let mut chain = RosterChain::new(&[ab.identity.clone()], genesis.clone()).unwrap();
+    let mut chain = RosterChain::new(std::slice::from_ref(&ab.identity), genesis.clone()).unwrap();
     let good = chain
         .next_commit(
             vec![member("admin", &["admin-dev"]), member("bob", &["bob-dev"])],
@@ -130,14 +130,14 @@ fn genesis_must_be_signed_by_pinned_admin() {
     let (admin, ab) = device(&mut r, "admin-dev");
     let (other, _) = device(&mut r, "other");
     let g = EpochCommit::genesis("c", vec![member("admin", &["admin-dev"])]);
-    assert!(RosterChain::new(&[ab.identity.clone()], g.clone().sign(&other)).is_err());
+    assert!(RosterChain::new(std::slice::from_ref(&ab.identity), g.clone().sign(&other)).is_err());
     assert!(RosterChain::new(&[], g.clone().sign(&admin)).is_err());
     let mut bad = g.clone();
     bad.epoch = 1;
-    assert!(RosterChain::new(&[ab.identity.clone()], bad.sign(&admin)).is_err());
+    assert!(RosterChain::new(std::slice::from_ref(&ab.identity), bad.sign(&admin)).is_err());
     let mut bad = g.clone();
     bad.reason = CommitReason::Rotate;
-    assert!(RosterChain::new(&[ab.identity.clone()], bad.sign(&admin)).is_err());
+    assert!(RosterChain::new(std::slice::from_ref(&ab.identity), bad.sign(&admin)).is_err());
 }
 
 #[test]
@@ -149,9 +149,11 @@ fn removed_member_gets_no_envelope_and_cannot_read_the_new_epoch() {
     let p = pins(&[&kb, &ab, &bb]);
     let all =
         vec![member("keeper", &["keeper-dev"]), member("alice", &["alice-dev"]), member("bob", &["bob-dev"])];
-    let mut chain =
-        RosterChain::new(&[kb.identity.clone()], EpochCommit::genesis("c", all.clone()).sign(&keeper))
-            .unwrap();
+    let mut chain = RosterChain::new(
+        std::slice::from_ref(&kb.identity),
+        EpochCommit::genesis("c", all.clone()).sign(&keeper),
+    )
+    .unwrap();
     let k0 = EpochKey::generate(&mut r);
     let envs0 = seal_for_members(&mut r, &keeper, "c", 0, &k0, chain.members(), &p).unwrap();
     assert_eq!(envs0.len(), 2);
