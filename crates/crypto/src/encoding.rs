@@ -57,9 +57,7 @@ pub(crate) struct Transcript(Vec<u8>);
 
 impl Transcript {
     pub(crate) fn new(domain: &str) -> Self {
-        let mut t = Transcript(Vec::with_capacity(128));
-        t = t.str(domain);
-        t
+        Transcript(Vec::with_capacity(128)).str(domain)
     }
 
     pub(crate) fn bytes(mut self, b: &[u8]) -> Self {

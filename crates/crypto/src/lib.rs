@@ -50,7 +50,7 @@
 //!   HPKE (RFC 9180, X25519-HKDF-SHA256 / HKDF-SHA256 / ChaCha20-Poly1305).
 //! * [`roster`]: [`EpochCommit`], [`SignedCommit`] and the [`RosterChain`]
 //!   verifier.
-//! * [`file`]: chunked file encryption plus Reed-Solomon shards and the
+//! * [`file`](mod@file): chunked file encryption plus Reed-Solomon shards and the
 //!   [`FileManifest`].
 //! * `encoding` (private): base64 serde helpers and the signing transcript.
 
