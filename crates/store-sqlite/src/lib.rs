@@ -194,18 +194,44 @@ impl SqliteStore {
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let conn = pool.lock().pop().ok_or_else(|| StoreError::Backend("read pool is empty".into()))?;
-            let r = conn.unchecked_transaction().map_err(backend).and_then(|tx| {
-                let r = f(&tx);
-                // A read transaction has nothing to commit; ending it frees the snapshot.
-                tx.finish().map_err(backend)?;
-                r
-            });
-            pool.lock().push(conn);
+            let conn = Pooled::take(pool)?;
+            let tx = conn.conn()?.unchecked_transaction().map_err(backend)?;
+            let r = f(&tx);
+            // A read transaction has nothing to commit; ending it frees the snapshot.
+            tx.finish().map_err(backend)?;
             r
         })
         .await
         .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+}
+
+/// A read connection borrowed from the pool, returned on drop (even if the read panics).
+struct Pooled {
+    pool: Arc<Mutex<Vec<Connection>>>,
+    conn: Option<Connection>,
+}
+
+impl Pooled {
+    fn take(pool: Arc<Mutex<Vec<Connection>>>) -> Result<Self> {
+        // The semaphore admits at most as many readers as there are connections.
+        let conn = pool.lock().pop();
+        match conn {
+            Some(conn) => Ok(Pooled { pool, conn: Some(conn) }),
+            None => Err(StoreError::Backend("read pool is empty".into())),
+        }
+    }
+
+    fn conn(&self) -> Result<&Connection> {
+        self.conn.as_ref().ok_or_else(|| StoreError::Backend("read connection gone".into()))
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            self.pool.lock().push(c);
+        }
     }
 }
 
@@ -233,11 +259,14 @@ impl Store for SqliteStore {
     async fn channel(&self, app: &str, id_or_name: &str) -> Result<Option<Channel>> {
         let (app, key) = (app.to_owned(), id_or_name.to_owned());
         self.read(move |c| {
-            let row = if looks_like_uuid(&key) {
-                rows::channel_by_id(c, &app, &key)?
-            } else {
-                rows::channel_by_name(c, &app, &key)?
-            };
+            // A 36-character name can have the shape of a UUID: try the id, then the name.
+            let mut row = None;
+            if looks_like_uuid(&key) {
+                row = rows::channel_by_id(c, &app, &key)?;
+            }
+            if row.is_none() {
+                row = rows::channel_by_name(c, &app, &key)?;
+            }
             match row {
                 None => Ok(None),
                 Some(row) => {

@@ -114,6 +114,7 @@ pub fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
     let reply_to: Option<String> = r.get(5)?;
     let reply_author: Option<String> = r.get(6)?;
     let edited_ms: Option<i64> = r.get(9)?;
+    let target_content: Option<String> = r.get(10)?;
     let target_edited: Option<i64> = r.get(11)?;
     Ok(Message {
         id: r.get(0)?,
@@ -124,7 +125,7 @@ pub fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
         reply_to: reply_to.map(|id| ReplySnapshot {
             id,
             author: reply_author.unwrap_or_default(),
-            content: r.get(10).ok().flatten(),
+            content: target_content,
             edited: target_edited.is_some(),
         }),
         client_id: r.get(7)?,

@@ -75,15 +75,16 @@ impl Writer {
         let n = batch.len();
         self.shared.jobs.fetch_add(n as u64, Ordering::Relaxed);
         let start = Instant::now();
-        let results = self.run_batch(batch);
+        let (mutations, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|j| (j.mutation, j.reply)).unzip();
+        let results = self.run_batch(mutations);
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
         let results = match results {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, jobs = n, "batch commit failed");
                 self.heads.rollback();
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(StoreError::Backend(e.to_string())));
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Backend(e.to_string())));
                 }
                 return;
             }
@@ -96,19 +97,19 @@ impl Writer {
         for r in results.iter().flatten() {
             self.sink.committed(r);
         }
-        for (job, r) in batch.drain(..).zip(results) {
+        for (reply, r) in replies.into_iter().zip(results) {
             // The caller may have gone away (its future dropped); the write stands regardless.
-            let _ = job.reply.send(r);
+            let _ = reply.send(r);
         }
     }
 
     /// One transaction. `Err` means the whole batch failed (nothing of it is committed).
-    fn run_batch(&mut self, batch: &[Job]) -> Result<Vec<Result<Applied>>> {
+    fn run_batch(&mut self, batch: Vec<Mutation>) -> Result<Vec<Result<Applied>>> {
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
         let mut results = Vec::with_capacity(batch.len());
         let mut erased = false;
-        for job in batch {
-            match self.run_job(job.mutation.clone()) {
+        for m in batch {
+            match self.run_job(m) {
                 Ok((applied, e)) => {
                     erased |= e;
                     results.push(Ok(applied));
