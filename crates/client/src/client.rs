@@ -94,7 +94,9 @@ impl Client {
     }
 
     /// Every event from now on: server pushes (log events verified, deduplicated, in order),
-    /// connection changes and chain errors. Each call makes an independent stream.
+    /// connection changes and chain errors. Each call makes an independent stream. The
+    /// first stream made also gets what arrived since `connect` (up to 10,000 events),
+    /// starting with [`ClientEvent::Connected`].
     pub fn events(&self) -> EventStream {
         let (tx, rx) = mpsc::unbounded_channel();
         // If the client is closed the stream simply ends.

@@ -26,6 +26,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 /// Close code of an authentication failure: never reconnect after it.
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
 
+/// How many events wait for the first listener at most.
+const BACKLOG_CAP: usize = 10_000;
+
 pub(crate) type Waiter = oneshot::Sender<Result<Value, ClientError>>;
 
 /// The WebSocket and REST addresses derived from the URL given to `connect`.
@@ -111,6 +114,9 @@ pub(crate) struct Driver {
     session: Session<Waiter>,
     commands: mpsc::UnboundedReceiver<Command>,
     listeners: Vec<mpsc::UnboundedSender<ClientEvent>>,
+    /// Events received before the first listener registered, handed to it: without this a
+    /// user could not see what arrives between `connect` returning and `events()`.
+    backlog: Option<Vec<ClientEvent>>,
     subscriptions: HashMap<String, Vec<(u64, mpsc::UnboundedSender<Publication>)>>,
     /// Answered with the first `connect` outcome, then `None`.
     ready: Option<oneshot::Sender<Result<ConnectOk, ClientError>>>,
@@ -131,6 +137,7 @@ impl Driver {
             session: Session::new(),
             commands,
             listeners: Vec::new(),
+            backlog: Some(Vec::new()),
             subscriptions: HashMap::new(),
             ready: Some(ready),
         }
@@ -298,6 +305,9 @@ impl Driver {
                 self.session.unsubscribe(&subject)
             }
             Command::Listen(tx) => {
+                for event in self.backlog.take().unwrap_or_default() {
+                    let _ = tx.send(event);
+                }
                 self.listeners.push(tx);
                 Vec::new()
             }
@@ -368,6 +378,14 @@ impl Driver {
     }
 
     fn broadcast(&mut self, event: ClientEvent) {
+        if let Some(backlog) = &mut self.backlog {
+            if backlog.len() < BACKLOG_CAP {
+                backlog.push(event.clone());
+            } else {
+                tracing::warn!("no event listener: early events discarded");
+                self.backlog = None;
+            }
+        }
         self.listeners.retain(|tx| tx.send(event.clone()).is_ok());
     }
 }
