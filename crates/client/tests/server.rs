@@ -1,0 +1,206 @@
+//! The SDK against the real server (`herald_server::testing::TestServer`) over real sockets.
+#![allow(clippy::unwrap_used)]
+
+use futures::StreamExt;
+use herald_client::{
+    Client, ClientConfig, ClientError, ClientEvent, ErrorCode, Event, EventStream, HistoryQuery,
+    HistoryQueryExt, Message,
+};
+use herald_server::testing::TestServer;
+use serde_json::json;
+use std::future::Future;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn within<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f).await.expect("timed out")
+}
+
+fn fast() -> ClientConfig {
+    ClientConfig {
+        backoff_initial: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        request_timeout: WAIT,
+        ..ClientConfig::default()
+    }
+}
+
+async fn client(server: &TestServer, user: &str) -> Client {
+    within(Client::connect_with(&server.url(), &server.token(user), fast())).await.unwrap()
+}
+
+/// The next `message` event of `channel`; fails on a chain error.
+async fn next_message(events: &mut EventStream, channel: &str) -> Message {
+    loop {
+        match within(events.next()).await.expect("stream ended") {
+            ClientEvent::Event(e) => {
+                if let Event::Message { channel: c, message, .. } = *e
+                    && c == channel
+                {
+                    return message;
+                }
+            }
+            ClientEvent::ChainError(e) => panic!("chain error: {e}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn create_join_send_history_and_both_see_each_other() {
+    let server = TestServer::start().await;
+    let ada = client(&server, "ada").await;
+    let mut ada_events = ada.events();
+    assert_eq!(ada.user().id, "ada");
+
+    let channel = within(ada.channels().create("project-x")).await.unwrap();
+    assert_eq!(channel.name(), Some("project-x"));
+    let again = within(ada.channels().create("project-x")).await.unwrap();
+    assert_eq!(again.id(), channel.id(), "a second create of one's own name is a join");
+
+    let hi = within(channel.send("hi")).await.unwrap();
+    assert_eq!(hi.content, "hi");
+    assert!(hi.client_id.is_some(), "the SDK keys every send");
+    let own = next_message(&mut ada_events, channel.id()).await;
+    assert_eq!(own.id, hi.id, "the sender receives its own message");
+
+    let bob = client(&server, "bob").await;
+    let mut bob_events = bob.events();
+    let directory = within(bob.channels().directory()).await.unwrap();
+    assert!(directory.iter().any(|d| d.name == "project-x"));
+    let bobs = within(bob.channels().join("project-x")).await.unwrap();
+    assert_eq!(bobs.id(), channel.id());
+    let hello = within(bobs.send("hello ada")).await.unwrap();
+    assert_eq!(next_message(&mut ada_events, channel.id()).await.id, hello.id);
+    assert_eq!(next_message(&mut bob_events, channel.id()).await.id, hello.id);
+    let reply = within(channel.send("hello bob")).await.unwrap();
+    assert_eq!(next_message(&mut bob_events, channel.id()).await.id, reply.id);
+
+    let page = within(channel.history(HistoryQuery::latest(100))).await.unwrap();
+    let contents: Vec<&str> = page.messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, vec!["hello bob", "hello ada", "hi"], "newest first");
+    let older = within(channel.history(HistoryQuery::before(reply.seq, 1))).await.unwrap();
+    assert_eq!(older.messages[0].id, hello.id);
+    let newer = within(channel.history(HistoryQuery::after(hi.seq, 10))).await.unwrap();
+    assert_eq!(newer.messages[0].id, hello.id, "oldest first");
+
+    // Edits, reactions, reads, typing, deletes.
+    let edited = within(channel.edit(&hi.id, "hi!")).await.unwrap();
+    assert_eq!(edited.content, "hi!");
+    let err = within(bobs.edit(&hi.id, "mine now")).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotAuthor));
+    let reaction = within(bobs.react(&hi.id, "👍")).await.unwrap();
+    assert!(!reaction.is_empty());
+    within(bobs.read(&reply.id)).await.unwrap();
+    within(bobs.typing(true)).await.unwrap();
+    within(channel.delete_message(&reply.id)).await.unwrap();
+    let page = within(channel.history(HistoryQuery::latest(100))).await.unwrap();
+    assert!(page.messages.iter().all(|m| m.id != reply.id));
+
+    // The raw log verifies, tombstone included.
+    let log = within(bobs.log(0, 500)).await.unwrap();
+    assert!(log.entries.len() >= 6);
+    let list = within(bob.channels().list()).await.unwrap();
+    assert!(list.iter().any(|c| c.id == channel.id()));
+
+    // Blobs.
+    let blob = within(bobs.put_blob(b"some bytes".to_vec())).await.unwrap();
+    assert_eq!(blob.size, 10);
+    assert_eq!(within(channel.get_blob(&blob.blob_id)).await.unwrap(), b"some bytes");
+
+    // Errors carry the protocol code.
+    let err = within(bob.channels().join("no-such-channel")).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::ChannelNotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn on_message_callback_sees_messages() {
+    let server = TestServer::start().await;
+    let ada = client(&server, "ada").await;
+    let channel = within(ada.channels().create("callbacks")).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let listener = channel.on_message(move |m| {
+        let _ = tx.send(m.content);
+    });
+    within(channel.send("one")).await.unwrap();
+    within(channel.send("two")).await.unwrap();
+    assert_eq!(within(rx.recv()).await.unwrap(), "one");
+    assert_eq!(within(rx.recv()).await.unwrap(), "two");
+    listener.cancel();
+}
+
+#[tokio::test]
+async fn subscribe_and_publish() {
+    let server = TestServer::start().await;
+    let ada = client(&server, "ada").await;
+    let bob = client(&server, "bob").await;
+    let mut lobby = within(ada.subscribe("presence:lobby")).await.unwrap();
+    within(bob.publish("presence:lobby", json!({"status": "here"}))).await.unwrap();
+    let p = within(lobby.next()).await.unwrap();
+    assert_eq!(p.subject, "presence:lobby");
+    assert_eq!(p.from, "bob");
+    assert_eq!(p.data, json!({"status": "here"}));
+    let err = within(bob.subscribe("user:ada")).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden), "{err:?}");
+}
+
+#[tokio::test]
+async fn expired_token_is_unauthorized() {
+    let server = TestServer::start().await;
+    let token = server.token_with("ada", None, -3600);
+    let err = within(Client::connect_with(&server.url(), &token, fast())).await.unwrap_err();
+    assert!(matches!(err, ClientError::Unauthorized), "{err:?}");
+}
+
+#[tokio::test]
+async fn restart_loses_nothing_and_duplicates_nothing() {
+    let mut server = TestServer::start().await;
+    let ada = client(&server, "ada").await;
+    let mut events = ada.events();
+    let channel = within(ada.channels().create("durable")).await.unwrap();
+    let bob = client(&server, "bob").await;
+    let bobs = within(bob.channels().join("durable")).await.unwrap();
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        sent.push(within(channel.send(&format!("before {i}"))).await.unwrap().id);
+    }
+    // A subscription must survive the restart too.
+    let mut lobby = within(ada.subscribe("lobby")).await.unwrap();
+
+    within(server.restart()).await;
+
+    for i in 0..3 {
+        sent.push(within(bobs.send(&format!("after {i}"))).await.unwrap().id);
+    }
+    let late = client(&server, "bob").await;
+    let lates = within(late.channels().join("durable")).await.unwrap();
+    sent.push(within(lates.send("from a new client")).await.unwrap().id);
+
+    let mut got: Vec<Message> = Vec::new();
+    let mut reconnected = false;
+    while got.len() < sent.len() {
+        match within(events.next()).await.expect("stream ended") {
+            ClientEvent::Event(e) => {
+                if let Event::Message { message, .. } = *e {
+                    got.push(message);
+                }
+            }
+            ClientEvent::Connected(_) => reconnected = true,
+            ClientEvent::ChainError(e) => panic!("chain error: {e}"),
+            _ => {}
+        }
+    }
+    assert!(reconnected, "the restart dropped the connection and the client came back");
+    let ids: Vec<&str> = got.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, sent.iter().map(String::as_str).collect::<Vec<_>>(), "every message once, in order");
+    assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
+
+    // The subscription was renewed after the reconnect.
+    within(late.publish("lobby", json!(1))).await.unwrap();
+    assert_eq!(within(lobby.next()).await.unwrap().data, json!(1));
+
+    // Nothing more (no duplicate) is pending on the stream: a fresh message comes next.
+    let last = within(channel.send("last")).await.unwrap();
+    assert_eq!(next_message(&mut events, channel.id()).await.id, last.id);
+}
