@@ -51,6 +51,9 @@ pub struct SendMessage {
     pub reply_to: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// The author to post as: only for tokens with the `server` grant (a trusted backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
 }
 
 fn yes() -> bool {
@@ -304,6 +307,8 @@ pub struct EntryMeta {
 }
 
 /// A server push.
+// `Message` is the common case and the largest; boxing it would cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {

@@ -1,0 +1,148 @@
+//! `herald`: the one binary. `serve` runs a node, `token` mints a token for it, the client
+//! commands talk to a running server through the Rust SDK, and `bench` measures one.
+//!
+//! Errors print one line starting `herald:` and exit with code 2; a closed stdout (`| head`)
+//! is not an error.
+
+mod bench;
+mod client_cmds;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use herald_server::auth::{Claims, load_or_create_secret, mint_hs256, now_secs};
+use herald_server::config::{ServeConfig, merge_toml};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Herald: a self-hosted realtime messaging server.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (SQLite storage under --data, no other service needed).
+    Serve(ServeArgs),
+    /// Print a JWT signed with the data directory's secret.
+    Token(TokenArgs),
+    #[command(flatten)]
+    Client(client_cmds::ClientCommand),
+    /// Measure a running server: fan-out, durable appends, idle connections.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML file with any of the options below (keys in snake_case, e.g. `max_content_bytes`);
+    /// flags and HERALD_* variables take precedence over it.
+    #[arg(long, env = "HERALD_CONFIG")]
+    config: Option<PathBuf>,
+
+    #[command(flatten)]
+    serve: ServeConfig,
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// Data directory whose secret signs the token (the same as `serve --data`).
+    #[arg(long, env = "HERALD_DATA", default_value = "./herald-data")]
+    data: PathBuf,
+    /// User id (`sub`): 1-128 characters of A-Z a-z 0-9 _ . @ : -
+    #[arg(long)]
+    sub: String,
+    /// Display name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Participant kind: human, agent or service.
+    #[arg(long, default_value = "human")]
+    kind: String,
+    /// App (tenant) id.
+    #[arg(long)]
+    app: Option<String>,
+    /// A grant (repeatable): channels:create, channels:admin, keeper, server, admin. Without
+    /// any, the token has the ordinary set (channels:create).
+    #[arg(long = "grant")]
+    grants: Vec<String>,
+    /// Lifetime, e.g. 30s, 15m, 24h, 7d.
+    #[arg(long, default_value = "24h")]
+    ttl: humantime::Duration,
+}
+
+const KNOWN_GRANTS: [&str; 5] = ["channels:create", "channels:admin", "keeper", "server", "admin"];
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let claims = Claims {
+        sub: args.sub,
+        name: args.name,
+        kind: Some(args.kind),
+        exp: now_secs() + args.ttl.as_secs(),
+        iat: Some(now_secs()),
+        app: args.app,
+        grants: if args.grants.is_empty() { None } else { Some(args.grants) },
+    };
+    for g in claims.grants.iter().flatten() {
+        if !KNOWN_GRANTS.contains(&g.as_str()) {
+            anyhow::bail!("unknown grant {g:?} (known: {})", KNOWN_GRANTS.join(", "));
+        }
+    }
+    // Validate exactly as the server will, so a bad --sub fails here and not at connect.
+    herald_server::auth::principal(claims.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let secret = load_or_create_secret(&args.data)
+        .with_context(|| format!("cannot read or create the secret in {}", args.data.display()))?;
+    println!("{}", mint_hs256(&secret, &claims)?);
+    Ok(())
+}
+
+fn serve(args: ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    let mut config = args.serve;
+    if let Some(path) = &args.config {
+        let sub = matches.subcommand_matches("serve").unwrap_or(matches);
+        config = merge_toml(config, sub, path)?;
+    }
+    init_tracing();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(herald_server::serve(config))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let result = match cli.command {
+        Command::Serve(args) => serve(args, &matches),
+        Command::Token(args) => token(args),
+        Command::Client(cmd) => client_cmds::run(cmd),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("herald: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}

@@ -1,0 +1,276 @@
+//! The `herald` binary as a process: `serve` with no configuration, `token`, config sources,
+//! SIGTERM, and durability across SIGKILL.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_herald");
+
+/// A `herald serve` child process and the address it reported.
+struct Server {
+    child: Child,
+    addr: String,
+    // Keeps draining stderr so the child never blocks on a full pipe.
+    _stderr: std::thread::JoinHandle<()>,
+}
+
+impl Server {
+    fn start(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve").args(args).current_dir(cwd).stderr(Stdio::piped()).stdout(Stdio::null());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.env_remove("HERALD_LISTEN").env_remove("HERALD_DATA");
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listen=").nth(1)
+                    && let Some(t) = tx.take()
+                {
+                    let _ = t.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("server did not report its address");
+        Server { child, addr, _stderr: handle }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child.kill().unwrap();
+        panic!("server did not exit within 15 s");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn token(data: &Path, sub: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["token", "--sub", sub, "--ttl", "1h", "--data"])
+        .arg(data)
+        .env_remove("HERALD_DATA")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "token failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+async fn get(url: &str, token: &str) -> reqwest::Response {
+    reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn serve_with_no_configuration_creates_data_dir_and_drains_on_sigterm() {
+    let cwd = tempfile::tempdir().unwrap();
+    // Only the port differs from the defaults: 7700 may be taken on a shared machine.
+    let mut server = Server::start(cwd.path(), &["--listen", "127.0.0.1:0"], &[]);
+    let data = cwd.path().join("herald-data");
+    assert!(data.join("herald.db").exists(), "SQLite database under ./herald-data");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("secret")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "secret must be private");
+    }
+    let health = reqwest::get(format!("{}/healthz", server.url())).await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await.unwrap(), "ok");
+
+    // A token minted by `herald token` for the same data directory is accepted...
+    let t = token(&data, "ada");
+    let r = get(&format!("{}/v1/channels", server.url()), &t).await;
+    assert_eq!(r.status(), 200);
+    // ...and one for another data directory is not.
+    let other = tempfile::tempdir().unwrap();
+    let r = get(&format!("{}/v1/channels", server.url()), &token(other.path(), "ada")).await;
+    assert_eq!(r.status(), 401);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+
+    // WAL mode: the journal mode is stored in the database header (bytes 18-19 == 2).
+    let header = std::fs::read(data.join("herald.db")).unwrap();
+    assert_eq!((header[18], header[19]), (2, 2), "database must be in WAL mode");
+
+    server.signal("-TERM");
+    let status = server.wait_exit();
+    assert!(status.success(), "SIGTERM must drain and exit 0, got {status:?}");
+}
+
+#[test]
+fn token_rejects_bad_input_with_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["token", "--sub", "has space"],
+        vec!["token", "--sub", "ada", "--grant", "superuser"],
+        vec!["token", "--sub", "ada", "--kind", "robot"],
+    ] {
+        let out = Command::new(BIN).args(&args).arg("--data").arg(dir.path()).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.starts_with("herald: "), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn serve_help_documents_every_option() {
+    let out = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--listen",
+        "--data",
+        "--config",
+        "--durability",
+        "--jwt-public-key",
+        "--max-content-bytes",
+        "--max-frame-bytes",
+        "--max-blob-bytes",
+        "--history-page-max",
+        "--replay-cap",
+        "--queue-frames",
+        "--rate-per-sec",
+        "--rate-burst",
+        "--max-subscriptions",
+        "--max-batch",
+        "--auth-timeout-secs",
+        "--shutdown-grace-secs",
+    ] {
+        assert!(help.contains(flag), "serve --help lacks {flag}");
+    }
+    assert!(help.contains("HERALD_LISTEN") && help.contains("HERALD_DATA"), "env vars are documented");
+}
+
+#[tokio::test]
+async fn config_file_applies_unless_a_flag_or_env_var_overrides_it() {
+    let cwd = tempfile::tempdir().unwrap();
+    let data = cwd.path().join("d");
+    let cfg = cwd.path().join("herald.toml");
+    std::fs::write(&cfg, format!("listen = \"127.0.0.1:0\"\ndata = {:?}\nmax_content_bytes = 10\nhistory_page_max = 7\n", data))
+        .unwrap();
+    // The env var beats the file for history_page_max; the file sets max_content_bytes.
+    let server = Server::start(cwd.path(), &["--config", cfg.to_str().unwrap()], &[("HERALD_HISTORY_PAGE_MAX", "3")]);
+    let t = token(&data, "ada");
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/v1/channels", server.url()))
+        .bearer_auth(&t)
+        .json(&serde_json::json!({"name": "cfg"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let ch: serde_json::Value = r.json().await.unwrap();
+    let id = ch["channel"]["id"].as_str().unwrap().to_owned();
+    let r = client
+        .post(format!("{}/v1/channels/{id}/messages", server.url()))
+        .bearer_auth(&t)
+        .json(&serde_json::json!({"content": "more than ten bytes"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let r = get(&format!("{}/v1/channels/{id}/messages?limit=4", server.url()), &t).await;
+    assert_eq!(r.status(), 400, "limit 4 is over the env var's 3");
+    let r = get(&format!("{}/v1/channels/{id}/messages?limit=3", server.url()), &t).await;
+    assert_eq!(r.status(), 200);
+
+    // An unknown key is an error, not silently ignored.
+    std::fs::write(&cfg, "listen = \"127.0.0.1:0\"\nmax_contnet_bytes = 10\n").unwrap();
+    let out = Command::new(BIN).args(["serve", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_contnet_bytes"));
+}
+
+#[tokio::test]
+async fn acknowledged_sends_survive_sigkill() {
+    let cwd = tempfile::tempdir().unwrap();
+    let data = cwd.path().join("data");
+    let data_s = data.to_str().unwrap().to_owned();
+    let mut server = Server::start(cwd.path(), &["--listen", "127.0.0.1:0", "--data", &data_s], &[]);
+    let t = token(&data, "ada");
+    let client = reqwest::Client::new();
+    let ch: serde_json::Value = client
+        .post(format!("{}/v1/channels", server.url()))
+        .bearer_auth(&t)
+        .json(&serde_json::json!({"name": "durable"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = ch["channel"]["id"].as_str().unwrap().to_owned();
+
+    // A burst of concurrent sends; keep the ids of those acknowledged (201).
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (client, url, t) = (client.clone(), format!("{}/v1/channels/{id}/messages", server.url()), t.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = client.post(url).bearer_auth(t).json(&serde_json::json!({"content": format!("m{i}")})).send().await;
+            match r {
+                Ok(r) if r.status() == 201 => {
+                    let v: serde_json::Value = r.json().await.ok()?;
+                    v["message"]["id"].as_str().map(str::to_owned)
+                }
+                _ => None,
+            }
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        if let Some(id) = t.await.unwrap() {
+            acked.push(id);
+        }
+    }
+    assert_eq!(acked.len(), 200, "every send of the burst was acknowledged");
+    // Right after the last acknowledgement: no drain, no checkpoint, no goodbye.
+    server.signal("-KILL");
+    let _ = server.wait_exit();
+    drop(server);
+
+    let server = Server::start(cwd.path(), &["--listen", "127.0.0.1:0", "--data", &data_s], &[]);
+    let mut seen = std::collections::HashSet::new();
+    let mut before: Option<u64> = None;
+    loop {
+        let q = before.map(|b| format!("&before={b}")).unwrap_or_default();
+        let page: serde_json::Value =
+            get(&format!("{}/v1/channels/{id}/messages?limit=100{q}", server.url()), &t).await.json().await.unwrap();
+        let msgs = page["messages"].as_array().unwrap();
+        for m in msgs {
+            seen.insert(m["id"].as_str().unwrap().to_owned());
+            before = m["seq"].as_u64();
+        }
+        if !page["has_more"].as_bool().unwrap() || msgs.is_empty() {
+            break;
+        }
+    }
+    let lost: Vec<_> = acked.iter().filter(|id| !seen.contains(*id)).collect();
+    assert!(lost.is_empty(), "acknowledged messages lost after SIGKILL: {lost:?}");
+}

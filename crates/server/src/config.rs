@@ -1,0 +1,141 @@
+//! Server configuration: every option is a flag, a `HERALD_*` environment variable, and a key
+//! of an optional TOML file (`--config`), in that order of precedence.
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// How hard a commit is pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum DurabilityMode {
+    /// fsync every commit: an acknowledged message survives a power cut.
+    Fsync,
+    /// No fsync per commit (SQLite synchronous=NORMAL): survives a process crash, not a power
+    /// cut. For benchmarks and throwaway servers only.
+    Relaxed,
+}
+
+/// `herald serve` options.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Address to listen on for HTTP and WebSocket.
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:7700")]
+    pub listen: SocketAddr,
+
+    /// Data directory: the SQLite database, blobs and the token secret.
+    #[arg(long, env = "HERALD_DATA", default_value = "./herald-data")]
+    pub data: PathBuf,
+
+    /// Commit durability: `fsync` (default) or `relaxed` (benchmarks only).
+    #[arg(long, env = "HERALD_DURABILITY", value_enum, default_value = "fsync")]
+    pub durability: DurabilityMode,
+
+    /// Verify tokens with this Ed25519 public key (PEM file, EdDSA) instead of the data
+    /// directory's HS256 secret: for tokens minted by another service.
+    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY")]
+    #[serde(default)]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Largest message content (and publish/ephemeral data) in bytes.
+    #[arg(long, env = "HERALD_MAX_CONTENT_BYTES", default_value_t = 64 * 1024)]
+    pub max_content_bytes: usize,
+
+    /// Largest WebSocket frame (and JSON request body) in bytes.
+    #[arg(long, env = "HERALD_MAX_FRAME_BYTES", default_value_t = 256 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Largest blob in bytes.
+    #[arg(long, env = "HERALD_MAX_BLOB_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_blob_bytes: usize,
+
+    /// Largest history or log page (`limit`).
+    #[arg(long, env = "HERALD_HISTORY_PAGE_MAX", default_value_t = 500)]
+    pub history_page_max: u32,
+
+    /// Entries replayed per channel on resume before `resume_truncated`.
+    #[arg(long, env = "HERALD_REPLAY_CAP", default_value_t = 1000)]
+    pub replay_cap: u64,
+
+    /// Frames queued per connection; a consumer further behind is closed with code 4008.
+    #[arg(long, env = "HERALD_QUEUE_FRAMES", default_value_t = 4096)]
+    pub queue_frames: usize,
+
+    /// Requests per second allowed on one connection (sustained); 0 disables the limit.
+    #[arg(long, env = "HERALD_RATE_PER_SEC", default_value_t = 1000)]
+    pub rate_per_sec: u32,
+
+    /// Requests one connection may burst above the sustained rate.
+    #[arg(long, env = "HERALD_RATE_BURST", default_value_t = 2000)]
+    pub rate_burst: u32,
+
+    /// Subjects one connection may subscribe to.
+    #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
+    pub max_subscriptions: usize,
+
+    /// Most appends committed in one SQLite transaction (group commit).
+    #[arg(long, env = "HERALD_MAX_BATCH", default_value_t = 1024)]
+    pub max_batch: usize,
+
+    /// Seconds a new WebSocket has to send its `connect` frame.
+    #[arg(long, env = "HERALD_AUTH_TIMEOUT_SECS", default_value_t = 10)]
+    pub auth_timeout_secs: u64,
+
+    /// Seconds to let connections drain on SIGTERM before exiting.
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE_SECS", default_value_t = 5)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            c: ServeConfig,
+        }
+        // Parsing an empty command line only applies the declared defaults; the environment
+        // is deliberately not consulted here (tests build configs from this).
+        Wrap::parse_from(["herald"]).c
+    }
+}
+
+/// Error of [`merge_toml`].
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+/// Applies the keys of a TOML file to every option that was neither given as a flag nor as an
+/// environment variable. Unknown keys are an error, so a typo does not go unnoticed.
+pub fn merge_toml(
+    config: ServeConfig,
+    matches: &clap::ArgMatches,
+    path: &std::path::Path,
+) -> Result<ServeConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+    let perr = |message: String| ConfigError::Parse { path: path.into(), message };
+    let mut json = serde_json::to_value(&config).map_err(|e| perr(e.to_string()))?;
+    let obj = json.as_object_mut().ok_or_else(|| perr("internal: config is not an object".into()))?;
+    for (key, value) in table {
+        if !obj.contains_key(&key) {
+            return Err(perr(format!("unknown key {key:?}")));
+        }
+        let explicit = matches!(
+            matches.value_source(&key),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        );
+        if !explicit {
+            let v = serde_json::to_value(value).map_err(|e| perr(e.to_string()))?;
+            obj.insert(key, v);
+        }
+    }
+    serde_json::from_value(json).map_err(|e| perr(e.to_string()))
+}

@@ -1,0 +1,311 @@
+//! Herald's HTTP and WebSocket front: the REST routes of PROTOCOL.md §6, the WebSocket gateway
+//! of §4, token verification (§2), limits, `/healthz`, `/metrics`, and configuration.
+//!
+//! [`app`] builds the axum `Router` from an [`AppState`], so tests can drive it directly;
+//! [`Node::open`] is the one place that names the concrete backends (SQLite store, filesystem
+//! blobs) and [`serve`] runs a node until SIGTERM, draining on the way out.
+//!
+//! This crate never sees plaintext of an encrypted channel (it does not depend on
+//! `herald-crypto`) and never logs message content or tokens.
+//!
+//! # Layout
+//!
+//! - [`config`]: `ServeConfig`, flags / `HERALD_*` / TOML.
+//! - [`auth`]: JWT verification and minting, the data directory's secret.
+//! - [`ws`]: the WebSocket gateway.
+//! - [`rest`]: the REST handlers.
+//! - [`error`]: `ApiError`, the one mapping to HTTP responses.
+//! - [`metrics`]: Prometheus exposition.
+//! - [`testing`]: a real server on port 0 for tests of this and other crates.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod rest;
+pub mod testing;
+pub mod ws;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use config::{DurabilityMode, ServeConfig};
+use herald_engine::{Engine, EngineConfig, Hub, SystemClock, UuidV7};
+use herald_store_sqlite::{Durability, FsBlobStore, SqliteConfig, SqliteStore};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::{Notify, watch};
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Arc<Engine>,
+    verifier: auth::Verifier,
+    config: ServeConfig,
+    metrics: metrics::Metrics,
+    shutdown: watch::Sender<bool>,
+    live: AtomicUsize,
+    all_gone: Notify,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// Counts a live WebSocket connection until dropped.
+pub struct ConnGuard(AppState);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0.inner.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.inner.all_gone.notify_waiters();
+        }
+    }
+}
+
+impl AppState {
+    pub fn new(engine: Arc<Engine>, verifier: auth::Verifier, config: ServeConfig) -> AppState {
+        let metrics = metrics::Metrics::new(engine.clone());
+        let (shutdown, _) = watch::channel(false);
+        AppState {
+            inner: Arc::new(Inner {
+                engine,
+                verifier,
+                config,
+                metrics,
+                shutdown,
+                live: AtomicUsize::new(0),
+                all_gone: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.inner.engine
+    }
+
+    pub fn verifier(&self) -> &auth::Verifier {
+        &self.inner.verifier
+    }
+
+    pub fn config(&self) -> &ServeConfig {
+        &self.inner.config
+    }
+
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    fn track_connection(&self) -> ConnGuard {
+        self.inner.live.fetch_add(1, Ordering::AcqRel);
+        ConnGuard(self.clone())
+    }
+
+    /// Tells every WebSocket to close with 1012 and waits (up to `grace`) until they have.
+    pub async fn drain(&self, grace: std::time::Duration) {
+        let _ = self.inner.shutdown.send(true);
+        let wait = async {
+            loop {
+                let notified = self.inner.all_gone.notified();
+                if self.inner.live.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(grace, wait).await.is_err() {
+            tracing::warn!(
+                open = self.inner.live.load(Ordering::Acquire),
+                "connections still open after the grace period"
+            );
+        }
+    }
+}
+
+/// The router: REST, WebSocket, health and metrics.
+pub fn app(state: AppState) -> Router {
+    let frame_limit = state.config().max_frame_bytes;
+    let blob_limit = state.config().max_blob_bytes;
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(|axum::extract::State(st): axum::extract::State<AppState>| async move {
+                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics().render())
+            }),
+        )
+        .route("/v1/ws", get(ws::upgrade))
+        .route("/v1/channels", post(rest::create_channel).get(rest::list_channels))
+        .route("/v1/channels/directory", get(rest::directory))
+        .route("/v1/channels/{channel}", get(rest::get_channel).delete(rest::delete_channel))
+        .route("/v1/channels/{channel}/join", post(rest::join))
+        .route("/v1/channels/{channel}/members", post(rest::add_member))
+        .route("/v1/channels/{channel}/members/{user}", axum::routing::delete(rest::remove_member))
+        .route("/v1/channels/{channel}/messages", post(rest::send_message).get(rest::history))
+        .route(
+            "/v1/channels/{channel}/messages/{message_id}",
+            axum::routing::patch(rest::edit_message).delete(rest::delete_message),
+        )
+        .route("/v1/channels/{channel}/log", get(rest::log))
+        .route(
+            "/v1/channels/{channel}/blobs",
+            put(rest::put_blob).layer(DefaultBodyLimit::max(blob_limit)),
+        )
+        .route("/v1/channels/{channel}/blobs/{blob_id}", get(rest::get_blob))
+        .route("/v1/publish", post(rest::publish))
+        .fallback(rest::not_found)
+        .layer(DefaultBodyLimit::max(frame_limit))
+        .with_state(state)
+}
+
+/// A running node's parts: the engine over the embedded store, and the router state.
+pub struct Node {
+    pub state: AppState,
+    store: Arc<SqliteStore>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Opens the data directory (creating it and its secret on first start), the SQLite store
+    /// and the blob store, and builds the engine. The only place that names concrete backends.
+    pub async fn open(config: ServeConfig) -> anyhow::Result<Node> {
+        use anyhow::Context;
+        std::fs::create_dir_all(&config.data)
+            .with_context(|| format!("cannot create data directory {}", config.data.display()))?;
+        let verifier = match &config.jwt_public_key {
+            Some(path) => {
+                let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+                auth::Verifier::ed25519_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            None => {
+                let secret = auth::load_or_create_secret(&config.data)
+                    .with_context(|| format!("cannot read or create the secret in {}", config.data.display()))?;
+                auth::Verifier::hs256(&secret)
+            }
+        };
+        let hub = Hub::new(config.queue_frames);
+        let store = Arc::new(
+            SqliteStore::open(
+                SqliteConfig {
+                    dir: config.data.clone(),
+                    durability: match config.durability {
+                        DurabilityMode::Fsync => Durability::Fsync,
+                        DurabilityMode::Relaxed => Durability::Relaxed,
+                    },
+                    max_batch: config.max_batch.max(1),
+                    readers: 4,
+                },
+                hub.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("cannot open the store in {}: {e}", config.data.display()))?,
+        );
+        let blobs = Arc::new(
+            FsBlobStore::open(config.data.clone())
+                .map_err(|e| anyhow::anyhow!("cannot open the blob store: {e}"))?,
+        );
+        let engine_config = EngineConfig {
+            max_content_bytes: config.max_content_bytes,
+            history_page_max: config.history_page_max.max(1),
+            replay_cap: config.replay_cap.max(1),
+            max_subscriptions: config.max_subscriptions,
+            max_blob_bytes: config.max_blob_bytes,
+            ..EngineConfig::default()
+        };
+        let engine = Engine::start(
+            store.clone(),
+            blobs,
+            hub,
+            Arc::new(SystemClock),
+            Arc::new(UuidV7),
+            engine_config,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start the engine: {e}"))?;
+        let state = AppState::new(engine, verifier, config);
+        store.set_commit_observer(state.metrics().commit_observer());
+        Ok(Node { state, store })
+    }
+
+    /// Serves on `listener` until `stop` resolves, then drains: stops accepting, closes
+    /// WebSockets with 1012, finishes commits in flight, and closes the store.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let grace = std::time::Duration::from_secs(state.config().shutdown_grace_secs);
+        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+        let drain_state = state.clone();
+        let signal = async move {
+            stop.await;
+            tracing::info!("shutting down: draining connections");
+            drain_state.drain(grace).await;
+            let _ = stopped_tx.send(());
+        };
+        axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal).await?;
+        let _ = stopped_rx.await;
+        state.engine().shutdown().await;
+        drop(self.store);
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// `herald serve`: opens the node, binds, serves until SIGTERM.
+pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let listen = config.listen;
+    let data = config.data.clone();
+    let durability = config.durability;
+    let node = Node::open(config).await?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(
+        listen = %listener.local_addr().unwrap_or(listen),
+        data = %data.display(),
+        durability = ?durability,
+        "herald serving"
+    );
+    if durability == DurabilityMode::Relaxed {
+        tracing::warn!("durability is RELAXED: acknowledged messages can be lost on power failure");
+    }
+    node.run(listener, shutdown_signal()).await
+}

@@ -1,0 +1,102 @@
+//! `/metrics`: Prometheus text. Counters that live in the engine are read at scrape time by a
+//! collector; the commit latency histogram is fed by the store's commit observer.
+
+use herald_engine::Engine;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Counters kept by the server itself.
+#[derive(Debug, Default)]
+pub struct GatewayCounters {
+    /// Frames written to WebSockets (replies and events).
+    pub frames_out: AtomicU64,
+    /// Frames read from WebSockets.
+    pub frames_in: AtomicU64,
+    /// Requests refused with `rate_limited`.
+    pub rate_limited: AtomicU64,
+}
+
+/// The registry and the metrics fed from outside the engine.
+pub struct Metrics {
+    registry: Registry,
+    commit_latency: Histogram,
+    commit_batch: Histogram,
+    pub gateway: Arc<GatewayCounters>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct EngineCollector {
+    engine: Arc<Engine>,
+    gateway: Arc<GatewayCounters>,
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let hub = &self.engine.hub().stats;
+        let gauge = |enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64| -> Result<(), std::fmt::Error> {
+            let g = ConstGauge::new(v as i64);
+            let m = enc.encode_descriptor(name, help, None, g.metric_type())?;
+            g.encode(m)
+        };
+        let counter = |enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64| -> Result<(), std::fmt::Error> {
+            let c = ConstCounter::new(v);
+            let m = enc.encode_descriptor(name, help, None, c.metric_type())?;
+            c.encode(m)
+        };
+        gauge(&mut encoder, "herald_connections", "Open authenticated WebSocket connections", hub.connections.load(Ordering::Relaxed))?;
+        counter(&mut encoder, "herald_messages_in", "Messages accepted (message.send)", self.engine.stats.messages_in.load(Ordering::Relaxed))?;
+        counter(&mut encoder, "herald_entries_committed", "Log entries committed", hub.entries_committed.load(Ordering::Relaxed))?;
+        counter(&mut encoder, "herald_fanout_deliveries", "Events queued to connections by fan-out", hub.deliveries.load(Ordering::Relaxed))?;
+        counter(&mut encoder, "herald_publications", "Subject publications", hub.publications.load(Ordering::Relaxed))?;
+        counter(&mut encoder, "herald_queue_full_disconnects", "Connections closed (4008) because their queue was full", hub.queue_full_kicks.load(Ordering::Relaxed))?;
+        counter(&mut encoder, "herald_frames_out", "Frames written to WebSockets", self.gateway.frames_out.load(Ordering::Relaxed))?;
+        counter(&mut encoder, "herald_frames_in", "Frames read from WebSockets", self.gateway.frames_in.load(Ordering::Relaxed))?;
+        counter(&mut encoder, "herald_rate_limited", "Requests refused with rate_limited", self.gateway.rate_limited.load(Ordering::Relaxed))?;
+        Ok(())
+    }
+}
+
+impl Metrics {
+    pub fn new(engine: Arc<Engine>) -> Metrics {
+        let mut registry = Registry::default();
+        let gateway = Arc::new(GatewayCounters::default());
+        // 50 µs .. ~1.6 s
+        let commit_latency = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
+        let commit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register("herald_commit_latency_seconds", "Store commit latency (one transaction)", commit_latency.clone());
+        registry.register("herald_commit_batch_size", "Mutations per committed transaction", commit_batch.clone());
+        registry.register_collector(Box::new(EngineCollector { engine, gateway: gateway.clone() }));
+        Metrics { registry, commit_latency, commit_batch, gateway }
+    }
+
+    /// A callback for the store's commit observer: records one commit's latency and size.
+    pub fn commit_observer(&self) -> Arc<dyn Fn(Duration, usize) + Send + Sync> {
+        let (latency, batch) = (self.commit_latency.clone(), self.commit_batch.clone());
+        Arc::new(move |d: Duration, n: usize| {
+            latency.observe(d.as_secs_f64());
+            batch.observe(n as f64);
+        })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,334 @@
+//! The WebSocket gateway (`GET /v1/ws`): authenticate with the first frame, then run one
+//! connection as two halves in one task: a reader that parses frames and calls the engine,
+//! and a writer that drains the connection's bounded queue onto the socket in batches (many
+//! frames, one flush).
+//!
+//! Close codes: 4401 bad or missing `connect`; 4008 the client fell too far behind (resume
+//! from your last seq); 4400 too many malformed frames in a row; 1012 server restarting
+//! (reconnect and resume); 1009 frame over the hard size limit.
+
+use crate::AppState;
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use herald_engine::events::to_bytes;
+use herald_engine::{ConnHandle, ConnShared, EngineError, Principal};
+use herald_proto::frames::{ConnectOk, Request, RequestFrame, parse_request};
+use herald_proto::{ErrorCode, ErrorDetail};
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Close codes of the gateway.
+pub mod close {
+    pub const UNAUTHORIZED: u16 = 4401;
+    pub const TOO_SLOW: u16 = 4008;
+    pub const BAD_FRAMES: u16 = 4400;
+    pub const RESTART: u16 = 1012;
+    pub const TOO_BIG: u16 = 1009;
+}
+
+/// Malformed frames in a row before the connection is closed with 4400.
+const MAX_BAD_FRAMES_IN_A_ROW: u32 = 16;
+
+/// Frames written per flush.
+const WRITE_BATCH: usize = 32;
+
+pub async fn upgrade(State(st): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    let header_token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned());
+    let max = st.config().max_frame_bytes;
+    // A small read buffer: tungstenite's default (128 KiB) kept per connection would cost
+    // more than everything else an idle connection holds. Frames above the soft limit get
+    // `payload_too_large`; far above it (4x) the socket is closed with 1009.
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(max.saturating_mul(4).max(1 << 20))
+        .max_message_size(max.saturating_mul(4))
+        .max_frame_size(max.saturating_mul(4))
+        .on_upgrade(move |socket| gateway(socket, st, header_token))
+}
+
+#[derive(Serialize)]
+struct OkFrame<'a, T: Serialize> {
+    id: &'a Value,
+    ok: &'a T,
+}
+
+#[derive(Serialize)]
+struct ErrFrame<'a> {
+    id: &'a Value,
+    error: &'a ErrorDetail,
+}
+
+fn error_frame(id: &Value, e: &ErrorDetail) -> Bytes {
+    to_bytes(&ErrFrame { id, error: e })
+}
+
+fn detail(code: ErrorCode, message: impl Into<String>) -> ErrorDetail {
+    ErrorDetail { code, message: message.into(), retry_after_ms: None }
+}
+
+fn text(b: Bytes) -> Option<Message> {
+    Utf8Bytes::try_from(b).ok().map(Message::Text)
+}
+
+fn close_msg(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = SplitStream<WebSocket>;
+
+async fn reject(mut sink: Sink, id: &Value, message: String) {
+    let frame = error_frame(id, &detail(ErrorCode::Unauthorized, message));
+    if let Some(m) = text(frame) {
+        let _ = sink.send(m).await;
+    }
+    let _ = sink.send(close_msg(close::UNAUTHORIZED, "unauthorized")).await;
+}
+
+async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) {
+    let _guard = st.track_connection();
+    let (mut sink, mut stream) = socket.split();
+    let timeout = Duration::from_secs(st.config().auth_timeout_secs);
+    let first = tokio::time::timeout(timeout, stream.next()).await;
+    let (id, token, resume) = match first {
+        Ok(Some(Ok(Message::Text(t)))) => match parse_request(t.as_str()) {
+            Ok(RequestFrame { id, request: Request::Connect { token, resume } }) => (id, token, resume),
+            Ok(f) => return reject(sink, &f.id, "the first frame must be connect".into()).await,
+            Err(bad) => return reject(sink, &bad.id, "the first frame must be connect".into()).await,
+        },
+        Ok(Some(Ok(_))) => return reject(sink, &Value::Null, "the first frame must be connect".into()).await,
+        Err(_) => return reject(sink, &Value::Null, "no connect frame in time".into()).await,
+        Ok(None | Some(Err(_))) => return,
+    };
+    let token = if token.is_empty() { header_token.unwrap_or_default() } else { token };
+    let who = match st.verifier().verify(&token) {
+        Ok(p) => p,
+        Err(e) => return reject(sink, &id, e.to_string()).await,
+    };
+    let (conn, mut rx) = match st.engine().connect(&who).await {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(m) = text(error_frame(&id, &e.detail())) {
+                let _ = sink.send(m).await;
+            }
+            let _ = sink.send(close_msg(1011, "internal error")).await;
+            return;
+        }
+    };
+    let ok = ConnectOk { conn_id: conn.conn_id.clone(), user: who.user.clone() };
+    if !conn.send(to_bytes(&OkFrame { id: &id, ok: &ok })).await {
+        return;
+    }
+    tracing::debug!(user = %who.user.id, conn = %conn.conn_id, "connected");
+
+    let mut shutdown = st.shutdown_signal();
+    let counters = st.metrics().gateway.clone();
+    let reader = async {
+        if !st.engine().resume(&who, &conn, &resume).await {
+            return None;
+        }
+        read_loop(&mut stream, &st, &who, &conn, &mut shutdown).await
+    };
+    let end = tokio::select! {
+        end = write_loop(&mut sink, &mut rx, &conn, &counters) => end,
+        close = reader => match close {
+            Some(c) => WriterEnd::Close(c.0, c.1),
+            None => WriterEnd::Gone,
+        },
+    };
+    match end {
+        WriterEnd::Close(code, reason) => {
+            // Flush what is already queued (replies to the last requests) before closing.
+            rx.close();
+            while let Some(b) = rx.recv().await {
+                if let Some(m) = text(b)
+                    && sink.feed(m).await.is_err()
+                {
+                    return;
+                }
+            }
+            let _ = sink.send(close_msg(code, reason)).await;
+        }
+        WriterEnd::Kicked => {
+            let _ = sink.send(close_msg(close::TOO_SLOW, "too far behind; reconnect and resume")).await;
+        }
+        WriterEnd::Gone => {}
+    }
+    tracing::debug!(user = %who.user.id, conn = %conn.conn_id, "disconnected");
+}
+
+enum WriterEnd {
+    Kicked,
+    Gone,
+    Close(u16, &'static str),
+}
+
+async fn write_batch(sink: &mut Sink, batch: &mut Vec<Bytes>) -> bool {
+    for b in batch.drain(..) {
+        let Some(m) = text(b) else { continue };
+        if sink.feed(m).await.is_err() {
+            return false;
+        }
+    }
+    sink.flush().await.is_ok()
+}
+
+async fn write_loop(
+    sink: &mut Sink,
+    rx: &mut mpsc::Receiver<Bytes>,
+    conn: &ConnShared,
+    counters: &crate::metrics::GatewayCounters,
+) -> WriterEnd {
+    let mut batch = Vec::new();
+    loop {
+        let n = tokio::select! {
+            biased;
+            _ = conn.kicked() => return WriterEnd::Kicked,
+            n = rx.recv_many(&mut batch, WRITE_BATCH) => n,
+        };
+        if n == 0 {
+            return WriterEnd::Gone;
+        }
+        counters.frames_out.fetch_add(n as u64, Ordering::Relaxed);
+        let ok = tokio::select! {
+            biased;
+            _ = conn.kicked() => return WriterEnd::Kicked,
+            ok = write_batch(sink, &mut batch) => ok,
+        };
+        if !ok {
+            return WriterEnd::Gone;
+        }
+        // Do not keep a large batch buffer on an idle connection.
+        if batch.capacity() > WRITE_BATCH {
+            batch = Vec::new();
+        }
+    }
+}
+
+/// A token bucket: `rate` requests per second sustained, `burst` at once.
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    rate: f64,
+    burst: f64,
+}
+
+impl Bucket {
+    fn new(rate: u32, burst: u32) -> Bucket {
+        Bucket { tokens: burst as f64, last: Instant::now(), rate: rate as f64, burst: burst.max(1) as f64 }
+    }
+
+    /// Takes a token, or says how long until one is available.
+    fn take(&mut self) -> Result<(), u64> {
+        if self.rate <= 0.0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((((1.0 - self.tokens) / self.rate) * 1000.0).ceil() as u64)
+        }
+    }
+}
+
+async fn read_loop(
+    stream: &mut Stream,
+    st: &AppState,
+    who: &Principal,
+    conn: &ConnHandle,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<(u16, &'static str)> {
+    let cfg = st.config();
+    let counters = &st.metrics().gateway;
+    let mut bucket = Bucket::new(cfg.rate_per_sec, cfg.rate_burst);
+    let mut bad_in_a_row = 0u32;
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => return Some((close::RESTART, "server restarting; reconnect and resume")),
+            m = stream.next() => m,
+        };
+        let msg = match msg {
+            None => return None,
+            Some(Err(e)) => {
+                // tungstenite refuses a frame over the hard limit before we see it.
+                let s = e.to_string();
+                if s.contains("size") || s.contains("Space limit") {
+                    return Some((close::TOO_BIG, "frame too large"));
+                }
+                return None;
+            }
+            Some(Ok(m)) => m,
+        };
+        counters.frames_in.fetch_add(1, Ordering::Relaxed);
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                let e = detail(ErrorCode::BadRequest, "binary frames are reserved for attachments; no v1 op takes one");
+                if !conn.send(error_frame(&Value::Null, &e)).await {
+                    return None;
+                }
+                continue;
+            }
+            Message::Close(_) => return None,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        if text.len() > cfg.max_frame_bytes {
+            let e = detail(
+                ErrorCode::PayloadTooLarge,
+                format!("frame is {} bytes; the limit is {}", text.len(), cfg.max_frame_bytes),
+            );
+            if !conn.send(error_frame(&Value::Null, &e)).await {
+                return None;
+            }
+            continue;
+        }
+        let frame = match parse_request(text.as_str()) {
+            Ok(f) => {
+                bad_in_a_row = 0;
+                f
+            }
+            Err(bad) => {
+                bad_in_a_row += 1;
+                if !conn.send(error_frame(&bad.id, &bad.error)).await {
+                    return None;
+                }
+                if bad_in_a_row >= MAX_BAD_FRAMES_IN_A_ROW {
+                    return Some((close::BAD_FRAMES, "too many malformed frames"));
+                }
+                continue;
+            }
+        };
+        if let Err(retry_after_ms) = bucket.take() {
+            counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+            let e = EngineError::RateLimited { retry_after_ms }.detail();
+            if !conn.send(error_frame(&frame.id, &e)).await {
+                return None;
+            }
+            continue;
+        }
+        let reply = match st.engine().execute(who, Some(conn), frame.request).await {
+            Ok(ok) => to_bytes(&OkFrame { id: &frame.id, ok: &ok }),
+            Err(e) => error_frame(&frame.id, &e.detail()),
+        };
+        if !conn.send(reply).await {
+            return None;
+        }
+    }
+}
