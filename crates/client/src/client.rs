@@ -45,12 +45,6 @@ impl Drop for Inner {
     }
 }
 
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Command")
-    }
-}
-
 impl Client {
     /// Connects with the default configuration. See [`Client::connect_with`].
     pub async fn connect(url: &str, token: &str) -> Result<Client, ClientError> {
@@ -104,7 +98,8 @@ impl Client {
         EventStream { rx }
     }
 
-    /// Sends any request and returns its raw `ok`.
+    /// Sends any request and returns its raw `ok`. While the client is reconnecting the
+    /// request waits for the connection; if it times out meanwhile it is never sent.
     pub async fn request(&self, request: Request) -> Result<Value, ClientError> {
         let (reply, rx) = oneshot::channel();
         self.command(Command::Request { request, reply })?;

@@ -90,6 +90,12 @@ pub(crate) enum Command {
     Close,
 }
 
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
 /// How one connection ended.
 enum End {
     /// The client was closed or dropped.

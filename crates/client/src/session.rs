@@ -18,6 +18,24 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+/// A caller waiting for a reply. A waiter that has given up (its request timed out) is not
+/// sent at all if it was still queued: a request the caller was told failed must not be
+/// applied later behind its back.
+pub trait Waiter {
+    /// Whether nobody awaits the reply any more.
+    fn is_abandoned(&self) -> bool {
+        false
+    }
+}
+
+impl Waiter for &str {}
+
+impl<T> Waiter for tokio::sync::oneshot::Sender<T> {
+    fn is_abandoned(&self) -> bool {
+        self.is_closed()
+    }
+}
+
 /// What the driver must do after feeding the session.
 #[derive(Debug)]
 pub enum Output<W> {
@@ -95,7 +113,7 @@ fn encode(id: u64, request: &Request) -> Result<String, ClientError> {
         .map_err(|e| ClientError::Protocol(format!("cannot encode {}: {e}", request.op())))
 }
 
-impl<W> Session<W> {
+impl<W: Waiter> Session<W> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -153,6 +171,10 @@ impl<W> Session<W> {
     }
 
     fn send(&mut self, id: u64, pending: Pending<W>, out: &mut Vec<Output<W>>) {
+        if pending.waiter.as_ref().is_some_and(Waiter::is_abandoned) {
+            tracing::debug!(id, op = pending.request.op(), "abandoned request not sent");
+            return;
+        }
         match encode(id, &pending.request) {
             Ok(frame) => {
                 out.push(Output::Send(frame));

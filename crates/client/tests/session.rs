@@ -359,3 +359,26 @@ fn log_pages_are_verified() {
     tomb.entries[1].salt = None;
     assert_eq!(verify_log_page("ch", 0, &tomb, None), Ok(()));
 }
+
+#[test]
+fn a_request_abandoned_while_queued_is_never_sent() {
+    let mut s: Session<tokio::sync::oneshot::Sender<Result<Value, ClientError>>> = Session::new();
+    let (gone, rx) = tokio::sync::oneshot::channel();
+    drop(rx); // the caller timed out
+    let (kept, _rx) = tokio::sync::oneshot::channel();
+    s.request(send_request("late", None), gone);
+    s.request(Request::Ping {}, kept);
+    let frame: Value = serde_json::from_str(&s.connect("tok")).unwrap();
+    let outs =
+        s.handle_text(&json!({"id": frame["id"], "ok": {"conn_id": "c", "user": {"id": "ada"}}}).to_string());
+    let ops: Vec<String> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send(f) => {
+                Some(serde_json::from_str::<Value>(f).unwrap()["op"].as_str().unwrap().to_owned())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ops, vec!["ping"]);
+}
