@@ -158,7 +158,7 @@ impl Channel {
     /// [`ClientError::Chain`] and is also delivered as [`ClientEvent::ChainError`].
     pub async fn log(&self, after: u64, limit: u32) -> Result<LogPage, ClientError> {
         let page = self.client.rest().log(self.id(), after, limit).await?;
-        let known = self.client.chain_head(self.id()).await;
+        let known = self.client.chain_anchor(self.id(), after).await;
         if let Err(e) = verify_log_page(self.id(), after, &page, known) {
             self.client.emit(ClientEvent::ChainError(e.clone()));
             return Err(ClientError::Chain(e));

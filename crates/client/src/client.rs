@@ -151,9 +151,9 @@ impl Client {
         Channels { client: self.clone() }
     }
 
-    pub(crate) async fn chain_head(&self, channel: &str) -> Option<(u64, Hash32)> {
+    pub(crate) async fn chain_anchor(&self, channel: &str, after: u64) -> Option<(u64, Hash32)> {
         let (reply, rx) = oneshot::channel();
-        self.command(Command::Head { channel: channel.to_owned(), reply }).ok()?;
+        self.command(Command::Anchor { channel: channel.to_owned(), after, reply }).ok()?;
         rx.await.ok().flatten()
     }
 

@@ -83,8 +83,9 @@ pub(crate) enum Command {
     Listen(mpsc::UnboundedSender<ClientEvent>),
     /// Deliver an event found outside the socket (a chain error of a log page).
     Emit(ClientEvent),
-    Head {
+    Anchor {
         channel: String,
+        after: u64,
         reply: oneshot::Sender<Option<(u64, Hash32)>>,
     },
     Close,
@@ -318,8 +319,8 @@ impl Driver {
                 Vec::new()
             }
             Command::Emit(event) => vec![Output::Event(event)],
-            Command::Head { channel, reply } => {
-                let _ = reply.send(self.session.verifier().head(&channel));
+            Command::Anchor { channel, after, reply } => {
+                let _ = reply.send(self.session.anchor(&channel, after));
                 Vec::new()
             }
             // Handled by the loops, which own the socket.

@@ -85,6 +85,9 @@ pub struct Session<W> {
     channels: BTreeSet<String>,
     /// Subjects subscribed to, with the number of local subscriptions.
     subjects: BTreeMap<String, usize>,
+    /// The verified head a channel had when the server truncated its replay: the anchor
+    /// that a log page fetched to fill the hole must link to.
+    truncated_at: HashMap<String, (u64, herald_proto::Hash32)>,
 }
 
 impl<W> Default for Session<W> {
@@ -97,6 +100,7 @@ impl<W> Default for Session<W> {
             verifier: ChainVerifier::new(),
             channels: BTreeSet::new(),
             subjects: BTreeMap::new(),
+            truncated_at: HashMap::new(),
         }
     }
 }
@@ -131,6 +135,16 @@ impl<W: Waiter> Session<W> {
     /// The chain verifier, e.g. to anchor the verification of a log page.
     pub fn verifier(&self) -> &ChainVerifier {
         &self.verifier
+    }
+
+    /// A verified `(seq, hash)` of `channel` to anchor a log page fetched after `after`:
+    /// the chain head, or the head the channel had before a truncated replay.
+    pub fn anchor(&self, channel: &str, after: u64) -> Option<(u64, herald_proto::Hash32)> {
+        let head = self.verifier.head(channel);
+        match self.truncated_at.get(channel) {
+            Some(&(seq, hash)) if seq == after => Some((seq, hash)),
+            _ => head,
+        }
     }
 
     /// Number of requests awaiting a reply or waiting to be sent.
@@ -304,7 +318,11 @@ impl<W: Waiter> Session<W> {
         let mut out = Vec::new();
         if let Event::ResumeTruncated { channel, from_seq } = &event {
             // The entries between our head and `from_seq` will not come: re-anchor the chain
-            // on the first replayed entry; the caller pages the hole over the log.
+            // on the first replayed entry; the caller pages the hole over the log, anchored
+            // on the head we had.
+            if let Some(head) = self.verifier.head(channel) {
+                self.truncated_at.insert(channel.clone(), head);
+            }
             self.verifier.forget(channel);
             self.channels.remove(channel);
             out.push(Output::Event(ClientEvent::ResumeTruncated {

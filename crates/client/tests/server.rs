@@ -204,3 +204,51 @@ async fn restart_loses_nothing_and_duplicates_nothing() {
     let last = within(channel.send("last")).await.unwrap();
     assert_eq!(next_message(&mut events, channel.id()).await.id, last.id);
 }
+
+#[tokio::test]
+async fn truncated_resume_is_reported_and_the_hole_pages_over_the_verified_log() {
+    let mut server = TestServer::start_with(|c| c.replay_cap = 2).await;
+    // Ada comes back slowly, so that Bob's messages land while she is away.
+    let slow = ClientConfig {
+        backoff_initial: Duration::from_secs(3),
+        backoff_max: Duration::from_secs(3),
+        backoff_jitter: 0.0,
+        ..fast()
+    };
+    let ada = within(Client::connect_with(&server.url(), &server.token("ada"), slow)).await.unwrap();
+    let mut events = ada.events();
+    let channel = within(ada.channels().create("busy")).await.unwrap();
+    let first = within(channel.send("before")).await.unwrap();
+    assert_eq!(next_message(&mut events, channel.id()).await.id, first.id);
+
+    within(server.restart()).await;
+    let bob = client(&server, "bob").await;
+    let bobs = within(bob.channels().join("busy")).await.unwrap();
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        sent.push(within(bobs.send(&format!("while away {i}"))).await.unwrap());
+    }
+
+    let from_seq = loop {
+        match within(events.next()).await.unwrap() {
+            ClientEvent::ResumeTruncated { channel: c, from_seq } if c == channel.id() => {
+                break from_seq;
+            }
+            ClientEvent::Event(e) if matches!(*e, Event::Message { .. }) => {
+                panic!("message before resume_truncated: {e:?}")
+            }
+
+            ClientEvent::ChainError(e) => panic!("chain error: {e}"),
+            _ => {}
+        }
+    };
+    let last = sent.last().unwrap();
+    assert_eq!(from_seq, last.seq - 1, "the newest two entries are replayed");
+    assert_eq!(next_message(&mut events, channel.id()).await.id, sent[3].id);
+    assert_eq!(next_message(&mut events, channel.id()).await.id, last.id);
+
+    // The hole, from the last seq Ada had, verifies against her chain.
+    let hole = within(channel.log(first.seq, (from_seq - first.seq - 1) as u32)).await.unwrap();
+    assert_eq!(hole.entries.first().unwrap().seq, first.seq + 1);
+    assert_eq!(hole.entries.last().unwrap().seq, from_seq - 1);
+}

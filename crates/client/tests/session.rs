@@ -293,6 +293,7 @@ fn resume_truncated_reanchors_the_chain() {
     for e in chain.messages("ada", 2) {
         feed(&mut s, &e.event);
     }
+    let head2 = chain.prev;
     let missed = chain.messages("ada", 5);
     let got = feed(&mut s, &Event::ResumeTruncated { channel: "ch".into(), from_seq: 6 });
     assert_eq!(got, vec![ClientEvent::ResumeTruncated { channel: "ch".into(), from_seq: 6 }]);
@@ -301,6 +302,10 @@ fn resume_truncated_reanchors_the_chain() {
         got.extend(feed(&mut s, &e.event));
     }
     assert_eq!(delivered_seqs(&got), vec![6, 7]);
+    // The hole is paged over the log, anchored on the head from before the truncation.
+    assert_eq!(s.anchor("ch", 2), Some((2, head2)));
+    let hole = LogPage { entries: missed[..3].iter().map(|e| e.log.clone()).collect(), has_more: false };
+    assert_eq!(verify_log_page("ch", 2, &hole, s.anchor("ch", 2)), Ok(()));
 }
 
 #[test]
