@@ -1,0 +1,186 @@
+//! `herald bench`: drives a running server over real sockets and prints what it measured.
+//!
+//! Three modes, each a separate module:
+//!
+//! - [`fanout`]: N members of one fresh channel, K of them sending at a fixed total rate;
+//!   every member times every `message` event it receives (end-to-end latency).
+//! - [`append`]: C connections each sending `message.send` and awaiting its (durable) reply;
+//!   durable appends per second, ack latency, and the server's group-commit figures.
+//! - [`idle`]: K authenticated idle connections; the server's resident memory per connection.
+//!
+//! The generator shares the machine with the server, so it is kept cheap: received frames are
+//! classified by a byte-prefix scan ([`scan`]) instead of a JSON parse, latencies go into a few
+//! shared histograms rather than one per connection, and sockets use small read buffers.
+//!
+//! # Layout
+//!
+//! - [`net`]: the server's address, sockets, the `connect` handshake, tokens, `/metrics`.
+//! - [`scan`]: cheap classification of server frames.
+//! - [`report`]: the figures, as a plain-text table or one JSON object; `/proc` readings.
+
+mod append;
+mod fanout;
+mod idle;
+mod net;
+mod report;
+mod scan;
+
+use std::path::PathBuf;
+
+/// `herald bench` options common to every mode.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Base URL of the running server (plain HTTP; the WebSocket is at /v1/ws).
+    #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:7700", global = true)]
+    url: String,
+
+    /// The server's data directory: its token secret signs the bench users' tokens.
+    #[arg(long, env = "HERALD_DATA", default_value = "./herald-data", global = true)]
+    data: PathBuf,
+
+    /// A file holding the server's HS256 secret, instead of reading it from --data.
+    #[arg(long, global = true)]
+    token_secret_file: Option<PathBuf>,
+
+    /// The server's process id: adds its CPU time and resident memory to the figures
+    /// (read from /proc/<pid>; same machine only). Required for the RSS figures of `idle`.
+    #[arg(long, global = true)]
+    pid: Option<u32>,
+
+    /// Source addresses for client sockets: with N > 1, sockets are bound round-robin to
+    /// 127.0.0.2 .. 127.0.0.(N+1), each with its own range of ephemeral ports.
+    #[arg(long, default_value_t = 1, global = true)]
+    sources: u8,
+
+    /// Connections opened at once while setting up.
+    #[arg(long, default_value_t = 64, global = true)]
+    concurrency: usize,
+
+    /// Print one JSON object of results instead of the table.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Mode {
+    /// Fan-out: N members of one fresh channel; K senders at M messages/s in total; every
+    /// member records the end-to-end latency of every message it receives.
+    Fanout(fanout::FanoutArgs),
+    /// Durable appends: C connections each send `message.send` and await its reply.
+    Append(append::AppendArgs),
+    /// Idle connections: the server's resident memory per authenticated idle connection.
+    Idle(idle::IdleArgs),
+}
+
+/// What every mode needs: where the server is, how to mint tokens, how to open sockets.
+#[derive(Debug)]
+struct Ctx {
+    target: net::Target,
+    minter: net::Minter,
+    sources: Vec<std::net::IpAddr>,
+    concurrency: usize,
+    pid: Option<u32>,
+    /// The soft limit on open files after raising it to the hard limit.
+    nofile: u64,
+}
+
+impl Ctx {
+    /// The source address of the `i`-th client socket (`None`: let the kernel choose).
+    fn source(&self, i: usize) -> Option<std::net::IpAddr> {
+        if self.sources.is_empty() { None } else { Some(self.sources[i % self.sources.len()]) }
+    }
+
+    /// Fails early, with a hint, when `conns` sockets cannot be opened from this process.
+    fn check_capacity(&self, conns: usize) -> anyhow::Result<()> {
+        // Every connection is one file descriptor here; keep some for everything else.
+        let needed = conns as u64 + 64;
+        if needed > self.nofile {
+            anyhow::bail!(
+                "{conns} connections need about {needed} open files; this process may open {} \
+                 (the hard RLIMIT_NOFILE); lower the connection count",
+                self.nofile
+            );
+        }
+        let ports = net::ephemeral_ports().unwrap_or(28_000);
+        let per_source = conns.div_ceil(self.sources.len().max(1));
+        if per_source as u64 > ports.saturating_sub(1000) {
+            anyhow::bail!(
+                "{per_source} connections from one source address would exhaust its {ports} \
+                 ephemeral ports; use --sources {}",
+                conns as u64 / ports.saturating_sub(1000).max(1) + 1
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One connection's outcome: the authenticated socket and how long opening it took.
+type Opened = anyhow::Result<(net::Ws, std::time::Duration)>;
+
+impl Ctx {
+    /// Opens and authenticates one connection per token, `concurrency` at a time, in token
+    /// order; connection `i` uses source `offset + i`.
+    async fn connect_many(&self, tokens: &[String], offset: usize, read_buffer: usize) -> Vec<Opened> {
+        use futures::StreamExt;
+        futures::stream::iter(tokens.iter().enumerate())
+            .map(|(i, token)| async move {
+                let t0 = std::time::Instant::now();
+                let ws = net::open_authed(&self.target, self.source(offset + i), read_buffer, token).await?;
+                Ok((ws, t0.elapsed()))
+            })
+            .buffered(self.concurrency)
+            .collect()
+            .await
+    }
+
+    /// [`Ctx::connect_many`] where any failure fails the run.
+    async fn connect_all(
+        &self,
+        tokens: &[String],
+        offset: usize,
+        read_buffer: usize,
+    ) -> anyhow::Result<Vec<net::Ws>> {
+        let mut out = Vec::with_capacity(tokens.len());
+        for (i, r) in self.connect_many(tokens, offset, read_buffer).await.into_iter().enumerate() {
+            let (ws, _) = r.map_err(|e| {
+                e.context(format!("connection {} of {}", offset + i + 1, offset + tokens.len()))
+            })?;
+            out.push(ws);
+        }
+        Ok(out)
+    }
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    // Many sockets: lift the soft limit on open files to the hard one before anything else.
+    let nofile = rlimit::increase_nofile_limit(u64::MAX)
+        .map_err(|e| anyhow::anyhow!("cannot raise the open-files limit: {e}"))?;
+    let secret = match &args.token_secret_file {
+        Some(path) => net::read_secret_file(path)?,
+        None => net::read_data_secret(&args.data)?,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = rt.block_on(async {
+        let target = net::Target::resolve(&args.url).await?;
+        let sources = net::source_addresses(args.sources, &target)?;
+        let ctx = Ctx {
+            target,
+            minter: net::Minter::new(secret),
+            sources,
+            concurrency: args.concurrency.max(1),
+            pid: args.pid,
+            nofile,
+        };
+        match args.mode {
+            Mode::Fanout(a) => fanout::run(&ctx, a).await,
+            Mode::Append(a) => append::run(&ctx, a).await,
+            Mode::Idle(a) => idle::run(&ctx, a).await,
+        }
+    })?;
+    // Connections still held by finished tasks close with the runtime.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    report.print(&args.url, args.json)
+}
