@@ -80,19 +80,22 @@ impl Hub {
         }
     }
 
-    /// Registers a connection; returns it with the receiving end of its queue.
-    pub(crate) fn register(
+    /// Creates a connection that receives nothing yet; [`Hub::register`] makes it live.
+    pub(crate) fn new_conn(
         &self,
         conn_id: String,
         app: &str,
         user: &str,
     ) -> (Arc<ConnShared>, mpsc::Receiver<Outbound>) {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let (conn, rx) = ConnShared::new(key, conn_id, Arc::from(app), Arc::from(user), self.queue_capacity);
+        ConnShared::new(key, conn_id, Arc::from(app), Arc::from(user), self.queue_capacity)
+    }
+
+    /// Makes a connection live: from now on fan-out reaches it.
+    pub(crate) fn register(&self, conn: &Arc<ConnShared>) {
         let mut index = self.index.write();
         index.users.entry(conn.user.clone()).or_default().push(conn.clone());
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
-        (conn, rx)
     }
 
     /// Removes a connection and its subscriptions.

@@ -80,6 +80,8 @@ pub struct EngineStats {
 pub struct ConnHandle {
     shared: Arc<ConnShared>,
     hub: Arc<Hub>,
+    /// Channels to replay and the `seq` to replay after, set by `connect`, taken by `resume`.
+    resume: Mutex<Vec<(String, u64)>>,
 }
 
 impl ConnHandle {
@@ -107,6 +109,9 @@ impl std::fmt::Debug for ConnHandle {
     }
 }
 
+/// (app, user id, display name, kind) of a user whose details the store already has.
+type KnownUser = (String, String, Option<String>, &'static str);
+
 /// The node. Cheap to share: `Arc<Engine>`.
 pub struct Engine {
     store: DynStore,
@@ -115,7 +120,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGen>,
     config: EngineConfig,
-    known_users: Mutex<HashSet<(String, String, Option<String>, &'static str)>>,
+    known_users: Mutex<HashSet<KnownUser>>,
     pub stats: EngineStats,
 }
 
@@ -189,26 +194,37 @@ impl Engine {
         Ok(())
     }
 
-    /// Registers an authenticated connection. The caller drains the receiver onto the socket.
+    /// Registers an authenticated connection. `first` builds the frame that must precede
+    /// everything else on it (the `connect` reply) from the connection id. Live events of the
+    /// channels in `resume` are held from the moment the connection is registered until
+    /// [`Engine::resume`] has replayed what the client missed. The caller drains the receiver
+    /// onto the socket.
     pub async fn connect(
         &self,
         who: &Principal,
+        resume: &BTreeMap<String, u64>,
+        first: impl FnOnce(&str) -> Bytes,
     ) -> Result<(ConnHandle, mpsc::Receiver<Outbound>), EngineError> {
         self.note_user(who).await?;
-        let (shared, rx) = self.hub.register(self.ids.new_id(), &who.app, &who.user.id);
-        Ok((ConnHandle { shared, hub: self.hub.clone() }, rx))
-    }
-
-    /// Replays, per channel, every entry after the client's `seq`, then lets live events
-    /// through: no gap, no duplicate (see [`ConnShared`]'s resume buffer). Channels the user
-    /// is not a member of are skipped. Returns false if the connection went away.
-    pub async fn resume(&self, who: &Principal, conn: &ConnHandle, resume: &BTreeMap<String, u64>) -> bool {
+        let (shared, rx) = self.hub.new_conn(self.ids.new_id(), &who.app, &who.user.id);
+        // The queue is empty and nobody else can reach it yet: this cannot fail for want of room.
+        shared.try_push(&first(&shared.conn_id));
         let channels: Vec<(String, u64)> = resume
             .iter()
             .filter(|(c, _)| self.hub.is_member(&who.app, c, &who.user.id))
             .map(|(c, s)| (c.clone(), *s))
             .collect();
-        conn.begin_resume(channels.iter().map(|(c, _)| c.clone()));
+        shared.begin_resume(channels.iter().map(|(c, _)| c.clone()));
+        self.hub.register(&shared);
+        Ok((ConnHandle { shared, hub: self.hub.clone(), resume: Mutex::new(channels) }, rx))
+    }
+
+    /// Replays, per channel given to [`Engine::connect`], every entry after the client's
+    /// `seq`, then lets live events through: no gap, no duplicate (see [`ConnShared`]'s resume
+    /// buffer). Channels the user was not a member of are skipped. Returns false if the
+    /// connection went away.
+    pub async fn resume(&self, conn: &ConnHandle) -> bool {
+        let channels = std::mem::take(&mut *conn.resume.lock());
         for (channel, seq) in channels {
             let mut after = seq;
             match self.replay(conn, &channel, &mut after).await {

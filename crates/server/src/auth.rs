@@ -2,8 +2,8 @@
 //! for `herald token`, and the data directory's secret.
 
 use herald_engine::{Grants, Principal};
-use herald_proto::model::{UserInfo, UserKind};
 use herald_proto::UserId;
+use herald_proto::model::{UserInfo, UserKind};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -58,7 +58,8 @@ impl Verifier {
 
     /// EdDSA (Ed25519) with a public key in PEM, for tokens minted elsewhere.
     pub fn ed25519_pem(pem: &[u8]) -> Result<Verifier, AuthError> {
-        let key = DecodingKey::from_ed_pem(pem).map_err(|e| AuthError::Invalid(format!("public key: {e}")))?;
+        let key =
+            DecodingKey::from_ed_pem(pem).map_err(|e| AuthError::Invalid(format!("public key: {e}")))?;
         Ok(Verifier { key, validation: validation(Algorithm::EdDSA) })
     }
 
@@ -67,12 +68,12 @@ impl Verifier {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
-                _ => AuthError::Invalid(e.to_string()),
-            }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e
+            .kind()
+        {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
+            _ => AuthError::Invalid(e.to_string()),
         })?;
         principal(data.claims)
     }

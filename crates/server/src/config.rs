@@ -118,9 +118,10 @@ pub fn merge_toml(
     matches: &clap::ArgMatches,
     path: &std::path::Path,
 ) -> Result<ServeConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-    let table: toml::Table =
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
     let perr = |message: String| ConfigError::Parse { path: path.into(), message };
     let mut json = serde_json::to_value(&config).map_err(|e| perr(e.to_string()))?;
     let obj = json.as_object_mut().ok_or_else(|| perr("internal: config is not an object".into()))?;

@@ -157,10 +157,7 @@ pub fn app(state: AppState) -> Router {
             axum::routing::patch(rest::edit_message).delete(rest::delete_message),
         )
         .route("/v1/channels/{channel}/log", get(rest::log))
-        .route(
-            "/v1/channels/{channel}/blobs",
-            put(rest::put_blob).layer(DefaultBodyLimit::max(blob_limit)),
-        )
+        .route("/v1/channels/{channel}/blobs", put(rest::put_blob).layer(DefaultBodyLimit::max(blob_limit)))
         .route("/v1/channels/{channel}/blobs/{blob_id}", get(rest::get_blob))
         .route("/v1/publish", post(rest::publish))
         .fallback(rest::not_found)
@@ -193,8 +190,9 @@ impl Node {
                 auth::Verifier::ed25519_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
             }
             None => {
-                let secret = auth::load_or_create_secret(&config.data)
-                    .with_context(|| format!("cannot read or create the secret in {}", config.data.display()))?;
+                let secret = auth::load_or_create_secret(&config.data).with_context(|| {
+                    format!("cannot read or create the secret in {}", config.data.display())
+                })?;
                 auth::Verifier::hs256(&secret)
             }
         };
@@ -226,16 +224,10 @@ impl Node {
             max_blob_bytes: config.max_blob_bytes,
             ..EngineConfig::default()
         };
-        let engine = Engine::start(
-            store.clone(),
-            blobs,
-            hub,
-            Arc::new(SystemClock),
-            Arc::new(UuidV7),
-            engine_config,
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot start the engine: {e}"))?;
+        let engine =
+            Engine::start(store.clone(), blobs, hub, Arc::new(SystemClock), Arc::new(UuidV7), engine_config)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot start the engine: {e}"))?;
         let state = AppState::new(engine, verifier, config);
         store.set_commit_observer(state.metrics().commit_observer());
         Ok(Node { state, store })

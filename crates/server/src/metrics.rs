@@ -46,25 +46,72 @@ struct EngineCollector {
 impl Collector for EngineCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let hub = &self.engine.hub().stats;
-        let gauge = |enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64| -> Result<(), std::fmt::Error> {
-            let g = ConstGauge::new(v as i64);
-            let m = enc.encode_descriptor(name, help, None, g.metric_type())?;
-            g.encode(m)
-        };
-        let counter = |enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64| -> Result<(), std::fmt::Error> {
-            let c = ConstCounter::new(v);
-            let m = enc.encode_descriptor(name, help, None, c.metric_type())?;
-            c.encode(m)
-        };
-        gauge(&mut encoder, "herald_connections", "Open authenticated WebSocket connections", hub.connections.load(Ordering::Relaxed))?;
-        counter(&mut encoder, "herald_messages_in", "Messages accepted (message.send)", self.engine.stats.messages_in.load(Ordering::Relaxed))?;
-        counter(&mut encoder, "herald_entries_committed", "Log entries committed", hub.entries_committed.load(Ordering::Relaxed))?;
-        counter(&mut encoder, "herald_fanout_deliveries", "Events queued to connections by fan-out", hub.deliveries.load(Ordering::Relaxed))?;
-        counter(&mut encoder, "herald_publications", "Subject publications", hub.publications.load(Ordering::Relaxed))?;
-        counter(&mut encoder, "herald_queue_full_disconnects", "Connections closed (4008) because their queue was full", hub.queue_full_kicks.load(Ordering::Relaxed))?;
-        counter(&mut encoder, "herald_frames_out", "Frames written to WebSockets", self.gateway.frames_out.load(Ordering::Relaxed))?;
-        counter(&mut encoder, "herald_frames_in", "Frames read from WebSockets", self.gateway.frames_in.load(Ordering::Relaxed))?;
-        counter(&mut encoder, "herald_rate_limited", "Requests refused with rate_limited", self.gateway.rate_limited.load(Ordering::Relaxed))?;
+        let gauge =
+            |enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64| -> Result<(), std::fmt::Error> {
+                let g = ConstGauge::new(v as i64);
+                let m = enc.encode_descriptor(name, help, None, g.metric_type())?;
+                g.encode(m)
+            };
+        let counter =
+            |enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64| -> Result<(), std::fmt::Error> {
+                let c = ConstCounter::new(v);
+                let m = enc.encode_descriptor(name, help, None, c.metric_type())?;
+                c.encode(m)
+            };
+        gauge(
+            &mut encoder,
+            "herald_connections",
+            "Open authenticated WebSocket connections",
+            hub.connections.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "herald_messages_in",
+            "Messages accepted (message.send)",
+            self.engine.stats.messages_in.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "herald_entries_committed",
+            "Log entries committed",
+            hub.entries_committed.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "herald_fanout_deliveries",
+            "Events queued to connections by fan-out",
+            hub.deliveries.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "herald_publications",
+            "Subject publications",
+            hub.publications.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "herald_queue_full_disconnects",
+            "Connections closed (4008) because their queue was full",
+            hub.queue_full_kicks.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "herald_frames_out",
+            "Frames written to WebSockets",
+            self.gateway.frames_out.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "herald_frames_in",
+            "Frames read from WebSockets",
+            self.gateway.frames_in.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "herald_rate_limited",
+            "Requests refused with rate_limited",
+            self.gateway.rate_limited.load(Ordering::Relaxed),
+        )?;
         Ok(())
     }
 }
@@ -76,8 +123,16 @@ impl Metrics {
         // 50 µs .. ~1.6 s
         let commit_latency = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
         let commit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 12));
-        registry.register("herald_commit_latency_seconds", "Store commit latency (one transaction)", commit_latency.clone());
-        registry.register("herald_commit_batch_size", "Mutations per committed transaction", commit_batch.clone());
+        registry.register(
+            "herald_commit_latency_seconds",
+            "Store commit latency (one transaction)",
+            commit_latency.clone(),
+        );
+        registry.register(
+            "herald_commit_batch_size",
+            "Mutations per committed transaction",
+            commit_batch.clone(),
+        );
         registry.register_collector(Box::new(EngineCollector { engine, gateway: gateway.clone() }));
         Metrics { registry, commit_latency, commit_batch, gateway }
     }

@@ -1,9 +1,9 @@
 //! A real Herald server on `127.0.0.1:0` with a temporary data directory, for tests of this
 //! crate and of the SDK and CLI. It speaks over real sockets exactly like `herald serve`.
 
+use crate::Node;
 use crate::auth::{Claims, mint_hs256, now_secs};
 use crate::config::{DurabilityMode, ServeConfig};
-use crate::Node;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tokio::sync::oneshot;
@@ -54,7 +54,8 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("bind {}: {e}", config.listen));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
         config.listen = addr;
-        let secret = crate::auth::load_or_create_secret(&config.data).unwrap_or_else(|e| panic!("secret: {e}"));
+        let secret =
+            crate::auth::load_or_create_secret(&config.data).unwrap_or_else(|e| panic!("secret: {e}"));
         let node = Node::open(config.clone()).await.unwrap_or_else(|e| panic!("open node: {e:#}"));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(node.run(listener, async move {

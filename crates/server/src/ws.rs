@@ -117,7 +117,10 @@ async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) 
         Ok(p) => p,
         Err(e) => return reject(sink, &id, e.to_string()).await,
     };
-    let (conn, mut rx) = match st.engine().connect(&who).await {
+    let user = who.user.clone();
+    let first =
+        |conn_id: &str| to_bytes(&OkFrame { id: &id, ok: &ConnectOk { conn_id: conn_id.to_owned(), user } });
+    let (conn, mut rx) = match st.engine().connect(&who, &resume, first).await {
         Ok(c) => c,
         Err(e) => {
             if let Some(m) = text(error_frame(&id, &e.detail())) {
@@ -127,16 +130,12 @@ async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) 
             return;
         }
     };
-    let ok = ConnectOk { conn_id: conn.conn_id.clone(), user: who.user.clone() };
-    if !conn.send(to_bytes(&OkFrame { id: &id, ok: &ok })).await {
-        return;
-    }
     tracing::debug!(user = %who.user.id, conn = %conn.conn_id, "connected");
 
     let mut shutdown = st.shutdown_signal();
     let counters = st.metrics().gateway.clone();
     let reader = async {
-        if !st.engine().resume(&who, &conn, &resume).await {
+        if !st.engine().resume(&conn).await {
             return None;
         }
         read_loop(&mut stream, &st, &who, &conn, &mut shutdown).await
@@ -280,7 +279,10 @@ async fn read_loop(
         let text = match msg {
             Message::Text(t) => t,
             Message::Binary(_) => {
-                let e = detail(ErrorCode::BadRequest, "binary frames are reserved for attachments; no v1 op takes one");
+                let e = detail(
+                    ErrorCode::BadRequest,
+                    "binary frames are reserved for attachments; no v1 op takes one",
+                );
                 if !conn.send(error_frame(&Value::Null, &e)).await {
                     return None;
                 }
