@@ -1,9 +1,276 @@
-//! Client commands over the Rust SDK (placeholder until the SDK lands).
+//! Client commands: thin wrappers over the Rust SDK that print one line per item, or JSON.
+
+use anyhow::Context;
+use futures::StreamExt;
+use herald_client::{Channel, Client, ClientEvent, Event, HistoryQuery, SendMessage};
+use herald_proto::model::Message;
+use std::io::Write;
+
+/// Where the server is and who we are.
+#[derive(Debug, clap::Args)]
+pub struct Conn {
+    /// Server URL.
+    #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:7700")]
+    url: String,
+    /// Token (see `herald token`).
+    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
 
 /// Commands that talk to a running server.
 #[derive(Debug, clap::Subcommand)]
-pub enum ClientCommand {}
+pub enum ClientCommand {
+    /// Create, join, list, delete channels.
+    Channel {
+        #[command(subcommand)]
+        cmd: ChannelCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Send a message to a channel (name or id).
+    Send {
+        channel: String,
+        text: String,
+        /// Reply to this message id.
+        #[arg(long)]
+        reply_to: Option<String>,
+        /// Message type.
+        #[arg(long = "type", default_value = "chat.text")]
+        kind: String,
+        /// Idempotency key: sending again with the same key appends nothing.
+        #[arg(long)]
+        client_id: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print a page of a channel's history, oldest first.
+    History {
+        channel: String,
+        /// Messages to fetch (1-500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Only messages with a seq below this one.
+        #[arg(long)]
+        before: Option<u64>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Follow a channel live, one line per event (joins it if you are not a member).
+    Tail {
+        channel: String,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Publish JSON to a subject.
+    Publish {
+        subject: String,
+        /// JSON data, e.g. '{"online": true}'.
+        json: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print publications of a subject, one JSON line each.
+    Subscribe {
+        subject: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ChannelCmd {
+    /// Create a channel (creating one you already created just returns it).
+    Create {
+        name: String,
+        #[arg(long)]
+        title: Option<String>,
+        /// Only members and admins may add people.
+        #[arg(long)]
+        invite: bool,
+        /// Initial members (repeatable).
+        #[arg(long = "member")]
+        members: Vec<String>,
+    },
+    /// Join a channel by name or id.
+    Join { channel: String },
+    /// List your channels with unread counts.
+    List,
+    /// List the named channels you may join.
+    Directory,
+    /// Delete a channel and its history.
+    Delete { channel: String },
+}
 
 pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
-    match cmd {}
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(run_async(cmd))
+}
+
+async fn connect(conn: &Conn) -> anyhow::Result<Client> {
+    let token =
+        conn.token.as_deref().filter(|t| !t.is_empty()).context(
+            "no token: pass --token or set HERALD_TOKEN (mint one with `herald token --sub <user>`)",
+        )?;
+    Client::connect(&conn.url, token).await.with_context(|| format!("cannot connect to {}", conn.url))
+}
+
+fn out(line: impl std::fmt::Display) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// A channel the user is in, found by name or id; joins it if needed.
+async fn open_channel(client: &Client, channel: &str) -> anyhow::Result<Channel> {
+    Ok(client.channels().join(channel).await?)
+}
+
+fn message_line(m: &Message) -> String {
+    let edited = if m.edited_at.is_some() { " (edited)" } else { "" };
+    format!("#{} {} {}: {}{edited}", m.seq, m.ts, m.author, m.content)
+}
+
+fn event_line(e: &Event) -> Option<String> {
+    Some(match e {
+        Event::Message { message, .. } => message_line(message),
+        Event::MessageEdited { meta, message_id, content, .. } => {
+            format!("#{} {} {} edited {message_id}: {content}", meta.seq, meta.ts, meta.author)
+        }
+        Event::MessageDeleted { meta, message_id, .. } => {
+            format!("#{} {} {} deleted {message_id}", meta.seq, meta.ts, meta.author)
+        }
+        Event::Reaction { meta, message_id, emoji, .. } => {
+            format!("#{} {} {} reacted {emoji} to {message_id}", meta.seq, meta.ts, meta.author)
+        }
+        Event::ReactionDeleted { meta, reaction_id, .. } => {
+            format!("#{} {} {} removed reaction {reaction_id}", meta.seq, meta.ts, meta.author)
+        }
+        Event::MemberJoined { meta, user, .. } => format!("#{} {} {user} joined", meta.seq, meta.ts),
+        Event::MemberLeft { meta, user, .. } => format!("#{} {} {user} left", meta.seq, meta.ts),
+        Event::ChannelCreated { meta, name, .. } => {
+            format!("#{} {} channel {} created", meta.seq, meta.ts, name.as_deref().unwrap_or(""))
+        }
+        Event::KeyRotated { meta, .. } => format!("#{} {} key rotated", meta.seq, meta.ts),
+        Event::ChannelDeleted { .. } => "channel deleted".to_owned(),
+        Event::MessageRead { user, message_id, .. } => format!("{user} read {message_id}"),
+        Event::Typing { user, is_typing, .. } => {
+            format!("{user} {}", if *is_typing { "is typing" } else { "stopped typing" })
+        }
+        Event::Ephemeral { from, subject, data, .. } => format!("{from} {subject} {data}"),
+        Event::ResumeTruncated { from_seq, .. } => format!("(older than #{from_seq} not replayed)"),
+        Event::Publication { .. } => return None,
+    })
+}
+
+async fn run_async(cmd: ClientCommand) -> anyhow::Result<()> {
+    match cmd {
+        ClientCommand::Channel { cmd, conn } => {
+            let client = connect(&conn).await?;
+            match cmd {
+                ChannelCmd::Create { name, title, invite, members } => {
+                    let ch = client
+                        .channels()
+                        .create_with(herald_client::CreateChannel {
+                            name: Some(name),
+                            title,
+                            members,
+                            encrypted: false,
+                            policy: invite.then_some(herald_proto::model::Policy::Invite),
+                        })
+                        .await?;
+                    out(ch.id())?;
+                }
+                ChannelCmd::Join { channel } => out(open_channel(&client, &channel).await?.id())?,
+                ChannelCmd::List => {
+                    for c in client.channels().list().await? {
+                        out(format!(
+                            "{}\t{}\tunread={}\tlast_seq={}",
+                            c.id,
+                            c.name.as_deref().unwrap_or("-"),
+                            c.unread,
+                            c.last_seq
+                        ))?;
+                    }
+                }
+                ChannelCmd::Directory => {
+                    for c in client.channels().directory().await? {
+                        out(format!("{}\t{}", c.id, c.name))?;
+                    }
+                }
+                ChannelCmd::Delete { channel } => client.channels().delete(&channel).await?,
+            }
+            client.close().await;
+        }
+        ClientCommand::Send { channel, text, reply_to, kind, client_id, conn } => {
+            let client = connect(&conn).await?;
+            let ch = open_channel(&client, &channel).await?;
+            let m = ch
+                .send_with(SendMessage { content: text, kind: Some(kind), reply_to, client_id, author: None })
+                .await?;
+            out(format!("{}\t#{}", m.id, m.seq))?;
+            client.close().await;
+        }
+        ClientCommand::History { channel, limit, before, json, conn } => {
+            let client = connect(&conn).await?;
+            let ch = open_channel(&client, &channel).await?;
+            let page =
+                ch.history(HistoryQuery { limit: Some(limit), before, ..HistoryQuery::default() }).await?;
+            // Pages come newest first; print oldest first, like a chat window.
+            for m in page.messages.iter().rev() {
+                if json {
+                    out(serde_json::to_string(m)?)?;
+                } else {
+                    out(message_line(m))?;
+                }
+            }
+            client.close().await;
+        }
+        ClientCommand::Tail { channel, json, conn } => {
+            let client = connect(&conn).await?;
+            let ch = open_channel(&client, &channel).await?;
+            let id = ch.id().to_owned();
+            let mut events = client.events();
+            while let Some(ev) = events.next().await {
+                match ev {
+                    ClientEvent::Event(e) if e.channel() == Some(id.as_str()) => {
+                        if json {
+                            out(serde_json::to_string(&*e)?)?;
+                        } else if let Some(line) = event_line(&e) {
+                            out(line)?;
+                        }
+                        if matches!(*e, Event::ChannelDeleted { .. }) {
+                            break;
+                        }
+                    }
+                    ClientEvent::ChainError(e) => anyhow::bail!("history failed verification: {e}"),
+                    ClientEvent::Disconnected { reason } => {
+                        eprintln!("herald: disconnected ({reason}); reconnecting")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        ClientCommand::Publish { subject, json, conn } => {
+            let data: serde_json::Value =
+                serde_json::from_str(&json).with_context(|| format!("{json:?} is not JSON"))?;
+            let client = connect(&conn).await?;
+            client.publish(&subject, data).await?;
+            client.close().await;
+        }
+        ClientCommand::Subscribe { subject, conn } => {
+            let client = connect(&conn).await?;
+            let mut sub = client.subscribe(&subject).await?;
+            while let Some(p) = sub.recv().await {
+                out(serde_json::json!({"subject": p.subject, "from": p.from, "data": p.data}))?;
+            }
+        }
+    }
+    Ok(())
 }

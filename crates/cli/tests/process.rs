@@ -2,85 +2,11 @@
 //! SIGTERM, and durability across SIGKILL.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_herald");
+mod common;
 
-/// A `herald serve` child process and the address it reported.
-struct Server {
-    child: Child,
-    addr: String,
-    // Keeps draining stderr so the child never blocks on a full pipe.
-    _stderr: std::thread::JoinHandle<()>,
-}
-
-impl Server {
-    fn start(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve").args(args).current_dir(cwd).stderr(Stdio::piped()).stdout(Stdio::null());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        cmd.env_remove("HERALD_LISTEN").env_remove("HERALD_DATA");
-        let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let handle = std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listen=").nth(1)
-                    && let Some(t) = tx.take()
-                {
-                    let _ = t.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-                }
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("server did not report its address");
-        Server { child, addr, _stderr: handle }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
-        assert!(ok.success());
-    }
-
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        for _ in 0..300 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.child.kill().unwrap();
-        panic!("server did not exit within 15 s");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn token(data: &Path, sub: &str) -> String {
-    let out = Command::new(BIN)
-        .args(["token", "--sub", sub, "--ttl", "1h", "--data"])
-        .arg(data)
-        .env_remove("HERALD_DATA")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "token failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
+use common::{BIN, Server, token};
 
 async fn get(url: &str, token: &str) -> reqwest::Response {
     reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap()
@@ -172,10 +98,17 @@ async fn config_file_applies_unless_a_flag_or_env_var_overrides_it() {
     let cwd = tempfile::tempdir().unwrap();
     let data = cwd.path().join("d");
     let cfg = cwd.path().join("herald.toml");
-    std::fs::write(&cfg, format!("listen = \"127.0.0.1:0\"\ndata = {:?}\nmax_content_bytes = 10\nhistory_page_max = 7\n", data))
-        .unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata = {:?}\nmax_content_bytes = 10\nhistory_page_max = 7\n",
+            data
+        ),
+    )
+    .unwrap();
     // The env var beats the file for history_page_max; the file sets max_content_bytes.
-    let server = Server::start(cwd.path(), &["--config", cfg.to_str().unwrap()], &[("HERALD_HISTORY_PAGE_MAX", "3")]);
+    let server =
+        Server::start(cwd.path(), &["--config", cfg.to_str().unwrap()], &[("HERALD_HISTORY_PAGE_MAX", "3")]);
     let t = token(&data, "ada");
     let client = reqwest::Client::new();
     let r = client
@@ -231,9 +164,15 @@ async fn acknowledged_sends_survive_sigkill() {
     // A burst of concurrent sends; keep the ids of those acknowledged (201).
     let mut tasks = Vec::new();
     for i in 0..200 {
-        let (client, url, t) = (client.clone(), format!("{}/v1/channels/{id}/messages", server.url()), t.clone());
+        let (client, url, t) =
+            (client.clone(), format!("{}/v1/channels/{id}/messages", server.url()), t.clone());
         tasks.push(tokio::spawn(async move {
-            let r = client.post(url).bearer_auth(t).json(&serde_json::json!({"content": format!("m{i}")})).send().await;
+            let r = client
+                .post(url)
+                .bearer_auth(t)
+                .json(&serde_json::json!({"content": format!("m{i}")}))
+                .send()
+                .await;
             match r {
                 Ok(r) if r.status() == 201 => {
                     let v: serde_json::Value = r.json().await.ok()?;
@@ -261,7 +200,11 @@ async fn acknowledged_sends_survive_sigkill() {
     loop {
         let q = before.map(|b| format!("&before={b}")).unwrap_or_default();
         let page: serde_json::Value =
-            get(&format!("{}/v1/channels/{id}/messages?limit=100{q}", server.url()), &t).await.json().await.unwrap();
+            get(&format!("{}/v1/channels/{id}/messages?limit=100{q}", server.url()), &t)
+                .await
+                .json()
+                .await
+                .unwrap();
         let msgs = page["messages"].as_array().unwrap();
         for m in msgs {
             seen.insert(m["id"].as_str().unwrap().to_owned());

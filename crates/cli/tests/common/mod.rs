@@ -1,0 +1,82 @@
+//! Shared helpers of the CLI tests: the `herald` binary as a child process.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_herald");
+
+/// A `herald serve` child process and the address it reported.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    // Keeps draining stderr so the child never blocks on a full pipe.
+    _stderr: std::thread::JoinHandle<()>,
+}
+
+impl Server {
+    pub fn start(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve").args(args).current_dir(cwd).stderr(Stdio::piped()).stdout(Stdio::null());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.env_remove("HERALD_LISTEN").env_remove("HERALD_DATA");
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listen=").nth(1)
+                    && let Some(t) = tx.take()
+                {
+                    let _ = t.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("server did not report its address");
+        Server { child, addr, _stderr: handle }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child.kill().unwrap();
+        panic!("server did not exit within 15 s");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn token(data: &Path, sub: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["token", "--sub", sub, "--ttl", "1h", "--data"])
+        .arg(data)
+        .env_remove("HERALD_DATA")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "token failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
