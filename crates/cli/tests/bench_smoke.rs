@@ -1,0 +1,152 @@
+//! `herald bench` against a real `herald serve`, both as processes: each mode runs briefly
+//! and its `--json` figures say that everything sent arrived. Figures of speed are not
+//! checked: a benchmark prints them, a test does not fail on them.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const HERALD: &str = env!("CARGO_BIN_EXE_herald");
+
+/// A `herald serve` on a free port with its own data directory; killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Drops ANSI escape sequences, in case the log is coloured.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The `listen=` address of the server's `herald serving` log line.
+fn listen_addr(line: &str) -> Option<String> {
+    let line = strip_ansi(line);
+    if !line.contains("herald serving") {
+        return None;
+    }
+    let rest = &line[line.find("listen=")? + "listen=".len()..];
+    Some(rest.split_whitespace().next()?.to_owned())
+}
+
+fn start_server() -> Server {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(HERALD)
+        .args(["serve", "--listen", "127.0.0.1:0", "--rate-per-sec", "0", "--data"])
+        .arg(data.path())
+        .env("NO_COLOR", "1")
+        .env("HERALD_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn herald serve");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    // Keep reading after the address is found, so the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = listen_addr(&line) {
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    // The guard first, so a server that never logs its address is still killed.
+    let mut server = Server { child, url: String::new(), data };
+    let addr = rx.recv_timeout(Duration::from_secs(15)).expect("the server logs `herald serving listen=…`");
+    server.url = format!("http://{addr}");
+    server
+}
+
+/// Runs `herald bench <args> --json` against the server and returns its JSON.
+fn bench(server: &Server, args: &[&str]) -> Value {
+    let out = Command::new(HERALD)
+        .arg("bench")
+        .args(args)
+        .args(["--url", &server.url, "--json", "--pid", &server.child.id().to_string(), "--data"])
+        .arg(server.data.path())
+        .output()
+        .expect("run herald bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "herald bench {args:?} failed: {}\nstdout: {stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"))
+}
+
+fn stop(mut server: Server) {
+    let status = Command::new("kill").arg(server.child.id().to_string()).status().expect("run kill");
+    assert!(status.success());
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        if server.child.try_wait().expect("wait for the server").is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the server did not exit within 10 s of SIGTERM");
+}
+
+#[test]
+fn every_bench_mode_runs_against_a_real_server_and_loses_nothing() {
+    let server = start_server();
+
+    let f = bench(&server, &["fanout", "--members", "20", "--rate", "50", "--duration", "2"]);
+    assert_eq!(f["mode"], "fanout", "{f}");
+    assert!(f["sent"].as_u64().is_some_and(|n| n > 0), "{f}");
+    assert!(f["deliveries"].as_u64().is_some_and(|n| n > 0), "{f}");
+    assert_eq!(f["deliveries"], f["deliveries_expected"], "{f}");
+    assert_eq!(f["missing"], 0, "{f}");
+    assert_eq!(f["send_errors"], 0, "{f}");
+    assert!(f["latency_p99_ms"].as_f64().is_some(), "{f}");
+
+    let a = bench(&server, &["append", "--conns", "4", "--messages", "200"]);
+    assert_eq!(a["acked"], 200, "{a}");
+    assert_eq!(a["errors"], 0, "{a}");
+    assert_eq!(a["server_messages_in"], 200, "{a}");
+    assert!(a["server_mean_batch"].as_f64().is_some_and(|b| b >= 1.0), "{a}");
+
+    let i = bench(&server, &["idle", "--conns", "50"]);
+    assert_eq!(i["connected"], 50, "{i}");
+    assert_eq!(i["failed"], 0, "{i}");
+    // Connections of the runs before may still be closing: at least ours are open.
+    assert!(i["server_connections"].as_u64().is_some_and(|n| n >= 50), "{i}");
+    assert!(i["server_kib_per_conn"].as_f64().is_some(), "{i}");
+
+    stop(server);
+}
+
+#[test]
+fn listen_address_is_found_in_plain_and_coloured_log_lines() {
+    let plain = "2026-01-01T00:00:00Z  INFO herald_server: herald serving listen=127.0.0.1:4242 data=/x";
+    assert_eq!(listen_addr(plain).as_deref(), Some("127.0.0.1:4242"));
+    let coloured = "\u{1b}[32m INFO\u{1b}[0m \u{1b}[2mherald_server\u{1b}[0m: herald serving \
+                    \u{1b}[3mlisten\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:4243 \u{1b}[3mdata\u{1b}[0m";
+    assert_eq!(listen_addr(coloured).as_deref(), Some("127.0.0.1:4243"));
+    assert_eq!(listen_addr("something else listen=1.2.3.4:5"), None);
+}
