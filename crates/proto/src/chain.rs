@@ -135,29 +135,15 @@ pub fn salt_from_hex(s: &str) -> Option<[u8; SALT_LEN]> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
     #[error("channel {channel}: entry {seq} has a malformed hash field {field}")]
-    Malformed {
-        channel: String,
-        seq: u64,
-        field: &'static str,
-    },
+    Malformed { channel: String, seq: u64, field: &'static str },
     #[error("channel {channel}: entry {seq} content does not match its content_hash")]
     ContentMismatch { channel: String, seq: u64 },
     #[error("channel {channel}: entry {seq} hash does not match its fields")]
     HashMismatch { channel: String, seq: u64 },
-    #[error(
-        "channel {channel}: entry {seq} does not link to entry {expected_seq} (prev_hash differs)"
-    )]
-    BrokenLink {
-        channel: String,
-        seq: u64,
-        expected_seq: u64,
-    },
+    #[error("channel {channel}: entry {seq} does not link to entry {expected_seq} (prev_hash differs)")]
+    BrokenLink { channel: String, seq: u64, expected_seq: u64 },
     #[error("channel {channel}: expected entry {expected} next, got {got}")]
-    Gap {
-        channel: String,
-        expected: u64,
-        got: u64,
-    },
+    Gap { channel: String, expected: u64, got: u64 },
     #[error("channel {channel}: entry 1 must have a zero prev_hash")]
     BadGenesis { channel: String },
 }
@@ -182,21 +168,14 @@ pub struct EntryRef<'a> {
 /// Checks one entry on its own: content against `content_hash`, fields against `hash`.
 /// Returns the parsed `(prev_hash, hash)`.
 pub fn verify_entry(e: &EntryRef<'_>) -> Result<(Hash32, Hash32), ChainError> {
-    let malformed = |field| ChainError::Malformed {
-        channel: e.channel_id.to_owned(),
-        seq: e.seq,
-        field,
-    };
+    let malformed = |field| ChainError::Malformed { channel: e.channel_id.to_owned(), seq: e.seq, field };
     let ch = hash_from_hex(e.content_hash).ok_or_else(|| malformed("content_hash"))?;
     let prev = hash_from_hex(e.prev_hash).ok_or_else(|| malformed("prev_hash"))?;
     let hash = hash_from_hex(e.hash).ok_or_else(|| malformed("hash"))?;
     if let (Some(content), Some(salt)) = (e.content, e.salt) {
         let salt = salt_from_hex(salt).ok_or_else(|| malformed("salt"))?;
         if content_hash(&salt, content) != ch {
-            return Err(ChainError::ContentMismatch {
-                channel: e.channel_id.to_owned(),
-                seq: e.seq,
-            });
+            return Err(ChainError::ContentMismatch { channel: e.channel_id.to_owned(), seq: e.seq });
         }
     }
     let fields = EntryFields {
@@ -209,15 +188,10 @@ pub fn verify_entry(e: &EntryRef<'_>) -> Result<(Hash32, Hash32), ChainError> {
         content_hash: &ch,
     };
     if entry_hash(&prev, &fields) != hash {
-        return Err(ChainError::HashMismatch {
-            channel: e.channel_id.to_owned(),
-            seq: e.seq,
-        });
+        return Err(ChainError::HashMismatch { channel: e.channel_id.to_owned(), seq: e.seq });
     }
     if e.seq == 1 && prev != ZERO_HASH {
-        return Err(ChainError::BadGenesis {
-            channel: e.channel_id.to_owned(),
-        });
+        return Err(ChainError::BadGenesis { channel: e.channel_id.to_owned() });
     }
     Ok((prev, hash))
 }
@@ -270,10 +244,7 @@ impl ChainVerifier {
             None => {}
             Some((seq, head)) if e.seq <= seq => {
                 if e.seq == seq && hash != head {
-                    return Err(ChainError::HashMismatch {
-                        channel: e.channel_id.to_owned(),
-                        seq: e.seq,
-                    });
+                    return Err(ChainError::HashMismatch { channel: e.channel_id.to_owned(), seq: e.seq });
                 }
                 return Ok(Verdict::Duplicate);
             }

@@ -78,13 +78,7 @@ pub struct ErrorBody {
 
 impl ErrorBody {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorBody {
-            error: ErrorDetail {
-                code,
-                message: message.into(),
-                retry_after_ms: None,
-            },
-        }
+        ErrorBody { error: ErrorDetail { code, message: message.into(), retry_after_ms: None } }
     }
 }
 

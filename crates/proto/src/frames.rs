@@ -101,24 +101,13 @@ pub enum Request {
         message: SendMessage,
     },
     #[serde(rename = "message.edit")]
-    MessageEdit {
-        channel: String,
-        message_id: String,
-        content: String,
-    },
+    MessageEdit { channel: String, message_id: String, content: String },
     #[serde(rename = "message.delete")]
     MessageDelete { channel: String, message_id: String },
     #[serde(rename = "reaction.add")]
-    ReactionAdd {
-        channel: String,
-        message_id: String,
-        emoji: String,
-    },
+    ReactionAdd { channel: String, message_id: String, emoji: String },
     #[serde(rename = "reaction.remove")]
-    ReactionRemove {
-        channel: String,
-        reaction_id: String,
-    },
+    ReactionRemove { channel: String, reaction_id: String },
     #[serde(rename = "read")]
     Read { channel: String, message_id: String },
     #[serde(rename = "typing")]
@@ -128,11 +117,7 @@ pub enum Request {
         is_typing: bool,
     },
     #[serde(rename = "ephemeral")]
-    Ephemeral {
-        channel: String,
-        subject: String,
-        data: Value,
-    },
+    Ephemeral { channel: String, subject: String, data: Value },
     #[serde(rename = "history")]
     History {
         channel: String,
@@ -205,19 +190,12 @@ pub fn parse_request(text: &str) -> Result<RequestFrame, BadFrame> {
                 Ok(IdOnly { id, op: Some(_) }) => (id, clean_serde_message(&e.to_string())),
                 Err(_) => (
                     Value::Null,
-                    format!(
-                        "frame is not a JSON object: {}",
-                        clean_serde_message(&e.to_string())
-                    ),
+                    format!("frame is not a JSON object: {}", clean_serde_message(&e.to_string())),
                 ),
             };
             Err(BadFrame {
                 id,
-                error: ErrorDetail {
-                    code: ErrorCode::BadRequest,
-                    message,
-                    retry_after_ms: None,
-                },
+                error: ErrorDetail { code: ErrorCode::BadRequest, message, retry_after_ms: None },
             })
         }
     }
@@ -458,49 +436,30 @@ impl Event {
     pub fn entry_ref(&self) -> Option<EntryRef<'_>> {
         let meta = self.meta()?;
         let (channel, kind, reference, content): (&str, EntryKind, &str, &str) = match self {
-            Event::Message {
-                channel, message, ..
-            } => (
+            Event::Message { channel, message, .. } => (
                 channel,
                 EntryKind::Message,
                 message.reply_to.as_ref().map_or("", |r| r.id.as_str()),
                 &message.content,
             ),
-            Event::MessageEdited {
-                channel,
-                message_id,
-                content,
-                ..
-            } => (channel, EntryKind::MessageEdited, message_id, content),
-            Event::MessageDeleted {
-                channel,
-                message_id,
-                ..
-            } => (channel, EntryKind::MessageDeleted, message_id, ""),
-            Event::Reaction {
-                channel,
-                message_id,
-                emoji,
-                ..
-            } => (channel, EntryKind::Reaction, message_id, emoji),
-            Event::ReactionDeleted {
-                channel,
-                reaction_id,
-                ..
-            } => (channel, EntryKind::ReactionDeleted, reaction_id, ""),
-            Event::MemberJoined { channel, user, .. } => {
-                (channel, EntryKind::MemberJoined, user, "")
+            Event::MessageEdited { channel, message_id, content, .. } => {
+                (channel, EntryKind::MessageEdited, message_id, content)
             }
+            Event::MessageDeleted { channel, message_id, .. } => {
+                (channel, EntryKind::MessageDeleted, message_id, "")
+            }
+            Event::Reaction { channel, message_id, emoji, .. } => {
+                (channel, EntryKind::Reaction, message_id, emoji)
+            }
+            Event::ReactionDeleted { channel, reaction_id, .. } => {
+                (channel, EntryKind::ReactionDeleted, reaction_id, "")
+            }
+            Event::MemberJoined { channel, user, .. } => (channel, EntryKind::MemberJoined, user, ""),
             Event::MemberLeft { channel, user, .. } => (channel, EntryKind::MemberLeft, user, ""),
-            Event::ChannelCreated { channel, name, .. } => (
-                channel,
-                EntryKind::ChannelCreated,
-                "",
-                name.as_deref().unwrap_or(""),
-            ),
-            Event::KeyRotated {
-                channel, content, ..
-            } => (channel, EntryKind::KeyRotated, "", content),
+            Event::ChannelCreated { channel, name, .. } => {
+                (channel, EntryKind::ChannelCreated, "", name.as_deref().unwrap_or(""))
+            }
+            Event::KeyRotated { channel, content, .. } => (channel, EntryKind::KeyRotated, "", content),
             _ => return None,
         };
         Some(EntryRef {
@@ -556,14 +515,9 @@ pub fn encode_binary(header: &[u8], body: &[u8]) -> Vec<u8> {
 
 /// Splits a binary frame into its JSON header and its bytes.
 pub fn decode_binary(frame: &[u8]) -> Result<(&[u8], &[u8]), BinaryFrameError> {
-    let len_bytes: [u8; 4] = frame
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .ok_or(BinaryFrameError::Short)?;
+    let len_bytes: [u8; 4] = frame.get(..4).and_then(|b| b.try_into().ok()).ok_or(BinaryFrameError::Short)?;
     let len = u32::from_be_bytes(len_bytes);
-    let end = 4usize
-        .checked_add(len as usize)
-        .ok_or(BinaryFrameError::HeaderOverrun(len))?;
+    let end = 4usize.checked_add(len as usize).ok_or(BinaryFrameError::HeaderOverrun(len))?;
     if end > frame.len() {
         return Err(BinaryFrameError::HeaderOverrun(len));
     }
@@ -577,10 +531,8 @@ mod tests {
 
     #[test]
     fn parses_requests_and_echoes_ids_on_errors() {
-        let f = parse_request(
-            r#"{"id":1,"op":"message.send","channel":"c","content":"hi","client_id":"k"}"#,
-        )
-        .unwrap();
+        let f = parse_request(r#"{"id":1,"op":"message.send","channel":"c","content":"hi","client_id":"k"}"#)
+            .unwrap();
         assert_eq!(f.id, Value::from(1));
         match f.request {
             Request::MessageSend { channel, message } => {
@@ -593,37 +545,23 @@ mod tests {
         let e = parse_request(r#"{"id":7,"op":"nope"}"#).unwrap_err();
         assert_eq!(e.id, Value::from(7));
         assert_eq!(e.error.code, ErrorCode::BadRequest);
-        let e =
-            parse_request(r#"{"id":8,"op":"message.send","channel":3,"content":"x"}"#).unwrap_err();
+        let e = parse_request(r#"{"id":8,"op":"message.send","channel":3,"content":"x"}"#).unwrap_err();
         assert_eq!(e.id, Value::from(8));
         let e = parse_request("not json").unwrap_err();
         assert_eq!(e.id, Value::Null);
         let e = parse_request(r#"{"id":9}"#).unwrap_err();
         assert!(e.error.message.contains("op"));
         let f = parse_request(r#"{"id":2,"op":"typing","channel":"c"}"#).unwrap();
-        assert_eq!(
-            f.request,
-            Request::Typing {
-                channel: "c".into(),
-                is_typing: true
-            }
-        );
+        assert_eq!(f.request, Request::Typing { channel: "c".into(), is_typing: true });
         let f = parse_request(r#"{"id":3,"op":"ping"}"#).unwrap();
         assert_eq!(f.request, Request::Ping {});
     }
 
     #[test]
     fn events_round_trip() {
-        let ev = Event::Typing {
-            channel: "c".into(),
-            user: "ada".into(),
-            is_typing: true,
-        };
+        let ev = Event::Typing { channel: "c".into(), user: "ada".into(), is_typing: true };
         let s = serde_json::to_string(&ev).unwrap();
-        assert_eq!(
-            s,
-            r#"{"event":"typing","channel":"c","user":"ada","is_typing":true}"#
-        );
+        assert_eq!(s, r#"{"event":"typing","channel":"c","user":"ada","is_typing":true}"#);
         match parse_server_frame(&s).unwrap() {
             ServerFrame::Event(e) => assert_eq!(*e, ev),
             other => panic!("unexpected {other:?}"),
@@ -633,14 +571,8 @@ mod tests {
     #[test]
     fn binary_frames() {
         let f = encode_binary(br#"{"a":1}"#, b"xyz");
-        assert_eq!(
-            decode_binary(&f).unwrap(),
-            (&br#"{"a":1}"#[..], &b"xyz"[..])
-        );
+        assert_eq!(decode_binary(&f).unwrap(), (&br#"{"a":1}"#[..], &b"xyz"[..]));
         assert_eq!(decode_binary(&[0, 0]), Err(BinaryFrameError::Short));
-        assert_eq!(
-            decode_binary(&[0, 0, 0, 9, 1]),
-            Err(BinaryFrameError::HeaderOverrun(9))
-        );
+        assert_eq!(decode_binary(&[0, 0, 0, 9, 1]), Err(BinaryFrameError::HeaderOverrun(9)));
     }
 }

@@ -170,20 +170,14 @@ mod tests {
             &["", "a b", "tab\t", &"s".repeat(257), "é"],
         );
         assert_eq!(
-            Subject::parse("user:ada")
-                .ok()
-                .and_then(|s| s.inbox_owner().map(str::to_owned)),
+            Subject::parse("user:ada").ok().and_then(|s| s.inbox_owner().map(str::to_owned)),
             Some("ada".into())
         );
     }
 
     #[test]
     fn client_ids() {
-        check(
-            |s| ClientId::parse(s),
-            &["k1", &"é".repeat(64)],
-            &["", &"k".repeat(65), "a\nb"],
-        );
+        check(|s| ClientId::parse(s), &["k1", &"é".repeat(64)], &["", &"k".repeat(65), "a\nb"]);
     }
 
     #[test]

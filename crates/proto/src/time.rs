@@ -14,9 +14,7 @@ pub fn format_ms(ms: i64) -> String {
 
 /// Parses an RFC 3339 timestamp (any offset) into milliseconds since the epoch.
 pub fn parse_ms(s: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.timestamp_millis())
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
 }
 
 #[cfg(test)]
@@ -28,10 +26,7 @@ mod tests {
         let s = format_ms(1_732_000_002_123);
         assert_eq!(s, "2024-11-19T07:06:42.123Z");
         assert_eq!(parse_ms(&s), Some(1_732_000_002_123));
-        assert_eq!(
-            parse_ms("2024-11-19T08:06:42.123+01:00"),
-            Some(1_732_000_002_123)
-        );
+        assert_eq!(parse_ms("2024-11-19T08:06:42.123+01:00"), Some(1_732_000_002_123));
         assert_eq!(parse_ms("yesterday"), None);
     }
 }
