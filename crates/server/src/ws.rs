@@ -135,7 +135,7 @@ async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) 
     let mut shutdown = st.shutdown_signal();
     let counters = st.metrics().gateway.clone();
     let reader = async {
-        if !st.engine().resume(&conn).await {
+        if !Box::pin(st.engine().resume(&conn)).await {
             return None;
         }
         read_loop(&mut stream, &st, &who, &conn, &mut shutdown).await
@@ -214,6 +214,17 @@ async fn write_loop(
             batch = Vec::new();
         }
     }
+}
+
+/// The `id` of a frame that is refused whole (over the size limit): a linear scan that keeps
+/// nothing but the id, `null` if the frame is not a JSON object.
+fn frame_id(text: &str) -> Value {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        #[serde(default)]
+        id: Value,
+    }
+    serde_json::from_str::<IdOnly>(text).map(|f| f.id).unwrap_or(Value::Null)
 }
 
 /// A token bucket: `rate` requests per second sustained, `burst` at once.
@@ -296,7 +307,8 @@ async fn read_loop(
                 ErrorCode::PayloadTooLarge,
                 format!("frame is {} bytes; the limit is {}", text.len(), cfg.max_frame_bytes),
             );
-            if !conn.send(error_frame(&Value::Null, &e)).await {
+            // Echo the request id so the client's pending request fails instead of timing out.
+            if !conn.send(error_frame(&frame_id(text.as_str()), &e)).await {
                 return None;
             }
             continue;
@@ -325,7 +337,9 @@ async fn read_loop(
             }
             continue;
         }
-        let reply = match st.engine().execute(who, Some(conn), frame.request).await {
+        // Boxed: the request's future is large and lives only while a request runs, so an idle
+        // connection's task stays small.
+        let reply = match Box::pin(st.engine().execute(who, Some(conn), frame.request)).await {
             Ok(ok) => to_bytes(&OkFrame { id: &frame.id, ok: &ok }),
             Err(e) => error_frame(&frame.id, &e.detail()),
         };
