@@ -1,0 +1,47 @@
+//! §6 blobs: content-addressed, members only, size-limited.
+
+use crate::common::*;
+use herald_server::testing::TestServer;
+use serde_json::json;
+
+#[tokio::test]
+async fn blobs_round_trip_for_members_only() {
+    let server = TestServer::start_with(|c| {
+        c.max_blob_bytes = 64 * 1024;
+        c.max_frame_bytes = 4096;
+    })
+    .await;
+    let ada = Rest::user(&server, "ada");
+    let eve = Rest::user(&server, "eve");
+    let id = ada.post("/v1/channels", json!({"name": "files"})).await.body["channel"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Bigger than a frame, smaller than a blob: the blob limit applies.
+    let bytes: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let a = ada.put_bytes(&format!("/v1/channels/{id}/blobs"), bytes.clone()).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let blob_id = blake3::hash(&bytes).to_hex().to_string();
+    assert_eq!(a.body["blob_id"], blob_id.as_str());
+    assert_eq!(a.body["size"], 10_000);
+    let g = ada.get(&format!("/v1/channels/{id}/blobs/{blob_id}")).await;
+    assert_eq!((g.status, g.bytes == bytes), (200, true));
+    let g = ada.get(&format!("/v1/channels/files/blobs/{blob_id}")).await;
+    assert_eq!(g.status, 200, "by name too");
+
+    eve.get(&format!("/v1/channels/{id}/blobs/{blob_id}")).await.assert_error(403, "forbidden");
+    eve.put_bytes(&format!("/v1/channels/{id}/blobs"), vec![1, 2, 3]).await.assert_error(403, "forbidden");
+    ada.put_bytes(&format!("/v1/channels/{id}/blobs"), vec![0; 64 * 1024 + 1])
+        .await
+        .assert_error(413, "payload_too_large");
+    ada.get(&format!("/v1/channels/{id}/blobs/not-a-blob-id")).await.assert_error(400, "invalid_name");
+    ada.get(&format!("/v1/channels/{id}/blobs/{}", "A".repeat(64))).await.assert_error(400, "invalid_name");
+    let missing = blake3::hash(b"never stored").to_hex().to_string();
+    ada.get(&format!("/v1/channels/{id}/blobs/{missing}")).await.assert_error(404, "not_found");
+    Rest::new(&server, None)
+        .get(&format!("/v1/channels/{id}/blobs/{blob_id}"))
+        .await
+        .assert_error(401, "unauthorized");
+    let empty = ada.put_bytes(&format!("/v1/channels/{id}/blobs"), Vec::new()).await;
+    assert_eq!((empty.status, empty.body["size"].as_u64()), (201, Some(0)));
+}

@@ -1,0 +1,186 @@
+//! Limits: content, frame, rate, page size, and the slow consumer (close 4008).
+
+use crate::common::*;
+use herald_server::testing::TestServer;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+#[tokio::test]
+async fn content_over_the_limit_is_refused_and_nothing_is_stored() {
+    let server = TestServer::start_with(|c| c.max_content_bytes = 1000).await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let id = create_channel(&mut ada, json!({"name": "big"})).await;
+    let rest = Rest::user(&server, "ada");
+    let before = verified_log(&rest, &id).await.len();
+    send(&mut ada, &id, &"x".repeat(1000)).await;
+    let big = "y".repeat(1001);
+    ada.err(json!({"op": "message.send", "channel": id, "content": big}), "payload_too_large").await;
+    let m = send(&mut ada, &id, "small").await;
+    ada.err(
+        json!({"op": "message.edit", "channel": id, "message_id": m["id"], "content": big}),
+        "payload_too_large",
+    )
+    .await;
+    ada.err(json!({"op": "publish", "subject": "s", "data": big}), "payload_too_large").await;
+    ada.err(json!({"op": "ephemeral", "channel": id, "subject": "s", "data": big}), "payload_too_large")
+        .await;
+    rest.post(&format!("/v1/channels/{id}/messages"), json!({"content": big}))
+        .await
+        .assert_error(413, "payload_too_large");
+    let log = verified_log(&rest, &id).await;
+    assert_eq!(log.len(), before + 2, "a refused message reached the log");
+    assert!(log.iter().all(|e| e.content.as_deref() != Some(big.as_str())));
+}
+
+#[tokio::test]
+async fn oversized_frame_reply_echoes_the_request_id_and_keeps_the_connection() {
+    let server = TestServer::start_with(|c| c.max_frame_bytes = 4096).await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let id = create_channel(&mut ada, json!({"name": "frames"})).await;
+    let frame =
+        json!({"id": 77, "op": "message.send", "channel": id, "content": "z".repeat(5000)}).to_string();
+    ada.send_text(frame).await;
+    let reply = ada.reply(json!(77)).await;
+    let e = match reply {
+        Err(e) => e,
+        Ok(ok) => panic!("an oversized frame was accepted: {ok}"),
+    };
+    assert_eq!(e["code"], "payload_too_large", "{e}");
+    ada.ok(json!({"op": "ping"})).await;
+    let rest = Rest::user(&server, "ada");
+    let a = rest.post(&format!("/v1/channels/{id}/messages"), json!({"content": "z".repeat(5000)})).await;
+    a.assert_error(413, "payload_too_large");
+    assert!(!verified_log(&rest, &id).await.iter().any(|e| e.kind == herald_proto::EntryKind::Message));
+}
+
+#[tokio::test]
+async fn rate_limit_answers_rate_limited_with_retry_after_and_keeps_the_connection() {
+    let server = TestServer::start_with(|c| {
+        c.rate_per_sec = 5;
+        c.rate_burst = 5;
+    })
+    .await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    // Fire a burst without waiting for replies, then read them all.
+    for i in 0..12 {
+        ada.send_text(json!({"id": 100 + i, "op": "ping"}).to_string()).await;
+    }
+    let mut limited = Vec::new();
+    for i in 0..12 {
+        if let Err(e) = ada.reply(json!(100 + i)).await {
+            assert_eq!(e["code"], "rate_limited", "{e}");
+            limited.push(e["retry_after_ms"].as_u64().expect("retry_after_ms"));
+        }
+    }
+    assert!(limited.len() >= 6, "only {} of 12 limited", limited.len());
+    let wait = *limited.iter().max().unwrap();
+    assert!((1..=1000).contains(&wait), "retry_after_ms {wait}");
+    // Waiting as told is enough: the bucket refills (a wait on time, not on an event).
+    tokio::time::sleep(Duration::from_millis(wait + 20)).await;
+    ada.ok(json!({"op": "ping"})).await;
+}
+
+#[tokio::test]
+async fn history_limit_out_of_range_is_bad_request() {
+    let server = TestServer::start().await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let id = create_channel(&mut ada, json!({"name": "lim"})).await;
+    for limit in [0, 501, 100_000] {
+        ada.err(json!({"op": "history", "channel": id, "limit": limit}), "bad_request").await;
+    }
+    ada.err(json!({"op": "history", "channel": id, "limit": -1}), "bad_request").await;
+    ada.ok(json!({"op": "history", "channel": id, "limit": 500})).await;
+    let rest = Rest::user(&server, "ada");
+    for q in ["limit=0", "limit=501", "limit=-3"] {
+        rest.get(&format!("/v1/channels/{id}/messages?{q}")).await.assert_error(400, "bad_request");
+    }
+}
+
+async fn metric(rest: &Rest, name: &str) -> u64 {
+    let text = rest.get("/metrics").await.body.as_str().unwrap_or_default().to_owned();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn slow_consumer_is_closed_with_4008_others_keep_receiving_and_it_resumes() {
+    let server = TestServer::start_with(|c| c.queue_frames = 8).await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let id = create_channel(&mut ada, json!({"name": "firehose", "members": ["bob", "slow"]})).await;
+    let mut slow = Ws::connect(&server, &server.token("slow")).await;
+    let list = slow.ok(json!({"op": "channel.list"})).await;
+    let slow_seq = list["channels"][0]["last_seq"].as_u64().unwrap();
+    // From here on nobody reads `slow`'s socket.
+    let slow_socket = slow.into_socket();
+
+    // Bob reads everything, concurrently, until the ephemeral marked last.
+    let mut bob = Ws::connect(&server, &server.token("bob")).await;
+    let bob_task = tokio::spawn(async move {
+        let mut n = 0u64;
+        loop {
+            let e = bob.next_event("ephemeral").await;
+            assert_eq!(e["data"]["n"], n, "bob got ephemerals out of order");
+            n += 1;
+            if e["data"]["last"] == true {
+                return (bob, n);
+            }
+        }
+    });
+
+    let metrics = Rest::user(&server, "ada");
+    let pad = "b".repeat(32 * 1024);
+    let mut sent = 0u64;
+    let mut texts = Vec::new();
+    loop {
+        for _ in 0..25 {
+            ada.ok(
+                json!({"op": "ephemeral", "channel": id, "subject": "fill", "data": {"n": sent, "pad": pad}}),
+            )
+            .await;
+            sent += 1;
+        }
+        let text = format!("logged {sent}");
+        send(&mut ada, &id, &text).await;
+        texts.push(text);
+        if metric(&metrics, "herald_queue_full_disconnects_total").await >= 1 {
+            break;
+        }
+        assert!(sent < 4000, "no kick after {sent} frames of 32 KiB");
+    }
+    ada.ok(json!({"op": "ephemeral", "channel": id, "subject": "fill", "data": {"n": sent, "last": true}}))
+        .await;
+    let (mut bob, n) = within("bob's reader", bob_task).await.unwrap();
+    assert_eq!(n, sent + 1, "bob missed ephemerals");
+    for t in &texts {
+        bob.next_message(t).await;
+    }
+
+    // The slow socket, read at last, ends with 4008 after what had been buffered.
+    let mut slow_socket = slow_socket;
+    let code = within("the 4008 close", async {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        while let Some(m) = slow_socket.next().await {
+            match m {
+                Ok(Message::Close(c)) => return c.map(|c| u16::from(c.code)),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await;
+    assert_eq!(code, Some(4008));
+
+    // Reconnecting with resume brings every logged message.
+    let mut slow = Ws::connect_resume(&server, &server.token("slow"), json!({ id.clone(): slow_seq })).await;
+    for t in &texts {
+        slow.next_message(t).await;
+    }
+    let ok: Vec<Value> = slow.events_so_far("message").await;
+    assert!(ok.is_empty(), "duplicates after resume: {ok:?}");
+}

@@ -1,0 +1,106 @@
+//! Operations: `/healthz`, `/metrics`, graceful stop with 1012 and restart, hard delete on disk.
+
+use crate::common::*;
+use herald_server::testing::TestServer;
+use serde_json::json;
+
+#[tokio::test]
+async fn healthz_and_metrics() {
+    let server = TestServer::start().await;
+    let anon = Rest::new(&server, None);
+    let h = anon.get("/healthz").await;
+    assert_eq!((h.status, h.bytes.as_slice()), (200, &b"ok"[..]));
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let id = create_channel(&mut ada, json!({"name": "metrics"})).await;
+    send(&mut ada, &id, "counted").await;
+    let m = anon.get("/metrics").await;
+    assert_eq!(m.status, 200);
+    let text = m.body.as_str().unwrap().to_owned();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+    };
+    assert_eq!(value("herald_connections"), 1.0);
+    assert_eq!(value("herald_messages_in_total"), 1.0);
+    assert!(value("herald_fanout_deliveries_total") >= 1.0);
+    assert!(value("herald_commit_latency_seconds_count") >= 1.0);
+    assert_eq!(value("herald_queue_full_disconnects_total"), 0.0);
+}
+
+#[tokio::test]
+async fn stop_closes_websockets_with_1012_and_restart_keeps_history() {
+    let mut server = TestServer::start().await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let mut bob = Ws::connect(&server, &server.token("bob")).await;
+    let id = create_channel(&mut ada, json!({"name": "durable", "members": ["bob"]})).await;
+    for i in 0..5 {
+        send(&mut bob, &id, &format!("keep {i}")).await;
+    }
+    within("stop", server.stop()).await;
+    assert_eq!(ada.closed_with().await, Some(1012));
+    assert_eq!(bob.closed_with().await, Some(1012));
+
+    server.restart().await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let h = ada.ok(json!({"op": "history", "channel": id, "after": 0})).await;
+    let texts: Vec<&str> =
+        h["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(texts, (0..5).map(|i| format!("keep {i}")).collect::<Vec<_>>());
+    // The fan-out index came back from the store: bob still receives.
+    let mut bob = Ws::connect(&server, &server.token("bob")).await;
+    send(&mut ada, &id, "after restart").await;
+    bob.next_message("after restart").await;
+    verified_log(&Rest::user(&server, "ada"), &id).await;
+}
+
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path)
+                && bytes.windows(needle.len()).any(|w| w == needle)
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn hard_delete_erases_the_text_from_every_file() {
+    let server = TestServer::start().await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let mut bob = Ws::connect(&server, &server.token("bob")).await;
+    let id = create_channel(&mut ada, json!({"name": "erase", "members": ["bob"]})).await;
+    let marker = "zq-marker-7f3a9c1e-original-text";
+    let edited = "zq-marker-7f3a9c1e-edited-text";
+    let keep = "zq-marker-7f3a9c1e-kept-text";
+    let m = send(&mut ada, &id, marker).await;
+    send(&mut ada, &id, keep).await;
+    let mid = m["id"].as_str().unwrap();
+    // A reply snapshots the text it replies to: that copy must go as well.
+    bob.ok(json!({"op": "message.send", "channel": id, "content": "reply", "reply_to": mid})).await;
+    ada.ok(json!({"op": "message.edit", "channel": id, "message_id": mid, "content": edited})).await;
+    let before = files_containing(server.data_dir(), marker.as_bytes());
+    assert!(!before.is_empty(), "the marker should be on disk before the delete");
+    assert!(!files_containing(server.data_dir(), edited.as_bytes()).is_empty());
+
+    ada.ok(json!({"op": "message.delete", "channel": id, "message_id": mid})).await;
+    bob.next_event("message_deleted").await;
+    for text in [marker, edited] {
+        let found = files_containing(server.data_dir(), text.as_bytes());
+        assert!(found.is_empty(), "{text:?} still on disk in {found:?}");
+    }
+    assert!(!files_containing(server.data_dir(), keep.as_bytes()).is_empty(), "the other message is kept");
+    let h = bob.ok(json!({"op": "history", "channel": id})).await;
+    assert!(!h.to_string().contains("zq-marker-7f3a9c1e-original"), "{h}");
+    verified_log(&Rest::user(&server, "bob"), &id).await;
+}
