@@ -150,20 +150,75 @@ impl ConnShared {
     }
 
     /// Ends the replay of `channel` at `replayed_to`: queues the held live events after it, in
-    /// order, and from now on drops live events at or below it.
+    /// order, and from now on drops live events at or below the last one queued.
+    ///
+    /// The channel stays in `Buffering` while held events are being queued (queueing may wait
+    /// for room): a live event arriving meanwhile is held behind them rather than overtaking
+    /// them. Only an empty buffer switches the channel to `Live`, under the lock.
     pub(crate) async fn finish_resume(&self, channel: &str, replayed_to: u64) -> bool {
-        let held = {
-            let mut resume = self.resume.lock();
-            match resume.insert(channel.to_owned(), ResumeState::Live { floor: replayed_to }) {
-                Some(ResumeState::Buffering(held)) => held,
-                _ => Vec::new(),
-            }
-        };
-        for (seq, frame) in held {
-            if seq > replayed_to && !self.send(frame).await {
-                return false;
+        let mut floor = replayed_to;
+        loop {
+            let held = {
+                let mut resume = self.resume.lock();
+                match resume.get_mut(channel) {
+                    Some(ResumeState::Buffering(held)) if !held.is_empty() => std::mem::take(held),
+                    _ => {
+                        resume.insert(channel.to_owned(), ResumeState::Live { floor });
+                        return true;
+                    }
+                }
+            };
+            for (seq, frame) in held {
+                if seq > floor {
+                    if !self.send(frame).await {
+                        return false;
+                    }
+                    floor = seq;
+                }
             }
         }
-        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn frame(seq: u64) -> Bytes {
+        Bytes::from(seq.to_string())
+    }
+
+    /// Regression: `finish_resume` used to switch the channel to live before queueing the held
+    /// events, so a live event committed while it waited for queue room overtook them.
+    #[tokio::test]
+    async fn live_event_during_finish_resume_does_not_overtake_held_events() {
+        let (conn, mut rx) = ConnShared::new(1, "c".into(), Arc::from("app"), Arc::from("u"), 3);
+        // The connect reply is already queued.
+        assert_eq!(conn.try_push(&frame(0)), Pushed::Queued);
+        conn.begin_resume(["ch".to_owned()]);
+        for seq in [5, 6, 7] {
+            assert_eq!(conn.push_event("ch", Some(seq), &frame(seq)), Pushed::Held);
+        }
+        let finisher = {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.finish_resume("ch", 4).await })
+        };
+        // Let the finisher fill the queue (0, 5, 6) and block on 7.
+        while rx.len() < 3 {
+            tokio::task::yield_now().await;
+        }
+        let live = conn.push_event("ch", Some(8), &frame(8));
+        assert_ne!(live, Pushed::Overflow, "the live event found the queue full and kicked");
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            got.push(rx.recv().await.unwrap());
+        }
+        assert!(finisher.await.unwrap());
+        assert_eq!(got, vec![frame(0), frame(5), frame(6), frame(7), frame(8)]);
+        assert!(!conn.is_kicked());
+        // Now live: duplicates are dropped, newer events pass.
+        assert_eq!(conn.push_event("ch", Some(8), &frame(8)), Pushed::Held);
+        assert_eq!(conn.push_event("ch", Some(9), &frame(9)), Pushed::Queued);
     }
 }
