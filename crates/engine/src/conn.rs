@@ -80,11 +80,18 @@ impl ConnShared {
     /// behind is closed (code 4008) and resumes from its last `seq`, rather than slowing the
     /// writer or growing memory.
     pub(crate) fn try_push(&self, frame: &Bytes) -> Pushed {
+        if self.is_kicked() {
+            // Going away: queue nothing more, and count the kick once.
+            return Pushed::Closed;
+        }
         match self.tx.try_send(frame.clone()) {
             Ok(()) => Pushed::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.kick();
-                Pushed::Overflow
+                if self.kick() {
+                    Pushed::Overflow
+                } else {
+                    Pushed::Closed
+                }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Pushed::Closed,
         }
@@ -100,8 +107,7 @@ impl ConnShared {
                 Some(ResumeState::Buffering(held)) => {
                     if held.len() >= self.capacity {
                         drop(resume);
-                        self.kick();
-                        return Pushed::Overflow;
+                        return if self.kick() { Pushed::Overflow } else { Pushed::Closed };
                     }
                     held.push((seq, frame.clone()));
                     return Pushed::Held;
@@ -118,11 +124,14 @@ impl ConnShared {
         self.tx.send(frame).await.is_ok()
     }
 
-    /// Marks the connection as too slow; its writer closes it.
-    pub fn kick(&self) {
-        if !self.kicked.swap(true, Ordering::AcqRel) {
-            self.kick.notify_one();
+    /// Marks the connection as too slow; its writer closes it. True if this call kicked it
+    /// (false: it already was).
+    pub fn kick(&self) -> bool {
+        if self.kicked.swap(true, Ordering::AcqRel) {
+            return false;
         }
+        self.kick.notify_one();
+        true
     }
 
     pub fn is_kicked(&self) -> bool {

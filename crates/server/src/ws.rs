@@ -37,6 +37,10 @@ pub mod close {
 /// Malformed frames in a row before the connection is closed with 4400.
 const MAX_BAD_FRAMES_IN_A_ROW: u32 = 16;
 
+/// How long the last frames and the close frame may take to go out before the socket is
+/// dropped anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// Frames written per flush.
 const WRITE_BATCH: usize = 32;
 
@@ -151,17 +155,24 @@ async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) 
         WriterEnd::Close(code, reason) => {
             // Flush what is already queued (replies to the last requests) before closing.
             rx.close();
-            while let Some(b) = rx.recv().await {
-                if let Some(m) = text(b)
-                    && sink.feed(m).await.is_err()
-                {
-                    return;
+            let flush = async {
+                while let Some(b) = rx.recv().await {
+                    if let Some(m) = text(b)
+                        && sink.feed(m).await.is_err()
+                    {
+                        return;
+                    }
                 }
-            }
-            let _ = sink.send(close_msg(code, reason)).await;
+                let _ = sink.send(close_msg(code, reason)).await;
+            };
+            // Bounded: a client that stopped reading must not keep the connection alive.
+            let _ = tokio::time::timeout(CLOSE_GRACE, flush).await;
         }
         WriterEnd::Kicked => {
-            let _ = sink.send(close_msg(close::TOO_SLOW, "too far behind; reconnect and resume")).await;
+            // A kicked client is often one that stopped reading: its socket buffers are full,
+            // so the close frame may never get out. Bounded, so the connection is released.
+            let close = sink.send(close_msg(close::TOO_SLOW, "too far behind; reconnect and resume"));
+            let _ = tokio::time::timeout(CLOSE_GRACE, close).await;
         }
         WriterEnd::Gone => {}
     }

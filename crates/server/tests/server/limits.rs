@@ -132,25 +132,7 @@ async fn slow_consumer_is_closed_with_4008_others_keep_receiving_and_it_resumes(
     });
 
     let metrics = Rest::user(&server, "ada");
-    let pad = "b".repeat(32 * 1024);
-    let mut sent = 0u64;
-    let mut texts = Vec::new();
-    loop {
-        for _ in 0..25 {
-            ada.ok(
-                json!({"op": "ephemeral", "channel": id, "subject": "fill", "data": {"n": sent, "pad": pad}}),
-            )
-            .await;
-            sent += 1;
-        }
-        let text = format!("logged {sent}");
-        send(&mut ada, &id, &text).await;
-        texts.push(text);
-        if metric(&metrics, "herald_queue_full_disconnects_total").await >= 1 {
-            break;
-        }
-        assert!(sent < 4000, "no kick after {sent} frames of 32 KiB");
-    }
+    let (sent, texts) = fill_until_kicked(&mut ada, &id, &metrics).await;
     ada.ok(json!({"op": "ephemeral", "channel": id, "subject": "fill", "data": {"n": sent, "last": true}}))
         .await;
     let (mut bob, n) = within("bob's reader", bob_task).await.unwrap();
@@ -183,4 +165,52 @@ async fn slow_consumer_is_closed_with_4008_others_keep_receiving_and_it_resumes(
     }
     let ok: Vec<Value> = slow.events_so_far("message").await;
     assert!(ok.is_empty(), "duplicates after resume: {ok:?}");
+}
+
+/// Ada sends 32 KiB ephemerals (numbered `n`), and a logged message after every 25, until the
+/// server reports a kick. Returns how many ephemerals and the logged texts.
+async fn fill_until_kicked(ada: &mut Ws, id: &str, metrics: &Rest) -> (u64, Vec<String>) {
+    let pad = "b".repeat(32 * 1024);
+    let mut sent = 0u64;
+    let mut texts = Vec::new();
+    loop {
+        for _ in 0..25 {
+            ada.ok(
+                json!({"op": "ephemeral", "channel": id, "subject": "fill", "data": {"n": sent, "pad": pad}}),
+            )
+            .await;
+            sent += 1;
+        }
+        let text = format!("logged {sent}");
+        send(ada, id, &text).await;
+        texts.push(text);
+        if metric(metrics, "herald_queue_full_disconnects_total").await >= 1 {
+            return (sent, texts);
+        }
+        assert!(sent < 4000, "no kick after {sent} frames of 32 KiB");
+    }
+}
+
+/// Regression: a kicked connection whose client never reads stayed registered forever (the
+/// close frame could not be written), and every later delivery counted another kick.
+#[tokio::test]
+async fn kicked_connection_that_never_reads_is_released_and_counted_once() {
+    let server = TestServer::start_with(|c| c.queue_frames = 8).await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let id = create_channel(&mut ada, json!({"name": "stuck", "members": ["slow"]})).await;
+    let slow = Ws::connect(&server, &server.token("slow")).await;
+    let _never_read = slow.into_socket();
+    let metrics = Rest::user(&server, "ada");
+    fill_until_kicked(&mut ada, &id, &metrics).await;
+    for i in 0..50 {
+        send(&mut ada, &id, &format!("after the kick {i}")).await;
+    }
+    assert_eq!(metric(&metrics, "herald_queue_full_disconnects_total").await, 1);
+    // Polling a gauge (not an event): the server lets go of the socket after its close grace.
+    within("the kicked connection to be released", async {
+        while metric(&metrics, "herald_connections").await != 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
 }
