@@ -316,3 +316,39 @@ async fn history_cursors_over_websocket_and_rest() {
     rest.delete(&format!("/v1/channels/{id}/messages/{mid}")).await.assert_error(404, "not_found");
     rest.delete(&format!("/v1/channels/{id}/messages/not-an-id")).await.assert_error(400, "invalid_name");
 }
+
+#[tokio::test]
+async fn ids_from_another_channel_are_not_found_and_non_members_are_forbidden() {
+    let server = TestServer::start().await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let mut eve = Ws::connect(&server, &server.token("eve")).await;
+    let a = create_channel(&mut ada, json!({"name": "chan-a"})).await;
+    let b = create_channel(&mut ada, json!({"name": "chan-b"})).await;
+    let in_b = send(&mut ada, &b, "lives in b").await["id"].clone();
+    let rid = ada.ok(json!({"op": "reaction.add", "channel": b, "message_id": in_b, "emoji": "x"})).await["reaction_id"]
+        .clone();
+    for op in [
+        json!({"op": "message.send", "channel": a, "content": "x", "reply_to": in_b}),
+        json!({"op": "message.edit", "channel": a, "message_id": in_b, "content": "x"}),
+        json!({"op": "message.delete", "channel": a, "message_id": in_b}),
+        json!({"op": "reaction.add", "channel": a, "message_id": in_b, "emoji": "x"}),
+        json!({"op": "reaction.remove", "channel": a, "reaction_id": rid}),
+        json!({"op": "read", "channel": a, "message_id": in_b}),
+    ] {
+        ada.err(op, "not_found").await;
+    }
+    for op in [
+        json!({"op": "message.send", "channel": a, "content": "x"}),
+        json!({"op": "typing", "channel": a}),
+        json!({"op": "ephemeral", "channel": a, "subject": "s", "data": 1}),
+        json!({"op": "history", "channel": a}),
+        json!({"op": "read", "channel": b, "message_id": in_b}),
+        json!({"op": "reaction.add", "channel": b, "message_id": in_b, "emoji": "x"}),
+    ] {
+        eve.err(op, "forbidden").await;
+    }
+    // Without the channels:create grant a token cannot create channels.
+    let mut reader = Ws::connect(&server, &server.token_with("reader", Some(vec![]), 60)).await;
+    reader.err(json!({"op": "channel.create", "name": "nope"}), "forbidden").await;
+    assert!(ada.ok(json!({"op": "history", "channel": b})).await["messages"][0]["id"] == in_b);
+}
