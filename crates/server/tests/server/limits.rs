@@ -214,3 +214,21 @@ async fn kicked_connection_that_never_reads_is_released_and_counted_once() {
     })
     .await;
 }
+
+/// A frame far over the limit is refused by the WebSocket layer itself: close code 1009.
+#[tokio::test]
+async fn frame_far_over_the_limit_closes_with_1009() {
+    let server = TestServer::start_with(|c| c.max_frame_bytes = 1024).await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let _ = ada.try_send_text(json!({"id": 1, "op": "ping", "pad": "p".repeat(64 * 1024)}).to_string()).await;
+    assert_eq!(ada.closed_with().await, Some(1009));
+    Ws::connect(&server, &server.token("ada")).await.ok(json!({"op": "ping"})).await;
+}
+
+#[tokio::test]
+async fn no_connect_frame_in_time_is_refused_with_4401() {
+    let server = TestServer::start_with(|c| c.auth_timeout_secs = 1).await;
+    let mut ws = Ws::open(&server).await;
+    assert_eq!(ws.closed_with().await, Some(4401));
+    assert_eq!(ws.take_replies()[0]["error"]["code"], "unauthorized");
+}

@@ -67,6 +67,9 @@ async fn resume_from_zero_and_of_unknown_channels() {
     let mut ada = Ws::connect(&server, &server.token("ada")).await;
     let id = create_channel(&mut ada, json!({"name": "zero"})).await;
     send(&mut ada, &id, "one").await;
+    // A tombstone in the replay still verifies (content_hash kept, content and salt gone).
+    let doomed = send(&mut ada, &id, "doomed").await;
+    ada.ok(json!({"op": "message.delete", "channel": id, "message_id": doomed["id"]})).await;
     let other = create_channel(&mut ada, json!({"name": "not-bobs"})).await;
     send(&mut ada, &other, "private").await;
     let mut bob = Ws::connect(&server, &server.token("bob")).await;
@@ -81,6 +84,9 @@ async fn resume_from_zero_and_of_unknown_channels() {
     send(&mut ada, &id, "end").await;
     let events = collect_until(&mut bob, &id, 1, "end").await;
     assert_eq!(events[0]["event"], "channel_created");
+    let tomb = events.iter().find(|e| e["event"] == "message" && e["message"]["id"] == doomed["id"]).unwrap();
+    assert!(tomb.get("salt").is_none() && tomb["message"]["content"] != "doomed", "{tomb}");
+    assert!(events.iter().any(|e| e["event"] == "message_deleted"));
     let leaked: Vec<Value> =
         bob.sync().await.into_iter().filter(|e| e["channel"] == other.as_str()).collect();
     assert!(leaked.is_empty(), "resume replayed a channel bob is not in: {leaked:?}");
