@@ -123,3 +123,46 @@ async fn resume_beyond_the_cap_is_truncated_to_the_newest_entries() {
     collect_until(&mut ada, &id, head + 1, "within").await;
     assert!(ada.events_so_far("resume_truncated").await.is_empty());
 }
+
+#[tokio::test]
+async fn repeated_resumes_under_concurrent_sends_never_gap_or_duplicate() {
+    let server = TestServer::start().await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let id = create_channel(&mut ada, json!({"name": "churn", "members": ["bob", "cat"]})).await;
+    let mut last = ada.ok(json!({"op": "channel.list"})).await["channels"][0]["last_seq"].as_u64().unwrap();
+    let mut racers = Vec::new();
+    for user in ["bob", "cat"] {
+        let mut ws = Ws::connect(&server, &server.token(user)).await;
+        let id = id.clone();
+        racers.push(tokio::spawn(async move {
+            for i in 0..40 {
+                send(&mut ws, &id, &format!("{user} {i}")).await;
+            }
+        }));
+    }
+    let mut verifier = ChainVerifier::new();
+    let mut take = |e: &Value, last: &mut u64| {
+        assert_eq!(e["seq"], *last + 1, "gap or duplicate: {e}");
+        verify_event(&mut verifier, e);
+        *last += 1;
+    };
+    for round in 0..6 {
+        ada.close().await;
+        ada = Ws::connect_resume(&server, &server.token("ada"), json!({ id.clone(): last })).await;
+        for _ in 0..(3 + round) {
+            let e = ada.next_event_where(|e| e["channel"] == id.as_str() && e.get("seq").is_some()).await;
+            take(&e, &mut last);
+        }
+    }
+    for r in racers {
+        within("racer", r).await.unwrap();
+    }
+    send(&mut ada, &id, "end").await;
+    loop {
+        let e = ada.next_event_where(|e| e["channel"] == id.as_str() && e.get("seq").is_some()).await;
+        take(&e, &mut last);
+        if e["message"]["content"] == "end" {
+            break;
+        }
+    }
+}
