@@ -18,11 +18,7 @@ fn every_vector_entry_is_reproduced() {
     for e in entries {
         let salt = chain::salt_from_hex(e["salt"].as_str().unwrap()).unwrap();
         let ch = chain::content_hash(&salt, e["content"].as_str().unwrap());
-        assert_eq!(
-            chain::to_hex(&ch),
-            e["content_hash"].as_str().unwrap(),
-            "content_hash of {e}"
-        );
+        assert_eq!(chain::to_hex(&ch), e["content_hash"].as_str().unwrap(), "content_hash of {e}");
         assert_eq!(chain::to_hex(&prev), e["prev_hash"].as_str().unwrap());
         let kind = EntryKind::parse(e["kind"].as_str().unwrap()).unwrap();
         let h = chain::entry_hash(
@@ -37,12 +33,7 @@ fn every_vector_entry_is_reproduced() {
                 content_hash: &ch,
             },
         );
-        assert_eq!(
-            chain::to_hex(&h),
-            e["hash"].as_str().unwrap(),
-            "hash of entry {}",
-            e["seq"]
-        );
+        assert_eq!(chain::to_hex(&h), e["hash"].as_str().unwrap(), "hash of entry {}", e["seq"]);
         prev = h;
     }
 }
@@ -70,16 +61,10 @@ fn verifier_accepts_the_chain_and_tombstones() {
     let mut verifier = ChainVerifier::new();
     for (i, e) in v["entries"].as_array().unwrap().iter().enumerate() {
         // Every other entry arrives as a tombstone: no content, no salt.
-        assert_eq!(
-            verifier.check(&entry_ref(channel, e, i % 2 == 0)).unwrap(),
-            Verdict::Next
-        );
+        assert_eq!(verifier.check(&entry_ref(channel, e, i % 2 == 0)).unwrap(), Verdict::Next);
     }
     let first = &v["entries"][0];
-    assert_eq!(
-        verifier.check(&entry_ref(channel, first, true)).unwrap(),
-        Verdict::Duplicate
-    );
+    assert_eq!(verifier.check(&entry_ref(channel, first, true)).unwrap(), Verdict::Duplicate);
 }
 
 #[test]
@@ -106,17 +91,13 @@ fn verifier_rejects_tampering() {
 
     // A skipped entry is a gap; a forged link is a broken link.
     let mut verifier = ChainVerifier::new();
-    verifier
-        .check(&entry_ref(channel, &entries[0], true))
-        .unwrap();
+    verifier.check(&entry_ref(channel, &entries[0], true)).unwrap();
     assert!(matches!(
         verifier.check(&entry_ref(channel, &entries[2], true)),
         Err(chain::ChainError::Gap { .. })
     ));
     let mut verifier = ChainVerifier::new();
-    verifier
-        .check(&entry_ref(channel, &entries[1], true))
-        .unwrap();
+    verifier.check(&entry_ref(channel, &entries[1], true)).unwrap();
     let mut forged = entries[2].clone();
     forged["seq"] = Value::from(3);
     forged["prev_hash"] = Value::from("ab".repeat(32));
