@@ -26,6 +26,8 @@
 //! - [`Mutation`], [`Applied`], [`StoredEntry`]: what goes in and comes out of a write.
 //! - [`Store`], [`BlobStore`], [`CommitSink`]: the traits.
 //! - [`StoreError`]: typed refusals (`NotMember`, `NotAuthor`, …) and backend failures.
+//! - [`memory`]: [`memory::MemoryStore`] and [`memory::MemoryBlobStore`], in memory with the
+//!   SQLite backend's exact semantics, for tests and tools (never for `herald serve`).
 
 use async_trait::async_trait;
 use herald_proto::chain::{Hash32, SALT_LEN};
@@ -295,6 +297,7 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn delete_channel(&self, channel_id: &str) -> Result<()>;
 }
 
+pub mod memory;
 pub mod testkit;
 
 /// Blobs are plain byte vectors at this boundary.
