@@ -17,7 +17,8 @@
 //!   committed [`Applied`] exactly once, in commit order, before `apply` resolves; for one
 //!   channel that is `seq` order.
 //! - **Idempotency.** A `Send` whose `client_id` the same author already used in that channel
-//!   appends nothing and returns the original message.
+//!   appends nothing and returns the original message; if that message has since been deleted,
+//!   [`StoreError::NotFound`] (the key stays used, so a retry cannot resurrect deleted text).
 //! - **Hard delete.** A deleted message's content and salt, and those of its edits, are erased
 //!   from storage (not merely hidden); the entries keep `content_hash`.
 //!
