@@ -61,6 +61,8 @@ struct Shared {
     /// `message` events without a bench timestamp (not ours).
     foreign: AtomicU64,
     acks: AtomicU64,
+    /// Nanoseconds (since `base`) of the latest `ok` reply.
+    last_ack: AtomicU64,
     errors: AtomicU64,
     /// Connections the server closed; `kicked` those closed with 4008 (too far behind).
     closed: AtomicU64,
@@ -100,6 +102,7 @@ pub async fn run(ctx: &Ctx, a: FanoutArgs) -> anyhow::Result<Report> {
         last_rx: AtomicU64::new(0),
         foreign: AtomicU64::new(0),
         acks: AtomicU64::new(0),
+        last_ack: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         closed: AtomicU64::new(0),
         kicked: AtomicU64::new(0),
@@ -177,6 +180,8 @@ pub async fn run(ctx: &Ctx, a: FanoutArgs) -> anyhow::Result<Report> {
     let last_rx = shared.last_rx.load(Ordering::Acquire);
     let start_nanos = u64::try_from(start.duration_since(shared.base).as_nanos()).unwrap_or(0);
     let rx_secs = (last_rx.saturating_sub(start_nanos) as f64 / 1e9).max(1e-9);
+    let ack_secs =
+        (shared.last_ack.load(Ordering::Acquire).saturating_sub(start_nanos) as f64 / 1e9).max(1e-9);
 
     let mut r = Report::new("fanout");
     r.int("members", "members (connections)", n as u64);
@@ -187,6 +192,8 @@ pub async fn run(ctx: &Ctx, a: FanoutArgs) -> anyhow::Result<Report> {
     r.int("acked", "messages acked", acks);
     r.int("send_errors", "send errors", errors);
     r.num("sent_per_sec", "sent msgs/s", sent as f64 / send_secs.max(1e-9), 1);
+    // Below the sent rate when the server cannot keep up with the senders' connections.
+    r.num("acked_per_sec", "acked msgs/s (to the last ack)", acks as f64 / ack_secs, 1);
     r.int("deliveries_expected", "deliveries expected", expected);
     r.int("deliveries", "deliveries received", received);
     r.int("missing", "deliveries missing", expected.saturating_sub(received));
@@ -304,6 +311,7 @@ async fn receive(
                 }
                 Frame::Reply { ok: true, .. } => {
                     shared.acks.fetch_add(1, Ordering::AcqRel);
+                    shared.last_ack.fetch_max(nanos_since(shared.base), Ordering::AcqRel);
                 }
                 Frame::Reply { ok: false, .. } => {
                     shared.errors.fetch_add(1, Ordering::AcqRel);

@@ -176,12 +176,25 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / 100.0)
 }
 
-/// CPU time of the server (if its pid is known) and of this process, from one moment on.
+/// Busy CPU time of the whole machine, in seconds (`/proc/stat`: all but idle and iowait).
+pub fn machine_busy_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).unwrap_or(&0);
+    Some((total - idle) as f64 / 100.0)
+}
+
+/// CPU time of the server (if its pid is known), of this process and of the whole machine,
+/// from one moment on: the machine's share tells whether other work disturbed a run.
 #[derive(Debug)]
 pub struct CpuMeter {
     pid: Option<u32>,
     server0: Option<f64>,
     self0: Option<f64>,
+    machine0: Option<f64>,
     t0: Instant,
 }
 
@@ -191,6 +204,7 @@ impl CpuMeter {
             pid,
             server0: pid.and_then(cpu_secs),
             self0: cpu_secs(std::process::id()),
+            machine0: machine_busy_secs(),
             t0: Instant::now(),
         }
     }
@@ -203,7 +217,8 @@ impl CpuMeter {
             _ => None,
         };
         let generator_secs = self.self0.and_then(|g0| cpu_secs(std::process::id()).map(|g1| g1 - g0));
-        CpuUse { wall, server_secs, generator_secs }
+        let machine_secs = self.machine0.and_then(|m0| machine_busy_secs().map(|m1| m1 - m0));
+        CpuUse { wall, server_secs, generator_secs, machine_secs }
     }
 }
 
@@ -213,6 +228,8 @@ pub struct CpuUse {
     pub wall: f64,
     pub server_secs: Option<f64>,
     pub generator_secs: Option<f64>,
+    /// Every process of the machine, these two included.
+    pub machine_secs: Option<f64>,
 }
 
 impl CpuUse {
@@ -223,6 +240,19 @@ impl CpuUse {
         }
         if let Some(g) = self.generator_secs {
             r.num("generator_cpu_cores", "generator CPU (cores)", g / self.wall, 2);
+        }
+        if let Some(m) = self.machine_secs {
+            let others = m - self.server_secs.unwrap_or(0.0) - self.generator_secs.unwrap_or(0.0);
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            r.num("machine_busy_cores", &format!("machine busy (cores of {cores})"), m / self.wall, 2);
+            if self.server_secs.is_some() {
+                r.num(
+                    "other_cpu_cores",
+                    "  of which other processes (cores)",
+                    (others / self.wall).max(0.0),
+                    2,
+                );
+            }
         }
     }
 }
@@ -247,5 +277,6 @@ mod tests {
     fn own_cpu_and_rss_are_readable() {
         assert!(cpu_secs(std::process::id()).is_some());
         assert!(rss_kib(std::process::id()).is_some_and(|k| k > 0));
+        assert!(machine_busy_secs().is_some_and(|s| s > 0.0));
     }
 }
