@@ -38,7 +38,15 @@ impl Server {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("server did not report its address");
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                // Never leave a server behind when the test fails here.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("server did not report its address");
+            }
+        };
         Server { child, addr, _stderr: handle }
     }
 
