@@ -71,6 +71,11 @@ pub struct ServeConfig {
     #[arg(long, env = "HERALD_RATE_BURST", default_value_t = 2000)]
     pub rate_burst: u32,
 
+    /// Requests one connection may have in flight: sends by channel id are pipelined (and
+    /// still appended in arrival order); further frames wait.
+    #[arg(long, env = "HERALD_MAX_INFLIGHT", default_value_t = 64)]
+    pub max_inflight: usize,
+
     /// Subjects one connection may subscribe to.
     #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
     pub max_subscriptions: usize,

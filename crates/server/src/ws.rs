@@ -13,14 +13,18 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use bytes::Bytes;
+use futures::stream::FuturesOrdered;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use herald_engine::events::to_bytes;
 use herald_engine::{ConnHandle, ConnShared, EngineError, Principal};
 use herald_proto::frames::{ConnectOk, Request, RequestFrame, parse_request};
+use herald_proto::names::looks_like_uuid;
 use herald_proto::{ErrorCode, ErrorDetail};
 use serde::Serialize;
 use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -268,6 +272,44 @@ impl Bucket {
     }
 }
 
+/// A reply in the making; replies leave in the order their requests arrived.
+type Pending<'a> = Pin<Box<dyn Future<Output = Bytes> + Send + 'a>>;
+
+/// Requests that may run while earlier ones of the same connection are still in flight.
+///
+/// Appends addressed by channel id reach the store on their first poll, and the pipeline polls
+/// each new request once before reading the next frame, so they are enqueued (and appended) in
+/// arrival order. A channel given by name needs a lookup first, and any other op may read what
+/// an earlier request writes: those wait until everything before them has completed.
+fn pipelined(r: &Request) -> bool {
+    match r {
+        Request::Ping {} | Request::Publish { .. } => true,
+        Request::MessageSend { channel, .. }
+        | Request::MessageEdit { channel, .. }
+        | Request::MessageDelete { channel, .. }
+        | Request::ReactionAdd { channel, .. }
+        | Request::ReactionRemove { channel, .. }
+        | Request::Read { channel, .. }
+        | Request::Typing { channel, .. }
+        | Request::Ephemeral { channel, .. } => looks_like_uuid(channel),
+        _ => false,
+    }
+}
+
+fn ready(b: Bytes) -> Pending<'static> {
+    Box::pin(std::future::ready(b))
+}
+
+/// Sends every pending reply, in order. False if the connection went away.
+async fn flush(inflight: &mut FuturesOrdered<Pending<'_>>, conn: &ConnHandle) -> bool {
+    while let Some(reply) = inflight.next().await {
+        if !conn.send(reply).await {
+            return false;
+        }
+    }
+    true
+}
+
 async fn read_loop(
     stream: &mut Stream,
     st: &AppState,
@@ -277,13 +319,44 @@ async fn read_loop(
 ) -> Option<(u16, &'static str)> {
     let cfg = st.config();
     let counters = &st.metrics().gateway;
+    let max_inflight = cfg.max_inflight.max(1);
     let mut bucket = Bucket::new(cfg.rate_per_sec, cfg.rate_burst);
     let mut bad_in_a_row = 0u32;
+    let mut inflight: FuturesOrdered<Pending<'_>> = FuturesOrdered::new();
+    let execute = |frame: RequestFrame| -> Pending<'_> {
+        Box::pin(async move {
+            match st.engine().execute(who, Some(conn), frame.request).await {
+                Ok(ok) => to_bytes(&OkFrame { id: &frame.id, ok: &ok }),
+                Err(e) => error_frame(&frame.id, &e.detail()),
+            }
+        })
+    };
     loop {
-        let msg = tokio::select! {
+        enum Next<M> {
+            Stop,
+            Reply(Bytes),
+            Frame(M),
+        }
+        let next = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|s| *s) => return Some((close::RESTART, "server restarting; reconnect and resume")),
-            m = stream.next() => m,
+            // The watch guard dies with this arm, before anything is awaited.
+            _ = shutdown.wait_for(|s| *s) => Next::Stop,
+            Some(reply) = inflight.next(), if !inflight.is_empty() => Next::Reply(reply),
+            m = stream.next(), if inflight.len() < max_inflight => Next::Frame(m),
+        };
+        let msg = match next {
+            Next::Stop => {
+                // Answer what is already running; read nothing more.
+                flush(&mut inflight, conn).await;
+                return Some((close::RESTART, "server restarting; reconnect and resume"));
+            }
+            Next::Reply(reply) => {
+                if !conn.send(reply).await {
+                    return None;
+                }
+                continue;
+            }
+            Next::Frame(m) => m,
         };
         let msg = match msg {
             None => return None,
@@ -305,9 +378,7 @@ async fn read_loop(
                     ErrorCode::BadRequest,
                     "binary frames are reserved for attachments; no v1 op takes one",
                 );
-                if !conn.send(error_frame(&Value::Null, &e)).await {
-                    return None;
-                }
+                inflight.push_back(ready(error_frame(&Value::Null, &e)));
                 continue;
             }
             Message::Close(_) => return None,
@@ -319,9 +390,7 @@ async fn read_loop(
                 format!("frame is {} bytes; the limit is {}", text.len(), cfg.max_frame_bytes),
             );
             // Echo the request id so the client's pending request fails instead of timing out.
-            if !conn.send(error_frame(&frame_id(text.as_str()), &e)).await {
-                return None;
-            }
+            inflight.push_back(ready(error_frame(&frame_id(text.as_str()), &e)));
             continue;
         }
         let frame = match parse_request(text.as_str()) {
@@ -331,10 +400,9 @@ async fn read_loop(
             }
             Err(bad) => {
                 bad_in_a_row += 1;
-                if !conn.send(error_frame(&bad.id, &bad.error)).await {
-                    return None;
-                }
+                inflight.push_back(ready(error_frame(&bad.id, &bad.error)));
                 if bad_in_a_row >= MAX_BAD_FRAMES_IN_A_ROW {
+                    flush(&mut inflight, conn).await;
                     return Some((close::BAD_FRAMES, "too many malformed frames"));
                 }
                 continue;
@@ -343,19 +411,22 @@ async fn read_loop(
         if let Err(retry_after_ms) = bucket.take() {
             counters.rate_limited.fetch_add(1, Ordering::Relaxed);
             let e = EngineError::RateLimited { retry_after_ms }.detail();
-            if !conn.send(error_frame(&frame.id, &e)).await {
-                return None;
-            }
+            inflight.push_back(ready(error_frame(&frame.id, &e)));
             continue;
         }
-        // Boxed: the request's future is large and lives only while a request runs, so an idle
-        // connection's task stays small.
-        let reply = match Box::pin(st.engine().execute(who, Some(conn), frame.request)).await {
-            Ok(ok) => to_bytes(&OkFrame { id: &frame.id, ok: &ok }),
-            Err(e) => error_frame(&frame.id, &e.detail()),
-        };
-        if !conn.send(reply).await {
-            return None;
+        if pipelined(&frame.request) {
+            // Polled once by the next turn of the loop, before another frame is read.
+            inflight.push_back(execute(frame));
+        } else {
+            if !flush(&mut inflight, conn).await {
+                return None;
+            }
+            // Boxed (inside `execute`): the request's future is large and lives only while a
+            // request runs, so an idle connection's task stays small.
+            let reply = execute(frame).await;
+            if !conn.send(reply).await {
+                return None;
+            }
         }
     }
 }

@@ -352,3 +352,42 @@ async fn ids_from_another_channel_are_not_found_and_non_members_are_forbidden() 
     reader.err(json!({"op": "channel.create", "name": "nope"}), "forbidden").await;
     assert!(ada.ok(json!({"op": "history", "channel": b})).await["messages"][0]["id"] == in_b);
 }
+
+#[tokio::test]
+async fn pipelined_sends_are_appended_and_answered_in_arrival_order() {
+    let server = TestServer::start().await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let id = create_channel(&mut ada, json!({"name": "pipeline"})).await;
+    // 200 sends written back to back, none awaited: the server runs them concurrently
+    // (group commit) but must append them in the order they arrived.
+    let n = 200u64;
+    for i in 0..n {
+        let frame =
+            json!({"id": 10_000 + i, "op": "message.send", "channel": id, "content": format!("p{i}")});
+        ada.send_text(frame.to_string()).await;
+    }
+    // A history read right behind them must see every one (it waits for them).
+    ada.send_text(json!({"id": 99_999, "op": "history", "channel": id, "limit": 500}).to_string()).await;
+    // Read replies off the socket in the order they arrive (events are skipped).
+    let mut replies = Vec::new();
+    while replies.len() < n as usize + 1 {
+        match ada.next_frame().await {
+            Frame::Json(v) if v.get("event").is_none() => replies.push(v),
+            Frame::Json(_) => {}
+            other => panic!("connection ended: {other:?}"),
+        }
+    }
+    let ids: Vec<u64> = replies.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    let expect_ids: Vec<u64> = (0..n).map(|i| 10_000 + i).chain([99_999]).collect();
+    assert_eq!(ids, expect_ids, "replies leave in arrival order");
+    let mut seqs = Vec::new();
+    for (i, r) in replies[..n as usize].iter().enumerate() {
+        assert_eq!(r["ok"]["message"]["content"], format!("p{i}"), "{r}");
+        seqs.push(r["ok"]["message"]["seq"].as_u64().unwrap());
+    }
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "appended in arrival order: {seqs:?}");
+    let got = contents(&replies[n as usize]["ok"]);
+    assert_eq!(got.len(), n as usize, "history saw every earlier send");
+    let expect: Vec<String> = (0..n).rev().map(|i| format!("p{i}")).collect();
+    assert_eq!(got, expect, "newest first, in send order");
+}
