@@ -14,23 +14,40 @@ use herald_proto::EntryKind;
 use herald_proto::frames::Event;
 use herald_store::{Applied, CommitSink, Membership, Outcome};
 use parking_lot::RwLock;
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 struct ChannelIndex {
+    /// Interned (see [`Index::intern`]): compared by pointer on the hot path.
     app: Arc<str>,
-    members: HashSet<Arc<str>>,
+    members: FxHashSet<Arc<str>>,
 }
 
+// Channel ids are server-made UUIDs and user ids come from tokens we verified, so the fast
+// non-keyed hasher is safe for those maps; subjects are client-chosen and keep SipHash.
 #[derive(Default)]
 struct Index {
-    channels: HashMap<String, ChannelIndex>,
+    channels: FxHashMap<String, ChannelIndex>,
     /// User id → connections (of every app; filtered by app on delivery).
-    users: HashMap<Arc<str>, Vec<Arc<ConnShared>>>,
+    users: FxHashMap<Arc<str>, Vec<Arc<ConnShared>>>,
     /// (app, subject) → subscribed connections.
     subjects: HashMap<(Arc<str>, String), Vec<Arc<ConnShared>>>,
+    /// One `Arc` per app id, so app equality on delivery is a pointer comparison.
+    apps: HashMap<String, Arc<str>>,
+}
+
+impl Index {
+    fn intern(&mut self, app: &str) -> Arc<str> {
+        if let Some(a) = self.apps.get(app) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(app);
+        self.apps.insert(app.to_owned(), a.clone());
+        a
+    }
 }
 
 /// Counters the server exports as metrics.
@@ -72,10 +89,11 @@ impl Hub {
     pub fn load_memberships(&self, memberships: Vec<Membership>) {
         let mut index = self.index.write();
         for m in memberships {
+            let app = index.intern(&m.app);
             let ch = index
                 .channels
                 .entry(m.channel_id)
-                .or_insert_with(|| ChannelIndex { app: Arc::from(m.app.as_str()), members: HashSet::new() });
+                .or_insert_with(|| ChannelIndex { app, members: FxHashSet::default() });
             ch.members.insert(Arc::from(m.user.as_str()));
         }
     }
@@ -88,7 +106,8 @@ impl Hub {
         user: &str,
     ) -> (Arc<ConnShared>, mpsc::Receiver<Outbound>) {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        ConnShared::new(key, conn_id, Arc::from(app), Arc::from(user), self.queue_capacity)
+        let app = self.index.write().intern(app);
+        ConnShared::new(key, conn_id, app, Arc::from(user), self.queue_capacity)
     }
 
     /// Makes a connection live: from now on fan-out reaches it.
@@ -210,7 +229,7 @@ impl Hub {
                 continue;
             }
             if let Some(conns) = index.users.get(member) {
-                for c in conns.iter().filter(|c| c.app == ch.app) {
+                for c in conns.iter().filter(|c| Arc::ptr_eq(&c.app, &ch.app)) {
                     if self.count(c.push_event(channel, seq, frame)) {
                         n += 1;
                     }
@@ -236,10 +255,11 @@ impl Hub {
 
     fn add_member(&self, app: &str, channel: &str, user: &str) {
         let mut index = self.index.write();
+        let app = index.intern(app);
         index
             .channels
             .entry(channel.to_owned())
-            .or_insert_with(|| ChannelIndex { app: Arc::from(app), members: HashSet::new() })
+            .or_insert_with(|| ChannelIndex { app, members: FxHashSet::default() })
             .members
             .insert(Arc::from(user));
     }
