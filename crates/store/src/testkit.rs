@@ -3,7 +3,7 @@
 //! A backend's test calls [`run_all`] with a function that opens a fresh, empty store around
 //! the sink it is given:
 //!
-//! ```ignore
+//! ```text
 //! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 //! async fn testkit() {
 //!     herald_store::testkit::run_all(|sink| async move { open_my_store(sink) }).await;
