@@ -102,6 +102,24 @@ pub enum Mutation {
 }
 
 impl Mutation {
+    /// Who asks for this mutation.
+    pub fn actor(&self) -> &Actor {
+        match self {
+            Mutation::CreateChannel { actor, .. }
+            | Mutation::Join { actor, .. }
+            | Mutation::AddMember { actor, .. }
+            | Mutation::RemoveMember { actor, .. }
+            | Mutation::DeleteChannel { actor, .. }
+            | Mutation::Send { actor, .. }
+            | Mutation::Edit { actor, .. }
+            | Mutation::Delete { actor, .. }
+            | Mutation::React { actor, .. }
+            | Mutation::Unreact { actor, .. }
+            | Mutation::Read { actor, .. }
+            | Mutation::UpsertUser { actor } => actor,
+        }
+    }
+
     /// The channel id this mutation appends to, if it names one.
     pub fn channel(&self) -> Option<&str> {
         match self {
@@ -300,6 +318,27 @@ pub trait BlobStore: Send + Sync + 'static {
 
 pub mod memory;
 pub mod testkit;
+
+/// Checks a blob store's channel id: only the characters of a UUID, so that a backend may use
+/// it as a directory name without it ever climbing out of the blob root. Every blob store
+/// accepts and refuses the same ids.
+pub fn check_blob_channel(channel_id: &str) -> Result<()> {
+    let ok = !channel_id.is_empty()
+        && channel_id.len() <= 64
+        && channel_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok { Ok(()) } else { Err(StoreError::Invalid(format!("invalid channel id {channel_id:?}"))) }
+}
+
+/// Checks a blob id: 64 lowercase hex digits (a BLAKE3 hash).
+pub fn check_blob_id(blob_id: &str) -> Result<()> {
+    let ok = blob_id.len() == 64 && blob_id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if ok {
+        Ok(())
+    } else {
+        let shown: String = blob_id.chars().take(80).collect();
+        Err(StoreError::Invalid(format!("blob id {shown:?} is not 64 lowercase hex digits")))
+    }
+}
 
 /// Blobs are plain byte vectors at this boundary.
 pub mod bytes_like {

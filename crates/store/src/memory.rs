@@ -304,23 +304,6 @@ struct State {
     reaction_ids: HashSet<String>,
 }
 
-fn actor_of(m: &Mutation) -> &Actor {
-    match m {
-        Mutation::CreateChannel { actor, .. }
-        | Mutation::Join { actor, .. }
-        | Mutation::AddMember { actor, .. }
-        | Mutation::RemoveMember { actor, .. }
-        | Mutation::DeleteChannel { actor, .. }
-        | Mutation::Send { actor, .. }
-        | Mutation::Edit { actor, .. }
-        | Mutation::Delete { actor, .. }
-        | Mutation::React { actor, .. }
-        | Mutation::Unreact { actor, .. }
-        | Mutation::Read { actor, .. }
-        | Mutation::UpsertUser { actor } => actor,
-    }
-}
-
 fn upsert_user(users: &mut HashMap<(String, String), UserRow>, actor: &Actor) {
     users.insert(
         (actor.app.clone(), actor.user.id.clone()),
@@ -343,7 +326,7 @@ impl State {
 
     /// Applies `m`: every check first, then the changes (which cannot fail).
     fn apply(&mut self, m: Mutation) -> Result<Applied> {
-        let app = actor_of(&m).app.clone();
+        let app = m.actor().app.clone();
         let done = |ch: &ChannelData, entries: Vec<StoredEntry>, outcome: Outcome| Applied {
             app: app.clone(),
             channel: Some(ch.to_channel()),
@@ -861,25 +844,6 @@ impl Store for MemoryStore {
     }
 }
 
-/// Channel ids are checked as the filesystem store checks them (there they become directory
-/// names), so both blob stores accept and refuse the same ids.
-fn check_channel(channel_id: &str) -> Result<()> {
-    let ok = !channel_id.is_empty()
-        && channel_id.len() <= 64
-        && channel_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok { Ok(()) } else { Err(StoreError::Invalid(format!("invalid channel id {channel_id:?}"))) }
-}
-
-fn check_blob_id(blob_id: &str) -> Result<()> {
-    let ok = blob_id.len() == 64 && blob_id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if ok {
-        Ok(())
-    } else {
-        let shown: String = blob_id.chars().take(80).collect();
-        Err(StoreError::Invalid(format!("blob id {shown:?} is not 64 lowercase hex digits")))
-    }
-}
-
 /// Content-addressed blobs in memory, scoped by channel, with the filesystem store's id checks.
 #[derive(Debug, Default)]
 pub struct MemoryBlobStore {
@@ -896,7 +860,7 @@ impl MemoryBlobStore {
 #[async_trait]
 impl BlobStore for MemoryBlobStore {
     async fn put(&self, channel_id: &str, bytes: Bytes) -> Result<String> {
-        check_channel(channel_id)?;
+        crate::check_blob_channel(channel_id)?;
         let id = blake3::hash(&bytes).to_hex().to_string();
         // Content-addressed: the same id is the same bytes, so a second put changes nothing.
         self.blobs.lock().entry(channel_id.to_owned()).or_default().entry(id.clone()).or_insert(bytes);
@@ -904,13 +868,13 @@ impl BlobStore for MemoryBlobStore {
     }
 
     async fn get(&self, channel_id: &str, blob_id: &str) -> Result<Option<Bytes>> {
-        check_blob_id(blob_id)?;
-        check_channel(channel_id)?;
+        crate::check_blob_id(blob_id)?;
+        crate::check_blob_channel(channel_id)?;
         Ok(self.blobs.lock().get(channel_id).and_then(|c| c.get(blob_id)).cloned())
     }
 
     async fn delete_channel(&self, channel_id: &str) -> Result<()> {
-        check_channel(channel_id)?;
+        crate::check_blob_channel(channel_id)?;
         self.blobs.lock().remove(channel_id);
         Ok(())
     }
