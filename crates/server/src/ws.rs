@@ -206,10 +206,13 @@ async fn write_loop(
     counters: &crate::metrics::GatewayCounters,
 ) -> WriterEnd {
     let mut batch = Vec::new();
+    // One kick future for the connection's life, not a new `Notified` per batch.
+    let kicked = conn.kicked();
+    tokio::pin!(kicked);
     loop {
         let n = tokio::select! {
             biased;
-            _ = conn.kicked() => return WriterEnd::Kicked,
+            _ = &mut kicked => return WriterEnd::Kicked,
             n = rx.recv_many(&mut batch, WRITE_BATCH) => n,
         };
         if n == 0 {
@@ -218,7 +221,7 @@ async fn write_loop(
         counters.frames_out.fetch_add(n as u64, Ordering::Relaxed);
         let ok = tokio::select! {
             biased;
-            _ = conn.kicked() => return WriterEnd::Kicked,
+            _ = &mut kicked => return WriterEnd::Kicked,
             ok = write_batch(sink, &mut batch) => ok,
         };
         if !ok {
