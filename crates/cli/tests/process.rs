@@ -84,6 +84,7 @@ fn serve_help_documents_every_option() {
         "--rate-per-sec",
         "--rate-burst",
         "--max-subscriptions",
+        "--max-inflight",
         "--max-batch",
         "--auth-timeout-secs",
         "--shutdown-grace-secs",

@@ -296,6 +296,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         durability = ?durability,
         "herald serving"
     );
+    tracing::info!("mint a token with: herald token --data {} --sub <user>", data.display());
     if durability == DurabilityMode::Relaxed {
         tracing::warn!("durability is RELAXED: acknowledged messages can be lost on power failure");
     }
