@@ -5,7 +5,7 @@ use crate::backend;
 use crate::rows::{self, ChannelRow, to_i64};
 use herald_proto::EntryKind;
 use herald_proto::chain::{self, EntryFields, Hash32, SALT_LEN, ZERO_HASH};
-use herald_proto::model::{Policy, ReplySnapshot};
+use herald_proto::model::{Message, Policy, ReplySnapshot};
 use herald_store::{Actor, Applied, EntryExtra, Mutation, Outcome, Result, StoreError, StoredEntry};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
@@ -38,12 +38,42 @@ impl Heads {
     }
 }
 
+/// Channel rows by id: committed ones, and those created (`Some`) or deleted (`None`) by the
+/// batch in progress. Only the writer changes channel rows, so this is exact.
+#[derive(Default)]
+pub struct Channels {
+    /// Rows as of the last successful commit (read from the database on first use).
+    pub committed: HashMap<String, ChannelRow>,
+    /// Rows changed by jobs of the current batch whose savepoints were released.
+    pub batch: HashMap<String, Option<ChannelRow>>,
+}
+
+impl Channels {
+    /// Makes the batch's rows the committed ones (after `COMMIT` succeeded).
+    pub fn commit(&mut self) {
+        for (id, row) in self.batch.drain() {
+            match row {
+                Some(row) => self.committed.insert(id, row),
+                None => self.committed.remove(&id),
+            };
+        }
+    }
+
+    /// Forgets the batch's rows (its transaction was rolled back).
+    pub fn rollback(&mut self) {
+        self.batch.clear();
+    }
+}
+
 /// The state of one job while it is applied.
 pub struct Job<'a> {
     conn: &'a Connection,
     heads: &'a mut Heads,
+    channels: &'a mut Channels,
     /// Heads changed by this job; merged into the batch only if its savepoint is released.
     own: HashMap<String, (u64, Hash32)>,
+    /// Channel rows created or deleted by this job; merged like `own`.
+    own_channels: HashMap<String, Option<ChannelRow>>,
     entries: Vec<StoredEntry>,
     /// The app of the mutation's actor.
     app: String,
@@ -52,13 +82,23 @@ pub struct Job<'a> {
 }
 
 impl<'a> Job<'a> {
-    pub fn new(conn: &'a Connection, heads: &'a mut Heads) -> Self {
-        Job { conn, heads, own: HashMap::new(), entries: Vec::new(), app: String::new(), erased: false }
+    pub fn new(conn: &'a Connection, heads: &'a mut Heads, channels: &'a mut Channels) -> Self {
+        Job {
+            conn,
+            heads,
+            channels,
+            own: HashMap::new(),
+            own_channels: HashMap::new(),
+            entries: Vec::new(),
+            app: String::new(),
+            erased: false,
+        }
     }
 
-    /// Merges this job's heads into the batch (its savepoint was released).
+    /// Merges this job's heads and channel rows into the batch (its savepoint was released).
     pub fn release(self) {
         self.heads.batch.extend(self.own);
+        self.channels.batch.extend(self.own_channels);
     }
 
     fn head(&mut self, ch: &str) -> Result<(u64, Hash32)> {
@@ -143,8 +183,22 @@ impl<'a> Job<'a> {
         Ok(seq)
     }
 
-    fn channel(&self, app: &str, id: &str) -> Result<ChannelRow> {
-        rows::channel_by_id(self.conn, app, id)?.ok_or(StoreError::ChannelNotFound)
+    fn channel(&mut self, app: &str, id: &str) -> Result<ChannelRow> {
+        let row = if let Some(r) = self.own_channels.get(id).or_else(|| self.channels.batch.get(id)) {
+            r.clone()
+        } else if let Some(r) = self.channels.committed.get(id) {
+            Some(r.clone())
+        } else {
+            // Read inside the batch's transaction: any change this batch made to the row would
+            // be in an overlay above, so this is the committed row and safe to cache.
+            let r = rows::channel_by_id(self.conn, app, id)?;
+            if let Some(r) = &r {
+                self.channels.committed.insert(id.to_owned(), r.clone());
+            }
+            r
+        };
+        // Ids are unique across apps: a row of another app is not this app's channel.
+        row.filter(|r| r.app == app).ok_or(StoreError::ChannelNotFound)
     }
 
     fn done(mut self, ch: Option<&ChannelRow>, outcome: Outcome) -> Result<(Applied, Job<'a>)> {
@@ -274,6 +328,7 @@ impl<'a> Job<'a> {
                         ch.created_ms
                     ],
                 )?;
+                self.own_channels.insert(ch.id.clone(), Some(ch.clone()));
                 self.upsert_user(&actor)?;
                 let extra =
                     EntryExtra { name: ch.name.clone(), title: ch.title.clone(), ..Default::default() };
@@ -349,6 +404,7 @@ impl<'a> Job<'a> {
                 }
                 self.execute("DELETE FROM channels WHERE id = ?1", params![ch.id])?;
                 self.own.insert(ch.id.clone(), (0, ZERO_HASH));
+                self.own_channels.insert(ch.id.clone(), None);
                 self.erased = true;
                 Ok((
                     Applied {
@@ -393,6 +449,19 @@ impl<'a> Job<'a> {
                     return Err(StoreError::NotFound("message"));
                 }
                 let reply_author = reply.as_ref().map(|r| r.author.clone());
+                // The message as `rows::message` would read it back: built, not re-read.
+                let message = Message {
+                    id: id.clone(),
+                    seq: 0,
+                    author: me.to_owned(),
+                    kind: kind.clone(),
+                    content: content.clone(),
+                    reply_to: reply.clone(),
+                    client_id: client_id.clone(),
+                    ts: herald_proto::time::format_ms(ts_ms),
+                    edited_at: None,
+                    reactions: None,
+                };
                 let extra = EntryExtra {
                     reply,
                     id: Some(id.clone()),
@@ -425,7 +494,8 @@ impl<'a> Job<'a> {
                         params![ch.id, me, cid, id],
                     )?;
                 }
-                let outcome = self.message_outcome(&ch.id, &id, false, false)?;
+                let outcome =
+                    Outcome::Message { message: Box::new(Message { seq, ..message }), duplicate: false };
                 self.done(Some(&ch), outcome)
             }
             Mutation::Edit { actor, channel, message_id, content, ts_ms } => {

@@ -155,8 +155,15 @@ impl SqliteStore {
         let max_batch = config.max_batch.max(1);
         let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4));
         let shared = Arc::new(writer::Shared::default());
-        let w =
-            writer::Writer { conn, rx, sink, shared: shared.clone(), max_batch, heads: Default::default() };
+        let w = writer::Writer {
+            conn,
+            rx,
+            sink,
+            shared: shared.clone(),
+            max_batch,
+            heads: Default::default(),
+            channels: Default::default(),
+        };
         let thread = std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
             .spawn(move || w.run())

@@ -7,7 +7,7 @@
 //! checkpoints the WAL if a job erased content, then hands every successful [`Applied`] to the
 //! [`CommitSink`] in order, and only then answers each job.
 
-use crate::apply::{Heads, Job as ApplyJob};
+use crate::apply::{Channels, Heads, Job as ApplyJob};
 use crate::backend;
 use herald_store::{Applied, CommitSink, Mutation, Result, StoreError};
 use parking_lot::RwLock;
@@ -49,6 +49,7 @@ pub struct Writer {
     pub shared: Arc<Shared>,
     pub max_batch: usize,
     pub heads: Heads,
+    pub channels: Channels,
 }
 
 impl Writer {
@@ -83,6 +84,7 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, jobs = n, "batch commit failed");
                 self.heads.rollback();
+                self.channels.rollback();
                 for reply in replies {
                     let _ = reply.send(Err(StoreError::Backend(e.to_string())));
                 }
@@ -126,6 +128,7 @@ impl Writer {
             return Err(backend(e));
         }
         self.heads.commit();
+        self.channels.commit();
         if erased {
             self.checkpoint();
         }
@@ -134,7 +137,7 @@ impl Writer {
 
     fn run_job(&mut self, m: Mutation) -> Result<(Applied, bool), JobError> {
         self.conn.execute_batch("SAVEPOINT job").map_err(|e| JobError::Fatal(backend(e)))?;
-        let job = ApplyJob::new(&self.conn, &mut self.heads);
+        let job = ApplyJob::new(&self.conn, &mut self.heads, &mut self.channels);
         match job.apply(m) {
             Ok((applied, job)) => {
                 let erased = job.erased;
