@@ -56,8 +56,9 @@ CREATE TABLE entries (
     x_message_id  TEXT,
     x_reply_author TEXT,
     PRIMARY KEY (channel_id, seq)
-);
-CREATE INDEX entries_ref ON entries(channel_id, ref);
+) WITHOUT ROWID;
+-- Only a hard delete looks entries up by `ref`, for the edits of one message.
+CREATE INDEX entries_edits ON entries(channel_id, ref) WHERE kind = 'message_edited';
 
 CREATE TABLE messages (
     channel_id    TEXT NOT NULL,
@@ -71,10 +72,9 @@ CREATE TABLE messages (
     client_id     TEXT,
     ts_ms         INTEGER NOT NULL,
     edited_ms     INTEGER,
-    PRIMARY KEY (channel_id, id)
-);
-CREATE UNIQUE INDEX messages_seq ON messages(channel_id, seq);
-CREATE INDEX messages_ts ON messages(channel_id, ts_ms);
+    PRIMARY KEY (channel_id, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX messages_id ON messages(channel_id, id);
 
 CREATE TABLE reactions (
     id          TEXT PRIMARY KEY,
