@@ -114,6 +114,10 @@ pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// WAL pages after which a commit checkpoints (SQLite's default is 1,000). Pages that many
+/// commits rewrite (index pages of busy channels) are then copied to the database once.
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 8_000;
+
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The SQLite store. Cheap to share behind an `Arc`; see the crate doc for its design.
@@ -143,7 +147,8 @@ impl SqliteStore {
             Durability::Relaxed => "NORMAL",
         };
         conn.execute_batch(&format!(
-            "PRAGMA synchronous = {sync}; PRAGMA secure_delete = ON; PRAGMA foreign_keys = OFF;"
+            "PRAGMA synchronous = {sync}; PRAGMA secure_delete = ON; PRAGMA foreign_keys = OFF; \
+         PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};"
         ))
         .map_err(backend)?;
         conn.set_prepared_statement_cache_capacity(64);
