@@ -4,8 +4,12 @@
 //! It blocks for the first job, drains up to `max_batch - 1` more without waiting, opens one
 //! `BEGIN IMMEDIATE` transaction, applies each job inside its own `SAVEPOINT` (a job that fails
 //! is rolled back alone and answered with its error), commits (the one fsync of the batch),
-//! checkpoints the WAL if a job erased content, then hands every successful [`Applied`] to the
-//! [`CommitSink`] in order, and only then answers each job.
+//! checkpoints the WAL if a job erased content, then passes the batch to the publisher thread,
+//! which hands every successful [`Applied`] to the [`CommitSink`] in order and only then answers
+//! each job. Two threads, so that fan-out of batch N (the sink's work, which grows with the
+//! channel's size) overlaps the transaction of batch N+1 instead of delaying it; the publisher
+//! takes batches in commit order from a short bounded queue, so the sink still sees every commit
+//! once, in commit order, before its caller is answered.
 
 use crate::apply::{Channels, Heads, Job as ApplyJob};
 use crate::backend;
@@ -42,6 +46,37 @@ pub struct Job {
     pub reply: oneshot::Sender<Result<Applied>>,
 }
 
+/// A committed (or failed) batch on its way to the sink and the callers.
+struct Published {
+    results: Vec<Result<Applied>>,
+    replies: Vec<oneshot::Sender<Result<Applied>>>,
+}
+
+/// Publishes on the calling thread (only when the publisher thread is unavailable).
+fn publish_inline(p: Published, sink: &Arc<dyn CommitSink>) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    if tx.send(p).is_ok() {
+        drop(tx);
+        publish(rx, sink.clone());
+    }
+}
+
+/// Batches the writer may be ahead of the publisher: enough to overlap, small enough that a
+/// slow sink holds the writer back rather than piling up memory.
+const PUBLISH_QUEUE: usize = 4;
+
+fn publish(rx: std::sync::mpsc::Receiver<Published>, sink: Arc<dyn CommitSink>) {
+    for Published { results, replies } in rx {
+        for r in results.iter().flatten() {
+            sink.committed(r);
+        }
+        for (reply, r) in replies.into_iter().zip(results) {
+            // The caller may have gone away (its future dropped); the write stands regardless.
+            let _ = reply.send(r);
+        }
+    }
+}
+
 pub struct Writer {
     pub conn: Connection,
     pub rx: mpsc::Receiver<Job>,
@@ -55,6 +90,19 @@ pub struct Writer {
 impl Writer {
     /// Runs until every sender is gone and the queue is drained.
     pub fn run(mut self) {
+        let (out, published) = std::sync::mpsc::sync_channel(PUBLISH_QUEUE);
+        let sink = self.sink.clone();
+        let publisher = match std::thread::Builder::new()
+            .name("herald-sqlite-publish".into())
+            .spawn(move || publish(published, sink))
+        {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot spawn the publisher thread; publishing from the writer");
+                None
+            }
+        };
+        let out = publisher.as_ref().map(|_| out);
         let mut batch = Vec::with_capacity(self.max_batch);
         while let Some(first) = self.rx.blocking_recv() {
             batch.push(first);
@@ -64,7 +112,22 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit_batch(&mut batch);
+            let p = self.commit_batch(&mut batch);
+            match &out {
+                Some(out) => {
+                    if let Err(std::sync::mpsc::SendError(p)) = out.send(p) {
+                        publish_inline(p, &self.sink);
+                    }
+                }
+                None => publish_inline(p, &self.sink),
+            }
+        }
+        // Every batch is handed over: let the publisher finish them before the final checkpoint.
+        drop(out);
+        if let Some(t) = publisher
+            && t.join().is_err()
+        {
+            tracing::error!("the publisher thread panicked");
         }
         // Leave the WAL folded into the database on a clean stop.
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
@@ -72,7 +135,7 @@ impl Writer {
         }
     }
 
-    fn commit_batch(&mut self, batch: &mut Vec<Job>) {
+    fn commit_batch(&mut self, batch: &mut Vec<Job>) -> Published {
         let n = batch.len();
         self.shared.jobs.fetch_add(n as u64, Ordering::Relaxed);
         let start = Instant::now();
@@ -85,10 +148,8 @@ impl Writer {
                 tracing::error!(error = %e, jobs = n, "batch commit failed");
                 self.heads.rollback();
                 self.channels.rollback();
-                for reply in replies {
-                    let _ = reply.send(Err(StoreError::Backend(e.to_string())));
-                }
-                return;
+                let results = (0..n).map(|_| Err(StoreError::Backend(e.to_string()))).collect();
+                return Published { results, replies };
             }
         };
         let elapsed = start.elapsed();
@@ -96,13 +157,7 @@ impl Writer {
         if let Some(f) = observer {
             f(elapsed, n);
         }
-        for r in results.iter().flatten() {
-            self.sink.committed(r);
-        }
-        for (reply, r) in replies.into_iter().zip(results) {
-            // The caller may have gone away (its future dropped); the write stands regardless.
-            let _ = reply.send(r);
-        }
+        Published { results, replies }
     }
 
     /// One transaction. `Err` means the whole batch failed (nothing of it is committed).
