@@ -27,7 +27,7 @@ pub enum ClientCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Send a message to a channel (name or id).
+    /// Send a message to a channel you are a member of (name or id).
     Send {
         channel: String,
         text: String,
@@ -43,7 +43,7 @@ pub enum ClientCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Print a page of a channel's history, oldest first.
+    /// Print a page of the history of a channel you are a member of, oldest first.
     History {
         channel: String,
         /// Messages to fetch (1-500).
@@ -127,7 +127,13 @@ fn out(line: impl std::fmt::Display) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A channel the user is in, found by name or id; joins it if needed.
+/// A channel the user is already in, by name or id (never joins: reading or sending must not
+/// change membership behind the user's back).
+async fn member_channel(client: &Client, channel: &str) -> anyhow::Result<Channel> {
+    Ok(client.channels().get(channel).await?)
+}
+
+/// A channel by name or id, joining it if the user is not a member yet.
 async fn open_channel(client: &Client, channel: &str) -> anyhow::Result<Channel> {
     Ok(client.channels().join(channel).await?)
 }
@@ -210,7 +216,7 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<()> {
         }
         ClientCommand::Send { channel, text, reply_to, kind, client_id, conn } => {
             let client = connect(&conn).await?;
-            let ch = open_channel(&client, &channel).await?;
+            let ch = member_channel(&client, &channel).await?;
             let m = ch
                 .send_with(SendMessage { content: text, kind: Some(kind), reply_to, client_id, author: None })
                 .await?;
@@ -219,7 +225,7 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<()> {
         }
         ClientCommand::History { channel, limit, before, json, conn } => {
             let client = connect(&conn).await?;
-            let ch = open_channel(&client, &channel).await?;
+            let ch = member_channel(&client, &channel).await?;
             let page =
                 ch.history(HistoryQuery { limit: Some(limit), before, ..HistoryQuery::default() }).await?;
             // Pages come newest first; print oldest first, like a chat window.

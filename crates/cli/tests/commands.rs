@@ -143,3 +143,20 @@ fn subscribe_prints_publications() {
     sub.kill().unwrap();
     let _ = sub.wait();
 }
+
+#[test]
+fn send_and_history_never_join_behind_the_users_back() {
+    let e = env();
+    e.ok(&["channel", "create", "private-ish"]);
+    let grace = token(&e._dir.path().join("data"), "grace");
+    let as_grace = |args: &[&str]| e.cmd(args).env("HERALD_TOKEN", &grace).output().unwrap();
+    assert_fails(&as_grace(&["send", "private-ish", "hi"]), "forbidden");
+    assert_fails(&as_grace(&["history", "private-ish"]), "forbidden");
+    // Still not a member: grace's channel list is empty.
+    let list = as_grace(&["channel", "list"]);
+    assert!(list.status.success());
+    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "");
+    assert!(as_grace(&["channel", "join", "private-ish"]).status.success());
+    assert!(as_grace(&["send", "private-ish", "now a member"]).status.success());
+    assert!(e.ok(&["history", "private-ish"]).contains("grace: now a member"));
+}

@@ -194,6 +194,13 @@ impl Channels {
         Ok(Channel::new(self.client.clone(), ok.channel))
     }
 
+    /// A handle to a channel the user is already a member of (by name or id), without joining
+    /// it: `forbidden` if not a member, `channel_not_found` if there is no such channel.
+    pub async fn get(&self, channel: &str) -> Result<Channel, ClientError> {
+        let info = self.client.rest().channel(channel).await?;
+        Ok(Channel::new(self.client.clone(), info))
+    }
+
     /// The channels the user is a member of, with unread counts.
     pub async fn list(&self) -> Result<Vec<ChannelSummary>, ClientError> {
         let ok: ChannelListOk = self.client.call(Request::ChannelList {}).await?;

@@ -76,6 +76,20 @@ impl Rest {
         serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("unreadable log page: {e}")))
     }
 
+    /// `GET /v1/channels/{id_or_name}`: the channel (members only), without joining it.
+    pub(crate) async fn channel(&self, channel: &str) -> Result<herald_proto::model::Channel, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Info {
+            channel: herald_proto::model::Channel,
+        }
+        let url = format!("{}/v1/channels/{}", self.base, segment(channel));
+        let resp = self.http.get(url).bearer_auth(&self.token).send().await.map_err(io)?;
+        let body = Self::check(resp).await?.bytes().await.map_err(io)?;
+        let info: Info = serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Protocol(format!("unreadable channel answer: {e}")))?;
+        Ok(info.channel)
+    }
+
     pub(crate) async fn put_blob(&self, channel: &str, bytes: Vec<u8>) -> Result<BlobRef, ClientError> {
         let url = format!("{}/v1/channels/{}/blobs", self.base, segment(channel));
         let resp = self
