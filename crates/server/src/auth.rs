@@ -202,6 +202,34 @@ mod tests {
         assert!(matches!(v.verify("a.b.c"), Err(AuthError::Invalid(_))));
     }
 
+    // A throwaway Ed25519 key pair, made for this test with `openssl genpkey -algorithm ed25519`.
+    const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIFVBRhQ5/ikrY5BNmH8gPhZWMT6YQ2/yGwefprEli9PW
+-----END PRIVATE KEY-----
+";
+    const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAtsgeTV1NIfS4LNCjj5WMHJ5rvJJhSN+n+cjk0jipx7U=
+-----END PUBLIC KEY-----
+";
+
+    #[test]
+    fn eddsa_tokens_minted_elsewhere_verify_with_the_public_key() {
+        let key = jsonwebtoken::EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).unwrap();
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims(now_secs() + 60), &key).unwrap();
+        let v = Verifier::ed25519_pem(ED_PUBLIC.as_bytes()).unwrap();
+        assert_eq!(v.verify(&token).unwrap().user.id, "ada");
+        // An HS256 token is refused by an EdDSA verifier (no algorithm confusion)...
+        let hs = mint_hs256(b"0123456789abcdef0123456789abcdef", &claims(now_secs() + 60)).unwrap();
+        assert!(matches!(v.verify(&hs), Err(AuthError::Invalid(_))));
+        // ...and an EdDSA token by an HS256 verifier.
+        assert!(matches!(
+            Verifier::hs256(b"0123456789abcdef0123456789abcdef").verify(&token),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(Verifier::ed25519_pem(b"not a key").is_err());
+    }
+
     #[test]
     fn secret_is_created_once_with_mode_0600() {
         let dir = tempfile::tempdir().unwrap();
