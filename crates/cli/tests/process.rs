@@ -85,6 +85,7 @@ fn serve_help_documents_every_option() {
         "--rate-burst",
         "--max-subscriptions",
         "--max-inflight",
+        "--ping-interval-secs",
         "--max-batch",
         "--auth-timeout-secs",
         "--shutdown-grace-secs",

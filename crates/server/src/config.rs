@@ -88,6 +88,11 @@ pub struct ServeConfig {
     #[arg(long, env = "HERALD_AUTH_TIMEOUT_SECS", default_value_t = 10)]
     pub auth_timeout_secs: u64,
 
+    /// Seconds of silence after which a WebSocket is pinged; a peer silent for twice this long
+    /// is closed with code 4000. 0 disables pings.
+    #[arg(long, env = "HERALD_PING_INTERVAL_SECS", default_value_t = 30)]
+    pub ping_interval_secs: u64,
+
     /// Seconds to let connections drain on SIGTERM before exiting.
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE_SECS", default_value_t = 5)]
     pub shutdown_grace_secs: u64,

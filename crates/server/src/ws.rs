@@ -36,6 +36,27 @@ pub mod close {
     pub const BAD_FRAMES: u16 = 4400;
     pub const RESTART: u16 = 1012;
     pub const TOO_BIG: u16 = 1009;
+    pub const PING_TIMEOUT: u16 = 4000;
+}
+
+/// When the peer was last heard from, shared by the two halves of a connection.
+struct Liveness {
+    base: Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Liveness {
+    fn new() -> Liveness {
+        Liveness { base: Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        self.base.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
 }
 
 /// Malformed frames in a row before the connection is closed with 4400.
@@ -142,14 +163,16 @@ async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) 
 
     let mut shutdown = st.shutdown_signal();
     let counters = st.metrics().gateway.clone();
+    let live = Liveness::new();
+    let ping = Some(Duration::from_secs(st.config().ping_interval_secs)).filter(|d| !d.is_zero());
     let reader = async {
         if !Box::pin(st.engine().resume(&conn)).await {
             return None;
         }
-        read_loop(&mut stream, &st, &who, &conn, &mut shutdown).await
+        read_loop(&mut stream, &st, &who, &conn, &mut shutdown, &live).await
     };
     let end = tokio::select! {
-        end = write_loop(&mut sink, &mut rx, &conn, &counters) => end,
+        end = write_loop(&mut sink, &mut rx, &conn, &counters, ping, &live) => end,
         close = reader => match close {
             Some(c) => WriterEnd::Close(c.0, c.1),
             None => WriterEnd::Gone,
@@ -204,16 +227,39 @@ async fn write_loop(
     rx: &mut mpsc::Receiver<Bytes>,
     conn: &ConnShared,
     counters: &crate::metrics::GatewayCounters,
+    ping: Option<Duration>,
+    live: &Liveness,
 ) -> WriterEnd {
     let mut batch = Vec::new();
     // One kick future for the connection's life, not a new `Notified` per batch.
     let kicked = conn.kicked();
     tokio::pin!(kicked);
+    // A peer silent for one interval is pinged; silent for two, it is gone (a dead TCP peer
+    // sends no FIN, and would otherwise hold its connection forever).
+    let mut ticker = ping.map(|p| tokio::time::interval_at(tokio::time::Instant::now() + p, p));
     loop {
+        let tick = async {
+            match ticker.as_mut() {
+                Some(t) => {
+                    t.tick().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
         let n = tokio::select! {
             biased;
             _ = &mut kicked => return WriterEnd::Kicked,
             n = rx.recv_many(&mut batch, WRITE_BATCH) => n,
+            _ = tick => {
+                let (Some(every), silent) = (ping, live.silent_for()) else { continue };
+                if silent >= every * 2 {
+                    return WriterEnd::Close(close::PING_TIMEOUT, "no answer to ping");
+                }
+                if silent >= every && sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    return WriterEnd::Gone;
+                }
+                continue;
+            }
         };
         if n == 0 {
             return WriterEnd::Gone;
@@ -319,6 +365,7 @@ async fn read_loop(
     who: &Principal,
     conn: &ConnHandle,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    live: &Liveness,
 ) -> Option<(u16, &'static str)> {
     let cfg = st.config();
     let counters = &st.metrics().gateway;
@@ -361,6 +408,7 @@ async fn read_loop(
             }
             Next::Frame(m) => m,
         };
+        live.touch();
         let msg = match msg {
             None => return None,
             Some(Err(e)) => {

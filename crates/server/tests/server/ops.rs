@@ -104,3 +104,40 @@ async fn hard_delete_erases_the_text_from_every_file() {
     assert!(!h.to_string().contains("zq-marker-7f3a9c1e-original"), "{h}");
     verified_log(&Rest::user(&server, "bob"), &id).await;
 }
+
+#[tokio::test]
+async fn silent_peers_are_pinged_then_closed_while_answering_ones_stay() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let server = TestServer::start_with(|c| c.ping_interval_secs = 1).await;
+    // A peer that never reads again: like a dead TCP peer, it answers no ping.
+    let mut silent = Ws::connect(&server, &server.token("ada")).await.into_socket();
+    let mut alive = Ws::connect(&server, &server.token("bob")).await;
+    let metrics = format!("{}/metrics", server.url());
+    let dropped = async {
+        loop {
+            let m = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+            if m.lines().any(|l| l == "herald_connections 1") {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    // The alive client keeps reading (which answers the server's pings) meanwhile.
+    tokio::select! {
+        _ = within("the silent peer to be dropped", dropped) => {}
+        f = alive.next_frame() => panic!("the alive client got {f:?}"),
+    }
+    alive.ok(json!({"op": "ping"})).await;
+    let code = within("the silent peer's close frame", async {
+        loop {
+            match silent.next().await {
+                Some(Ok(WsMessage::Close(c))) => return c.map(|c| u16::from(c.code)),
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(code, Some(4000));
+}
