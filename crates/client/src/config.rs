@@ -20,6 +20,10 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// How long a request waits for its reply before failing with `Timeout`.
     pub request_timeout: Duration,
+    /// If the server has sent nothing for this long, send it a WebSocket Ping; if it stays
+    /// silent for as long again, the connection is taken as dead and the client reconnects
+    /// (a vanished network sends no close). `None` disables the check.
+    pub keepalive: Option<Duration>,
 }
 
 impl Default for ClientConfig {
@@ -32,6 +36,7 @@ impl Default for ClientConfig {
             max_reconnect_attempts: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            keepalive: Some(Duration::from_secs(25)),
         }
     }
 }

@@ -247,8 +247,27 @@ impl Driver {
         if let Err(e) = sink.send(Message::text(connect)).await {
             return (End::Lost { reason: format!("write: {e}") }, false);
         }
+        // Keepalive: a deadline pushed back by every frame from the server; at the deadline
+        // ping once, at the next one give up on the connection.
+        let keepalive = self.config.keepalive.filter(|d| !d.is_zero());
+        let far = Duration::from_secs(365 * 24 * 3600);
+        let quiet = tokio::time::sleep(keepalive.unwrap_or(far));
+        tokio::pin!(quiet);
+        let mut pinged = false;
         let end = loop {
             let outs = tokio::select! {
+                () = &mut quiet, if keepalive.is_some() => {
+                    let every = keepalive.unwrap_or(far);
+                    if pinged {
+                        break End::Lost { reason: format!("server silent for {:?}", every * 2) };
+                    }
+                    if let Err(e) = sink.send(Message::Ping(Vec::new().into())).await {
+                        break End::Lost { reason: format!("write: {e}") };
+                    }
+                    pinged = true;
+                    quiet.as_mut().reset(tokio::time::Instant::now() + every);
+                    Vec::new()
+                }
                 cmd = self.commands.recv() => match cmd {
                     None | Some(Command::Close) => {
                         let _ = sink
@@ -261,7 +280,12 @@ impl Driver {
                     }
                     Some(cmd) => self.command(cmd),
                 },
-                msg = stream.next() => match msg {
+                msg = stream.next() => {
+                    if let Some(every) = keepalive {
+                        pinged = false;
+                        quiet.as_mut().reset(tokio::time::Instant::now() + every);
+                    }
+                    match msg {
                     None => break End::Lost { reason: "connection closed".into() },
                     Some(Err(e)) => break End::Lost { reason: format!("read: {e}") },
                     Some(Ok(Message::Text(text))) => self.session.handle_text(text.as_str()),
@@ -281,6 +305,7 @@ impl Driver {
                         Vec::new()
                     }
                     Some(Ok(_)) => Vec::new(),
+                    }
                 },
             };
             if let Err(end) = self.apply(outs, &mut sink).await {

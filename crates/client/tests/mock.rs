@@ -259,3 +259,37 @@ async fn first_connect_to_nothing_fails() {
     let err = within(Client::connect_with(&url, "tok", fast())).await.unwrap_err();
     assert!(matches!(err, ClientError::Io(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_silent_server_is_pinged_then_abandoned_and_the_client_reconnects() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let config = ClientConfig { keepalive: Some(Duration::from_millis(100)), ..fast() };
+    let server = async {
+        let mut first = accept(&listener).await;
+        handshake(&mut first, "c1").await;
+        // From here on the first connection is never read: no pong goes back, as when the
+        // network has vanished. The client must give up on it and come back.
+        let mut second = accept(&listener).await;
+        handshake(&mut second, "c2").await;
+        (first, second)
+    };
+    let client_side = async {
+        let client = Client::connect_with(&url, "t", config).await.unwrap();
+        let mut events = client.events();
+        let mut saw_disconnect = false;
+        loop {
+            match within(events.recv()).await.expect("stream ended") {
+                ClientEvent::Disconnected { reason } => {
+                    assert!(reason.contains("silent"), "{reason}");
+                    saw_disconnect = true;
+                }
+                ClientEvent::Connected(ok) if ok.conn_id == "c2" => break,
+                _ => {}
+            }
+        }
+        assert!(saw_disconnect);
+        client
+    };
+    let (_conns, _client) = within(async { tokio::join!(server, client_side) }).await;
+}
