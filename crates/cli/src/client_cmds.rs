@@ -256,6 +256,9 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<()> {
                         }
                     }
                     ClientEvent::ChainError(e) => anyhow::bail!("history failed verification: {e}"),
+                    ClientEvent::Lagged { capacity } => {
+                        anyhow::bail!("output fell more than {capacity} events behind; run tail again")
+                    }
                     ClientEvent::Disconnected { reason } => {
                         eprintln!("herald: disconnected ({reason}); reconnecting")
                     }

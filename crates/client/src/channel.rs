@@ -3,6 +3,7 @@
 use crate::client::Client;
 use crate::error::ClientError;
 use crate::event::ClientEvent;
+use crate::history::HistoryQueryExt;
 use crate::rest::{BlobRef, verify_log_page};
 use futures::StreamExt;
 use herald_proto::frames::{
@@ -198,20 +199,51 @@ impl Channel {
     }
 
     /// Calls `f` with every new message of this channel (verified, once each, in order),
-    /// from a task of its own. Must be called within a Tokio runtime.
+    /// from a task of its own. Must be called within a Tokio runtime. If `f` is so slow that
+    /// its event stream lags, the listener opens a new stream and pages the gap from history,
+    /// so no message is skipped.
     pub fn on_message<F>(&self, mut f: F) -> Listener
     where
         F: FnMut(Message) + Send + 'static,
     {
         let mut events = self.client.events();
-        let id = self.info.id.clone();
+        let channel = self.clone();
         let task = tokio::spawn(async move {
+            let mut last = 0u64;
             while let Some(event) = events.next().await {
-                if let ClientEvent::Event(event) = event
-                    && let Event::Message { channel, message, .. } = *event
-                    && channel == id
-                {
-                    f(message);
+                match event {
+                    ClientEvent::Event(event) => {
+                        if let Event::Message { channel: c, message, .. } = *event
+                            && c == channel.info.id
+                            && message.seq > last
+                        {
+                            last = message.seq;
+                            f(message);
+                        }
+                    }
+                    ClientEvent::Lagged { .. } => {
+                        // New stream first, so nothing arriving while we page is lost.
+                        events = channel.client.events();
+                        loop {
+                            let page = match channel.history(HistoryQuery::after(last, 500)).await {
+                                Ok(p) => p,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "on_message: cannot page the gap");
+                                    break;
+                                }
+                            };
+                            for m in page.messages {
+                                if m.seq > last {
+                                    last = m.seq;
+                                    f(m);
+                                }
+                            }
+                            if !page.has_more {
+                                break;
+                            }
+                        }
+                    }
+                    _ => {}
                 }
             }
         });

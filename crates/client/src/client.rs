@@ -92,10 +92,10 @@ impl Client {
     /// first stream made also gets what arrived since `connect` (up to 10,000 events),
     /// starting with [`ClientEvent::Connected`].
     pub fn events(&self) -> EventStream {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (listener, stream) = crate::event::stream(self.inner.config.event_buffer);
         // If the client is closed the stream simply ends.
-        let _ = self.command(Command::Listen(tx));
-        EventStream { rx }
+        let _ = self.command(Command::Listen(listener));
+        stream
     }
 
     /// Sends any request and returns its raw `ok`. While the client is reconnecting the

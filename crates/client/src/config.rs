@@ -24,6 +24,9 @@ pub struct ClientConfig {
     /// silent for as long again, the connection is taken as dead and the client reconnects
     /// (a vanished network sends no close). `None` disables the check.
     pub keepalive: Option<Duration>,
+    /// Events one [`crate::EventStream`] may hold unread; a reader further behind gets
+    /// [`crate::ClientEvent::Lagged`] and its stream ends.
+    pub event_buffer: usize,
 }
 
 impl Default for ClientConfig {
@@ -37,6 +40,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             keepalive: Some(Duration::from_secs(25)),
+            event_buffer: 10_000,
         }
     }
 }

@@ -80,7 +80,7 @@ pub(crate) enum Command {
         subject: String,
         sub_id: u64,
     },
-    Listen(mpsc::UnboundedSender<ClientEvent>),
+    Listen(crate::event::Listener),
     /// Deliver an event found outside the socket (a chain error of a log page).
     Emit(ClientEvent),
     Anchor {
@@ -120,7 +120,7 @@ pub(crate) struct Driver {
     config: ClientConfig,
     session: Session<Waiter>,
     commands: mpsc::UnboundedReceiver<Command>,
-    listeners: Vec<mpsc::UnboundedSender<ClientEvent>>,
+    listeners: Vec<crate::event::Listener>,
     /// Events received before the first listener registered, handed to it: without this a
     /// user could not see what arrives between `connect` returning and `events()`.
     backlog: Option<Vec<ClientEvent>>,
@@ -336,11 +336,11 @@ impl Driver {
                 }
                 self.session.unsubscribe(&subject)
             }
-            Command::Listen(tx) => {
-                for event in self.backlog.take().unwrap_or_default() {
-                    let _ = tx.send(event);
+            Command::Listen(listener) => {
+                let backlog = self.backlog.take().unwrap_or_default();
+                if backlog.iter().all(|event| listener.offer(event)) {
+                    self.listeners.push(listener);
                 }
-                self.listeners.push(tx);
                 Vec::new()
             }
             Command::Emit(event) => vec![Output::Event(event)],
@@ -418,7 +418,7 @@ impl Driver {
                 self.backlog = None;
             }
         }
-        self.listeners.retain(|tx| tx.send(event.clone()).is_ok());
+        self.listeners.retain(|listener| listener.offer(&event));
     }
 }
 

@@ -4,6 +4,8 @@ use futures::Stream;
 use herald_proto::frames::{ConnectOk, Event};
 use herald_proto::{ChainError, ErrorDetail};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
@@ -24,6 +26,11 @@ pub enum ClientEvent {
     ResumeTruncated { channel: String, from_seq: u64 },
     /// An error reply that answers no request (e.g. to a frame the server could not parse).
     ServerError(ErrorDetail),
+    /// The last item of an [`EventStream`] whose reader fell `capacity` events behind: the
+    /// stream ends here rather than grow without bound or drop events silently. Open a new
+    /// stream with [`crate::Client::events`] and page what was missed with
+    /// [`crate::Channel::history`] or [`crate::Channel::log`].
+    Lagged { capacity: usize },
 }
 
 impl ClientEvent {
@@ -38,19 +45,58 @@ impl ClientEvent {
 
 /// A stream of every [`ClientEvent`], from [`crate::Client::events`].
 ///
-/// Each stream has its own queue, so a slow reader never makes the connection wait (which
-/// could stall the replies its own task is awaiting) and never loses an event (which would
-/// break the no-gap guarantee). The queue is unbounded: drop a stream you stop reading.
-/// The stream ends when the client is closed.
+/// Each stream has its own bounded queue ([`crate::ClientConfig::event_buffer`] events), so a
+/// slow reader never makes the connection wait (which could stall the replies its own task is
+/// awaiting) and never grows memory without bound. A reader that falls that far behind gets a
+/// final [`ClientEvent::Lagged`] and the stream ends: nothing is ever skipped silently.
+/// The stream also ends when the client is closed.
 #[derive(Debug)]
 pub struct EventStream {
-    pub(crate) rx: mpsc::UnboundedReceiver<ClientEvent>,
+    rx: mpsc::Receiver<ClientEvent>,
+    lagged: Arc<AtomicBool>,
+    capacity: usize,
+}
+
+/// The connection's end of an [`EventStream`].
+#[derive(Debug)]
+pub(crate) struct Listener {
+    tx: mpsc::Sender<ClientEvent>,
+    lagged: Arc<AtomicBool>,
+}
+
+impl Listener {
+    /// Queues an event; false once the stream is gone or has lagged (then drop the listener).
+    pub(crate) fn offer(&self, event: &ClientEvent) -> bool {
+        match self.tx.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.lagged.store(true, Ordering::Release);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// A new stream and the connection's end of it.
+pub(crate) fn stream(capacity: usize) -> (Listener, EventStream) {
+    let capacity = capacity.max(1);
+    let (tx, rx) = mpsc::channel(capacity);
+    let lagged = Arc::new(AtomicBool::new(false));
+    (Listener { tx, lagged: lagged.clone() }, EventStream { rx, lagged, capacity })
 }
 
 impl EventStream {
-    /// The next event, or `None` once the client is closed.
+    fn end(&self) -> Option<ClientEvent> {
+        self.lagged.swap(false, Ordering::AcqRel).then_some(ClientEvent::Lagged { capacity: self.capacity })
+    }
+
+    /// The next event, or `None` once the client is closed (or after [`ClientEvent::Lagged`]).
     pub async fn recv(&mut self) -> Option<ClientEvent> {
-        self.rx.recv().await
+        match self.rx.recv().await {
+            Some(e) => Some(e),
+            None => self.end(),
+        }
     }
 }
 
@@ -58,6 +104,9 @@ impl Stream for EventStream {
     type Item = ClientEvent;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ClientEvent>> {
-        self.rx.poll_recv(cx)
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(None) => Poll::Ready(self.end()),
+            other => other,
+        }
     }
 }

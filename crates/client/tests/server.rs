@@ -252,3 +252,55 @@ async fn truncated_resume_is_reported_and_the_hole_pages_over_the_verified_log()
     assert_eq!(hole.entries.first().unwrap().seq, first.seq + 1);
     assert_eq!(hole.entries.last().unwrap().seq, from_seq - 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_stream_ends_with_lagged_and_on_message_pages_the_gap() {
+    let server = TestServer::start().await;
+    let small = ClientConfig { event_buffer: 3, ..fast() };
+    let ada = within(Client::connect_with(&server.url(), &server.token("ada"), small)).await.unwrap();
+    let bob = client(&server, "bob").await;
+    let channel = within(ada.channels().create("laggy")).await.unwrap();
+    let bobs = within(bob.channels().join("laggy")).await.unwrap();
+
+    // A stream nobody reads, and a callback that blocks on its first message until released.
+    let mut unread = ada.events();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let (got_tx, got_rx) = std::sync::mpsc::channel::<u64>();
+    let mut first = true;
+    let _listener = channel.on_message(move |m| {
+        if first {
+            first = false;
+            let _ = release_rx.recv();
+        }
+        let _ = got_tx.send(m.seq);
+    });
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        sent.push(within(bobs.send(&format!("m{i}"))).await.unwrap().seq);
+    }
+    // Everything has reached ada's connection once her own ping is answered after it.
+    within(ada.ping()).await.unwrap();
+    release_tx.send(()).unwrap();
+
+    // The unread stream: at most its capacity of events, then Lagged, then the end.
+    let mut n = 0;
+    loop {
+        match within(unread.recv()).await {
+            Some(ClientEvent::Lagged { capacity }) => {
+                assert_eq!(capacity, 3);
+                break;
+            }
+            Some(_) => n += 1,
+            None => panic!("ended without Lagged"),
+        }
+    }
+    assert!(n <= 3, "{n} events queued beyond the capacity of 3");
+    assert_eq!(within(unread.recv()).await, None);
+
+    // The callback lagged too, yet saw every message exactly once, in order.
+    let got: Vec<u64> = (0..sent.len()).map(|_| got_rx.recv_timeout(WAIT).unwrap()).collect();
+    assert_eq!(got, sent);
+    // A duplicate would arrive before the next new message.
+    let next = within(bobs.send("after")).await.unwrap().seq;
+    assert_eq!(got_rx.recv_timeout(WAIT).unwrap(), next, "no message twice");
+}
