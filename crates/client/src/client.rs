@@ -130,12 +130,19 @@ impl Client {
 
     /// Subscribes to a subject. The subscription is renewed after every reconnect.
     pub async fn subscribe(&self, subject: &str) -> Result<Subscription, ClientError> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(self.inner.config.event_buffer.max(1));
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let tx = crate::subscription::SubscriptionTx { tx, dropped: dropped.clone() };
         let (reply, reply_rx) = oneshot::channel();
         let sub_id = self.inner.next_sub.fetch_add(1, Ordering::Relaxed);
         self.command(Command::Subscribe { subject: subject.to_owned(), sub_id, tx, reply })?;
-        let subscription =
-            Subscription { subject: subject.to_owned(), sub_id, rx, commands: self.inner.commands.clone() };
+        let subscription = Subscription {
+            subject: subject.to_owned(),
+            sub_id,
+            rx,
+            dropped,
+            commands: self.inner.commands.clone(),
+        };
         // On failure the subscription is dropped, which removes it again.
         self.wait(reply_rx).await?;
         Ok(subscription)

@@ -73,7 +73,7 @@ pub(crate) enum Command {
     Subscribe {
         subject: String,
         sub_id: u64,
-        tx: mpsc::UnboundedSender<Publication>,
+        tx: crate::subscription::SubscriptionTx,
         reply: Waiter,
     },
     Unsubscribe {
@@ -124,7 +124,7 @@ pub(crate) struct Driver {
     /// Events received before the first listener registered, handed to it: without this a
     /// user could not see what arrives between `connect` returning and `events()`.
     backlog: Option<Vec<ClientEvent>>,
-    subscriptions: HashMap<String, Vec<(u64, mpsc::UnboundedSender<Publication>)>>,
+    subscriptions: HashMap<String, Vec<(u64, crate::subscription::SubscriptionTx)>>,
     /// Answered with the first `connect` outcome, then `None`.
     ready: Option<oneshot::Sender<Result<ConnectOk, ClientError>>>,
 }
@@ -401,7 +401,7 @@ impl Driver {
                 {
                     let publication =
                         Publication { subject: subject.clone(), from: from.clone(), data: data.clone() };
-                    subs.retain(|(_, tx)| tx.send(publication.clone()).is_ok());
+                    subs.retain(|(_, tx)| tx.offer(&publication));
                 }
                 self.broadcast(event);
             }

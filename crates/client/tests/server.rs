@@ -270,7 +270,11 @@ async fn a_lagging_stream_ends_with_lagged_and_on_message_pages_the_gap() {
     let _listener = channel.on_message(move |m| {
         if first {
             first = false;
-            let _ = release_rx.recv();
+            // block_in_place: a plain blocking wait could strand a task in this worker's
+            // LIFO slot and stall the runtime the server shares with the test.
+            tokio::task::block_in_place(|| {
+                let _ = release_rx.recv();
+            });
         }
         let _ = got_tx.send(m.seq);
     });
@@ -303,4 +307,24 @@ async fn a_lagging_stream_ends_with_lagged_and_on_message_pages_the_gap() {
     // A duplicate would arrive before the next new message.
     let next = within(bobs.send("after")).await.unwrap().seq;
     assert_eq!(got_rx.recv_timeout(WAIT).unwrap(), next, "no message twice");
+}
+
+#[tokio::test]
+async fn a_full_subscription_drops_and_counts_new_publications() {
+    let server = TestServer::start().await;
+    let small = ClientConfig { event_buffer: 2, ..fast() };
+    let ada = within(Client::connect_with(&server.url(), &server.token("ada"), small)).await.unwrap();
+    let bob = client(&server, "bob").await;
+    let mut sub = within(ada.subscribe("cursors:doc")).await.unwrap();
+    for i in 0..5 {
+        within(bob.publish("cursors:doc", json!({"i": i}))).await.unwrap();
+    }
+    // Bob's publishes were answered after delivery to ada's connection, and ada's ping is
+    // answered after what came before it on that connection: all five have been offered.
+    within(ada.ping()).await.unwrap();
+    assert_eq!(sub.dropped(), 3);
+    assert_eq!(within(sub.recv()).await.unwrap().data, json!({"i": 0}));
+    assert_eq!(within(sub.recv()).await.unwrap().data, json!({"i": 1}));
+    within(bob.publish("cursors:doc", json!({"i": 5}))).await.unwrap();
+    assert_eq!(within(sub.recv()).await.unwrap().data, json!({"i": 5}), "room again once read");
 }
