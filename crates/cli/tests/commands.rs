@@ -160,3 +160,38 @@ fn send_and_history_never_join_behind_the_users_back() {
     assert!(as_grace(&["send", "private-ish", "now a member"]).status.success());
     assert!(e.ok(&["history", "private-ish"]).contains("grace: now a member"));
 }
+
+#[test]
+fn verify_checks_the_whole_chain_and_catches_a_tampered_store() {
+    let e = env();
+    e.ok(&["channel", "create", "audited"]);
+    e.ok(&["send", "audited", "first"]);
+    let id = e.ok(&["send", "audited", "second"]).split('\t').next().unwrap().to_owned();
+    e.ok(&["send", "audited", "third"]);
+    // A hard delete leaves a tombstone that still verifies.
+    let c = reqwest_delete(&e, &format!("/v1/channels/audited/messages/{id}"));
+    assert_eq!(c, 204);
+    let ok = e.ok(&["verify", "audited"]);
+    assert!(ok.starts_with("ok: 6 entries verified (1 erased by deletes)"), "{ok}");
+
+    // Someone with access to the server's disk rewrites history: verify must say so.
+    let db = rusqlite::Connection::open(e._dir.path().join("data").join("herald.db")).unwrap();
+    let n = db.execute("UPDATE entries SET content = 'forged' WHERE content = 'third'", []).unwrap();
+    assert_eq!(n, 1);
+    drop(db);
+    assert_fails(&e.run(&["verify", "audited"]), "does not match");
+}
+
+fn reqwest_delete(e: &Env, path: &str) -> u16 {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        reqwest::Client::new()
+            .delete(format!("{}{path}", e.server.url()))
+            .bearer_auth(&e.token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+}

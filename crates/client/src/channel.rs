@@ -167,6 +167,12 @@ impl Channel {
         Ok(page)
     }
 
+    /// Raw log entries after `after`, exactly as the server sent them, NOT verified: for tools
+    /// that check the chain themselves (`herald verify`). Use [`Channel::log`] otherwise.
+    pub async fn raw_log(&self, after: u64, limit: u32) -> Result<LogPage, ClientError> {
+        self.client.rest().log(self.id(), after, limit).await
+    }
+
     /// Leaves the channel.
     pub async fn leave(&self) -> Result<(), ClientError> {
         self.client.request(Request::ChannelLeave { channel: self.channel() }).await.map(drop)
