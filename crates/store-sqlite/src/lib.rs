@@ -168,6 +168,7 @@ impl SqliteStore {
             max_batch,
             heads: Default::default(),
             channels: Default::default(),
+            truncate_pending: false,
         };
         let thread = std::thread::Builder::new()
             .name("herald-sqlite-writer".into())

@@ -85,6 +85,8 @@ pub struct Writer {
     pub max_batch: usize,
     pub heads: Heads,
     pub channels: Channels,
+    /// A TRUNCATE checkpoint after a delete has not completed yet.
+    pub truncate_pending: bool,
 }
 
 impl Writer {
@@ -184,8 +186,10 @@ impl Writer {
         }
         self.heads.commit();
         self.channels.commit();
-        if erased {
-            self.checkpoint();
+        // A checkpoint that readers blocked is retried after every later batch until it
+        // succeeds: erased text must not linger in the WAL.
+        if erased || self.truncate_pending {
+            self.truncate_pending = !self.checkpoint();
         }
         Ok(results)
     }
@@ -211,12 +215,21 @@ impl Writer {
 
     /// Folds the WAL into the database and truncates it, so erased text survives neither in
     /// the WAL nor (with `secure_delete`) in free pages of the database file.
-    fn checkpoint(&self) {
+    /// True when it completed.
+    fn checkpoint(&self) -> bool {
         let r = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
         match r {
-            Ok(0) => {}
-            Ok(_) => tracing::warn!("WAL checkpoint after a delete was blocked by readers"),
-            Err(e) => tracing::warn!(error = %e, "WAL checkpoint after a delete failed"),
+            Ok(0) => true,
+            Ok(_) => {
+                tracing::warn!(
+                    "WAL checkpoint after a delete was blocked by readers; retrying after the next commit"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint after a delete failed; retrying after the next commit");
+                false
+            }
         }
     }
 }
