@@ -281,7 +281,7 @@ impl<'a> Job<'a> {
 
     /// Applies `m`, returning what it produced and the job (to release or drop).
     pub fn apply(mut self, m: Mutation) -> Result<(Applied, Job<'a>)> {
-        self.app = actor_of(&m).app.clone();
+        self.app = m.actor().app.clone();
         match m {
             Mutation::UpsertUser { actor } => {
                 self.upsert_user(&actor)?;
@@ -599,22 +599,5 @@ impl<'a> Job<'a> {
                 self.done(Some(&ch), Outcome::Read { user: me.to_owned(), message_id, seq })
             }
         }
-    }
-}
-
-fn actor_of(m: &Mutation) -> &Actor {
-    match m {
-        Mutation::CreateChannel { actor, .. }
-        | Mutation::Join { actor, .. }
-        | Mutation::AddMember { actor, .. }
-        | Mutation::RemoveMember { actor, .. }
-        | Mutation::DeleteChannel { actor, .. }
-        | Mutation::Send { actor, .. }
-        | Mutation::Edit { actor, .. }
-        | Mutation::Delete { actor, .. }
-        | Mutation::React { actor, .. }
-        | Mutation::Unreact { actor, .. }
-        | Mutation::Read { actor, .. }
-        | Mutation::UpsertUser { actor } => actor,
     }
 }

@@ -19,25 +19,6 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Backend(format!("{what} {}: {e}", path.display()))
 }
 
-/// Channel ids become directory names: only the characters of a UUID are allowed, so no id can
-/// climb out of the blob root.
-fn check_channel(channel_id: &str) -> Result<()> {
-    let ok = !channel_id.is_empty()
-        && channel_id.len() <= 64
-        && channel_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok { Ok(()) } else { Err(StoreError::Invalid(format!("invalid channel id {channel_id:?}"))) }
-}
-
-fn check_blob_id(blob_id: &str) -> Result<()> {
-    let ok = blob_id.len() == 64 && blob_id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if ok {
-        Ok(())
-    } else {
-        let shown: String = blob_id.chars().take(80).collect();
-        Err(StoreError::Invalid(format!("blob id {shown:?} is not 64 lowercase hex digits")))
-    }
-}
-
 impl FsBlobStore {
     /// Blobs live in `dir/blobs`, created if needed.
     pub fn open(dir: PathBuf) -> Result<Self> {
@@ -47,7 +28,7 @@ impl FsBlobStore {
     }
 
     fn channel_dir(&self, channel_id: &str) -> Result<PathBuf> {
-        check_channel(channel_id)?;
+        herald_store::check_blob_channel(channel_id)?;
         Ok(self.root.join(channel_id))
     }
 }
@@ -87,7 +68,7 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn get(&self, channel_id: &str, blob_id: &str) -> Result<Option<Bytes>> {
-        check_blob_id(blob_id)?;
+        herald_store::check_blob_id(blob_id)?;
         let path = self.channel_dir(channel_id)?.join(blob_id);
         match tokio::fs::read(&path).await {
             Ok(b) => Ok(Some(b)),
