@@ -4,9 +4,11 @@
 use crate::backend;
 use crate::rows::{self, ChannelRow, to_i64};
 use herald_proto::EntryKind;
-use herald_proto::chain::{self, EntryFields, Hash32, SALT_LEN, ZERO_HASH};
+use herald_proto::chain::{Hash32, ZERO_HASH};
 use herald_proto::model::{Message, Policy, ReplySnapshot};
-use herald_store::{Actor, Applied, EntryExtra, Mutation, Outcome, Result, StoreError, StoredEntry};
+use herald_store::{
+    Actor, Applied, EntryExtra, Mutation, NewEntry, Outcome, Result, StoreError, StoredEntry,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 
@@ -129,13 +131,9 @@ impl<'a> Job<'a> {
         extra: EntryExtra,
     ) -> Result<u64> {
         let (prev_seq, prev_hash) = self.head(ch)?;
-        let seq = prev_seq + 1;
-        let salt: [u8; SALT_LEN] = rand::random();
-        let content_hash = chain::content_hash(&salt, content);
-        let hash = chain::entry_hash(
-            &prev_hash,
-            &EntryFields { seq, kind, channel_id: ch, author, reference, ts_ms, content_hash: &content_hash },
-        );
+        let new = NewEntry { channel_id: ch, kind, author, reference, ts_ms, content };
+        let e = new.link(prev_seq, prev_hash, rand::random(), extra);
+        let salt = e.salt.unwrap_or_default();
         self.conn
             .prepare_cached(&format!(
                 "INSERT INTO entries ({}) VALUES \
@@ -145,41 +143,29 @@ impl<'a> Job<'a> {
             .and_then(|mut s| {
                 s.execute(params![
                     ch,
-                    to_i64(seq),
+                    to_i64(e.seq),
                     kind.as_str(),
                     author,
                     reference,
                     ts_ms,
                     content,
                     &salt[..],
-                    &content_hash[..],
-                    &prev_hash[..],
-                    &hash[..],
-                    extra.id,
-                    extra.msg_type,
-                    extra.client_id,
-                    extra.name,
-                    extra.title,
-                    extra.message_id,
-                    extra.reply.as_ref().map(|r| r.author.as_str()),
+                    &e.content_hash[..],
+                    &e.prev_hash[..],
+                    &e.hash[..],
+                    e.extra.id,
+                    e.extra.msg_type,
+                    e.extra.client_id,
+                    e.extra.name,
+                    e.extra.title,
+                    e.extra.message_id,
+                    e.extra.reply.as_ref().map(|r| r.author.as_str()),
                 ])
             })
             .map_err(backend)?;
-        self.own.insert(ch.to_owned(), (seq, hash));
-        self.entries.push(StoredEntry {
-            channel_id: ch.to_owned(),
-            seq,
-            kind,
-            author: author.to_owned(),
-            reference: reference.to_owned(),
-            ts_ms,
-            content: Some(content.to_owned()),
-            salt: Some(salt),
-            content_hash,
-            prev_hash,
-            hash,
-            extra,
-        });
+        let seq = e.seq;
+        self.own.insert(ch.to_owned(), (seq, e.hash));
+        self.entries.push(e);
         Ok(seq)
     }
 

@@ -177,6 +177,58 @@ pub struct StoredEntry {
     pub extra: EntryExtra,
 }
 
+/// An entry about to be appended: everything but its place in the chain.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEntry<'a> {
+    pub channel_id: &'a str,
+    pub kind: EntryKind,
+    pub author: &'a str,
+    pub reference: &'a str,
+    pub ts_ms: i64,
+    pub content: &'a str,
+}
+
+impl NewEntry<'_> {
+    /// The entry as the successor of `(prev_seq, prev_hash)`, salted with `salt`: the one
+    /// place a backend computes `content_hash` and `hash` (PROTOCOL.md §5).
+    pub fn link(
+        self,
+        prev_seq: u64,
+        prev_hash: Hash32,
+        salt: [u8; SALT_LEN],
+        extra: EntryExtra,
+    ) -> StoredEntry {
+        let seq = prev_seq + 1;
+        let content_hash = herald_proto::chain::content_hash(&salt, self.content);
+        let hash = herald_proto::chain::entry_hash(
+            &prev_hash,
+            &herald_proto::chain::EntryFields {
+                seq,
+                kind: self.kind,
+                channel_id: self.channel_id,
+                author: self.author,
+                reference: self.reference,
+                ts_ms: self.ts_ms,
+                content_hash: &content_hash,
+            },
+        );
+        StoredEntry {
+            channel_id: self.channel_id.to_owned(),
+            seq,
+            kind: self.kind,
+            author: self.author.to_owned(),
+            reference: self.reference.to_owned(),
+            ts_ms: self.ts_ms,
+            content: Some(self.content.to_owned()),
+            salt: Some(salt),
+            content_hash,
+            prev_hash,
+            hash,
+            extra,
+        }
+    }
+}
+
 /// What a committed mutation produced.
 #[derive(Debug, Clone)]
 pub struct Applied {

@@ -25,12 +25,12 @@
 
 use crate::bytes_like::Bytes;
 use crate::{
-    Actor, Applied, BlobStore, CommitSink, EntryExtra, HistoryRange, Membership, Mutation, NullSink, Outcome,
-    Result, Store, StoreError, StoredEntry,
+    Actor, Applied, BlobStore, CommitSink, EntryExtra, HistoryRange, Membership, Mutation, NewEntry,
+    NullSink, Outcome, Result, Store, StoreError, StoredEntry,
 };
 use async_trait::async_trait;
 use herald_proto::EntryKind;
-use herald_proto::chain::{self, EntryFields, Hash32, SALT_LEN, ZERO_HASH};
+use herald_proto::chain::{Hash32, ZERO_HASH};
 use herald_proto::model::{
     Channel, ChannelSummary, DirectoryEntry, Member, Message, Policy, ReactionView, ReplySnapshot, UserKind,
 };
@@ -230,35 +230,8 @@ impl ChannelData {
         reply_author: Option<String>,
     ) -> StoredEntry {
         let (prev_seq, prev_hash) = self.head();
-        let seq = prev_seq + 1;
-        let salt: [u8; SALT_LEN] = rand::random();
-        let content_hash = chain::content_hash(&salt, content);
-        let hash = chain::entry_hash(
-            &prev_hash,
-            &EntryFields {
-                seq,
-                kind,
-                channel_id: &self.row.id,
-                author,
-                reference,
-                ts_ms,
-                content_hash: &content_hash,
-            },
-        );
-        let entry = StoredEntry {
-            channel_id: self.row.id.clone(),
-            seq,
-            kind,
-            author: author.to_owned(),
-            reference: reference.to_owned(),
-            ts_ms,
-            content: Some(content.to_owned()),
-            salt: Some(salt),
-            content_hash,
-            prev_hash,
-            hash,
-            extra,
-        };
+        let new = NewEntry { channel_id: &self.row.id, kind, author, reference, ts_ms, content };
+        let entry = new.link(prev_seq, prev_hash, rand::random(), extra);
         let mut stored = entry.clone();
         // The snapshot is not stored; the log rebuilds it from the replied-to message.
         stored.extra.reply = None;
