@@ -270,34 +270,42 @@ impl Engine {
         }
     }
 
-    /// Resolves a channel reference (id or name) within the caller's app to an id.
+    /// Checks a channel reference's shape: a UUID-shaped id, or else a valid channel name.
+    fn check_ref(channel: &str) -> Result<(), EngineError> {
+        if !looks_like_uuid(channel) {
+            ChannelName::parse(channel)?;
+        }
+        Ok(())
+    }
+
+    /// Resolves a channel reference (id or name) within the caller's app to an id. An id is
+    /// taken as it is (the store checks it when it is used); a name costs one lookup.
     async fn resolve(&self, who: &Principal, channel: &str) -> Result<String, EngineError> {
+        Self::check_ref(channel)?;
         if looks_like_uuid(channel) {
             return Ok(channel.to_owned());
         }
-        let name = ChannelName::parse(channel)?;
-        match self
-            .store
-            .channel(&who.app, name.as_str())
+        Ok(self.lookup(who, channel).await?.id)
+    }
+
+    /// The channel a reference (id or name) names in the caller's app: one store read.
+    async fn lookup(&self, who: &Principal, channel: &str) -> Result<Channel, EngineError> {
+        Self::check_ref(channel)?;
+        self.store
+            .channel(&who.app, channel)
             .await
             .map_err(|e| EngineError::from_store(e, channel))?
-        {
-            Some(c) => Ok(c.id),
-            None => Err(EngineError::ChannelNotFound(channel.to_owned())),
-        }
+            .ok_or_else(|| EngineError::ChannelNotFound(channel.to_owned()))
     }
 
     /// Loads a channel the caller may read: a member, or a holder of `server` /
     /// `channels:admin`.
     async fn readable(&self, who: &Principal, channel: &str) -> Result<Channel, EngineError> {
-        let id = self.resolve(who, channel).await?;
-        let ch = self
-            .store
-            .channel(&who.app, &id)
-            .await
-            .map_err(|e| EngineError::from_store(e, channel))?
-            .ok_or_else(|| EngineError::ChannelNotFound(channel.to_owned()))?;
-        if who.grants.server || who.grants.channels_admin || self.hub.is_member(&who.app, &id, &who.user.id) {
+        let ch = self.lookup(who, channel).await?;
+        if who.grants.server
+            || who.grants.channels_admin
+            || self.hub.is_member(&who.app, &ch.id, &who.user.id)
+        {
             Ok(ch)
         } else {
             Err(EngineError::Forbidden(format!("not a member of channel {channel:?}")))
@@ -331,7 +339,19 @@ impl Engine {
     }
 
     fn check_data(&self, data: &serde_json::Value) -> Result<(), EngineError> {
-        let len = serde_json::to_vec(data).map(|v| v.len()).unwrap_or(usize::MAX);
+        /// Counts bytes instead of keeping them: the size is all the limit needs.
+        struct Counter(usize);
+        impl std::io::Write for Counter {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0 += b.len();
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut n = Counter(0);
+        let len = serde_json::to_writer(&mut n, data).map(|()| n.0).unwrap_or(usize::MAX);
         if len > self.config.max_content_bytes {
             return Err(EngineError::PayloadTooLarge(format!(
                 "data is {len} bytes; the limit is {}",
@@ -404,15 +424,7 @@ impl Engine {
                 Ok(OkReply::Channel(ChannelOk { channel }))
             }
             Request::ChannelLeave { channel } => {
-                let id = self.resolve(who, &channel).await?;
-                let m = Mutation::RemoveMember {
-                    actor: Self::actor(who),
-                    channel: id,
-                    user: who.user.id.clone(),
-                    ts_ms: now,
-                };
-                self.apply(m, &channel).await?;
-                Ok(OkReply::Empty(Empty {}))
+                self.remove_member(who, &channel, who.user.id.clone(), now).await
             }
             Request::ChannelAddMember { channel, user } => {
                 let user = UserId::parse(user)?;
@@ -427,16 +439,8 @@ impl Engine {
                 Ok(OkReply::Empty(Empty {}))
             }
             Request::ChannelRemoveMember { channel, user } => {
-                let user = UserId::parse(user)?;
-                let id = self.resolve(who, &channel).await?;
-                let m = Mutation::RemoveMember {
-                    actor: Self::actor(who),
-                    channel: id,
-                    user: user.into_string(),
-                    ts_ms: now,
-                };
-                self.apply(m, &channel).await?;
-                Ok(OkReply::Empty(Empty {}))
+                let user = UserId::parse(user)?.into_string();
+                self.remove_member(who, &channel, user, now).await
             }
             Request::ChannelList {} => {
                 let channels = self
@@ -550,6 +554,23 @@ impl Engine {
                 self.history(who, &channel, &query).await.map(OkReply::History)
             }
         }
+    }
+
+    /// `channel.leave` (the caller removes itself) and `channel.remove_member`.
+    async fn remove_member(
+        &self,
+        who: &Principal,
+        channel: &str,
+        user: String,
+        now: i64,
+    ) -> Result<OkReply, EngineError> {
+        let id = self.resolve(who, channel).await?;
+        self.apply(
+            Mutation::RemoveMember { actor: Self::actor(who), channel: id, user, ts_ms: now },
+            channel,
+        )
+        .await?;
+        Ok(OkReply::Empty(Empty {}))
     }
 
     /// `publish`: plaintext fan-out to the subject's subscribers, never stored. Inboxes
