@@ -34,12 +34,28 @@ struct Index {
     /// User id → connections (of every app; filtered by app on delivery).
     users: FxHashMap<Arc<str>, Vec<Arc<ConnShared>>>,
     /// (app, subject) → subscribed connections.
-    subjects: HashMap<(Arc<str>, String), Vec<Arc<ConnShared>>>,
+    /// App → subject → subscribed connections (nested so a publish looks up by `&str`
+    /// without building a key).
+    subjects: HashMap<Arc<str>, HashMap<String, Vec<Arc<ConnShared>>>>,
     /// One `Arc` per app id, so app equality on delivery is a pointer comparison.
     apps: HashMap<String, Arc<str>>,
 }
 
 impl Index {
+    /// Removes one connection from a subject's subscribers, and empty entries with it.
+    fn drop_subscriber(&mut self, app: &str, subject: &str, key: u64) {
+        let Some(by_subject) = self.subjects.get_mut(app) else { return };
+        if let Some(list) = by_subject.get_mut(subject) {
+            list.retain(|c| c.key != key);
+            if list.is_empty() {
+                by_subject.remove(subject);
+            }
+        }
+        if by_subject.is_empty() {
+            self.subjects.remove(app);
+        }
+    }
+
     fn intern(&mut self, app: &str) -> Arc<str> {
         if let Some(a) = self.apps.get(app) {
             return a.clone();
@@ -128,13 +144,7 @@ impl Hub {
             }
         }
         for s in subjects {
-            let key = (conn.app.clone(), s);
-            if let Some(list) = index.subjects.get_mut(&key) {
-                list.retain(|c| c.key != conn.key);
-                if list.is_empty() {
-                    index.subjects.remove(&key);
-                }
-            }
+            index.drop_subscriber(&conn.app, &s, conn.key);
         }
         self.stats.connections.fetch_sub(1, Ordering::Relaxed);
     }
@@ -149,7 +159,13 @@ impl Hub {
             subs.push(subject.to_owned());
         }
         let mut index = self.index.write();
-        index.subjects.entry((conn.app.clone(), subject.to_owned())).or_default().push(conn.clone());
+        index
+            .subjects
+            .entry(conn.app.clone())
+            .or_default()
+            .entry(subject.to_owned())
+            .or_default()
+            .push(conn.clone());
         true
     }
 
@@ -163,14 +179,7 @@ impl Hub {
                 return false;
             }
         }
-        let mut index = self.index.write();
-        let key = (conn.app.clone(), subject.to_owned());
-        if let Some(list) = index.subjects.get_mut(&key) {
-            list.retain(|c| c.key != conn.key);
-            if list.is_empty() {
-                index.subjects.remove(&key);
-            }
-        }
+        self.index.write().drop_subscriber(&conn.app, subject, conn.key);
         true
     }
 
@@ -182,9 +191,8 @@ impl Hub {
     /// Delivers a publication to every subscriber of `(app, subject)`; returns how many.
     pub(crate) fn publish(&self, app: &str, subject: &str, frame: &Bytes) -> usize {
         let index = self.index.read();
-        let key: (Arc<str>, String) = (Arc::from(app), subject.to_owned());
         let mut n = 0;
-        if let Some(list) = index.subjects.get(&key) {
+        if let Some(list) = index.subjects.get(app).and_then(|by_subject| by_subject.get(subject)) {
             for c in list {
                 if self.count(c.try_push(frame)) {
                     n += 1;
