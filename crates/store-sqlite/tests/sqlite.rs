@@ -2,7 +2,6 @@
 #![allow(clippy::unwrap_used)]
 
 use herald_proto::model::Policy;
-use herald_store::BlobStore;
 use herald_store::testkit::{self, RecordingSink, new_id, now_ms, user};
 use herald_store::{Mutation, NullSink, Store};
 use herald_store_sqlite::{FsBlobStore, SqliteConfig, SqliteStore};
@@ -177,22 +176,6 @@ async fn a_refused_job_does_not_spoil_its_batch() {
 async fn blobs_round_trip_by_blake3_id() {
     let dir = tempfile::tempdir().unwrap();
     let blobs = FsBlobStore::open(dir.path().to_path_buf()).unwrap();
-    let ch = new_id();
-    let bytes = b"some file bytes".to_vec();
-    let id = blobs.put(&ch, bytes.clone()).await.unwrap();
-    assert_eq!(id, blake3::hash(&bytes).to_hex().to_string());
-    assert_eq!(id.len(), 64);
-    assert_eq!(blobs.put(&ch, bytes.clone()).await.unwrap(), id, "same bytes, same id");
-    assert_eq!(blobs.get(&ch, &id).await.unwrap(), Some(bytes.clone()));
-    assert_eq!(blobs.get(&new_id(), &id).await.unwrap(), None, "blobs are scoped by channel");
-    let unknown = blake3::hash(b"never stored").to_hex().to_string();
-    assert_eq!(blobs.get(&ch, &unknown).await.unwrap(), None);
-    for bad in ["", "../etc/passwd", &id.to_uppercase(), &id[..63], &format!("{id}0")] {
-        assert!(matches!(blobs.get(&ch, bad).await, Err(herald_store::StoreError::Invalid(_))), "{bad:?}");
-    }
-    assert!(matches!(blobs.put("../x", vec![1]).await, Err(herald_store::StoreError::Invalid(_))));
-    blobs.delete_channel(&ch).await.unwrap();
-    assert_eq!(blobs.get(&ch, &id).await.unwrap(), None);
-    blobs.delete_channel(&ch).await.unwrap();
+    testkit::blob_store_contract(&blobs).await;
     assert!(dir.path().join("blobs").is_dir());
 }

@@ -1154,3 +1154,29 @@ pub async fn sink_order_is_commit_order(s: Arc<dyn Store>, sink: Arc<RecordingSi
         assert_eq!(sink.count_entry(ch, &e.hash), 1);
     }
 }
+
+/// The [`crate::BlobStore`] contract, for every blob backend: ids are the BLAKE3 hex of the
+/// bytes, blobs are scoped by channel, malformed ids are `Invalid`, deleting a channel's blobs
+/// leaves other channels' alone and may be repeated.
+pub async fn blob_store_contract(blobs: &dyn crate::BlobStore) {
+    let ch = new_id();
+    let bytes = b"some file bytes".to_vec();
+    let id = blobs.put(&ch, bytes.clone()).await.expect("put");
+    assert_eq!(id, blake3::hash(&bytes).to_hex().to_string());
+    assert_eq!(id.len(), 64);
+    assert_eq!(blobs.put(&ch, bytes.clone()).await.expect("put again"), id, "same bytes, same id");
+    assert_eq!(blobs.get(&ch, &id).await.expect("get"), Some(bytes.clone()));
+    assert_eq!(blobs.get(&new_id(), &id).await.expect("get"), None, "blobs are scoped by channel");
+    let unknown = blake3::hash(b"never stored").to_hex().to_string();
+    assert_eq!(blobs.get(&ch, &unknown).await.expect("get"), None);
+    for bad in ["", "../etc/passwd", &id.to_uppercase(), &id[..63], &format!("{id}0")] {
+        assert!(matches!(blobs.get(&ch, bad).await, Err(StoreError::Invalid(_))), "{bad:?}");
+    }
+    assert!(matches!(blobs.put("../x", vec![1]).await, Err(StoreError::Invalid(_))));
+    let other = new_id();
+    blobs.put(&other, bytes.clone()).await.expect("put");
+    blobs.delete_channel(&ch).await.expect("delete");
+    assert_eq!(blobs.get(&ch, &id).await.expect("get"), None);
+    assert_eq!(blobs.get(&other, &id).await.expect("get"), Some(bytes), "other channels keep theirs");
+    blobs.delete_channel(&ch).await.expect("delete again");
+}

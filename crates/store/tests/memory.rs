@@ -5,7 +5,7 @@
 use herald_proto::model::Policy;
 use herald_store::memory::{MemoryBlobStore, MemoryStore};
 use herald_store::testkit::{self, RecordingSink, new_id, now_ms, user};
-use herald_store::{BlobStore, Mutation, Store, StoreError};
+use herald_store::{Mutation, Store, StoreError};
 use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,25 +55,5 @@ async fn closed_store_refuses_writes_and_still_reads() {
 
 #[tokio::test]
 async fn blobs_round_trip_by_blake3_id() {
-    let blobs = MemoryBlobStore::new();
-    let ch = new_id();
-    let bytes = b"some file bytes".to_vec();
-    let id = blobs.put(&ch, bytes.clone()).await.unwrap();
-    assert_eq!(id, blake3::hash(&bytes).to_hex().to_string());
-    assert_eq!(id.len(), 64);
-    assert_eq!(blobs.put(&ch, bytes.clone()).await.unwrap(), id, "same bytes, same id");
-    assert_eq!(blobs.get(&ch, &id).await.unwrap(), Some(bytes.clone()));
-    assert_eq!(blobs.get(&new_id(), &id).await.unwrap(), None, "blobs are scoped by channel");
-    let unknown = blake3::hash(b"never stored").to_hex().to_string();
-    assert_eq!(blobs.get(&ch, &unknown).await.unwrap(), None);
-    for bad in ["", "../etc/passwd", &id.to_uppercase(), &id[..63], &format!("{id}0")] {
-        assert!(matches!(blobs.get(&ch, bad).await, Err(StoreError::Invalid(_))), "{bad:?}");
-    }
-    assert!(matches!(blobs.put("../x", vec![1]).await, Err(StoreError::Invalid(_))));
-    let other = new_id();
-    blobs.put(&other, bytes.clone()).await.unwrap();
-    blobs.delete_channel(&ch).await.unwrap();
-    assert_eq!(blobs.get(&ch, &id).await.unwrap(), None);
-    assert_eq!(blobs.get(&other, &id).await.unwrap(), Some(bytes), "other channels keep theirs");
-    blobs.delete_channel(&ch).await.unwrap();
+    testkit::blob_store_contract(&MemoryBlobStore::new()).await;
 }
