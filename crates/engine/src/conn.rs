@@ -29,6 +29,9 @@ pub struct ConnShared {
     capacity: usize,
     kicked: AtomicBool,
     kick: Notify,
+    /// Signalled by the socket writer after each batch it takes off the queue: paced senders
+    /// (the resume replay) wait on it for room.
+    drained: Notify,
     resuming: AtomicBool,
     resume: Mutex<HashMap<String, ResumeState>>,
     pub(crate) subjects: Mutex<Vec<String>>,
@@ -69,6 +72,7 @@ impl ConnShared {
             capacity,
             kicked: AtomicBool::new(false),
             kick: Notify::new(),
+            drained: Notify::new(),
             resuming: AtomicBool::new(false),
             resume: Mutex::new(HashMap::new()),
             subjects: Mutex::new(Vec::new()),
@@ -122,6 +126,39 @@ impl ConnShared {
     /// Queues a frame, waiting for room (replies and replays: the connection's own work).
     pub async fn send(&self, frame: Bytes) -> bool {
         self.tx.send(frame).await.is_ok()
+    }
+
+    /// Queues a frame of a bulk transfer (the resume replay) only while the queue is at most
+    /// half full, waiting for the writer to drain it otherwise. The other half stays free for
+    /// replies and live events, so a long replay neither kicks its own connection (4008) nor
+    /// delays the answers to requests read meanwhile. False if the connection went away.
+    pub async fn send_paced(&self, frame: Bytes) -> bool {
+        let reserve = self.capacity / 2;
+        loop {
+            if self.is_kicked() || self.tx.is_closed() {
+                return false;
+            }
+            if self.tx.capacity() > reserve {
+                return self.send(frame).await;
+            }
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            // Registered before the re-check, so a drain between the check and the await
+            // still wakes us.
+            drained.as_mut().enable();
+            if self.tx.capacity() > reserve || self.tx.is_closed() {
+                continue;
+            }
+            tokio::select! {
+                _ = drained => {}
+                _ = self.kicked() => return false,
+            }
+        }
+    }
+
+    /// Called by the socket writer each time it has taken frames off the queue.
+    pub fn notify_drained(&self) {
+        self.drained.notify_waiters();
     }
 
     /// Marks the connection as too slow; its writer closes it. True if this call kicked it

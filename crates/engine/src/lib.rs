@@ -32,7 +32,7 @@ pub mod ops;
 pub use conn::{ConnShared, Outbound};
 pub use error::EngineError;
 pub use hub::Hub;
-pub use ops::{ConnHandle, Engine, EngineConfig, OkReply};
+pub use ops::{ConnHandle, Engine, EngineConfig, OkReply, ResumeEnd};
 
 use herald_proto::model::UserInfo;
 pub use herald_store::{CommitSink, Store};

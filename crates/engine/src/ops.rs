@@ -76,6 +76,17 @@ pub struct EngineStats {
     pub messages_in: AtomicU64,
 }
 
+/// How [`Engine::resume`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeEnd {
+    /// Every channel replayed; live from now on.
+    Done,
+    /// The connection went away.
+    Gone,
+    /// The store failed mid-replay: close the connection (1011) so the client resumes again.
+    Failed,
+}
+
 /// A registered connection. Dropping it unregisters the connection from the hub.
 pub struct ConnHandle {
     shared: Arc<ConnShared>,
@@ -221,24 +232,31 @@ impl Engine {
 
     /// Replays, per channel given to [`Engine::connect`], every entry after the client's
     /// `seq`, then lets live events through: no gap, no duplicate (see [`ConnShared`]'s resume
-    /// buffer). Channels the user was not a member of are skipped. Returns false if the
-    /// connection went away.
-    pub async fn resume(&self, conn: &ConnHandle) -> bool {
+    /// buffer). Channels the user was not a member of are skipped.
+    ///
+    /// The replay is paced ([`ConnShared::send_paced`]): it fills at most half the outbound
+    /// queue and waits for the socket to drain, so the caller must keep reading the connection
+    /// meanwhile (pongs, requests). A member removed while its replay runs receives the log up
+    /// to its own `member_left` and nothing after. A store error ends the resume with
+    /// [`ResumeEnd::Failed`]: the caller must close the connection, since letting the held live
+    /// events through would leave a silent hole.
+    pub async fn resume(&self, conn: &ConnHandle) -> ResumeEnd {
         let channels = std::mem::take(&mut *conn.resume.lock());
         for (channel, seq) in channels {
             let mut after = seq;
             match self.replay(conn, &channel, &mut after).await {
                 Ok(true) => {}
-                Ok(false) => return false,
+                Ok(false) => return ResumeEnd::Gone,
                 Err(e) => {
-                    tracing::warn!(channel, error = %e, "resume replay failed");
+                    tracing::warn!(channel, error = %e, "resume replay failed; closing the connection");
+                    return ResumeEnd::Failed;
                 }
             }
             if !conn.finish_resume(&channel, after).await {
-                return false;
+                return ResumeEnd::Gone;
             }
         }
-        true
+        ResumeEnd::Done
     }
 
     async fn replay(&self, conn: &ConnHandle, channel: &str, after: &mut u64) -> Result<bool, EngineError> {
@@ -247,7 +265,7 @@ impl Engine {
         if head - *after > self.config.replay_cap {
             let from_seq = head - self.config.replay_cap + 1;
             let ev = Event::ResumeTruncated { channel: channel.to_owned(), from_seq };
-            if !conn.send(to_bytes(&ev)).await {
+            if !conn.send_paced(to_bytes(&ev)).await {
                 return Ok(false);
             }
             *after = from_seq - 1;
@@ -259,10 +277,18 @@ impl Engine {
                 .await
                 .map_err(|e| EngineError::from_store(e, channel))?;
             for e in &entries {
-                if !conn.send(to_bytes(&event_of(e, None))).await {
+                if !conn.send_paced(to_bytes(&event_of(e, None))).await {
                     return Ok(false);
                 }
                 *after = e.seq;
+                // Removed while replaying (and not added back since): the log stops for this
+                // reader at its own removal, as the live path stops at it.
+                if e.kind == herald_proto::EntryKind::MemberLeft
+                    && e.reference == *conn.user
+                    && !self.hub.is_member(&conn.app, channel, &conn.user)
+                {
+                    return Ok(true);
+                }
             }
             if !more || entries.is_empty() {
                 return Ok(true);

@@ -232,3 +232,35 @@ async fn no_connect_frame_in_time_is_refused_with_4401() {
     assert_eq!(ws.closed_with().await, Some(4401));
     assert_eq!(ws.take_replies()[0]["error"]["code"], "unauthorized");
 }
+
+/// Sends `n` messages of `content` over `ws`, pipelined (all frames first, then the replies).
+async fn send_pipelined(ws: &mut Ws, channel: &str, n: usize, content: &str) {
+    let first = 1_000_000u64;
+    for i in 0..n as u64 {
+        let op = json!({"id": first + i, "op": "message.send", "channel": channel, "content": content});
+        ws.send_text(op.to_string()).await;
+    }
+    for i in 0..n as u64 {
+        ws.reply(json!(first + i)).await.unwrap_or_else(|e| panic!("send {i}: {e}"));
+    }
+}
+
+/// Regression: the socket's write buffer was capped at 1 MiB, so a legal reply larger than
+/// that (a history page of 500 messages of 2 KiB) dropped the connection without a close frame,
+/// while REST returned the same page.
+#[tokio::test]
+async fn history_reply_over_1_mib_is_delivered_over_the_socket() {
+    let server =
+        TestServer::start_with(|c| c.durability = herald_server::config::DurabilityMode::Relaxed).await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let id = create_channel(&mut ada, json!({"name": "big-replies"})).await;
+    let content = "x".repeat(2048);
+    send_pipelined(&mut ada, &id, 500, &content).await;
+    let page = ada.ok(json!({"op": "history", "channel": id, "limit": 500})).await;
+    let messages = page["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 500);
+    assert!(messages.iter().all(|m| m["content"] == content.as_str()));
+    assert!(page.to_string().len() > 1 << 20, "the reply should be over 1 MiB");
+    // The connection is still usable afterwards.
+    ada.ok(json!({"op": "ping"})).await;
+}
