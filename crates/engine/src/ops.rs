@@ -789,9 +789,14 @@ impl Engine {
             )));
         }
         let id = self.resolve(who, channel).await?;
-        if !self.hub.is_member(&who.app, &id, &who.user.id) && !who.grants.server {
-            self.readable(who, &id).await?;
-            return Err(EngineError::Forbidden(format!("not a member of channel {channel:?}")));
+        if !self.hub.is_member(&who.app, &id, &who.user.id) {
+            // Not a member: the channel must still exist in the caller's app, whatever the
+            // grant (a `server` token of one app must not write into another's channel).
+            self.lookup(who, &id).await?;
+            if !who.grants.server {
+                self.readable(who, &id).await?;
+                return Err(EngineError::Forbidden(format!("not a member of channel {channel:?}")));
+            }
         }
         let size = bytes.len();
         let blob_id = self.blobs.put(&id, bytes).await.map_err(|e| EngineError::from_store(e, channel))?;

@@ -106,6 +106,11 @@ impl TestServer {
         mint_hs256(&self.secret, &claims).unwrap_or_else(|e| panic!("mint: {e}"))
     }
 
+    /// A token with the given claims, signed with this server's secret.
+    pub fn token_for(&self, claims: &Claims) -> String {
+        mint_hs256(&self.secret, claims).unwrap_or_else(|e| panic!("mint: {e}"))
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
