@@ -1,6 +1,7 @@
 //! The [`Engine`]: every request of PROTOCOL.md §4 with its validation, authorisation and
 //! limits, appends through the store, and resume.
 
+use crate::broker::{Broker, ChannelEvent, Envelope};
 use crate::conn::{ConnShared, Outbound};
 use crate::error::EngineError;
 use crate::events::{event_of, to_bytes};
@@ -37,6 +38,8 @@ pub struct EngineConfig {
     pub max_blob_bytes: usize,
     /// Members a `channel.create` may list.
     pub max_initial_members: usize,
+    /// Frames queued per connection; a consumer further behind is kicked (4008).
+    pub queue_frames: usize,
 }
 
 impl Default for EngineConfig {
@@ -48,7 +51,24 @@ impl Default for EngineConfig {
             max_subscriptions: 1024,
             max_blob_bytes: 16 * 1024 * 1024,
             max_initial_members: 1000,
+            queue_frames: 1024,
         }
+    }
+}
+
+/// What an engine runs on: the store (opened with a [`crate::BrokerSink`] over `broker`), the
+/// blob store, the broker, and the injected clock and ids.
+pub struct Backends {
+    pub store: DynStore,
+    pub blobs: DynBlobStore,
+    pub broker: Arc<dyn Broker>,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGen>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends").finish_non_exhaustive()
     }
 }
 
@@ -91,6 +111,7 @@ pub enum ResumeEnd {
 pub struct ConnHandle {
     shared: Arc<ConnShared>,
     hub: Arc<Hub>,
+    broker: Arc<dyn Broker>,
     /// Channels to replay and the `seq` to replay after, set by `connect`, taken by `resume`.
     resume: Mutex<Vec<(String, u64)>>,
 }
@@ -110,7 +131,9 @@ impl std::ops::Deref for ConnHandle {
 
 impl Drop for ConnHandle {
     fn drop(&mut self) {
-        self.hub.unregister(&self.shared);
+        for subject in self.hub.unregister(&self.shared) {
+            self.broker.unwatch_subject(&self.shared.app, &subject);
+        }
     }
 }
 
@@ -127,6 +150,7 @@ type KnownUser = (String, String, Option<String>, &'static str);
 pub struct Engine {
     store: DynStore,
     blobs: DynBlobStore,
+    broker: Arc<dyn Broker>,
     hub: Arc<Hub>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGen>,
@@ -146,21 +170,19 @@ fn bad(msg: impl Into<String>) -> EngineError {
 }
 
 impl Engine {
-    /// Builds the engine and seeds the hub's membership index from the store. `hub` must be
-    /// the sink the store was opened with.
-    pub async fn start(
-        store: DynStore,
-        blobs: DynBlobStore,
-        hub: Arc<Hub>,
-        clock: Arc<dyn Clock>,
-        ids: Arc<dyn IdGen>,
-        config: EngineConfig,
-    ) -> Result<Arc<Engine>, EngineError> {
+    /// Builds the engine: its hub, subscribed to the broker, with the membership index seeded
+    /// from the store. The store must have been opened with a [`crate::BrokerSink`] over the
+    /// same broker, so that what it commits reaches every node's hub.
+    pub async fn start(backends: Backends, config: EngineConfig) -> Result<Arc<Engine>, EngineError> {
+        let Backends { store, blobs, broker, clock, ids } = backends;
+        let hub = Hub::new(config.queue_frames);
+        broker.subscribe(hub.clone());
         let memberships = store.all_memberships().await.map_err(|e| EngineError::from_store(e, ""))?;
         hub.load_memberships(memberships);
         Ok(Arc::new(Engine {
             store,
             blobs,
+            broker,
             hub,
             clock,
             ids,
@@ -227,7 +249,13 @@ impl Engine {
             .collect();
         shared.begin_resume(channels.iter().map(|(c, _)| c.clone()));
         self.hub.register(&shared);
-        Ok((ConnHandle { shared, hub: self.hub.clone(), resume: Mutex::new(channels) }, rx))
+        let handle = ConnHandle {
+            shared,
+            hub: self.hub.clone(),
+            broker: self.broker.clone(),
+            resume: Mutex::new(channels),
+        };
+        Ok((handle, rx))
     }
 
     /// Replays, per channel given to [`Engine::connect`], every entry after the client's
@@ -427,13 +455,17 @@ impl Engine {
                         self.config.max_subscriptions
                     )));
                 }
-                self.hub.subscribe(conn.shared(), subject.as_str());
+                if self.hub.subscribe(conn.shared(), subject.as_str()) {
+                    self.broker.watch_subject(&who.app, subject.as_str());
+                }
                 Ok(OkReply::Empty(Empty {}))
             }
             Request::Unsubscribe { subject } => {
                 let conn = conn.ok_or_else(|| bad("unsubscribe needs a WebSocket connection"))?;
                 let subject = Subject::parse(subject)?;
-                self.hub.unsubscribe(conn, subject.as_str());
+                if self.hub.unsubscribe(conn, subject.as_str()) {
+                    self.broker.unwatch_subject(&who.app, subject.as_str());
+                }
                 Ok(OkReply::Empty(Empty {}))
             }
             Request::Publish { subject, data } => {
@@ -560,7 +592,7 @@ impl Engine {
             Request::Typing { channel, is_typing } => {
                 let id = self.require_member_fast(who, &channel).await?;
                 let ev = Event::Typing { channel: id.clone(), user: who.user.id.clone(), is_typing };
-                self.hub.deliver(&id, None, &to_bytes(&ev), Some(&who.user.id));
+                self.signal(who, &id, &ev);
                 Ok(OkReply::Empty(Empty {}))
             }
             Request::Ephemeral { channel, subject, data } => {
@@ -573,13 +605,20 @@ impl Engine {
                     subject: subject.into_string(),
                     data,
                 };
-                self.hub.deliver(&id, None, &to_bytes(&ev), Some(&who.user.id));
+                self.signal(who, &id, &ev);
                 Ok(OkReply::Empty(Empty {}))
             }
             Request::History { channel, query } => {
                 self.history(who, &channel, &query).await.map(OkReply::History)
             }
         }
+    }
+
+    /// A channel event that is not a log entry (typing, ephemeral), to every member's
+    /// connections but the sender's, on every node.
+    fn signal(&self, who: &Principal, channel: &str, event: &Event) {
+        let ev = ChannelEvent::signal(&who.app, channel, to_bytes(event), Some(&who.user.id));
+        self.broker.publish(&[Envelope::Channel(ev)]);
     }
 
     /// `channel.leave` (the caller removes itself) and `channel.remove_member`.
@@ -606,7 +645,7 @@ impl Engine {
         who: &Principal,
         subject: &str,
         data: serde_json::Value,
-    ) -> Result<usize, EngineError> {
+    ) -> Result<(), EngineError> {
         let subject = Subject::parse(subject)?;
         if let Some(owner) = subject.inbox_owner()
             && owner != who.user.id
@@ -618,7 +657,12 @@ impl Engine {
         }
         self.check_data(&data)?;
         let ev = Event::Publication { subject: subject.as_str().to_owned(), from: who.user.id.clone(), data };
-        Ok(self.hub.publish(&who.app, subject.as_str(), &to_bytes(&ev)))
+        self.broker.publish(&[Envelope::Publication {
+            app: who.app.clone(),
+            subject: subject.into_string(),
+            frame: to_bytes(&ev),
+        }]);
+        Ok(())
     }
 
     /// `channel.create`.

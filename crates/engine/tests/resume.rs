@@ -3,7 +3,10 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use herald_engine::{Engine, EngineConfig, Grants, Hub, Principal, ResumeEnd, SystemClock, UuidV7};
+use herald_engine::{
+    Backends, BrokerSink, Engine, EngineConfig, Grants, LocalBroker, Principal, ResumeEnd, SystemClock,
+    UuidV7,
+};
 use herald_proto::frames::{CreateChannel, Request, SendMessage};
 use herald_proto::model::{Channel, ChannelSummary, DirectoryEntry, Member, Message, UserInfo};
 use herald_store::memory::{MemoryBlobStore, MemoryStore};
@@ -83,18 +86,19 @@ fn principal(user: &str) -> Principal {
 /// and nothing held may be queued.
 #[tokio::test]
 async fn replay_error_fails_the_resume_and_lets_no_held_event_through() {
-    let hub = Hub::new(64);
-    let store = Arc::new(FlakyLog { inner: MemoryStore::new(hub.clone()), fail_log: AtomicBool::new(false) });
-    let engine = Engine::start(
-        store.clone(),
-        Arc::new(MemoryBlobStore::new()),
-        hub,
-        Arc::new(SystemClock),
-        Arc::new(UuidV7),
-        EngineConfig::default(),
-    )
-    .await
-    .unwrap();
+    let broker = LocalBroker::new();
+    let store = Arc::new(FlakyLog {
+        inner: MemoryStore::new(BrokerSink::new(broker.clone())),
+        fail_log: AtomicBool::new(false),
+    });
+    let backends = Backends {
+        store: store.clone(),
+        blobs: Arc::new(MemoryBlobStore::new()),
+        broker,
+        clock: Arc::new(SystemClock),
+        ids: Arc::new(UuidV7),
+    };
+    let engine = Engine::start(backends, EngineConfig::default()).await.unwrap();
     let ada = principal("ada");
     let create = CreateChannel { name: Some("flaky".into()), ..Default::default() };
     let channel = engine.create_channel(&ada, create, 1).await.unwrap().channel.id;

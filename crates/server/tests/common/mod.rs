@@ -8,7 +8,7 @@ use futures::{SinkExt, StreamExt};
 use herald_proto::chain::{ChainVerifier, Verdict};
 use herald_proto::frames::Event;
 use herald_proto::model::LogEntry;
-use herald_server::testing::TestServer;
+use herald_testing::TestServer;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::future::Future;

@@ -1,7 +1,7 @@
 //! §6 blobs: content-addressed, members only, size-limited.
 
 use crate::common::*;
-use herald_server::testing::TestServer;
+use herald_testing::TestServer;
 use serde_json::json;
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Limits: content, frame, rate, page size, and the slow consumer (close 4008).
 
 use crate::common::*;
-use herald_server::testing::TestServer;
+use herald_testing::TestServer;
 use serde_json::{Value, json};
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Operations: `/healthz`, `/metrics`, graceful stop with 1012 and restart, hard delete on disk.
 
 use crate::common::*;
-use herald_server::testing::TestServer;
+use herald_testing::TestServer;
 use serde_json::json;
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use herald_proto::chain::ChainVerifier;
-use herald_server::testing::TestServer;
+use herald_testing::TestServer;
 use serde_json::{Value, json};
 use std::time::Duration;
 
