@@ -869,6 +869,15 @@ impl Engine {
         }
     }
 
+    /// Whether this node can serve: `Err` names the failing dependency (for `/healthz`).
+    pub async fn health(&self) -> Result<(), String> {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), self.store.health()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("store: {e}")),
+            Err(_) => Err("store: no answer within 2 s".into()),
+        }
+    }
+
     /// Stops the store: finishes commits in flight.
     pub async fn shutdown(&self) {
         if let Err(e) = self.store.close().await {

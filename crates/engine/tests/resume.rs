@@ -70,6 +70,9 @@ impl Store for FlakyLog {
     async fn close(&self) -> herald_store::Result<()> {
         self.inner.close().await
     }
+    async fn health(&self) -> herald_store::Result<()> {
+        self.inner.health().await
+    }
 }
 
 fn principal(user: &str) -> Principal {

@@ -130,12 +130,24 @@ impl AppState {
     }
 }
 
+/// `GET /healthz`: `200 ok` while the node can serve; `503` with the failing dependency
+/// (`store: …`) otherwise, so a load balancer stops sending it traffic.
+async fn healthz(axum::extract::State(st): axum::extract::State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match st.engine().health().await {
+        Ok(()) => "ok".into_response(),
+        Err(why) => {
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("unavailable: {why}")).into_response()
+        }
+    }
+}
+
 /// The router: REST, WebSocket, health and metrics.
 pub fn app(state: AppState) -> Router {
     let frame_limit = state.config().max_frame_bytes;
     let blob_limit = state.config().max_blob_bytes;
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route(
             "/metrics",
             get(|axum::extract::State(st): axum::extract::State<AppState>| async move {

@@ -426,6 +426,15 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn health(&self) -> Result<()> {
+        let writer_alive = self.tx.lock().as_ref().is_some_and(|tx| !tx.is_closed())
+            && self.thread.lock().as_ref().is_some_and(|t| !t.is_finished());
+        if !writer_alive {
+            return Err(StoreError::Backend("the SQLite writer is not running".into()));
+        }
+        self.read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map_err(backend)).await.map(|_| ())
+    }
+
     async fn head_seq(&self, channel_id: &str) -> Result<u64> {
         let ch = channel_id.to_owned();
         self.read(move |c| Ok(rows::stored_head(c, &ch)?.0)).await

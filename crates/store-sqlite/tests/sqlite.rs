@@ -179,3 +179,14 @@ async fn blobs_round_trip_by_blake3_id() {
     testkit::blob_store_contract(&blobs).await;
     assert!(dir.path().join("blobs").is_dir());
 }
+
+/// `/healthz` relies on this: once the writer has stopped, the store says so.
+#[tokio::test]
+async fn health_fails_once_the_writer_has_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.health().await.unwrap();
+    store.close().await.unwrap();
+    let e = store.health().await.unwrap_err();
+    assert!(e.to_string().contains("writer is not running"), "{e}");
+}

@@ -355,6 +355,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stops accepting writes, finishes those in flight, and flushes.
     async fn close(&self) -> Result<()>;
+
+    /// Whether the store can serve: its writer is running and a read reaches the data. `Err`
+    /// says what is wrong (for `/healthz`); it must answer quickly and never hang.
+    async fn health(&self) -> Result<()>;
 }
 
 /// Content-addressed blob storage, scoped by channel.

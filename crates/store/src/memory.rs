@@ -662,6 +662,10 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
+    async fn health(&self) -> Result<()> {
+        if self.state.lock().closed { Err(StoreError::Closed) } else { Ok(()) }
+    }
+
     async fn apply(&self, m: Mutation) -> Result<Applied> {
         let mut state = self.state.lock();
         if state.closed {
