@@ -8,7 +8,7 @@
 //! in commit order, so the index is exactly the store's membership as of the last commit.
 
 use crate::broker::{BrokerSubscriber, Envelope};
-use crate::conn::{ConnShared, Outbound, Pushed};
+use crate::conn::{ConnShared, Outbound, Pushed, QueueLimits};
 use bytes::Bytes;
 use herald_store::Membership;
 use parking_lot::RwLock;
@@ -82,7 +82,7 @@ pub struct HubStats {
 pub struct Hub {
     index: RwLock<Index>,
     next_key: AtomicU64,
-    queue_capacity: usize,
+    limits: QueueLimits,
     pub stats: HubStats,
 }
 
@@ -93,12 +93,12 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// A hub whose connections each get an outbound queue of `queue_capacity` frames.
-    pub fn new(queue_capacity: usize) -> Arc<Hub> {
+    /// A hub whose connections each get an outbound queue bounded by `limits`.
+    pub fn new(limits: QueueLimits) -> Arc<Hub> {
         Arc::new(Hub {
             index: RwLock::new(Index::default()),
             next_key: AtomicU64::new(1),
-            queue_capacity,
+            limits,
             stats: HubStats::default(),
         })
     }
@@ -125,7 +125,7 @@ impl Hub {
     ) -> (Arc<ConnShared>, mpsc::Receiver<Outbound>) {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let app = self.index.write().intern(app);
-        ConnShared::new(key, conn_id, app, Arc::from(user), self.queue_capacity)
+        ConnShared::new(key, conn_id, app, Arc::from(user), self.limits)
     }
 
     /// Makes a connection live: from now on fan-out reaches it.

@@ -36,7 +36,7 @@ pub mod hub;
 pub mod ops;
 
 pub use broker::{Broker, BrokerSink, Envelope, LocalBroker};
-pub use conn::{ConnShared, Outbound};
+pub use conn::{ConnShared, Outbound, QueueLimits};
 pub use error::EngineError;
 pub use hub::Hub;
 pub use ops::{Backends, ConnHandle, Engine, EngineConfig, OkReply, ResumeEnd};

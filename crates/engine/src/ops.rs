@@ -2,7 +2,7 @@
 //! limits, appends through the store, and resume.
 
 use crate::broker::{Broker, ChannelEvent, Envelope};
-use crate::conn::{ConnShared, Outbound};
+use crate::conn::{ConnShared, Outbound, QueueLimits};
 use crate::error::EngineError;
 use crate::events::{event_of, to_bytes};
 use crate::hub::Hub;
@@ -40,6 +40,8 @@ pub struct EngineConfig {
     pub max_initial_members: usize,
     /// Frames queued per connection; a consumer further behind is kicked (4008).
     pub queue_frames: usize,
+    /// Bytes queued per connection, the same way.
+    pub queue_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -52,6 +54,7 @@ impl Default for EngineConfig {
             max_blob_bytes: 16 * 1024 * 1024,
             max_initial_members: 1000,
             queue_frames: 1024,
+            queue_bytes: 8 << 20,
         }
     }
 }
@@ -175,7 +178,7 @@ impl Engine {
     /// same broker, so that what it commits reaches every node's hub.
     pub async fn start(backends: Backends, config: EngineConfig) -> Result<Arc<Engine>, EngineError> {
         let Backends { store, blobs, broker, clock, ids } = backends;
-        let hub = Hub::new(config.queue_frames);
+        let hub = Hub::new(QueueLimits { frames: config.queue_frames, bytes: config.queue_bytes });
         broker.subscribe(hub.clone());
         let memberships = store.all_memberships().await.map_err(|e| EngineError::from_store(e, ""))?;
         hub.load_memberships(memberships);

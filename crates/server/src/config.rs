@@ -63,6 +63,11 @@ pub struct ServeConfig {
     #[arg(long, env = "HERALD_QUEUE_FRAMES", default_value_t = 4096)]
     pub queue_frames: usize,
 
+    /// Bytes queued per connection; a consumer further behind is closed with code 4008 (the
+    /// frame bound alone lets a few large events take a lot of memory).
+    #[arg(long, env = "HERALD_QUEUE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub queue_bytes: usize,
+
     /// Requests per second allowed on one connection (sustained); 0 disables the limit.
     #[arg(long, env = "HERALD_RATE_PER_SEC", default_value_t = 1000)]
     pub rate_per_sec: u32,

@@ -227,6 +227,7 @@ impl Node {
             max_subscriptions: config.max_subscriptions,
             max_blob_bytes: config.max_blob_bytes,
             queue_frames: config.queue_frames,
+            queue_bytes: config.queue_bytes,
             ..EngineConfig::default()
         };
         let NodeBackends { store, blobs, broker } = backends;

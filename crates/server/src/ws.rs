@@ -303,6 +303,7 @@ async fn write_loop(
             return WriterEnd::Gone;
         }
         counters.frames_out.fetch_add(n as u64, Ordering::Relaxed);
+        conn.dequeued(batch.iter().map(Bytes::len).sum());
         conn.notify_drained();
         let ok = tokio::select! {
             biased;

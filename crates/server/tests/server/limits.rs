@@ -264,3 +264,23 @@ async fn history_reply_over_1_mib_is_delivered_over_the_socket() {
     // The connection is still usable afterwards.
     ada.ok(json!({"op": "ping"})).await;
 }
+
+/// The outbound queue is bounded in bytes too: with room for 100,000 frames, a reader that
+/// never reads is still closed once 256 KiB of large events wait for it, instead of holding
+/// gigabytes.
+#[tokio::test]
+async fn queue_bounded_in_bytes_kicks_a_stuck_reader_of_large_events() {
+    let server = TestServer::start_with(|c| {
+        c.queue_frames = 100_000;
+        c.queue_bytes = 256 * 1024;
+    })
+    .await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let id = create_channel(&mut ada, json!({"name": "heavy", "members": ["slow"]})).await;
+    let slow = Ws::connect(&server, &server.token("slow")).await;
+    let _never_read = slow.into_socket();
+    let metrics = Rest::user(&server, "ada");
+    // Fails (no kick after 4,000 frames of 32 KiB) if only the frame bound applied.
+    fill_until_kicked(&mut ada, &id, &metrics).await;
+    assert_eq!(metric(&metrics, "herald_queue_full_disconnects_total").await, 1);
+}
