@@ -15,6 +15,7 @@
 //! - [`conn`]: one connection's shared state: its bounded queue, the overflow kick, resume.
 //! - [`events`]: a stored entry → its wire event.
 //! - [`ops`]: every request of PROTOCOL.md §4, with its authorisation and limits.
+//! - [`throttle`]: per (user, channel) throttles of `typing` and `read`.
 //! - [`error`]: [`EngineError`] and its one mapping to protocol error codes.
 //!
 //! # Invariants
@@ -34,6 +35,7 @@ pub mod error;
 pub mod events;
 pub mod hub;
 pub mod ops;
+pub mod throttle;
 
 pub use broker::{Broker, BrokerSink, Envelope, LocalBroker};
 pub use conn::{ConnShared, Outbound, QueueLimits};

@@ -6,6 +6,7 @@ use crate::conn::{ConnShared, Outbound, QueueLimits};
 use crate::error::EngineError;
 use crate::events::{event_of, to_bytes};
 use crate::hub::Hub;
+use crate::throttle::{Throttle, Verdict};
 use crate::{Clock, IdGen, Principal};
 use bytes::Bytes;
 use herald_proto::frames::{
@@ -42,6 +43,11 @@ pub struct EngineConfig {
     pub queue_frames: usize,
     /// Bytes queued per connection, the same way.
     pub queue_bytes: usize,
+    /// `typing` of one user in one channel fans out at most once per this many ms (a change
+    /// of `is_typing` always does).
+    pub typing_interval_ms: u64,
+    /// `read` of one user in one channel is accepted at most once per this many ms.
+    pub read_interval_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +61,8 @@ impl Default for EngineConfig {
             max_initial_members: 1000,
             queue_frames: 1024,
             queue_bytes: 8 << 20,
+            typing_interval_ms: 1000,
+            read_interval_ms: 250,
         }
     }
 }
@@ -159,6 +167,8 @@ pub struct Engine {
     ids: Arc<dyn IdGen>,
     config: EngineConfig,
     known_users: Mutex<HashSet<KnownUser>>,
+    typing_throttle: Throttle,
+    read_throttle: Throttle,
     pub stats: EngineStats,
 }
 
@@ -179,6 +189,8 @@ impl Engine {
     pub async fn start(backends: Backends, config: EngineConfig) -> Result<Arc<Engine>, EngineError> {
         let Backends { store, blobs, broker, clock, ids } = backends;
         let hub = Hub::new(QueueLimits { frames: config.queue_frames, bytes: config.queue_bytes });
+        let typing_throttle = Throttle::new(config.typing_interval_ms);
+        let read_throttle = Throttle::new(config.read_interval_ms);
         broker.subscribe(hub.clone());
         let memberships = store.all_memberships().await.map_err(|e| EngineError::from_store(e, ""))?;
         hub.load_memberships(memberships);
@@ -191,6 +203,8 @@ impl Engine {
             ids,
             config,
             known_users: Mutex::new(HashSet::new()),
+            typing_throttle,
+            read_throttle,
             stats: EngineStats::default(),
         }))
     }
@@ -588,14 +602,25 @@ impl Engine {
             Request::Read { channel, message_id } => {
                 Self::check_message_id(&message_id, "message")?;
                 let id = self.resolve(who, &channel).await?;
+                // A read marker is a durable write: one per interval per user and channel.
+                if let Verdict::Wait(retry_after_ms) =
+                    self.read_throttle.check(&who.app, &who.user.id, &id, 0, now)
+                {
+                    return Err(EngineError::RateLimited { retry_after_ms });
+                }
                 self.apply(Mutation::Read { actor: Self::actor(who), channel: id, message_id }, &channel)
                     .await?;
                 Ok(OkReply::Empty(Empty {}))
             }
             Request::Typing { channel, is_typing } => {
                 let id = self.require_member_fast(who, &channel).await?;
-                let ev = Event::Typing { channel: id.clone(), user: who.user.id.clone(), is_typing };
-                self.signal(who, &id, &ev);
+                // Repeats within the interval are answered but not fanned out: members already
+                // know; a change (started / stopped) always goes out.
+                let state = u64::from(is_typing);
+                if self.typing_throttle.check(&who.app, &who.user.id, &id, state, now) == Verdict::Pass {
+                    let ev = Event::Typing { channel: id.clone(), user: who.user.id.clone(), is_typing };
+                    self.signal(who, &id, &ev);
+                }
                 Ok(OkReply::Empty(Empty {}))
             }
             Request::Ephemeral { channel, subject, data } => {

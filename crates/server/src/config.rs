@@ -81,6 +81,16 @@ pub struct ServeConfig {
     #[arg(long, env = "HERALD_MAX_INFLIGHT", default_value_t = 64)]
     pub max_inflight: usize,
 
+    /// Milliseconds: a user's `typing` in one channel fans out at most once per interval
+    /// (repeats are answered, not sent on; a change of is_typing always goes out). 0: no limit.
+    #[arg(long, env = "HERALD_TYPING_INTERVAL_MS", default_value_t = 1000)]
+    pub typing_interval_ms: u64,
+
+    /// Milliseconds: a user's `read` in one channel (a durable write) is accepted at most once
+    /// per interval; sooner ones get `rate_limited` with `retry_after_ms`. 0: no limit.
+    #[arg(long, env = "HERALD_READ_INTERVAL_MS", default_value_t = 250)]
+    pub read_interval_ms: u64,
+
     /// Subjects one connection may subscribe to.
     #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
     pub max_subscriptions: usize,

@@ -228,6 +228,8 @@ impl Node {
             max_blob_bytes: config.max_blob_bytes,
             queue_frames: config.queue_frames,
             queue_bytes: config.queue_bytes,
+            typing_interval_ms: config.typing_interval_ms,
+            read_interval_ms: config.read_interval_ms,
             ..EngineConfig::default()
         };
         let NodeBackends { store, blobs, broker } = backends;

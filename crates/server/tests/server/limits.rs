@@ -284,3 +284,41 @@ async fn queue_bounded_in_bytes_kicks_a_stuck_reader_of_large_events() {
     fill_until_kicked(&mut ada, &id, &metrics).await;
     assert_eq!(metric(&metrics, "herald_queue_full_disconnects_total").await, 1);
 }
+
+/// `typing` repeats within the interval are answered but not fanned out (a change always is);
+/// a second `read` within the interval (each is a durable write) gets `rate_limited`.
+#[tokio::test]
+async fn typing_and_read_are_throttled_per_user_and_channel() {
+    let server = TestServer::start_with(|c| {
+        c.typing_interval_ms = 60_000;
+        c.read_interval_ms = 60_000;
+    })
+    .await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let mut bob = Ws::connect(&server, &server.token("bob")).await;
+    let id = create_channel(&mut ada, json!({"name": "chatty", "members": ["bob"]})).await;
+    let other = create_channel(&mut ada, json!({"name": "chatty-too", "members": ["bob"]})).await;
+    for _ in 0..5 {
+        ada.ok(json!({"op": "typing", "channel": id})).await;
+    }
+    ada.ok(json!({"op": "typing", "channel": id, "is_typing": false})).await;
+    ada.ok(json!({"op": "typing", "channel": other})).await;
+    let typing: Vec<(Value, Value)> = bob
+        .events_so_far("typing")
+        .await
+        .into_iter()
+        .map(|e| (e["channel"].clone(), e["is_typing"].clone()))
+        .collect();
+    assert_eq!(
+        typing,
+        vec![(json!(id), json!(true)), (json!(id), json!(false)), (json!(other), json!(true))],
+        "one typing per change, per channel"
+    );
+
+    let m = send(&mut ada, &id, "read me").await;
+    bob.ok(json!({"op": "read", "channel": id, "message_id": m["id"]})).await;
+    let e = bob.err(json!({"op": "read", "channel": id, "message_id": m["id"]}), "rate_limited").await;
+    assert!(e["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0), "{e}");
+    // Another user's read of the same channel is not held back.
+    ada.ok(json!({"op": "read", "channel": id, "message_id": m["id"]})).await;
+}
