@@ -13,12 +13,16 @@ pub enum Verdict {
     Wait(u64),
 }
 
+/// (app, user, channel).
+type Key = (String, String, String);
+
 /// At most one request per `interval_ms` per key; the map forgets keys idle for longer than
 /// that, so it holds only the keys active in the last interval.
 #[derive(Debug)]
 pub struct Throttle {
     interval_ms: i64,
-    last: Mutex<HashMap<(String, String, String), (i64, u64)>>,
+    /// Key → (time of the last request let through, its state).
+    last: Mutex<HashMap<Key, (i64, u64)>>,
 }
 
 /// Keys kept before idle ones are swept.
