@@ -59,6 +59,9 @@ pub struct ChannelEvent {
     pub left: Vec<String>,
     /// The channel is gone: removed from the index after delivery.
     pub deleted: bool,
+    /// When the store committed it, if this process saw the commit: the hub reports commit →
+    /// queued latency from it (a metric only; a networked broker leaves it `None`).
+    pub committed_at: Option<std::time::Instant>,
 }
 
 impl ChannelEvent {
@@ -73,6 +76,7 @@ impl ChannelEvent {
             joined: Vec::new(),
             left: Vec::new(),
             deleted: false,
+            committed_at: None,
         }
     }
 }
@@ -177,6 +181,7 @@ pub fn envelopes_of(applied: &Applied) -> Vec<Envelope> {
         Outcome::Message { message, .. } => Some(&**message),
         _ => None,
     };
+    let committed_at = std::time::Instant::now();
     let mut out = Vec::with_capacity(applied.entries.len() + 1);
     let users_of = |kind: EntryKind| -> Vec<String> {
         applied.entries.iter().filter(|e| e.kind == kind).map(|e| e.reference.clone()).collect()
@@ -194,6 +199,7 @@ pub fn envelopes_of(applied: &Applied) -> Vec<Envelope> {
             joined: std::mem::take(&mut joined),
             left: if i == last { std::mem::take(&mut left) } else { Vec::new() },
             deleted: false,
+            committed_at: Some(committed_at),
         }));
     }
     match (&applied.outcome, &applied.channel) {

@@ -79,8 +79,12 @@ pub struct HubStats {
 }
 
 /// The fan-out index and commit sink. See the module doc.
+/// Told how long an entry took from its commit until it was queued to every local recipient.
+pub type FanoutObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
+
 pub struct Hub {
     index: RwLock<Index>,
+    fanout_observer: std::sync::OnceLock<FanoutObserver>,
     next_key: AtomicU64,
     limits: QueueLimits,
     pub stats: HubStats,
@@ -97,10 +101,16 @@ impl Hub {
     pub fn new(limits: QueueLimits) -> Arc<Hub> {
         Arc::new(Hub {
             index: RwLock::new(Index::default()),
+            fanout_observer: std::sync::OnceLock::new(),
             next_key: AtomicU64::new(1),
             limits,
             stats: HubStats::default(),
         })
+    }
+
+    /// Sets the fan-out latency observer (once; later calls are ignored).
+    pub fn set_fanout_observer(&self, observe: FanoutObserver) {
+        let _ = self.fanout_observer.set(observe);
     }
 
     /// Seeds the membership index from the store (at start, before serving).
@@ -291,6 +301,9 @@ impl BrokerSubscriber for Hub {
                 self.deliver(&ev.channel, ev.seq, &ev.frame, ev.skip_user.as_deref());
                 if ev.seq.is_some() {
                     self.stats.entries_committed.fetch_add(1, Ordering::Relaxed);
+                }
+                if let (Some(at), Some(observe)) = (ev.committed_at, self.fanout_observer.get()) {
+                    observe(at.elapsed());
                 }
                 for user in &ev.left {
                     self.remove_member(&ev.channel, user);
