@@ -91,6 +91,17 @@ pub struct ServeConfig {
     #[arg(long, env = "HERALD_READ_INTERVAL_MS", default_value_t = 250)]
     pub read_interval_ms: u64,
 
+    /// WebSocket connections one user (of one app) may have open at once; more get
+    /// `rate_limited` and close code 4429. 0: no cap.
+    #[arg(long, env = "HERALD_MAX_CONNS_PER_USER", default_value_t = 100)]
+    pub max_conns_per_user: usize,
+
+    /// WebSocket connections one source IP address may have open at once; more are refused
+    /// with HTTP 429 before the upgrade. 0 (the default): no cap, since many users may share
+    /// one address behind a NAT or proxy.
+    #[arg(long, env = "HERALD_MAX_CONNS_PER_ADDR", default_value_t = 0)]
+    pub max_conns_per_addr: usize,
+
     /// Subjects one connection may subscribe to.
     #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
     pub max_subscriptions: usize,

@@ -18,6 +18,7 @@
 //! - [`metrics`]: Prometheus exposition.
 
 pub mod auth;
+pub mod caps;
 pub mod config;
 pub mod error;
 pub mod metrics;
@@ -48,6 +49,7 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     live: AtomicUsize,
     all_gone: Notify,
+    caps: caps::ConnCaps,
 }
 
 impl std::fmt::Debug for AppState {
@@ -71,6 +73,7 @@ impl AppState {
     pub fn new(engine: Arc<Engine>, verifier: auth::Verifier, config: ServeConfig) -> AppState {
         let metrics = metrics::Metrics::new(engine.clone());
         let (shutdown, _) = watch::channel(false);
+        let caps = caps::ConnCaps::new(config.max_conns_per_user, config.max_conns_per_addr);
         AppState {
             inner: Arc::new(Inner {
                 engine,
@@ -80,6 +83,7 @@ impl AppState {
                 shutdown,
                 live: AtomicUsize::new(0),
                 all_gone: Notify::new(),
+                caps,
             }),
         }
     }
@@ -98,6 +102,10 @@ impl AppState {
 
     pub fn metrics(&self) -> &metrics::Metrics {
         &self.inner.metrics
+    }
+
+    pub fn caps(&self) -> &caps::ConnCaps {
+        &self.inner.caps
     }
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
@@ -257,7 +265,9 @@ impl Node {
             drain_state.drain(grace).await;
             let _ = stopped_tx.send(());
         };
-        axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal).await?;
+        // The peer's address reaches the gateway (ConnectInfo), for the per-address cap.
+        let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, service).with_graceful_shutdown(signal).await?;
         let _ = stopped_rx.await;
         state.engine().shutdown().await;
         tracing::info!("stopped");

@@ -39,6 +39,23 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     pub const PING_TIMEOUT: u16 = 4000;
     pub const INTERNAL: u16 = 1011;
+    pub const TOO_MANY_CONNECTIONS: u16 = 4429;
+}
+
+/// The peer's address, when the server was started with `ConnectInfo` (tests that drive
+/// `app()` directly have none).
+pub struct PeerAddr(pub Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PeerAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let info = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(PeerAddr(info.map(|c| c.0)))
+    }
 }
 
 /// When the peer was last heard from, shared by the two halves of a connection.
@@ -71,7 +88,25 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Frames written per flush.
 const WRITE_BATCH: usize = 32;
 
-pub async fn upgrade(State(st): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(st): State<AppState>,
+    PeerAddr(peer): PeerAddr,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    use axum::response::IntoResponse;
+    let addr_slot = match peer.map(|p| st.caps().per_addr.take(p.ip())) {
+        Some(None) => {
+            let max = st.caps().per_addr.max();
+            let e = crate::error::ApiError::new(
+                ErrorCode::RateLimited,
+                format!("this address has {max} WebSocket connections open, the most allowed"),
+            );
+            return e.into_response();
+        }
+        Some(Some(slot)) => Some(slot),
+        None => None,
+    };
     let header_token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -90,7 +125,10 @@ pub async fn upgrade(State(st): State<AppState>, headers: HeaderMap, ws: WebSock
         .max_write_buffer_size(usize::MAX)
         .max_message_size(max.saturating_mul(4))
         .max_frame_size(max.saturating_mul(4))
-        .on_upgrade(move |socket| gateway(socket, st, header_token))
+        .on_upgrade(move |socket| async move {
+            let _addr_slot = addr_slot;
+            gateway(socket, st, header_token).await
+        })
 }
 
 #[derive(Serialize)]
@@ -151,6 +189,18 @@ async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) 
     let who = match st.verifier().verify(&token) {
         Ok(p) => p,
         Err(e) => return reject(sink, &id, e.to_string()).await,
+    };
+    let Some(_user_slot) = st.caps().per_user.take((who.app.clone(), who.user.id.clone())) else {
+        let max = st.caps().per_user.max();
+        let e = detail(
+            ErrorCode::RateLimited,
+            format!("user {:?} has {max} connections open, the most allowed", who.user.id),
+        );
+        if let Some(m) = text(error_frame(&id, &e)) {
+            let _ = sink.send(m).await;
+        }
+        let _ = sink.send(close_msg(close::TOO_MANY_CONNECTIONS, "too many connections")).await;
+        return;
     };
     let user = who.user.clone();
     let first =

@@ -322,3 +322,44 @@ async fn typing_and_read_are_throttled_per_user_and_channel() {
     // Another user's read of the same channel is not held back.
     ada.ok(json!({"op": "read", "channel": id, "message_id": m["id"]})).await;
 }
+
+/// One user cannot take every connection: past `--max-conns-per-user` a `connect` gets
+/// `rate_limited` and close 4429; a closed connection gives its slot back.
+#[tokio::test]
+async fn connections_are_capped_per_user() {
+    let server = TestServer::start_with(|c| c.max_conns_per_user = 2).await;
+    let token = server.token("ada");
+    let first = Ws::connect(&server, &token).await;
+    let _second = Ws::connect(&server, &token).await;
+    let _other_user = Ws::connect(&server, &server.token("bob")).await;
+    let mut third = Ws::open(&server).await;
+    let e = third.request(json!({"op": "connect", "token": token})).await.unwrap_err();
+    assert_eq!(e["code"], "rate_limited", "{e}");
+    assert_eq!(third.closed_with().await, Some(4429));
+    first.close().await;
+    within("a slot to free up", async {
+        loop {
+            let mut ws = Ws::open(&server).await;
+            if ws.request(json!({"op": "connect", "token": token})).await.is_ok() {
+                return;
+            }
+            // The server releases the slot when it has finished with the closed socket.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// Past `--max-conns-per-addr` open connections from one address, the upgrade itself is
+/// refused with HTTP 429.
+#[tokio::test]
+async fn connections_are_capped_per_source_address() {
+    let server = TestServer::start_with(|c| c.max_conns_per_addr = 2).await;
+    let _a = Ws::connect(&server, &server.token("ada")).await;
+    let _b = Ws::connect(&server, &server.token("bob")).await;
+    let refused = tokio_tungstenite::connect_async(server.ws_url()).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 429),
+        other => panic!("expected HTTP 429, got {other:?}"),
+    }
+}
