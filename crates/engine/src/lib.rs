@@ -15,6 +15,8 @@
 //! - [`conn`]: one connection's shared state: its bounded queue, the overflow kick, resume.
 //! - [`events`]: a stored entry → its wire event.
 //! - [`ops`]: every request of PROTOCOL.md §4, with its authorisation and limits.
+//! - [`rules`]: who may write what, as the [`herald_store::Guard`] each write carries to the
+//!   store (which evaluates it atomically and decides nothing).
 //! - [`throttle`]: per (user, channel) throttles of `typing` and `read`.
 //! - [`error`]: [`EngineError`] and its one mapping to protocol error codes.
 //!
@@ -35,6 +37,7 @@ pub mod error;
 pub mod events;
 pub mod hub;
 pub mod ops;
+pub mod rules;
 pub mod throttle;
 
 pub use broker::{Broker, BrokerSink, Envelope, LocalBroker};

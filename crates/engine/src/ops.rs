@@ -6,6 +6,7 @@ use crate::conn::{ConnShared, Outbound, QueueLimits};
 use crate::error::EngineError;
 use crate::events::{event_of, to_bytes};
 use crate::hub::Hub;
+use crate::rules;
 use crate::throttle::{Throttle, Verdict};
 use crate::{Clock, IdGen, Principal};
 use bytes::Bytes;
@@ -222,12 +223,7 @@ impl Engine {
     }
 
     fn actor(who: &Principal) -> Actor {
-        Actor {
-            app: who.app.clone(),
-            user: who.user.clone(),
-            channel_admin: who.grants.channels_admin,
-            server: who.grants.server,
-        }
+        Actor { app: who.app.clone(), user: who.user.clone() }
     }
 
     /// Records the user's display name and kind the first time this node sees them.
@@ -493,7 +489,15 @@ impl Engine {
             Request::ChannelJoin { channel } => {
                 let id = self.resolve(who, &channel).await?;
                 let a = self
-                    .apply(Mutation::Join { actor: Self::actor(who), channel: id, ts_ms: now }, &channel)
+                    .apply(
+                        Mutation::Join {
+                            actor: Self::actor(who),
+                            channel: id,
+                            guard: rules::join(who),
+                            ts_ms: now,
+                        },
+                        &channel,
+                    )
                     .await?;
                 let channel = a.channel.ok_or(EngineError::Internal)?;
                 Ok(OkReply::Channel(ChannelOk { channel }))
@@ -508,6 +512,7 @@ impl Engine {
                     actor: Self::actor(who),
                     channel: id,
                     user: user.into_string(),
+                    guard: rules::add_member(who),
                     ts_ms: now,
                 };
                 self.apply(m, &channel).await?;
@@ -536,7 +541,11 @@ impl Engine {
             Request::ChannelDelete { channel } => {
                 let id = self.resolve(who, &channel).await?;
                 self.apply(
-                    Mutation::DeleteChannel { actor: Self::actor(who), channel: id.clone() },
+                    Mutation::DeleteChannel {
+                        actor: Self::actor(who),
+                        channel: id.clone(),
+                        guard: rules::delete_channel(who),
+                    },
                     &channel,
                 )
                 .await?;
@@ -553,8 +562,14 @@ impl Engine {
                 Self::check_message_id(&message_id, "message")?;
                 self.check_content(&content)?;
                 let id = self.resolve(who, &channel).await?;
-                let m =
-                    Mutation::Edit { actor: Self::actor(who), channel: id, message_id, content, ts_ms: now };
+                let m = Mutation::Edit {
+                    actor: Self::actor(who),
+                    channel: id,
+                    message_id,
+                    content,
+                    guard: rules::own(who),
+                    ts_ms: now,
+                };
                 match self.apply(m, &channel).await?.outcome {
                     Outcome::Message { message, .. } => Ok(OkReply::Message(MessageOk { message: *message })),
                     _ => Err(EngineError::Internal),
@@ -564,7 +579,13 @@ impl Engine {
                 Self::check_message_id(&message_id, "message")?;
                 let id = self.resolve(who, &channel).await?;
                 self.apply(
-                    Mutation::Delete { actor: Self::actor(who), channel: id, message_id, ts_ms: now },
+                    Mutation::Delete {
+                        actor: Self::actor(who),
+                        channel: id,
+                        message_id,
+                        guard: rules::own(who),
+                        ts_ms: now,
+                    },
                     &channel,
                 )
                 .await?;
@@ -582,6 +603,7 @@ impl Engine {
                     id: self.ids.new_id(),
                     message_id,
                     emoji,
+                    guard: rules::write(who),
                     ts_ms: now,
                 };
                 match self.apply(m, &channel).await?.outcome {
@@ -593,7 +615,13 @@ impl Engine {
                 Self::check_message_id(&reaction_id, "reaction")?;
                 let id = self.resolve(who, &channel).await?;
                 self.apply(
-                    Mutation::Unreact { actor: Self::actor(who), channel: id, reaction_id, ts_ms: now },
+                    Mutation::Unreact {
+                        actor: Self::actor(who),
+                        channel: id,
+                        reaction_id,
+                        guard: rules::own(who),
+                        ts_ms: now,
+                    },
                     &channel,
                 )
                 .await?;
@@ -608,8 +636,12 @@ impl Engine {
                 {
                     return Err(EngineError::RateLimited { retry_after_ms });
                 }
-                self.apply(Mutation::Read { actor: Self::actor(who), channel: id, message_id }, &channel)
-                    .await?;
+                let guard = rules::read(who);
+                self.apply(
+                    Mutation::Read { actor: Self::actor(who), channel: id, message_id, guard },
+                    &channel,
+                )
+                .await?;
                 Ok(OkReply::Empty(Empty {}))
             }
             Request::Typing { channel, is_typing } => {
@@ -659,7 +691,13 @@ impl Engine {
     ) -> Result<OkReply, EngineError> {
         let id = self.resolve(who, channel).await?;
         self.apply(
-            Mutation::RemoveMember { actor: Self::actor(who), channel: id, user, ts_ms: now },
+            Mutation::RemoveMember {
+                actor: Self::actor(who),
+                channel: id,
+                guard: rules::remove_member(who, &user),
+                user,
+                ts_ms: now,
+            },
             channel,
         )
         .await?;
@@ -763,6 +801,7 @@ impl Engine {
             }
         }
         let id = self.resolve(who, channel).await?;
+        let guard = rules::write(who);
         let mutation = Mutation::Send {
             actor,
             channel: id,
@@ -771,6 +810,7 @@ impl Engine {
             content: m.content,
             reply_to: m.reply_to,
             client_id,
+            guard,
             ts_ms: now,
         };
         match self.apply(mutation, channel).await?.outcome {

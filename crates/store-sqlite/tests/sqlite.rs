@@ -77,6 +77,7 @@ async fn hard_delete_leaves_no_trace_in_any_file() {
     store
         .apply(Mutation::Edit {
             actor: ada.clone(),
+            guard: testkit::own(&ada),
             channel: ch.clone(),
             message_id: m.id.clone(),
             content: edited.clone(),
@@ -96,6 +97,7 @@ async fn hard_delete_leaves_no_trace_in_any_file() {
     store
         .apply(Mutation::Delete {
             actor: ada.clone(),
+            guard: testkit::own(&ada),
             channel: ch.clone(),
             message_id: m.id.clone(),
             ts_ms: now_ms(),
