@@ -46,6 +46,8 @@ pub struct ConnShared {
     resuming: AtomicBool,
     resume: Mutex<HashMap<String, ResumeState>>,
     pub(crate) subjects: Mutex<Vec<String>>,
+    /// The channels the hub indexes this connection under (its user's memberships).
+    pub(crate) channels: Mutex<rustc_hash::FxHashSet<String>>,
 }
 
 impl std::fmt::Debug for ConnShared {
@@ -90,6 +92,7 @@ impl ConnShared {
             resuming: AtomicBool::new(false),
             resume: Mutex::new(HashMap::new()),
             subjects: Mutex::new(Vec::new()),
+            channels: Mutex::new(rustc_hash::FxHashSet::default()),
         });
         (shared, rx)
     }

@@ -1,42 +1,69 @@
-//! The hub: who is connected to this node, who is a member of what, who subscribes to which
-//! subject; as the node's [`BrokerSubscriber`] it delivers every envelope the broker carries to
-//! the connections it concerns.
+//! The hub: who is connected to this node, which channels each online connection receives,
+//! who subscribes to which subject; as the node's [`BrokerSubscriber`] it delivers every
+//! envelope the broker carries to the connections it concerns.
+//!
+//! The index holds **online** connections only: channel → the connections of its online
+//! members, user → connections, subject → subscribers. A user's memberships are read from the
+//! store when a connection of theirs registers, and kept current by the broker's membership
+//! changes from then on; a channel with no online member has no entry. Memory is O(online
+//! connections × their channels + active channels), not O(every membership ever made).
+//!
+//! A registration reads the store first and then takes the index lock once. Membership
+//! changes that the broker delivered between that read and the lock are not lost: the hub
+//! keeps the most recent changes in a bounded log ([`RECENT_CHANGES`]) with a counter, and
+//! registration applies those newer than the counter it noted before its read (or asks for a
+//! new read if they have already left the log).
 //!
 //! The index sits behind one `parking_lot::RwLock`. That is the right lock here: it is never
 //! held across an `.await`, fan-out only reads it, and writes (connect, disconnect, a
-//! membership change) are short. Membership changes reach the index only through the broker,
-//! in commit order, so the index is exactly the store's membership as of the last commit.
+//! membership change) are short and O(1) per connection and channel touched.
 
 use crate::broker::{BrokerSubscriber, Envelope};
 use crate::conn::{ConnShared, Outbound, Pushed, QueueLimits};
 use bytes::Bytes;
-use herald_store::Membership;
 use parking_lot::RwLock;
-use rustc_hash::{FxHashMap, FxHashSet};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
+/// Membership changes remembered for registrations in flight.
+pub const RECENT_CHANGES: usize = 4096;
+
 struct ChannelIndex {
     /// Interned (see [`Index::intern`]): compared by pointer on the hot path.
     app: Arc<str>,
-    members: FxHashSet<Arc<str>>,
+    /// Online connections of members, by connection key: O(1) to add and remove.
+    online: FxHashMap<u64, Arc<ConnShared>>,
 }
+
+/// One membership change, as the broker delivered it.
+struct Change {
+    app: Arc<str>,
+    channel: String,
+    user: String,
+    joined: bool,
+}
+
+/// A subject's subscribers on this node, by connection key.
+type Subscribers = FxHashMap<u64, Arc<ConnShared>>;
 
 // Channel ids are server-made UUIDs and user ids come from tokens we verified, so the fast
 // non-keyed hasher is safe for those maps; subjects are client-chosen and keep SipHash.
 #[derive(Default)]
 struct Index {
     channels: FxHashMap<String, ChannelIndex>,
-    /// User id → connections (of every app; filtered by app on delivery).
+    /// User id → online connections (of every app; filtered by app where it matters).
     users: FxHashMap<Arc<str>, Vec<Arc<ConnShared>>>,
-    /// (app, subject) → subscribed connections.
-    /// App → subject → subscribed connections (nested so a publish looks up by `&str`
+    /// App → subject → subscribed connections by key (nested so a publish looks up by `&str`
     /// without building a key).
-    subjects: HashMap<Arc<str>, HashMap<String, Vec<Arc<ConnShared>>>>,
+    subjects: HashMap<Arc<str>, HashMap<String, Subscribers>>,
     /// One `Arc` per app id, so app equality on delivery is a pointer comparison.
     apps: HashMap<String, Arc<str>>,
+    /// The latest membership changes, the newest last; `changes_seen` counts all ever made.
+    recent: VecDeque<Change>,
+    changes_seen: u64,
 }
 
 impl Index {
@@ -45,9 +72,9 @@ impl Index {
     fn drop_subscriber(&mut self, app: &str, subject: &str, key: u64) -> bool {
         let Some(by_subject) = self.subjects.get_mut(app) else { return false };
         let mut emptied = false;
-        if let Some(list) = by_subject.get_mut(subject) {
-            list.retain(|c| c.key != key);
-            if list.is_empty() {
+        if let Some(subs) = by_subject.get_mut(subject) {
+            subs.remove(&key);
+            if subs.is_empty() {
                 by_subject.remove(subject);
                 emptied = true;
             }
@@ -66,6 +93,58 @@ impl Index {
         self.apps.insert(app.to_owned(), a.clone());
         a
     }
+
+    /// Indexes `conn` under `channel` (it is a member).
+    fn attach(&mut self, conn: &Arc<ConnShared>, channel: &str) {
+        if !conn.channels.lock().insert(channel.to_owned()) {
+            return;
+        }
+        self.channels
+            .entry(channel.to_owned())
+            .or_insert_with(|| ChannelIndex { app: conn.app.clone(), online: FxHashMap::default() })
+            .online
+            .insert(conn.key, conn.clone());
+    }
+
+    /// Stops indexing `conn` under `channel`.
+    fn detach(&mut self, conn: &ConnShared, channel: &str) {
+        if !conn.channels.lock().remove(channel) {
+            return;
+        }
+        if let Some(ch) = self.channels.get_mut(channel) {
+            ch.online.remove(&conn.key);
+            if ch.online.is_empty() {
+                self.channels.remove(channel);
+            }
+        }
+    }
+
+    /// The online connections of `user` in `app`.
+    fn conns_of(&self, app: &str, user: &str) -> Vec<Arc<ConnShared>> {
+        self.users
+            .get(user)
+            .map(|l| l.iter().filter(|c| &*c.app == app).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn apply_change(&mut self, change: &Change) {
+        for c in self.conns_of(&change.app, &change.user) {
+            if change.joined {
+                self.attach(&c, &change.channel);
+            } else {
+                self.detach(&c, &change.channel);
+            }
+        }
+    }
+
+    fn remember(&mut self, change: Change) {
+        self.apply_change(&change);
+        self.recent.push_back(change);
+        if self.recent.len() > RECENT_CHANGES {
+            self.recent.pop_front();
+        }
+        self.changes_seen += 1;
+    }
 }
 
 /// Counters the server exports as metrics.
@@ -78,10 +157,19 @@ pub struct HubStats {
     pub publications: AtomicU64,
 }
 
-/// The fan-out index and commit sink. See the module doc.
 /// Told how long an entry took from its commit until it was queued to every local recipient.
 pub type FanoutObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
 
+/// Where a registration's membership read stands against the changes since (see the module
+/// doc): taken before the read with [`Hub::membership_mark`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MembershipMark(u64);
+
+/// [`Hub::register`] could not use the read: too many changes since; read again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleRead;
+
+/// The fan-out index and broker subscriber. See the module doc.
 pub struct Hub {
     index: RwLock<Index>,
     fanout_observer: std::sync::OnceLock<FanoutObserver>,
@@ -113,19 +201,6 @@ impl Hub {
         let _ = self.fanout_observer.set(observe);
     }
 
-    /// Seeds the membership index from the store (at start, before serving).
-    pub fn load_memberships(&self, memberships: Vec<Membership>) {
-        let mut index = self.index.write();
-        for m in memberships {
-            let app = index.intern(&m.app);
-            let ch = index
-                .channels
-                .entry(m.channel_id)
-                .or_insert_with(|| ChannelIndex { app, members: FxHashSet::default() });
-            ch.members.insert(Arc::from(m.user.as_str()));
-        }
-    }
-
     /// Creates a connection that receives nothing yet; [`Hub::register`] makes it live.
     pub(crate) fn new_conn(
         &self,
@@ -138,23 +213,61 @@ impl Hub {
         ConnShared::new(key, conn_id, app, Arc::from(user), self.limits)
     }
 
-    /// Makes a connection live: from now on fan-out reaches it.
-    pub(crate) fn register(&self, conn: &Arc<ConnShared>) {
-        let mut index = self.index.write();
-        index.users.entry(conn.user.clone()).or_default().push(conn.clone());
-        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+    /// Notes where the membership changes stand, before reading a user's memberships.
+    pub(crate) fn membership_mark(&self) -> MembershipMark {
+        MembershipMark(self.index.read().changes_seen)
     }
 
-    /// Removes a connection and its subscriptions; returns the subjects that have no
-    /// subscriber left on this node.
+    /// Makes a connection live with the channels its user was a member of when read (after
+    /// `mark`), brought up to date with the changes since: from now on fan-out reaches it.
+    pub(crate) fn register(
+        &self,
+        conn: &Arc<ConnShared>,
+        channels: Vec<String>,
+        mark: MembershipMark,
+    ) -> Result<(), StaleRead> {
+        let mut index = self.index.write();
+        let since = index.changes_seen - mark.0;
+        if since > index.recent.len() as u64 {
+            return Err(StaleRead);
+        }
+        for ch in &channels {
+            index.attach(conn, ch);
+        }
+        let skip = index.recent.len() - since as usize;
+        let mine: Vec<(String, bool)> = index
+            .recent
+            .iter()
+            .skip(skip)
+            .filter(|c| Arc::ptr_eq(&c.app, &conn.app) && *c.user == *conn.user)
+            .map(|c| (c.channel.clone(), c.joined))
+            .collect();
+        for (ch, joined) in mine {
+            if joined {
+                index.attach(conn, &ch);
+            } else {
+                index.detach(conn, &ch);
+            }
+        }
+        index.users.entry(conn.user.clone()).or_default().push(conn.clone());
+        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Removes a connection, its channels and its subscriptions; returns the subjects that
+    /// have no subscriber left on this node.
     pub(crate) fn unregister(&self, conn: &ConnShared) -> Vec<String> {
         let mut subjects = std::mem::take(&mut *conn.subjects.lock());
+        let channels: Vec<String> = conn.channels.lock().iter().cloned().collect();
         let mut index = self.index.write();
         if let Some(list) = index.users.get_mut(&conn.user) {
             list.retain(|c| c.key != conn.key);
             if list.is_empty() {
                 index.users.remove(&conn.user);
             }
+        }
+        for ch in &channels {
+            index.detach(conn, ch);
         }
         subjects.retain(|s| index.drop_subscriber(&conn.app, s, conn.key));
         self.stats.connections.fetch_sub(1, Ordering::Relaxed);
@@ -172,9 +285,9 @@ impl Hub {
             subs.push(subject.to_owned());
         }
         let mut index = self.index.write();
-        let list = index.subjects.entry(conn.app.clone()).or_default().entry(subject.to_owned()).or_default();
-        list.push(conn.clone());
-        list.len() == 1
+        let subs = index.subjects.entry(conn.app.clone()).or_default().entry(subject.to_owned()).or_default();
+        subs.insert(conn.key, conn.clone());
+        subs.len() == 1
     }
 
     /// Unsubscribes; true if that was the subject's last subscriber on this node.
@@ -199,8 +312,8 @@ impl Hub {
     pub(crate) fn publish(&self, app: &str, subject: &str, frame: &Bytes) -> usize {
         let index = self.index.read();
         let mut n = 0;
-        if let Some(list) = index.subjects.get(app).and_then(|by_subject| by_subject.get(subject)) {
-            for c in list {
+        if let Some(subs) = index.subjects.get(app).and_then(|by_subject| by_subject.get(subject)) {
+            for c in subs.values() {
                 if self.count(c.try_push(frame)) {
                     n += 1;
                 }
@@ -210,25 +323,24 @@ impl Hub {
         n
     }
 
-    /// The app of a channel if `user` is a member of it.
-    pub fn is_member(&self, app: &str, channel: &str, user: &str) -> bool {
+    /// Whether `user` of `app` is a member of `channel`, if this hub knows: `Some` when the
+    /// user has a connection here (the index is exact for online users), `None` otherwise
+    /// (ask the store).
+    pub fn is_member(&self, app: &str, channel: &str, user: &str) -> Option<bool> {
         let index = self.index.read();
-        index.channels.get(channel).is_some_and(|c| &*c.app == app && c.members.contains(user))
+        let conns = index.users.get(user)?;
+        let c = conns.iter().find(|c| &*c.app == app)?;
+        let member = c.channels.lock().contains(channel);
+        Some(member)
     }
 
-    /// The channels `user` of `app` is a member of.
-    pub fn channels_of(&self, app: &str, user: &str) -> Vec<String> {
-        let index = self.index.read();
-        index
-            .channels
-            .iter()
-            .filter(|(_, c)| &*c.app == app && c.members.contains(user))
-            .map(|(id, _)| id.clone())
-            .collect()
+    /// Channels with at least one online member connection on this node.
+    pub fn active_channels(&self) -> usize {
+        self.index.read().channels.len()
     }
 
-    /// Sends a frame to every connection of every member of a channel (optionally skipping
-    /// one user), honouring resume. Returns the number of queued deliveries.
+    /// Sends a frame to every online connection of every member of a channel (optionally
+    /// skipping one user), honouring resume. Returns the number of queued deliveries.
     pub(crate) fn deliver(
         &self,
         channel: &str,
@@ -239,16 +351,12 @@ impl Hub {
         let index = self.index.read();
         let Some(ch) = index.channels.get(channel) else { return 0 };
         let mut n = 0;
-        for member in &ch.members {
-            if skip_user.is_some_and(|s| s == &**member) {
+        for c in ch.online.values() {
+            if skip_user.is_some_and(|s| s == &*c.user) || !Arc::ptr_eq(&c.app, &ch.app) {
                 continue;
             }
-            if let Some(conns) = index.users.get(member) {
-                for c in conns.iter().filter(|c| Arc::ptr_eq(&c.app, &ch.app)) {
-                    if self.count(c.push_event(channel, seq, frame)) {
-                        n += 1;
-                    }
-                }
+            if self.count(c.push_event(channel, seq, frame)) {
+                n += 1;
             }
         }
         n
@@ -268,26 +376,19 @@ impl Hub {
         }
     }
 
-    fn add_member(&self, app: &str, channel: &str, user: &str) {
+    fn change(&self, app: &str, channel: &str, user: &str, joined: bool) {
         let mut index = self.index.write();
         let app = index.intern(app);
-        index
-            .channels
-            .entry(channel.to_owned())
-            .or_insert_with(|| ChannelIndex { app, members: FxHashSet::default() })
-            .members
-            .insert(Arc::from(user));
-    }
-
-    fn remove_member(&self, channel: &str, user: &str) {
-        let mut index = self.index.write();
-        if let Some(c) = index.channels.get_mut(channel) {
-            c.members.remove(user);
-        }
+        index.remember(Change { app, channel: channel.to_owned(), user: user.to_owned(), joined });
     }
 
     fn remove_channel(&self, channel: &str) {
-        self.index.write().channels.remove(channel);
+        let mut index = self.index.write();
+        if let Some(ch) = index.channels.remove(channel) {
+            for c in ch.online.values() {
+                c.channels.lock().remove(channel);
+            }
+        }
     }
 }
 
@@ -296,7 +397,7 @@ impl BrokerSubscriber for Hub {
         match envelope {
             Envelope::Channel(ev) => {
                 for user in &ev.joined {
-                    self.add_member(&ev.app, &ev.channel, user);
+                    self.change(&ev.app, &ev.channel, user, true);
                 }
                 self.deliver(&ev.channel, ev.seq, &ev.frame, ev.skip_user.as_deref());
                 if ev.seq.is_some() {
@@ -306,7 +407,7 @@ impl BrokerSubscriber for Hub {
                     observe(at.elapsed());
                 }
                 for user in &ev.left {
-                    self.remove_member(&ev.channel, user);
+                    self.change(&ev.app, &ev.channel, user, false);
                 }
                 if ev.deleted {
                     self.remove_channel(&ev.channel);
@@ -316,5 +417,62 @@ impl BrokerSubscriber for Hub {
                 self.publish(app, subject, frame);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::broker::ChannelEvent;
+
+    fn hub() -> Arc<Hub> {
+        Hub::new(QueueLimits { frames: 16, bytes: 1 << 20 })
+    }
+
+    fn membership(channel: &str, user: &str, joined: bool) -> Envelope {
+        let mut ev = ChannelEvent::signal("app", channel, Bytes::from_static(b"m"), None);
+        ev.seq = Some(1);
+        if joined {
+            ev.joined.push(user.into());
+        } else {
+            ev.left.push(user.into());
+        }
+        Envelope::Channel(ev)
+    }
+
+    /// A membership change delivered between a registration's store read and its lock is
+    /// applied to it: neither a join nor a leave made meanwhile is lost.
+    #[test]
+    fn changes_between_the_read_and_the_registration_are_applied() {
+        let hub = hub();
+        let (ada, mut rx) = hub.new_conn("c1".into(), "app", "ada");
+        let mark = hub.membership_mark();
+        // The store read said: a member of "left-meanwhile" only. Then the broker delivers...
+        hub.receive(&membership("joined-meanwhile", "ada", true));
+        hub.receive(&membership("left-meanwhile", "ada", false));
+        hub.register(&ada, vec!["left-meanwhile".into()], mark).unwrap();
+
+        assert_eq!(hub.is_member("app", "joined-meanwhile", "ada"), Some(true));
+        assert_eq!(hub.is_member("app", "left-meanwhile", "ada"), Some(false));
+        assert_eq!(hub.deliver("joined-meanwhile", None, &Bytes::from_static(b"x"), None), 1);
+        assert_eq!(hub.deliver("left-meanwhile", None, &Bytes::from_static(b"x"), None), 0);
+        assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"x"));
+        assert_eq!(hub.active_channels(), 1);
+        hub.unregister(&ada);
+        assert_eq!(hub.active_channels(), 0, "a channel with no online member leaves the index");
+        assert_eq!(hub.is_member("app", "joined-meanwhile", "ada"), None, "offline: ask the store");
+    }
+
+    #[test]
+    fn a_read_older_than_the_change_log_must_be_redone() {
+        let hub = hub();
+        let (ada, _rx) = hub.new_conn("c1".into(), "app", "ada");
+        let mark = hub.membership_mark();
+        for i in 0..=RECENT_CHANGES {
+            hub.receive(&membership(&format!("ch{i}"), "bob", true));
+        }
+        assert_eq!(hub.register(&ada, Vec::new(), mark), Err(StaleRead));
+        hub.register(&ada, Vec::new(), hub.membership_mark()).unwrap();
     }
 }

@@ -184,8 +184,8 @@ fn bad(msg: impl Into<String>) -> EngineError {
 }
 
 impl Engine {
-    /// Builds the engine: its hub, subscribed to the broker, with the membership index seeded
-    /// from the store. The store must have been opened with a [`crate::BrokerSink`] over the
+    /// Builds the engine: its hub, subscribed to the broker (memberships are loaded per user as
+    /// they connect). The store must have been opened with a [`crate::BrokerSink`] over the
     /// same broker, so that what it commits reaches every node's hub.
     pub async fn start(backends: Backends, config: EngineConfig) -> Result<Arc<Engine>, EngineError> {
         let Backends { store, blobs, broker, clock, ids } = backends;
@@ -193,8 +193,6 @@ impl Engine {
         let typing_throttle = Throttle::new(config.typing_interval_ms);
         let read_throttle = Throttle::new(config.read_interval_ms);
         broker.subscribe(hub.clone());
-        let memberships = store.all_memberships().await.map_err(|e| EngineError::from_store(e, ""))?;
-        hub.load_memberships(memberships);
         Ok(Arc::new(Engine {
             store,
             blobs,
@@ -255,13 +253,30 @@ impl Engine {
         let (shared, rx) = self.hub.new_conn(self.ids.new_id(), &who.app, &who.user.id);
         // The queue is empty and nobody else can reach it yet: this cannot fail for want of room.
         shared.try_push(&first(&shared.conn_id));
-        let channels: Vec<(String, u64)> = resume
-            .iter()
-            .filter(|(c, _)| self.hub.is_member(&who.app, c, &who.user.id))
-            .map(|(c, s)| (c.clone(), *s))
-            .collect();
-        shared.begin_resume(channels.iter().map(|(c, _)| c.clone()));
-        self.hub.register(&shared);
+        // The user's memberships, read after noting where the hub's membership changes stand,
+        // so none made meanwhile is lost (see the hub's module doc).
+        let mut attempts = 0;
+        let channels = loop {
+            let mark = self.hub.membership_mark();
+            let member_of = self
+                .store
+                .member_channels(&who.app, &who.user.id)
+                .await
+                .map_err(|e| EngineError::from_store(e, ""))?;
+            let set: HashSet<&str> = member_of.iter().map(String::as_str).collect();
+            let channels: Vec<(String, u64)> = resume
+                .iter()
+                .filter(|(c, _)| set.contains(c.as_str()))
+                .map(|(c, s)| (c.clone(), *s))
+                .collect();
+            shared.begin_resume(channels.iter().map(|(c, _)| c.clone()));
+            match self.hub.register(&shared, member_of, mark) {
+                Ok(()) => break channels,
+                Err(_) if attempts < 8 => attempts += 1,
+                // Over 4,096 membership changes during each of 8 reads: tell the client to retry.
+                Err(_) => return Err(EngineError::RateLimited { retry_after_ms: 100 }),
+            }
+        };
         let handle = ConnHandle {
             shared,
             hub: self.hub.clone(),
@@ -326,7 +341,7 @@ impl Engine {
                 // reader at its own removal, as the live path stops at it.
                 if e.kind == herald_proto::EntryKind::MemberLeft
                     && e.reference == *conn.user
-                    && !self.hub.is_member(&conn.app, channel, &conn.user)
+                    && self.hub.is_member(&conn.app, channel, &conn.user) == Some(false)
                 {
                     return Ok(true);
                 }
@@ -365,14 +380,20 @@ impl Engine {
             .ok_or_else(|| EngineError::ChannelNotFound(channel.to_owned()))
     }
 
+    /// Whether the caller is a member of channel `id`: from the hub when the caller has a
+    /// connection on this node (exact), else one store read.
+    async fn is_member(&self, who: &Principal, id: &str) -> Result<bool, EngineError> {
+        if let Some(known) = self.hub.is_member(&who.app, id, &who.user.id) {
+            return Ok(known);
+        }
+        self.store.is_member(&who.app, id, &who.user.id).await.map_err(|e| EngineError::from_store(e, id))
+    }
+
     /// Loads a channel the caller may read: a member, or a holder of `server` /
     /// `channels:admin`.
     async fn readable(&self, who: &Principal, channel: &str) -> Result<Channel, EngineError> {
         let ch = self.lookup(who, channel).await?;
-        if who.grants.server
-            || who.grants.channels_admin
-            || self.hub.is_member(&who.app, &ch.id, &who.user.id)
-        {
+        if who.grants.server || who.grants.channels_admin || self.is_member(who, &ch.id).await? {
             Ok(ch)
         } else {
             Err(EngineError::Forbidden(format!("not a member of channel {channel:?}")))
@@ -382,7 +403,7 @@ impl Engine {
     /// Checks membership from the in-memory index (typing, ephemeral: not worth a store read).
     async fn require_member_fast(&self, who: &Principal, channel: &str) -> Result<String, EngineError> {
         let id = self.resolve(who, channel).await?;
-        if self.hub.is_member(&who.app, &id, &who.user.id) {
+        if self.is_member(who, &id).await? {
             return Ok(id);
         }
         self.readable(who, &id).await?;
@@ -901,7 +922,7 @@ impl Engine {
             )));
         }
         let id = self.resolve(who, channel).await?;
-        if !self.hub.is_member(&who.app, &id, &who.user.id) {
+        if !self.is_member(who, &id).await? {
             // Not a member: the channel must still exist in the caller's app, whatever the
             // grant (a `server` token of one app must not write into another's channel).
             self.lookup(who, &id).await?;

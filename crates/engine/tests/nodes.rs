@@ -137,5 +137,6 @@ async fn events_cross_nodes_through_the_broker() {
         bob.drain().iter().all(|e| e["channel"] != id.as_str()),
         "bob, removed on another node, still receives the channel"
     );
-    assert!(!b.hub().is_member("default", &id, "bob"));
+    assert_eq!(b.hub().is_member("default", &id, "bob"), Some(false));
+    assert_eq!(b.hub().active_channels(), 0, "no online member of the channel on node b");
 }

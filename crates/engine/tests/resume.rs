@@ -10,7 +10,7 @@ use herald_engine::{
 use herald_proto::frames::{CreateChannel, Request, SendMessage};
 use herald_proto::model::{Channel, ChannelSummary, DirectoryEntry, Member, Message, UserInfo};
 use herald_store::memory::{MemoryBlobStore, MemoryStore};
-use herald_store::{Applied, HistoryRange, Membership, Mutation, Store, StoreError, StoredEntry};
+use herald_store::{Applied, HistoryRange, Mutation, Store, StoreError, StoredEntry};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,8 +64,11 @@ impl Store for FlakyLog {
     async fn head_seq(&self, channel_id: &str) -> herald_store::Result<u64> {
         self.inner.head_seq(channel_id).await
     }
-    async fn all_memberships(&self) -> herald_store::Result<Vec<Membership>> {
-        self.inner.all_memberships().await
+    async fn member_channels(&self, app: &str, user: &str) -> herald_store::Result<Vec<String>> {
+        self.inner.member_channels(app, user).await
+    }
+    async fn is_member(&self, app: &str, channel_id: &str, user: &str) -> herald_store::Result<bool> {
+        self.inner.is_member(app, channel_id, user).await
     }
     async fn close(&self) -> herald_store::Result<()> {
         self.inner.close().await

@@ -275,31 +275,38 @@ impl Node {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when
+/// the future is first polled, so a SIGTERM that arrives right after start-up still drains
+/// instead of killing the process.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async move {
+            match term {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
 }
 
 /// `herald serve`: binds, serves `node` until SIGTERM, drains.
 pub async fn serve(node: Node) -> anyhow::Result<()> {
     use anyhow::Context;
+    let stop = shutdown_signal();
     let config = node.state.config().clone();
     let listen = config.listen;
     let listener =
@@ -314,5 +321,5 @@ pub async fn serve(node: Node) -> anyhow::Result<()> {
     if config.durability == DurabilityMode::Relaxed {
         tracing::warn!("durability is RELAXED: acknowledged messages can be lost on power failure");
     }
-    node.run(listener, shutdown_signal()).await
+    node.run(listener, stop).await
 }

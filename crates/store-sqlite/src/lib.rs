@@ -62,9 +62,7 @@ pub use writer::{CommitObserver, WriterStats};
 use async_trait::async_trait;
 use herald_proto::model::{Channel, ChannelSummary, DirectoryEntry, Member, Message, UserKind};
 use herald_proto::names::looks_like_uuid;
-use herald_store::{
-    Applied, CommitSink, HistoryRange, Membership, Mutation, Result, Store, StoreError, StoredEntry,
-};
+use herald_store::{Applied, CommitSink, HistoryRange, Mutation, Result, Store, StoreError, StoredEntry};
 use parking_lot::Mutex;
 use rows::{to_i64, to_u64};
 use rusqlite::{Connection, OpenFlags, params};
@@ -440,18 +438,30 @@ impl Store for SqliteStore {
         self.read(move |c| Ok(rows::stored_head(c, &ch)?.0)).await
     }
 
-    async fn all_memberships(&self) -> Result<Vec<Membership>> {
-        self.read(|c| {
+    async fn member_channels(&self, app: &str, user: &str) -> Result<Vec<String>> {
+        let (app, user) = (app.to_owned(), user.to_owned());
+        self.read(move |c| {
             let mut s = c
                 .prepare_cached(
-                    "SELECT ch.app, m.channel_id, m.user_id FROM members m \
-                     JOIN channels ch ON ch.id = m.channel_id ORDER BY m.channel_id, m.user_id",
+                    "SELECT m.channel_id FROM members m JOIN channels ch ON ch.id = m.channel_id \
+                     WHERE m.user_id = ?1 AND ch.app = ?2",
                 )
                 .map_err(backend)?;
-            let rows = s
-                .query_map([], |r| Ok(Membership { app: r.get(0)?, channel_id: r.get(1)?, user: r.get(2)? }))
-                .map_err(backend)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+            let rows = s.query_map(params![user, app], |r| r.get(0)).map_err(backend)?;
+            rows.collect::<rusqlite::Result<Vec<String>>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn is_member(&self, app: &str, channel_id: &str, user: &str) -> Result<bool> {
+        let (app, ch, user) = (app.to_owned(), channel_id.to_owned(), user.to_owned());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT 1 FROM members m JOIN channels ch ON ch.id = m.channel_id \
+                 WHERE m.channel_id = ?1 AND m.user_id = ?2 AND ch.app = ?3",
+            )
+            .and_then(|mut s| s.exists(params![ch, user, app]))
+            .map_err(backend)
         })
         .await
     }

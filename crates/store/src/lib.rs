@@ -322,14 +322,6 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// One `(app, channel, user)` membership.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Membership {
-    pub app: String,
-    pub channel_id: String,
-    pub user: String,
-}
-
 /// Messages of a channel, by `seq` range and time range.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HistoryRange {
@@ -388,8 +380,13 @@ pub trait Store: Send + Sync + 'static {
     /// The newest `seq` of a channel (0 when empty or unknown).
     async fn head_seq(&self, channel_id: &str) -> Result<u64>;
 
-    /// Every membership, to seed the engine's fan-out index at start.
-    async fn all_memberships(&self) -> Result<Vec<Membership>>;
+    /// The ids of the channels of `app` that `user` is a member of (the engine loads them when
+    /// the user connects: its index holds online users only).
+    async fn member_channels(&self, app: &str, user: &str) -> Result<Vec<String>>;
+
+    /// Whether `user` is a member of channel `channel_id` of `app` (false for a channel of
+    /// another app, or none).
+    async fn is_member(&self, app: &str, channel_id: &str, user: &str) -> Result<bool>;
 
     /// Stops accepting writes, finishes those in flight, and flushes.
     async fn close(&self) -> Result<()>;

@@ -25,8 +25,8 @@
 
 use crate::bytes_like::Bytes;
 use crate::{
-    Actor, Applied, BlobStore, CommitSink, EntryExtra, Guard, HistoryRange, Membership, Mutation, NewEntry,
-    NullSink, Outcome, Result, Store, StoreError, StoredEntry,
+    Actor, Applied, BlobStore, CommitSink, EntryExtra, Guard, HistoryRange, Mutation, NewEntry, NullSink,
+    Outcome, Result, Store, StoreError, StoredEntry,
 };
 use async_trait::async_trait;
 use herald_proto::EntryKind;
@@ -800,19 +800,19 @@ impl Store for MemoryStore {
         Ok(self.state.lock().channels.get(channel_id).map_or(0, |c| c.head().0))
     }
 
-    async fn all_memberships(&self) -> Result<Vec<Membership>> {
+    async fn member_channels(&self, app: &str, user: &str) -> Result<Vec<String>> {
         let state = self.state.lock();
         Ok(state
             .channels
             .values()
-            .flat_map(|c| {
-                c.members.keys().map(|user| Membership {
-                    app: c.row.app.clone(),
-                    channel_id: c.row.id.clone(),
-                    user: user.clone(),
-                })
-            })
+            .filter(|c| c.row.app == app && c.members.contains_key(user))
+            .map(|c| c.row.id.clone())
             .collect())
+    }
+
+    async fn is_member(&self, app: &str, channel_id: &str, user: &str) -> Result<bool> {
+        let state = self.state.lock();
+        Ok(state.channels.get(channel_id).is_some_and(|c| c.row.app == app && c.members.contains_key(user)))
     }
 
     async fn close(&self) -> Result<()> {

@@ -14,9 +14,7 @@
 //! panics with the case's name on the first broken guarantee.
 
 use crate::Guard;
-use crate::{
-    Actor, Applied, CommitSink, HistoryRange, Membership, Mutation, Outcome, Store, StoreError, StoredEntry,
-};
+use crate::{Actor, Applied, CommitSink, HistoryRange, Mutation, Outcome, Store, StoreError, StoredEntry};
 use herald_proto::chain::{self, EntryFields, ZERO_HASH};
 use herald_proto::model::{Message, Policy, UserInfo, UserKind};
 use herald_proto::{ChannelName, EntryKind};
@@ -1145,7 +1143,8 @@ pub async fn delete_channel_removes_everything(s: &dyn Store, sink: &RecordingSi
     assert_eq!(history(s, &ch, range(50)).await.0.len(), 0);
     assert!(expect(s.members(&ch).await, "members").is_empty());
     assert!(expect(s.channels_of(APP, "bob").await, "channels_of").is_empty());
-    assert!(expect(s.all_memberships().await, "memberships").iter().all(|m| m.channel_id != ch));
+    assert!(!expect(s.member_channels(APP, "bob").await, "member_channels").contains(&ch));
+    assert!(!expect(s.is_member(APP, &ch, "ada").await, "is_member"), "the creator of a deleted channel");
     assert_err!(
         try_send(s, &bob, &ch, "x", None, None).await,
         StoreError::ChannelNotFound,
@@ -1188,13 +1187,17 @@ pub async fn members_and_memberships(s: &dyn Store, _sink: &RecordingSink) {
     expect(s.apply(Mutation::UpsertUser { actor: other }).await, "upsert other app");
     let members = expect(s.members(&ch).await, "members");
     assert_eq!(members.iter().find(|m| m.user == "eve").and_then(|m| m.name.clone()), Some("Eve".into()));
-    let all = expect(s.all_memberships().await, "memberships");
     for u in ["ada", "eve", "ghost"] {
-        assert!(
-            all.contains(&Membership { app: APP.into(), channel_id: ch.clone(), user: u.into() }),
-            "membership of {u}"
+        assert!(expect(s.is_member(APP, &ch, u).await, "is_member"), "membership of {u}");
+        assert_eq!(
+            expect(s.member_channels(APP, u).await, "member_channels"),
+            vec![ch.clone()],
+            "channels of {u}"
         );
     }
+    assert!(!expect(s.is_member(APP, &ch, "stranger").await, "is_member"));
+    assert!(!expect(s.is_member(OTHER_APP, &ch, "ada").await, "is_member"), "another app's channel");
+    assert!(expect(s.member_channels(OTHER_APP, "ada").await, "member_channels").is_empty());
 }
 
 /// 200 sends from 8 tokio tasks into 3 channels: the sink sees each committed entry exactly
