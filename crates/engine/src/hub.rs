@@ -8,7 +8,8 @@
 //! changes from then on; a channel with no online member has no entry. Memory is O(online
 //! connections × their channels + active channels), not O(every membership ever made).
 //!
-//! A registration reads the store first and then takes the index lock once. Membership
+//! A registration reads the store first and then takes the index lock once (and no other
+//! time: making the connection and noting the mark take none). Membership
 //! changes that the broker delivered between that read and the lock are not lost: the hub
 //! keeps the most recent changes in a bounded log ([`RECENT_CHANGES`]) with a counter, and
 //! registration applies those newer than the counter it noted before its read (or asks for a
@@ -32,7 +33,7 @@ use tokio::sync::mpsc;
 pub const RECENT_CHANGES: usize = 4096;
 
 struct ChannelIndex {
-    /// Interned (see [`Index::intern`]): compared by pointer on the hot path.
+    /// Interned (see [`Hub::intern`]): compared by pointer on the hot path.
     app: Arc<str>,
     /// Online connections of members, by connection key: O(1) to add and remove.
     online: FxHashMap<u64, Arc<ConnShared>>,
@@ -59,8 +60,6 @@ struct Index {
     /// App → subject → subscribed connections by key (nested so a publish looks up by `&str`
     /// without building a key).
     subjects: HashMap<Arc<str>, HashMap<String, Subscribers>>,
-    /// One `Arc` per app id, so app equality on delivery is a pointer comparison.
-    apps: HashMap<String, Arc<str>>,
     /// The latest membership changes, the newest last; `changes_seen` counts all ever made.
     recent: VecDeque<Change>,
     changes_seen: u64,
@@ -83,15 +82,6 @@ impl Index {
             self.subjects.remove(app);
         }
         emptied
-    }
-
-    fn intern(&mut self, app: &str) -> Arc<str> {
-        if let Some(a) = self.apps.get(app) {
-            return a.clone();
-        }
-        let a: Arc<str> = Arc::from(app);
-        self.apps.insert(app.to_owned(), a.clone());
-        a
     }
 
     /// Indexes `conn` under `channel` (it is a member).
@@ -172,6 +162,11 @@ pub struct StaleRead;
 /// The fan-out index and broker subscriber. See the module doc.
 pub struct Hub {
     index: RwLock<Index>,
+    /// One `Arc` per app id, so app equality on delivery is a pointer comparison; apart from
+    /// the index so that making a connection does not take the index lock.
+    apps: RwLock<HashMap<String, Arc<str>>>,
+    /// `Index::changes_seen`, readable without the index lock.
+    changes_seen: AtomicU64,
     fanout_observer: std::sync::OnceLock<FanoutObserver>,
     next_key: AtomicU64,
     limits: QueueLimits,
@@ -189,6 +184,8 @@ impl Hub {
     pub fn new(limits: QueueLimits) -> Arc<Hub> {
         Arc::new(Hub {
             index: RwLock::new(Index::default()),
+            apps: RwLock::new(HashMap::new()),
+            changes_seen: AtomicU64::new(0),
             fanout_observer: std::sync::OnceLock::new(),
             next_key: AtomicU64::new(1),
             limits,
@@ -209,13 +206,13 @@ impl Hub {
         user: &str,
     ) -> (Arc<ConnShared>, mpsc::Receiver<Outbound>) {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let app = self.index.write().intern(app);
+        let app = self.intern(app);
         ConnShared::new(key, conn_id, app, Arc::from(user), self.limits)
     }
 
     /// Notes where the membership changes stand, before reading a user's memberships.
     pub(crate) fn membership_mark(&self) -> MembershipMark {
-        MembershipMark(self.index.read().changes_seen)
+        MembershipMark(self.changes_seen.load(Ordering::Acquire))
     }
 
     /// Makes a connection live with the channels its user was a member of when read (after
@@ -377,9 +374,18 @@ impl Hub {
     }
 
     fn change(&self, app: &str, channel: &str, user: &str, joined: bool) {
+        let app = self.intern(app);
         let mut index = self.index.write();
-        let app = index.intern(app);
         index.remember(Change { app, channel: channel.to_owned(), user: user.to_owned(), joined });
+        // Under the index lock, so a mark read after this sees the change in `recent`.
+        self.changes_seen.store(index.changes_seen, Ordering::Release);
+    }
+
+    fn intern(&self, app: &str) -> Arc<str> {
+        if let Some(a) = self.apps.read().get(app) {
+            return a.clone();
+        }
+        self.apps.write().entry(app.to_owned()).or_insert_with(|| Arc::from(app)).clone()
     }
 
     fn remove_channel(&self, channel: &str) {
