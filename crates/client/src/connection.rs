@@ -127,6 +127,9 @@ pub(crate) struct Driver {
     subscriptions: HashMap<String, Vec<(u64, crate::subscription::SubscriptionTx)>>,
     /// Answered with the first `connect` outcome, then `None`.
     ready: Option<oneshot::Sender<Result<ConnectOk, ClientError>>>,
+    /// The first `connect` answer, kept until the resume points are seeded: `connect`
+    /// returns only then, so a restart right after it cannot lose a quiet channel.
+    first_ok: Option<ConnectOk>,
 }
 
 impl Driver {
@@ -141,12 +144,24 @@ impl Driver {
             endpoint,
             token,
             config,
-            session: Session::new(),
+            session: Session::seeding(),
             commands,
             listeners: Vec::new(),
             backlog: Some(Vec::new()),
             subscriptions: HashMap::new(),
             ready: Some(ready),
+            first_ok: None,
+        }
+    }
+
+    /// Answers `ready` once the first `connect` succeeded and its seeding `channel.list` was
+    /// answered (or the connection it was sent on is gone).
+    fn answer_ready(&mut self) {
+        if !self.session.is_seeding()
+            && let Some(ok) = self.first_ok.take()
+            && let Some(ready) = self.ready.take()
+        {
+            let _ = ready.send(Ok(ok));
         }
     }
 
@@ -154,6 +169,12 @@ impl Driver {
         let mut attempt: u32 = 0;
         loop {
             let (end, was_ready) = self.connect_once().await;
+            // Connected, then lost before the seeding answer: still a successful connect.
+            if let Some(ok) = self.first_ok.take()
+                && let Some(ready) = self.ready.take()
+            {
+                let _ = ready.send(Ok(ok));
+            }
             let reason = match end {
                 End::Closed => return self.stop(|| ClientError::Closed, "closed"),
                 End::Unauthorized => {
@@ -311,6 +332,7 @@ impl Driver {
             if let Err(end) = self.apply(outs, &mut sink).await {
                 break end;
             }
+            self.answer_ready();
         };
         (end, self.session.is_ready())
     }
@@ -391,9 +413,9 @@ impl Driver {
             }
             Output::Event(event) => {
                 if let ClientEvent::Connected(ok) = &event
-                    && let Some(ready) = self.ready.take()
+                    && self.ready.is_some()
                 {
-                    let _ = ready.send(Ok(ok.clone()));
+                    self.first_ok = Some(ok.clone());
                 }
                 if let ClientEvent::Event(ev) = &event
                     && let Event::Publication { subject, from, data } = ev.as_ref()

@@ -61,8 +61,14 @@ async fn close(ws: &mut Ws, code: u16) {
         .await;
 }
 
-/// Answers `connect` with ok; returns the connect frame.
+/// Answers `connect` with ok, then the `channel.list` the client sends first with no
+/// channels; returns the connect frame.
 async fn handshake(ws: &mut Ws, conn_id: &str) -> Value {
+    handshake_with(ws, conn_id, json!([])).await
+}
+
+/// As [`handshake`], answering `channel.list` with `channels`.
+async fn handshake_with(ws: &mut Ws, conn_id: &str, channels: Value) -> Value {
     let connect = read(ws).await;
     assert_eq!(connect["op"], "connect");
     write(
@@ -70,6 +76,9 @@ async fn handshake(ws: &mut Ws, conn_id: &str) -> Value {
         json!({"id": connect["id"], "ok": {"conn_id": conn_id, "user": {"id": "ada", "kind": "human"}}}),
     )
     .await;
+    let list = read(ws).await;
+    assert_eq!(list["op"], "channel.list", "the client seeds its resume points first");
+    write(ws, json!({"id": list["id"], "ok": {"channels": channels}})).await;
     connect
 }
 
@@ -199,6 +208,41 @@ async fn reconnects_resumes_and_never_redelivers() {
     assert!(matches!(client.ping().await, Err(ClientError::Closed)));
     assert!(within(events.recv()).await.is_some_and(|e| matches!(e, ClientEvent::Disconnected { .. })));
     assert!(within(events.recv()).await.is_none(), "the stream ends with the client");
+}
+
+/// Regression (issue 6): a channel that delivered nothing in this session was missing from
+/// `resume`, so what was posted to it during a reconnect never arrived.
+#[tokio::test]
+async fn quiet_channel_is_resumed_from_channel_list_last_seq() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let mut chain = Chain::new("quiet");
+    chain.messages("bob", 7);
+    let eighth = chain.message("bob", "after the restart");
+    let (seen_tx, mut seen) = mpsc::unbounded_channel::<Value>();
+    let server = tokio::spawn(async move {
+        let quiet = json!([{"id": "quiet", "name": "quiet", "title": null, "unread": 0, "last_seq": 7}]);
+        let mut ws = accept(&listener).await;
+        handshake_with(&mut ws, "c1", quiet.clone()).await;
+        close(&mut ws, 1012).await;
+        drop(ws);
+        let mut ws = accept(&listener).await;
+        let connect = handshake_with(&mut ws, "c2", quiet).await;
+        seen_tx.send(connect).unwrap();
+        write(&mut ws, &eighth.event).await;
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+    });
+    let client = within(Client::connect_with(&url, "tok", fast())).await.unwrap();
+    let mut events = client.events();
+    let connect = within(seen.recv()).await.unwrap();
+    assert_eq!(connect["resume"], json!({"quiet": 7}), "the quiet channel is resumed");
+    assert_eq!(next_message(&mut events).await, 8);
+    within(client.close()).await;
+    within(server).await.unwrap();
 }
 
 #[tokio::test]

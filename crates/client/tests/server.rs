@@ -205,6 +205,67 @@ async fn restart_loses_nothing_and_duplicates_nothing() {
     assert_eq!(next_message(&mut events, channel.id()).await.id, last.id);
 }
 
+/// Regression (issue 6): a client that had seen nothing of a channel in its session did not
+/// resume it, so `herald tail quiet` never printed the first message posted after a restart.
+#[tokio::test]
+async fn quiet_channel_gets_the_first_message_after_a_restart_exactly_once() {
+    let mut server = TestServer::start().await;
+    let creator = client(&server, "ada").await;
+    let quiet = within(creator.channels().create("quiet")).await.unwrap();
+    let bob = client(&server, "bob").await;
+    let bobs = within(bob.channels().join("quiet")).await.unwrap();
+    within(creator.close()).await;
+
+    // A new session of Ada's, a member of `quiet` that sees no event of it. She comes back a
+    // second after the restart, so Bob's message lands while she is away.
+    let slow = ClientConfig {
+        backoff_initial: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(1),
+        backoff_jitter: 0.0,
+        ..fast()
+    };
+    let ada = within(Client::connect_with(&server.url(), &server.token("ada"), slow)).await.unwrap();
+    let mut events = ada.events();
+
+    within(server.restart()).await;
+    let first = within(bobs.send("first after the restart")).await.unwrap();
+    assert_eq!(next_message(&mut events, quiet.id()).await.id, first.id);
+    // Exactly once: the next message on the stream is the next one sent.
+    let second = within(bobs.send("second")).await.unwrap();
+    assert_eq!(next_message(&mut events, quiet.id()).await.id, second.id);
+}
+
+/// A channel the user is added to during the session (its `member_joined` is the only event
+/// of it) is resumed after a restart too.
+#[tokio::test]
+async fn channel_joined_in_the_session_is_resumed_after_a_restart() {
+    let mut server = TestServer::start().await;
+    let slow = ClientConfig {
+        backoff_initial: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(1),
+        backoff_jitter: 0.0,
+        ..fast()
+    };
+    let ada = within(Client::connect_with(&server.url(), &server.token("ada"), slow)).await.unwrap();
+    let mut events = ada.events();
+    let bob = client(&server, "bob").await;
+    let fresh = within(bob.channels().create("fresh")).await.unwrap();
+    within(fresh.add_member("ada")).await.unwrap();
+    loop {
+        if let ClientEvent::Event(e) = within(events.next()).await.expect("stream ended")
+            && matches!(*e, Event::MemberJoined { .. })
+        {
+            break;
+        }
+    }
+
+    within(server.restart()).await;
+    let sent = within(fresh.send("after the restart")).await.unwrap();
+    assert_eq!(next_message(&mut events, fresh.id()).await.id, sent.id);
+    let next = within(fresh.send("next")).await.unwrap();
+    assert_eq!(next_message(&mut events, fresh.id()).await.id, next.id, "no duplicate");
+}
+
 #[tokio::test]
 async fn truncated_resume_is_reported_and_the_hole_pages_over_the_verified_log() {
     let mut server = TestServer::start_with(|c| c.replay_cap = 2).await;
