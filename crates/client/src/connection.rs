@@ -12,6 +12,7 @@ use crate::error::ClientError;
 use crate::event::ClientEvent;
 use crate::session::{Output, Session};
 use crate::subscription::Publication;
+use crate::token::{CurrentToken, TokenFuture, TokenProvider, jwt_exp, now_ms, refresh_delay};
 use futures::{SinkExt, StreamExt};
 use herald_proto::frames::{ConnectOk, Event, Request};
 use herald_proto::{ErrorCode, Hash32};
@@ -62,6 +63,17 @@ impl Endpoint {
         }
         Ok(Endpoint { ws: format!("{ws}://{base}/v1/ws"), http: format!("{http}://{base}") })
     }
+}
+
+/// When to refresh `token`: at 80% of its remaining lifetime (`None` without a readable `exp`).
+fn refresh_after(token: &str) -> Option<Duration> {
+    jwt_exp(token).map(|exp| refresh_delay(now_ms(), exp.saturating_mul(1000)))
+}
+
+/// When to try again after a failed refresh: closer to `exp` each time, at least 500 ms on.
+fn retry_refresh(token: &str) -> tokio::time::Instant {
+    let wait = refresh_after(token).unwrap_or(Duration::from_secs(5)).max(Duration::from_millis(500));
+    tokio::time::Instant::now() + wait
 }
 
 /// What the client's handles ask of the socket task.
@@ -116,7 +128,11 @@ type Sink = futures::stream::SplitSink<
 
 pub(crate) struct Driver {
     endpoint: Endpoint,
-    token: String,
+    /// The token of the next `connect`, shared with REST calls.
+    token: CurrentToken,
+    /// Whether no connect attempt has been made yet (the given token is the fallback of the
+    /// first one when the provider fails).
+    first_attempt: bool,
     config: ClientConfig,
     session: Session<Waiter>,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -135,7 +151,7 @@ pub(crate) struct Driver {
 impl Driver {
     pub(crate) fn new(
         endpoint: Endpoint,
-        token: String,
+        token: CurrentToken,
         config: ClientConfig,
         commands: mpsc::UnboundedReceiver<Command>,
         ready: oneshot::Sender<Result<ConnectOk, ClientError>>,
@@ -143,6 +159,7 @@ impl Driver {
         Driver {
             endpoint,
             token,
+            first_attempt: true,
             config,
             session: Session::seeding(),
             commands,
@@ -246,6 +263,22 @@ impl Driver {
     /// One connection, from the handshake until it ends. Also says whether `connect` was
     /// answered, which resets the backoff.
     async fn connect_once(&mut self) -> (End, bool) {
+        let first_attempt = std::mem::replace(&mut self.first_attempt, false);
+        if let Some(provider) = self.config.token_provider.clone() {
+            match tokio::time::timeout(self.config.connect_timeout, provider.fetch()).await {
+                Ok(Ok(token)) => self.token.set(token),
+                failed => {
+                    let reason = match failed {
+                        Ok(Err(e)) => format!("token provider failed: {e}"),
+                        _ => format!("token provider gave no token within {:?}", self.config.connect_timeout),
+                    };
+                    if !first_attempt || self.token.get().is_empty() {
+                        return (End::Lost { reason }, false);
+                    }
+                    tracing::warn!(%reason, "connecting with the token given to connect");
+                }
+            }
+        }
         let ws = match tokio::time::timeout(
             self.config.connect_timeout,
             tokio_tungstenite::connect_async(self.endpoint.ws.as_str()),
@@ -264,7 +297,8 @@ impl Driver {
             }
         };
         let (mut sink, mut stream) = ws.split();
-        let connect = self.session.connect(&self.token);
+        let token = self.token.get();
+        let connect = self.session.connect(&token);
         if let Err(e) = sink.send(Message::text(connect)).await {
             return (End::Lost { reason: format!("write: {e}") }, false);
         }
@@ -275,8 +309,63 @@ impl Driver {
         let quiet = tokio::time::sleep(keepalive.unwrap_or(far));
         tokio::pin!(quiet);
         let mut pinged = false;
+        // Token refresh (only with a provider): at 80% of the token's remaining lifetime ask
+        // the provider, send `auth.refresh`, and on `ok` start over with the new token.
+        let provider = self.config.token_provider.clone();
+        let mut refresh_armed = provider.is_some();
+        let refresh = tokio::time::sleep(refresh_after(&token).unwrap_or(far));
+        tokio::pin!(refresh);
+        let mut fetching: Option<TokenFuture> = None;
+        let mut refreshing: Option<(String, oneshot::Receiver<Result<Value, ClientError>>)> = None;
         let end = loop {
             let outs = tokio::select! {
+                () = &mut refresh, if refresh_armed => {
+                    refresh_armed = false;
+                    fetching = provider.as_ref().map(TokenProvider::fetch);
+                    Vec::new()
+                }
+                fetched = async {
+                    match fetching.as_mut() {
+                        Some(f) => f.await,
+                        None => std::future::pending().await,
+                    }
+                }, if fetching.is_some() => {
+                    fetching = None;
+                    match fetched {
+                        Ok(new) => {
+                            let (tx, rx) = oneshot::channel();
+                            refreshing = Some((new.clone(), rx));
+                            self.session.request(Request::AuthRefresh { token: new }, tx)
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "token provider failed; retrying");
+                            refresh.as_mut().reset(retry_refresh(&self.token.get()));
+                            refresh_armed = true;
+                            Vec::new()
+                        }
+                    }
+                }
+                answer = async {
+                    match refreshing.as_mut() {
+                        Some((_, rx)) => rx.await,
+                        None => std::future::pending().await,
+                    }
+                }, if refreshing.is_some() => {
+                    let new = refreshing.take().map(|(t, _)| t).unwrap_or_default();
+                    match answer {
+                        Ok(Ok(_)) => {
+                            refresh.as_mut().reset(tokio::time::Instant::now() + refresh_after(&new).unwrap_or(far));
+                            self.token.set(new);
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "auth.refresh refused; retrying");
+                            refresh.as_mut().reset(retry_refresh(&self.token.get()));
+                        }
+                        Err(_) => {}
+                    }
+                    refresh_armed = true;
+                    Vec::new()
+                }
                 () = &mut quiet, if keepalive.is_some() => {
                     let every = keepalive.unwrap_or(far);
                     if pinged {
@@ -312,7 +401,9 @@ impl Driver {
                     Some(Ok(Message::Text(text))) => self.session.handle_text(text.as_str()),
                     Some(Ok(Message::Close(frame))) => {
                         let code = frame.as_ref().map(|f| u16::from(f.code));
-                        if code == Some(CLOSE_UNAUTHORIZED) {
+                        // After `connect` was answered, 4401 means the token expired: with a
+                        // provider, reconnect with a fresh one (a refused one stops us then).
+                        if code == Some(CLOSE_UNAUTHORIZED) && provider.is_none() {
                             break End::Unauthorized;
                         }
                         let reason = match frame {

@@ -38,7 +38,8 @@
 //! - [`client`]: [`Client`] and [`Channels`]. [`channel`]: the [`Channel`] handle.
 //! - [`subscription`]: pub/sub [`Subscription`]s. [`event`]: [`ClientEvent`], [`EventStream`].
 //! - [`rest`]: log pages and blobs over HTTP, and [`verify_log_page`].
-//! - [`config`]: [`ClientConfig`] (backoff, timeouts). [`error`]: [`ClientError`].
+//! - [`config`]: [`ClientConfig`] (backoff, timeouts, token provider). [`error`]: [`ClientError`].
+//! - [`token`]: [`TokenProvider`], reading a JWT's `exp`, when to refresh.
 //! - [`history`]: [`HistoryQueryExt`] constructors for [`HistoryQuery`].
 
 pub mod channel;
@@ -51,6 +52,7 @@ pub mod history;
 pub mod rest;
 pub mod session;
 pub mod subscription;
+pub mod token;
 
 pub use channel::{Channel, Listener};
 pub use client::{Channels, Client};
@@ -61,6 +63,7 @@ pub use event::{ClientEvent, EventStream};
 pub use history::HistoryQueryExt;
 pub use rest::{BlobRef, verify_log_page};
 pub use subscription::{Publication, Subscription};
+pub use token::TokenProvider;
 
 pub use herald_proto;
 pub use herald_proto::frames::{

@@ -389,3 +389,75 @@ async fn a_full_subscription_drops_and_counts_new_publications() {
     within(bob.publish("cursors:doc", json!({"i": 5}))).await.unwrap();
     assert_eq!(within(sub.recv()).await.unwrap().data, json!({"i": 5}), "room again once read");
 }
+
+/// Issue 6: tokens expire. With a `token_provider` the client refreshes before `exp`
+/// (`auth.refresh`) and stays connected past it; without one the server closes it with 4401.
+#[tokio::test]
+async fn token_provider_keeps_the_client_connected_past_the_first_tokens_exp() {
+    use herald_server::auth::{Claims, load_or_create_secret, mint_hs256, now_secs};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let server = TestServer::start().await;
+    let secret = load_or_create_secret(server.data_dir()).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let config = fast().with_token_provider({
+        let calls = calls.clone();
+        move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let claims = Claims {
+                sub: "ada".into(),
+                name: None,
+                kind: None,
+                exp: now_secs() + 2,
+                iat: None,
+                app: None,
+                grants: None,
+            };
+            let token = mint_hs256(&secret, &claims).map_err(|e| ClientError::Protocol(e.to_string()));
+            async move { token }
+        }
+    });
+    let ada = within(Client::connect_with(&server.url(), "", config)).await.unwrap();
+    let mut events = ada.events();
+    let channel = within(ada.channels().create("long-lived")).await.unwrap();
+
+    // Bob has one 3-second token and no provider: connected after Ada's first token was
+    // minted, his expires no earlier, and the server closes him (4401) when it does.
+    let bob = within(Client::connect_with(&server.url(), &server.token_with("bob", None, 3), fast()))
+        .await
+        .unwrap();
+    let mut bobs_events = bob.events();
+    within(bob.channels().join("long-lived")).await.unwrap();
+    let mut bob_saw = Vec::new();
+    while let Some(e) = within(bobs_events.next()).await {
+        bob_saw.push(e);
+    }
+    assert!(
+        matches!(bob_saw.last(), Some(ClientEvent::Disconnected { reason }) if reason == "unauthorized"),
+        "without a provider the client stops at exp: {bob_saw:?}"
+    );
+
+    // Ada's first token has expired by now; her connection was never dropped and still
+    // delivers.
+    let carol = client(&server, "carol").await;
+    let carols = within(carol.channels().join("long-lived")).await.unwrap();
+    let sent = within(carols.send("still there?")).await.unwrap();
+    loop {
+        match within(events.next()).await.expect("stream ended") {
+            ClientEvent::Event(e) => {
+                if let Event::Message { message, .. } = *e
+                    && message.id == sent.id
+                {
+                    break;
+                }
+            }
+            ClientEvent::Disconnected { reason } => panic!("ada was disconnected: {reason}"),
+            ClientEvent::ChainError(e) => panic!("chain error: {e}"),
+            _ => {}
+        }
+    }
+    assert!(calls.load(Ordering::SeqCst) >= 2, "the provider was asked again before exp");
+    within(channel.send("and REST calls carry the new token")).await.unwrap();
+    assert!(within(channel.log(0, 10)).await.unwrap().entries.len() >= 3);
+}
