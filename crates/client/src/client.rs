@@ -62,8 +62,13 @@ impl Client {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let token = CurrentToken::new(token.to_owned());
-        let rest = Rest::new(reqwest::Client::new(), endpoint.http.clone(), token.clone());
-        let driver = Driver::new(endpoint, token, config.clone(), rx, ready_tx);
+        let tls = crate::tls::client_config(&config.root_certificates)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
+            .build()
+            .map_err(|e| ClientError::Tls(format!("cannot build the HTTP client: {e}")))?;
+        let rest = Rest::new(http, endpoint.http.clone(), token.clone());
+        let driver = Driver::new(endpoint, token, tls, config.clone(), rx, ready_tx);
         // The task ends when every handle is dropped (the command channel closes) or on
         // `close`: the `Client` owns it through `commands`.
         tokio::spawn(driver.run());

@@ -1,4 +1,4 @@
-//! Client configuration: reconnect backoff, timeouts, where tokens come from.
+//! Client configuration: reconnect backoff, timeouts, where tokens come from, extra TLS roots.
 
 use crate::token::TokenProvider;
 use std::time::Duration;
@@ -32,6 +32,10 @@ pub struct ClientConfig {
     /// token expires (then sent with `auth.refresh`). Without one, the server closes the
     /// connection with 4401 when the token given to `connect` expires, and the client stops.
     pub token_provider: Option<TokenProvider>,
+    /// Certificate authorities trusted for `wss://` and `https://` besides the webpki roots
+    /// (Mozilla's): the CA of a self-signed deployment. See
+    /// [`ClientConfig::add_root_certificate_pem`].
+    pub root_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl Default for ClientConfig {
@@ -47,11 +51,21 @@ impl Default for ClientConfig {
             keepalive: Some(Duration::from_secs(25)),
             event_buffer: 10_000,
             token_provider: None,
+            root_certificates: Vec::new(),
         }
     }
 }
 
 impl ClientConfig {
+    /// Trusts the certificates of a PEM text (one or more `BEGIN CERTIFICATE` blocks) as
+    /// certificate authorities, besides the webpki roots: for a server with a self-signed
+    /// certificate or a private CA. Fails with [`crate::ClientError::Tls`] if the text holds
+    /// no readable certificate.
+    pub fn add_root_certificate_pem(&mut self, pem: &[u8]) -> Result<&mut ClientConfig, crate::ClientError> {
+        self.root_certificates.extend(crate::tls::certificates_from_pem(pem)?);
+        Ok(self)
+    }
+
     /// Sets [`ClientConfig::token_provider`] from an async closure.
     pub fn with_token_provider<F, Fut>(mut self, f: F) -> ClientConfig
     where

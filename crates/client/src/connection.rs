@@ -18,8 +18,10 @@ use herald_proto::frames::{ConnectOk, Event, Request};
 use herald_proto::{ErrorCode, Hash32};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -119,6 +121,9 @@ enum End {
     Rejected(herald_proto::ErrorDetail),
     /// Network trouble or a server restart: reconnect.
     Lost { reason: String },
+    /// The TLS handshake failed: reconnect (a certificate may be renewed), but a first
+    /// `connect` fails with [`ClientError::Tls`].
+    Tls { reason: String },
 }
 
 type Sink = futures::stream::SplitSink<
@@ -130,6 +135,8 @@ pub(crate) struct Driver {
     endpoint: Endpoint,
     /// The token of the next `connect`, shared with REST calls.
     token: CurrentToken,
+    /// For `wss://`: the same rustls configuration REST uses.
+    tls: Arc<rustls::ClientConfig>,
     /// Whether no connect attempt has been made yet (the given token is the fallback of the
     /// first one when the provider fails).
     first_attempt: bool,
@@ -152,6 +159,7 @@ impl Driver {
     pub(crate) fn new(
         endpoint: Endpoint,
         token: CurrentToken,
+        tls: Arc<rustls::ClientConfig>,
         config: ClientConfig,
         commands: mpsc::UnboundedReceiver<Command>,
         ready: oneshot::Sender<Result<ConnectOk, ClientError>>,
@@ -159,6 +167,7 @@ impl Driver {
         Driver {
             endpoint,
             token,
+            tls,
             first_attempt: true,
             config,
             session: Session::seeding(),
@@ -206,6 +215,13 @@ impl Driver {
                         return self.stop(|| ClientError::Closed, "connect refused");
                     }
                     format!("connect refused: {detail}")
+                }
+                End::Tls { reason } => {
+                    if let Some(ready) = self.ready.take() {
+                        let _ = ready.send(Err(ClientError::Tls(reason)));
+                        return self.stop(|| ClientError::Closed, "first connect failed");
+                    }
+                    reason
                 }
                 End::Lost { reason } => {
                     if let Some(ready) = self.ready.take() {
@@ -281,12 +297,21 @@ impl Driver {
         }
         let ws = match tokio::time::timeout(
             self.config.connect_timeout,
-            tokio_tungstenite::connect_async(self.endpoint.ws.as_str()),
+            tokio_tungstenite::connect_async_tls_with_config(
+                self.endpoint.ws.as_str(),
+                None,
+                false,
+                Some(Connector::Rustls(self.tls.clone())),
+            ),
         )
         .await
         {
             Ok(Ok((ws, _response))) => ws,
             Ok(Err(e)) => {
+                if let Some(tls) = crate::tls::tls_failure(&e) {
+                    let reason = format!("tls handshake with {} failed: {tls}", self.endpoint.ws);
+                    return (End::Tls { reason }, false);
+                }
                 return (End::Lost { reason: format!("cannot connect to {}: {e}", self.endpoint.ws) }, false);
             }
             Err(_) => {

@@ -39,6 +39,7 @@
 //! - [`subscription`]: pub/sub [`Subscription`]s. [`event`]: [`ClientEvent`], [`EventStream`].
 //! - [`rest`]: log pages and blobs over HTTP, and [`verify_log_page`].
 //! - [`config`]: [`ClientConfig`] (backoff, timeouts, token provider). [`error`]: [`ClientError`].
+//! - `tls`: the one rustls configuration of `wss://` and `https://`.
 //! - [`token`]: [`TokenProvider`], reading a JWT's `exp`, when to refresh.
 //! - [`history`]: [`HistoryQueryExt`] constructors for [`HistoryQuery`].
 
@@ -52,6 +53,7 @@ pub mod history;
 pub mod rest;
 pub mod session;
 pub mod subscription;
+mod tls;
 pub mod token;
 
 pub use channel::{Channel, Listener};

@@ -24,7 +24,10 @@ pub(crate) struct Rest {
 }
 
 fn io(e: reqwest::Error) -> ClientError {
-    ClientError::Io(e.to_string())
+    match crate::tls::tls_failure(&e) {
+        Some(tls) => ClientError::Tls(tls),
+        None => ClientError::Io(e.to_string()),
+    }
 }
 
 /// Path segments are ids or names (`[a-z0-9_-]`, UUIDs, hex); anything else is escaped so a

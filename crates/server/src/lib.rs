@@ -16,6 +16,7 @@
 //! - [`rest`]: the REST handlers.
 //! - [`error`]: `ApiError`, the one mapping to HTTP responses.
 //! - [`metrics`]: Prometheus exposition.
+//! - [`tls`]: HTTPS/WSS with rustls when `--tls-cert`/`--tls-key` are given.
 //! - [`testing`]: a real server on port 0 for tests of this and other crates.
 
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod metrics;
 pub mod rest;
 pub mod testing;
+pub mod tls;
 pub mod ws;
 
 use axum::Router;
@@ -169,6 +171,8 @@ pub fn app(state: AppState) -> Router {
 pub struct Node {
     pub state: AppState,
     store: Arc<SqliteStore>,
+    /// Set when the node serves HTTPS/WSS.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for Node {
@@ -184,6 +188,12 @@ impl Node {
         use anyhow::Context;
         std::fs::create_dir_all(&config.data)
             .with_context(|| format!("cannot create data directory {}", config.data.display()))?;
+        // Checked before anything is opened, so a bad certificate fails the start at once.
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together: give both or neither"),
+        };
         let verifier = match &config.jwt_public_key {
             Some(path) => {
                 let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -230,7 +240,7 @@ impl Node {
                 .map_err(|e| anyhow::anyhow!("cannot start the engine: {e}"))?;
         let state = AppState::new(engine, verifier, config);
         store.set_commit_observer(state.metrics().commit_observer());
-        Ok(Node { state, store })
+        Ok(Node { state, store, tls })
     }
 
     /// Serves on `listener` until `stop` resolves, then drains: stops accepting, closes
@@ -250,7 +260,10 @@ impl Node {
             drain_state.drain(grace).await;
             let _ = stopped_tx.send(());
         };
-        axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal).await?;
+        match self.tls.clone() {
+            Some(acceptor) => tls::serve(listener, acceptor, app(state.clone()), signal).await,
+            None => axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal).await?,
+        }
         let _ = stopped_rx.await;
         state.engine().shutdown().await;
         drop(self.store);
@@ -287,6 +300,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let listen = config.listen;
     let data = config.data.clone();
     let durability = config.durability;
+    let scheme = if config.tls_cert.is_some() { "https" } else { "http" };
     let node = Node::open(config).await?;
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
@@ -294,6 +308,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         listen = %listener.local_addr().unwrap_or(listen),
         data = %data.display(),
         durability = ?durability,
+        scheme,
         "herald serving"
     );
     tracing::info!("mint a token with: herald token --data {} --sub <user>", data.display());
