@@ -261,6 +261,9 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<()> {
             let ch = open_channel(&client, &channel).await?;
             let id = ch.id().to_owned();
             let mut events = client.events();
+            // On stderr, so stdout stays one line per event: scripts (and tests) learn that
+            // tail is listening from here on.
+            eprintln!("herald: following {channel} ({id})");
             while let Some(ev) = events.next().await {
                 match ev {
                     ClientEvent::Event(e) if e.channel() == Some(id.as_str()) => {
