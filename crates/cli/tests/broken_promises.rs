@@ -137,3 +137,29 @@ fn client_commands_speak_https_with_ca_file_and_fail_clearly_without() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ca-file"));
 }
+
+#[test]
+fn serve_refuses_half_a_tls_configuration_and_unreadable_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(&cert, "not a certificate").unwrap();
+    let serve = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()])
+            .args(args)
+            .env_remove("HERALD_TLS_CERT")
+            .env_remove("HERALD_TLS_KEY")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = serve(&["--tls-cert", cert.to_str().unwrap()]);
+    assert!(err.contains("--tls-key"), "{err}");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, "not a key").unwrap();
+    let err = serve(&["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+    assert!(err.contains("cert.pem"), "names the file: {err}");
+}

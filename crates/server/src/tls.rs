@@ -8,7 +8,7 @@
 
 use anyhow::Context;
 use axum::Router;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -82,7 +82,10 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
+            // The timer makes hyper's header read timeout effective: a client that opens a
+            // connection and never finishes its request headers is dropped.
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
                 .serve_connection(TokioIo::new(tls), service)
                 .with_upgrades();
             tokio::pin!(conn);
