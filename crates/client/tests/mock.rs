@@ -337,3 +337,66 @@ async fn a_silent_server_is_pinged_then_abandoned_and_the_client_reconnects() {
     };
     let (_conns, _client) = within(async { tokio::join!(server, client_side) }).await;
 }
+
+/// A JWT-shaped token (unsigned: the mock checks nothing) named `n` expiring in `secs`.
+fn mock_token(n: usize, secs: u64) -> String {
+    use base64::Engine as _;
+    let enc = |s: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    format!(
+        "{}.{}.t{n}",
+        enc(r#"{"alg":"none"}"#.into()),
+        enc(format!(r#"{{"sub":"ada","exp":{}}}"#, now + secs))
+    )
+}
+
+/// Issue 6: with a token provider the client refreshes before `exp`, tries again after a
+/// refused `auth.refresh`, and after a 4401 close (its token ran out) reconnects with a fresh
+/// token instead of giving up.
+#[tokio::test]
+async fn token_provider_refreshes_retries_and_reconnects_after_expiry() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let config = fast().with_token_provider({
+        let calls = calls.clone();
+        move || {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { Ok(mock_token(n, 2)) }
+        }
+    });
+    let suffix = |v: &Value, key: &str| v[key].as_str().unwrap().rsplit('.').next().unwrap().to_owned();
+    let server = tokio::spawn(async move {
+        let mut ws = accept(&listener).await;
+        let connect = handshake(&mut ws, "c1").await;
+        assert_eq!(suffix(&connect, "token"), "t1", "connect asks the provider");
+        let refresh = read(&mut ws).await;
+        assert_eq!(refresh["op"], "auth.refresh");
+        assert_eq!(suffix(&refresh, "token"), "t2");
+        write(&mut ws, json!({"id": refresh["id"], "error": {"code": "unauthorized", "message": "no"}}))
+            .await;
+        let again = read(&mut ws).await;
+        assert_eq!(again["op"], "auth.refresh", "a refused refresh is tried again");
+        assert_eq!(suffix(&again, "token"), "t3");
+        write(&mut ws, json!({"id": again["id"], "ok": {"expires_at": "2030-01-01T00:00:00.000Z"}})).await;
+        close(&mut ws, 4401).await;
+        drop(ws);
+        let mut ws = accept(&listener).await;
+        let connect = handshake(&mut ws, "c2").await;
+        assert_eq!(suffix(&connect, "token"), "t4", "a reconnect asks the provider again");
+        ws
+    });
+    let client = within(Client::connect_with(&url, "", config)).await.unwrap();
+    let mut events = client.events();
+    loop {
+        match within(events.recv()).await.expect("stream ended") {
+            ClientEvent::Connected(ok) if ok.conn_id == "c2" => break,
+            ClientEvent::Connected(_) | ClientEvent::Disconnected { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let _ws = within(server).await.unwrap();
+    assert!(calls.load(Ordering::SeqCst) >= 4);
+}
