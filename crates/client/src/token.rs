@@ -85,9 +85,11 @@ pub fn jwt_exp(token: &str) -> Option<u64> {
 
 /// How long to wait before refreshing a token that expires at `exp_ms`, at `now_ms` (both
 /// milliseconds since the Unix epoch): 80% of the remaining lifetime, so a slow provider
-/// or a reconnect still has a fifth of it to spare.
+/// or a reconnect still has a fifth of it to spare. At most a year, so an absurd `exp`
+/// cannot overflow a timer.
 pub fn refresh_delay(now_ms: u64, exp_ms: u64) -> Duration {
-    Duration::from_millis(exp_ms.saturating_sub(now_ms).saturating_mul(4) / 5)
+    const YEAR_MS: u64 = 366 * 24 * 3600 * 1000;
+    Duration::from_millis((exp_ms.saturating_sub(now_ms) / 5).saturating_mul(4).min(YEAR_MS))
 }
 
 /// Milliseconds since the Unix epoch.
@@ -120,5 +122,6 @@ mod tests {
     fn refresh_comes_at_four_fifths_of_the_remaining_lifetime() {
         assert_eq!(refresh_delay(1_000, 11_000), Duration::from_secs(8));
         assert_eq!(refresh_delay(11_000, 1_000), Duration::ZERO, "already expired: now");
+        assert!(refresh_delay(0, u64::MAX) <= Duration::from_secs(366 * 24 * 3600));
     }
 }

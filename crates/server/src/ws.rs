@@ -360,13 +360,16 @@ async fn flush(inflight: &mut FuturesOrdered<Pending<'_>>, conn: &ConnHandle) ->
     true
 }
 
-/// When a token whose `exp` is `exp` (Unix seconds) runs out, as a timer deadline.
+/// When a token whose `exp` is `exp` (Unix seconds) runs out, as a timer deadline. Capped at
+/// ten years from now, so an absurd `exp` cannot overflow the clock.
 fn expiry_deadline(exp: u64) -> tokio::time::Instant {
+    const CAP_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    tokio::time::Instant::now() + Duration::from_millis(exp.saturating_mul(1000).saturating_sub(now_ms))
+    let left = exp.saturating_mul(1000).saturating_sub(now_ms).min(CAP_MS);
+    tokio::time::Instant::now() + Duration::from_millis(left)
 }
 
 /// `auth.refresh`: the new token's `exp`, if it verifies, has not expired and names the
@@ -383,7 +386,6 @@ fn refresh(st: &AppState, who: &Principal, token: &str) -> Result<u64, ErrorDeta
     Ok(exp)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn read_loop(
     stream: &mut Stream,
     st: &AppState,
