@@ -5,7 +5,10 @@
 //! backoff (serving commands meanwhile: requests made offline are queued by the session) and
 //! reconnects with the resume points. It stops when the client is dropped or closed, when
 //! the server refuses the token (close code 4401 or an `unauthorized` reply to `connect`),
-//! or after `max_reconnect_attempts`.
+//! or after `max_reconnect_attempts`. With a token provider it asks for a token before every
+//! attempt and refreshes it on the open connection (`auth.refresh`) before it expires; a 4401
+//! close after `connect` (the token ran out) is then reconnected with a fresh token, and only
+//! an `unauthorized` reply to `connect` stops it.
 
 use crate::config::ClientConfig;
 use crate::error::ClientError;

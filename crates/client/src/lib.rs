@@ -5,7 +5,8 @@
 //! What it must never do: deliver a log event twice or skip one without saying so (it
 //! resumes by `seq` and drops duplicates), deliver an entry whose hash chain does not verify
 //! (that becomes [`ClientEvent::ChainError`]), silently resend a request that is not
-//! idempotent, or reconnect after the server refused its token.
+//! idempotent, or reconnect after the server refused its token (with a token provider, a
+//! connection closed because its token expired is reconnected with a fresh one).
 //!
 //! ```no_run
 //! use herald_client::{Client, ClientEvent, HistoryQuery, HistoryQueryExt};
