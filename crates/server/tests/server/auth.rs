@@ -124,7 +124,7 @@ async fn unrefreshed_connection_is_closed_with_4401_after_exp() {
 #[tokio::test]
 async fn refresh_with_a_token_of_another_user_is_refused_and_the_old_expiry_stays() {
     let server = TestServer::start().await;
-    let mut ws = Ws::connect(&server, &server.token_with("ada", None, 2)).await;
+    let mut ws = Ws::connect(&server, &server.token_with("ada", None, 3)).await;
     let other_app = mint_hs256(
         &herald_server::auth::load_or_create_secret(server.data_dir()).unwrap(),
         &claims("ada", Some("elsewhere")),
