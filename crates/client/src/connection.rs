@@ -385,11 +385,14 @@ impl Driver {
                             refresh.as_mut().reset(tokio::time::Instant::now() + refresh_after(&new).unwrap_or(far));
                             self.token.set(new);
                         }
-                        Ok(Err(e)) => {
-                            tracing::warn!(error = %e, "auth.refresh refused; retrying");
+                        failed => {
+                            let error = match failed {
+                                Ok(Err(e)) => e.to_string(),
+                                _ => "no answer".to_owned(),
+                            };
+                            tracing::warn!(%error, "auth.refresh failed; retrying");
                             refresh.as_mut().reset(retry_refresh(&self.token.get()));
                         }
-                        Err(_) => {}
                     }
                     refresh_armed = true;
                     Vec::new()
