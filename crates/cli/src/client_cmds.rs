@@ -15,6 +15,10 @@ pub struct Conn {
     /// Token (see `herald token`).
     #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM file of a certificate authority to trust for https:// and wss:// besides the
+    /// usual public ones (the certificate of a self-signed `serve --tls-cert`).
+    #[arg(long, env = "HERALD_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 /// Commands that talk to a running server.
@@ -124,7 +128,14 @@ async fn connect(conn: &Conn) -> anyhow::Result<Client> {
         conn.token.as_deref().filter(|t| !t.is_empty()).context(
             "no token: pass --token or set HERALD_TOKEN (mint one with `herald token --sub <user>`)",
         )?;
-    Client::connect(&conn.url, token).await.with_context(|| format!("cannot connect to {}", conn.url))
+    let mut config = herald_client::ClientConfig::default();
+    if let Some(path) = &conn.ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read --ca-file {}", path.display()))?;
+        config.add_root_certificate_pem(&pem).with_context(|| format!("--ca-file {}", path.display()))?;
+    }
+    Client::connect_with(&conn.url, token, config)
+        .await
+        .with_context(|| format!("cannot connect to {}", conn.url))
 }
 
 fn out(line: impl std::fmt::Display) -> anyhow::Result<()> {
@@ -250,6 +261,9 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<()> {
             let ch = open_channel(&client, &channel).await?;
             let id = ch.id().to_owned();
             let mut events = client.events();
+            // On stderr, so stdout stays one line per event: scripts (and tests) learn that
+            // tail is listening from here on.
+            eprintln!("herald: following {channel} ({id})");
             while let Some(ev) = events.next().await {
                 match ev {
                     ClientEvent::Event(e) if e.channel() == Some(id.as_str()) => {

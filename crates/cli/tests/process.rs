@@ -89,6 +89,8 @@ fn serve_help_documents_every_option() {
         "--max-batch",
         "--auth-timeout-secs",
         "--shutdown-grace-secs",
+        "--tls-cert",
+        "--tls-key",
     ] {
         assert!(help.contains(flag), "serve --help lacks {flag}");
     }

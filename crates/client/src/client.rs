@@ -7,6 +7,7 @@ use crate::error::ClientError;
 use crate::event::{ClientEvent, EventStream};
 use crate::rest::Rest;
 use crate::subscription::Subscription;
+use crate::token::CurrentToken;
 use herald_proto::frames::{ChannelListOk, ChannelOk, ConnectOk, CreateChannel, DirectoryOk, Request};
 use herald_proto::{ChannelSummary, DirectoryEntry, Hash32, UserInfo};
 use serde::de::DeserializeOwned;
@@ -53,13 +54,21 @@ impl Client {
 
     /// Connects to `url` (`http://host:port` or `ws://host:port`; the WebSocket is at
     /// `/v1/ws`, REST under `/v1`) and sends `connect` with `token`. Fails if this first
-    /// attempt fails; later drops are reconnected with backoff.
+    /// attempt fails; later drops are reconnected with backoff. With
+    /// [`ClientConfig::token_provider`], every attempt asks the provider for its token and
+    /// `token` is only the fallback of the first attempt (it may be empty).
     pub async fn connect_with(url: &str, token: &str, config: ClientConfig) -> Result<Client, ClientError> {
         let endpoint = Endpoint::parse(url)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
-        let rest = Rest::new(endpoint.http.clone(), token.to_owned());
-        let driver = Driver::new(endpoint, token.to_owned(), config.clone(), rx, ready_tx);
+        let token = CurrentToken::new(token.to_owned());
+        let tls = crate::tls::client_config(&config.root_certificates)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
+            .build()
+            .map_err(|e| ClientError::Tls(format!("cannot build the HTTP client: {e}")))?;
+        let rest = Rest::new(http, endpoint.http.clone(), token.clone());
+        let driver = Driver::new(endpoint, token, tls, config.clone(), rx, ready_tx);
         // The task ends when every handle is dropped (the command channel closes) or on
         // `close`: the `Client` owns it through `commands`.
         tokio::spawn(driver.run());

@@ -1,5 +1,6 @@
-//! Client configuration: reconnect backoff, timeouts.
+//! Client configuration: reconnect backoff, timeouts, where tokens come from, extra TLS roots.
 
+use crate::token::TokenProvider;
 use std::time::Duration;
 
 /// How a [`crate::Client`] behaves. `ClientConfig::default()` suits interactive use.
@@ -27,6 +28,14 @@ pub struct ClientConfig {
     /// Events one [`crate::EventStream`] may hold unread; a reader further behind gets
     /// [`crate::ClientEvent::Lagged`] and its stream ends.
     pub event_buffer: usize,
+    /// Where fresh tokens come from: asked at every connect attempt and before the current
+    /// token expires (then sent with `auth.refresh`). Without one, the server closes the
+    /// connection with 4401 when the token given to `connect` expires, and the client stops.
+    pub token_provider: Option<TokenProvider>,
+    /// Certificate authorities trusted for `wss://` and `https://` besides the webpki roots
+    /// (Mozilla's): the CA of a self-signed deployment. See
+    /// [`ClientConfig::add_root_certificate_pem`].
+    pub root_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl Default for ClientConfig {
@@ -41,11 +50,32 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(30),
             keepalive: Some(Duration::from_secs(25)),
             event_buffer: 10_000,
+            token_provider: None,
+            root_certificates: Vec::new(),
         }
     }
 }
 
 impl ClientConfig {
+    /// Trusts the certificates of a PEM text (one or more `BEGIN CERTIFICATE` blocks) as
+    /// certificate authorities, besides the webpki roots: for a server with a self-signed
+    /// certificate or a private CA. Fails with [`crate::ClientError::Tls`] if the text holds
+    /// no readable certificate.
+    pub fn add_root_certificate_pem(&mut self, pem: &[u8]) -> Result<&mut ClientConfig, crate::ClientError> {
+        self.root_certificates.extend(crate::tls::certificates_from_pem(pem)?);
+        Ok(self)
+    }
+
+    /// Sets [`ClientConfig::token_provider`] from an async closure.
+    pub fn with_token_provider<F, Fut>(mut self, f: F) -> ClientConfig
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<String, crate::ClientError>> + Send + 'static,
+    {
+        self.token_provider = Some(TokenProvider::new(f));
+        self
+    }
+
     /// The delay before reconnect attempt `attempt` (1-based). `unit` is a random number in
     /// `[0, 1)`, passed in so this stays a pure function.
     pub fn backoff(&self, attempt: u32, unit: f64) -> Duration {

@@ -5,20 +5,26 @@
 //! backoff (serving commands meanwhile: requests made offline are queued by the session) and
 //! reconnects with the resume points. It stops when the client is dropped or closed, when
 //! the server refuses the token (close code 4401 or an `unauthorized` reply to `connect`),
-//! or after `max_reconnect_attempts`.
+//! or after `max_reconnect_attempts`. With a token provider it asks for a token before every
+//! attempt and refreshes it on the open connection (`auth.refresh`) before it expires; a 4401
+//! close after `connect` (the token ran out) is then reconnected with a fresh token, and only
+//! an `unauthorized` reply to `connect` stops it.
 
 use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::event::ClientEvent;
 use crate::session::{Output, Session};
 use crate::subscription::Publication;
+use crate::token::{CurrentToken, TokenFuture, TokenProvider, jwt_exp, now_ms, refresh_delay};
 use futures::{SinkExt, StreamExt};
 use herald_proto::frames::{ConnectOk, Event, Request};
 use herald_proto::{ErrorCode, Hash32};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -64,6 +70,17 @@ impl Endpoint {
     }
 }
 
+/// When to refresh `token`: at 80% of its remaining lifetime (`None` without a readable `exp`).
+fn refresh_after(token: &str) -> Option<Duration> {
+    jwt_exp(token).map(|exp| refresh_delay(now_ms(), exp.saturating_mul(1000)))
+}
+
+/// When to try again after a failed refresh: closer to `exp` each time, at least 500 ms on.
+fn retry_refresh(token: &str) -> tokio::time::Instant {
+    let wait = refresh_after(token).unwrap_or(Duration::from_secs(5)).max(Duration::from_millis(500));
+    tokio::time::Instant::now() + wait
+}
+
 /// What the client's handles ask of the socket task.
 pub(crate) enum Command {
     Request {
@@ -107,6 +124,9 @@ enum End {
     Rejected(herald_proto::ErrorDetail),
     /// Network trouble or a server restart: reconnect.
     Lost { reason: String },
+    /// The TLS handshake failed: reconnect (a certificate may be renewed), but a first
+    /// `connect` fails with [`ClientError::Tls`].
+    Tls { reason: String },
 }
 
 type Sink = futures::stream::SplitSink<
@@ -116,7 +136,13 @@ type Sink = futures::stream::SplitSink<
 
 pub(crate) struct Driver {
     endpoint: Endpoint,
-    token: String,
+    /// The token of the next `connect`, shared with REST calls.
+    token: CurrentToken,
+    /// For `wss://`: the same rustls configuration REST uses.
+    tls: Arc<rustls::ClientConfig>,
+    /// Whether no connect attempt has been made yet (the given token is the fallback of the
+    /// first one when the provider fails).
+    first_attempt: bool,
     config: ClientConfig,
     session: Session<Waiter>,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -127,12 +153,16 @@ pub(crate) struct Driver {
     subscriptions: HashMap<String, Vec<(u64, crate::subscription::SubscriptionTx)>>,
     /// Answered with the first `connect` outcome, then `None`.
     ready: Option<oneshot::Sender<Result<ConnectOk, ClientError>>>,
+    /// The first `connect` answer, kept until the resume points are seeded: `connect`
+    /// returns only then, so a restart right after it cannot lose a quiet channel.
+    first_ok: Option<ConnectOk>,
 }
 
 impl Driver {
     pub(crate) fn new(
         endpoint: Endpoint,
-        token: String,
+        token: CurrentToken,
+        tls: Arc<rustls::ClientConfig>,
         config: ClientConfig,
         commands: mpsc::UnboundedReceiver<Command>,
         ready: oneshot::Sender<Result<ConnectOk, ClientError>>,
@@ -140,13 +170,27 @@ impl Driver {
         Driver {
             endpoint,
             token,
+            tls,
+            first_attempt: true,
             config,
-            session: Session::new(),
+            session: Session::seeding(),
             commands,
             listeners: Vec::new(),
             backlog: Some(Vec::new()),
             subscriptions: HashMap::new(),
             ready: Some(ready),
+            first_ok: None,
+        }
+    }
+
+    /// Answers `ready` once the first `connect` succeeded and its seeding `channel.list` was
+    /// answered (or the connection it was sent on is gone).
+    fn answer_ready(&mut self) {
+        if !self.session.is_seeding()
+            && let Some(ok) = self.first_ok.take()
+            && let Some(ready) = self.ready.take()
+        {
+            let _ = ready.send(Ok(ok));
         }
     }
 
@@ -154,6 +198,12 @@ impl Driver {
         let mut attempt: u32 = 0;
         loop {
             let (end, was_ready) = self.connect_once().await;
+            // Connected, then lost before the seeding answer: still a successful connect.
+            if let Some(ok) = self.first_ok.take()
+                && let Some(ready) = self.ready.take()
+            {
+                let _ = ready.send(Ok(ok));
+            }
             let reason = match end {
                 End::Closed => return self.stop(|| ClientError::Closed, "closed"),
                 End::Unauthorized => {
@@ -168,6 +218,13 @@ impl Driver {
                         return self.stop(|| ClientError::Closed, "connect refused");
                     }
                     format!("connect refused: {detail}")
+                }
+                End::Tls { reason } => {
+                    if let Some(ready) = self.ready.take() {
+                        let _ = ready.send(Err(ClientError::Tls(reason)));
+                        return self.stop(|| ClientError::Closed, "first connect failed");
+                    }
+                    reason
                 }
                 End::Lost { reason } => {
                     if let Some(ready) = self.ready.take() {
@@ -225,14 +282,39 @@ impl Driver {
     /// One connection, from the handshake until it ends. Also says whether `connect` was
     /// answered, which resets the backoff.
     async fn connect_once(&mut self) -> (End, bool) {
+        let first_attempt = std::mem::replace(&mut self.first_attempt, false);
+        if let Some(provider) = self.config.token_provider.clone() {
+            match tokio::time::timeout(self.config.connect_timeout, provider.fetch()).await {
+                Ok(Ok(token)) => self.token.set(token),
+                failed => {
+                    let reason = match failed {
+                        Ok(Err(e)) => format!("token provider failed: {e}"),
+                        _ => format!("token provider gave no token within {:?}", self.config.connect_timeout),
+                    };
+                    if !first_attempt || self.token.get().is_empty() {
+                        return (End::Lost { reason }, false);
+                    }
+                    tracing::warn!(%reason, "connecting with the token given to connect");
+                }
+            }
+        }
         let ws = match tokio::time::timeout(
             self.config.connect_timeout,
-            tokio_tungstenite::connect_async(self.endpoint.ws.as_str()),
+            tokio_tungstenite::connect_async_tls_with_config(
+                self.endpoint.ws.as_str(),
+                None,
+                false,
+                Some(Connector::Rustls(self.tls.clone())),
+            ),
         )
         .await
         {
             Ok(Ok((ws, _response))) => ws,
             Ok(Err(e)) => {
+                if let Some(tls) = crate::tls::tls_failure(&e) {
+                    let reason = format!("tls handshake with {} failed: {tls}", self.endpoint.ws);
+                    return (End::Tls { reason }, false);
+                }
                 return (End::Lost { reason: format!("cannot connect to {}: {e}", self.endpoint.ws) }, false);
             }
             Err(_) => {
@@ -243,7 +325,8 @@ impl Driver {
             }
         };
         let (mut sink, mut stream) = ws.split();
-        let connect = self.session.connect(&self.token);
+        let token = self.token.get();
+        let connect = self.session.connect(&token);
         if let Err(e) = sink.send(Message::text(connect)).await {
             return (End::Lost { reason: format!("write: {e}") }, false);
         }
@@ -254,8 +337,66 @@ impl Driver {
         let quiet = tokio::time::sleep(keepalive.unwrap_or(far));
         tokio::pin!(quiet);
         let mut pinged = false;
+        // Token refresh (only with a provider): at 80% of the token's remaining lifetime ask
+        // the provider, send `auth.refresh`, and on `ok` start over with the new token.
+        let provider = self.config.token_provider.clone();
+        let mut refresh_armed = provider.is_some();
+        let refresh = tokio::time::sleep(refresh_after(&token).unwrap_or(far));
+        tokio::pin!(refresh);
+        let mut fetching: Option<TokenFuture> = None;
+        let mut refreshing: Option<(String, oneshot::Receiver<Result<Value, ClientError>>)> = None;
         let end = loop {
             let outs = tokio::select! {
+                () = &mut refresh, if refresh_armed => {
+                    refresh_armed = false;
+                    fetching = provider.as_ref().map(TokenProvider::fetch);
+                    Vec::new()
+                }
+                fetched = async {
+                    match fetching.as_mut() {
+                        Some(f) => f.await,
+                        None => std::future::pending().await,
+                    }
+                }, if fetching.is_some() => {
+                    fetching = None;
+                    match fetched {
+                        Ok(new) => {
+                            let (tx, rx) = oneshot::channel();
+                            refreshing = Some((new.clone(), rx));
+                            self.session.request(Request::AuthRefresh { token: new }, tx)
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "token provider failed; retrying");
+                            refresh.as_mut().reset(retry_refresh(&self.token.get()));
+                            refresh_armed = true;
+                            Vec::new()
+                        }
+                    }
+                }
+                answer = async {
+                    match refreshing.as_mut() {
+                        Some((_, rx)) => rx.await,
+                        None => std::future::pending().await,
+                    }
+                }, if refreshing.is_some() => {
+                    let new = refreshing.take().map(|(t, _)| t).unwrap_or_default();
+                    match answer {
+                        Ok(Ok(_)) => {
+                            refresh.as_mut().reset(tokio::time::Instant::now() + refresh_after(&new).unwrap_or(far));
+                            self.token.set(new);
+                        }
+                        failed => {
+                            let error = match failed {
+                                Ok(Err(e)) => e.to_string(),
+                                _ => "no answer".to_owned(),
+                            };
+                            tracing::warn!(%error, "auth.refresh failed; retrying");
+                            refresh.as_mut().reset(retry_refresh(&self.token.get()));
+                        }
+                    }
+                    refresh_armed = true;
+                    Vec::new()
+                }
                 () = &mut quiet, if keepalive.is_some() => {
                     let every = keepalive.unwrap_or(far);
                     if pinged {
@@ -291,7 +432,9 @@ impl Driver {
                     Some(Ok(Message::Text(text))) => self.session.handle_text(text.as_str()),
                     Some(Ok(Message::Close(frame))) => {
                         let code = frame.as_ref().map(|f| u16::from(f.code));
-                        if code == Some(CLOSE_UNAUTHORIZED) {
+                        // After `connect` was answered, 4401 means the token expired: with a
+                        // provider, reconnect with a fresh one (a refused one stops us then).
+                        if code == Some(CLOSE_UNAUTHORIZED) && provider.is_none() {
                             break End::Unauthorized;
                         }
                         let reason = match frame {
@@ -311,6 +454,7 @@ impl Driver {
             if let Err(end) = self.apply(outs, &mut sink).await {
                 break end;
             }
+            self.answer_ready();
         };
         (end, self.session.is_ready())
     }
@@ -391,9 +535,9 @@ impl Driver {
             }
             Output::Event(event) => {
                 if let ClientEvent::Connected(ok) = &event
-                    && let Some(ready) = self.ready.take()
+                    && self.ready.is_some()
                 {
-                    let _ = ready.send(Ok(ok.clone()));
+                    self.first_ok = Some(ok.clone());
                 }
                 if let ClientEvent::Event(ev) = &event
                     && let Event::Publication { subject, from, data } = ev.as_ref()

@@ -30,6 +30,10 @@ pub enum ClientError {
     /// A transport error: connecting, reading or writing the socket, or an HTTP call.
     #[error("i/o: {0}")]
     Io(String),
+    /// TLS failed: the server's certificate was refused (unknown CA, wrong name, expired), or
+    /// a root certificate given to [`crate::ClientConfig`] is unusable.
+    #[error("tls: {0}")]
+    Tls(String),
     /// The server sent something this SDK cannot read.
     #[error("protocol: {0}")]
     Protocol(String),

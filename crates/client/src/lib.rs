@@ -5,7 +5,8 @@
 //! What it must never do: deliver a log event twice or skip one without saying so (it
 //! resumes by `seq` and drops duplicates), deliver an entry whose hash chain does not verify
 //! (that becomes [`ClientEvent::ChainError`]), silently resend a request that is not
-//! idempotent, or reconnect after the server refused its token.
+//! idempotent, or reconnect after the server refused its token (with a token provider, a
+//! connection closed because its token expired is reconnected with a fresh one).
 //!
 //! ```no_run
 //! use herald_client::{Client, ClientEvent, HistoryQuery, HistoryQueryExt};
@@ -38,7 +39,9 @@
 //! - [`client`]: [`Client`] and [`Channels`]. [`channel`]: the [`Channel`] handle.
 //! - [`subscription`]: pub/sub [`Subscription`]s. [`event`]: [`ClientEvent`], [`EventStream`].
 //! - [`rest`]: log pages and blobs over HTTP, and [`verify_log_page`].
-//! - [`config`]: [`ClientConfig`] (backoff, timeouts). [`error`]: [`ClientError`].
+//! - [`config`]: [`ClientConfig`] (backoff, timeouts, token provider). [`error`]: [`ClientError`].
+//! - `tls`: the one rustls configuration of `wss://` and `https://`.
+//! - [`token`]: [`TokenProvider`], reading a JWT's `exp`, when to refresh.
 //! - [`history`]: [`HistoryQueryExt`] constructors for [`HistoryQuery`].
 
 pub mod channel;
@@ -51,6 +54,8 @@ pub mod history;
 pub mod rest;
 pub mod session;
 pub mod subscription;
+mod tls;
+pub mod token;
 
 pub use channel::{Channel, Listener};
 pub use client::{Channels, Client};
@@ -61,6 +66,7 @@ pub use event::{ClientEvent, EventStream};
 pub use history::HistoryQueryExt;
 pub use rest::{BlobRef, verify_log_page};
 pub use subscription::{Publication, Subscription};
+pub use token::TokenProvider;
 
 pub use herald_proto;
 pub use herald_proto::frames::{

@@ -2,6 +2,7 @@
 //! not travel over the WebSocket.
 
 use crate::error::ClientError;
+use crate::token::CurrentToken;
 use herald_proto::frames::LogPage;
 use herald_proto::{ChainError, ChainVerifier, ErrorBody, ErrorCode, ErrorDetail, Hash32};
 use serde::{Deserialize, Serialize};
@@ -18,11 +19,15 @@ pub struct BlobRef {
 pub(crate) struct Rest {
     http: reqwest::Client,
     base: String,
-    token: String,
+    /// The newest token: the socket task replaces it when it refreshes.
+    token: CurrentToken,
 }
 
 fn io(e: reqwest::Error) -> ClientError {
-    ClientError::Io(e.to_string())
+    match crate::tls::tls_failure(&e) {
+        Some(tls) => ClientError::Tls(tls),
+        None => ClientError::Io(e.to_string()),
+    }
 }
 
 /// Path segments are ids or names (`[a-z0-9_-]`, UUIDs, hex); anything else is escaped so a
@@ -40,8 +45,8 @@ fn segment(s: &str) -> String {
 }
 
 impl Rest {
-    pub(crate) fn new(base: String, token: String) -> Rest {
-        Rest { http: reqwest::Client::new(), base, token }
+    pub(crate) fn new(http: reqwest::Client, base: String, token: CurrentToken) -> Rest {
+        Rest { http, base, token }
     }
 
     async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
@@ -71,7 +76,7 @@ impl Rest {
 
     pub(crate) async fn log(&self, channel: &str, after: u64, limit: u32) -> Result<LogPage, ClientError> {
         let url = format!("{}/v1/channels/{}/log?after={after}&limit={limit}", self.base, segment(channel));
-        let resp = self.http.get(url).bearer_auth(&self.token).send().await.map_err(io)?;
+        let resp = self.http.get(url).bearer_auth(self.token.get()).send().await.map_err(io)?;
         let body = Self::check(resp).await?.bytes().await.map_err(io)?;
         serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("unreadable log page: {e}")))
     }
@@ -83,7 +88,7 @@ impl Rest {
             channel: herald_proto::model::Channel,
         }
         let url = format!("{}/v1/channels/{}", self.base, segment(channel));
-        let resp = self.http.get(url).bearer_auth(&self.token).send().await.map_err(io)?;
+        let resp = self.http.get(url).bearer_auth(self.token.get()).send().await.map_err(io)?;
         let body = Self::check(resp).await?.bytes().await.map_err(io)?;
         let info: Info = serde_json::from_slice(&body)
             .map_err(|e| ClientError::Protocol(format!("unreadable channel answer: {e}")))?;
@@ -95,7 +100,7 @@ impl Rest {
         let resp = self
             .http
             .put(url)
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.get())
             .header("content-type", "application/octet-stream")
             .body(bytes)
             .send()
@@ -108,7 +113,7 @@ impl Rest {
 
     pub(crate) async fn get_blob(&self, channel: &str, blob_id: &str) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}/v1/channels/{}/blobs/{}", self.base, segment(channel), segment(blob_id));
-        let resp = self.http.get(url).bearer_auth(&self.token).send().await.map_err(io)?;
+        let resp = self.http.get(url).bearer_auth(self.token.get()).send().await.map_err(io)?;
         let body = Self::check(resp).await?.bytes().await.map_err(io)?;
         Ok(body.to_vec())
     }

@@ -12,7 +12,9 @@
 use crate::error::ClientError;
 use crate::event::ClientEvent;
 use herald_proto::chain::Verdict;
-use herald_proto::frames::{ConnectOk, Event, Reply, Request, ServerFrame, parse_server_frame};
+use herald_proto::frames::{
+    ChannelListOk, ConnectOk, Event, Reply, Request, ServerFrame, parse_server_frame,
+};
 use herald_proto::{ChainError, ChainVerifier, ErrorCode, ErrorDetail};
 use serde::Serialize;
 use serde_json::Value;
@@ -83,6 +85,14 @@ pub struct Session<W> {
     verifier: ChainVerifier,
     /// Channels whose chain head is known: the resume points.
     channels: BTreeSet<String>,
+    /// Resume points of channels whose chain head is not known yet: a member channel that has
+    /// delivered nothing this session (a quiet one), seeded from the `last_seq` of
+    /// `channel.list`, `channel.create` or `channel.join`. A verified head always wins.
+    cursors: BTreeMap<String, u64>,
+    /// Whether every `connect` is followed by a `channel.list` that seeds `cursors`.
+    seed_on_connect: bool,
+    /// The id of that `channel.list` while it is in flight.
+    seeding: Option<u64>,
     /// Subjects subscribed to, with the number of local subscriptions.
     subjects: BTreeMap<String, usize>,
     /// The verified head a channel had when the server truncated its replay: the anchor
@@ -99,6 +109,9 @@ impl<W> Default for Session<W> {
             queued: BTreeMap::new(),
             verifier: ChainVerifier::new(),
             channels: BTreeSet::new(),
+            cursors: BTreeMap::new(),
+            seed_on_connect: false,
+            seeding: None,
             subjects: BTreeMap::new(),
             truncated_at: HashMap::new(),
         }
@@ -122,6 +135,52 @@ impl<W: Waiter> Session<W> {
         Self::default()
     }
 
+    /// A session that sends `channel.list` right after every `connect` is answered and seeds
+    /// the resume point of every member channel it does not follow yet from the channel's
+    /// `last_seq`. Without it, a channel that delivered nothing in this session (a quiet
+    /// one) is missing from `resume`, and whatever is posted to it while the client is
+    /// reconnecting is never delivered. The real client always uses this.
+    pub fn seeding() -> Self {
+        Session { seed_on_connect: true, ..Self::default() }
+    }
+
+    /// Whether the `channel.list` that seeds the resume points is still unanswered.
+    pub fn is_seeding(&self) -> bool {
+        self.seeding.is_some()
+    }
+
+    /// Seeds the resume point of `channel` at `seq` unless the channel already has one: a
+    /// verified head or an earlier seed is never moved, neither backwards (that would
+    /// replay) nor forwards (that could skip entries still on their way).
+    pub fn seed(&mut self, channel: &str, seq: u64) {
+        if self.channels.contains(channel) || self.verifier.head(channel).is_some() {
+            return;
+        }
+        self.cursors.entry(channel.to_owned()).or_insert(seq);
+    }
+
+    /// Learns resume points from the answer of a request: every channel of `channel.list`,
+    /// the channel of `channel.create` and `channel.join`.
+    fn learn(&mut self, request: &Request, ok: &Value) {
+        match request {
+            Request::ChannelList {} => {
+                if let Ok(list) = serde_json::from_value::<ChannelListOk>(ok.clone()) {
+                    for c in list.channels {
+                        self.seed(&c.id, c.last_seq);
+                    }
+                }
+            }
+            Request::ChannelCreate(_) | Request::ChannelJoin { .. } => {
+                let id = ok.pointer("/channel/id").and_then(Value::as_str);
+                let seq = ok.pointer("/channel/last_seq").and_then(Value::as_u64);
+                if let (Some(id), Some(seq)) = (id, seq) {
+                    self.seed(id, seq);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Whether `connect` has been answered on the current connection.
     pub fn is_ready(&self) -> bool {
         self.phase == Phase::Ready
@@ -129,7 +188,11 @@ impl<W: Waiter> Session<W> {
 
     /// The last delivered `seq` of every channel seen: the `resume` of the next `connect`.
     pub fn resume_points(&self) -> BTreeMap<String, u64> {
-        self.channels.iter().filter_map(|c| self.verifier.head(c).map(|(seq, _)| (c.clone(), seq))).collect()
+        let mut points = self.cursors.clone();
+        points.extend(
+            self.channels.iter().filter_map(|c| self.verifier.head(c).map(|(seq, _)| (c.clone(), seq))),
+        );
+        points
     }
 
     /// The chain verifier, e.g. to anchor the verification of a log page.
@@ -254,11 +317,17 @@ impl<W: Waiter> Session<W> {
             tracing::debug!(id, "reply to no pending request ignored");
             return out;
         };
+        if self.seeding == Some(id) {
+            self.seeding = None;
+        }
         let result = match (reply.ok, reply.error) {
             (_, Some(detail)) => Err(ClientError::Server(detail)),
             (Some(ok), None) => Ok(ok),
             (None, None) => Err(ClientError::Protocol(format!("reply {id} has neither ok nor error"))),
         };
+        if let Ok(ok) = &result {
+            self.learn(&pending.request, ok);
+        }
         match pending.waiter {
             Some(waiter) => out.push(Output::Reply { waiter, result }),
             None => {
@@ -294,6 +363,11 @@ impl<W: Waiter> Session<W> {
         };
         self.phase = Phase::Ready;
         out.push(Output::Event(ClientEvent::Connected(ok)));
+        if self.seed_on_connect {
+            // First, so it is answered before anything the user queued.
+            self.seeding = Some(self.next_id);
+            self.push(Request::ChannelList {}, None, out);
+        }
         // Resubscribe, except subjects a queued request subscribes to anyway.
         let queued_subjects: BTreeSet<&str> = self
             .queued
@@ -343,6 +417,7 @@ impl<W: Waiter> Session<W> {
             match verdict {
                 Ok(Verdict::Next) => {
                     if let Some(channel) = event.channel() {
+                        self.cursors.remove(channel);
                         self.channels.insert(channel.to_owned());
                     }
                 }
@@ -362,6 +437,7 @@ impl<W: Waiter> Session<W> {
     pub fn disconnected(&mut self, reason: &str) -> Vec<Output<W>> {
         let was_connected = self.phase == Phase::Ready;
         self.phase = Phase::Offline;
+        self.seeding = None;
         let mut out = Vec::new();
         let mut in_flight: Vec<(u64, Pending<W>)> = self.in_flight.drain().collect();
         in_flight.sort_by_key(|(id, _)| *id);
@@ -384,6 +460,7 @@ impl<W: Waiter> Session<W> {
     /// The client stops for good: every caller waiting gets `error()`.
     pub fn shutdown(&mut self, error: impl Fn() -> ClientError) -> Vec<Output<W>> {
         self.phase = Phase::Offline;
+        self.seeding = None;
         let mut all: Vec<(u64, Pending<W>)> = self.in_flight.drain().collect();
         all.extend(std::mem::take(&mut self.queued));
         all.sort_by_key(|(id, _)| *id);

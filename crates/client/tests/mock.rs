@@ -61,8 +61,14 @@ async fn close(ws: &mut Ws, code: u16) {
         .await;
 }
 
-/// Answers `connect` with ok; returns the connect frame.
+/// Answers `connect` with ok, then the `channel.list` the client sends first with no
+/// channels; returns the connect frame.
 async fn handshake(ws: &mut Ws, conn_id: &str) -> Value {
+    handshake_with(ws, conn_id, json!([])).await
+}
+
+/// As [`handshake`], answering `channel.list` with `channels`.
+async fn handshake_with(ws: &mut Ws, conn_id: &str, channels: Value) -> Value {
     let connect = read(ws).await;
     assert_eq!(connect["op"], "connect");
     write(
@@ -70,6 +76,9 @@ async fn handshake(ws: &mut Ws, conn_id: &str) -> Value {
         json!({"id": connect["id"], "ok": {"conn_id": conn_id, "user": {"id": "ada", "kind": "human"}}}),
     )
     .await;
+    let list = read(ws).await;
+    assert_eq!(list["op"], "channel.list", "the client seeds its resume points first");
+    write(ws, json!({"id": list["id"], "ok": {"channels": channels}})).await;
     connect
 }
 
@@ -201,6 +210,41 @@ async fn reconnects_resumes_and_never_redelivers() {
     assert!(within(events.recv()).await.is_none(), "the stream ends with the client");
 }
 
+/// Regression (issue 6): a channel that delivered nothing in this session was missing from
+/// `resume`, so what was posted to it during a reconnect never arrived.
+#[tokio::test]
+async fn quiet_channel_is_resumed_from_channel_list_last_seq() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let mut chain = Chain::new("quiet");
+    chain.messages("bob", 7);
+    let eighth = chain.message("bob", "after the restart");
+    let (seen_tx, mut seen) = mpsc::unbounded_channel::<Value>();
+    let server = tokio::spawn(async move {
+        let quiet = json!([{"id": "quiet", "name": "quiet", "title": null, "unread": 0, "last_seq": 7}]);
+        let mut ws = accept(&listener).await;
+        handshake_with(&mut ws, "c1", quiet.clone()).await;
+        close(&mut ws, 1012).await;
+        drop(ws);
+        let mut ws = accept(&listener).await;
+        let connect = handshake_with(&mut ws, "c2", quiet).await;
+        seen_tx.send(connect).unwrap();
+        write(&mut ws, &eighth.event).await;
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+    });
+    let client = within(Client::connect_with(&url, "tok", fast())).await.unwrap();
+    let mut events = client.events();
+    let connect = within(seen.recv()).await.unwrap();
+    assert_eq!(connect["resume"], json!({"quiet": 7}), "the quiet channel is resumed");
+    assert_eq!(next_message(&mut events).await, 8);
+    within(client.close()).await;
+    within(server).await.unwrap();
+}
+
 #[tokio::test]
 async fn refused_token_fails_connect_without_retrying() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -292,4 +336,67 @@ async fn a_silent_server_is_pinged_then_abandoned_and_the_client_reconnects() {
         client
     };
     let (_conns, _client) = within(async { tokio::join!(server, client_side) }).await;
+}
+
+/// A JWT-shaped token (unsigned: the mock checks nothing) named `n` expiring in `secs`.
+fn mock_token(n: usize, secs: u64) -> String {
+    use base64::Engine as _;
+    let enc = |s: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    format!(
+        "{}.{}.t{n}",
+        enc(r#"{"alg":"none"}"#.into()),
+        enc(format!(r#"{{"sub":"ada","exp":{}}}"#, now + secs))
+    )
+}
+
+/// Issue 6: with a token provider the client refreshes before `exp`, tries again after a
+/// refused `auth.refresh`, and after a 4401 close (its token ran out) reconnects with a fresh
+/// token instead of giving up.
+#[tokio::test]
+async fn token_provider_refreshes_retries_and_reconnects_after_expiry() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let config = fast().with_token_provider({
+        let calls = calls.clone();
+        move || {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { Ok(mock_token(n, 2)) }
+        }
+    });
+    let suffix = |v: &Value, key: &str| v[key].as_str().unwrap().rsplit('.').next().unwrap().to_owned();
+    let server = tokio::spawn(async move {
+        let mut ws = accept(&listener).await;
+        let connect = handshake(&mut ws, "c1").await;
+        assert_eq!(suffix(&connect, "token"), "t1", "connect asks the provider");
+        let refresh = read(&mut ws).await;
+        assert_eq!(refresh["op"], "auth.refresh");
+        assert_eq!(suffix(&refresh, "token"), "t2");
+        write(&mut ws, json!({"id": refresh["id"], "error": {"code": "unauthorized", "message": "no"}}))
+            .await;
+        let again = read(&mut ws).await;
+        assert_eq!(again["op"], "auth.refresh", "a refused refresh is tried again");
+        assert_eq!(suffix(&again, "token"), "t3");
+        write(&mut ws, json!({"id": again["id"], "ok": {"expires_at": "2030-01-01T00:00:00.000Z"}})).await;
+        close(&mut ws, 4401).await;
+        drop(ws);
+        let mut ws = accept(&listener).await;
+        let connect = handshake(&mut ws, "c2").await;
+        assert_eq!(suffix(&connect, "token"), "t4", "a reconnect asks the provider again");
+        ws
+    });
+    let client = within(Client::connect_with(&url, "", config)).await.unwrap();
+    let mut events = client.events();
+    loop {
+        match within(events.recv()).await.expect("stream ended") {
+            ClientEvent::Connected(ok) if ok.conn_id == "c2" => break,
+            ClientEvent::Connected(_) | ClientEvent::Disconnected { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let _ws = within(server).await.unwrap();
+    assert!(calls.load(Ordering::SeqCst) >= 4);
 }

@@ -205,6 +205,67 @@ async fn restart_loses_nothing_and_duplicates_nothing() {
     assert_eq!(next_message(&mut events, channel.id()).await.id, last.id);
 }
 
+/// Regression (issue 6): a client that had seen nothing of a channel in its session did not
+/// resume it, so `herald tail quiet` never printed the first message posted after a restart.
+#[tokio::test]
+async fn quiet_channel_gets_the_first_message_after_a_restart_exactly_once() {
+    let mut server = TestServer::start().await;
+    let creator = client(&server, "ada").await;
+    let quiet = within(creator.channels().create("quiet")).await.unwrap();
+    let bob = client(&server, "bob").await;
+    let bobs = within(bob.channels().join("quiet")).await.unwrap();
+    within(creator.close()).await;
+
+    // A new session of Ada's, a member of `quiet` that sees no event of it. She comes back a
+    // second after the restart, so Bob's message lands while she is away.
+    let slow = ClientConfig {
+        backoff_initial: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(1),
+        backoff_jitter: 0.0,
+        ..fast()
+    };
+    let ada = within(Client::connect_with(&server.url(), &server.token("ada"), slow)).await.unwrap();
+    let mut events = ada.events();
+
+    within(server.restart()).await;
+    let first = within(bobs.send("first after the restart")).await.unwrap();
+    assert_eq!(next_message(&mut events, quiet.id()).await.id, first.id);
+    // Exactly once: the next message on the stream is the next one sent.
+    let second = within(bobs.send("second")).await.unwrap();
+    assert_eq!(next_message(&mut events, quiet.id()).await.id, second.id);
+}
+
+/// A channel the user is added to during the session (its `member_joined` is the only event
+/// of it) is resumed after a restart too.
+#[tokio::test]
+async fn channel_joined_in_the_session_is_resumed_after_a_restart() {
+    let mut server = TestServer::start().await;
+    let slow = ClientConfig {
+        backoff_initial: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(1),
+        backoff_jitter: 0.0,
+        ..fast()
+    };
+    let ada = within(Client::connect_with(&server.url(), &server.token("ada"), slow)).await.unwrap();
+    let mut events = ada.events();
+    let bob = client(&server, "bob").await;
+    let fresh = within(bob.channels().create("fresh")).await.unwrap();
+    within(fresh.add_member("ada")).await.unwrap();
+    loop {
+        if let ClientEvent::Event(e) = within(events.next()).await.expect("stream ended")
+            && matches!(*e, Event::MemberJoined { .. })
+        {
+            break;
+        }
+    }
+
+    within(server.restart()).await;
+    let sent = within(fresh.send("after the restart")).await.unwrap();
+    assert_eq!(next_message(&mut events, fresh.id()).await.id, sent.id);
+    let next = within(fresh.send("next")).await.unwrap();
+    assert_eq!(next_message(&mut events, fresh.id()).await.id, next.id, "no duplicate");
+}
+
 #[tokio::test]
 async fn truncated_resume_is_reported_and_the_hole_pages_over_the_verified_log() {
     let mut server = TestServer::start_with(|c| c.replay_cap = 2).await;
@@ -327,4 +388,76 @@ async fn a_full_subscription_drops_and_counts_new_publications() {
     assert_eq!(within(sub.recv()).await.unwrap().data, json!({"i": 1}));
     within(bob.publish("cursors:doc", json!({"i": 5}))).await.unwrap();
     assert_eq!(within(sub.recv()).await.unwrap().data, json!({"i": 5}), "room again once read");
+}
+
+/// Issue 6: tokens expire. With a `token_provider` the client refreshes before `exp`
+/// (`auth.refresh`) and stays connected past it; without one the server closes it with 4401.
+#[tokio::test]
+async fn token_provider_keeps_the_client_connected_past_the_first_tokens_exp() {
+    use herald_server::auth::{Claims, load_or_create_secret, mint_hs256, now_secs};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let server = TestServer::start().await;
+    let secret = load_or_create_secret(server.data_dir()).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let config = fast().with_token_provider({
+        let calls = calls.clone();
+        move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let claims = Claims {
+                sub: "ada".into(),
+                name: None,
+                kind: None,
+                exp: now_secs() + 2,
+                iat: None,
+                app: None,
+                grants: None,
+            };
+            let token = mint_hs256(&secret, &claims).map_err(|e| ClientError::Protocol(e.to_string()));
+            async move { token }
+        }
+    });
+    let ada = within(Client::connect_with(&server.url(), "", config)).await.unwrap();
+    let mut events = ada.events();
+    let channel = within(ada.channels().create("long-lived")).await.unwrap();
+
+    // Bob has one 3-second token and no provider: connected after Ada's first token was
+    // minted, his expires no earlier, and the server closes him (4401) when it does.
+    let bob = within(Client::connect_with(&server.url(), &server.token_with("bob", None, 3), fast()))
+        .await
+        .unwrap();
+    let mut bobs_events = bob.events();
+    within(bob.channels().join("long-lived")).await.unwrap();
+    let mut bob_saw = Vec::new();
+    while let Some(e) = within(bobs_events.next()).await {
+        bob_saw.push(e);
+    }
+    assert!(
+        matches!(bob_saw.last(), Some(ClientEvent::Disconnected { reason }) if reason == "unauthorized"),
+        "without a provider the client stops at exp: {bob_saw:?}"
+    );
+
+    // Ada's first token has expired by now; her connection was never dropped and still
+    // delivers.
+    let carol = client(&server, "carol").await;
+    let carols = within(carol.channels().join("long-lived")).await.unwrap();
+    let sent = within(carols.send("still there?")).await.unwrap();
+    loop {
+        match within(events.next()).await.expect("stream ended") {
+            ClientEvent::Event(e) => {
+                if let Event::Message { message, .. } = *e
+                    && message.id == sent.id
+                {
+                    break;
+                }
+            }
+            ClientEvent::Disconnected { reason } => panic!("ada was disconnected: {reason}"),
+            ClientEvent::ChainError(e) => panic!("chain error: {e}"),
+            _ => {}
+        }
+    }
+    assert!(calls.load(Ordering::SeqCst) >= 2, "the provider was asked again before exp");
+    within(channel.send("and REST calls carry the new token")).await.unwrap();
+    assert!(within(channel.log(0, 10)).await.unwrap().entries.len() >= 3);
 }

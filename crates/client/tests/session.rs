@@ -387,3 +387,35 @@ fn a_request_abandoned_while_queued_is_never_sent() {
         .collect();
     assert_eq!(ops, vec!["ping"]);
 }
+
+#[test]
+fn seeded_resume_points_never_move_a_cursor_the_session_already_has() {
+    let mut s: Session<&str> = Session::seeding();
+    let frame: Value = serde_json::from_str(&s.connect("tok")).unwrap();
+    let outs = s.handle_text(
+        &json!({"id": frame["id"], "ok": serde_json::from_str::<Value>(CONNECT_OK).unwrap()}).to_string(),
+    );
+    let frames = sent(&outs);
+    assert_eq!(frames[0]["op"], "channel.list", "seeding comes first");
+    assert!(s.is_seeding());
+    // `ch` delivers entries 1-3 before the list answer arrives.
+    let mut chain = Chain::new("ch");
+    for e in chain.messages("bob", 3) {
+        feed(&mut s, &e.event);
+    }
+    let list = json!({"id": frames[0]["id"], "ok": {"channels": [
+        {"id": "ch", "name": null, "title": null, "unread": 0, "last_seq": 5},
+        {"id": "quiet", "name": "quiet", "title": null, "unread": 0, "last_seq": 9},
+    ]}});
+    assert!(s.handle_text(&list.to_string()).is_empty(), "a background answer reaches nobody");
+    assert!(!s.is_seeding());
+    // A later seed neither moves a seeded cursor forwards nor backwards.
+    s.seed("quiet", 12);
+    s.seed("quiet", 2);
+    let points = s.resume_points();
+    assert_eq!(points.get("ch"), Some(&3), "the verified head wins: 4 and 5 are still on their way");
+    assert_eq!(points.get("quiet"), Some(&9), "the quiet channel is resumed from its last_seq");
+    s.disconnected("restart");
+    let (frame, _) = connect(&mut s);
+    assert_eq!(frame["resume"], json!({"ch": 3, "quiet": 9}));
+}

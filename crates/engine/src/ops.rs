@@ -472,6 +472,8 @@ impl Engine {
         let now = self.clock.now_ms();
         match req {
             Request::Connect { .. } => Err(bad("already connected")),
+            // The gateway owns the connection's token and answers this itself.
+            Request::AuthRefresh { .. } => Err(bad("auth.refresh is a WebSocket op")),
             Request::Ping {} => Ok(OkReply::Empty(Empty {})),
             Request::Subscribe { subject } => {
                 let conn = conn.ok_or_else(|| bad("subscribe needs a WebSocket connection"))?;

@@ -70,6 +70,10 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         resume: BTreeMap<String, u64>,
     },
+    /// Replaces the connection's token before it expires (Herald addition, docs/protocol.md
+    /// §A): the new token must name the same `app` and `sub`.
+    #[serde(rename = "auth.refresh")]
+    AuthRefresh { token: String },
     #[serde(rename = "ping")]
     Ping {},
     #[serde(rename = "subscribe")]
@@ -131,6 +135,7 @@ impl Request {
     pub fn op(&self) -> &'static str {
         match self {
             Request::Connect { .. } => "connect",
+            Request::AuthRefresh { .. } => "auth.refresh",
             Request::Ping {} => "ping",
             Request::Subscribe { .. } => "subscribe",
             Request::Unsubscribe { .. } => "unsubscribe",
@@ -222,6 +227,12 @@ pub struct Reply {
 pub struct ConnectOk {
     pub conn_id: String,
     pub user: UserInfo,
+}
+
+/// `ok` of `auth.refresh`: when the connection's new token expires (RFC 3339, ms).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshOk {
+    pub expires_at: String,
 }
 
 /// `ok` of `channel.create` / `channel.join`.

@@ -65,6 +65,12 @@ impl Verifier {
 
     /// Verifies a token and turns its claims into a principal.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        self.verify_with_exp(token).map(|(p, _)| p)
+    }
+
+    /// Verifies a token; also returns its `exp` (seconds since the Unix epoch), when the
+    /// gateway closes a connection that has not refreshed it.
+    pub fn verify_with_exp(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
@@ -75,7 +81,8 @@ impl Verifier {
             jsonwebtoken::errors::ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
             _ => AuthError::Invalid(e.to_string()),
         })?;
-        principal(data.claims)
+        let exp = data.claims.exp;
+        Ok((principal(data.claims)?, exp))
     }
 }
 

@@ -122,6 +122,17 @@ pub struct ServeConfig {
     /// Seconds to let connections drain on SIGTERM before exiting.
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE_SECS", default_value_t = 5)]
     pub shutdown_grace_secs: u64,
+
+    /// Serve HTTPS and WSS with this certificate chain (PEM file, leaf first); needs
+    /// --tls-key. Without both, the server speaks plain HTTP.
+    #[arg(long, env = "HERALD_TLS_CERT", requires = "tls_key")]
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM file: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "HERALD_TLS_KEY", requires = "tls_cert")]
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServeConfig {

@@ -16,6 +16,7 @@
 //! - [`rest`]: the REST handlers.
 //! - [`error`]: `ApiError`, the one mapping to HTTP responses.
 //! - [`metrics`]: Prometheus exposition.
+//! - [`tls`]: HTTPS/WSS with rustls when `--tls-cert`/`--tls-key` are given.
 
 pub mod auth;
 pub mod caps;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod rest;
+pub mod tls;
 pub mod ws;
 
 use axum::Router;
@@ -201,6 +203,8 @@ impl std::fmt::Debug for NodeBackends {
 /// A running node's parts: the engine over its backends, and the router state.
 pub struct Node {
     pub state: AppState,
+    /// Set when the node serves HTTPS/WSS.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for Node {
@@ -216,6 +220,12 @@ impl Node {
         use anyhow::Context;
         std::fs::create_dir_all(&config.data)
             .with_context(|| format!("cannot create data directory {}", config.data.display()))?;
+        // Checked before anything is opened, so a bad certificate fails the start at once.
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together: give both or neither"),
+        };
         let verifier = match &config.jwt_public_key {
             Some(path) => {
                 let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -245,7 +255,7 @@ impl Node {
         let engine = Engine::start(backends, engine_config)
             .await
             .map_err(|e| anyhow::anyhow!("cannot start the engine: {e}"))?;
-        Ok(Node { state: AppState::new(engine, verifier, config) })
+        Ok(Node { state: AppState::new(engine, verifier, config), tls })
     }
 
     /// Serves on `listener` until `stop` resolves, then drains: stops accepting, closes
@@ -265,9 +275,15 @@ impl Node {
             drain_state.drain(grace).await;
             let _ = stopped_tx.send(());
         };
-        // The peer's address reaches the gateway (ConnectInfo), for the per-address cap.
-        let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(listener, service).with_graceful_shutdown(signal).await?;
+        match self.tls.clone() {
+            Some(acceptor) => tls::serve(listener, acceptor, app(state.clone()), signal).await,
+            None => {
+                // The peer's address reaches the gateway (ConnectInfo), for the per-address cap.
+                let service =
+                    app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+                axum::serve(listener, service).with_graceful_shutdown(signal).await?
+            }
+        }
         let _ = stopped_rx.await;
         state.engine().shutdown().await;
         tracing::info!("stopped");
@@ -309,12 +325,14 @@ pub async fn serve(node: Node) -> anyhow::Result<()> {
     let stop = shutdown_signal();
     let config = node.state.config().clone();
     let listen = config.listen;
+    let scheme = if config.tls_cert.is_some() { "https" } else { "http" };
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(
         listen = %listener.local_addr().unwrap_or(listen),
         data = %config.data.display(),
         durability = ?config.durability,
+        scheme,
         "herald serving"
     );
     tracing::info!("mint a token with: herald token --data {} --sub <user>", config.data.display());

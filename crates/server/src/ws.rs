@@ -3,7 +3,8 @@
 //! and a writer that drains the connection's bounded queue onto the socket in batches (many
 //! frames, one flush).
 //!
-//! Close codes: 4401 bad or missing `connect`; 4008 the client fell too far behind (resume
+//! Close codes: 4401 bad or missing `connect`, or the token's `exp` passed without an
+//! `auth.refresh`; 4008 the client fell too far behind (resume
 //! from your last seq); 4400 too many malformed frames in a row; 1012 server restarting
 //! (reconnect and resume); 1009 frame over the hard size limit; 1011 the server failed (e.g. the
 //! store, mid-replay): reconnect and resume.
@@ -19,7 +20,7 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use herald_engine::events::to_bytes;
 use herald_engine::{ConnHandle, ConnShared, EngineError, Principal, ResumeEnd};
-use herald_proto::frames::{ConnectOk, Request, RequestFrame, parse_request};
+use herald_proto::frames::{ConnectOk, RefreshOk, Request, RequestFrame, parse_request};
 use herald_proto::names::looks_like_uuid;
 use herald_proto::{ErrorCode, ErrorDetail};
 use serde::Serialize;
@@ -186,7 +187,7 @@ async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) 
         Ok(None | Some(Err(_))) => return,
     };
     let token = if token.is_empty() { header_token.unwrap_or_default() } else { token };
-    let who = match st.verifier().verify(&token) {
+    let (who, exp) = match st.verifier().verify_with_exp(&token) {
         Ok(p) => p,
         Err(e) => return reject(sink, &id, e.to_string()).await,
     };
@@ -226,7 +227,7 @@ async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) 
     // the queue that live events and replies need.
     let reader = async {
         let resume = Box::pin(st.engine().resume(&conn));
-        let read = read_loop(&mut stream, &st, &who, &conn, &mut shutdown, &live);
+        let read = read_loop(&mut stream, &st, &who, &conn, &mut shutdown, &live, exp);
         tokio::pin!(read);
         tokio::select! {
             biased;
@@ -449,6 +450,32 @@ async fn flush(inflight: &mut FuturesOrdered<Pending<'_>>, conn: &ConnHandle) ->
     true
 }
 
+/// When a token whose `exp` is `exp` (Unix seconds) runs out, as a timer deadline. Capped at
+/// ten years from now, so an absurd `exp` cannot overflow the clock.
+fn expiry_deadline(exp: u64) -> tokio::time::Instant {
+    const CAP_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let left = exp.saturating_mul(1000).saturating_sub(now_ms).min(CAP_MS);
+    tokio::time::Instant::now() + Duration::from_millis(left)
+}
+
+/// `auth.refresh`: the new token's `exp`, if it verifies, has not expired and names the
+/// connection's own `app` and `sub`. Grants, name and kind stay those of `connect`.
+fn refresh(st: &AppState, who: &Principal, token: &str) -> Result<u64, ErrorDetail> {
+    let (new, exp) =
+        st.verifier().verify_with_exp(token).map_err(|e| detail(ErrorCode::Unauthorized, e.to_string()))?;
+    if new.app != who.app || new.user.id != who.user.id {
+        return Err(detail(ErrorCode::Unauthorized, "the new token names another user or app"));
+    }
+    if expiry_deadline(exp) <= tokio::time::Instant::now() {
+        return Err(detail(ErrorCode::Unauthorized, "token expired"));
+    }
+    Ok(exp)
+}
+
 async fn read_loop(
     stream: &mut Stream,
     st: &AppState,
@@ -456,6 +483,7 @@ async fn read_loop(
     conn: &ConnHandle,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
     live: &Liveness,
+    exp: u64,
 ) -> Option<(u16, &'static str)> {
     let cfg = st.config();
     let counters = &st.metrics().gateway;
@@ -471,9 +499,14 @@ async fn read_loop(
             }
         })
     };
+    // One timer per connection, moved by every `auth.refresh`: at the token's `exp` the
+    // connection is closed with 4401.
+    let expiry = tokio::time::sleep_until(expiry_deadline(exp));
+    tokio::pin!(expiry);
     loop {
         enum Next<M> {
             Stop,
+            Expired,
             Reply(Bytes),
             Frame(M),
         }
@@ -481,6 +514,7 @@ async fn read_loop(
             biased;
             // The watch guard dies with this arm, before anything is awaited.
             _ = shutdown.wait_for(|s| *s) => Next::Stop,
+            () = &mut expiry => Next::Expired,
             Some(reply) = inflight.next(), if !inflight.is_empty() => Next::Reply(reply),
             m = stream.next(), if inflight.len() < max_inflight => Next::Frame(m),
         };
@@ -489,6 +523,10 @@ async fn read_loop(
                 // Answer what is already running; read nothing more.
                 flush(&mut inflight, conn).await;
                 return Some((close::RESTART, "server restarting; reconnect and resume"));
+            }
+            Next::Expired => {
+                flush(&mut inflight, conn).await;
+                return Some((close::UNAUTHORIZED, "token expired"));
             }
             Next::Reply(reply) => {
                 if !conn.send(reply).await {
@@ -553,6 +591,24 @@ async fn read_loop(
             counters.rate_limited.fetch_add(1, Ordering::Relaxed);
             let e = EngineError::RateLimited { retry_after_ms }.detail();
             inflight.push_back(ready(error_frame(&frame.id, &e)));
+            continue;
+        }
+        if let Request::AuthRefresh { token } = &frame.request {
+            if !flush(&mut inflight, conn).await {
+                return None;
+            }
+            let reply = match refresh(st, who, token) {
+                Ok(exp) => {
+                    expiry.as_mut().reset(expiry_deadline(exp));
+                    let ms = i64::try_from(exp.saturating_mul(1000)).unwrap_or(i64::MAX);
+                    let expires_at = herald_proto::time::format_ms(ms);
+                    to_bytes(&OkFrame { id: &frame.id, ok: &RefreshOk { expires_at } })
+                }
+                Err(e) => error_frame(&frame.id, &e),
+            };
+            if !conn.send(reply).await {
+                return None;
+            }
             continue;
         }
         if pipelined(&frame.request) {

@@ -69,14 +69,16 @@ impl TestServer {
         TestServer { addr, config, secret, stop: Some(stop), task: Some(task), _dir: None }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` when the config has a TLS certificate).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.config.tls_cert.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
-    /// `ws://127.0.0.1:PORT/v1/ws`.
+    /// `ws://127.0.0.1:PORT/v1/ws` (`wss://` with TLS).
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/v1/ws", self.addr)
+        let scheme = if self.config.tls_cert.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}/v1/ws", self.addr)
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -99,3 +99,47 @@ async fn rest_without_or_with_a_bad_token_is_401() {
     }
     assert_eq!(Rest::user(&server, "ada").get("/v1/channels").await.status, 200);
 }
+
+/// Issue 6: a connection outlived its token. It is closed with 4401 once `exp` passes
+/// without an `auth.refresh`, and one that refreshed stays.
+#[tokio::test]
+async fn unrefreshed_connection_is_closed_with_4401_after_exp() {
+    let server = TestServer::start().await;
+    let mut refreshed = Ws::connect(&server, &server.token_with("ada", None, 2)).await;
+    let ok = refreshed.ok(json!({"op": "auth.refresh", "token": server.token("ada")})).await;
+    let expires_at = ok["expires_at"].as_str().unwrap();
+    let exp = herald_proto::time::parse_ms(expires_at).unwrap();
+    assert!(exp > (now_secs() as i64 + 3000) * 1000, "expires_at is the new token's exp: {expires_at}");
+    assert!(expires_at.ends_with('Z') && expires_at.len() == 24, "RFC 3339 with ms: {expires_at}");
+
+    // Connected after the first one's token was minted, so its exp is no earlier.
+    let mut unrefreshed = Ws::connect(&server, &server.token_with("ada", None, 3)).await;
+    unrefreshed.ok(json!({"op": "ping"})).await;
+    assert_eq!(unrefreshed.closed_with().await, Some(4401), "closed when its token expired");
+    // The refreshed connection's first token has expired by now too; it is still served.
+    refreshed.ok(json!({"op": "ping"})).await;
+}
+
+/// Issue 6: `auth.refresh` must not let a connection change who it is.
+#[tokio::test]
+async fn refresh_with_a_token_of_another_user_is_refused_and_the_old_expiry_stays() {
+    let server = TestServer::start().await;
+    let mut ws = Ws::connect(&server, &server.token_with("ada", None, 3)).await;
+    let other_app = mint_hs256(
+        &herald_server::auth::load_or_create_secret(server.data_dir()).unwrap(),
+        &claims("ada", Some("elsewhere")),
+    )
+    .unwrap();
+    let forged = mint_hs256(b"not the server secret, not at all", &claims("ada", None)).unwrap();
+    for token in
+        [server.token("bob"), other_app, forged, server.token_with("ada", None, -3600), String::new()]
+    {
+        let e = ws.err(json!({"op": "auth.refresh", "token": token}), "unauthorized").await;
+        assert_eq!(e["code"], "unauthorized", "{e}");
+    }
+    // The connection stays, still as Ada, until its own token expires.
+    ws.ok(json!({"op": "ping"})).await;
+    let created = ws.ok(json!({"op": "channel.create", "name": "still-ada"})).await;
+    assert_eq!(created["channel"]["created_by"], "ada");
+    assert_eq!(ws.closed_with().await, Some(4401));
+}
