@@ -43,9 +43,12 @@ pub struct CreateChannel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::names::ChannelName>))]
     pub name: Option<String>,
-    /// Free text, at most 256 characters.
+    /// Free text, at most 256 characters, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(max_length = 256))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{0,256}$", max_length = 256)
+    )]
     pub title: Option<String>,
     /// Users to add besides the creator, at most 1,000.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
