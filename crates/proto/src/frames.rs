@@ -669,8 +669,27 @@ mod tests {
         assert_eq!(header.get("id"), Some(&Value::from(4)));
         assert_eq!(bytes, b"\x00\xffbytes");
         // No bytes after the header is a valid (empty) attachment.
-        let (header, bytes) = parse_binary_frame(&encode_binary(b"{}", b"")).unwrap();
+        let empty = encode_binary(b"{}", b"");
+        let (header, bytes) = parse_binary_frame(&empty).unwrap();
         assert!(header.is_empty() && bytes.is_empty());
+    }
+
+    /// Found by `fuzz/` (parse_binary_frame): serde_json's default float parser is not
+    /// correctly rounded, so an integer beyond u64 (read as a float) came back from a
+    /// serialize-parse cycle as a neighbouring float. The server relays such numbers (echoed
+    /// ids, publication `data`), so they must survive the trip exactly.
+    #[test]
+    fn regression_header_numbers_beyond_u64_round_trip_exactly() {
+        let header = br#"{"id":1111111111151111111111111111111055555}"#;
+        let frame = encode_binary(header, b"");
+        let (parsed, _) = parse_binary_frame(&frame).unwrap();
+        let again = encode_binary(&serde_json::to_vec(&parsed).unwrap(), b"");
+        assert_eq!(parse_binary_frame(&again).unwrap().0, parsed);
+
+        let text = r#"{"id":1,"op":"publish","subject":"s","data":[1111111111151111111111111111111055555,0.1e-320]}"#;
+        let f = parse_request(text).unwrap();
+        let g = parse_request(&serde_json::to_string(&f).unwrap()).unwrap();
+        assert_eq!(g, f);
     }
 
     #[test]
