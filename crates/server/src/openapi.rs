@@ -140,7 +140,28 @@ pub fn document_json() -> &'static str {
     static JSON: LazyLock<String> = LazyLock::new(|| {
         // Serializing a tree of strings, maps and numbers cannot fail; an empty object would
         // still be valid JSON should it ever.
-        serde_json::to_string(document()).unwrap_or_else(|_| "{}".to_owned())
+        let mut v = serde_json::to_value(document()).unwrap_or_else(|_| serde_json::json!({}));
+        tidy_formats(&mut v);
+        serde_json::to_string(&v).unwrap_or_else(|_| "{}".to_owned())
     });
     &JSON
+}
+
+/// utoipa names the unsigned integer formats `u-int32` / `u-int64`; the spelling every other
+/// tool uses (and the OpenAPI format registry lists) is `uint32` / `uint64`. Unsigned they
+/// must say, or a client would think `seq` (a `u64`) stops at 2^63.
+fn tidy_formats(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::String(f)) = map.get_mut("format")
+                && let Some(rest) = f.strip_prefix("u-int")
+            {
+                *f = format!("uint{rest}");
+            }
+            map.values_mut().for_each(tidy_formats);
+        }
+        Value::Array(items) => items.iter_mut().for_each(tidy_formats),
+        _ => {}
+    }
 }

@@ -66,6 +66,11 @@ async fn document(server: &TestServer) -> Value {
 async fn openapi_document_is_openapi_3_1_and_lists_exactly_the_served_routes() {
     let server = TestServer::start().await;
     let doc = document(&server).await;
+    assert!(!doc.to_string().contains("\"u-int"), "unsigned formats are spelled uint32/uint64");
+    assert_eq!(
+        doc["paths"]["/v1/channels/{channel}/log"]["get"]["parameters"][1]["schema"]["format"],
+        "uint64"
+    );
     let version = doc["openapi"].as_str().unwrap_or_default();
     assert!(version.starts_with("3.1."), "openapi {version:?}");
     assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
