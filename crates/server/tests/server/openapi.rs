@@ -156,3 +156,27 @@ async fn openapi_document_declares_bearer_auth_and_the_error_shape_per_status() 
         assert_eq!(doc["paths"][path]["get"]["security"], serde_json::json!([{}]), "{path}");
     }
 }
+
+/// Found while running schemathesis against the document: answers that came from axum rather
+/// than from a handler (plain text, or a body serde read too loosely) must keep the contract.
+#[tokio::test]
+async fn rejections_outside_the_handlers_keep_the_error_shape() {
+    let server = TestServer::start().await;
+    let rest = Rest::user(&server, "ada");
+    // A JSON array is not a request object, though serde would read one as the fields in order.
+    rest.post_raw("/v1/channels", "[null, null]").await.assert_error(400, "bad_request");
+    rest.post_raw("/v1/publish", r#"["s", 1]"#).await.assert_error(400, "bad_request");
+    // A path segment that is not UTF-8 once percent-decoded.
+    rest.get("/v1/channels/%FF%FE").await.assert_error(400, "bad_request");
+    // A method the path does not serve: 405, with Allow, in the error shape.
+    let resp = within("405", reqwest::Client::new().put(format!("{}/v1/channels", server.url())).send())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    let allow = resp.headers().get("allow").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert!(allow.contains("GET") && allow.contains("POST"), "Allow: {allow:?}");
+    let body: Value = within("405 body", resp.json()).await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    // `GET /v1/ws` without the upgrade headers.
+    Rest::new(&server, None).get("/v1/ws").await.assert_error(400, "bad_request");
+}
