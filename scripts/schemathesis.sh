@@ -26,7 +26,7 @@ if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$st_version"; the
     "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$st_version"
 fi
 
-cargo build --quiet -p herald-cli
+cargo build --quiet --locked -p herald-cli
 bin="${CARGO_TARGET_DIR:-$root/target}/debug/herald"
 
 data=$(mktemp -d)
