@@ -4,6 +4,7 @@
 //! Errors print one line starting `herald:` and exit with code 2; a closed stdout (`| head`)
 //! is not an error.
 
+mod backends;
 mod bench;
 mod client_cmds;
 
@@ -104,7 +105,7 @@ fn serve(args: ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     }
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(herald_server::serve(config))
+    rt.block_on(async { herald_server::serve(backends::open_node(config).await?).await })
 }
 
 fn init_tracing() {

@@ -219,3 +219,34 @@ async fn acknowledged_sends_survive_sigkill() {
     let lost: Vec<_> = acked.iter().filter(|id| !seen.contains(*id)).collect();
     assert!(lost.is_empty(), "acknowledged messages lost after SIGKILL: {lost:?}");
 }
+
+/// Regression: two `herald serve` on one data directory ran side by side, each with its own
+/// cache of channel heads, and corrupted each other's view. The second must refuse to start,
+/// in one line, while the first keeps serving; once the first has stopped, a new one starts.
+#[tokio::test]
+async fn second_serve_on_one_data_directory_refuses_to_start() {
+    let cwd = tempfile::tempdir().unwrap();
+    let data = cwd.path().join("shared-data");
+    let data_arg = data.to_str().unwrap();
+    let mut first = Server::start(cwd.path(), &["--listen", "127.0.0.1:0", "--data", data_arg], &[]);
+
+    let out = Command::new(BIN)
+        .current_dir(cwd.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data", data_arg])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "the second server must exit 2: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("herald:")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {stderr}");
+    assert!(errors[0].contains("in use by another herald process"), "{stderr}");
+
+    let health = reqwest::get(format!("{}/healthz", first.url())).await.unwrap();
+    assert_eq!(health.status(), 200, "the first server keeps serving");
+    first.signal("-TERM");
+    assert!(first.wait_exit().success());
+
+    let mut again = Server::start(cwd.path(), &["--listen", "127.0.0.1:0", "--data", data_arg], &[]);
+    again.signal("-TERM");
+    assert!(again.wait_exit().success());
+}

@@ -1,4 +1,4 @@
-//! The SDK against the real server (`herald_server::testing::TestServer`) over real sockets.
+//! The SDK against the real server (`herald_testing::TestServer`) over real sockets.
 #![allow(clippy::unwrap_used)]
 
 use futures::StreamExt;
@@ -6,7 +6,7 @@ use herald_client::{
     Client, ClientConfig, ClientError, ClientEvent, ErrorCode, Event, EventStream, HistoryQuery,
     HistoryQueryExt, Message,
 };
-use herald_server::testing::TestServer;
+use herald_testing::TestServer;
 use serde_json::json;
 use std::future::Future;
 use std::time::Duration;

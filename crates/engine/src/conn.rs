@@ -5,11 +5,19 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::sync::{Notify, mpsc};
 
 /// One serialized frame (JSON text) ready for the socket; shared by every recipient.
 pub type Outbound = Bytes;
+
+/// The bounds of one connection's outbound queue: frames and bytes, whichever is reached
+/// first. Fan-out past either kicks the connection (4008).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    pub frames: usize,
+    pub bytes: usize,
+}
 
 /// Where a resumed channel stands for this connection.
 enum ResumeState {
@@ -27,8 +35,14 @@ pub struct ConnShared {
     pub user: Arc<str>,
     tx: mpsc::Sender<Outbound>,
     capacity: usize,
+    max_bytes: usize,
+    /// Bytes queued and not yet taken by the writer ([`ConnShared::dequeued`]).
+    queued_bytes: AtomicUsize,
     kicked: AtomicBool,
     kick: Notify,
+    /// Signalled by the socket writer after each batch it takes off the queue: paced senders
+    /// (the resume replay) wait on it for room.
+    drained: Notify,
     resuming: AtomicBool,
     resume: Mutex<HashMap<String, ResumeState>>,
     pub(crate) subjects: Mutex<Vec<String>>,
@@ -57,9 +71,10 @@ impl ConnShared {
         conn_id: String,
         app: Arc<str>,
         user: Arc<str>,
-        capacity: usize,
+        limits: QueueLimits,
     ) -> (Arc<ConnShared>, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let capacity = limits.frames.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
         let shared = Arc::new(ConnShared {
             key,
             conn_id,
@@ -67,8 +82,11 @@ impl ConnShared {
             user,
             tx,
             capacity,
+            max_bytes: limits.bytes.max(1),
+            queued_bytes: AtomicUsize::new(0),
             kicked: AtomicBool::new(false),
             kick: Notify::new(),
+            drained: Notify::new(),
             resuming: AtomicBool::new(false),
             resume: Mutex::new(HashMap::new()),
             subjects: Mutex::new(Vec::new()),
@@ -84,8 +102,14 @@ impl ConnShared {
             // Going away: queue nothing more, and count the kick once.
             return Pushed::Closed;
         }
+        if self.queued_bytes.load(Ordering::Relaxed) + frame.len() > self.max_bytes {
+            return if self.kick() { Pushed::Overflow } else { Pushed::Closed };
+        }
         match self.tx.try_send(frame.clone()) {
-            Ok(()) => Pushed::Queued,
+            Ok(()) => {
+                self.queued_bytes.fetch_add(frame.len(), Ordering::Relaxed);
+                Pushed::Queued
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if self.kick() {
                     Pushed::Overflow
@@ -105,7 +129,8 @@ impl ConnShared {
             let mut resume = self.resume.lock();
             match resume.get_mut(channel) {
                 Some(ResumeState::Buffering(held)) => {
-                    if held.len() >= self.capacity {
+                    let held_bytes: usize = held.iter().map(|(_, f)| f.len()).sum();
+                    if held.len() >= self.capacity || held_bytes + frame.len() > self.max_bytes {
                         drop(resume);
                         return if self.kick() { Pushed::Overflow } else { Pushed::Closed };
                     }
@@ -121,7 +146,62 @@ impl ConnShared {
 
     /// Queues a frame, waiting for room (replies and replays: the connection's own work).
     pub async fn send(&self, frame: Bytes) -> bool {
-        self.tx.send(frame).await.is_ok()
+        let len = frame.len();
+        let ok = self.tx.send(frame).await.is_ok();
+        if ok {
+            self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Called by the socket writer with the bytes it has taken off the queue.
+    pub fn dequeued(&self, bytes: usize) {
+        // Saturating: a frame's bytes are added right after it is queued, so the writer may
+        // take it a moment before they are counted.
+        let _ = self
+            .queued_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| Some(q.saturating_sub(bytes)));
+    }
+
+    /// Bytes in the queue now.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Queues a frame of a bulk transfer (the resume replay) only while the queue is at most
+    /// half full, waiting for the writer to drain it otherwise. The other half stays free for
+    /// replies and live events, so a long replay neither kicks its own connection (4008) nor
+    /// delays the answers to requests read meanwhile. False if the connection went away.
+    pub async fn send_paced(&self, frame: Bytes) -> bool {
+        let reserve = self.capacity / 2;
+        loop {
+            if self.is_kicked() || self.tx.is_closed() {
+                return false;
+            }
+            let room = |c: &ConnShared| {
+                c.tx.capacity() > reserve && c.queued_bytes.load(Ordering::Relaxed) <= c.max_bytes / 2
+            };
+            if room(self) {
+                return self.send(frame).await;
+            }
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            // Registered before the re-check, so a drain between the check and the await
+            // still wakes us.
+            drained.as_mut().enable();
+            if room(self) || self.tx.is_closed() {
+                continue;
+            }
+            tokio::select! {
+                _ = drained => {}
+                _ = self.kicked() => return false,
+            }
+        }
+    }
+
+    /// Called by the socket writer each time it has taken frames off the queue.
+    pub fn notify_drained(&self) {
+        self.drained.notify_waiters();
     }
 
     /// Marks the connection as too slow; its writer closes it. True if this call kicked it
@@ -202,7 +282,8 @@ mod tests {
     /// events, so a live event committed while it waited for queue room overtook them.
     #[tokio::test]
     async fn live_event_during_finish_resume_does_not_overtake_held_events() {
-        let (conn, mut rx) = ConnShared::new(1, "c".into(), Arc::from("app"), Arc::from("u"), 3);
+        let limits = QueueLimits { frames: 3, bytes: 1 << 20 };
+        let (conn, mut rx) = ConnShared::new(1, "c".into(), Arc::from("app"), Arc::from("u"), limits);
         // The connect reply is already queued.
         assert_eq!(conn.try_push(&frame(0)), Pushed::Queued);
         conn.begin_resume(["ch".to_owned()]);

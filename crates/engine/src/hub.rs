@@ -1,18 +1,16 @@
-//! The hub: who is connected, who is a member of what, who subscribes to which subject; and the
-//! [`CommitSink`] that fans every committed entry out to the connections of the channel's
-//! members.
+//! The hub: who is connected to this node, who is a member of what, who subscribes to which
+//! subject; as the node's [`BrokerSubscriber`] it delivers every envelope the broker carries to
+//! the connections it concerns.
 //!
 //! The index sits behind one `parking_lot::RwLock`. That is the right lock here: it is never
 //! held across an `.await`, fan-out only reads it, and writes (connect, disconnect, a
-//! membership change) are short. Membership changes reach the index only through the sink, in
-//! commit order, so the index is exactly the store's membership as of the last commit.
+//! membership change) are short. Membership changes reach the index only through the broker,
+//! in commit order, so the index is exactly the store's membership as of the last commit.
 
-use crate::conn::{ConnShared, Outbound, Pushed};
-use crate::events::{event_of, to_bytes};
+use crate::broker::{BrokerSubscriber, Envelope};
+use crate::conn::{ConnShared, Outbound, Pushed, QueueLimits};
 use bytes::Bytes;
-use herald_proto::EntryKind;
-use herald_proto::frames::Event;
-use herald_store::{Applied, CommitSink, Membership, Outcome};
+use herald_store::Membership;
 use parking_lot::RwLock;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::HashMap;
@@ -42,18 +40,22 @@ struct Index {
 }
 
 impl Index {
-    /// Removes one connection from a subject's subscribers, and empty entries with it.
-    fn drop_subscriber(&mut self, app: &str, subject: &str, key: u64) {
-        let Some(by_subject) = self.subjects.get_mut(app) else { return };
+    /// Removes one connection from a subject's subscribers, and empty entries with it; true if
+    /// the subject has no subscriber left.
+    fn drop_subscriber(&mut self, app: &str, subject: &str, key: u64) -> bool {
+        let Some(by_subject) = self.subjects.get_mut(app) else { return false };
+        let mut emptied = false;
         if let Some(list) = by_subject.get_mut(subject) {
             list.retain(|c| c.key != key);
             if list.is_empty() {
                 by_subject.remove(subject);
+                emptied = true;
             }
         }
         if by_subject.is_empty() {
             self.subjects.remove(app);
         }
+        emptied
     }
 
     fn intern(&mut self, app: &str) -> Arc<str> {
@@ -77,10 +79,14 @@ pub struct HubStats {
 }
 
 /// The fan-out index and commit sink. See the module doc.
+/// Told how long an entry took from its commit until it was queued to every local recipient.
+pub type FanoutObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
+
 pub struct Hub {
     index: RwLock<Index>,
+    fanout_observer: std::sync::OnceLock<FanoutObserver>,
     next_key: AtomicU64,
-    queue_capacity: usize,
+    limits: QueueLimits,
     pub stats: HubStats,
 }
 
@@ -91,14 +97,20 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// A hub whose connections each get an outbound queue of `queue_capacity` frames.
-    pub fn new(queue_capacity: usize) -> Arc<Hub> {
+    /// A hub whose connections each get an outbound queue bounded by `limits`.
+    pub fn new(limits: QueueLimits) -> Arc<Hub> {
         Arc::new(Hub {
             index: RwLock::new(Index::default()),
+            fanout_observer: std::sync::OnceLock::new(),
             next_key: AtomicU64::new(1),
-            queue_capacity,
+            limits,
             stats: HubStats::default(),
         })
+    }
+
+    /// Sets the fan-out latency observer (once; later calls are ignored).
+    pub fn set_fanout_observer(&self, observe: FanoutObserver) {
+        let _ = self.fanout_observer.set(observe);
     }
 
     /// Seeds the membership index from the store (at start, before serving).
@@ -123,7 +135,7 @@ impl Hub {
     ) -> (Arc<ConnShared>, mpsc::Receiver<Outbound>) {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let app = self.index.write().intern(app);
-        ConnShared::new(key, conn_id, app, Arc::from(user), self.queue_capacity)
+        ConnShared::new(key, conn_id, app, Arc::from(user), self.limits)
     }
 
     /// Makes a connection live: from now on fan-out reaches it.
@@ -133,9 +145,10 @@ impl Hub {
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Removes a connection and its subscriptions.
-    pub(crate) fn unregister(&self, conn: &ConnShared) {
-        let subjects = std::mem::take(&mut *conn.subjects.lock());
+    /// Removes a connection and its subscriptions; returns the subjects that have no
+    /// subscriber left on this node.
+    pub(crate) fn unregister(&self, conn: &ConnShared) -> Vec<String> {
+        let mut subjects = std::mem::take(&mut *conn.subjects.lock());
         let mut index = self.index.write();
         if let Some(list) = index.users.get_mut(&conn.user) {
             list.retain(|c| c.key != conn.key);
@@ -143,13 +156,13 @@ impl Hub {
                 index.users.remove(&conn.user);
             }
         }
-        for s in subjects {
-            index.drop_subscriber(&conn.app, &s, conn.key);
-        }
+        subjects.retain(|s| index.drop_subscriber(&conn.app, s, conn.key));
         self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        subjects
     }
 
-    /// Subscribes a connection to a subject; false if it already was.
+    /// Subscribes a connection to a subject; true if it is the subject's first subscriber on
+    /// this node (the broker should start carrying it here).
     pub(crate) fn subscribe(&self, conn: &Arc<ConnShared>, subject: &str) -> bool {
         {
             let mut subs = conn.subjects.lock();
@@ -159,17 +172,12 @@ impl Hub {
             subs.push(subject.to_owned());
         }
         let mut index = self.index.write();
-        index
-            .subjects
-            .entry(conn.app.clone())
-            .or_default()
-            .entry(subject.to_owned())
-            .or_default()
-            .push(conn.clone());
-        true
+        let list = index.subjects.entry(conn.app.clone()).or_default().entry(subject.to_owned()).or_default();
+        list.push(conn.clone());
+        list.len() == 1
     }
 
-    /// Unsubscribes; false if it was not subscribed.
+    /// Unsubscribes; true if that was the subject's last subscriber on this node.
     pub(crate) fn unsubscribe(&self, conn: &ConnShared, subject: &str) -> bool {
         {
             let mut subs = conn.subjects.lock();
@@ -179,8 +187,7 @@ impl Hub {
                 return false;
             }
         }
-        self.index.write().drop_subscriber(&conn.app, subject, conn.key);
-        true
+        self.index.write().drop_subscriber(&conn.app, subject, conn.key)
     }
 
     /// Number of subjects a connection subscribes to.
@@ -284,48 +291,30 @@ impl Hub {
     }
 }
 
-impl CommitSink for Hub {
-    fn committed(&self, applied: &Applied) {
-        // New members first, so a joiner (and the creator of a channel) receives its own
-        // `member_joined` / `channel_created`; leavers after, so they receive their `member_left`.
-        for e in applied.entries.iter().filter(|e| e.kind == EntryKind::MemberJoined) {
-            self.add_member(&applied.app, &e.channel_id, &e.reference);
-        }
-        let message = match &applied.outcome {
-            Outcome::Message { message, .. } => Some(&**message),
-            _ => None,
-        };
-        for e in &applied.entries {
-            let event = event_of(e, message.filter(|m| m.seq == e.seq));
-            self.deliver(&e.channel_id, Some(e.seq), &to_bytes(&event), None);
-        }
-        self.stats.entries_committed.fetch_add(applied.entries.len() as u64, Ordering::Relaxed);
-        for e in applied.entries.iter().filter(|e| e.kind == EntryKind::MemberLeft) {
-            self.remove_member(&e.channel_id, &e.reference);
-        }
-        match &applied.outcome {
-            Outcome::ChannelDeleted { .. } => {
-                if let Some(ch) = &applied.channel {
-                    let event = Event::ChannelDeleted {
-                        channel: ch.id.clone(),
-                        name: ch.name.clone(),
-                        title: ch.title.clone(),
-                    };
-                    self.deliver(&ch.id, None, &to_bytes(&event), None);
-                    self.remove_channel(&ch.id);
+impl BrokerSubscriber for Hub {
+    fn receive(&self, envelope: &Envelope) {
+        match envelope {
+            Envelope::Channel(ev) => {
+                for user in &ev.joined {
+                    self.add_member(&ev.app, &ev.channel, user);
+                }
+                self.deliver(&ev.channel, ev.seq, &ev.frame, ev.skip_user.as_deref());
+                if ev.seq.is_some() {
+                    self.stats.entries_committed.fetch_add(1, Ordering::Relaxed);
+                }
+                if let (Some(at), Some(observe)) = (ev.committed_at, self.fanout_observer.get()) {
+                    observe(at.elapsed());
+                }
+                for user in &ev.left {
+                    self.remove_member(&ev.channel, user);
+                }
+                if ev.deleted {
+                    self.remove_channel(&ev.channel);
                 }
             }
-            Outcome::Read { user, message_id, .. } => {
-                if let Some(ch) = &applied.channel {
-                    let event = Event::MessageRead {
-                        channel: ch.id.clone(),
-                        user: user.to_owned(),
-                        message_id: message_id.clone(),
-                    };
-                    self.deliver(&ch.id, None, &to_bytes(&event), None);
-                }
+            Envelope::Publication { app, subject, frame } => {
+                self.publish(app, subject, frame);
             }
-            _ => {}
         }
     }
 }

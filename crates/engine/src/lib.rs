@@ -7,32 +7,44 @@
 //!
 //! # Layout
 //!
-//! - [`hub`]: the fan-out index (channel → members, user → connections, subject →
-//!   subscribers) and the [`CommitSink`] that turns committed entries into events, serialized
-//!   once and shared by every recipient.
+//! - [`broker`]: the [`Broker`] trait (events between nodes, with its guarantees), the
+//!   in-process [`LocalBroker`], and [`BrokerSink`], the store's `CommitSink` that turns
+//!   committed entries into events, serialized once, and publishes them.
+//! - [`hub`]: this node's fan-out index (channel → members, user → connections, subject →
+//!   subscribers), subscribed to the broker, delivering shared bytes to every recipient.
 //! - [`conn`]: one connection's shared state: its bounded queue, the overflow kick, resume.
 //! - [`events`]: a stored entry → its wire event.
 //! - [`ops`]: every request of PROTOCOL.md §4, with its authorisation and limits.
+//! - [`rules`]: who may write what, as the [`herald_store::Guard`] each write carries to the
+//!   store (which evaluates it atomically and decides nothing).
+//! - [`throttle`]: per (user, channel) throttles of `typing` and `read`.
 //! - [`error`]: [`EngineError`] and its one mapping to protocol error codes.
 //!
 //! # Invariants
 //!
+//! - Every event that leaves the engine goes engine → broker → hub (log events, receipts,
+//!   deletions, typing, ephemeral, publications); no op delivers to a hub directly.
 //! - A connection receives the log events of a channel in strictly increasing `seq` order,
-//!   without gaps from its resume point and without duplicates: the sink runs in commit order
-//!   on one thread, and resume buffers live events until the replay has caught up.
+//!   without gaps from its resume point and without duplicates: the broker delivers a
+//!   channel's entries in `seq` order, and resume buffers live events until the replay has
+//!   caught up.
 //! - Fan-out never blocks: a full queue kicks its connection (close code 4008), it never
 //!   slows the writer or other connections.
 
+pub mod broker;
 pub mod conn;
 pub mod error;
 pub mod events;
 pub mod hub;
 pub mod ops;
+pub mod rules;
+pub mod throttle;
 
-pub use conn::{ConnShared, Outbound};
+pub use broker::{Broker, BrokerSink, Envelope, LocalBroker};
+pub use conn::{ConnShared, Outbound, QueueLimits};
 pub use error::EngineError;
 pub use hub::Hub;
-pub use ops::{ConnHandle, Engine, EngineConfig, OkReply};
+pub use ops::{Backends, ConnHandle, Engine, EngineConfig, OkReply, ResumeEnd};
 
 use herald_proto::model::UserInfo;
 pub use herald_store::{CommitSink, Store};

@@ -1,10 +1,13 @@
 //! The [`Engine`]: every request of PROTOCOL.md §4 with its validation, authorisation and
 //! limits, appends through the store, and resume.
 
-use crate::conn::{ConnShared, Outbound};
+use crate::broker::{Broker, ChannelEvent, Envelope};
+use crate::conn::{ConnShared, Outbound, QueueLimits};
 use crate::error::EngineError;
 use crate::events::{event_of, to_bytes};
 use crate::hub::Hub;
+use crate::rules;
+use crate::throttle::{Throttle, Verdict};
 use crate::{Clock, IdGen, Principal};
 use bytes::Bytes;
 use herald_proto::frames::{
@@ -37,6 +40,15 @@ pub struct EngineConfig {
     pub max_blob_bytes: usize,
     /// Members a `channel.create` may list.
     pub max_initial_members: usize,
+    /// Frames queued per connection; a consumer further behind is kicked (4008).
+    pub queue_frames: usize,
+    /// Bytes queued per connection, the same way.
+    pub queue_bytes: usize,
+    /// `typing` of one user in one channel fans out at most once per this many ms (a change
+    /// of `is_typing` always does).
+    pub typing_interval_ms: u64,
+    /// `read` of one user in one channel is accepted at most once per this many ms.
+    pub read_interval_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -48,7 +60,27 @@ impl Default for EngineConfig {
             max_subscriptions: 1024,
             max_blob_bytes: 16 * 1024 * 1024,
             max_initial_members: 1000,
+            queue_frames: 1024,
+            queue_bytes: 8 << 20,
+            typing_interval_ms: 1000,
+            read_interval_ms: 250,
         }
+    }
+}
+
+/// What an engine runs on: the store (opened with a [`crate::BrokerSink`] over `broker`), the
+/// blob store, the broker, and the injected clock and ids.
+pub struct Backends {
+    pub store: DynStore,
+    pub blobs: DynBlobStore,
+    pub broker: Arc<dyn Broker>,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGen>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends").finish_non_exhaustive()
     }
 }
 
@@ -76,10 +108,22 @@ pub struct EngineStats {
     pub messages_in: AtomicU64,
 }
 
+/// How [`Engine::resume`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeEnd {
+    /// Every channel replayed; live from now on.
+    Done,
+    /// The connection went away.
+    Gone,
+    /// The store failed mid-replay: close the connection (1011) so the client resumes again.
+    Failed,
+}
+
 /// A registered connection. Dropping it unregisters the connection from the hub.
 pub struct ConnHandle {
     shared: Arc<ConnShared>,
     hub: Arc<Hub>,
+    broker: Arc<dyn Broker>,
     /// Channels to replay and the `seq` to replay after, set by `connect`, taken by `resume`.
     resume: Mutex<Vec<(String, u64)>>,
 }
@@ -99,7 +143,9 @@ impl std::ops::Deref for ConnHandle {
 
 impl Drop for ConnHandle {
     fn drop(&mut self) {
-        self.hub.unregister(&self.shared);
+        for subject in self.hub.unregister(&self.shared) {
+            self.broker.unwatch_subject(&self.shared.app, &subject);
+        }
     }
 }
 
@@ -116,11 +162,14 @@ type KnownUser = (String, String, Option<String>, &'static str);
 pub struct Engine {
     store: DynStore,
     blobs: DynBlobStore,
+    broker: Arc<dyn Broker>,
     hub: Arc<Hub>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGen>,
     config: EngineConfig,
     known_users: Mutex<HashSet<KnownUser>>,
+    typing_throttle: Throttle,
+    read_throttle: Throttle,
     pub stats: EngineStats,
 }
 
@@ -135,26 +184,28 @@ fn bad(msg: impl Into<String>) -> EngineError {
 }
 
 impl Engine {
-    /// Builds the engine and seeds the hub's membership index from the store. `hub` must be
-    /// the sink the store was opened with.
-    pub async fn start(
-        store: DynStore,
-        blobs: DynBlobStore,
-        hub: Arc<Hub>,
-        clock: Arc<dyn Clock>,
-        ids: Arc<dyn IdGen>,
-        config: EngineConfig,
-    ) -> Result<Arc<Engine>, EngineError> {
+    /// Builds the engine: its hub, subscribed to the broker, with the membership index seeded
+    /// from the store. The store must have been opened with a [`crate::BrokerSink`] over the
+    /// same broker, so that what it commits reaches every node's hub.
+    pub async fn start(backends: Backends, config: EngineConfig) -> Result<Arc<Engine>, EngineError> {
+        let Backends { store, blobs, broker, clock, ids } = backends;
+        let hub = Hub::new(QueueLimits { frames: config.queue_frames, bytes: config.queue_bytes });
+        let typing_throttle = Throttle::new(config.typing_interval_ms);
+        let read_throttle = Throttle::new(config.read_interval_ms);
+        broker.subscribe(hub.clone());
         let memberships = store.all_memberships().await.map_err(|e| EngineError::from_store(e, ""))?;
         hub.load_memberships(memberships);
         Ok(Arc::new(Engine {
             store,
             blobs,
+            broker,
             hub,
             clock,
             ids,
             config,
             known_users: Mutex::new(HashSet::new()),
+            typing_throttle,
+            read_throttle,
             stats: EngineStats::default(),
         }))
     }
@@ -172,12 +223,7 @@ impl Engine {
     }
 
     fn actor(who: &Principal) -> Actor {
-        Actor {
-            app: who.app.clone(),
-            user: who.user.clone(),
-            channel_admin: who.grants.channels_admin,
-            server: who.grants.server,
-        }
+        Actor { app: who.app.clone(), user: who.user.clone() }
     }
 
     /// Records the user's display name and kind the first time this node sees them.
@@ -216,29 +262,42 @@ impl Engine {
             .collect();
         shared.begin_resume(channels.iter().map(|(c, _)| c.clone()));
         self.hub.register(&shared);
-        Ok((ConnHandle { shared, hub: self.hub.clone(), resume: Mutex::new(channels) }, rx))
+        let handle = ConnHandle {
+            shared,
+            hub: self.hub.clone(),
+            broker: self.broker.clone(),
+            resume: Mutex::new(channels),
+        };
+        Ok((handle, rx))
     }
 
     /// Replays, per channel given to [`Engine::connect`], every entry after the client's
     /// `seq`, then lets live events through: no gap, no duplicate (see [`ConnShared`]'s resume
-    /// buffer). Channels the user was not a member of are skipped. Returns false if the
-    /// connection went away.
-    pub async fn resume(&self, conn: &ConnHandle) -> bool {
+    /// buffer). Channels the user was not a member of are skipped.
+    ///
+    /// The replay is paced ([`ConnShared::send_paced`]): it fills at most half the outbound
+    /// queue and waits for the socket to drain, so the caller must keep reading the connection
+    /// meanwhile (pongs, requests). A member removed while its replay runs receives the log up
+    /// to its own `member_left` and nothing after. A store error ends the resume with
+    /// [`ResumeEnd::Failed`]: the caller must close the connection, since letting the held live
+    /// events through would leave a silent hole.
+    pub async fn resume(&self, conn: &ConnHandle) -> ResumeEnd {
         let channels = std::mem::take(&mut *conn.resume.lock());
         for (channel, seq) in channels {
             let mut after = seq;
             match self.replay(conn, &channel, &mut after).await {
                 Ok(true) => {}
-                Ok(false) => return false,
+                Ok(false) => return ResumeEnd::Gone,
                 Err(e) => {
-                    tracing::warn!(channel, error = %e, "resume replay failed");
+                    tracing::warn!(channel, error = %e, "resume replay failed; closing the connection");
+                    return ResumeEnd::Failed;
                 }
             }
             if !conn.finish_resume(&channel, after).await {
-                return false;
+                return ResumeEnd::Gone;
             }
         }
-        true
+        ResumeEnd::Done
     }
 
     async fn replay(&self, conn: &ConnHandle, channel: &str, after: &mut u64) -> Result<bool, EngineError> {
@@ -247,7 +306,7 @@ impl Engine {
         if head - *after > self.config.replay_cap {
             let from_seq = head - self.config.replay_cap + 1;
             let ev = Event::ResumeTruncated { channel: channel.to_owned(), from_seq };
-            if !conn.send(to_bytes(&ev)).await {
+            if !conn.send_paced(to_bytes(&ev)).await {
                 return Ok(false);
             }
             *after = from_seq - 1;
@@ -259,10 +318,18 @@ impl Engine {
                 .await
                 .map_err(|e| EngineError::from_store(e, channel))?;
             for e in &entries {
-                if !conn.send(to_bytes(&event_of(e, None))).await {
+                if !conn.send_paced(to_bytes(&event_of(e, None))).await {
                     return Ok(false);
                 }
                 *after = e.seq;
+                // Removed while replaying (and not added back since): the log stops for this
+                // reader at its own removal, as the live path stops at it.
+                if e.kind == herald_proto::EntryKind::MemberLeft
+                    && e.reference == *conn.user
+                    && !self.hub.is_member(&conn.app, channel, &conn.user)
+                {
+                    return Ok(true);
+                }
             }
             if !more || entries.is_empty() {
                 return Ok(true);
@@ -401,13 +468,17 @@ impl Engine {
                         self.config.max_subscriptions
                     )));
                 }
-                self.hub.subscribe(conn.shared(), subject.as_str());
+                if self.hub.subscribe(conn.shared(), subject.as_str()) {
+                    self.broker.watch_subject(&who.app, subject.as_str());
+                }
                 Ok(OkReply::Empty(Empty {}))
             }
             Request::Unsubscribe { subject } => {
                 let conn = conn.ok_or_else(|| bad("unsubscribe needs a WebSocket connection"))?;
                 let subject = Subject::parse(subject)?;
-                self.hub.unsubscribe(conn, subject.as_str());
+                if self.hub.unsubscribe(conn, subject.as_str()) {
+                    self.broker.unwatch_subject(&who.app, subject.as_str());
+                }
                 Ok(OkReply::Empty(Empty {}))
             }
             Request::Publish { subject, data } => {
@@ -418,7 +489,15 @@ impl Engine {
             Request::ChannelJoin { channel } => {
                 let id = self.resolve(who, &channel).await?;
                 let a = self
-                    .apply(Mutation::Join { actor: Self::actor(who), channel: id, ts_ms: now }, &channel)
+                    .apply(
+                        Mutation::Join {
+                            actor: Self::actor(who),
+                            channel: id,
+                            guard: rules::join(who),
+                            ts_ms: now,
+                        },
+                        &channel,
+                    )
                     .await?;
                 let channel = a.channel.ok_or(EngineError::Internal)?;
                 Ok(OkReply::Channel(ChannelOk { channel }))
@@ -433,6 +512,7 @@ impl Engine {
                     actor: Self::actor(who),
                     channel: id,
                     user: user.into_string(),
+                    guard: rules::add_member(who),
                     ts_ms: now,
                 };
                 self.apply(m, &channel).await?;
@@ -461,7 +541,11 @@ impl Engine {
             Request::ChannelDelete { channel } => {
                 let id = self.resolve(who, &channel).await?;
                 self.apply(
-                    Mutation::DeleteChannel { actor: Self::actor(who), channel: id.clone() },
+                    Mutation::DeleteChannel {
+                        actor: Self::actor(who),
+                        channel: id.clone(),
+                        guard: rules::delete_channel(who),
+                    },
                     &channel,
                 )
                 .await?;
@@ -478,8 +562,14 @@ impl Engine {
                 Self::check_message_id(&message_id, "message")?;
                 self.check_content(&content)?;
                 let id = self.resolve(who, &channel).await?;
-                let m =
-                    Mutation::Edit { actor: Self::actor(who), channel: id, message_id, content, ts_ms: now };
+                let m = Mutation::Edit {
+                    actor: Self::actor(who),
+                    channel: id,
+                    message_id,
+                    content,
+                    guard: rules::own(who),
+                    ts_ms: now,
+                };
                 match self.apply(m, &channel).await?.outcome {
                     Outcome::Message { message, .. } => Ok(OkReply::Message(MessageOk { message: *message })),
                     _ => Err(EngineError::Internal),
@@ -489,7 +579,13 @@ impl Engine {
                 Self::check_message_id(&message_id, "message")?;
                 let id = self.resolve(who, &channel).await?;
                 self.apply(
-                    Mutation::Delete { actor: Self::actor(who), channel: id, message_id, ts_ms: now },
+                    Mutation::Delete {
+                        actor: Self::actor(who),
+                        channel: id,
+                        message_id,
+                        guard: rules::own(who),
+                        ts_ms: now,
+                    },
                     &channel,
                 )
                 .await?;
@@ -507,6 +603,7 @@ impl Engine {
                     id: self.ids.new_id(),
                     message_id,
                     emoji,
+                    guard: rules::write(who),
                     ts_ms: now,
                 };
                 match self.apply(m, &channel).await?.outcome {
@@ -518,7 +615,13 @@ impl Engine {
                 Self::check_message_id(&reaction_id, "reaction")?;
                 let id = self.resolve(who, &channel).await?;
                 self.apply(
-                    Mutation::Unreact { actor: Self::actor(who), channel: id, reaction_id, ts_ms: now },
+                    Mutation::Unreact {
+                        actor: Self::actor(who),
+                        channel: id,
+                        reaction_id,
+                        guard: rules::own(who),
+                        ts_ms: now,
+                    },
                     &channel,
                 )
                 .await?;
@@ -527,14 +630,29 @@ impl Engine {
             Request::Read { channel, message_id } => {
                 Self::check_message_id(&message_id, "message")?;
                 let id = self.resolve(who, &channel).await?;
-                self.apply(Mutation::Read { actor: Self::actor(who), channel: id, message_id }, &channel)
-                    .await?;
+                // A read marker is a durable write: one per interval per user and channel.
+                if let Verdict::Wait(retry_after_ms) =
+                    self.read_throttle.check(&who.app, &who.user.id, &id, 0, now)
+                {
+                    return Err(EngineError::RateLimited { retry_after_ms });
+                }
+                let guard = rules::read(who);
+                self.apply(
+                    Mutation::Read { actor: Self::actor(who), channel: id, message_id, guard },
+                    &channel,
+                )
+                .await?;
                 Ok(OkReply::Empty(Empty {}))
             }
             Request::Typing { channel, is_typing } => {
                 let id = self.require_member_fast(who, &channel).await?;
-                let ev = Event::Typing { channel: id.clone(), user: who.user.id.clone(), is_typing };
-                self.hub.deliver(&id, None, &to_bytes(&ev), Some(&who.user.id));
+                // Repeats within the interval are answered but not fanned out: members already
+                // know; a change (started / stopped) always goes out.
+                let state = u64::from(is_typing);
+                if self.typing_throttle.check(&who.app, &who.user.id, &id, state, now) == Verdict::Pass {
+                    let ev = Event::Typing { channel: id.clone(), user: who.user.id.clone(), is_typing };
+                    self.signal(who, &id, &ev);
+                }
                 Ok(OkReply::Empty(Empty {}))
             }
             Request::Ephemeral { channel, subject, data } => {
@@ -547,13 +665,20 @@ impl Engine {
                     subject: subject.into_string(),
                     data,
                 };
-                self.hub.deliver(&id, None, &to_bytes(&ev), Some(&who.user.id));
+                self.signal(who, &id, &ev);
                 Ok(OkReply::Empty(Empty {}))
             }
             Request::History { channel, query } => {
                 self.history(who, &channel, &query).await.map(OkReply::History)
             }
         }
+    }
+
+    /// A channel event that is not a log entry (typing, ephemeral), to every member's
+    /// connections but the sender's, on every node.
+    fn signal(&self, who: &Principal, channel: &str, event: &Event) {
+        let ev = ChannelEvent::signal(&who.app, channel, to_bytes(event), Some(&who.user.id));
+        self.broker.publish(&[Envelope::Channel(ev)]);
     }
 
     /// `channel.leave` (the caller removes itself) and `channel.remove_member`.
@@ -566,7 +691,13 @@ impl Engine {
     ) -> Result<OkReply, EngineError> {
         let id = self.resolve(who, channel).await?;
         self.apply(
-            Mutation::RemoveMember { actor: Self::actor(who), channel: id, user, ts_ms: now },
+            Mutation::RemoveMember {
+                actor: Self::actor(who),
+                channel: id,
+                guard: rules::remove_member(who, &user),
+                user,
+                ts_ms: now,
+            },
             channel,
         )
         .await?;
@@ -580,7 +711,7 @@ impl Engine {
         who: &Principal,
         subject: &str,
         data: serde_json::Value,
-    ) -> Result<usize, EngineError> {
+    ) -> Result<(), EngineError> {
         let subject = Subject::parse(subject)?;
         if let Some(owner) = subject.inbox_owner()
             && owner != who.user.id
@@ -592,7 +723,12 @@ impl Engine {
         }
         self.check_data(&data)?;
         let ev = Event::Publication { subject: subject.as_str().to_owned(), from: who.user.id.clone(), data };
-        Ok(self.hub.publish(&who.app, subject.as_str(), &to_bytes(&ev)))
+        self.broker.publish(&[Envelope::Publication {
+            app: who.app.clone(),
+            subject: subject.into_string(),
+            frame: to_bytes(&ev),
+        }]);
+        Ok(())
     }
 
     /// `channel.create`.
@@ -665,6 +801,7 @@ impl Engine {
             }
         }
         let id = self.resolve(who, channel).await?;
+        let guard = rules::write(who);
         let mutation = Mutation::Send {
             actor,
             channel: id,
@@ -673,6 +810,7 @@ impl Engine {
             content: m.content,
             reply_to: m.reply_to,
             client_id,
+            guard,
             ts_ms: now,
         };
         match self.apply(mutation, channel).await?.outcome {
@@ -763,9 +901,14 @@ impl Engine {
             )));
         }
         let id = self.resolve(who, channel).await?;
-        if !self.hub.is_member(&who.app, &id, &who.user.id) && !who.grants.server {
-            self.readable(who, &id).await?;
-            return Err(EngineError::Forbidden(format!("not a member of channel {channel:?}")));
+        if !self.hub.is_member(&who.app, &id, &who.user.id) {
+            // Not a member: the channel must still exist in the caller's app, whatever the
+            // grant (a `server` token of one app must not write into another's channel).
+            self.lookup(who, &id).await?;
+            if !who.grants.server {
+                self.readable(who, &id).await?;
+                return Err(EngineError::Forbidden(format!("not a member of channel {channel:?}")));
+            }
         }
         let size = bytes.len();
         let blob_id = self.blobs.put(&id, bytes).await.map_err(|e| EngineError::from_store(e, channel))?;
@@ -791,6 +934,15 @@ impl Engine {
                 }))
             }
             Err(e) => Err(EngineError::from_store(e, channel)),
+        }
+    }
+
+    /// Whether this node can serve: `Err` names the failing dependency (for `/healthz`).
+    pub async fn health(&self) -> Result<(), String> {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), self.store.health()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("store: {e}")),
+            Err(_) => Err("store: no answer within 2 s".into()),
         }
     }
 

@@ -63,6 +63,11 @@ pub struct ServeConfig {
     #[arg(long, env = "HERALD_QUEUE_FRAMES", default_value_t = 4096)]
     pub queue_frames: usize,
 
+    /// Bytes queued per connection; a consumer further behind is closed with code 4008 (the
+    /// frame bound alone lets a few large events take a lot of memory).
+    #[arg(long, env = "HERALD_QUEUE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub queue_bytes: usize,
+
     /// Requests per second allowed on one connection (sustained); 0 disables the limit.
     #[arg(long, env = "HERALD_RATE_PER_SEC", default_value_t = 1000)]
     pub rate_per_sec: u32,
@@ -84,6 +89,27 @@ pub struct ServeConfig {
     /// still appended in arrival order); further frames wait.
     #[arg(long, env = "HERALD_MAX_INFLIGHT", default_value_t = 64)]
     pub max_inflight: usize,
+
+    /// Milliseconds: a user's `typing` in one channel fans out at most once per interval
+    /// (repeats are answered, not sent on; a change of is_typing always goes out). 0: no limit.
+    #[arg(long, env = "HERALD_TYPING_INTERVAL_MS", default_value_t = 1000)]
+    pub typing_interval_ms: u64,
+
+    /// Milliseconds: a user's `read` in one channel (a durable write) is accepted at most once
+    /// per interval; sooner ones get `rate_limited` with `retry_after_ms`. 0: no limit.
+    #[arg(long, env = "HERALD_READ_INTERVAL_MS", default_value_t = 250)]
+    pub read_interval_ms: u64,
+
+    /// WebSocket connections one user (of one app) may have open at once; more get
+    /// `rate_limited` and close code 4429. 0: no cap.
+    #[arg(long, env = "HERALD_MAX_CONNS_PER_USER", default_value_t = 100)]
+    pub max_conns_per_user: usize,
+
+    /// WebSocket connections one source IP address may have open at once; more are refused
+    /// with HTTP 429 before the upgrade. 0 (the default): no cap, since many users may share
+    /// one address behind a NAT or proxy.
+    #[arg(long, env = "HERALD_MAX_CONNS_PER_ADDR", default_value_t = 0)]
+    pub max_conns_per_addr: usize,
 
     /// Subjects one connection may subscribe to.
     #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value_t = 1024)]

@@ -2,8 +2,8 @@
 //! of §4, token verification (§2), limits, `/healthz`, `/metrics`, and configuration.
 //!
 //! [`app`] builds the axum `Router` from an [`AppState`], so tests can drive it directly;
-//! [`Node::open`] is the one place that names the concrete backends (SQLite store, filesystem
-//! blobs) and [`serve`] runs a node until SIGTERM, draining on the way out.
+//! [`Node::open`] builds a node over the [`NodeBackends`] the binary picked (this crate names
+//! no concrete store or broker) and [`serve`] runs it until SIGTERM, draining on the way out.
 //!
 //! This crate never sees plaintext of an encrypted channel (it does not depend on
 //! `herald-crypto`) and never logs message content or tokens.
@@ -18,23 +18,22 @@
 //! - [`limit`]: the per-user REST rate limit.
 //! - [`error`]: `ApiError`, the one mapping to HTTP responses.
 //! - [`metrics`]: Prometheus exposition.
-//! - [`testing`]: a real server on port 0 for tests of this and other crates.
 
 pub mod auth;
+pub mod caps;
 pub mod config;
 pub mod error;
 pub mod limit;
 pub mod metrics;
 pub mod openapi;
 pub mod rest;
-pub mod testing;
 pub mod ws;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use config::{DurabilityMode, ServeConfig};
-use herald_engine::{Engine, EngineConfig, Hub, SystemClock, UuidV7};
-use herald_store_sqlite::{Durability, FsBlobStore, SqliteConfig, SqliteStore};
+use herald_engine::{Backends, Broker, Engine, EngineConfig, SystemClock, UuidV7};
+use herald_store::{DynBlobStore, DynStore};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{Notify, watch};
@@ -57,6 +56,7 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     live: AtomicUsize,
     all_gone: Notify,
+    caps: caps::ConnCaps,
 }
 
 impl std::fmt::Debug for AppState {
@@ -81,6 +81,7 @@ impl AppState {
         let metrics = metrics::Metrics::new(engine.clone());
         let (shutdown, _) = watch::channel(false);
         let rest_limiter = limit::RestLimiter::new(config.rest_rate_per_sec, config.rest_rate_burst);
+        let caps = caps::ConnCaps::new(config.max_conns_per_user, config.max_conns_per_addr);
         AppState {
             inner: Arc::new(Inner {
                 engine,
@@ -91,6 +92,7 @@ impl AppState {
                 shutdown,
                 live: AtomicUsize::new(0),
                 all_gone: Notify::new(),
+                caps,
             }),
         }
     }
@@ -114,6 +116,10 @@ impl AppState {
     /// The per-user bucket every authenticated REST call draws from.
     pub fn rest_limiter(&self) -> &limit::RestLimiter {
         &self.inner.rest_limiter
+    }
+
+    pub fn caps(&self) -> &caps::ConnCaps {
+        &self.inner.caps
     }
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
@@ -182,10 +188,24 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// A running node's parts: the engine over the embedded store, and the router state.
+/// What a node runs on, picked by the binary (`herald serve` reads `--store` and `--broker`):
+/// the store, opened with a [`BrokerSink`](herald_engine::BrokerSink) over `broker`, the blob
+/// store, and the broker. This crate names no concrete backend.
+pub struct NodeBackends {
+    pub store: DynStore,
+    pub blobs: DynBlobStore,
+    pub broker: Arc<dyn Broker>,
+}
+
+impl std::fmt::Debug for NodeBackends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBackends").finish_non_exhaustive()
+    }
+}
+
+/// A running node's parts: the engine over its backends, and the router state.
 pub struct Node {
     pub state: AppState,
-    store: Arc<SqliteStore>,
 }
 
 impl std::fmt::Debug for Node {
@@ -195,9 +215,9 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// Opens the data directory (creating it and its secret on first start), the SQLite store
-    /// and the blob store, and builds the engine. The only place that names concrete backends.
-    pub async fn open(config: ServeConfig) -> anyhow::Result<Node> {
+    /// Creates the data directory and its secret on first start (unless tokens are verified
+    /// with `--jwt-public-key`), and builds the engine over `backends`.
+    pub async fn open(config: ServeConfig, backends: NodeBackends) -> anyhow::Result<Node> {
         use anyhow::Context;
         std::fs::create_dir_all(&config.data)
             .with_context(|| format!("cannot create data directory {}", config.data.display()))?;
@@ -213,41 +233,24 @@ impl Node {
                 auth::Verifier::hs256(&secret)
             }
         };
-        let hub = Hub::new(config.queue_frames);
-        let store = Arc::new(
-            SqliteStore::open(
-                SqliteConfig {
-                    dir: config.data.clone(),
-                    durability: match config.durability {
-                        DurabilityMode::Fsync => Durability::Fsync,
-                        DurabilityMode::Relaxed => Durability::Relaxed,
-                    },
-                    max_batch: config.max_batch.max(1),
-                    readers: 4,
-                },
-                hub.clone(),
-            )
-            .map_err(|e| anyhow::anyhow!("cannot open the store in {}: {e}", config.data.display()))?,
-        );
-        let blobs = Arc::new(
-            FsBlobStore::open(config.data.clone())
-                .map_err(|e| anyhow::anyhow!("cannot open the blob store: {e}"))?,
-        );
         let engine_config = EngineConfig {
             max_content_bytes: config.max_content_bytes,
             history_page_max: config.history_page_max.max(1),
             replay_cap: config.replay_cap.max(1),
             max_subscriptions: config.max_subscriptions,
             max_blob_bytes: config.max_blob_bytes,
+            queue_frames: config.queue_frames,
+            queue_bytes: config.queue_bytes,
+            typing_interval_ms: config.typing_interval_ms,
+            read_interval_ms: config.read_interval_ms,
             ..EngineConfig::default()
         };
-        let engine =
-            Engine::start(store.clone(), blobs, hub, Arc::new(SystemClock), Arc::new(UuidV7), engine_config)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot start the engine: {e}"))?;
-        let state = AppState::new(engine, verifier, config);
-        store.set_commit_observer(state.metrics().commit_observer());
-        Ok(Node { state, store })
+        let NodeBackends { store, blobs, broker } = backends;
+        let backends = Backends { store, blobs, broker, clock: Arc::new(SystemClock), ids: Arc::new(UuidV7) };
+        let engine = Engine::start(backends, engine_config)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start the engine: {e}"))?;
+        Ok(Node { state: AppState::new(engine, verifier, config) })
     }
 
     /// Serves on `listener` until `stop` resolves, then drains: stops accepting, closes
@@ -267,10 +270,11 @@ impl Node {
             drain_state.drain(grace).await;
             let _ = stopped_tx.send(());
         };
-        axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal).await?;
+        // The peer's address reaches the gateway (ConnectInfo), for the per-address cap.
+        let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, service).with_graceful_shutdown(signal).await?;
         let _ = stopped_rx.await;
         state.engine().shutdown().await;
-        drop(self.store);
         tracing::info!("stopped");
         Ok(())
     }
@@ -298,23 +302,21 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// `herald serve`: opens the node, binds, serves until SIGTERM.
-pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+/// `herald serve`: binds, serves `node` until SIGTERM, drains.
+pub async fn serve(node: Node) -> anyhow::Result<()> {
     use anyhow::Context;
+    let config = node.state.config().clone();
     let listen = config.listen;
-    let data = config.data.clone();
-    let durability = config.durability;
-    let node = Node::open(config).await?;
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(
         listen = %listener.local_addr().unwrap_or(listen),
-        data = %data.display(),
-        durability = ?durability,
+        data = %config.data.display(),
+        durability = ?config.durability,
         "herald serving"
     );
-    tracing::info!("mint a token with: herald token --data {} --sub <user>", data.display());
-    if durability == DurabilityMode::Relaxed {
+    tracing::info!("mint a token with: herald token --data {} --sub <user>", config.data.display());
+    if config.durability == DurabilityMode::Relaxed {
         tracing::warn!("durability is RELAXED: acknowledged messages can be lost on power failure");
     }
     node.run(listener, shutdown_signal()).await

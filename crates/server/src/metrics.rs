@@ -133,6 +133,14 @@ impl Metrics {
             "Mutations per committed transaction",
             commit_batch.clone(),
         );
+        // 10 µs .. ~0.3 s
+        let fanout_latency = Histogram::new(exponential_buckets(0.00001, 2.0, 16));
+        registry.register(
+            "herald_fanout_latency_seconds",
+            "From an entry's commit until it is queued to every local recipient",
+            fanout_latency.clone(),
+        );
+        engine.hub().set_fanout_observer(Box::new(move |d| fanout_latency.observe(d.as_secs_f64())));
         registry.register_collector(Box::new(EngineCollector { engine, gateway: gateway.clone() }));
         Metrics { registry, commit_latency, commit_batch, gateway }
     }

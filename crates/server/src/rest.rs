@@ -522,13 +522,20 @@ pub async fn get_blob(
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
-/// `GET /healthz`: liveness.
+/// `GET /healthz`: `200 ok` while the node can serve; `503` with the failing dependency
+/// (`store: …`) otherwise, so a load balancer stops sending it traffic.
 #[utoipa::path(
     get, path = "/healthz", tag = "operations", security(()),
-    responses((status = 200, description = "The server is up", body = String, content_type = "text/plain", example = "ok")),
+    responses(
+        (status = 200, description = "The node can serve", body = String, content_type = "text/plain", example = "ok"),
+        (status = 503, description = "The node cannot serve: `unavailable: <dependency>: <why>`", body = String, content_type = "text/plain"),
+    ),
 )]
-pub async fn healthz() -> &'static str {
-    "ok"
+pub async fn healthz(State(st): State<AppState>) -> Response {
+    match st.engine().health().await {
+        Ok(()) => "ok".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("unavailable: {why}")).into_response(),
+    }
 }
 
 /// `GET /metrics`: Prometheus text exposition.
@@ -553,15 +560,17 @@ pub async fn metrics_text(State(st): State<AppState>) -> impl IntoResponse {
     responses(
         (status = 101, description = "Switching to the WebSocket protocol; the first frame must be `connect`"),
         (status = 400, description = "`bad_request`: not a WebSocket upgrade request", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the caller's address has `--max-conns-per-addr` WebSockets open", body = ErrorBody),
     ),
 )]
 pub async fn ws_upgrade(
     state: State<AppState>,
+    peer: crate::ws::PeerAddr,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     match upgrade {
-        Ok(upgrade) => crate::ws::upgrade(state, headers, upgrade).await,
+        Ok(upgrade) => crate::ws::upgrade(state, peer, headers, upgrade).await,
         Err(e) => ApiError::new(ErrorCode::BadRequest, e.body_text()).into_response(),
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! Close codes: 4401 bad or missing `connect`; 4008 the client fell too far behind (resume
 //! from your last seq); 4400 too many malformed frames in a row; 1012 server restarting
-//! (reconnect and resume); 1009 frame over the hard size limit.
+//! (reconnect and resume); 1009 frame over the hard size limit; 1011 the server failed (e.g. the
+//! store, mid-replay): reconnect and resume.
 
 use crate::AppState;
 use axum::extract::State;
@@ -17,7 +18,7 @@ use futures::stream::FuturesOrdered;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use herald_engine::events::to_bytes;
-use herald_engine::{ConnHandle, ConnShared, EngineError, Principal};
+use herald_engine::{ConnHandle, ConnShared, EngineError, Principal, ResumeEnd};
 use herald_proto::frames::{ConnectOk, Request, RequestFrame, parse_request};
 use herald_proto::names::looks_like_uuid;
 use herald_proto::{ErrorCode, ErrorDetail};
@@ -37,6 +38,24 @@ pub mod close {
     pub const RESTART: u16 = 1012;
     pub const TOO_BIG: u16 = 1009;
     pub const PING_TIMEOUT: u16 = 4000;
+    pub const INTERNAL: u16 = 1011;
+    pub const TOO_MANY_CONNECTIONS: u16 = 4429;
+}
+
+/// The peer's address, when the server was started with `ConnectInfo` (tests that drive
+/// `app()` directly have none).
+pub struct PeerAddr(pub Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PeerAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let info = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(PeerAddr(info.map(|c| c.0)))
+    }
 }
 
 /// When the peer was last heard from, shared by the two halves of a connection.
@@ -69,7 +88,25 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Frames written per flush.
 const WRITE_BATCH: usize = 32;
 
-pub async fn upgrade(State(st): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(st): State<AppState>,
+    PeerAddr(peer): PeerAddr,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    use axum::response::IntoResponse;
+    let addr_slot = match peer.map(|p| st.caps().per_addr.take(p.ip())) {
+        Some(None) => {
+            let max = st.caps().per_addr.max();
+            let e = crate::error::ApiError::new(
+                ErrorCode::RateLimited,
+                format!("this address has {max} WebSocket connections open, the most allowed"),
+            );
+            return e.into_response();
+        }
+        Some(Some(slot)) => Some(slot),
+        None => None,
+    };
     let header_token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -79,12 +116,19 @@ pub async fn upgrade(State(st): State<AppState>, headers: HeaderMap, ws: WebSock
     // A small read buffer: tungstenite's default (128 KiB) kept per connection would cost
     // more than everything else an idle connection holds. Frames above the soft limit get
     // `payload_too_large`; far above it (4x) the socket is closed with 1009.
+    //
+    // The write buffer has no cap of its own: it holds at most the frame being written, which
+    // is already in memory (the queue is bounded), and a cap below the largest legal reply (a
+    // history page of the largest contents) dropped the socket mid-reply.
     ws.read_buffer_size(4 * 1024)
         .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(max.saturating_mul(4).max(1 << 20))
+        .max_write_buffer_size(usize::MAX)
         .max_message_size(max.saturating_mul(4))
         .max_frame_size(max.saturating_mul(4))
-        .on_upgrade(move |socket| gateway(socket, st, header_token))
+        .on_upgrade(move |socket| async move {
+            let _addr_slot = addr_slot;
+            gateway(socket, st, header_token).await
+        })
 }
 
 #[derive(Serialize)]
@@ -146,6 +190,18 @@ async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) 
         Ok(p) => p,
         Err(e) => return reject(sink, &id, e.to_string()).await,
     };
+    let Some(_user_slot) = st.caps().per_user.take((who.app.clone(), who.user.id.clone())) else {
+        let max = st.caps().per_user.max();
+        let e = detail(
+            ErrorCode::RateLimited,
+            format!("user {:?} has {max} connections open, the most allowed", who.user.id),
+        );
+        if let Some(m) = text(error_frame(&id, &e)) {
+            let _ = sink.send(m).await;
+        }
+        let _ = sink.send(close_msg(close::TOO_MANY_CONNECTIONS, "too many connections")).await;
+        return;
+    };
     let user = who.user.clone();
     let first =
         |conn_id: &str| to_bytes(&OkFrame { id: &id, ok: &ConnectOk { conn_id: conn_id.to_owned(), user } });
@@ -165,11 +221,23 @@ async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) 
     let counters = st.metrics().gateway.clone();
     let live = Liveness::new();
     let ping = Some(Duration::from_secs(st.config().ping_interval_secs)).filter(|d| !d.is_zero());
+    // The replay runs beside the reader, not before it: a long replay must not leave pongs
+    // and requests unread (the peer would look dead), and it is paced so that it never fills
+    // the queue that live events and replies need.
     let reader = async {
-        if !Box::pin(st.engine().resume(&conn)).await {
-            return None;
+        let resume = Box::pin(st.engine().resume(&conn));
+        let read = read_loop(&mut stream, &st, &who, &conn, &mut shutdown, &live);
+        tokio::pin!(read);
+        tokio::select! {
+            biased;
+            end = resume => match end {
+                ResumeEnd::Done => {}
+                ResumeEnd::Gone => return None,
+                ResumeEnd::Failed => return Some((close::INTERNAL, "replay failed; reconnect and resume")),
+            },
+            close = &mut read => return close,
         }
-        read_loop(&mut stream, &st, &who, &conn, &mut shutdown, &live).await
+        read.await
     };
     let end = tokio::select! {
         end = write_loop(&mut sink, &mut rx, &conn, &counters, ping, &live) => end,
@@ -222,6 +290,26 @@ async fn write_batch(sink: &mut Sink, batch: &mut Vec<Bytes>) -> bool {
     sink.flush().await.is_ok()
 }
 
+/// Writes a batch; a write that had to wait for room and then completed counts as hearing
+/// from the peer. Room in a full socket comes only from the peer acknowledging and reading
+/// what was sent, so a client busy reading a long backlog is alive even while its pong still
+/// queues behind megabytes of frames in kernel buffers; a dead peer acknowledges nothing, so
+/// its writes never complete and the ping timeout still catches it.
+async fn write_batch_alive(sink: &mut Sink, batch: &mut Vec<Bytes>, live: &Liveness) -> bool {
+    let write = write_batch(sink, batch);
+    tokio::pin!(write);
+    match futures::poll!(write.as_mut()) {
+        std::task::Poll::Ready(ok) => ok,
+        std::task::Poll::Pending => {
+            let ok = write.await;
+            if ok {
+                live.touch();
+            }
+            ok
+        }
+    }
+}
+
 async fn write_loop(
     sink: &mut Sink,
     rx: &mut mpsc::Receiver<Bytes>,
@@ -265,10 +353,12 @@ async fn write_loop(
             return WriterEnd::Gone;
         }
         counters.frames_out.fetch_add(n as u64, Ordering::Relaxed);
+        conn.dequeued(batch.iter().map(Bytes::len).sum());
+        conn.notify_drained();
         let ok = tokio::select! {
             biased;
             _ = &mut kicked => return WriterEnd::Kicked,
-            ok = write_batch(sink, &mut batch) => ok,
+            ok = write_batch_alive(sink, &mut batch, live) => ok,
         };
         if !ok {
             return WriterEnd::Gone;

@@ -7,7 +7,7 @@ use herald_proto::EntryKind;
 use herald_proto::chain::{Hash32, ZERO_HASH};
 use herald_proto::model::{Message, Policy, ReplySnapshot};
 use herald_store::{
-    Actor, Applied, EntryExtra, Mutation, NewEntry, Outcome, Result, StoreError, StoredEntry,
+    Actor, Applied, EntryExtra, Guard, Mutation, NewEntry, Outcome, Result, StoreError, StoredEntry,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
@@ -236,12 +236,19 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
-    fn require_member(&self, ch: &ChannelRow, actor: &Actor) -> Result<()> {
-        if actor.server || rows::is_member(self.conn, &ch.id, &actor.user.id)? {
-            Ok(())
-        } else {
-            Err(StoreError::NotMember)
+    /// The channel-level conditions of a guard: membership and creator.
+    fn check(&self, ch: &ChannelRow, guard: &Guard) -> Result<()> {
+        if let Some(user) = &guard.member
+            && !rows::is_member(self.conn, &ch.id, user)?
+        {
+            return Err(StoreError::NotMember);
         }
+        if let Some(creator) = &guard.creator
+            && ch.created_by != *creator
+        {
+            return Err(StoreError::Forbidden("only the channel's creator or an admin may do this"));
+        }
+        Ok(())
     }
 
     fn conn_message(&self, ch: &str, id: &str) -> Result<Option<herald_proto::model::Message>> {
@@ -332,11 +339,12 @@ impl<'a> Job<'a> {
                 }
                 self.done(Some(&ch), Outcome::Channel { created: true })
             }
-            Mutation::Join { actor, channel, ts_ms } => {
+            Mutation::Join { actor, channel, guard, ts_ms } => {
                 let ch = self.channel(&actor.app, &channel)?;
+                self.check(&ch, &guard)?;
                 let me = actor.user.id.as_str();
                 if !rows::is_member(self.conn, &ch.id, me)? {
-                    if ch.policy == Policy::Invite && !actor.channel_admin {
+                    if ch.policy == Policy::Invite && guard.open {
                         return Err(StoreError::Forbidden("this channel is invite-only"));
                     }
                     self.upsert_user(&actor)?;
@@ -344,25 +352,19 @@ impl<'a> Job<'a> {
                 }
                 self.done(Some(&ch), Outcome::Channel { created: false })
             }
-            Mutation::AddMember { actor, channel, user, ts_ms } => {
+            Mutation::AddMember { actor, channel, user, guard, ts_ms } => {
                 let ch = self.channel(&actor.app, &channel)?;
-                if !actor.channel_admin {
-                    self.require_member(&ch, &actor)?;
-                }
+                self.check(&ch, &guard)?;
                 if !rows::is_member(self.conn, &ch.id, &user)? {
                     let name = self.user_name(&actor.app, &user)?;
                     self.join(&ch, &actor.user.id, &user, name, ts_ms)?;
                 }
                 self.done(Some(&ch), Outcome::Done)
             }
-            Mutation::RemoveMember { actor, channel, user, ts_ms } => {
+            Mutation::RemoveMember { actor, channel, user, guard, ts_ms } => {
                 let ch = self.channel(&actor.app, &channel)?;
                 let me = actor.user.id.as_str();
-                if user != me && ch.created_by != me && !actor.channel_admin {
-                    return Err(StoreError::Forbidden(
-                        "only the member, the channel's creator or an admin may remove a member",
-                    ));
-                }
+                self.check(&ch, &guard)?;
                 let removed = self.execute(
                     "DELETE FROM members WHERE channel_id = ?1 AND user_id = ?2",
                     params![ch.id, user],
@@ -376,13 +378,9 @@ impl<'a> Job<'a> {
                 self.append(&ch.id, EntryKind::MemberLeft, me, &user, ts_ms, "", extra)?;
                 self.done(Some(&ch), Outcome::Done)
             }
-            Mutation::DeleteChannel { actor, channel } => {
+            Mutation::DeleteChannel { actor, channel, guard } => {
                 let ch = self.channel(&actor.app, &channel)?;
-                if ch.created_by != actor.user.id && !actor.channel_admin {
-                    return Err(StoreError::Forbidden(
-                        "only the channel's creator or an admin may delete it",
-                    ));
-                }
+                self.check(&ch, &guard)?;
                 let members = rows::member_ids(self.conn, &ch.id)?;
                 let before = ch.to_channel(self.head(&ch.id)?.0);
                 for table in ["entries", "messages", "reactions", "members", "client_ids"] {
@@ -402,9 +400,9 @@ impl<'a> Job<'a> {
                     self,
                 ))
             }
-            Mutation::Send { actor, channel, id, kind, content, reply_to, client_id, ts_ms } => {
+            Mutation::Send { actor, channel, id, kind, content, reply_to, client_id, guard, ts_ms } => {
                 let ch = self.channel(&actor.app, &channel)?;
-                self.require_member(&ch, &actor)?;
+                self.check(&ch, &guard)?;
                 let me = actor.user.id.as_str();
                 if let Some(cid) = &client_id {
                     let original: Option<String> = self
@@ -484,13 +482,11 @@ impl<'a> Job<'a> {
                     Outcome::Message { message: Box::new(Message { seq, ..message }), duplicate: false };
                 self.done(Some(&ch), outcome)
             }
-            Mutation::Edit { actor, channel, message_id, content, ts_ms } => {
+            Mutation::Edit { actor, channel, message_id, content, guard, ts_ms } => {
                 let ch = self.channel(&actor.app, &channel)?;
-                self.require_member(&ch, &actor)?;
+                self.check(&ch, &guard)?;
                 let (author, _) = self.message_author(&ch.id, &message_id)?;
-                if author != actor.user.id {
-                    return Err(StoreError::NotAuthor);
-                }
+                check_author(&guard, &author)?;
                 let extra = EntryExtra::default();
                 self.append(&ch.id, EntryKind::MessageEdited, &author, &message_id, ts_ms, &content, extra)?;
                 self.execute(
@@ -500,13 +496,11 @@ impl<'a> Job<'a> {
                 let outcome = self.message_outcome(&ch.id, &message_id, false, true)?;
                 self.done(Some(&ch), outcome)
             }
-            Mutation::Delete { actor, channel, message_id, ts_ms } => {
+            Mutation::Delete { actor, channel, message_id, guard, ts_ms } => {
                 let ch = self.channel(&actor.app, &channel)?;
-                self.require_member(&ch, &actor)?;
+                self.check(&ch, &guard)?;
                 let (author, seq) = self.message_author(&ch.id, &message_id)?;
-                if author != actor.user.id {
-                    return Err(StoreError::NotAuthor);
-                }
+                check_author(&guard, &author)?;
                 // Erase the text where it lives: the message row, the message entry and every
                 // edit entry. `content_hash` stays, so the chain still verifies.
                 self.execute(
@@ -532,9 +526,9 @@ impl<'a> Job<'a> {
                 self.append(&ch.id, EntryKind::MessageDeleted, &author, &message_id, ts_ms, "", extra)?;
                 self.done(Some(&ch), Outcome::Done)
             }
-            Mutation::React { actor, channel, id, message_id, emoji, ts_ms } => {
+            Mutation::React { actor, channel, id, message_id, emoji, guard, ts_ms } => {
                 let ch = self.channel(&actor.app, &channel)?;
-                self.require_member(&ch, &actor)?;
+                self.check(&ch, &guard)?;
                 self.message_author(&ch.id, &message_id)?;
                 let me = actor.user.id.as_str();
                 let extra = EntryExtra { id: Some(id.clone()), ..Default::default() };
@@ -546,9 +540,9 @@ impl<'a> Job<'a> {
                 )?;
                 self.done(Some(&ch), Outcome::Reaction { reaction_id: id })
             }
-            Mutation::Unreact { actor, channel, reaction_id, ts_ms } => {
+            Mutation::Unreact { actor, channel, reaction_id, guard, ts_ms } => {
                 let ch = self.channel(&actor.app, &channel)?;
-                self.require_member(&ch, &actor)?;
+                self.check(&ch, &guard)?;
                 let (user, message_id): (String, String) = self
                     .conn
                     .prepare_cached(
@@ -559,9 +553,7 @@ impl<'a> Job<'a> {
                     })
                     .map_err(backend)?
                     .ok_or(StoreError::NotFound("reaction"))?;
-                if user != actor.user.id {
-                    return Err(StoreError::NotAuthor);
-                }
+                check_author(&guard, &user)?;
                 self.execute(
                     "DELETE FROM reactions WHERE channel_id = ?1 AND id = ?2",
                     params![ch.id, reaction_id],
@@ -570,12 +562,10 @@ impl<'a> Job<'a> {
                 self.append(&ch.id, EntryKind::ReactionDeleted, &user, &reaction_id, ts_ms, "", extra)?;
                 self.done(Some(&ch), Outcome::Done)
             }
-            Mutation::Read { actor, channel, message_id } => {
+            Mutation::Read { actor, channel, message_id, guard } => {
                 let ch = self.channel(&actor.app, &channel)?;
                 let me = actor.user.id.as_str();
-                if !rows::is_member(self.conn, &ch.id, me)? {
-                    return Err(StoreError::NotMember);
-                }
+                self.check(&ch, &guard)?;
                 let (_, seq) = self.message_author(&ch.id, &message_id)?;
                 self.execute(
                     "UPDATE members SET last_read = MAX(last_read, ?3) WHERE channel_id = ?1 AND user_id = ?2",
@@ -585,5 +575,13 @@ impl<'a> Job<'a> {
                 self.done(Some(&ch), Outcome::Read { user: me.to_owned(), message_id, seq })
             }
         }
+    }
+}
+
+/// The authorship condition of a guard, against the stored author of a message or reaction.
+fn check_author(guard: &Guard, author: &str) -> Result<()> {
+    match &guard.author {
+        Some(a) if a != author => Err(StoreError::NotAuthor),
+        _ => Ok(()),
     }
 }

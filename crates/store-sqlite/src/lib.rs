@@ -122,11 +122,39 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The SQLite store. Cheap to share behind an `Arc`; see the crate doc for its design.
 pub struct SqliteStore {
+    /// The data directory's lock, held until [`Store::close`] (or drop): two processes on one
+    /// database would each cache channel heads and fork the chains.
+    lock: Mutex<Option<std::fs::File>>,
     tx: Mutex<Option<mpsc::Sender<writer::Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     shared: Arc<writer::Shared>,
     readers: Arc<Mutex<Vec<Connection>>>,
     read_permits: Arc<Semaphore>,
+}
+
+/// The lock file in a data directory.
+pub const LOCK_FILE: &str = "herald.lock";
+
+/// Takes the data directory's exclusive lock (`flock` on `herald.lock`), or says who has it.
+fn lock_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Backend(format!(
+            "data directory {} is in use by another herald process (it holds {}); stop it or use another --data",
+            dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::Backend(format!("cannot lock {}: {e}", path.display())))
+        }
+    }
 }
 
 impl SqliteStore {
@@ -135,6 +163,7 @@ impl SqliteStore {
     pub fn open(config: SqliteConfig, sink: Arc<dyn CommitSink>) -> Result<Self> {
         std::fs::create_dir_all(&config.dir)
             .map_err(|e| StoreError::Backend(format!("create {}: {e}", config.dir.display())))?;
+        let lock = lock_dir(&config.dir)?;
         let path = config.db_path();
         let mut conn = Connection::open(&path).map_err(backend)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
@@ -175,6 +204,7 @@ impl SqliteStore {
             .spawn(move || w.run())
             .map_err(|e| StoreError::Backend(format!("spawn writer thread: {e}")))?;
         Ok(SqliteStore {
+            lock: Mutex::new(Some(lock)),
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             shared,
@@ -396,6 +426,15 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn health(&self) -> Result<()> {
+        let writer_alive = self.tx.lock().as_ref().is_some_and(|tx| !tx.is_closed())
+            && self.thread.lock().as_ref().is_some_and(|t| !t.is_finished());
+        if !writer_alive {
+            return Err(StoreError::Backend("the SQLite writer is not running".into()));
+        }
+        self.read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map_err(backend)).await.map(|_| ())
+    }
+
     async fn head_seq(&self, channel_id: &str) -> Result<u64> {
         let ch = channel_id.to_owned();
         self.read(move |c| Ok(rows::stored_head(c, &ch)?.0)).await
@@ -427,6 +466,8 @@ impl Store for SqliteStore {
                 .map_err(|e| StoreError::Backend(format!("join writer: {e}")))?
                 .map_err(|_| StoreError::Backend("the writer thread panicked".into()))?;
         }
+        // Everything is written: another process may take the directory now.
+        drop(self.lock.lock().take());
         Ok(())
     }
 }

@@ -77,6 +77,7 @@ async fn hard_delete_leaves_no_trace_in_any_file() {
     store
         .apply(Mutation::Edit {
             actor: ada.clone(),
+            guard: testkit::own(&ada),
             channel: ch.clone(),
             message_id: m.id.clone(),
             content: edited.clone(),
@@ -96,6 +97,7 @@ async fn hard_delete_leaves_no_trace_in_any_file() {
     store
         .apply(Mutation::Delete {
             actor: ada.clone(),
+            guard: testkit::own(&ada),
             channel: ch.clone(),
             message_id: m.id.clone(),
             ts_ms: now_ms(),
@@ -178,4 +180,15 @@ async fn blobs_round_trip_by_blake3_id() {
     let blobs = FsBlobStore::open(dir.path().to_path_buf()).unwrap();
     testkit::blob_store_contract(&blobs).await;
     assert!(dir.path().join("blobs").is_dir());
+}
+
+/// `/healthz` relies on this: once the writer has stopped, the store says so.
+#[tokio::test]
+async fn health_fails_once_the_writer_has_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.health().await.unwrap();
+    store.close().await.unwrap();
+    let e = store.health().await.unwrap_err();
+    assert!(e.to_string().contains("writer is not running"), "{e}");
 }

@@ -8,8 +8,11 @@
 //!
 //! # Guarantees (every backend)
 //!
-//! - **Atomicity.** One [`Mutation`] is applied entirely or not at all: its checks
-//!   (membership, authorship, existence), its row changes and its log entries.
+//! - **Atomicity.** One [`Mutation`] is applied entirely or not at all: its checks (existence,
+//!   and the conditions of its [`Guard`]: membership, authorship, creator, policy), its row
+//!   changes and its log entries.
+//! - **No rules.** A backend decides nothing about who may do what: the engine expresses that
+//!   as the mutation's [`Guard`], and the backend evaluates it against the data it holds.
 //! - **Durability.** [`Store::apply`] resolves only after the mutation is durable under the
 //!   backend's configured durability mode (`fsync` by default).
 //! - **Order.** Log entries of a channel get gapless `seq` numbers starting at 1, and their
@@ -36,18 +39,47 @@ use herald_proto::model::{Channel, ChannelSummary, DirectoryEntry, Member, Messa
 use herald_proto::{ChannelName, EntryKind};
 use std::sync::Arc;
 
-/// A user as the store records it: the id within an app, display name and kind.
+/// A user as the store records it: the id within an app, display name and kind. It carries
+/// no grant: who may do what is the engine's to decide, expressed as a [`Guard`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
     pub app: String,
     pub user: UserInfo,
-    /// Holds `channels:admin` (or `admin`): may manage any channel of the app.
-    pub channel_admin: bool,
-    /// Holds `server`: may post into any channel as the author it names, member or not.
-    pub server: bool,
 }
 
-/// One write. Every variant is applied atomically with its checks.
+/// Conditions on stored data that a backend checks atomically with the write they guard.
+/// The engine decides which apply (the rules: membership, authorship, grants); a backend only
+/// evaluates them, so every backend enforces the same rules without knowing them. A field left
+/// empty checks nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Guard {
+    /// This user must be a member of the channel when the write commits, else
+    /// [`StoreError::NotMember`].
+    pub member: Option<String>,
+    /// The message (`Edit`, `Delete`) or reaction (`Unreact`) must be by this user, else
+    /// [`StoreError::NotAuthor`].
+    pub author: Option<String>,
+    /// The channel must have been created by this user, else [`StoreError::Forbidden`].
+    pub creator: Option<String>,
+    /// `Join` of a user who is not a member yet: the channel must be `open`, else
+    /// [`StoreError::Forbidden`].
+    pub open: bool,
+}
+
+impl Guard {
+    /// Nothing to check (the engine found the write allowed whatever the data says).
+    pub fn none() -> Guard {
+        Guard::default()
+    }
+
+    /// `user` must be a member.
+    pub fn member(user: &str) -> Guard {
+        Guard { member: Some(user.to_owned()), ..Guard::default() }
+    }
+}
+
+/// One write. Every variant is applied atomically with its checks: those a backend always
+/// makes (the channel exists in the actor's app, the message exists …) and its [`Guard`].
 #[derive(Debug, Clone)]
 pub enum Mutation {
     /// Creates a channel: `channel_created`, then `member_joined` for the creator and every
@@ -64,19 +96,16 @@ pub enum Mutation {
         members: Vec<String>,
         ts_ms: i64,
     },
-    /// `actor` joins `channel` (an id). Already a member: nothing appended. An `invite` channel
-    /// needs `actor.channel_admin`, else [`StoreError::Forbidden`].
-    Join { actor: Actor, channel: String, ts_ms: i64 },
-    /// `actor` adds `user` (must be a member, or channel admin). Already a member: nothing
-    /// appended.
-    AddMember { actor: Actor, channel: String, user: String, ts_ms: i64 },
-    /// `actor` removes `user`: allowed for yourself, the channel's creator, or a channel admin.
-    /// Not a member: [`StoreError::NotFound`].
-    RemoveMember { actor: Actor, channel: String, user: String, ts_ms: i64 },
-    /// Deletes a channel and everything in it: creator or channel admin only.
-    DeleteChannel { actor: Actor, channel: String },
-    /// Appends a message (author must be a member, unless `actor.server`). `reply_to` must be a
-    /// message of the same channel ([`StoreError::NotFound`] otherwise).
+    /// `actor` joins `channel` (an id). Already a member: nothing appended.
+    Join { actor: Actor, channel: String, guard: Guard, ts_ms: i64 },
+    /// `actor` adds `user`. Already a member: nothing appended.
+    AddMember { actor: Actor, channel: String, user: String, guard: Guard, ts_ms: i64 },
+    /// `actor` removes `user`. Not a member: [`StoreError::NotFound`].
+    RemoveMember { actor: Actor, channel: String, user: String, guard: Guard, ts_ms: i64 },
+    /// Deletes a channel and everything in it.
+    DeleteChannel { actor: Actor, channel: String, guard: Guard },
+    /// Appends a message by `actor`. `reply_to` must be a message of the same channel
+    /// ([`StoreError::NotFound`] otherwise).
     Send {
         actor: Actor,
         channel: String,
@@ -85,18 +114,27 @@ pub enum Mutation {
         content: String,
         reply_to: Option<String>,
         client_id: Option<String>,
+        guard: Guard,
         ts_ms: i64,
     },
-    /// Replaces a message's content: its author only.
-    Edit { actor: Actor, channel: String, message_id: String, content: String, ts_ms: i64 },
-    /// Hard-deletes a message: its author only.
-    Delete { actor: Actor, channel: String, message_id: String, ts_ms: i64 },
-    /// Adds a reaction by a member to a message of the channel.
-    React { actor: Actor, channel: String, id: String, message_id: String, emoji: String, ts_ms: i64 },
-    /// Removes a reaction: the reacting user only.
-    Unreact { actor: Actor, channel: String, reaction_id: String, ts_ms: i64 },
+    /// Replaces a message's content.
+    Edit { actor: Actor, channel: String, message_id: String, content: String, guard: Guard, ts_ms: i64 },
+    /// Hard-deletes a message.
+    Delete { actor: Actor, channel: String, message_id: String, guard: Guard, ts_ms: i64 },
+    /// Adds a reaction by `actor` to a message of the channel.
+    React {
+        actor: Actor,
+        channel: String,
+        id: String,
+        message_id: String,
+        emoji: String,
+        guard: Guard,
+        ts_ms: i64,
+    },
+    /// Removes a reaction.
+    Unreact { actor: Actor, channel: String, reaction_id: String, guard: Guard, ts_ms: i64 },
     /// Records that `actor` read up to `message_id`. Appends nothing.
-    Read { actor: Actor, channel: String, message_id: String },
+    Read { actor: Actor, channel: String, message_id: String, guard: Guard },
     /// Records a user's display name and kind (from their token). Appends nothing.
     UpsertUser { actor: Actor },
 }
@@ -355,6 +393,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stops accepting writes, finishes those in flight, and flushes.
     async fn close(&self) -> Result<()>;
+
+    /// Whether the store can serve: its writer is running and a read reaches the data. `Err`
+    /// says what is wrong (for `/healthz`); it must answer quickly and never hang.
+    async fn health(&self) -> Result<()>;
 }
 
 /// Content-addressed blob storage, scoped by channel.

@@ -25,7 +25,7 @@
 
 use crate::bytes_like::Bytes;
 use crate::{
-    Actor, Applied, BlobStore, CommitSink, EntryExtra, HistoryRange, Membership, Mutation, NewEntry,
+    Actor, Applied, BlobStore, CommitSink, EntryExtra, Guard, HistoryRange, Membership, Mutation, NewEntry,
     NullSink, Outcome, Result, Store, StoreError, StoredEntry,
 };
 use async_trait::async_trait;
@@ -150,9 +150,19 @@ impl ChannelData {
         self.members.contains_key(user)
     }
 
-    /// Members may act; a `server` actor may act as anyone.
-    fn require_member(&self, actor: &Actor) -> Result<()> {
-        if actor.server || self.is_member(&actor.user.id) { Ok(()) } else { Err(StoreError::NotMember) }
+    /// The channel-level conditions of a guard: membership and creator.
+    fn check(&self, guard: &Guard) -> Result<()> {
+        if let Some(user) = &guard.member
+            && !self.is_member(user)
+        {
+            return Err(StoreError::NotMember);
+        }
+        if let Some(creator) = &guard.creator
+            && self.row.created_by != *creator
+        {
+            return Err(StoreError::Forbidden("only the channel's creator or an admin may do this"));
+        }
+        Ok(())
     }
 
     fn message(&self, id: &str) -> Option<&MessageRow> {
@@ -366,15 +376,16 @@ impl State {
                 self.channels.insert(id, ch);
                 Ok(applied)
             }
-            Mutation::Join { actor, channel, ts_ms } => {
+            Mutation::Join { actor, channel, guard, ts_ms } => {
                 let ch = match self.channels.get_mut(&channel) {
                     Some(ch) if ch.row.app == actor.app => ch,
                     _ => return Err(StoreError::ChannelNotFound),
                 };
                 let me = actor.user.id.as_str();
                 let mut entries = Vec::new();
+                ch.check(&guard)?;
                 if !ch.is_member(me) {
-                    if ch.row.policy == Policy::Invite && !actor.channel_admin {
+                    if ch.row.policy == Policy::Invite && guard.open {
                         return Err(StoreError::Forbidden("this channel is invite-only"));
                     }
                     upsert_user(&mut self.users, &actor);
@@ -382,14 +393,12 @@ impl State {
                 }
                 Ok(done(ch, entries, Outcome::Channel { created: false }))
             }
-            Mutation::AddMember { actor, channel, user, ts_ms } => {
+            Mutation::AddMember { actor, channel, user, guard, ts_ms } => {
                 let ch = match self.channels.get_mut(&channel) {
                     Some(ch) if ch.row.app == actor.app => ch,
                     _ => return Err(StoreError::ChannelNotFound),
                 };
-                if !actor.channel_admin {
-                    ch.require_member(&actor)?;
-                }
+                ch.check(&guard)?;
                 let mut entries = Vec::new();
                 if !ch.is_member(&user) {
                     let name = user_name(&self.users, &actor.app, &user);
@@ -397,17 +406,13 @@ impl State {
                 }
                 Ok(done(ch, entries, Outcome::Done))
             }
-            Mutation::RemoveMember { actor, channel, user, ts_ms } => {
+            Mutation::RemoveMember { actor, channel, user, guard, ts_ms } => {
                 let ch = match self.channels.get_mut(&channel) {
                     Some(ch) if ch.row.app == actor.app => ch,
                     _ => return Err(StoreError::ChannelNotFound),
                 };
                 let me = actor.user.id.as_str();
-                if user != me && ch.row.created_by != me && !actor.channel_admin {
-                    return Err(StoreError::Forbidden(
-                        "only the member, the channel's creator or an admin may remove a member",
-                    ));
-                }
+                ch.check(&guard)?;
                 if ch.members.remove(&user).is_none() {
                     return Err(StoreError::NotFound("member"));
                 }
@@ -420,13 +425,9 @@ impl State {
                 let e = ch.append(EntryKind::MemberLeft, me, &user, ts_ms, "", extra, None);
                 Ok(done(ch, vec![e], Outcome::Done))
             }
-            Mutation::DeleteChannel { actor, channel } => {
+            Mutation::DeleteChannel { actor, channel, guard } => {
                 let ch = self.channel_mut(&actor.app, &channel)?;
-                if ch.row.created_by != actor.user.id && !actor.channel_admin {
-                    return Err(StoreError::Forbidden(
-                        "only the channel's creator or an admin may delete it",
-                    ));
-                }
+                ch.check(&guard)?;
                 let members: Vec<String> = ch.members.keys().cloned().collect();
                 let applied = done(ch, Vec::new(), Outcome::ChannelDeleted { members });
                 if let Some(ch) = self.channels.remove(&channel) {
@@ -439,9 +440,9 @@ impl State {
                 }
                 Ok(applied)
             }
-            Mutation::Send { actor, channel, id, kind, content, reply_to, client_id, ts_ms } => {
+            Mutation::Send { actor, channel, id, kind, content, reply_to, client_id, guard, ts_ms } => {
                 let ch = self.channel_mut(&actor.app, &channel)?;
-                ch.require_member(&actor)?;
+                ch.check(&guard)?;
                 let me = actor.user.id.as_str();
                 if let Some(cid) = &client_id
                     && let Some(original) = ch.client_ids.get(&(me.to_owned(), cid.clone()))
@@ -512,13 +513,11 @@ impl State {
                 let outcome = ch.message_outcome(&id, false, false)?;
                 Ok(done(ch, vec![e], outcome))
             }
-            Mutation::Edit { actor, channel, message_id, content, ts_ms } => {
+            Mutation::Edit { actor, channel, message_id, content, guard, ts_ms } => {
                 let ch = self.channel_mut(&actor.app, &channel)?;
-                ch.require_member(&actor)?;
+                ch.check(&guard)?;
                 let author = ch.existing_message(&message_id)?.author.clone();
-                if author != actor.user.id {
-                    return Err(StoreError::NotAuthor);
-                }
+                check_author(&guard, &author)?;
                 let e = ch.append(
                     EntryKind::MessageEdited,
                     &author,
@@ -537,13 +536,11 @@ impl State {
                 let outcome = ch.message_outcome(&message_id, false, true)?;
                 Ok(done(ch, vec![e], outcome))
             }
-            Mutation::Delete { actor, channel, message_id, ts_ms } => {
+            Mutation::Delete { actor, channel, message_id, guard, ts_ms } => {
                 let ch = self.channel_mut(&actor.app, &channel)?;
-                ch.require_member(&actor)?;
+                ch.check(&guard)?;
                 let m = ch.existing_message(&message_id)?;
-                if m.author != actor.user.id {
-                    return Err(StoreError::NotAuthor);
-                }
+                check_author(&guard, &m.author)?;
                 let seq = m.seq;
                 let Some(m) = ch.messages.remove(&seq) else {
                     return Err(StoreError::NotFound("message"));
@@ -575,12 +572,12 @@ impl State {
                 }
                 Ok(applied)
             }
-            Mutation::React { actor, channel, id, message_id, emoji, ts_ms } => {
+            Mutation::React { actor, channel, id, message_id, emoji, guard, ts_ms } => {
                 let ch = match self.channels.get_mut(&channel) {
                     Some(ch) if ch.row.app == actor.app => ch,
                     _ => return Err(StoreError::ChannelNotFound),
                 };
-                ch.require_member(&actor)?;
+                ch.check(&guard)?;
                 ch.existing_message(&message_id)?;
                 if self.reaction_ids.contains(&id) {
                     return Err(StoreError::Backend(format!("reaction id {id:?} already exists")));
@@ -596,16 +593,14 @@ impl State {
                 self.reaction_ids.insert(id.clone());
                 Ok(done(ch, vec![e], Outcome::Reaction { reaction_id: id }))
             }
-            Mutation::Unreact { actor, channel, reaction_id, ts_ms } => {
+            Mutation::Unreact { actor, channel, reaction_id, guard, ts_ms } => {
                 let ch = match self.channels.get_mut(&channel) {
                     Some(ch) if ch.row.app == actor.app => ch,
                     _ => return Err(StoreError::ChannelNotFound),
                 };
-                ch.require_member(&actor)?;
+                ch.check(&guard)?;
                 let r = ch.reactions.get(&reaction_id).ok_or(StoreError::NotFound("reaction"))?;
-                if r.user != actor.user.id {
-                    return Err(StoreError::NotAuthor);
-                }
+                check_author(&guard, &r.user)?;
                 let Some(r) = ch.reactions.remove(&reaction_id) else {
                     return Err(StoreError::NotFound("reaction"));
                 };
@@ -617,12 +612,10 @@ impl State {
                 self.reaction_ids.remove(&reaction_id);
                 Ok(done(ch, vec![e], Outcome::Done))
             }
-            Mutation::Read { actor, channel, message_id } => {
+            Mutation::Read { actor, channel, message_id, guard } => {
                 let ch = self.channel_mut(&actor.app, &channel)?;
                 let me = actor.user.id.as_str();
-                if !ch.is_member(me) {
-                    return Err(StoreError::NotMember);
-                }
+                ch.check(&guard)?;
                 let seq = ch.existing_message(&message_id)?.seq;
                 if let Some(last_read) = ch.members.get_mut(me) {
                     *last_read = (*last_read).max(seq);
@@ -631,6 +624,14 @@ impl State {
                 Ok(done(ch, Vec::new(), outcome))
             }
         }
+    }
+}
+
+/// The authorship condition of a guard, against the stored author of a message or reaction.
+fn check_author(guard: &Guard, author: &str) -> Result<()> {
+    match &guard.author {
+        Some(a) if a != author => Err(StoreError::NotAuthor),
+        _ => Ok(()),
     }
 }
 
@@ -662,6 +663,10 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
+    async fn health(&self) -> Result<()> {
+        if self.state.lock().closed { Err(StoreError::Closed) } else { Ok(()) }
+    }
+
     async fn apply(&self, m: Mutation) -> Result<Applied> {
         let mut state = self.state.lock();
         if state.closed {

@@ -13,6 +13,7 @@
 //! Every case goes through the trait only, verifies hash chains with `herald_proto::chain`, and
 //! panics with the case's name on the first broken guarantee.
 
+use crate::Guard;
 use crate::{
     Actor, Applied, CommitSink, HistoryRange, Membership, Mutation, Outcome, Store, StoreError, StoredEntry,
 };
@@ -83,14 +84,22 @@ pub fn user(id: &str) -> Actor {
     Actor {
         app: APP.to_owned(),
         user: UserInfo { id: id.to_owned(), name: Some(format!("{id} name")), kind: UserKind::Human },
-        channel_admin: false,
-        server: false,
     }
 }
 
-/// A holder of `channels:admin`.
-pub fn admin(id: &str) -> Actor {
-    Actor { channel_admin: true, ..user(id) }
+/// The guard of a write that changes `actor`'s own message or reaction: member and author.
+pub fn own(actor: &Actor) -> Guard {
+    Guard { member: Some(actor.user.id.clone()), author: Some(actor.user.id.clone()), ..Guard::none() }
+}
+
+/// The guard of a channel-wide change by `actor`, which only the creator may make.
+pub fn creator(actor: &Actor) -> Guard {
+    Guard { creator: Some(actor.user.id.clone()), ..Guard::none() }
+}
+
+/// The guard of `actor` removing `user`: anyone may remove themselves, the creator anyone.
+pub fn remove_guard(actor: &Actor, user: &str) -> Guard {
+    if actor.user.id == user { Guard::none() } else { creator(actor) }
 }
 
 fn expect<T>(r: crate::Result<T>, what: &str) -> T {
@@ -137,7 +146,13 @@ pub async fn create(
 }
 
 pub async fn join(s: &dyn Store, actor: &Actor, ch: &str) -> crate::Result<Applied> {
-    s.apply(Mutation::Join { actor: actor.clone(), channel: ch.to_owned(), ts_ms: now_ms() }).await
+    s.apply(Mutation::Join {
+        actor: actor.clone(),
+        guard: Guard { open: true, ..Guard::none() },
+        channel: ch.to_owned(),
+        ts_ms: now_ms(),
+    })
+    .await
 }
 
 /// Sends a message and returns it.
@@ -156,6 +171,7 @@ pub async fn try_send(
 ) -> crate::Result<Applied> {
     s.apply(Mutation::Send {
         actor: actor.clone(),
+        guard: Guard::member(&actor.user.id),
         channel: ch.to_owned(),
         id: new_id(),
         kind: "chat.text".into(),
@@ -268,6 +284,7 @@ pub async fn chain_is_gapless_and_verifies(s: &dyn Store, sink: &RecordingSink) 
     expect(
         s.apply(Mutation::Edit {
             actor: ada.clone(),
+            guard: own(&ada),
             channel: ch.clone(),
             message_id: m1.id.clone(),
             content: "hello!".into(),
@@ -279,6 +296,7 @@ pub async fn chain_is_gapless_and_verifies(s: &dyn Store, sink: &RecordingSink) 
     let r = expect(
         s.apply(Mutation::React {
             actor: bob.clone(),
+            guard: Guard::member(&bob.user.id),
             channel: ch.clone(),
             id: new_id(),
             message_id: m1.id.clone(),
@@ -292,6 +310,7 @@ pub async fn chain_is_gapless_and_verifies(s: &dyn Store, sink: &RecordingSink) 
     expect(
         s.apply(Mutation::Unreact {
             actor: bob.clone(),
+            guard: own(&bob),
             channel: ch.clone(),
             reaction_id: reaction_id.clone(),
             ts_ms: now_ms(),
@@ -302,6 +321,7 @@ pub async fn chain_is_gapless_and_verifies(s: &dyn Store, sink: &RecordingSink) 
     expect(
         s.apply(Mutation::RemoveMember {
             actor: bob.clone(),
+            guard: remove_guard(&bob, "bob"),
             channel: ch.clone(),
             user: "bob".into(),
             ts_ms: now_ms(),
@@ -424,6 +444,7 @@ pub async fn names_taken_and_recreated(s: &dyn Store, _sink: &RecordingSink) {
     expect(
         s.apply(Mutation::RemoveMember {
             actor: ada.clone(),
+            guard: remove_guard(&ada, "ada"),
             channel: ch.clone(),
             user: "ada".into(),
             ts_ms: now_ms(),
@@ -468,6 +489,7 @@ pub async fn membership_is_checked(s: &dyn Store, _sink: &RecordingSink) {
     assert_err!(
         s.apply(Mutation::Edit {
             actor: bob.clone(),
+            guard: own(&bob),
             channel: ch.clone(),
             message_id: m.id.clone(),
             content: "x".into(),
@@ -480,6 +502,7 @@ pub async fn membership_is_checked(s: &dyn Store, _sink: &RecordingSink) {
     assert_err!(
         s.apply(Mutation::React {
             actor: bob.clone(),
+            guard: Guard::member(&bob.user.id),
             channel: ch.clone(),
             id: new_id(),
             message_id: m.id.clone(),
@@ -491,7 +514,13 @@ pub async fn membership_is_checked(s: &dyn Store, _sink: &RecordingSink) {
         "react by non-member"
     );
     assert_err!(
-        s.apply(Mutation::Read { actor: bob.clone(), channel: ch.clone(), message_id: m.id.clone() }).await,
+        s.apply(Mutation::Read {
+            actor: bob.clone(),
+            guard: Guard::member(&bob.user.id),
+            channel: ch.clone(),
+            message_id: m.id.clone()
+        })
+        .await,
         StoreError::NotMember,
         "read by non-member"
     );
@@ -499,6 +528,7 @@ pub async fn membership_is_checked(s: &dyn Store, _sink: &RecordingSink) {
     assert_err!(
         s.apply(Mutation::AddMember {
             actor: bob.clone(),
+            guard: Guard::member(&bob.user.id),
             channel: ch.clone(),
             user: "carol".into(),
             ts_ms: now_ms()
@@ -510,6 +540,7 @@ pub async fn membership_is_checked(s: &dyn Store, _sink: &RecordingSink) {
     assert_err!(
         s.apply(Mutation::RemoveMember {
             actor: carol.clone(),
+            guard: remove_guard(&carol, "ada"),
             channel: ch.clone(),
             user: "ada".into(),
             ts_ms: now_ms()
@@ -521,6 +552,7 @@ pub async fn membership_is_checked(s: &dyn Store, _sink: &RecordingSink) {
     assert_err!(
         s.apply(Mutation::RemoveMember {
             actor: ada.clone(),
+            guard: remove_guard(&ada, "carol"),
             channel: ch.clone(),
             user: "carol".into(),
             ts_ms: now_ms()
@@ -542,6 +574,7 @@ pub async fn membership_is_checked(s: &dyn Store, _sink: &RecordingSink) {
     let added = expect(
         s.apply(Mutation::AddMember {
             actor: ada.clone(),
+            guard: Guard::member(&ada.user.id),
             channel: ch.clone(),
             user: "bob".into(),
             ts_ms: now_ms(),
@@ -554,6 +587,7 @@ pub async fn membership_is_checked(s: &dyn Store, _sink: &RecordingSink) {
     let again = expect(
         s.apply(Mutation::AddMember {
             actor: ada.clone(),
+            guard: Guard::member(&ada.user.id),
             channel: ch.clone(),
             user: "bob".into(),
             ts_ms: now_ms(),
@@ -562,17 +596,31 @@ pub async fn membership_is_checked(s: &dyn Store, _sink: &RecordingSink) {
         "add again",
     );
     assert!(again.entries.is_empty(), "adding a member twice appends nothing");
-    expect(join(s, &admin("root"), &ch).await, "admin join");
+    // An unguarded join (the engine's for `channels:admin`) enters an invite channel.
+    let root =
+        Mutation::Join { actor: user("root"), channel: ch.clone(), guard: Guard::none(), ts_ms: now_ms() };
+    expect(s.apply(root).await, "unguarded join");
     let j = expect(join(s, &bob, &ch).await, "join when already a member");
     assert!(j.entries.is_empty());
     send(s, &bob, &ch, "now inside").await;
-    // A server actor posts as the author it names, member or not.
-    let svc = Actor { server: true, ..user("bot") };
-    expect(try_send(s, &svc, &ch, "from the backend", None, None).await, "server send");
+    // An unguarded send (the engine's for a `server` token) posts as its author, member or not.
+    let svc = Mutation::Send {
+        actor: user("bot"),
+        channel: ch.clone(),
+        id: new_id(),
+        kind: "chat.text".into(),
+        content: "from the backend".into(),
+        reply_to: None,
+        client_id: None,
+        guard: Guard::none(),
+        ts_ms: now_ms(),
+    };
+    expect(s.apply(svc).await, "unguarded send");
     // The creator may remove anyone.
     let rm = expect(
         s.apply(Mutation::RemoveMember {
             actor: ada.clone(),
+            guard: remove_guard(&ada, "bob"),
             channel: ch.clone(),
             user: "bob".into(),
             ts_ms: now_ms(),
@@ -595,6 +643,7 @@ pub async fn edit_and_delete_are_author_only(s: &dyn Store, _sink: &RecordingSin
     assert_err!(
         s.apply(Mutation::Edit {
             actor: bob.clone(),
+            guard: own(&bob),
             channel: ch.clone(),
             message_id: m.id.clone(),
             content: "x".into(),
@@ -607,6 +656,7 @@ pub async fn edit_and_delete_are_author_only(s: &dyn Store, _sink: &RecordingSin
     assert_err!(
         s.apply(Mutation::Delete {
             actor: bob.clone(),
+            guard: own(&bob),
             channel: ch.clone(),
             message_id: m.id.clone(),
             ts_ms: now_ms()
@@ -618,6 +668,7 @@ pub async fn edit_and_delete_are_author_only(s: &dyn Store, _sink: &RecordingSin
     assert_err!(
         s.apply(Mutation::Edit {
             actor: ada.clone(),
+            guard: own(&ada),
             channel: ch.clone(),
             message_id: new_id(),
             content: "x".into(),
@@ -633,6 +684,7 @@ pub async fn edit_and_delete_are_author_only(s: &dyn Store, _sink: &RecordingSin
     assert_err!(
         s.apply(Mutation::Delete {
             actor: ada.clone(),
+            guard: own(&ada),
             channel: ch.clone(),
             message_id: elsewhere.id.clone(),
             ts_ms: now_ms()
@@ -644,6 +696,7 @@ pub async fn edit_and_delete_are_author_only(s: &dyn Store, _sink: &RecordingSin
     let r = expect(
         s.apply(Mutation::React {
             actor: ada.clone(),
+            guard: Guard::member(&ada.user.id),
             channel: ch.clone(),
             id: new_id(),
             message_id: m.id.clone(),
@@ -657,6 +710,7 @@ pub async fn edit_and_delete_are_author_only(s: &dyn Store, _sink: &RecordingSin
     assert_err!(
         s.apply(Mutation::Unreact {
             actor: bob.clone(),
+            guard: own(&bob),
             channel: ch.clone(),
             reaction_id: reaction_id.clone(),
             ts_ms: now_ms()
@@ -668,6 +722,7 @@ pub async fn edit_and_delete_are_author_only(s: &dyn Store, _sink: &RecordingSin
     assert_err!(
         s.apply(Mutation::Unreact {
             actor: ada.clone(),
+            guard: own(&ada),
             channel: ch.clone(),
             reaction_id: new_id(),
             ts_ms: now_ms()
@@ -679,6 +734,7 @@ pub async fn edit_and_delete_are_author_only(s: &dyn Store, _sink: &RecordingSin
     let edited = expect(
         s.apply(Mutation::Edit {
             actor: ada.clone(),
+            guard: own(&ada),
             channel: ch.clone(),
             message_id: m.id.clone(),
             content: "mine, edited".into(),
@@ -704,6 +760,7 @@ pub async fn hard_delete_erases_content(s: &dyn Store, _sink: &RecordingSink) {
         expect(
             s.apply(Mutation::Edit {
                 actor: ada.clone(),
+                guard: own(&ada),
                 channel: ch.clone(),
                 message_id: m.id.clone(),
                 content: text.into(),
@@ -716,6 +773,7 @@ pub async fn hard_delete_erases_content(s: &dyn Store, _sink: &RecordingSink) {
     expect(
         s.apply(Mutation::React {
             actor: bob.clone(),
+            guard: Guard::member(&bob.user.id),
             channel: ch.clone(),
             id: new_id(),
             message_id: m.id.clone(),
@@ -730,6 +788,7 @@ pub async fn hard_delete_erases_content(s: &dyn Store, _sink: &RecordingSink) {
     let del = expect(
         s.apply(Mutation::Delete {
             actor: ada.clone(),
+            guard: own(&ada),
             channel: ch.clone(),
             message_id: m.id.clone(),
             ts_ms: now_ms(),
@@ -767,6 +826,7 @@ pub async fn hard_delete_erases_content(s: &dyn Store, _sink: &RecordingSink) {
     assert_err!(
         s.apply(Mutation::Edit {
             actor: ada.clone(),
+            guard: own(&ada),
             channel: ch.clone(),
             message_id: m.id.clone(),
             content: "back".into(),
@@ -779,6 +839,7 @@ pub async fn hard_delete_erases_content(s: &dyn Store, _sink: &RecordingSink) {
     assert_err!(
         s.apply(Mutation::Delete {
             actor: ada.clone(),
+            guard: own(&ada),
             channel: ch.clone(),
             message_id: m.id.clone(),
             ts_ms: now_ms()
@@ -799,6 +860,7 @@ pub async fn reactions_show_in_history(s: &dyn Store, _sink: &RecordingSink) {
         let a = expect(
             s.apply(Mutation::React {
                 actor: who.clone(),
+                guard: Guard::member(&who.user.id),
                 channel: ch.clone(),
                 id: new_id(),
                 message_id: m.id.clone(),
@@ -814,6 +876,7 @@ pub async fn reactions_show_in_history(s: &dyn Store, _sink: &RecordingSink) {
     assert_err!(
         s.apply(Mutation::React {
             actor: bob.clone(),
+            guard: Guard::member(&bob.user.id),
             channel: ch.clone(),
             id: new_id(),
             message_id: new_id(),
@@ -827,6 +890,7 @@ pub async fn reactions_show_in_history(s: &dyn Store, _sink: &RecordingSink) {
     expect(
         s.apply(Mutation::Unreact {
             actor: bob.clone(),
+            guard: own(&bob),
             channel: ch.clone(),
             reaction_id: ids[1].clone(),
             ts_ms: now_ms(),
@@ -871,6 +935,7 @@ pub async fn reply_snapshots(s: &dyn Store, _sink: &RecordingSink) {
     expect(
         s.apply(Mutation::Edit {
             actor: ada.clone(),
+            guard: own(&ada),
             channel: ch.clone(),
             message_id: target.id.clone(),
             content: "better question".into(),
@@ -950,8 +1015,13 @@ pub async fn unread_counts_and_read_markers(s: &dyn Store, _sink: &RecordingSink
     assert!(expect(s.channels_of(APP, "carol").await, "channels_of").is_empty());
     assert!(expect(s.channels_of(OTHER_APP, "bob").await, "channels_of").is_empty());
     let r = expect(
-        s.apply(Mutation::Read { actor: bob.clone(), channel: ch.clone(), message_id: mine[1].id.clone() })
-            .await,
+        s.apply(Mutation::Read {
+            actor: bob.clone(),
+            guard: Guard::member(&bob.user.id),
+            channel: ch.clone(),
+            message_id: mine[1].id.clone(),
+        })
+        .await,
         "read",
     );
     assert!(r.entries.is_empty());
@@ -964,8 +1034,13 @@ pub async fn unread_counts_and_read_markers(s: &dyn Store, _sink: &RecordingSink
     assert_eq!(unread(expect(s.channels_of(APP, "bob").await, "channels_of")), Some((1, head)));
     // Reading an older message does not move the marker back.
     expect(
-        s.apply(Mutation::Read { actor: bob.clone(), channel: ch.clone(), message_id: mine[0].id.clone() })
-            .await,
+        s.apply(Mutation::Read {
+            actor: bob.clone(),
+            guard: Guard::member(&bob.user.id),
+            channel: ch.clone(),
+            message_id: mine[0].id.clone(),
+        })
+        .await,
         "read older",
     );
     let members = expect(s.members(&ch).await, "members");
@@ -973,7 +1048,13 @@ pub async fn unread_counts_and_read_markers(s: &dyn Store, _sink: &RecordingSink
     assert_eq!(b.last_read, mine[1].seq);
     assert_eq!(members.iter().find(|m| m.user == "ada").expect("ada").last_read, 0);
     assert_err!(
-        s.apply(Mutation::Read { actor: bob.clone(), channel: ch.clone(), message_id: new_id() }).await,
+        s.apply(Mutation::Read {
+            actor: bob.clone(),
+            guard: Guard::member(&bob.user.id),
+            channel: ch.clone(),
+            message_id: new_id()
+        })
+        .await,
         StoreError::NotFound(_),
         "read of an unknown message"
     );
@@ -1002,6 +1083,7 @@ pub async fn directory_follows_policy(s: &dyn Store, _sink: &RecordingSink) {
     expect(
         s.apply(Mutation::AddMember {
             actor: ada.clone(),
+            guard: Guard::member(&ada.user.id),
             channel: beta.clone(),
             user: "carol".into(),
             ts_ms: now_ms(),
@@ -1023,6 +1105,7 @@ pub async fn delete_channel_removes_everything(s: &dyn Store, sink: &RecordingSi
     expect(
         s.apply(Mutation::React {
             actor: ada.clone(),
+            guard: Guard::member(&ada.user.id),
             channel: ch.clone(),
             id: new_id(),
             message_id: m.id.clone(),
@@ -1034,12 +1117,16 @@ pub async fn delete_channel_removes_everything(s: &dyn Store, sink: &RecordingSi
     );
     let head = expect(s.head_seq(&ch).await, "head");
     assert_err!(
-        s.apply(Mutation::DeleteChannel { actor: bob.clone(), channel: ch.clone() }).await,
+        s.apply(Mutation::DeleteChannel { actor: bob.clone(), guard: creator(&bob), channel: ch.clone() })
+            .await,
         StoreError::Forbidden(_),
         "delete by a member"
     );
-    let d =
-        expect(s.apply(Mutation::DeleteChannel { actor: ada.clone(), channel: ch.clone() }).await, "delete");
+    let d = expect(
+        s.apply(Mutation::DeleteChannel { actor: ada.clone(), guard: creator(&ada), channel: ch.clone() })
+            .await,
+        "delete",
+    );
     match &d.outcome {
         Outcome::ChannelDeleted { members } => {
             let mut m = members.clone();
@@ -1097,7 +1184,6 @@ pub async fn members_and_memberships(s: &dyn Store, _sink: &RecordingSink) {
     let other = Actor {
         app: OTHER_APP.into(),
         user: UserInfo { id: "eve".into(), name: Some("Other Eve".into()), kind: UserKind::Human },
-        ..user("eve")
     };
     expect(s.apply(Mutation::UpsertUser { actor: other }).await, "upsert other app");
     let members = expect(s.members(&ch).await, "members");

@@ -30,6 +30,7 @@ async fn refused_mutation_changes_nothing_and_reaches_no_sink() {
         id,
         message_id: m.id.clone(),
         emoji: "x".into(),
+        guard: herald_store::Guard::member("ada"),
         ts_ms: now_ms(),
     };
     s.apply(react(rid.clone())).await.unwrap();

@@ -8,7 +8,7 @@ use futures::{SinkExt, StreamExt};
 use herald_proto::chain::{ChainVerifier, Verdict};
 use herald_proto::frames::Event;
 use herald_proto::model::LogEntry;
-use herald_server::testing::TestServer;
+use herald_testing::TestServer;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -80,6 +80,35 @@ impl Ws {
             closed: None,
             seen: Vec::new(),
         }
+    }
+
+    /// Connects over a socket whose receive buffer is only `rcvbuf` bytes, for tests of slow
+    /// readers whose pings must not wait behind megabytes of buffered frames; then sends
+    /// `connect` with `resume`.
+    pub async fn connect_small_rcvbuf(server: &TestServer, token: &str, resume: Value, rcvbuf: u32) -> Ws {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(rcvbuf).unwrap();
+        let tcp = within("tcp connect", socket.connect(server.addr())).await.unwrap();
+        let req = server.ws_url().into_client_request().unwrap();
+        let (socket, _) =
+            within("ws upgrade", tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp)))
+                .await
+                .unwrap_or_else(|e| panic!("ws connect: {e}"));
+        let mut ws = Ws {
+            socket,
+            next_id: 1,
+            events: VecDeque::new(),
+            replies: VecDeque::new(),
+            hello: Value::Null,
+            sync_subject: None,
+            closed: None,
+            seen: Vec::new(),
+        };
+        match ws.request(json!({"op": "connect", "token": token, "resume": resume})).await {
+            Ok(ok) => ws.hello = ok,
+            Err(e) => panic!("connect refused: {e}"),
+        }
+        ws
     }
 
     /// Connects and authenticates; panics unless `connect` is answered with `ok`.

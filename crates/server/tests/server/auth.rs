@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use herald_server::auth::{Claims, mint_hs256, now_secs};
-use herald_server::testing::TestServer;
+use herald_testing::TestServer;
 use serde_json::json;
 
 fn claims(sub: &str, app: Option<&str>) -> Claims {

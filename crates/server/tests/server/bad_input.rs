@@ -2,7 +2,7 @@
 //! whenever it can be recovered; and a seeded fuzz loop over one connection.
 
 use crate::common::*;
-use herald_server::testing::TestServer;
+use herald_testing::TestServer;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};

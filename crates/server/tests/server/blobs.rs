@@ -1,7 +1,7 @@
 //! §6 blobs: content-addressed, members only, size-limited.
 
 use crate::common::*;
-use herald_server::testing::TestServer;
+use herald_testing::TestServer;
 use serde_json::json;
 
 #[tokio::test]
@@ -44,4 +44,40 @@ async fn blobs_round_trip_for_members_only() {
         .assert_error(401, "unauthorized");
     let empty = ada.put_bytes(&format!("/v1/channels/{id}/blobs"), Vec::new()).await;
     assert_eq!((empty.status, empty.body["size"].as_u64()), (201, Some(0)));
+}
+
+/// Regression: a `server` token skipped every check of `put_blob`, so it could write blobs
+/// under a channel id that did not exist, or that belonged to another app (tenant).
+#[tokio::test]
+async fn server_grant_put_blob_needs_a_channel_of_its_own_app() {
+    let server = TestServer::start().await;
+    let ada = Rest::user(&server, "ada");
+    let id = ada.post("/v1/channels", json!({"name": "tenant-files"})).await.body["channel"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let claims = |app: Option<&str>| herald_server::auth::Claims {
+        sub: "backend".into(),
+        name: None,
+        kind: None,
+        exp: herald_server::auth::now_secs() + 3600,
+        iat: None,
+        app: app.map(str::to_owned),
+        grants: Some(vec!["server".into()]),
+    };
+    let same_app = Rest::new(&server, Some(server.token_for(&claims(None))));
+    let other_app = Rest::new(&server, Some(server.token_for(&claims(Some("other-tenant")))));
+
+    other_app
+        .put_bytes(&format!("/v1/channels/{id}/blobs"), vec![1, 2, 3])
+        .await
+        .assert_error(404, "channel_not_found");
+    let nowhere = "01900000-0000-7000-8000-000000000000";
+    same_app
+        .put_bytes(&format!("/v1/channels/{nowhere}/blobs"), vec![1, 2, 3])
+        .await
+        .assert_error(404, "channel_not_found");
+    // Within its own app, a server token may write without being a member.
+    let a = same_app.put_bytes(&format!("/v1/channels/{id}/blobs"), vec![1, 2, 3]).await;
+    assert_eq!(a.status, 201, "{}", a.body);
 }

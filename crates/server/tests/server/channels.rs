@@ -1,7 +1,7 @@
 //! §4 channel ops and their REST twins (§6).
 
 use crate::common::*;
-use herald_server::testing::TestServer;
+use herald_testing::TestServer;
 use serde_json::{Value, json};
 
 const UNKNOWN_ID: &str = "0190f5c2-7a1b-7cc3-9a4e-2b7d8c1e0f11";

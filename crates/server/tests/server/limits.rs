@@ -1,7 +1,7 @@
 //! Limits: content, frame, rate, page size, and the slow consumer (close 4008).
 
 use crate::common::*;
-use herald_server::testing::TestServer;
+use herald_testing::TestServer;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -231,4 +231,135 @@ async fn no_connect_frame_in_time_is_refused_with_4401() {
     let mut ws = Ws::open(&server).await;
     assert_eq!(ws.closed_with().await, Some(4401));
     assert_eq!(ws.take_replies()[0]["error"]["code"], "unauthorized");
+}
+
+/// Sends `n` messages of `content` over `ws`, pipelined (all frames first, then the replies).
+async fn send_pipelined(ws: &mut Ws, channel: &str, n: usize, content: &str) {
+    let first = 1_000_000u64;
+    for i in 0..n as u64 {
+        let op = json!({"id": first + i, "op": "message.send", "channel": channel, "content": content});
+        ws.send_text(op.to_string()).await;
+    }
+    for i in 0..n as u64 {
+        ws.reply(json!(first + i)).await.unwrap_or_else(|e| panic!("send {i}: {e}"));
+    }
+}
+
+/// Regression: the socket's write buffer was capped at 1 MiB, so a legal reply larger than
+/// that (a history page of 500 messages of 2 KiB) dropped the connection without a close frame,
+/// while REST returned the same page.
+#[tokio::test]
+async fn history_reply_over_1_mib_is_delivered_over_the_socket() {
+    let server =
+        TestServer::start_with(|c| c.durability = herald_server::config::DurabilityMode::Relaxed).await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let id = create_channel(&mut ada, json!({"name": "big-replies"})).await;
+    let content = "x".repeat(2048);
+    send_pipelined(&mut ada, &id, 500, &content).await;
+    let page = ada.ok(json!({"op": "history", "channel": id, "limit": 500})).await;
+    let messages = page["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 500);
+    assert!(messages.iter().all(|m| m["content"] == content.as_str()));
+    assert!(page.to_string().len() > 1 << 20, "the reply should be over 1 MiB");
+    // The connection is still usable afterwards.
+    ada.ok(json!({"op": "ping"})).await;
+}
+
+/// The outbound queue is bounded in bytes too: with room for 100,000 frames, a reader that
+/// never reads is still closed once 256 KiB of large events wait for it, instead of holding
+/// gigabytes.
+#[tokio::test]
+async fn queue_bounded_in_bytes_kicks_a_stuck_reader_of_large_events() {
+    let server = TestServer::start_with(|c| {
+        c.queue_frames = 100_000;
+        c.queue_bytes = 256 * 1024;
+    })
+    .await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let id = create_channel(&mut ada, json!({"name": "heavy", "members": ["slow"]})).await;
+    let slow = Ws::connect(&server, &server.token("slow")).await;
+    let _never_read = slow.into_socket();
+    let metrics = Rest::user(&server, "ada");
+    // Fails (no kick after 4,000 frames of 32 KiB) if only the frame bound applied.
+    fill_until_kicked(&mut ada, &id, &metrics).await;
+    assert_eq!(metric(&metrics, "herald_queue_full_disconnects_total").await, 1);
+}
+
+/// `typing` repeats within the interval are answered but not fanned out (a change always is);
+/// a second `read` within the interval (each is a durable write) gets `rate_limited`.
+#[tokio::test]
+async fn typing_and_read_are_throttled_per_user_and_channel() {
+    let server = TestServer::start_with(|c| {
+        c.typing_interval_ms = 60_000;
+        c.read_interval_ms = 60_000;
+    })
+    .await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let mut bob = Ws::connect(&server, &server.token("bob")).await;
+    let id = create_channel(&mut ada, json!({"name": "chatty", "members": ["bob"]})).await;
+    let other = create_channel(&mut ada, json!({"name": "chatty-too", "members": ["bob"]})).await;
+    for _ in 0..5 {
+        ada.ok(json!({"op": "typing", "channel": id})).await;
+    }
+    ada.ok(json!({"op": "typing", "channel": id, "is_typing": false})).await;
+    ada.ok(json!({"op": "typing", "channel": other})).await;
+    let typing: Vec<(Value, Value)> = bob
+        .events_so_far("typing")
+        .await
+        .into_iter()
+        .map(|e| (e["channel"].clone(), e["is_typing"].clone()))
+        .collect();
+    assert_eq!(
+        typing,
+        vec![(json!(id), json!(true)), (json!(id), json!(false)), (json!(other), json!(true))],
+        "one typing per change, per channel"
+    );
+
+    let m = send(&mut ada, &id, "read me").await;
+    bob.ok(json!({"op": "read", "channel": id, "message_id": m["id"]})).await;
+    let e = bob.err(json!({"op": "read", "channel": id, "message_id": m["id"]}), "rate_limited").await;
+    assert!(e["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0), "{e}");
+    // Another user's read of the same channel is not held back.
+    ada.ok(json!({"op": "read", "channel": id, "message_id": m["id"]})).await;
+}
+
+/// One user cannot take every connection: past `--max-conns-per-user` a `connect` gets
+/// `rate_limited` and close 4429; a closed connection gives its slot back.
+#[tokio::test]
+async fn connections_are_capped_per_user() {
+    let server = TestServer::start_with(|c| c.max_conns_per_user = 2).await;
+    let token = server.token("ada");
+    let first = Ws::connect(&server, &token).await;
+    let _second = Ws::connect(&server, &token).await;
+    let _other_user = Ws::connect(&server, &server.token("bob")).await;
+    let mut third = Ws::open(&server).await;
+    let e = third.request(json!({"op": "connect", "token": token})).await.unwrap_err();
+    assert_eq!(e["code"], "rate_limited", "{e}");
+    assert_eq!(third.closed_with().await, Some(4429));
+    first.close().await;
+    within("a slot to free up", async {
+        loop {
+            let mut ws = Ws::open(&server).await;
+            if ws.request(json!({"op": "connect", "token": token})).await.is_ok() {
+                return;
+            }
+            // The server releases the slot when it has finished with the closed socket.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// Past `--max-conns-per-addr` open connections from one address, the upgrade itself is
+/// refused with HTTP 429.
+#[tokio::test]
+async fn connections_are_capped_per_source_address() {
+    let server = TestServer::start_with(|c| c.max_conns_per_addr = 2).await;
+    let _a = Ws::connect(&server, &server.token("ada")).await;
+    let _b = Ws::connect(&server, &server.token("bob")).await;
+    let refused = tokio_tungstenite::connect_async(server.ws_url()).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 429),
+        other => panic!("expected HTTP 429, got {other:?}"),
+    }
 }

@@ -3,7 +3,7 @@
 use crate::common::*;
 use herald_proto::chain::{ChainVerifier, Verdict, ZERO_HASH, content_hash, entry_hash, to_hex};
 use herald_proto::chain::{EntryFields, hash_from_hex, salt_from_hex};
-use herald_server::testing::TestServer;
+use herald_testing::TestServer;
 use serde_json::{Value, json};
 
 fn contents(page: &Value) -> Vec<String> {

@@ -1,7 +1,7 @@
 //! Operations: `/healthz`, `/metrics`, graceful stop with 1012 and restart, hard delete on disk.
 
 use crate::common::*;
-use herald_server::testing::TestServer;
+use herald_testing::TestServer;
 use serde_json::json;
 
 #[tokio::test]
@@ -27,6 +27,8 @@ async fn healthz_and_metrics() {
     assert_eq!(value("herald_messages_in_total"), 1.0);
     assert!(value("herald_fanout_deliveries_total") >= 1.0);
     assert!(value("herald_commit_latency_seconds_count") >= 1.0);
+    // channel_created, member_joined, message: each one timed from commit to queued.
+    assert!(value("herald_fanout_latency_seconds_count") >= 3.0);
     assert_eq!(value("herald_queue_full_disconnects_total"), 0.0);
 }
 

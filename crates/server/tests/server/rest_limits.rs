@@ -2,7 +2,7 @@
 //! `--rest-rate-burst`), answered with 429 `rate_limited`, `retry_after_ms` and `Retry-After`.
 
 use crate::common::*;
-use herald_server::testing::TestServer;
+use herald_testing::TestServer;
 use serde_json::json;
 
 /// Calls `GET /v1/channels` as `token` until refused (at most `max` calls); returns how many

@@ -3,8 +3,9 @@
 
 use crate::common::*;
 use herald_proto::chain::ChainVerifier;
-use herald_server::testing::TestServer;
+use herald_testing::TestServer;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 /// Collects the log events of `channel` until the message with `last` content, checking that
 /// their seqs run without gap or duplicate from `from`.
@@ -165,4 +166,164 @@ async fn repeated_resumes_under_concurrent_sends_never_gap_or_duplicate() {
             break;
         }
     }
+}
+
+/// Appends `n` messages of `content` to `channel`, pipelined over the socket of a `server`
+/// token that is not a member (so its own queue receives none of the events); members should
+/// be offline meanwhile, since a queue of 32 frames cannot hold them live.
+async fn fill(server: &TestServer, channel: &str, n: usize, content: &str) {
+    let token = server.token_with("filler", Some(vec!["server".into()]), 3600);
+    let mut ws = Ws::connect(server, &token).await;
+    // At most 16 in flight: a sender that never reads its replies would fill its own queue.
+    const WINDOW: u64 = 16;
+    let first = 1_000_000u64;
+    let n = n as u64;
+    for i in 0..n + WINDOW {
+        if i >= WINDOW {
+            let done = i - WINDOW;
+            ws.reply(json!(first + done)).await.unwrap_or_else(|e| panic!("send {done}: {e}"));
+        }
+        if i < n {
+            let op = json!({"id": first + i, "op": "message.send", "channel": channel, "content": content});
+            ws.send_text(op.to_string()).await;
+        }
+    }
+    ws.close().await;
+}
+
+async fn head_of(server: &TestServer, user: &str, channel: &str) -> u64 {
+    let mut ws = Ws::connect(server, &server.token(user)).await;
+    let list = ws.ok(json!({"op": "channel.list"})).await;
+    ws.close().await;
+    list["channels"]
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["id"] == channel))
+        .and_then(|c| c["last_seq"].as_u64())
+        .unwrap_or_else(|| panic!("{channel} not in {user}'s list: {list}"))
+}
+
+fn relaxed_small_queue(c: &mut herald_server::config::ServeConfig) {
+    c.durability = herald_server::config::DurabilityMode::Relaxed;
+    c.queue_frames = 32;
+    c.replay_cap = 5000;
+}
+
+/// Regression: the replay ran before the connection's reader, so a request sent right after
+/// `connect` was not even read until every missed entry had been queued.
+#[tokio::test]
+async fn replay_answers_requests_read_meanwhile() {
+    let server = TestServer::start_with(relaxed_small_queue).await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let id = create_channel(&mut ada, json!({"name": "long-replay"})).await;
+    ada.close().await;
+    fill(&server, &id, 1500, "replayed").await;
+    let head = head_of(&server, "ada", &id).await;
+
+    let mut ada = Ws::connect_resume(&server, &server.token("ada"), json!({ id.clone(): 0 })).await;
+    ada.send_text(json!({"id": 77, "op": "ping"}).to_string()).await;
+    let mut seen = 0u64;
+    loop {
+        match ada.next_frame().await {
+            Frame::Json(v) if v["id"] == 77 => break,
+            Frame::Json(v) if v.get("event").is_some() => seen = v["seq"].as_u64().unwrap_or(seen),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(seen < head, "the ping was answered only after the whole replay (seq {seen} of {head})");
+    // The replay still completes, in order, without a gap.
+    let mut want = seen + 1;
+    while want <= head {
+        match ada.next_frame().await {
+            Frame::Json(v) if v.get("event").is_some() => {
+                assert_eq!(v["seq"], want, "gap or duplicate in the replay");
+                want += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Regression: while a replay ran nothing read the socket, so the pongs of a client reading a
+/// long replay slowly were never seen and the server closed it with 4000 ("no answer to
+/// ping"); and the replay filled the whole outbound queue, so a live event of another channel
+/// found it full and kicked the connection with 4008.
+#[tokio::test]
+async fn slow_reader_of_a_long_replay_is_neither_pinged_out_nor_kicked() {
+    let server = TestServer::start_with(|c| {
+        relaxed_small_queue(c);
+        c.ping_interval_secs = 1;
+    })
+    .await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let mut bob = Ws::connect(&server, &server.token("bob")).await;
+    let long = create_channel(&mut ada, json!({"name": "long"})).await;
+    let other = create_channel(&mut bob, json!({"name": "other", "members": ["ada"]})).await;
+    ada.close().await;
+    // Large entries: far more than socket buffers hold, so the replay itself is slow.
+    fill(&server, &long, 1500, &"s".repeat(2 * 1024)).await;
+    let head = head_of(&server, "ada", &long).await;
+
+    // A small receive buffer: the reader is slow, yet its pongs do not queue behind megabytes
+    // of frames buffered in the kernel.
+    let mut ada =
+        Ws::connect_small_rcvbuf(&server, &server.token("ada"), json!({ long.clone(): 0 }), 16 * 1024).await;
+    let started = std::time::Instant::now();
+    let mut replayed = 0u64;
+    let mut live = Vec::new();
+    let mut sent_live = false;
+    // Read the replay slowly, answering pings (tungstenite does when reading), for more than
+    // two ping intervals; meanwhile bob posts to the other channel.
+    while replayed < head || live.len() < 5 {
+        match ada.next_frame().await {
+            Frame::Json(v) if v["channel"] == long.as_str() => replayed = v["seq"].as_u64().unwrap_or(0),
+            Frame::Json(v) if v["channel"] == other.as_str() && v["event"] == "message" => {
+                live.push(v["message"]["content"].as_str().unwrap_or_default().to_owned())
+            }
+            Frame::Json(_) => {}
+            Frame::Close(code) => panic!("closed with {code:?} after {replayed} replayed entries"),
+            other => panic!("{other:?} after {replayed} of {head} replayed entries, {:?}", started.elapsed()),
+        }
+        if !sent_live && replayed > 100 {
+            sent_live = true;
+            for i in 0..5 {
+                send(&mut bob, &other, &format!("live {i}")).await;
+            }
+        }
+        if replayed < head {
+            // A slow consumer, not a wait for an event.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    assert!(started.elapsed() > Duration::from_secs(2), "the replay was not slower than two ping intervals");
+    assert_eq!(live, (0..5).map(|i| format!("live {i}")).collect::<Vec<_>>());
+}
+
+/// Regression: membership was checked once at connect, so a member removed while its replay
+/// was still running went on reading the channel's log past its removal.
+#[tokio::test]
+async fn member_removed_during_its_replay_stops_at_its_member_left() {
+    let server = TestServer::start_with(relaxed_small_queue).await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let id = create_channel(&mut ada, json!({"name": "removal", "members": ["bob"]})).await;
+    ada.close().await;
+    // Far more than socket buffers hold, so bob's replay is still running when he is removed.
+    fill(&server, &id, 1000, &"r".repeat(16 * 1024)).await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+
+    let mut bob = Ws::connect_resume(&server, &server.token("bob"), json!({ id.clone(): 0 })).await;
+    ada.ok(json!({"op": "channel.remove_member", "channel": id, "user": "bob"})).await;
+    send(&mut ada, &id, "after the removal").await;
+
+    let mut want = 1u64;
+    loop {
+        let e = bob.next_event_where(|e| e["channel"] == id.as_str()).await;
+        assert_eq!(e["seq"], want, "gap or duplicate");
+        want += 1;
+        assert_ne!(e["message"]["content"], "after the removal", "read past its removal");
+        if e["event"] == "member_left" && e["user"] == "bob" {
+            break;
+        }
+    }
+    let rest: Vec<Value> = bob.sync().await.into_iter().filter(|e| e["channel"] == id.as_str()).collect();
+    assert!(rest.is_empty(), "events after the removal: {rest:?}");
 }

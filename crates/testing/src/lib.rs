@@ -1,11 +1,16 @@
-//! A real Herald server on `127.0.0.1:0` with a temporary data directory, for tests of this
-//! crate and of the SDK and CLI. It speaks over real sockets exactly like `herald serve`.
+//! Test fixtures, never a runtime dependency: [`TestServer`], a real Herald server on
+//! `127.0.0.1:0` with a temporary data directory, over the embedded backends (SQLite and the
+//! in-process broker), for the tests of the server, the SDK and the CLI. It speaks over real
+//! sockets exactly like `herald serve`.
 
-use crate::Node;
-use crate::auth::{Claims, mint_hs256, now_secs};
-use crate::config::{DurabilityMode, ServeConfig};
+use herald_engine::{BrokerSink, LocalBroker};
+use herald_server::auth::{Claims, mint_hs256, now_secs};
+use herald_server::config::{DurabilityMode, ServeConfig};
+use herald_server::{Node, NodeBackends};
+use herald_store_sqlite::{Durability, FsBlobStore, SqliteConfig, SqliteStore};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -54,9 +59,9 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("bind {}: {e}", config.listen));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
         config.listen = addr;
-        let secret =
-            crate::auth::load_or_create_secret(&config.data).unwrap_or_else(|e| panic!("secret: {e}"));
-        let node = Node::open(config.clone()).await.unwrap_or_else(|e| panic!("open node: {e:#}"));
+        let secret = herald_server::auth::load_or_create_secret(&config.data)
+            .unwrap_or_else(|e| panic!("secret: {e}"));
+        let node = open_embedded(config.clone()).await.unwrap_or_else(|e| panic!("open node: {e:#}"));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(node.run(listener, async move {
             let _ = stopped.await;
@@ -106,6 +111,11 @@ impl TestServer {
         mint_hs256(&self.secret, &claims).unwrap_or_else(|e| panic!("mint: {e}"))
     }
 
+    /// A token with the given claims, signed with this server's secret.
+    pub fn token_for(&self, claims: &Claims) -> String {
+        mint_hs256(&self.secret, claims).unwrap_or_else(|e| panic!("mint: {e}"))
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -142,4 +152,23 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// A node over the embedded backends, as `herald serve` opens it by default.
+pub async fn open_embedded(config: ServeConfig) -> anyhow::Result<Node> {
+    let broker = LocalBroker::new();
+    let sqlite = SqliteConfig {
+        dir: config.data.clone(),
+        durability: match config.durability {
+            DurabilityMode::Fsync => Durability::Fsync,
+            DurabilityMode::Relaxed => Durability::Relaxed,
+        },
+        max_batch: config.max_batch.max(1),
+        readers: 4,
+    };
+    let store = Arc::new(SqliteStore::open(sqlite, BrokerSink::new(broker.clone()))?);
+    let blobs = Arc::new(FsBlobStore::open(config.data.clone())?);
+    let node = Node::open(config, NodeBackends { store: store.clone(), blobs, broker }).await?;
+    store.set_commit_observer(node.state.metrics().commit_observer());
+    Ok(node)
 }
