@@ -53,6 +53,8 @@ struct Inner {
     config: ServeConfig,
     metrics: metrics::Metrics,
     rest_limiter: limit::RestLimiter,
+    /// `GET /v1/openapi.json`, serialized once for this configuration.
+    openapi_json: bytes::Bytes,
     shutdown: watch::Sender<bool>,
     live: AtomicUsize,
     all_gone: Notify,
@@ -81,6 +83,7 @@ impl AppState {
         let metrics = metrics::Metrics::new(engine.clone());
         let (shutdown, _) = watch::channel(false);
         let rest_limiter = limit::RestLimiter::new(config.rest_rate_per_sec, config.rest_rate_burst);
+        let openapi_json = bytes::Bytes::from(openapi::document_json(&config));
         let caps = caps::ConnCaps::new(config.max_conns_per_user, config.max_conns_per_addr);
         AppState {
             inner: Arc::new(Inner {
@@ -89,6 +92,7 @@ impl AppState {
                 config,
                 metrics,
                 rest_limiter,
+                openapi_json,
                 shutdown,
                 live: AtomicUsize::new(0),
                 all_gone: Notify::new(),
@@ -116,6 +120,11 @@ impl AppState {
     /// The per-user bucket every authenticated REST call draws from.
     pub fn rest_limiter(&self) -> &limit::RestLimiter {
         &self.inner.rest_limiter
+    }
+
+    /// The OpenAPI document this server serves.
+    pub fn openapi_json(&self) -> &bytes::Bytes {
+        &self.inner.openapi_json
     }
 
     pub fn caps(&self) -> &caps::ConnCaps {

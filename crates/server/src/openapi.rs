@@ -135,16 +135,32 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
     &DOC
 }
 
-/// The document as JSON text, serialized once.
-pub fn document_json() -> &'static str {
-    static JSON: LazyLock<String> = LazyLock::new(|| {
-        // Serializing a tree of strings, maps and numbers cannot fail; an empty object would
-        // still be valid JSON should it ever.
-        let mut v = serde_json::to_value(document()).unwrap_or_else(|_| serde_json::json!({}));
-        tidy_formats(&mut v);
-        serde_json::to_string(&v).unwrap_or_else(|_| "{}".to_owned())
-    });
-    &JSON
+/// The document as a server with `config` serves it, as JSON text: the same routes and types
+/// for every server, with the `limit` bounds of its `--history-page-max` (the annotations say
+/// 500, the default).
+pub fn document_json(config: &crate::config::ServeConfig) -> String {
+    // Serializing a tree of strings, maps and numbers cannot fail; an empty object would still
+    // be valid JSON should it ever.
+    let mut v = serde_json::to_value(document()).unwrap_or_else(|_| serde_json::json!({}));
+    tidy_formats(&mut v);
+    set_limit_maximum(&mut v, config.history_page_max.max(1));
+    serde_json::to_string(&v).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// Sets `maximum` of every `limit` query parameter (history and log pages).
+fn set_limit_maximum(doc: &mut serde_json::Value, max: u32) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else { return };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else { continue };
+        for op in item.values_mut() {
+            let Some(params) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) else { continue };
+            for p in params {
+                if p["name"] == "limit" && p["in"] == "query" {
+                    p["schema"]["maximum"] = serde_json::Value::from(max);
+                }
+            }
+        }
+    }
 }
 
 /// utoipa names the unsigned integer formats `u-int32` / `u-int64`; the spelling every other

@@ -580,8 +580,8 @@ pub async fn ws_upgrade(
     get, path = "/v1/openapi.json", tag = "operations", security(()),
     responses((status = 200, description = "The OpenAPI 3.1 document of every HTTP route", body = Object, content_type = "application/json")),
 )]
-pub async fn openapi_json() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], crate::openapi::document_json())
+pub async fn openapi_json(State(st): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], st.openapi_json().clone())
 }
 
 /// Any path no route matches.

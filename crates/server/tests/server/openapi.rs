@@ -182,3 +182,18 @@ async fn rejections_outside_the_handlers_keep_the_error_shape() {
     // `GET /v1/ws` without the upgrade headers.
     Rest::new(&server, None).get("/v1/ws").await.assert_error(400, "bad_request");
 }
+
+#[tokio::test]
+async fn openapi_limit_bounds_follow_the_configured_page_size() {
+    let server = TestServer::start_with(|c| c.history_page_max = 77).await;
+    let doc = document(&server).await;
+    for path in ["/v1/channels/{channel}/messages", "/v1/channels/{channel}/log"] {
+        let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        let limit = params.iter().find(|p| p["name"] == "limit").expect("a limit parameter");
+        assert_eq!(limit["schema"]["maximum"], 77, "{path}: {limit}");
+    }
+    let default = TestServer::start().await;
+    let doc = document(&default).await;
+    let params = doc["paths"]["/v1/channels/{channel}/log"]["get"]["parameters"].as_array().unwrap();
+    assert_eq!(params.iter().find(|p| p["name"] == "limit").unwrap()["schema"]["maximum"], 500);
+}
