@@ -48,7 +48,10 @@ seed_args=(--seed "$seed")
 
 # /v1/ws is excluded: a schema-valid request to it is a WebSocket upgrade, which schemathesis
 # cannot speak; the socket has its own tests (crates/server/tests). The rest get every check.
+# Run from the report directory: schemathesis keeps a cache (.schemathesis/) in its working
+# directory, which must not land in the work tree.
 status=0
+cd "$report"
 "$venv/bin/schemathesis" --config-file "$root/scripts/schemathesis.toml" \
     run "http://127.0.0.1:$port/v1/openapi.json" \
     --wait-for-schema 30 \
