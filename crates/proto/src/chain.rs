@@ -26,6 +26,7 @@ pub const SALT_LEN: usize = 16;
 /// The kind of a log entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EntryKind {
     ChannelCreated,
     MemberJoined,

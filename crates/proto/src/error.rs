@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// An error code of PROTOCOL.md §1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ErrorCode {
     BadRequest,
     InvalidName,
@@ -63,6 +64,7 @@ impl std::fmt::Display for ErrorCode {
 
 /// The inner object of an error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     pub code: ErrorCode,
     pub message: String,
@@ -72,6 +74,7 @@ pub struct ErrorDetail {
 
 /// `{"error": {"code": …, "message": …}}`, the body of every REST error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }

@@ -6,53 +6,86 @@
 
 use crate::chain::{EntryKind, EntryRef};
 use crate::error::{ErrorCode, ErrorDetail};
-use crate::model::{Channel, ChannelSummary, DirectoryEntry, LogEntry, Message, UserInfo};
+use crate::model::{Channel, ChannelSummary, DirectoryEntry, LogEntry, Member, Message, UserInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// Query of `history` / `GET /v1/channels/{id}/messages`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 pub struct HistoryQuery {
+    /// Page size, 1 to the server's `--history-page-max` (default 500); 50 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 500))]
     pub limit: Option<u32>,
+    /// Messages with a `seq` below this one, newest first. Not together with `after`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<u64>,
+    /// Messages with a `seq` above this one, oldest first. Not together with `before`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<u64>,
+    /// Only messages at or after this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(format = DateTime))]
     pub from: Option<String>,
+    /// Only messages at or before this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(format = DateTime))]
     pub to: Option<String>,
 }
 
 /// Body of `channel.create` / `POST /v1/channels`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateChannel {
+    /// A unique name within the app; a channel may have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::names::ChannelName>))]
     pub name: Option<String>,
+    /// Free text, at most 256 characters, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{0,256}$", max_length = 256)
+    )]
     pub title: Option<String>,
+    /// Users to add besides the creator, at most 1,000.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::names::UserId>, max_items = 1000))]
     pub members: Vec<String>,
+    /// End-to-end encrypted (§7): messages then carry an `epoch`.
     #[serde(default)]
     pub encrypted: bool,
+    /// Who may join by themselves; `open` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<crate::model::Policy>,
 }
 
 /// Body of `message.send` / `POST /v1/channels/{id}/messages` (without `channel`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SendMessage {
+    /// Opaque text, at most `--max-content-bytes` (64 KiB) of UTF-8.
     pub content: String,
+    /// 1-64 printable ASCII characters without spaces; `chat.text` when absent.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[!-~]{1,64}$", min_length = 1, max_length = 64))]
     pub kind: Option<String>,
+    /// The id of the message this one replies to, in the same channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+    )]
     pub reply_to: Option<String>,
+    /// An idempotency key: a second send with it returns the first message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::names::ClientId>))]
     pub client_id: Option<String>,
     /// The author to post as: only for tokens with the `server` grant (a trusted backend).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::names::UserId>))]
     pub author: Option<String>,
 }
 
@@ -237,12 +270,14 @@ pub struct RefreshOk {
 
 /// `ok` of `channel.create` / `channel.join`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelOk {
     pub channel: Channel,
 }
 
 /// `ok` of `message.send` / `message.edit`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageOk {
     pub message: Message,
 }
@@ -255,25 +290,52 @@ pub struct ReactionOk {
 
 /// `ok` of `channel.list`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelListOk {
     pub channels: Vec<ChannelSummary>,
 }
 
 /// `ok` of `channel.directory`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DirectoryOk {
     pub channels: Vec<DirectoryEntry>,
 }
 
 /// `ok` of `history`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryPage {
     pub messages: Vec<Message>,
     pub has_more: bool,
 }
 
+/// Answer of `GET /v1/channels/{id_or_name}`: the channel and its members.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChannelInfo {
+    pub channel: Channel,
+    pub members: Vec<Member>,
+}
+
+/// Answer of `PUT /v1/channels/{id}/blobs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BlobStored {
+    /// Lowercase hex BLAKE3 of the bytes.
+    pub blob_id: String,
+    /// Length of the blob in bytes.
+    pub size: u64,
+}
+
+/// An `ok` with nothing in it: `{}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EmptyOk {}
+
 /// Answer of `GET /v1/channels/{id}/log`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogPage {
     pub entries: Vec<LogEntry>,
     pub has_more: bool,
@@ -506,14 +568,23 @@ pub fn parse_server_frame(text: &str) -> Result<ServerFrame, serde_json::Error> 
     }
 }
 
-/// Error of [`decode_binary`].
+/// Error of [`decode_binary`] and [`parse_binary_frame`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BinaryFrameError {
     #[error("binary frame shorter than its 4-byte header length")]
     Short,
     #[error("binary frame header length {0} exceeds the frame")]
     HeaderOverrun(u32),
+    /// The header bytes are not JSON (or not UTF-8); the text is serde's, capped.
+    #[error("binary frame header is not JSON: {0}")]
+    HeaderNotJson(String),
+    #[error("binary frame header is not a JSON object")]
+    HeaderNotObject,
 }
+
+/// The JSON header of a binary frame: for a request, the request object itself
+/// (`{"id", "op", …}`), whose bytes follow it.
+pub type BinaryHeader = serde_json::Map<String, Value>;
 
 /// Builds a binary frame: `u32be(header length) ‖ header JSON ‖ bytes`.
 pub fn encode_binary(header: &[u8], body: &[u8]) -> Vec<u8> {
@@ -533,6 +604,20 @@ pub fn decode_binary(frame: &[u8]) -> Result<(&[u8], &[u8]), BinaryFrameError> {
         return Err(BinaryFrameError::HeaderOverrun(len));
     }
     Ok((&frame[4..end], &frame[end..]))
+}
+
+/// Parses a binary frame (§1): `u32be(header length) ‖ header JSON ‖ bytes`, where the header
+/// must be a JSON object. Returns the header and the bytes after it (borrowed, not copied).
+///
+/// Pure and total: any input gives `Ok` or an error, never a panic, and the length prefix is
+/// checked against the frame before anything is read, so a forged length allocates nothing.
+pub fn parse_binary_frame(frame: &[u8]) -> Result<(BinaryHeader, &[u8]), BinaryFrameError> {
+    let (header, bytes) = decode_binary(frame)?;
+    match serde_json::from_slice::<Value>(header) {
+        Ok(Value::Object(map)) => Ok((map, bytes)),
+        Ok(_) => Err(BinaryFrameError::HeaderNotObject),
+        Err(e) => Err(BinaryFrameError::HeaderNotJson(clean_serde_message(&e.to_string()))),
+    }
 }
 
 #[cfg(test)]
@@ -585,5 +670,63 @@ mod tests {
         assert_eq!(decode_binary(&f).unwrap(), (&br#"{"a":1}"#[..], &b"xyz"[..]));
         assert_eq!(decode_binary(&[0, 0]), Err(BinaryFrameError::Short));
         assert_eq!(decode_binary(&[0, 0, 0, 9, 1]), Err(BinaryFrameError::HeaderOverrun(9)));
+    }
+
+    #[test]
+    fn parse_binary_frame_splits_header_object_and_bytes() {
+        let f = encode_binary(br#"{"id":4,"op":"room.send","to":"p1"}"#, b"\x00\xffbytes");
+        let (header, bytes) = parse_binary_frame(&f).unwrap();
+        assert_eq!(header.get("op"), Some(&Value::from("room.send")));
+        assert_eq!(header.get("id"), Some(&Value::from(4)));
+        assert_eq!(bytes, b"\x00\xffbytes");
+        // No bytes after the header is a valid (empty) attachment.
+        let empty = encode_binary(b"{}", b"");
+        let (header, bytes) = parse_binary_frame(&empty).unwrap();
+        assert!(header.is_empty() && bytes.is_empty());
+    }
+
+    /// Found by `fuzz/` (parse_binary_frame): serde_json's default float parser is not
+    /// correctly rounded, so an integer beyond u64 (read as a float) came back from a
+    /// serialize-parse cycle as a neighbouring float. The server relays such numbers (echoed
+    /// ids, publication `data`), so they must survive the trip exactly.
+    #[test]
+    fn regression_header_numbers_beyond_u64_round_trip_exactly() {
+        let header = br#"{"id":1111111111151111111111111111111055555}"#;
+        let frame = encode_binary(header, b"");
+        let (parsed, _) = parse_binary_frame(&frame).unwrap();
+        let again = encode_binary(&serde_json::to_vec(&parsed).unwrap(), b"");
+        assert_eq!(parse_binary_frame(&again).unwrap().0, parsed);
+
+        let text = r#"{"id":1,"op":"publish","subject":"s","data":[1111111111151111111111111111111055555,0.1e-320]}"#;
+        let f = parse_request(text).unwrap();
+        let g = parse_request(&serde_json::to_string(&f).unwrap()).unwrap();
+        assert_eq!(g, f);
+    }
+
+    #[test]
+    fn parse_binary_frame_refuses_what_is_not_a_frame() {
+        assert_eq!(parse_binary_frame(b""), Err(BinaryFrameError::Short));
+        assert_eq!(parse_binary_frame(&[0, 0, 1]), Err(BinaryFrameError::Short));
+        // A length far beyond the frame (the largest u32) is refused before reading.
+        assert_eq!(
+            parse_binary_frame(&[0xff, 0xff, 0xff, 0xff, b'{']),
+            Err(BinaryFrameError::HeaderOverrun(u32::MAX))
+        );
+        assert!(matches!(
+            parse_binary_frame(&encode_binary(b"{\"id\":", b"x")),
+            Err(BinaryFrameError::HeaderNotJson(_))
+        ));
+        // The header length cuts the JSON short: the rest counts as bytes, so it is not JSON.
+        let mut f = encode_binary(br#"{"a":1}"#, b"");
+        f[3] = 3;
+        assert!(matches!(parse_binary_frame(&f), Err(BinaryFrameError::HeaderNotJson(_))));
+        assert_eq!(parse_binary_frame(&encode_binary(b"[1,2]", b"")), Err(BinaryFrameError::HeaderNotObject));
+        assert_eq!(parse_binary_frame(&encode_binary(b"7", b"")), Err(BinaryFrameError::HeaderNotObject));
+        assert!(matches!(
+            parse_binary_frame(&encode_binary(&[0xc3, 0x28], b"")),
+            Err(BinaryFrameError::HeaderNotJson(_))
+        ));
+        // An empty header is not a JSON object either.
+        assert!(matches!(parse_binary_frame(&[0, 0, 0, 0]), Err(BinaryFrameError::HeaderNotJson(_))));
     }
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// Who may join a channel by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Policy {
     /// Anybody of the app may join.
     #[default]
@@ -33,6 +34,7 @@ impl Policy {
 /// What kind of participant a user is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum UserKind {
     #[default]
     Human,
@@ -61,6 +63,7 @@ impl UserKind {
 
 /// The authenticated user of a connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserInfo {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,6 +74,7 @@ pub struct UserInfo {
 
 /// A channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Channel {
     pub id: String,
     #[serde(default)]
@@ -90,6 +94,7 @@ pub struct Channel {
 
 /// The snapshot of the message a reply points at, taken when it is read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReplySnapshot {
     pub id: String,
     pub author: String,
@@ -101,6 +106,7 @@ pub struct ReplySnapshot {
 
 /// A reaction as history shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReactionView {
     pub reaction_id: String,
     pub emoji: String,
@@ -109,6 +115,7 @@ pub struct ReactionView {
 
 /// A message as history and the `message` event show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     pub id: String,
     pub seq: u64,
@@ -130,6 +137,7 @@ pub struct Message {
 
 /// One raw log entry (§5) as `GET /v1/channels/{id}/log` returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogEntry {
     pub seq: u64,
     pub kind: crate::EntryKind,
@@ -168,6 +176,7 @@ impl LogEntry {
 
 /// A line of `channel.list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelSummary {
     pub id: String,
     pub name: Option<String>,
@@ -179,6 +188,7 @@ pub struct ChannelSummary {
 
 /// A line of `channel.directory`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DirectoryEntry {
     pub name: String,
     pub id: String,
@@ -186,6 +196,7 @@ pub struct DirectoryEntry {
 
 /// A member as `GET /v1/channels/{id}` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Member {
     pub user: String,
     pub name: Option<String>,

@@ -113,6 +113,61 @@ name_type!(
     |s| (1..=64).contains(&s.chars().count()) && !s.chars().any(char::is_control)
 );
 
+/// The rules above as JSON Schema, for the server's OpenAPI document: each name is a string
+/// with the pattern and length bounds of its rule (ECMA-262 regex, as OpenAPI wants).
+#[cfg(feature = "openapi")]
+mod schema {
+    use super::*;
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+
+    macro_rules! string_schema {
+        ($name:ident, $rule:literal, $pattern:literal, $min:literal, $max:literal) => {
+            impl utoipa::PartialSchema for $name {
+                fn schema() -> RefOr<Schema> {
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .description(Some($rule))
+                        .pattern(Some($pattern))
+                        .min_length(Some($min))
+                        .max_length(Some($max))
+                        .into()
+                }
+            }
+            impl utoipa::ToSchema for $name {}
+        };
+    }
+
+    string_schema!(
+        UserId,
+        "A user id: 1-128 characters of A-Z a-z 0-9 _ . @ : -",
+        "^[A-Za-z0-9_.@:-]{1,128}$",
+        1,
+        128
+    );
+    string_schema!(
+        ChannelName,
+        "A channel name: 2-64 characters of a-z 0-9 _ -",
+        "^[a-z0-9_-]{2,64}$",
+        2,
+        64
+    );
+    string_schema!(
+        Subject,
+        "A subject: 1-256 printable ASCII characters, no spaces",
+        "^[!-~]{1,256}$",
+        1,
+        256
+    );
+    string_schema!(
+        ClientId,
+        "An idempotency key: 1-64 characters, no control characters",
+        "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,64}$",
+        1,
+        64
+    );
+}
+
 impl Subject {
     /// The user whose private inbox this subject is (`user:<id>`), if it is one.
     pub fn inbox_owner(&self) -> Option<&str> {

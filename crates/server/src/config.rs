@@ -76,6 +76,15 @@ pub struct ServeConfig {
     #[arg(long, env = "HERALD_RATE_BURST", default_value_t = 2000)]
     pub rate_burst: u32,
 
+    /// REST requests per second allowed per user (the token's app and `sub`, across all their
+    /// clients; sustained); 0 disables the limit. Over it: 429 `rate_limited`, `Retry-After`.
+    #[arg(long, env = "HERALD_REST_RATE_PER_SEC", default_value_t = 1000)]
+    pub rest_rate_per_sec: u32,
+
+    /// REST requests one user may burst above the sustained rate.
+    #[arg(long, env = "HERALD_REST_RATE_BURST", default_value_t = 2000)]
+    pub rest_rate_burst: u32,
+
     /// Requests one connection may have in flight: sends by channel id are pipelined (and
     /// still appended in arrival order); further frames wait.
     #[arg(long, env = "HERALD_MAX_INFLIGHT", default_value_t = 64)]
@@ -186,4 +195,39 @@ pub fn merge_toml(
         }
     }
     serde_json::from_value(json).map_err(|e| perr(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        c: ServeConfig,
+    }
+
+    fn parse(args: &[&str]) -> (ServeConfig, clap::ArgMatches) {
+        let matches = Wrap::command().get_matches_from(args);
+        (Wrap::from_arg_matches(&matches).unwrap().c, matches)
+    }
+
+    #[test]
+    fn rest_rate_limit_comes_from_flags_and_toml_with_flags_first() {
+        let d = ServeConfig::default();
+        assert_eq!((d.rest_rate_per_sec, d.rest_rate_burst), (1000, 2000));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "rest_rate_per_sec = 5\nrest_rate_burst = 9\n").unwrap();
+        let (c, m) = parse(&["herald"]);
+        let c = merge_toml(c, &m, &path).unwrap();
+        assert_eq!((c.rest_rate_per_sec, c.rest_rate_burst), (5, 9));
+        let (c, m) = parse(&["herald", "--rest-rate-per-sec", "7"]);
+        let c = merge_toml(c, &m, &path).unwrap();
+        assert_eq!((c.rest_rate_per_sec, c.rest_rate_burst), (7, 9));
+        let help = Wrap::command().render_long_help().to_string();
+        assert!(help.contains("HERALD_REST_RATE_PER_SEC") && help.contains("HERALD_REST_RATE_BURST"));
+    }
 }

@@ -16,6 +16,17 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// `rate_limited` with the wait in milliseconds (sent as `Retry-After` too).
+    pub fn rate_limited(retry_after_ms: u64) -> ApiError {
+        ApiError(ErrorDetail {
+            code: ErrorCode::RateLimited,
+            message: format!("over the REST rate limit; retry in {retry_after_ms} ms"),
+            retry_after_ms: Some(retry_after_ms),
+        })
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
         ApiError(e.detail())

@@ -13,7 +13,9 @@
 //! - [`config`]: `ServeConfig`, flags / `HERALD_*` / TOML.
 //! - [`auth`]: JWT verification and minting, the data directory's secret.
 //! - [`ws`]: the WebSocket gateway.
-//! - [`rest`]: the REST handlers.
+//! - [`rest`]: the REST handlers, each with its OpenAPI annotation.
+//! - [`openapi`]: the OpenAPI 3.1 document of `GET /v1/openapi.json`, generated from them.
+//! - [`limit`]: the per-user REST rate limit.
 //! - [`error`]: `ApiError`, the one mapping to HTTP responses.
 //! - [`metrics`]: Prometheus exposition.
 //! - [`tls`]: HTTPS/WSS with rustls when `--tls-cert`/`--tls-key` are given.
@@ -22,20 +24,24 @@ pub mod auth;
 pub mod caps;
 pub mod config;
 pub mod error;
+pub mod limit;
 pub mod metrics;
+pub mod openapi;
 pub mod rest;
 pub mod tls;
 pub mod ws;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
 use config::{DurabilityMode, ServeConfig};
 use herald_engine::{Backends, Broker, Engine, EngineConfig, SystemClock, UuidV7};
 use herald_store::{DynBlobStore, DynStore};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{Notify, watch};
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -48,6 +54,9 @@ struct Inner {
     verifier: auth::Verifier,
     config: ServeConfig,
     metrics: metrics::Metrics,
+    rest_limiter: limit::RestLimiter,
+    /// `GET /v1/openapi.json`, serialized once for this configuration.
+    openapi_json: bytes::Bytes,
     shutdown: watch::Sender<bool>,
     live: AtomicUsize,
     all_gone: Notify,
@@ -75,6 +84,8 @@ impl AppState {
     pub fn new(engine: Arc<Engine>, verifier: auth::Verifier, config: ServeConfig) -> AppState {
         let metrics = metrics::Metrics::new(engine.clone());
         let (shutdown, _) = watch::channel(false);
+        let rest_limiter = limit::RestLimiter::new(config.rest_rate_per_sec, config.rest_rate_burst);
+        let openapi_json = bytes::Bytes::from(openapi::document_json(&config));
         let caps = caps::ConnCaps::new(config.max_conns_per_user, config.max_conns_per_addr);
         AppState {
             inner: Arc::new(Inner {
@@ -82,6 +93,8 @@ impl AppState {
                 verifier,
                 config,
                 metrics,
+                rest_limiter,
+                openapi_json,
                 shutdown,
                 live: AtomicUsize::new(0),
                 all_gone: Notify::new(),
@@ -104,6 +117,16 @@ impl AppState {
 
     pub fn metrics(&self) -> &metrics::Metrics {
         &self.inner.metrics
+    }
+
+    /// The per-user bucket every authenticated REST call draws from.
+    pub fn rest_limiter(&self) -> &limit::RestLimiter {
+        &self.inner.rest_limiter
+    }
+
+    /// The OpenAPI document this server serves.
+    pub fn openapi_json(&self) -> &bytes::Bytes {
+        &self.inner.openapi_json
     }
 
     pub fn caps(&self) -> &caps::ConnCaps {
@@ -140,47 +163,38 @@ impl AppState {
     }
 }
 
-/// `GET /healthz`: `200 ok` while the node can serve; `503` with the failing dependency
-/// (`store: …`) otherwise, so a load balancer stops sending it traffic.
-async fn healthz(axum::extract::State(st): axum::extract::State<AppState>) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    match st.engine().health().await {
-        Ok(()) => "ok".into_response(),
-        Err(why) => {
-            (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("unavailable: {why}")).into_response()
-        }
-    }
+/// Every HTTP route with its OpenAPI description. The router ([`app`]) and the document of
+/// `GET /v1/openapi.json` ([`openapi::document`]) are both built from this one list, so the
+/// document cannot describe a route that is not served, nor miss one that is. Each `routes!`
+/// holds the handlers of one path.
+pub fn api_routes(blob_limit: usize) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(rest::healthz))
+        .routes(routes!(rest::metrics_text))
+        .routes(routes!(rest::ws_upgrade))
+        .routes(routes!(rest::openapi_json))
+        .routes(routes!(rest::create_channel, rest::list_channels))
+        .routes(routes!(rest::directory))
+        .routes(routes!(rest::get_channel, rest::delete_channel))
+        .routes(routes!(rest::join))
+        .routes(routes!(rest::add_member))
+        .routes(routes!(rest::remove_member))
+        .routes(routes!(rest::send_message, rest::history))
+        .routes(routes!(rest::edit_message, rest::delete_message))
+        .routes(routes!(rest::log))
+        .routes(routes!(rest::put_blob).layer(DefaultBodyLimit::max(blob_limit)))
+        .routes(routes!(rest::get_blob))
+        .routes(routes!(rest::publish))
 }
 
-/// The router: REST, WebSocket, health and metrics.
+/// The router: REST, WebSocket, health, metrics and the OpenAPI document.
 pub fn app(state: AppState) -> Router {
     let frame_limit = state.config().max_frame_bytes;
     let blob_limit = state.config().max_blob_bytes;
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route(
-            "/metrics",
-            get(|axum::extract::State(st): axum::extract::State<AppState>| async move {
-                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics().render())
-            }),
-        )
-        .route("/v1/ws", get(ws::upgrade))
-        .route("/v1/channels", post(rest::create_channel).get(rest::list_channels))
-        .route("/v1/channels/directory", get(rest::directory))
-        .route("/v1/channels/{channel}", get(rest::get_channel).delete(rest::delete_channel))
-        .route("/v1/channels/{channel}/join", post(rest::join))
-        .route("/v1/channels/{channel}/members", post(rest::add_member))
-        .route("/v1/channels/{channel}/members/{user}", axum::routing::delete(rest::remove_member))
-        .route("/v1/channels/{channel}/messages", post(rest::send_message).get(rest::history))
-        .route(
-            "/v1/channels/{channel}/messages/{message_id}",
-            axum::routing::patch(rest::edit_message).delete(rest::delete_message),
-        )
-        .route("/v1/channels/{channel}/log", get(rest::log))
-        .route("/v1/channels/{channel}/blobs", put(rest::put_blob).layer(DefaultBodyLimit::max(blob_limit)))
-        .route("/v1/channels/{channel}/blobs/{blob_id}", get(rest::get_blob))
-        .route("/v1/publish", post(rest::publish))
+    let (router, _doc) = api_routes(blob_limit).split_for_parts();
+    router
         .fallback(rest::not_found)
+        .method_not_allowed_fallback(rest::method_not_allowed)
         .layer(DefaultBodyLimit::max(frame_limit))
         .with_state(state)
 }

@@ -11,6 +11,8 @@ mod blobs;
 mod channels;
 mod limits;
 mod messages;
+mod openapi;
 mod ops;
+mod rest_limits;
 mod resume;
 mod subjects;
