@@ -163,20 +163,23 @@ pub async fn run_herald(ctx: &Ctx, target: Target, shape: &Shape) -> anyhow::Res
 
 /// One of the four peers; `Err` when it cannot be reached (a sentence naming the address).
 pub async fn run_peer(target: Target, shape: &Shape, p: &PeerArgs) -> anyhow::Result<(Report, Outcome)> {
+    // The shared services may be driven by another bench at the same time: a subject of this
+    // run's own keeps the two runs' messages apart.
+    let run = run_id();
     match target {
         Target::Nats => {
             let (server, _) = reach(peers::url_authority(&p.nats_url), "nats-server").await?;
-            let peer = peers::nats::Nats { url: p.nats_url.clone(), subject: "herald.bench.fanout".into() };
+            let peer = peers::nats::Nats { url: p.nats_url.clone(), subject: format!("herald.bench.{run}") };
             peers::drive(target, Arc::new(peer), shape, server.as_ref()).await
         }
         Target::Mqtt => {
             let (server, _) = reach(&p.mqtt_addr, "mosquitto").await?;
-            let peer = peers::mqtt::Mqtt::new(&p.mqtt_addr, "herald/bench/fanout".into())?;
+            let peer = peers::mqtt::Mqtt::new(&p.mqtt_addr, format!("herald/bench/{run}"))?;
             peers::drive(target, Arc::new(peer), shape, server.as_ref()).await
         }
         Target::Redis => {
             let (server, _) = reach(peers::url_authority(&p.redis_url), "redis-server").await?;
-            let peer = peers::redis::Redis::new(&p.redis_url, "herald.bench.fanout".into())?;
+            let peer = peers::redis::Redis::new(&p.redis_url, format!("herald.bench.{run}"))?;
             peers::drive(target, Arc::new(peer), shape, server.as_ref()).await
         }
         Target::Socketio => match &p.socketio_url {
@@ -200,6 +203,12 @@ pub async fn run_peer(target: Target, shape: &Shape, p: &PeerArgs) -> anyhow::Re
             bail!("{} is measured through a Herald server, not as a peer", target.name())
         }
     }
+}
+
+/// `<pid>-<n>`: unique to one run of one target on this machine.
+fn run_id() -> String {
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!("{}-{}", std::process::id(), RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 /// Checks that something accepts connections at `authority` and finds the process listening
