@@ -188,8 +188,8 @@ fn compare_starts_its_own_herald_prints_one_table_and_skips_an_absent_peer() {
     assert!(stdout.contains("deliveries/s") && stdout.contains("p99 ms"), "{stdout}");
     for target in ["herald", "herald-publish"] {
         let row = table_row(&stdout, target).unwrap_or_else(|| panic!("no {target} row: {stdout}"));
-        // target, deliveries/s, p50, p99, CPU µs, RSS KiB, bytes, missing, generator cores
-        assert_eq!(row.len(), 9, "{row:?}");
+        // target, deliveries/s, p50, p99, CPU µs, RSS KiB, bytes, missing, generator, others
+        assert_eq!(row.len(), 10, "{row:?}");
         let num = |i: usize| row[i].parse::<f64>().unwrap_or_else(|_| panic!("{target} column {i}: {row:?}"));
         assert!(num(1) > 0.0, "{target} delivered nothing: {row:?}");
         assert!(num(2) > 0.0 && num(2) <= num(3), "{target} p50 ≤ p99: {row:?}");

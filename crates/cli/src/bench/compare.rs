@@ -53,6 +53,10 @@ pub struct CompareArgs {
     /// Seconds of rest between runs, so one run's tail does not overlap the next.
     #[arg(long, default_value_t = 1.0)]
     pause: f64,
+    /// Before each run, wait up to this many seconds for the machine to be quiet (under 0.3
+    /// cores busy for a second): on a shared machine other work distorts every figure.
+    #[arg(long, default_value_t = 0.0)]
+    wait_idle: f64,
     /// Write one CSV row per run to this file.
     #[arg(long)]
     csv: Option<PathBuf>,
@@ -95,6 +99,12 @@ pub async fn run(common: &Common, a: CompareArgs) -> anyhow::Result<()> {
         for (ti, &target) in a.targets.iter().enumerate() {
             if ri + ti > 0 {
                 tokio::time::sleep(Duration::from_secs_f64(a.pause.clamp(0.0, 60.0))).await;
+            }
+            if a.wait_idle > 0.0 && !wait_idle(a.wait_idle.min(3600.0)).await {
+                eprintln!(
+                    "herald bench compare: the machine stayed busy for {} s; running anyway",
+                    a.wait_idle
+                );
             }
             eprintln!("herald bench compare: {} at {rate} msgs/s …", target.name());
             let run = match run_target(common, &a, target, &shape(rate)).await {
@@ -205,6 +215,21 @@ pub async fn run_peer(target: Target, shape: &Shape, p: &PeerArgs) -> anyhow::Re
     }
 }
 
+/// Waits until the whole machine used under 0.3 cores over one second; `false` if `max`
+/// seconds passed first.
+async fn wait_idle(max: f64) -> bool {
+    let until = std::time::Instant::now() + Duration::from_secs_f64(max);
+    while std::time::Instant::now() < until {
+        let Some(b0) = super::report::machine_busy_secs() else { return true };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(b1) = super::report::machine_busy_secs() else { return true };
+        if b1 - b0 < 0.3 {
+            return true;
+        }
+    }
+    false
+}
+
 /// `<pid>-<n>`: unique to one run of one target on this machine.
 fn run_id() -> String {
     static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -251,6 +276,7 @@ fn print_table(shape: &Shape, runs: &[Run]) -> anyhow::Result<()> {
         "bytes/delivery",
         "missing",
         "generator cores",
+        "other cores",
     ];
     let done: Vec<&Outcome> = runs
         .iter()
@@ -271,6 +297,7 @@ fn print_table(shape: &Shape, runs: &[Run]) -> anyhow::Result<()> {
             opt(o.bytes_per_delivery, 1),
             o.missing().to_string(),
             opt(o.generator_cores, 2),
+            opt(o.other_cores, 2),
         ]);
     }
     write_rows(&mut out, &rows)?;
@@ -295,6 +322,11 @@ fn print_table(shape: &Shape, runs: &[Run]) -> anyhow::Result<()> {
         }
         write_rows(&mut out, &rows)?;
     }
+    writeln!(
+        out,
+        "  (missing: not received by the end of the drain, dropped or later; other cores: CPU used by \
+         every other process meanwhile)"
+    )?;
     for r in runs {
         if let Run::Skipped(t, why) = r {
             writeln!(out, "skipped {}: {why}", t.name())?;
@@ -390,6 +422,7 @@ fn print_json(all: &[Vec<Run>]) -> anyhow::Result<()> {
                 "server_kib_per_conn": o.rss_kib_per_conn,
                 "bytes_per_delivery": o.bytes_per_delivery,
                 "generator_cpu_cores": o.generator_cores,
+                "other_cpu_cores": o.other_cores,
             })),
             Run::Skipped(t, why) => skipped.push(serde_json::json!({"target": t.name(), "reason": why})),
         }
