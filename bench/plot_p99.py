@@ -24,6 +24,7 @@ def main(src: str, dst: str) -> None:
     series = defaultdict(list)
     members = set()
     sizes = set()
+    others = []
     with open(src, newline="") as f:
         for row in csv.DictReader(f):
             if not row["p99_ms"]:
@@ -36,6 +37,8 @@ def main(src: str, dst: str) -> None:
                 )
             )
             members.add(row["members"])
+            if row.get("other_cores"):
+                others.append(float(row["other_cores"]))
             sizes.add(row["size"])
     if not series:
         sys.exit(f"{src}: no runs with latency figures")
@@ -66,10 +69,13 @@ def main(src: str, dst: str) -> None:
     )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(title="target (hollow ring: some deliveries missing)", fontsize=9, title_fontsize=8)
+    note = "server and load generator share one 2-core machine"
+    if others:
+        note += f"; other processes used {min(others):.1f}-{max(others):.1f} cores during the runs"
     fig.text(
         0.01,
         0.01,
-        "server and load generator share one 2-core machine",
+        note,
         fontsize=8,
         alpha=0.7,
     )

@@ -437,8 +437,9 @@ pub async fn drive<P: Peer>(
     if let Some(b) = bytes_per {
         r.num("bytes_per_delivery", "bytes received per delivery", b, 1);
     }
+    // A long-running service may shrink meanwhile (memory of earlier runs returned): no figure.
     let rss_per = match (rss0, rss1) {
-        (Some(a), Some(b)) => Some((b as f64 - a as f64) / conns as f64),
+        (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / conns as f64),
         _ => None,
     };
     if let (Some(a), Some(b), Some(per)) = (rss0, rss1, rss_per) {
@@ -494,7 +495,9 @@ pub enum Answer {
 #[derive(Debug)]
 pub struct WsPub {
     queue: Option<tokio::sync::mpsc::Sender<String>>,
-    task: JoinHandle<anyhow::Result<u64>>,
+    task: JoinHandle<anyhow::Result<()>>,
+    /// Publishes the server refused, as counted so far.
+    refused: Arc<AtomicU64>,
     /// Builds the frame around a payload.
     frame: fn(&str, u64) -> String,
     sent: u64,
@@ -509,8 +512,9 @@ impl WsPub {
         use futures::SinkExt;
         use tokio_tungstenite::tungstenite::Message;
         let (tx, mut queue) = tokio::sync::mpsc::channel::<String>(1024);
+        let refused = Arc::new(AtomicU64::new(0));
+        let counted = refused.clone();
         let task = tokio::spawn(async move {
-            let mut refused = 0u64;
             let mut open = true;
             loop {
                 tokio::select! {
@@ -527,20 +531,22 @@ impl WsPub {
                         Some(Ok(Message::Text(t))) => match answer(t.as_str()) {
                             Answer::Nothing => {}
                             Answer::Reply(r) => ws.send(Message::text(r)).await.context("pong")?,
-                            Answer::Refused => refused += 1,
+                            Answer::Refused => {
+                                counted.fetch_add(1, Ordering::Relaxed);
+                            }
                         },
                         Some(Ok(_)) => {}
                         Some(Err(_)) | None => {
                             if open {
                                 bail!("the server closed a publisher's connection");
                             }
-                            return Ok(refused);
+                            return Ok(());
                         }
                     },
                 }
             }
         });
-        WsPub { queue: Some(tx), task, frame, sent: 0 }
+        WsPub { queue: Some(tx), task, refused, frame, sent: 0 }
     }
 }
 
@@ -557,13 +563,14 @@ impl Publisher for WsPub {
     async fn finish(mut self) -> anyhow::Result<u64> {
         self.queue = None;
         let abort = self.task.abort_handle();
+        // Everything was written once the close went out; the wait for the server's close is
+        // only for its last replies. An overloaded server (node, far behind) may not answer
+        // in time: then the count is what arrived so far.
         match tokio::time::timeout(Duration::from_secs(10), self.task).await {
-            Ok(r) => r.context("publisher task")?,
-            Err(_) => {
-                abort.abort();
-                bail!("the server did not close a publisher's connection within 10 s")
-            }
+            Ok(r) => r.context("publisher task")??,
+            Err(_) => abort.abort(),
         }
+        Ok(self.refused.load(Ordering::Relaxed))
     }
 }
 
