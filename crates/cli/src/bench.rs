@@ -1,9 +1,13 @@
 //! `herald bench`: drives a running server over real sockets and prints what it measured.
 //!
-//! Three modes, each a separate module:
+//! Four modes, each a separate module:
 //!
 //! - [`fanout`]: N members of one fresh channel, K of them sending at a fixed total rate;
-//!   every member times every `message` event it receives (end-to-end latency).
+//!   every member times every `message` event it receives (end-to-end latency). With
+//!   `--target` the same shape runs against Herald's `publish` path or a peer server
+//!   ([`peers`]: NATS, Socket.IO, MQTT, Redis).
+//! - [`compare`]: the fan-out shape against every target in turn, one table (and a sweep of
+//!   offered rates to CSV).
 //! - [`append`]: C connections each sending `message.send` and awaiting its (durable) reply;
 //!   durable appends per second, ack latency, and the server's group-commit figures.
 //! - [`idle`]: K authenticated idle connections; the server's resident memory per connection.
@@ -17,14 +21,20 @@
 //! - [`net`]: the server's address, sockets, the `connect` handshake, tokens, `/metrics`.
 //! - [`scan`]: cheap classification of server frames.
 //! - [`report`]: the figures, as a plain-text table or one JSON object; `/proc` readings.
+//! - [`peers`]: the generic pub/sub driver and one client per peer.
+//! - [`spawn`]: servers the bench starts and always stops (`herald serve`, the node peer).
 
 mod append;
+mod compare;
 mod fanout;
 mod idle;
 mod net;
+mod peers;
 mod report;
 mod scan;
+mod spawn;
 
+use anyhow::bail;
 use std::path::PathBuf;
 
 /// `herald bench` options common to every mode.
@@ -73,6 +83,49 @@ enum Mode {
     Append(append::AppendArgs),
     /// Idle connections: the server's resident memory per authenticated idle connection.
     Idle(idle::IdleArgs),
+    /// Fan-out against Herald and each peer (NATS, Socket.IO, MQTT, Redis) in turn, one
+    /// table; `--sweep` over offered rates, `--csv` for the plot.
+    Compare(compare::CompareArgs),
+}
+
+/// The options of [`BenchArgs`] that every mode may use, once the mode is taken out.
+#[derive(Debug)]
+pub struct Common {
+    url: String,
+    data: PathBuf,
+    token_secret_file: Option<PathBuf>,
+    pid: Option<u32>,
+    sources: u8,
+    concurrency: usize,
+    json: bool,
+    nofile: u64,
+}
+
+impl Common {
+    /// The context for driving a Herald server: `server` if the bench started it, else the
+    /// one at `--url` (secret from `--data` or `--token-secret-file`, process `--pid`).
+    async fn herald_ctx(&self, server: Option<&spawn::HeraldServer>) -> anyhow::Result<Ctx> {
+        let (url, secret, pid) = match server {
+            Some(s) => (s.url.clone(), net::read_data_secret(&s.data)?, Some(s.pid())),
+            None => {
+                let secret = match &self.token_secret_file {
+                    Some(path) => net::read_secret_file(path)?,
+                    None => net::read_data_secret(&self.data)?,
+                };
+                (self.url.clone(), secret, self.pid)
+            }
+        };
+        let target = net::Target::resolve(&url).await?;
+        let sources = net::source_addresses(self.sources, &target)?;
+        Ok(Ctx {
+            target,
+            minter: net::Minter::new(secret),
+            sources,
+            concurrency: self.concurrency.max(1),
+            pid,
+            nofile: self.nofile,
+        })
+    }
 }
 
 /// What every mode needs: where the server is, how to mint tokens, how to open sockets.
@@ -158,29 +211,63 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Many sockets: lift the soft limit on open files to the hard one before anything else.
     let nofile = rlimit::increase_nofile_limit(u64::MAX)
         .map_err(|e| anyhow::anyhow!("cannot raise the open-files limit: {e}"))?;
-    let secret = match &args.token_secret_file {
-        Some(path) => net::read_secret_file(path)?,
-        None => net::read_data_secret(&args.data)?,
-    };
+    let BenchArgs { url, data, token_secret_file, pid, sources, concurrency, json, mode } = args;
+    let common = Common { url, data, token_secret_file, pid, sources, concurrency, json, nofile };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let report = rt.block_on(async {
-        let target = net::Target::resolve(&args.url).await?;
-        let sources = net::source_addresses(args.sources, &target)?;
-        let ctx = Ctx {
-            target,
-            minter: net::Minter::new(secret),
-            sources,
-            concurrency: args.concurrency.max(1),
-            pid: args.pid,
-            nofile,
-        };
-        match args.mode {
-            Mode::Fanout(a) => fanout::run(&ctx, a).await,
-            Mode::Append(a) => append::run(&ctx, a).await,
-            Mode::Idle(a) => idle::run(&ctx, a).await,
+    let result = rt.block_on(async {
+        // An interrupt drops the run, and with it every server the bench started (their guards
+        // kill them), instead of killing this process with them still running.
+        tokio::select! {
+            r = run_mode(&common, mode) => r,
+            s = interrupted() => bail!("interrupted by {s}"),
         }
-    })?;
+    });
     // Connections still held by finished tasks close with the runtime.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
-    report.print(&args.url, args.json)
+    match result? {
+        Some((report, label)) => report.print(&label, common.json),
+        None => Ok(()),
+    }
+}
+
+/// Runs one mode; a report to print and what it ran against, or `None` if it printed its own.
+async fn run_mode(common: &Common, mode: Mode) -> anyhow::Result<Option<(report::Report, String)>> {
+    match mode {
+        Mode::Compare(a) => compare::run(common, a).await.map(|()| None),
+        Mode::Fanout(a) => {
+            let shape = a.shape(common.concurrency.max(1));
+            match a.target {
+                peers::Target::Herald | peers::Target::HeraldPublish => {
+                    let ctx = common.herald_ctx(None).await?;
+                    let (r, _) = compare::run_herald(&ctx, a.target, &shape).await?;
+                    Ok(Some((r, common.url.clone())))
+                }
+                t => {
+                    let (r, _) = compare::run_peer(t, &shape, &a.peers).await?;
+                    Ok(Some((r, t.name().to_owned())))
+                }
+            }
+        }
+        Mode::Append(a) => {
+            let ctx = common.herald_ctx(None).await?;
+            Ok(Some((append::run(&ctx, a).await?, common.url.clone())))
+        }
+        Mode::Idle(a) => {
+            let ctx = common.herald_ctx(None).await?;
+            Ok(Some((idle::run(&ctx, a).await?, common.url.clone())))
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        // Without signal handlers, never resolve: the default action applies.
+        _ => std::future::pending().await,
+    }
 }

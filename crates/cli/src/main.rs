@@ -31,7 +31,7 @@ enum Command {
     Token(TokenArgs),
     #[command(flatten)]
     Client(client_cmds::ClientCommand),
-    /// Measure a running server: fan-out, durable appends, idle connections.
+    /// Measure a server: fan-out, durable appends, idle connections; compare with peers.
     Bench(bench::BenchArgs),
 }
 

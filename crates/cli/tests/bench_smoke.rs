@@ -1,6 +1,10 @@
 //! `herald bench` against a real `herald serve`, both as processes: each mode runs briefly
 //! and its `--json` figures say that everything sent arrived. Figures of speed are not
 //! checked: a benchmark prints them, a test does not fail on them.
+//!
+//! The peers (NATS 4222, Mosquitto 1883, Redis 6379, the Socket.IO peer after `npm ci` in
+//! bench/peers/socketio) are driven when present; a peer that is absent is skipped with a line
+//! on stderr, unless `HERALD_BENCH_REQUIRE_PEERS=1`, which makes its absence a failure (CI).
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -139,6 +143,119 @@ fn every_bench_mode_runs_against_a_real_server_and_loses_nothing() {
     assert!(i["server_kib_per_conn"].as_f64().is_some(), "{i}");
 
     stop(server);
+}
+
+/// Runs `herald bench <args>` with no server of the test's own; returns (success, stdout, stderr).
+fn herald_bench(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(HERALD).arg("bench").args(args).output().expect("run herald bench");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The cells of the first table row of `target` in `compare`'s output (rows are indented).
+fn table_row<'a>(stdout: &'a str, target: &str) -> Option<Vec<&'a str>> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|c| c.first() == Some(&target))
+}
+
+#[test]
+fn compare_starts_its_own_herald_prints_one_table_and_skips_an_absent_peer() {
+    // Port 1 on loopback: nothing listens there, so nats must be skipped, not fatal.
+    let (ok, stdout, stderr) = herald_bench(&[
+        "compare",
+        "--targets",
+        "herald,herald-publish,nats",
+        "--members",
+        "20",
+        "--rate",
+        "50",
+        "--duration",
+        "1",
+        "--drain",
+        "5",
+        "--pause",
+        "0",
+        "--nats-url",
+        "nats://127.0.0.1:1",
+    ]);
+    assert!(ok, "compare failed: {stderr}\nstdout: {stdout}");
+    assert!(stdout.contains("deliveries/s") && stdout.contains("p99 ms"), "{stdout}");
+    for target in ["herald", "herald-publish"] {
+        let row = table_row(&stdout, target).unwrap_or_else(|| panic!("no {target} row: {stdout}"));
+        // target, deliveries/s, p50, p99, CPU µs, RSS KiB, bytes, missing, generator, others
+        assert_eq!(row.len(), 10, "{row:?}");
+        let num = |i: usize| row[i].parse::<f64>().unwrap_or_else(|_| panic!("{target} column {i}: {row:?}"));
+        assert!(num(1) > 0.0, "{target} delivered nothing: {row:?}");
+        assert!(num(2) > 0.0 && num(2) <= num(3), "{target} p50 ≤ p99: {row:?}");
+        assert!(num(4) > 0.0, "{target} server CPU per delivery: {row:?}");
+        // A delivery is at least its 64-byte payload plus framing.
+        assert!(num(6) > 64.0, "{target} bytes per delivery: {row:?}");
+        assert_eq!(row[7], "0", "{target} lost deliveries: {row:?}");
+    }
+    assert!(stdout.contains("ratio to herald"), "{stdout}");
+    assert!(stdout.contains("skipped nats:") && stdout.contains("127.0.0.1:1"), "{stdout}");
+    // The Herald servers it started are gone with it: their data directories too.
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Runs a small fan-out against one peer and checks that everything sent arrived; a peer
+/// that is not there is skipped (or fails the test under `HERALD_BENCH_REQUIRE_PEERS=1`).
+fn check_peer(target: &str, addr: &str) {
+    let required = std::env::var("HERALD_BENCH_REQUIRE_PEERS").is_ok_and(|v| v == "1");
+    if target != "socketio" && std::net::TcpStream::connect(addr).is_err() {
+        assert!(!required, "{target}: nothing listens on {addr}");
+        eprintln!("skipped: {target}: nothing listens on {addr}");
+        return;
+    }
+    let args = ["fanout", "--target", target, "--members", "20", "--rate", "50", "--duration", "1", "--json"];
+    let (ok, stdout, stderr) = herald_bench(&args);
+    if !ok
+        && target == "socketio"
+        && !required
+        && (stderr.contains("npm ci") || stderr.contains("node is not"))
+    {
+        eprintln!("skipped: {target}: {stderr}");
+        return;
+    }
+    assert!(ok, "herald bench fanout --target {target} failed: {stderr}\nstdout: {stdout}");
+    let f: Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"));
+    assert_eq!(f["target"], target, "{f}");
+    assert!(f["sent"].as_u64().is_some_and(|n| n > 0), "{f}");
+    assert!(f["deliveries"].as_u64().is_some_and(|n| n > 0), "{f}");
+    assert_eq!(f["deliveries"], f["deliveries_expected"], "{f}");
+    assert_eq!(f["missing"], 0, "{f}");
+    assert!(f["latency_p99_ms"].as_f64().is_some(), "{f}");
+    assert!(f["bytes_per_delivery"].as_f64().is_some_and(|b| b > 64.0), "{f}");
+    // The server process was found through /proc: its CPU was read.
+    assert!(f["server_process"].as_str().is_some(), "{f}");
+    assert!(f["server_cpu_cores"].as_f64().is_some(), "{f}");
+}
+
+#[test]
+fn fanout_drives_nats() {
+    check_peer("nats", "127.0.0.1:4222");
+}
+
+#[test]
+fn fanout_drives_redis() {
+    check_peer("redis", "127.0.0.1:6379");
+}
+
+#[test]
+fn fanout_drives_mqtt() {
+    check_peer("mqtt", "127.0.0.1:1883");
+}
+
+#[test]
+fn fanout_drives_socketio_started_and_stopped_by_the_bench() {
+    check_peer("socketio", "");
 }
 
 #[test]

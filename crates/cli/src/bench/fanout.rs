@@ -6,12 +6,16 @@
 //! Setup is O(N): the first member creates the channel naming every other member *before*
 //! they connect, so the setup's `member_joined` events go to it alone; the others connect
 //! afterwards without `resume` and so start with the first message sent.
+//!
+//! `--target` other than `herald` runs the same shape against Herald's `publish` path or a
+//! peer server instead ([`super::peers`]).
 
 use super::Ctx;
 use super::net::{self, Ws};
+use super::peers::{self, Outcome, PeerArgs, Shape, Target};
 use super::report::{CpuMeter, Latencies, Report, nanos_since};
 use super::scan::{self, Frame};
-use anyhow::{Context, bail};
+use anyhow::Context;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -22,21 +26,45 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, clap::Args)]
 pub struct FanoutArgs {
-    /// Members of the channel, one connection each (users bench-0 .. bench-<N-1>).
+    /// What to drive: Herald's durable channel path, its `publish` path, or a peer server.
+    #[arg(long, value_enum, default_value = "herald")]
+    pub target: Target,
+    /// Members of the channel, one connection each (users bench-0 .. bench-<N-1>); for the
+    /// other targets, subscriber connections.
     #[arg(long, default_value_t = 1000)]
-    members: usize,
+    pub members: usize,
     /// Messages per second, all senders together.
     #[arg(long, default_value_t = 200.0)]
-    rate: f64,
+    pub rate: f64,
     /// Seconds of sending.
     #[arg(long, default_value_t = 10.0)]
-    duration: f64,
-    /// How many members send (the first K), sharing the rate.
+    pub duration: f64,
+    /// How many members send (the first K), sharing the rate; for the other targets, extra
+    /// publisher connections.
     #[arg(long, default_value_t = 1)]
-    senders: usize,
+    pub senders: usize,
     /// Longest wait, after the last send, for deliveries still in flight (seconds).
     #[arg(long, default_value_t = 10.0)]
-    drain: f64,
+    pub drain: f64,
+    /// Bytes of each message's payload (JSON carrying the send time, padded), at least 33.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    #[command(flatten)]
+    pub peers: PeerArgs,
+}
+
+impl FanoutArgs {
+    pub fn shape(&self, concurrency: usize) -> Shape {
+        Shape {
+            members: self.members,
+            senders: self.senders,
+            rate: self.rate,
+            duration: self.duration,
+            drain: self.drain,
+            size: self.size,
+            concurrency,
+        }
+    }
 }
 
 /// Per-connection read buffer: events arrive in bursts of up to 32 frames of ~500 bytes.
@@ -67,23 +95,19 @@ struct Shared {
     /// Connections the server closed; `kicked` those closed with 4008 (too far behind).
     closed: AtomicU64,
     kicked: AtomicU64,
+    /// Bytes of every frame received (payload and WebSocket header).
+    wire_bytes: AtomicU64,
     latency: Latencies,
 }
 
-pub async fn run(ctx: &Ctx, a: FanoutArgs) -> anyhow::Result<Report> {
-    if a.members == 0 {
-        bail!("--members must be at least 1");
-    }
-    if a.senders == 0 || a.senders > a.members {
-        bail!("--senders must be between 1 and --members ({})", a.members);
-    }
-    if !(a.rate > 0.0 && a.rate.is_finite()) {
-        bail!("--rate must be a positive number of messages per second");
-    }
-    if !(a.duration > 0.0 && a.duration <= 3600.0) {
-        bail!("--duration must be between 0 and 3600 seconds");
-    }
+/// Runs the shape over Herald's durable channel path.
+pub async fn measure(ctx: &Ctx, a: &Shape) -> anyhow::Result<(Report, Outcome)> {
+    a.check()?;
     ctx.check_capacity(a.members)?;
+    let rss_before = match ctx.pid {
+        Some(pid) => peers::settled_rss(pid).await,
+        None => None,
+    };
     let n = a.members;
     let users: Vec<String> = (0..n).map(|i| format!("bench-{i}")).collect();
     let tokens = users.iter().map(|u| ctx.minter.token(u, None)).collect::<anyhow::Result<Vec<_>>>()?;
@@ -94,6 +118,10 @@ pub async fn run(ctx: &Ctx, a: FanoutArgs) -> anyhow::Result<Report> {
     let mut conns = vec![first];
     conns.extend(ctx.connect_all(&tokens[1..], 1, READ_BUFFER).await?);
     let setup = t_setup.elapsed();
+    let rss_after = match ctx.pid {
+        Some(pid) => peers::settled_rss(pid).await,
+        None => None,
+    };
     let metrics_before = net::scrape_metrics(&ctx.target).await.ok();
 
     let shared = Arc::new(Shared {
@@ -106,6 +134,7 @@ pub async fn run(ctx: &Ctx, a: FanoutArgs) -> anyhow::Result<Report> {
         errors: AtomicU64::new(0),
         closed: AtomicU64::new(0),
         kicked: AtomicU64::new(0),
+        wire_bytes: AtomicU64::new(0),
         latency: Latencies::new(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -128,6 +157,7 @@ pub async fn run(ctx: &Ctx, a: FanoutArgs) -> anyhow::Result<Report> {
                 period: sender_period,
                 end,
                 base: shared.base,
+                size: a.size,
             };
             senders.push(tokio::spawn(send(sink, plan)));
         } else {
@@ -183,10 +213,16 @@ pub async fn run(ctx: &Ctx, a: FanoutArgs) -> anyhow::Result<Report> {
     let ack_secs =
         (shared.last_ack.load(Ordering::Acquire).saturating_sub(start_nanos) as f64 / 1e9).max(1e-9);
 
+    let hist = shared.latency.merged();
+    let wire = shared.wire_bytes.load(Ordering::Acquire);
+    let dps = received as f64 / rx_secs;
+
     let mut r = Report::new("fanout");
+    r.text("target", "target", Target::Herald.name());
     r.int("members", "members (connections)", n as u64);
     r.int("senders", "senders", a.senders as u64);
     r.num("rate_offered", "offered rate (msgs/s)", a.rate, 1);
+    r.int("size", "content (bytes)", peers::payload(0, a.size).len() as u64);
     r.num("setup_secs", "setup: channel + connects (s)", setup.as_secs_f64(), 2);
     r.int("sent", "messages sent", sent);
     r.int("acked", "messages acked", acks);
@@ -197,8 +233,8 @@ pub async fn run(ctx: &Ctx, a: FanoutArgs) -> anyhow::Result<Report> {
     r.int("deliveries_expected", "deliveries expected", expected);
     r.int("deliveries", "deliveries received", received);
     r.int("missing", "deliveries missing", expected.saturating_sub(received));
-    r.num("deliveries_per_sec", "deliveries/s", received as f64 / rx_secs, 1);
-    r.latency("latency", "end-to-end latency", &shared.latency.merged());
+    r.num("deliveries_per_sec", "deliveries/s", dps, 1);
+    r.latency("latency", "end-to-end latency", &hist);
     r.int("closed_by_server", "connections closed by server", shared.closed.load(Ordering::Acquire));
     r.int("kicked_4008", "  of which too slow (4008)", shared.kicked.load(Ordering::Acquire));
     let foreign = shared.foreign.load(Ordering::Acquire);
@@ -213,13 +249,42 @@ pub async fn run(ctx: &Ctx, a: FanoutArgs) -> anyhow::Result<Report> {
             r.int("server_queue_full_disconnects", "server: queue-full disconnects", d as u64);
         }
     }
-    cpu.add_to(&mut r);
-    if let Some(secs) = cpu.server_secs
-        && received > 0
-    {
-        r.num("server_cpu_us_per_delivery", "server CPU per delivery (µs)", secs * 1e6 / received as f64, 2);
+    let bytes_per = (received > 0).then(|| wire as f64 / received as f64);
+    if let Some(b) = bytes_per {
+        r.num("bytes_per_delivery", "bytes received per delivery", b, 1);
     }
-    Ok(r)
+    let rss_per = match (rss_before, rss_after) {
+        (Some(b), Some(a)) => Some((a as f64 - b as f64) / n as f64),
+        _ => None,
+    };
+    if let (Some(b), Some(a), Some(per)) = (rss_before, rss_after, rss_per) {
+        r.num("server_rss_before_mib", "server RSS before connects (MiB)", b as f64 / 1024.0, 1);
+        r.num("server_rss_after_mib", "server RSS after connects (MiB)", a as f64 / 1024.0, 1);
+        r.num("server_kib_per_conn", "server RSS per connection (KiB)", per, 2);
+    }
+    cpu.add_to(&mut r);
+    let cpu_per = cpu.server_secs.filter(|_| received > 0).map(|s| s * 1e6 / received as f64);
+    if let Some(c) = cpu_per {
+        r.num("server_cpu_us_per_delivery", "server CPU per delivery (µs)", c, 2);
+    }
+    let outcome = Outcome {
+        target: Target::Herald.name(),
+        rate: a.rate,
+        members: n,
+        size: peers::payload(0, a.size).len(),
+        sent,
+        expected,
+        received,
+        deliveries_per_sec: dps,
+        p50_ms: (!hist.is_empty()).then(|| hist.value_at_quantile(0.5) as f64 / 1000.0),
+        p99_ms: (!hist.is_empty()).then(|| hist.value_at_quantile(0.99) as f64 / 1000.0),
+        cpu_us_per_delivery: cpu_per,
+        rss_kib_per_conn: rss_per,
+        bytes_per_delivery: bytes_per,
+        generator_cores: cpu.generator_secs.map(|g| g / cpu.wall),
+        other_cores: cpu.others_cores(),
+    };
+    Ok((r, outcome))
 }
 
 /// Creates the bench channel as the first member, naming the others; returns its id.
@@ -261,6 +326,8 @@ struct Plan {
     period: Duration,
     end: Instant,
     base: Instant,
+    /// Bytes of each content.
+    size: usize,
 }
 
 /// Sends on schedule (the n-th message at `start + n·period`, late ones at once) until `end`;
@@ -273,7 +340,7 @@ async fn send(mut sink: SplitSink<Ws, Message>, plan: Plan) -> anyhow::Result<(u
             break;
         }
         tokio::time::sleep_until(due.into()).await;
-        let content = serde_json::to_string(&scan::content(nanos_since(plan.base)))?;
+        let content = serde_json::to_string(&peers::payload(nanos_since(plan.base), plan.size))?;
         let frame = format!(
             r#"{{"id":{},"op":"message.send","channel":"{}","content":{content}}}"#,
             sent + 2,
@@ -298,6 +365,9 @@ async fn receive(
             _ = stop.wait_for(|s| *s) => return,
             m = stream.next() => m,
         };
+        if let Some(Ok(Message::Text(t))) = &msg {
+            shared.wire_bytes.fetch_add((t.len() + peers::ws_header(t.len())) as u64, Ordering::Relaxed);
+        }
         match msg {
             Some(Ok(Message::Text(t))) => match scan::classify(t.as_str()) {
                 Frame::Message { sent_nanos: Some(sent) } => {

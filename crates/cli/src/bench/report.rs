@@ -233,6 +233,13 @@ pub struct CpuUse {
 }
 
 impl CpuUse {
+    /// Cores used by every other process of the machine (other work disturbing the run).
+    pub fn others_cores(&self) -> Option<f64> {
+        let m = self.machine_secs?;
+        let others = m - self.server_secs.unwrap_or(0.0) - self.generator_secs.unwrap_or(0.0);
+        Some((others / self.wall).max(0.0))
+    }
+
     /// Adds the CPU use in cores (CPU seconds per wall second).
     pub fn add_to(&self, r: &mut Report) {
         if let Some(s) = self.server_secs {

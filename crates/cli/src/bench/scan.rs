@@ -4,7 +4,8 @@
 //! It relies on the server's serialization order, which serde fixes: a reply is
 //! `{"id":…,"ok":…}` or `{"id":…,"error":…}`, an event starts with `{"event":"<name>"`, and
 //! a `message` event's first `"content"` is the message's own (a `reply_to` snapshot comes
-//! after it). The bench's message content is `{"t":<nanos>}`, which arrives JSON-escaped.
+//! after it). The bench's message content is `{"t":<nanos>,"p":"x…"}`, which arrives
+//! JSON-escaped.
 
 /// What a server frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,12 +34,8 @@ pub fn classify(text: &str) -> Frame {
     Frame::Unknown
 }
 
-/// The bench content of a message: what [`sent_nanos`] reads back.
-pub fn content(nanos: u64) -> String {
-    format!(r#"{{"t":{nanos}}}"#)
-}
-
-/// The `t` of the bench content `{"t":N}` inside a `message` event.
+/// The `t` of the bench content `{"t":N,…}` ([`super::peers::payload`]) inside a `message`
+/// event.
 fn sent_nanos(text: &str) -> Option<u64> {
     const CONTENT: &str = r#""content":""#;
     let start = text.find(CONTENT)? + CONTENT.len();
@@ -71,7 +68,7 @@ mod tests {
     #[test]
     fn message_event_timestamp_is_read_from_the_escaped_content() {
         // The content as serde_json writes it into the event.
-        let content = serde_json::to_string(&content(123456789)).unwrap_or_default();
+        let content = serde_json::to_string(&super::super::peers::payload(123456789, 64)).unwrap_or_default();
         let frame = format!(
             r#"{{"event":"message","channel":"c","seq":4,"hash":"h","prev_hash":"p","ts":"t","author":"a","content_hash":"x","message":{{"id":"m","seq":4,"author":"a","type":"chat.text","content":{content},"ts":"t"}}}}"#
         );
