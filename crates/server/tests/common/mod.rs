@@ -70,6 +70,11 @@ impl Ws {
         let (socket, _) = within("ws upgrade", tokio_tungstenite::connect_async(req))
             .await
             .unwrap_or_else(|e| panic!("ws connect: {e}"));
+        Ws::over(socket)
+    }
+
+    /// A test client over an open WebSocket.
+    fn over(socket: Socket) -> Ws {
         Ws {
             socket,
             next_id: 1,
@@ -94,16 +99,7 @@ impl Ws {
             within("ws upgrade", tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp)))
                 .await
                 .unwrap_or_else(|e| panic!("ws connect: {e}"));
-        let mut ws = Ws {
-            socket,
-            next_id: 1,
-            events: VecDeque::new(),
-            replies: VecDeque::new(),
-            hello: Value::Null,
-            sync_subject: None,
-            closed: None,
-            seen: Vec::new(),
-        };
+        let mut ws = Ws::over(socket);
         match ws.request(json!({"op": "connect", "token": token, "resume": resume})).await {
             Ok(ok) => ws.hello = ok,
             Err(e) => panic!("connect refused: {e}"),
