@@ -19,10 +19,18 @@ pub struct QueueLimits {
     pub bytes: usize,
 }
 
+/// Live events held back during a replay, with their total size kept as they arrive (not
+/// summed again on every push).
+#[derive(Default)]
+struct Held {
+    frames: Vec<(u64, Bytes)>,
+    bytes: usize,
+}
+
 /// Where a resumed channel stands for this connection.
 enum ResumeState {
     /// The replay is running: live events wait here, in commit order.
-    Buffering(Vec<(u64, Bytes)>),
+    Buffering(Held),
     /// The replay is done up to `floor`: live events at or below it are duplicates.
     Live { floor: u64 },
 }
@@ -132,12 +140,12 @@ impl ConnShared {
             let mut resume = self.resume.lock();
             match resume.get_mut(channel) {
                 Some(ResumeState::Buffering(held)) => {
-                    let held_bytes: usize = held.iter().map(|(_, f)| f.len()).sum();
-                    if held.len() >= self.capacity || held_bytes + frame.len() > self.max_bytes {
+                    if held.frames.len() >= self.capacity || held.bytes + frame.len() > self.max_bytes {
                         drop(resume);
                         return if self.kick() { Pushed::Overflow } else { Pushed::Closed };
                     }
-                    held.push((seq, frame.clone()));
+                    held.bytes += frame.len();
+                    held.frames.push((seq, frame.clone()));
                     return Pushed::Held;
                 }
                 Some(ResumeState::Live { floor }) if seq <= *floor => return Pushed::Held,
@@ -236,7 +244,7 @@ impl ConnShared {
     pub(crate) fn begin_resume(&self, channels: impl IntoIterator<Item = String>) {
         let mut resume = self.resume.lock();
         for c in channels {
-            resume.insert(c, ResumeState::Buffering(Vec::new()));
+            resume.insert(c, ResumeState::Buffering(Held::default()));
         }
         self.resuming.store(!resume.is_empty(), Ordering::Release);
     }
@@ -253,7 +261,9 @@ impl ConnShared {
             let held = {
                 let mut resume = self.resume.lock();
                 match resume.get_mut(channel) {
-                    Some(ResumeState::Buffering(held)) if !held.is_empty() => std::mem::take(held),
+                    Some(ResumeState::Buffering(held)) if !held.frames.is_empty() => {
+                        std::mem::take(held).frames
+                    }
                     _ => {
                         resume.insert(channel.to_owned(), ResumeState::Live { floor });
                         return true;

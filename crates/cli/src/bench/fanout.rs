@@ -249,41 +249,28 @@ pub async fn measure(ctx: &Ctx, a: &Shape) -> anyhow::Result<(Report, Outcome)> 
             r.int("server_queue_full_disconnects", "server: queue-full disconnects", d as u64);
         }
     }
-    let bytes_per = (received > 0).then(|| wire as f64 / received as f64);
-    if let Some(b) = bytes_per {
-        r.num("bytes_per_delivery", "bytes received per delivery", b, 1);
-    }
     let rss_per = match (rss_before, rss_after) {
         (Some(b), Some(a)) => Some((a as f64 - b as f64) / n as f64),
         _ => None,
     };
-    if let (Some(b), Some(a), Some(per)) = (rss_before, rss_after, rss_per) {
-        r.num("server_rss_before_mib", "server RSS before connects (MiB)", b as f64 / 1024.0, 1);
-        r.num("server_rss_after_mib", "server RSS after connects (MiB)", a as f64 / 1024.0, 1);
-        r.num("server_kib_per_conn", "server RSS per connection (KiB)", per, 2);
-    }
-    cpu.add_to(&mut r);
-    let cpu_per = cpu.server_secs.filter(|_| received > 0).map(|s| s * 1e6 / received as f64);
-    if let Some(c) = cpu_per {
-        r.num("server_cpu_us_per_delivery", "server CPU per delivery (µs)", c, 2);
-    }
-    let outcome = Outcome {
-        target: Target::Herald.name(),
-        rate: a.rate,
-        members: n,
-        size: peers::payload(0, a.size).len(),
-        sent,
-        expected,
-        received,
-        deliveries_per_sec: dps,
-        p50_ms: (!hist.is_empty()).then(|| hist.value_at_quantile(0.5) as f64 / 1000.0),
-        p99_ms: (!hist.is_empty()).then(|| hist.value_at_quantile(0.99) as f64 / 1000.0),
-        cpu_us_per_delivery: cpu_per,
-        rss_kib_per_conn: rss_per,
-        bytes_per_delivery: bytes_per,
-        generator_cores: cpu.generator_secs.map(|g| g / cpu.wall),
-        other_cores: cpu.others_cores(),
-    };
+    let outcome = peers::finish(
+        &mut r,
+        peers::Tail {
+            target: Target::Herald.name(),
+            rate: a.rate,
+            members: n,
+            size: peers::payload(0, a.size).len(),
+            sent,
+            expected,
+            received,
+            deliveries_per_sec: dps,
+            hist: &hist,
+            wire,
+            rss: (rss_before, rss_after),
+            rss_per,
+            cpu: &cpu,
+        },
+    );
     Ok((r, outcome))
 }
 

@@ -20,7 +20,7 @@ pub mod nats;
 pub mod redis;
 pub mod socketio;
 
-use super::report::{CpuMeter, Latencies, Report, nanos_since, rss_kib};
+use super::report::{CpuMeter, CpuUse, Latencies, Report, nanos_since, rss_kib};
 use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
 use std::future::Future;
@@ -264,6 +264,64 @@ impl Outcome {
     }
 }
 
+/// What every fan-out run ends with, whatever the target: the figures `finish` reports and
+/// turns into the run's [`Outcome`].
+pub struct Tail<'a> {
+    pub target: &'static str,
+    pub rate: f64,
+    pub members: usize,
+    pub size: usize,
+    pub sent: u64,
+    pub expected: u64,
+    pub received: u64,
+    pub deliveries_per_sec: f64,
+    pub hist: &'a hdrhistogram::Histogram<u64>,
+    /// Bytes received by the generator.
+    pub wire: u64,
+    /// Server RSS (KiB) before and after the connections were made.
+    pub rss: (Option<u64>, Option<u64>),
+    /// Server RSS per connection (KiB), as the caller derives it from `rss`.
+    pub rss_per: Option<f64>,
+    pub cpu: &'a CpuUse,
+}
+
+/// Reports the figures every target shares (bytes and RSS per delivery and connection, CPU)
+/// and returns the run's [`Outcome`].
+pub fn finish(r: &mut Report, t: Tail<'_>) -> Outcome {
+    let bytes_per = (t.received > 0).then(|| t.wire as f64 / t.received as f64);
+    if let Some(b) = bytes_per {
+        r.num("bytes_per_delivery", "bytes received per delivery", b, 1);
+    }
+    if let ((Some(before), Some(after)), Some(per)) = (t.rss, t.rss_per) {
+        r.num("server_rss_before_mib", "server RSS before connects (MiB)", before as f64 / 1024.0, 1);
+        r.num("server_rss_after_mib", "server RSS after connects (MiB)", after as f64 / 1024.0, 1);
+        r.num("server_kib_per_conn", "server RSS per connection (KiB)", per, 2);
+    }
+    t.cpu.add_to(r);
+    let cpu_per = t.cpu.server_secs.filter(|_| t.received > 0).map(|s| s * 1e6 / t.received as f64);
+    if let Some(c) = cpu_per {
+        r.num("server_cpu_us_per_delivery", "server CPU per delivery (µs)", c, 2);
+    }
+    let quantile = |q: f64| (!t.hist.is_empty()).then(|| t.hist.value_at_quantile(q) as f64 / 1000.0);
+    Outcome {
+        target: t.target,
+        rate: t.rate,
+        members: t.members,
+        size: t.size,
+        sent: t.sent,
+        expected: t.expected,
+        received: t.received,
+        deliveries_per_sec: t.deliveries_per_sec,
+        p50_ms: quantile(0.5),
+        p99_ms: quantile(0.99),
+        cpu_us_per_delivery: cpu_per,
+        rss_kib_per_conn: t.rss_per,
+        bytes_per_delivery: bytes_per,
+        generator_cores: t.cpu.generator_secs.map(|g| g / t.cpu.wall),
+        other_cores: t.cpu.others_cores(),
+    }
+}
+
 /// Resident memory once it has stopped moving (3 samples 50 ms apart within 0.5 %), at most
 /// 2 s: connections may still be settling into the server's buffers.
 pub async fn settled_rss(pid: u32) -> Option<u64> {
@@ -433,25 +491,6 @@ pub async fn drive<P: Peer>(
     r.num("deliveries_per_sec", "deliveries/s", dps, 1);
     r.latency("latency", "end-to-end latency", &hist);
     r.int("closed_by_server", "connections closed by server", rx.closed.load(Ordering::Acquire));
-    let bytes_per = (received > 0).then(|| wire as f64 / received as f64);
-    if let Some(b) = bytes_per {
-        r.num("bytes_per_delivery", "bytes received per delivery", b, 1);
-    }
-    // A long-running service may shrink meanwhile (memory of earlier runs returned): no figure.
-    let rss_per = match (rss0, rss1) {
-        (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / conns as f64),
-        _ => None,
-    };
-    if let (Some(a), Some(b), Some(per)) = (rss0, rss1, rss_per) {
-        r.num("server_rss_before_mib", "server RSS before connects (MiB)", a as f64 / 1024.0, 1);
-        r.num("server_rss_after_mib", "server RSS after connects (MiB)", b as f64 / 1024.0, 1);
-        r.num("server_kib_per_conn", "server RSS per connection (KiB)", per, 2);
-    }
-    cpu.add_to(&mut r);
-    let cpu_per = cpu.server_secs.filter(|_| received > 0).map(|s| s * 1e6 / received as f64);
-    if let Some(c) = cpu_per {
-        r.num("server_cpu_us_per_delivery", "server CPU per delivery (µs)", c, 2);
-    }
     let unstamped = rx.unstamped.load(Ordering::Acquire);
     if unstamped > 0 {
         r.note(format!("{unstamped} messages without a bench stamp were ignored"));
@@ -459,23 +498,29 @@ pub async fn drive<P: Peer>(
     if let Some(e) = first_error {
         r.note(format!("a publisher failed: {e}"));
     }
-    let outcome = Outcome {
-        target: target.name(),
-        rate: shape.rate,
-        members: n,
-        size: payload(0, shape.size).len(),
-        sent,
-        expected,
-        received,
-        deliveries_per_sec: dps,
-        p50_ms: (!hist.is_empty()).then(|| hist.value_at_quantile(0.5) as f64 / 1000.0),
-        p99_ms: (!hist.is_empty()).then(|| hist.value_at_quantile(0.99) as f64 / 1000.0),
-        cpu_us_per_delivery: cpu_per,
-        rss_kib_per_conn: rss_per,
-        bytes_per_delivery: bytes_per,
-        generator_cores: cpu.generator_secs.map(|g| g / cpu.wall),
-        other_cores: cpu.others_cores(),
+    // A long-running service may shrink meanwhile (memory of earlier runs returned): no figure.
+    let rss_per = match (rss0, rss1) {
+        (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / conns as f64),
+        _ => None,
     };
+    let outcome = finish(
+        &mut r,
+        Tail {
+            target: target.name(),
+            rate: shape.rate,
+            members: n,
+            size: payload(0, shape.size).len(),
+            sent,
+            expected,
+            received,
+            deliveries_per_sec: dps,
+            hist: &hist,
+            wire,
+            rss: (rss0, rss1),
+            rss_per,
+            cpu: &cpu,
+        },
+    );
     Ok((r, outcome))
 }
 
