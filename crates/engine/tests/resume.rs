@@ -1,82 +1,16 @@
 //! Resume at the engine boundary, over the in-memory store: what a failed replay does.
 #![allow(clippy::unwrap_used)]
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use herald_engine::{
     Backends, BrokerSink, Engine, EngineConfig, Grants, LocalBroker, Principal, ResumeEnd, SystemClock,
     UuidV7,
 };
 use herald_proto::frames::{CreateChannel, Request, SendMessage};
-use herald_proto::model::{Channel, ChannelSummary, DirectoryEntry, Member, Message, UserInfo};
-use herald_store::memory::{MemoryBlobStore, MemoryStore};
-use herald_store::{Applied, HistoryRange, Mutation, Store, StoreError, StoredEntry};
+use herald_proto::model::UserInfo;
+use herald_store::memory::{FailingLog, MemoryBlobStore};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-/// The memory store, whose raw log reads fail once `fail_log` is set.
-struct FlakyLog {
-    inner: MemoryStore,
-    fail_log: AtomicBool,
-}
-
-#[async_trait]
-impl Store for FlakyLog {
-    async fn apply(&self, m: Mutation) -> herald_store::Result<Applied> {
-        self.inner.apply(m).await
-    }
-    async fn channel(&self, app: &str, id_or_name: &str) -> herald_store::Result<Option<Channel>> {
-        self.inner.channel(app, id_or_name).await
-    }
-    async fn members(&self, channel_id: &str) -> herald_store::Result<Vec<Member>> {
-        self.inner.members(channel_id).await
-    }
-    async fn channels_of(&self, app: &str, user: &str) -> herald_store::Result<Vec<ChannelSummary>> {
-        self.inner.channels_of(app, user).await
-    }
-    async fn directory(
-        &self,
-        app: &str,
-        user: &str,
-        admin: bool,
-    ) -> herald_store::Result<Vec<DirectoryEntry>> {
-        self.inner.directory(app, user, admin).await
-    }
-    async fn history(
-        &self,
-        channel_id: &str,
-        range: &HistoryRange,
-    ) -> herald_store::Result<(Vec<Message>, bool)> {
-        self.inner.history(channel_id, range).await
-    }
-    async fn log(
-        &self,
-        channel_id: &str,
-        after: u64,
-        limit: u32,
-    ) -> herald_store::Result<(Vec<StoredEntry>, bool)> {
-        if self.fail_log.load(Ordering::SeqCst) {
-            return Err(StoreError::Backend("disk on fire".into()));
-        }
-        self.inner.log(channel_id, after, limit).await
-    }
-    async fn head_seq(&self, channel_id: &str) -> herald_store::Result<u64> {
-        self.inner.head_seq(channel_id).await
-    }
-    async fn member_channels(&self, app: &str, user: &str) -> herald_store::Result<Vec<String>> {
-        self.inner.member_channels(app, user).await
-    }
-    async fn is_member(&self, app: &str, channel_id: &str, user: &str) -> herald_store::Result<bool> {
-        self.inner.is_member(app, channel_id, user).await
-    }
-    async fn close(&self) -> herald_store::Result<()> {
-        self.inner.close().await
-    }
-    async fn health(&self) -> herald_store::Result<()> {
-        self.inner.health().await
-    }
-}
 
 fn principal(user: &str) -> Principal {
     Principal {
@@ -93,10 +27,7 @@ fn principal(user: &str) -> Principal {
 #[tokio::test]
 async fn replay_error_fails_the_resume_and_lets_no_held_event_through() {
     let broker = LocalBroker::new();
-    let store = Arc::new(FlakyLog {
-        inner: MemoryStore::new(BrokerSink::new(broker.clone())),
-        fail_log: AtomicBool::new(false),
-    });
+    let store = Arc::new(FailingLog::new(BrokerSink::new(broker.clone())));
     let backends = Backends {
         store: store.clone(),
         blobs: Arc::new(MemoryBlobStore::new()),
@@ -116,7 +47,7 @@ async fn replay_error_fails_the_resume_and_lets_no_held_event_through() {
         engine.execute(&ada, None, send(&format!("missed {i}"))).await.unwrap();
     }
 
-    store.fail_log.store(true, Ordering::SeqCst);
+    store.fail_log(true);
     let resume = BTreeMap::from([(channel.clone(), 1u64)]);
     let (conn, mut rx) = engine.connect(&ada, &resume, |_| Bytes::from_static(b"hello")).await.unwrap();
     // Committed while the replay is pending: held back for after the replay.

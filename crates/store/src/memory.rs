@@ -822,6 +822,75 @@ impl Store for MemoryStore {
     }
 }
 
+/// The memory store, whose raw log reads ([`Store::log`]) fail while [`FailingLog::fail_log`]
+/// is on: a fault injector for tests of what the engine and the gateway do when the store
+/// fails in the middle of a replay.
+pub struct FailingLog {
+    inner: MemoryStore,
+    fail_log: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for FailingLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailingLog").finish_non_exhaustive()
+    }
+}
+
+impl FailingLog {
+    /// An empty store that hands every commit to `sink`; its log reads succeed until told.
+    pub fn new(sink: Arc<dyn CommitSink>) -> FailingLog {
+        FailingLog { inner: MemoryStore::new(sink), fail_log: std::sync::atomic::AtomicBool::new(false) }
+    }
+
+    /// From now on, log reads fail (`true`) or succeed (`false`).
+    pub fn fail_log(&self, on: bool) {
+        self.fail_log.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Store for FailingLog {
+    async fn apply(&self, m: Mutation) -> Result<Applied> {
+        self.inner.apply(m).await
+    }
+    async fn channel(&self, app: &str, id_or_name: &str) -> Result<Option<Channel>> {
+        self.inner.channel(app, id_or_name).await
+    }
+    async fn members(&self, channel_id: &str) -> Result<Vec<Member>> {
+        self.inner.members(channel_id).await
+    }
+    async fn channels_of(&self, app: &str, user: &str) -> Result<Vec<ChannelSummary>> {
+        self.inner.channels_of(app, user).await
+    }
+    async fn directory(&self, app: &str, user: &str, admin: bool) -> Result<Vec<DirectoryEntry>> {
+        self.inner.directory(app, user, admin).await
+    }
+    async fn history(&self, channel_id: &str, range: &HistoryRange) -> Result<(Vec<Message>, bool)> {
+        self.inner.history(channel_id, range).await
+    }
+    async fn log(&self, channel_id: &str, after: u64, limit: u32) -> Result<(Vec<StoredEntry>, bool)> {
+        if self.fail_log.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Backend("disk on fire".into()));
+        }
+        self.inner.log(channel_id, after, limit).await
+    }
+    async fn head_seq(&self, channel_id: &str) -> Result<u64> {
+        self.inner.head_seq(channel_id).await
+    }
+    async fn member_channels(&self, app: &str, user: &str) -> Result<Vec<String>> {
+        self.inner.member_channels(app, user).await
+    }
+    async fn is_member(&self, app: &str, channel_id: &str, user: &str) -> Result<bool> {
+        self.inner.is_member(app, channel_id, user).await
+    }
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+    async fn health(&self) -> Result<()> {
+        self.inner.health().await
+    }
+}
+
 /// Content-addressed blobs in memory, scoped by channel, with the filesystem store's id checks.
 #[derive(Debug, Default)]
 pub struct MemoryBlobStore {
