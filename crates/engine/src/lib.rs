@@ -10,7 +10,8 @@
 //! - [`broker`]: the [`Broker`] trait (events between nodes, with its guarantees), the
 //!   in-process [`LocalBroker`], and [`BrokerSink`], the store's `CommitSink` that turns
 //!   committed entries into events, serialized once, and publishes them.
-//! - [`hub`]: this node's fan-out index (channel → members, user → connections, subject →
+//! - [`hub`]: this node's fan-out index of online connections (channel → connections of its
+//!   online members, user → connections, subject →
 //!   subscribers), subscribed to the broker, delivering shared bytes to every recipient.
 //! - [`conn`]: one connection's shared state: its bounded queue, the overflow kick, resume.
 //! - [`events`]: a stored entry → its wire event.
