@@ -29,7 +29,11 @@
 //!
 //! [`Broker::watch_subject`] / [`Broker::unwatch_subject`] tell a broker which subjects this
 //! node's connections subscribe to, so a networked broker subscribes only to those; the
-//! in-process one ignores them.
+//! in-process one ignores them. `watch_subject` is called for every `subscribe` and its future
+//! resolves once publications from every node reach this node (a networked broker: its
+//! subscription is confirmed by the server), so a `subscribe` reply keeps its promise (§10).
+//!
+//! [`Broker::health`] says whether the broker can carry traffic now (for `/healthz`).
 
 use crate::events::{event_of, to_bytes};
 use bytes::Bytes;
@@ -106,12 +110,24 @@ pub trait Broker: Send + Sync + 'static {
     /// Adds a subscriber (this node's hub), which from then on receives every envelope.
     fn subscribe(&self, subscriber: Arc<dyn BrokerSubscriber>);
 
-    /// This node has a connection subscribed to `(app, subject)`.
-    fn watch_subject(&self, _app: &str, _subject: &str) {}
+    /// A connection of this node subscribes to `(app, subject)`. Idempotent (called for every
+    /// `subscribe`, not only the first); resolves when publications to it from any node will
+    /// reach this node, or with why they cannot (the broker is unreachable).
+    fn watch_subject(&self, _app: &str, _subject: &str) -> WatchFuture {
+        Box::pin(std::future::ready(Ok(())))
+    }
 
     /// This node's last connection subscribed to `(app, subject)` is gone.
     fn unwatch_subject(&self, _app: &str, _subject: &str) {}
+
+    /// Whether the broker can carry envelopes now; `Err` says why not. Must answer at once.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
+
+/// What [`Broker::watch_subject`] returns.
+pub type WatchFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 
 /// The in-process broker: every envelope goes synchronously, in publish order, to every
 /// subscriber. With one subscriber it is one node; with several it stands for several nodes

@@ -41,7 +41,7 @@ pub mod ops;
 pub mod rules;
 pub mod throttle;
 
-pub use broker::{Broker, BrokerSink, Envelope, LocalBroker};
+pub use broker::{Broker, BrokerSink, Envelope, LocalBroker, WatchFuture};
 pub use conn::{ConnShared, Outbound, QueueLimits};
 pub use error::EngineError;
 pub use hub::Hub;

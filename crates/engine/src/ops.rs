@@ -25,6 +25,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
+/// How long a `subscribe` waits for the broker to confirm its subscription before it fails
+/// with `internal` (a networked broker that is down must not hang the request).
+const WATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Limits and sizes of the engine; every one is configurable from the server's config.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -491,10 +495,29 @@ impl Engine {
                         self.config.max_subscriptions
                     )));
                 }
-                if self.hub.subscribe(conn.shared(), subject.as_str()) {
-                    self.broker.watch_subject(&who.app, subject.as_str());
+                self.hub.subscribe(conn.shared(), subject.as_str());
+                // Every subscribe waits for the broker (idempotent), not only the first one on
+                // this node: a second subscriber must not be answered before the first's
+                // subscription is in force either.
+                match tokio::time::timeout(
+                    WATCH_TIMEOUT,
+                    self.broker.watch_subject(&who.app, subject.as_str()),
+                )
+                .await
+                {
+                    Ok(Ok(())) => Ok(OkReply::Empty(Empty {})),
+                    failed => {
+                        let why = match failed {
+                            Ok(Err(why)) => why,
+                            _ => format!("no answer within {} s", WATCH_TIMEOUT.as_secs()),
+                        };
+                        tracing::warn!(subject = subject.as_str(), error = %why, "broker subscription failed");
+                        if self.hub.unsubscribe(conn, subject.as_str()) {
+                            self.broker.unwatch_subject(&who.app, subject.as_str());
+                        }
+                        Err(EngineError::Internal)
+                    }
                 }
-                Ok(OkReply::Empty(Empty {}))
             }
             Request::Unsubscribe { subject } => {
                 let conn = conn.ok_or_else(|| bad("unsubscribe needs a WebSocket connection"))?;
@@ -962,10 +985,17 @@ impl Engine {
 
     /// Whether this node can serve: `Err` names the failing dependency (for `/healthz`).
     pub async fn health(&self) -> Result<(), String> {
-        match tokio::time::timeout(std::time::Duration::from_secs(2), self.store.health()).await {
+        let store = match tokio::time::timeout(std::time::Duration::from_secs(2), self.store.health()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("store: {e}")),
             Err(_) => Err("store: no answer within 2 s".into()),
+        };
+        let broker = self.broker.health().map_err(|e| format!("broker: {e}"));
+        match (store, broker) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(s), Ok(())) => Err(s),
+            (Ok(()), Err(b)) => Err(b),
+            (Err(s), Err(b)) => Err(format!("{s}; {b}")),
         }
     }
 
