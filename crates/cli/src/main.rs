@@ -10,7 +10,7 @@ mod client_cmds;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use herald_server::auth::{Claims, load_or_create_secret, mint_hs256, now_secs};
+use herald_server::auth::{Claims, mint_hs256, now_secs, resolve_secret};
 use herald_server::config::{ServeConfig, merge_toml};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,7 +25,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the server (SQLite storage under --data, no other service needed).
+    /// Run a node: by default SQLite under --data and no other service; with --store
+    /// postgres://… --broker nats://… one of several equal nodes (docs/deploy.md).
     Serve(ServeArgs),
     /// Print a JWT signed with the data directory's secret.
     Token(TokenArgs),
@@ -51,6 +52,10 @@ struct TokenArgs {
     /// Data directory whose secret signs the token (the same as `serve --data`).
     #[arg(long, env = "HERALD_DATA", default_value = "./herald-data")]
     data: PathBuf,
+    /// Sign with the secret in this file instead (the same as `serve --secret-file`); the
+    /// variable HERALD_SECRET, holding the secret itself, takes precedence over both.
+    #[arg(long, env = "HERALD_SECRET_FILE")]
+    secret_file: Option<PathBuf>,
     /// User id (`sub`): 1-128 characters of A-Z a-z 0-9 _ . @ : -
     #[arg(long)]
     sub: String,
@@ -91,8 +96,11 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     }
     // Validate exactly as the server will, so a bad --sub fails here and not at connect.
     herald_server::auth::principal(claims.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let secret = load_or_create_secret(&args.data)
-        .with_context(|| format!("cannot read or create the secret in {}", args.data.display()))?;
+    let env_secret = env_secret();
+    let secret = resolve_secret(env_secret.as_deref(), args.secret_file.as_deref(), &args.data)
+        .with_context(|| {
+            format!("cannot read or create the token secret (data directory {})", args.data.display())
+        })?;
     println!("{}", mint_hs256(&secret, &claims)?);
     Ok(())
 }
@@ -103,9 +111,15 @@ fn serve(args: ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         let sub = matches.subcommand_matches("serve").unwrap_or(matches);
         config = merge_toml(config, sub, path)?;
     }
+    config.secret = env_secret().map(herald_server::config::Secret);
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async { herald_server::serve(backends::open_node(config).await?).await })
+}
+
+/// HERALD_SECRET, if set and not empty: the token secret itself (see `serve --secret-file`).
+fn env_secret() -> Option<String> {
+    std::env::var("HERALD_SECRET").ok().filter(|s| !s.trim().is_empty())
 }
 
 fn init_tracing() {

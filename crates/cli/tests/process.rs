@@ -91,6 +91,12 @@ fn serve_help_documents_every_option() {
         "--shutdown-grace-secs",
         "--tls-cert",
         "--tls-key",
+        "--store",
+        "--broker",
+        "--pg-pool",
+        "--node-id",
+        "--secret-file",
+        "HERALD_SECRET",
     ] {
         assert!(help.contains(flag), "serve --help lacks {flag}");
     }
@@ -251,4 +257,43 @@ async fn second_serve_on_one_data_directory_refuses_to_start() {
     let mut again = Server::start(cwd.path(), &["--listen", "127.0.0.1:0", "--data", data_arg], &[]);
     again.signal("-TERM");
     assert!(again.wait_exit().success());
+}
+
+/// Every node of a deployment verifies the same tokens: `HERALD_SECRET` (or `--secret-file`)
+/// replaces the data directory's secret for `serve` and `token` alike, and a short one is
+/// refused with one line.
+#[tokio::test]
+async fn one_provisioned_secret_signs_and_verifies_on_any_data_directory() {
+    let secret = "provisioned-secret-0123456789abcdef01234567";
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let file = a.path().join("secret.txt");
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let server =
+        Server::start(a.path(), &["--listen", "127.0.0.1:0", "--data", "node"], &[("HERALD_SECRET", secret)]);
+    // Minted through another data directory with the same secret from a file.
+    let out = Command::new(BIN)
+        .args(["token", "--sub", "ada", "--secret-file"])
+        .arg(&file)
+        .arg("--data")
+        .arg(b.path())
+        .env_remove("HERALD_SECRET")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(get(&format!("{}/v1/channels", server.url()), &token).await.status(), 200);
+    // A token of the data directory's own secret is not accepted by that node.
+    let own = common::token(b.path(), "ada");
+    assert_eq!(get(&format!("{}/v1/channels", server.url()), &own).await.status(), 401);
+
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(b.path().join("short"))
+        .env("HERALD_SECRET", "too short")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("HERALD_SECRET") && err.contains("32"), "{err}");
+    assert!(!err.contains("too short"), "the secret itself is never printed: {err}");
 }

@@ -59,6 +59,8 @@ impl Client {
     /// `token` is only the fallback of the first attempt (it may be empty).
     pub async fn connect_with(url: &str, token: &str, config: ClientConfig) -> Result<Client, ClientError> {
         let endpoint = Endpoint::parse(url)?;
+        let fallbacks =
+            config.fallback_urls.iter().map(|u| Endpoint::parse(u)).collect::<Result<Vec<_>, _>>()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let token = CurrentToken::new(token.to_owned());
@@ -68,7 +70,7 @@ impl Client {
             .build()
             .map_err(|e| ClientError::Tls(format!("cannot build the HTTP client: {e}")))?;
         let rest = Rest::new(http, endpoint.http.clone(), token.clone());
-        let driver = Driver::new(endpoint, token, tls, config.clone(), rx, ready_tx);
+        let driver = Driver::new(endpoint, fallbacks, token, tls, config.clone(), rx, ready_tx);
         // The task ends when every handle is dropped (the command channel closes) or on
         // `close`: the `Client` owns it through `commands`.
         tokio::spawn(driver.run());

@@ -36,6 +36,11 @@ pub struct ClientConfig {
     /// (Mozilla's): the CA of a self-signed deployment. See
     /// [`ClientConfig::add_root_certificate_pem`].
     pub root_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Other nodes of the same deployment (`http://…` as for `connect`). After a connection
+    /// drops, the client reconnects to the next one in turn (the URL given to `connect`
+    /// first) and resumes there with no gap and no duplicate. REST calls keep using the URL
+    /// given to `connect`. Empty: always that one.
+    pub fallback_urls: Vec<String>,
 }
 
 impl Default for ClientConfig {
@@ -52,6 +57,7 @@ impl Default for ClientConfig {
             event_buffer: 10_000,
             token_provider: None,
             root_certificates: Vec::new(),
+            fallback_urls: Vec::new(),
         }
     }
 }

@@ -135,7 +135,12 @@ type Sink = futures::stream::SplitSink<
 >;
 
 pub(crate) struct Driver {
+    /// The node connected to next: `endpoints[next]`.
     endpoint: Endpoint,
+    /// Every node this client may use: the URL given to `connect`, then
+    /// [`ClientConfig::fallback_urls`]. A lost connection moves to the next one.
+    endpoints: Vec<Endpoint>,
+    next: usize,
     /// The token of the next `connect`, shared with REST calls.
     token: CurrentToken,
     /// For `wss://`: the same rustls configuration REST uses.
@@ -161,14 +166,18 @@ pub(crate) struct Driver {
 impl Driver {
     pub(crate) fn new(
         endpoint: Endpoint,
+        fallbacks: Vec<Endpoint>,
         token: CurrentToken,
         tls: Arc<rustls::ClientConfig>,
         config: ClientConfig,
         commands: mpsc::UnboundedReceiver<Command>,
         ready: oneshot::Sender<Result<ConnectOk, ClientError>>,
     ) -> Driver {
+        let endpoints = std::iter::once(endpoint.clone()).chain(fallbacks).collect();
         Driver {
             endpoint,
+            endpoints,
+            next: 0,
             token,
             tls,
             first_attempt: true,
@@ -237,6 +246,12 @@ impl Driver {
             };
             let outs = self.session.disconnected(&reason);
             self.apply_offline(outs);
+            // Another node of the deployment, if the client knows several: the resume that
+            // follows works against any of them (PROTOCOL.md §10).
+            if self.endpoints.len() > 1 {
+                self.next = (self.next + 1) % self.endpoints.len();
+                self.endpoint = self.endpoints[self.next].clone();
+            }
             attempt = if was_ready { 1 } else { attempt + 1 };
             if let Some(max) = self.config.max_reconnect_attempts
                 && attempt > max

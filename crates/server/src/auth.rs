@@ -127,6 +127,36 @@ pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// The token secret, from the first of: `secret` (HERALD_SECRET), the file `secret_file`,
+/// the data directory's `secret` (created on first use). `herald serve` and `herald token`
+/// both resolve it here, so they always agree. Each is trimmed and must have at least 32
+/// characters; the error names where it came from, never the secret.
+pub fn resolve_secret(
+    secret: Option<&str>,
+    secret_file: Option<&Path>,
+    data: &Path,
+) -> std::io::Result<Vec<u8>> {
+    let check = |text: &str, whence: &dyn std::fmt::Display| -> std::io::Result<Vec<u8>> {
+        let text = text.trim();
+        if text.len() < 32 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the secret in {whence} is shorter than 32 characters"),
+            ));
+        }
+        Ok(text.as_bytes().to_vec())
+    };
+    if let Some(text) = secret {
+        return check(text, &"HERALD_SECRET");
+    }
+    if let Some(path) = secret_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display())))?;
+        return check(&text, &path.display());
+    }
+    load_or_create_secret(data)
+}
+
 /// The path of the token secret inside a data directory.
 pub fn secret_path(data: &Path) -> PathBuf {
     data.join("secret")

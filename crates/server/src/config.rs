@@ -17,6 +17,16 @@ pub enum DurabilityMode {
     Relaxed,
 }
 
+/// A secret held in memory: its `Debug` never shows it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
 /// `herald serve` options.
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +42,41 @@ pub struct ServeConfig {
     /// Commit durability: `fsync` (default) or `relaxed` (benchmarks only).
     #[arg(long, env = "HERALD_DURABILITY", value_enum, default_value = "fsync")]
     pub durability: DurabilityMode,
+
+    /// Where channels, messages and blobs live: `sqlite` (the default: SQLite and blob files
+    /// under --data, nothing else to run) or a PostgreSQL URL (`postgres://user@host:5432/db`)
+    /// that every node of a deployment shares; blobs then live in PostgreSQL too. The first
+    /// node to start on an empty database creates the schema (docs/deploy.md).
+    #[arg(long, env = "HERALD_STORE", default_value = "sqlite", value_name = "sqlite|URL")]
+    pub store: String,
+
+    /// How events reach the connections of the other nodes: `local` (the default: one node,
+    /// in process) or a NATS URL (`nats://127.0.0.1:4222`) every node shares. A NATS broker
+    /// needs a shared store (--store postgres://…).
+    #[arg(long, env = "HERALD_BROKER", default_value = "local", value_name = "local|URL")]
+    pub broker: String,
+
+    /// Connections this node keeps to PostgreSQL (with --store postgres://…).
+    #[arg(long, env = "HERALD_PG_POOL", default_value_t = 16)]
+    pub pg_pool: usize,
+
+    /// Name of this node in logs and on the broker (default: a random id per start).
+    #[arg(long, env = "HERALD_NODE_ID")]
+    #[serde(default)]
+    pub node_id: Option<String>,
+
+    /// Read the token secret (HS256, at least 32 characters) from this file instead of the
+    /// data directory's `secret`, so every node of a deployment verifies the same tokens.
+    /// The variable HERALD_SECRET, holding the secret itself, takes precedence over both.
+    #[arg(long, env = "HERALD_SECRET_FILE")]
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+
+    /// The secret itself, from HERALD_SECRET (never a flag: a command line is visible to
+    /// every user of the machine; never in the TOML file, never printed).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub secret: Option<Secret>,
 
     /// Verify tokens with this Ed25519 public key (PEM file, EdDSA) instead of the data
     /// directory's HS256 secret: for tokens minted by another service.

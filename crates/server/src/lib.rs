@@ -246,8 +246,16 @@ impl Node {
                 auth::Verifier::ed25519_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
             }
             None => {
-                let secret = auth::load_or_create_secret(&config.data).with_context(|| {
-                    format!("cannot read or create the secret in {}", config.data.display())
+                let secret = auth::resolve_secret(
+                    config.secret.as_ref().map(|s| s.0.as_str()),
+                    config.secret_file.as_deref(),
+                    &config.data,
+                )
+                .with_context(|| {
+                    format!(
+                        "cannot read or create the token secret (data directory {})",
+                        config.data.display()
+                    )
                 })?;
                 auth::Verifier::hs256(&secret)
             }
