@@ -44,6 +44,13 @@ pub struct BenchArgs {
     #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:7700", global = true)]
     url: String,
 
+    /// Other nodes of the same deployment (repeatable or comma-separated): connections are
+    /// spread over --url and these, connection i on node i mod n (the first, which creates the
+    /// channel and sends first, on --url), so deliveries cross nodes. /metrics is read from
+    /// --url only.
+    #[arg(long = "also-url", value_delimiter = ',', global = true)]
+    also_url: Vec<String>,
+
     /// The server's data directory: its token secret signs the bench users' tokens.
     #[arg(long, env = "HERALD_DATA", default_value = "./herald-data", global = true)]
     data: PathBuf,
@@ -92,6 +99,7 @@ enum Mode {
 #[derive(Debug)]
 pub struct Common {
     url: String,
+    also_url: Vec<String>,
     data: PathBuf,
     token_secret_file: Option<PathBuf>,
     pid: Option<u32>,
@@ -117,8 +125,15 @@ impl Common {
         };
         let target = net::Target::resolve(&url).await?;
         let sources = net::source_addresses(self.sources, &target)?;
+        let mut nodes = vec![target.clone()];
+        if server.is_none() {
+            for other in &self.also_url {
+                nodes.push(net::Target::resolve(other).await?);
+            }
+        }
         Ok(Ctx {
             target,
+            nodes,
             minter: net::Minter::new(secret),
             sources,
             concurrency: self.concurrency.max(1),
@@ -132,6 +147,8 @@ impl Common {
 #[derive(Debug)]
 struct Ctx {
     target: net::Target,
+    /// `target`, then the other nodes of `--also-url`: connection i goes to `nodes[i % n]`.
+    nodes: Vec<net::Target>,
     minter: net::Minter,
     sources: Vec<std::net::IpAddr>,
     concurrency: usize,
@@ -181,7 +198,8 @@ impl Ctx {
         futures::stream::iter(tokens.iter().enumerate())
             .map(|(i, token)| async move {
                 let t0 = std::time::Instant::now();
-                let ws = net::open_authed(&self.target, self.source(offset + i), read_buffer, token).await?;
+                let node = &self.nodes[(offset + i) % self.nodes.len()];
+                let ws = net::open_authed(node, self.source(offset + i), read_buffer, token).await?;
                 Ok((ws, t0.elapsed()))
             })
             .buffered(self.concurrency)
@@ -211,8 +229,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Many sockets: lift the soft limit on open files to the hard one before anything else.
     let nofile = rlimit::increase_nofile_limit(u64::MAX)
         .map_err(|e| anyhow::anyhow!("cannot raise the open-files limit: {e}"))?;
-    let BenchArgs { url, data, token_secret_file, pid, sources, concurrency, json, mode } = args;
-    let common = Common { url, data, token_secret_file, pid, sources, concurrency, json, nofile };
+    let BenchArgs { url, also_url, data, token_secret_file, pid, sources, concurrency, json, mode } = args;
+    let common = Common { url, also_url, data, token_secret_file, pid, sources, concurrency, json, nofile };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = rt.block_on(async {
         // An interrupt drops the run, and with it every server the bench started (their guards
