@@ -255,6 +255,7 @@ impl PgStore {
             max_retries: config.max_retries,
             op_timeout: config.op_timeout,
             vacuum: notify.clone(),
+            committing: Default::default(),
         };
         let writer = tokio::spawn(w.run());
         let (stop, stopped) = watch::channel(false);

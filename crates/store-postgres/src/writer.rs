@@ -47,6 +47,8 @@ pub struct Writer {
     pub op_timeout: Duration,
     /// Wakes the vacuum task after a batch that erased content committed.
     pub vacuum: Arc<Notify>,
+    /// The attempt in progress has sent `COMMIT`: a lost connection leaves its outcome unknown.
+    pub committing: std::sync::atomic::AtomicBool,
 }
 
 /// How a whole batch attempt failed.
@@ -127,9 +129,10 @@ impl Writer {
         let Some(obj) = conn.0.as_ref() else {
             return Err(BatchFail::Fatal(StoreError::Backend("postgres: connection gone".into())));
         };
+        self.committing.store(false, Ordering::Relaxed);
         let st = match Stmts::prepare(obj).await {
             Ok(st) => st,
-            Err(f) => return Err(classify_batch(f)),
+            Err(f) => return Err(classify_batch(f, false)),
         };
         match self.transaction(obj, &st, mutations).await {
             Ok((results, erased)) => {
@@ -140,7 +143,7 @@ impl Writer {
                 Ok(results)
             }
             Err(f) => {
-                let f = classify_batch(f);
+                let f = classify_batch(f, self.committing.load(Ordering::Relaxed));
                 if let BatchFail::Retry(_) = f
                     && obj.execute(&st.rollback, &[]).await.is_ok()
                 {
@@ -197,6 +200,7 @@ impl Writer {
                 .map(|(ch, seq, hash)| async move { client.execute(&st.set_head, &[ch, seq, hash]).await });
             futures::future::try_join_all(futs).await?;
         }
+        self.committing.store(true, Ordering::Relaxed);
         client.execute(&st.commit, &[]).await?;
         Ok((results, erased))
     }
@@ -264,10 +268,16 @@ fn retryable(e: &tokio_postgres::Error) -> bool {
     matches!(e.code(), Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
 }
 
-/// Sorts a failed batch into retry or fatal.
-fn classify_batch(f: Fail) -> BatchFail {
+/// Sorts a failed batch into retry or fatal. A connection lost before `COMMIT` was sent (a
+/// pooled connection PostgreSQL closed while idle, say after a restart) committed nothing,
+/// so the batch is run again on another; lost during `COMMIT`, the outcome is unknown and
+/// the callers are told so.
+fn classify_batch(f: Fail, committing: bool) -> BatchFail {
     match f {
         Fail::Db(e) if retryable(&e) => BatchFail::Retry(e.to_string()),
+        Fail::Db(e) if !committing && (e.is_closed() || e.as_db_error().is_none()) => {
+            BatchFail::Retry(format!("connection lost: {e}"))
+        }
         Fail::Db(e) => BatchFail::Fatal(db(e)),
         Fail::Store(e) => BatchFail::Fatal(e),
     }
