@@ -1,0 +1,147 @@
+//! The tables, versioned in `schema_version`, migrated at open under an advisory lock so that
+//! several nodes starting at once on an empty database create the schema exactly once.
+
+use crate::db;
+use herald_store::{Result, StoreError};
+use tokio_postgres::Client;
+
+/// The schema version this code writes and reads.
+pub const VERSION: i32 = 1;
+
+/// The key of the advisory lock migrations run under (any constant unique to Herald).
+const MIGRATION_LOCK: i64 = 0x6865_7261_6c64_0001;
+
+/// Identifiers sort and compare bytewise (`COLLATE "C"`), as in the SQLite backend, whatever
+/// the database's default collation: member lists and the directory come out in the same order.
+const V1: &str = r#"
+CREATE TABLE channels (
+    id          text COLLATE "C" PRIMARY KEY,
+    app         text COLLATE "C" NOT NULL,
+    name        text COLLATE "C",
+    title       text,
+    encrypted   boolean NOT NULL,
+    policy      text NOT NULL,
+    created_by  text COLLATE "C" NOT NULL,
+    created_ms  bigint NOT NULL,
+    head_seq    bigint NOT NULL DEFAULT 0,
+    head_hash   bytea NOT NULL
+);
+CREATE UNIQUE INDEX channels_app_name ON channels(app, name) WHERE name IS NOT NULL;
+
+CREATE TABLE users (
+    app   text COLLATE "C" NOT NULL,
+    id    text COLLATE "C" NOT NULL,
+    name  text,
+    kind  text NOT NULL,
+    PRIMARY KEY (app, id)
+);
+
+CREATE TABLE members (
+    channel_id  text COLLATE "C" NOT NULL,
+    user_id     text COLLATE "C" NOT NULL,
+    last_read   bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (channel_id, user_id)
+);
+CREATE INDEX members_user ON members(user_id, channel_id);
+
+CREATE TABLE entries (
+    channel_id     text COLLATE "C" NOT NULL,
+    seq            bigint NOT NULL,
+    kind           text NOT NULL,
+    author         text NOT NULL,
+    ref            text NOT NULL,
+    ts_ms          bigint NOT NULL,
+    content_hash   bytea NOT NULL,
+    prev_hash      bytea NOT NULL,
+    hash           bytea NOT NULL,
+    x_id           text,
+    x_msg_type     text,
+    x_client_id    text,
+    x_name         text,
+    x_title        text,
+    x_message_id   text,
+    x_reply_author text,
+    PRIMARY KEY (channel_id, seq)
+);
+CREATE INDEX entries_edits ON entries(channel_id, ref) WHERE kind = 'message_edited';
+
+-- Content and salt of every entry, apart: a hard delete deletes the rows (and so their TOAST
+-- chunks) instead of overwriting columns of a row that stays.
+CREATE TABLE entry_contents (
+    channel_id  text COLLATE "C" NOT NULL,
+    seq         bigint NOT NULL,
+    content     text NOT NULL,
+    salt        bytea NOT NULL,
+    PRIMARY KEY (channel_id, seq)
+);
+
+CREATE TABLE messages (
+    channel_id    text COLLATE "C" NOT NULL,
+    id            text COLLATE "C" NOT NULL,
+    seq           bigint NOT NULL,
+    author        text NOT NULL,
+    type          text NOT NULL,
+    content       text NOT NULL,
+    reply_to      text,
+    reply_author  text,
+    client_id     text,
+    ts_ms         bigint NOT NULL,
+    edited_ms     bigint,
+    PRIMARY KEY (channel_id, seq)
+);
+CREATE UNIQUE INDEX messages_id ON messages(channel_id, id);
+
+CREATE TABLE reactions (
+    id          text COLLATE "C" PRIMARY KEY,
+    channel_id  text COLLATE "C" NOT NULL,
+    message_id  text COLLATE "C" NOT NULL,
+    user_id     text NOT NULL,
+    emoji       text NOT NULL,
+    seq         bigint NOT NULL
+);
+CREATE INDEX reactions_message ON reactions(channel_id, message_id, seq);
+
+CREATE TABLE client_ids (
+    channel_id  text COLLATE "C" NOT NULL,
+    author      text COLLATE "C" NOT NULL,
+    client_id   text COLLATE "C" NOT NULL,
+    message_id  text NOT NULL,
+    PRIMARY KEY (channel_id, author, client_id)
+);
+
+CREATE TABLE blobs (
+    channel_id  text COLLATE "C" NOT NULL,
+    id          text COLLATE "C" NOT NULL,
+    bytes       bytea NOT NULL,
+    PRIMARY KEY (channel_id, id)
+);
+"#;
+
+/// Creates the schema on an empty database, or checks the version of an existing one. Runs in
+/// one transaction holding a transaction-scoped advisory lock: a second node starting at the
+/// same time waits, then finds the schema made.
+pub async fn migrate(client: &mut Client) -> Result<()> {
+    let tx = client.transaction().await.map_err(db)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+        .await
+        .map_err(db)?;
+    let version: Option<i32> = tx
+        .query_opt("SELECT max(version) FROM schema_version", &[])
+        .await
+        .map_err(db)?
+        .and_then(|r| r.get(0));
+    match version {
+        None => {
+            tx.batch_execute(V1).await.map_err(db)?;
+            tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&VERSION]).await.map_err(db)?;
+        }
+        Some(VERSION) => {}
+        Some(v) => {
+            return Err(StoreError::Backend(format!(
+                "postgres: database schema version {v} is newer than this server understands ({VERSION})"
+            )));
+        }
+    }
+    tx.commit().await.map_err(db)
+}

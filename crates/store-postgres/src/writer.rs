@@ -1,0 +1,302 @@
+//! The writer task: group commit of the mutations of one `PgStore`.
+//!
+//! It waits for the first job, drains up to `max_batch - 1` more without waiting, and runs
+//! them in one transaction on one pooled connection: it locks the channel rows of the batch in
+//! sorted id order (`SELECT … FOR UPDATE ORDER BY id`, so two nodes' batches queue behind each
+//! other instead of deadlocking), applies each job in its own `SAVEPOINT` (a refused job is
+//! rolled back alone), writes the new heads and commits. Then it hands every committed
+//! [`Applied`] to the [`CommitSink`] in order and only then answers the callers. A batch that
+//! meets `serialization_failure` or `deadlock_detected` is run again from the start; any other
+//! failure of the transaction answers every job with [`StoreError::Backend`] and the writer
+//! goes on with the next batch on a fresh connection (it never dies with the database).
+
+use crate::apply::{Batch, Fail, Job as ApplyJob};
+use crate::rows;
+use crate::stmts::Stmts;
+use crate::{CommitObserver, db};
+use deadpool_postgres::{Object, Pool};
+use herald_store::{Applied, CommitSink, Mutation, Result, StoreError};
+use parking_lot::RwLock;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_postgres::error::SqlState;
+
+/// State shared between the store handle and its writer task.
+#[derive(Default)]
+pub struct Shared {
+    pub commits: AtomicU64,
+    pub jobs: AtomicU64,
+    pub retries: AtomicU64,
+    pub observer: RwLock<Option<CommitObserver>>,
+}
+
+pub struct Job {
+    pub mutation: Mutation,
+    pub reply: oneshot::Sender<Result<Applied>>,
+}
+
+pub struct Writer {
+    pub pool: Pool,
+    pub rx: mpsc::Receiver<Job>,
+    pub sink: Arc<dyn CommitSink>,
+    pub shared: Arc<Shared>,
+    pub max_batch: usize,
+    pub max_retries: u32,
+    pub op_timeout: Duration,
+    /// Wakes the vacuum task after a batch that erased content committed.
+    pub vacuum: Arc<Notify>,
+    /// The attempt in progress has sent `COMMIT`: a lost connection leaves its outcome unknown.
+    pub committing: std::sync::atomic::AtomicBool,
+}
+
+/// How a whole batch attempt failed.
+enum BatchFail {
+    /// Worth running again (serialization failure, deadlock).
+    Retry(String),
+    /// The transaction or the connection is broken.
+    Fatal(StoreError),
+}
+
+impl Writer {
+    /// Runs until every sender is gone and the queue is drained.
+    pub async fn run(mut self) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while let Some(first) = self.rx.recv().await {
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match self.rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(&mut batch).await;
+        }
+    }
+
+    async fn commit_batch(&mut self, batch: &mut Vec<Job>) {
+        let n = batch.len();
+        self.shared.jobs.fetch_add(n as u64, Ordering::Relaxed);
+        let (mutations, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|j| (j.mutation, j.reply)).unzip();
+        let start = Instant::now();
+        let mut attempt = 0;
+        let results = loop {
+            let r = tokio::time::timeout(self.op_timeout, self.attempt(&mutations)).await;
+            match r {
+                Ok(Ok(results)) => break results,
+                Ok(Err(BatchFail::Retry(why))) if attempt < self.max_retries => {
+                    attempt += 1;
+                    self.shared.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(attempt, reason = %why, "postgres batch conflicted; running it again");
+                }
+                Ok(Err(BatchFail::Retry(why))) => {
+                    let e = format!("postgres: batch still conflicting after {attempt} retries: {why}");
+                    break (0..n).map(|_| Err(StoreError::Backend(e.clone()))).collect();
+                }
+                Ok(Err(BatchFail::Fatal(e))) => {
+                    tracing::error!(error = %e, jobs = n, "postgres batch failed");
+                    let e = e.to_string();
+                    break (0..n).map(|_| Err(StoreError::Backend(e.clone()))).collect();
+                }
+                Err(_) => {
+                    tracing::error!(jobs = n, "postgres batch timed out");
+                    let e = format!("postgres: no answer within {:?}", self.op_timeout);
+                    break (0..n).map(|_| Err(StoreError::Backend(e.clone()))).collect::<Vec<_>>();
+                }
+            }
+        };
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        let observer = self.shared.observer.read().clone();
+        if let Some(f) = observer {
+            f(start.elapsed(), n);
+        }
+        for r in results.iter().flatten() {
+            self.sink.committed(r);
+        }
+        for (reply, r) in replies.into_iter().zip(results) {
+            // The caller may have gone away (timed out, or its future dropped); the write stands.
+            let _ = reply.send(r);
+        }
+    }
+
+    /// One transaction over the whole batch.
+    async fn attempt(&self, mutations: &[Mutation]) -> Result<Vec<Result<Applied>>, BatchFail> {
+        let obj = self.pool.get().await.map_err(|e| BatchFail::Fatal(crate::pool_error(e)))?;
+        // Dropped unkept (a failure, or this future cancelled by the batch timeout), the
+        // connection is closed rather than handed back mid-transaction.
+        let conn = Checkout(Some(obj));
+        let Some(obj) = conn.0.as_ref() else {
+            return Err(BatchFail::Fatal(StoreError::Backend("postgres: connection gone".into())));
+        };
+        self.committing.store(false, Ordering::Relaxed);
+        let st = match Stmts::prepare(obj).await {
+            Ok(st) => st,
+            Err(f) => return Err(classify_batch(f, false)),
+        };
+        match self.transaction(obj, &st, mutations).await {
+            Ok((results, erased)) => {
+                if erased {
+                    self.vacuum.notify_one();
+                }
+                conn.keep();
+                Ok(results)
+            }
+            Err(f) => {
+                let f = classify_batch(f, self.committing.load(Ordering::Relaxed));
+                if let BatchFail::Retry(_) = f
+                    && obj.execute(&st.rollback, &[]).await.is_ok()
+                {
+                    conn.keep();
+                }
+                Err(f)
+            }
+        }
+    }
+
+    async fn transaction(
+        &self,
+        client: &Object,
+        st: &Stmts,
+        mutations: &[Mutation],
+    ) -> std::result::Result<(Vec<Result<Applied>>, bool), Fail> {
+        let mut ids: Vec<String> = mutations.iter().filter_map(|m| m.channel().map(str::to_owned)).collect();
+        ids.sort();
+        ids.dedup();
+        let (begin, locked) =
+            futures::future::join(client.execute(&st.begin, &[]), client.query(&st.lock_channels, &[&ids]))
+                .await;
+        begin?;
+        let mut batch = Batch::default();
+        for id in &ids {
+            batch.channels.insert(id.clone(), None);
+        }
+        for r in locked? {
+            let (row, head) = rows::channel_row(&r)?;
+            batch.heads.insert(row.id.clone(), head);
+            batch.channels.insert(row.id.clone(), Some(row));
+        }
+        let mut results = Vec::with_capacity(mutations.len());
+        let mut erased = false;
+        let mut first = true;
+        for m in mutations {
+            let (r, e) = self.run_job(client, st, &mut batch, m, first).await?;
+            first = false;
+            erased |= e;
+            results.push(r);
+        }
+        if !first {
+            client.batch_execute("RELEASE SAVEPOINT job").await?;
+        }
+        let heads: Vec<(String, i64, Vec<u8>)> = batch
+            .dirty
+            .iter()
+            .filter(|ch| batch.channels.get(*ch).is_some_and(Option::is_some))
+            .filter_map(|ch| batch.heads.get(ch).map(|(s, h)| (ch.clone(), rows::to_i64(*s), h.to_vec())))
+            .collect();
+        for chunk in heads.chunks(24) {
+            let futs = chunk
+                .iter()
+                .map(|(ch, seq, hash)| async move { client.execute(&st.set_head, &[ch, seq, hash]).await });
+            futures::future::try_join_all(futs).await?;
+        }
+        self.committing.store(true, Ordering::Relaxed);
+        client.execute(&st.commit, &[]).await?;
+        Ok((results, erased))
+    }
+
+    /// One job in its savepoint. `Err` only when the whole transaction is lost.
+    async fn run_job(
+        &self,
+        client: &Object,
+        st: &Stmts,
+        batch: &mut Batch,
+        m: &Mutation,
+        first: bool,
+    ) -> std::result::Result<(Result<Applied>, bool), Fail> {
+        // The previous job's savepoint is released and this one's opened in the same message,
+        // pipelined with the job's first statements.
+        let sp = if first { "SAVEPOINT job" } else { "RELEASE SAVEPOINT job; SAVEPOINT job" };
+        let mut renamed = false;
+        let mut sp = Some(sp);
+        loop {
+            let job = ApplyJob::new(client, st, batch);
+            let (sp_r, r) = match sp.take() {
+                Some(sp) => futures::future::join(client.batch_execute(sp), job.apply(m.clone())).await,
+                None => (Ok(()), job.apply(m.clone()).await),
+            };
+            sp_r?;
+            match r {
+                Ok((applied, job)) => {
+                    let erased = job.erased;
+                    job.release();
+                    return Ok((Ok(applied), erased));
+                }
+                Err(f) => {
+                    client.execute(&st.rollback_to, &[]).await?;
+                    match f {
+                        Fail::Store(e) => return Ok((Err(e), false)),
+                        Fail::Db(e) if retryable(&e) || e.is_closed() || e.as_db_error().is_none() => {
+                            return Err(Fail::Db(e));
+                        }
+                        Fail::Db(e) => {
+                            let constraint = e.as_db_error().and_then(|d| d.constraint()).unwrap_or("");
+                            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                                if constraint == "channels_app_name" && !renamed {
+                                    // Another node registered the name while this job ran; its
+                                    // commit is visible now: run the job again to find it.
+                                    renamed = true;
+                                    continue;
+                                }
+                                if constraint == "channels_pkey"
+                                    && let Some(id) = m.channel()
+                                {
+                                    let msg = format!("channel id {id:?} already exists");
+                                    return Ok((Err(StoreError::Invalid(msg)), false));
+                                }
+                            }
+                            return Ok((Err(db(e)), false));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn retryable(e: &tokio_postgres::Error) -> bool {
+    matches!(e.code(), Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
+}
+
+/// Sorts a failed batch into retry or fatal. A connection lost before `COMMIT` was sent (a
+/// pooled connection PostgreSQL closed while idle, say after a restart) committed nothing,
+/// so the batch is run again on another; lost during `COMMIT`, the outcome is unknown and
+/// the callers are told so.
+fn classify_batch(f: Fail, committing: bool) -> BatchFail {
+    match f {
+        Fail::Db(e) if retryable(&e) => BatchFail::Retry(e.to_string()),
+        Fail::Db(e) if !committing && (e.is_closed() || e.as_db_error().is_none()) => {
+            BatchFail::Retry(format!("connection lost: {e}"))
+        }
+        Fail::Db(e) => BatchFail::Fatal(db(e)),
+        Fail::Store(e) => BatchFail::Fatal(e),
+    }
+}
+
+/// A pooled connection that goes back to the pool only if kept; dropped otherwise, it is
+/// detached from the pool and closed (the server then rolls back whatever was open).
+pub struct Checkout(pub Option<Object>);
+
+impl Checkout {
+    pub fn keep(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if let Some(o) = self.0.take() {
+            drop(Object::take(o));
+        }
+    }
+}
