@@ -466,6 +466,10 @@ impl Broker for NatsBroker {
             }
         };
         Box::pin(async move {
+            // Down, the SUB would only be queued (and might not even be): say so at once.
+            if inner.client.connection_state() != State::Connected {
+                return Err(format!("nats: not connected to {}", inner.config.url));
+            }
             let outcome = ready
                 .wait_for(Option::is_some)
                 .await
@@ -570,7 +574,8 @@ impl Inner {
             let page = match from.probe {
                 Some(first) => {
                     let window = self.config.probe_window.max(1);
-                    store.log(&channel, (first - 1).saturating_sub(u64::from(window)), window).await
+                    let after = first.saturating_sub(1).saturating_sub(u64::from(window));
+                    store.log(&channel, after, window).await
                 }
                 None => store.log(&channel, from.after, self.config.fill_page.max(1)).await,
             };

@@ -172,6 +172,11 @@ impl Sequencer {
             }
             return Verdict::Deliver;
         };
+        if seq == 0 {
+            // Not a seq any store makes (they start at 1): never let it move anything.
+            self.counts.duplicates += 1;
+            return Verdict::Duplicate;
+        }
         let Some(st) = self.channels.get_mut(&ev.channel) else {
             let probe = self.probe && seq > 1;
             let mut held = BTreeMap::new();
@@ -318,7 +323,7 @@ impl Sequencer {
         let Some(st) = self.channels.get_mut(channel).filter(|st| st.filling) else { return FillStep::Done };
         self.counts.skipped += 1;
         match st.held.keys().next() {
-            Some(&first) => st.last = first - 1,
+            Some(&first) => st.last = first.saturating_sub(1),
             None => st.last = st.last.max(st.target),
         }
         Self::release_held(st, &mut self.counts, deliver);

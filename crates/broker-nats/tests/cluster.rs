@@ -230,7 +230,7 @@ async fn connect_fails_clearly_when_nats_is_unreachable() {
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_cross_nodes_in_one_gapless_order_each_once() {
     let Some(url) = shared_nats().await else { return };
     let cluster = Cluster::start(&url, 3).await;
@@ -321,7 +321,7 @@ async fn events_cross_nodes_in_one_gapless_order_each_once() {
     assert!(cluster.brokers[1].stats().received > 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_messages_are_filled_from_the_store_in_order() {
     let Some(url) = shared_nats().await else { return };
     let cluster = Cluster::start(&url, 2).await;
