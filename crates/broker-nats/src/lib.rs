@@ -94,7 +94,7 @@ pub struct NatsConfig {
     pub max_held_per_channel: usize,
     /// Entries per `Store::log` read of a fill (default 256).
     pub fill_page: u32,
-    /// `head_seq` reads at once when checking the channels against the store (default 16).
+    /// Store reads at once, fills and `head_seq` checks together (default 16).
     pub check_concurrency: usize,
     /// Envelopes queued toward NATS (default 65 536); past that they are dropped (counted).
     pub outgoing_capacity: usize,
@@ -242,6 +242,9 @@ struct Inner {
     shutdown: CancellationToken,
     /// When this node started (ms since the epoch), less the clock skew: the probe's bound.
     since_ms: i64,
+    /// Store reads at once (fills and head checks): a reconnect that finds thousands of
+    /// channels behind must not open thousands of queries together.
+    reads: tokio::sync::Semaphore,
 }
 
 fn now_ms() -> i64 {
@@ -301,16 +304,21 @@ impl NatsBroker {
                 async move { on_nats_event(&events, event) }
             });
         let url = config.url.clone();
+        let servers = config
+            .url
+            .split(',')
+            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| NatsError::Config(format!("url {:?}: {e}", config.url)))?;
         let connect_error = |reason: String| NatsError::Connect { url: url.clone(), reason };
         // The client's own timeout covers one attempt's handshake; this one the whole call.
-        let client =
-            match tokio::time::timeout(config.connect_timeout, options.connect(config.url.as_str())).await {
-                Ok(Ok(client)) => client,
-                Ok(Err(e)) => return Err(connect_error(e.to_string())),
-                Err(_) => {
-                    return Err(connect_error(format!("no connection within {:?}", config.connect_timeout)));
-                }
-            };
+        let client = match tokio::time::timeout(config.connect_timeout, options.connect(servers)).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(connect_error(e.to_string())),
+            Err(_) => {
+                return Err(connect_error(format!("no connection within {:?}", config.connect_timeout)));
+            }
+        };
         let setup = |e: &dyn std::fmt::Display| NatsError::Setup(e.to_string());
         let channels = client.subscribe(wire::all_channels(&config.prefix)).await.map_err(|e| setup(&e))?;
         let sync_subject = wire::sync_subject(&config.prefix, &config.node_id);
@@ -323,6 +331,7 @@ impl NatsBroker {
                 .map(|_| Mutex::new(Sequencer::new(config.max_held_per_channel, probe)))
                 .collect(),
             since_ms: now_ms().saturating_sub(skew),
+            reads: tokio::sync::Semaphore::new(config.check_concurrency.max(1)),
             config,
             client,
             subscribers: RwLock::new(Vec::new()),
@@ -571,6 +580,7 @@ impl Inner {
                 backoff = (backoff * 2).min(MAX_FILL_BACKOFF);
                 continue;
             };
+            let Ok(permit) = self.reads.acquire().await else { return };
             let page = match from.probe {
                 Some(first) => {
                     let window = self.config.probe_window.max(1);
@@ -579,7 +589,7 @@ impl Inner {
                 }
                 None => store.log(&channel, from.after, self.config.fill_page.max(1)).await,
             };
-            drop(store);
+            drop((store, permit));
             let entries = match page {
                 Ok((entries, _)) => entries,
                 Err(e) => {
@@ -636,8 +646,12 @@ impl Inner {
         let heads = futures::stream::iter(channels)
             .map(|(channel, last)| {
                 let store = store.clone();
+                let reads = &self.reads;
                 async move {
-                    let head = store.head_seq(&channel).await;
+                    let head = match reads.acquire().await {
+                        Ok(_permit) => store.head_seq(&channel).await,
+                        Err(_) => Err(herald_store::StoreError::Closed),
+                    };
                     (channel, last, head)
                 }
             })

@@ -100,6 +100,11 @@ fn config(url: &str, prefix: &str) -> NatsConfig {
 
 impl Cluster {
     async fn start(url: &str, n: usize) -> Cluster {
+        Cluster::start_with(url, n, |_, _| {}).await
+    }
+
+    /// With node `i`'s configuration changed by `tweak(i, …)`.
+    async fn start_with(url: &str, n: usize, tweak: impl Fn(usize, &mut NatsConfig)) -> Cluster {
         init_logs();
         let prefix = prefix();
         let sink = Arc::new(NodeSink::default());
@@ -107,8 +112,10 @@ impl Cluster {
         let blobs = Arc::new(MemoryBlobStore::new());
         let mut brokers = Vec::new();
         let mut engines = Vec::new();
-        for _ in 0..n {
-            let broker = NatsBroker::connect(config(url, &prefix)).await.unwrap();
+        for i in 0..n {
+            let mut config = config(url, &prefix);
+            tweak(i, &mut config);
+            let broker = NatsBroker::connect(config).await.unwrap();
             broker.set_store(store.clone());
             let backends = Backends {
                 store: store.clone(),
@@ -370,6 +377,83 @@ async fn lost_messages_are_filled_from_the_store_in_order() {
     assert_gapless(&bob.log_until(&id, end).await, silent + 1, end, "bob");
     assert_gapless(&ada.log_until(&id, end).await, now + 1, end, "ada");
     sentinel(&cluster, &mut [&mut ada, &mut bob], &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_loses_nothing() {
+    let Some(url) = shared_nats().await else { return };
+    // Node 1's client buffers 4 messages per subscription: a burst overflows it, and the NATS
+    // client drops messages and reports a slow consumer.
+    let cluster = Cluster::start_with(&url, 2, |i, c| {
+        if i == 1 {
+            c.subscription_capacity = 4;
+        }
+    })
+    .await;
+    let (a, b) = (&cluster.engines[0], &cluster.engines[1]);
+    let mut ada = Client::connect(a, "ada").await;
+    let mut bob = Client::connect(b, "bob").await;
+    let id = create(&cluster, 0, &ada, &["bob"]).await;
+    let head = cluster.head(&id).await;
+    assert_gapless(&bob.log_until(&id, head).await, 1, head, "bob");
+    for i in 0..300 {
+        cluster.on(0, a.execute(&ada.who, None, send(&id, &format!("burst {i}")))).await.unwrap();
+    }
+    let end = cluster.head(&id).await;
+    assert_gapless(&bob.log_until(&id, end).await, head + 1, end, "bob");
+    assert_gapless(&ada.log_until(&id, end).await, 1, end, "ada");
+    let s = cluster.brokers[1].stats();
+    assert!(s.received < 300 && s.slow_consumers >= 1 && s.entries_filled >= 1, "{s:?}");
+    sentinel(&cluster, &mut [&mut ada, &mut bob], &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_finds_what_was_lost_with_no_later_message() {
+    let Some(url) = shared_nats().await else { return };
+    let cluster = Cluster::start_with(&url, 2, |i, c| {
+        if i == 1 {
+            c.sweep_interval = Some(Duration::from_millis(100));
+        }
+    })
+    .await;
+    let (a, b) = (&cluster.engines[0], &cluster.engines[1]);
+    let mut ada = Client::connect(a, "ada").await;
+    let mut bob = Client::connect(b, "bob").await;
+    let id = create(&cluster, 0, &ada, &["bob"]).await;
+    let head = cluster.head(&id).await;
+    bob.log_until(&id, head).await;
+    cluster.brokers[0].set_lose_outgoing(true);
+    for i in 0..3 {
+        cluster.on(0, a.execute(&ada.who, None, send(&id, &format!("lost {i}")))).await.unwrap();
+    }
+    cluster.brokers[0].set_lose_outgoing(false);
+    let end = cluster.head(&id).await;
+    assert_gapless(&bob.log_until(&id, end).await, head + 1, end, "bob");
+    assert!(cluster.brokers[1].stats().head_checks >= 1);
+    ada.log_until(&id, end).await;
+    sentinel(&cluster, &mut [&mut ada, &mut bob], &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_deleted_on_one_node_is_gone_on_every_node() {
+    let Some(url) = shared_nats().await else { return };
+    let cluster = Cluster::start(&url, 2).await;
+    let (a, b) = (&cluster.engines[0], &cluster.engines[1]);
+    let mut ada = Client::connect(a, "ada").await;
+    let mut bob = Client::connect(b, "bob").await;
+    let id = create(&cluster, 0, &ada, &["bob"]).await;
+    cluster.on(1, b.execute(&bob.who, None, send(&id, "hello"))).await.unwrap();
+    let head = cluster.head(&id).await;
+    ada.log_until(&id, head).await;
+    bob.log_until(&id, head).await;
+    let delete = Request::ChannelDelete { channel: id.clone() };
+    cluster.on(0, a.execute(&ada.who, Some(&ada.conn), delete)).await.unwrap();
+    for c in [&mut ada, &mut bob] {
+        let e = c.next(|e| e["event"] == "channel_deleted").await;
+        assert_eq!(e["channel"], id.as_str());
+    }
+    eventually("node 1 forgets the channel", || b.hub().active_channels() == 0).await;
+    eventually("both sequencers drop it", || cluster.brokers.iter().all(|b| b.stats().channels == 0)).await;
 }
 
 /// A `nats-server` of this test's own, on a port it keeps across restarts.
