@@ -182,7 +182,8 @@ pub struct NatsStats {
     pub head_checks: u64,
     /// Connections made after the first one.
     pub reconnects: u64,
-    /// Slow-consumer reports of the NATS client (messages dropped before this node read them).
+    /// Slow-consumer reports of the NATS client (one per message it dropped before this node
+    /// read it).
     pub slow_consumers: u64,
     /// Channels the sequencer knows.
     pub channels: u64,
@@ -432,11 +433,15 @@ fn on_nats_event(events: &Events, event: async_nats::Event) {
         }
         async_nats::Event::Disconnected => tracing::warn!("nats: disconnected; reconnecting"),
         async_nats::Event::SlowConsumer(sid) => {
-            bump(&events.counters.slow_consumers);
-            tracing::warn!(
-                sid,
-                "nats: slow consumer, messages dropped; checking every channel against the store"
-            );
+            // One report per dropped message: log the first and then one in a thousand.
+            let n = events.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            if n.is_multiple_of(1000) {
+                tracing::warn!(
+                    sid,
+                    reports = n + 1,
+                    "nats: slow consumer, messages dropped; checking every channel against the store"
+                );
+            }
             events.check.notify_one();
         }
         other => tracing::info!(event = %other, "nats event"),
