@@ -304,6 +304,15 @@ async fn events_cross_nodes_in_one_gapless_order_each_once() {
         assert_eq!(p["subject"], subject);
         assert_eq!(p["data"], json!({"on": subject}), "a publication to another subject crossed");
     }
+    // Unsubscribed, node 1 no longer takes the subject from NATS.
+    let unsub = Request::Unsubscribe { subject: "presence:lobby".into() };
+    cluster.on(1, b.execute(&bob.who, Some(&bob.conn), unsub)).await.unwrap();
+    let received = cluster.brokers[1].stats().received;
+    a.publish(&ada.who, "presence:lobby", json!("gone")).unwrap();
+    a.publish(&ada.who, "a.b.*", json!("still")).unwrap();
+    assert_eq!(bob.next(|e| e["event"] == "publication").await["data"], json!("still"));
+    assert_eq!(cluster.brokers[1].stats().received, received + 1, "an unwatched subject still arrives");
+
     // Publications from the node itself reach its own subscribers once.
     let sub = Request::Subscribe { subject: "local".into() };
     cluster.on(0, a.execute(&ada.who, Some(&ada.conn), sub)).await.unwrap();
