@@ -604,11 +604,14 @@ impl Inner {
                     continue;
                 }
             };
+            // Serialized before taking the lock, which the commit path may be waiting for.
+            let page = sequencer::rebuilt_page(&from.app, &entries);
             let step = {
                 let mut shard = self.shard(&channel).lock();
+                let deliver = &mut |e: &Envelope| self.deliver(e);
                 match from.probe {
-                    Some(_) => shard.probed(&channel, &entries, self.since_ms, &mut |e| self.deliver(e)),
-                    None => shard.fill_page(&channel, &entries, &mut |e| self.deliver(e)),
+                    Some(_) => shard.probed(&channel, &entries, page, self.since_ms, deliver),
+                    None => shard.fill_rebuilt(&channel, page, deliver),
                 }
             };
             let step = match step {

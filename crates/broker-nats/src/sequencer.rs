@@ -58,6 +58,8 @@ pub enum FillStep {
 /// to read after.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FillFrom {
+    /// The channel's app, to rebuild entries with ([`rebuilt_page`], outside the lock).
+    pub app: String,
     pub after: u64,
     /// A deletion is held behind the fill: the channel is gone, a stall will not resolve.
     pub deleted: bool,
@@ -239,22 +241,24 @@ impl Sequencer {
     pub fn fill_after(&self, channel: &str) -> Option<FillFrom> {
         let st = self.channels.get(channel).filter(|st| st.filling)?;
         let probe = st.probe.then(|| st.held.keys().next().copied()).flatten();
-        Some(FillFrom { after: st.last, deleted: st.deletion.is_some(), probe })
+        Some(FillFrom { app: st.app.clone(), after: st.last, deleted: st.deletion.is_some(), probe })
     }
 
     /// The probe of a channel first seen past `seq` 1: `entries` are those just before the
     /// first held `seq`. Delivery starts at the first of them committed at or after
     /// `since_ms` (this node's start, less clock skew), or at the held `seq` if none was;
     /// then the fill goes on as usual.
+    /// `page` is `entries` rebuilt ([`rebuilt_page`]).
     pub fn probed(
         &mut self,
         channel: &str,
         entries: &[StoredEntry],
+        page: Vec<ChannelEvent>,
         since_ms: i64,
         deliver: &mut dyn FnMut(&Envelope),
     ) -> FillStep {
         let Some(st) = self.channels.get_mut(channel).filter(|st| st.probe) else {
-            return self.fill_page(channel, entries, deliver);
+            return self.fill_rebuilt(channel, page, deliver);
         };
         st.probe = false;
         let first_held = st.held.keys().next().copied().unwrap_or(st.last + 1);
@@ -266,7 +270,7 @@ impl Sequencer {
         st.last = start.saturating_sub(1);
         let last = st.last;
         st.held.retain(|&s, _| s > last);
-        self.fill_page(channel, entries, deliver)
+        self.fill_rebuilt(channel, page, deliver)
     }
 
     /// The app of a known channel.
@@ -282,11 +286,23 @@ impl Sequencer {
         entries: &[StoredEntry],
         deliver: &mut dyn FnMut(&Envelope),
     ) -> FillStep {
+        let Some(app) = self.app_of(channel) else { return FillStep::Done };
+        let page = rebuilt_page(app, entries);
+        self.fill_rebuilt(channel, page, deliver)
+    }
+
+    /// [`Sequencer::fill_page`] with the page already rebuilt (the broker rebuilds it before
+    /// taking the lock: serializing a page of events is the costly part).
+    pub fn fill_rebuilt(
+        &mut self,
+        channel: &str,
+        page: Vec<ChannelEvent>,
+        deliver: &mut dyn FnMut(&Envelope),
+    ) -> FillStep {
         let Some(st) = self.channels.get_mut(channel).filter(|st| st.filling && !st.probe) else {
             return FillStep::Done;
         };
         let before = st.last;
-        let page = rebuilt_page(&st.app, entries);
         for ev in page {
             let Some(seq) = ev.seq else { continue };
             if seq <= st.last {
@@ -450,7 +466,10 @@ mod tests {
         assert_eq!(s.offer(&ev("c", 2), now), Verdict::Held { start_fill: false }, "held while filling");
         assert_eq!(s.offer(&ev("c", 4), now), Verdict::Duplicate);
         assert_eq!(s.offer(&ev("c", 6), now), Verdict::Held { start_fill: false });
-        assert_eq!(s.fill_after("c"), Some(FillFrom { after: 1, deleted: false, probe: None }));
+        assert_eq!(
+            s.fill_after("c"),
+            Some(FillFrom { app: "app".into(), after: 1, deleted: false, probe: None })
+        );
         let mut got = Vec::new();
         let step = s.fill_page("c", &msgs("c", 2..=3), &mut |e| got.push((seq_of(e), live(e))));
         assert_eq!(step, FillStep::More, "6 is held, 5 not read yet");
@@ -518,7 +537,10 @@ mod tests {
         assert_eq!(s.offer(&del, now), Verdict::Held { start_fill: false });
         let typing = ChannelEvent::signal("app", "c", Bytes::from_static(b"typing"), None);
         assert_eq!(s.offer(&typing, now), Verdict::Deliver, "signals do not wait");
-        assert_eq!(s.fill_after("c"), Some(FillFrom { after: 1, deleted: true, probe: None }));
+        assert_eq!(
+            s.fill_after("c"),
+            Some(FillFrom { app: "app".into(), after: 1, deleted: true, probe: None })
+        );
         // The store lost the channel: the fill stalls, then gives up on the gap.
         let mut got = Vec::new();
         assert_eq!(s.fill_page("c", &[], &mut |e| got.push(e.clone())), FillStep::Stalled);
@@ -561,14 +583,19 @@ mod tests {
         let now = Instant::now();
         assert_eq!(s.offer(&ev("c", 4), now), Verdict::Held { start_fill: true });
         assert_eq!(s.offer(&ev("c", 2), now), Verdict::Held { start_fill: false }, "in flight: wanted");
-        assert_eq!(s.fill_after("c"), Some(FillFrom { after: 3, deleted: false, probe: Some(2) }));
+        assert_eq!(
+            s.fill_after("c"),
+            Some(FillFrom { app: "app".into(), after: 3, deleted: false, probe: Some(2) })
+        );
         let before = vec![
             at(entry("c", 1, EntryKind::ChannelCreated, ""), 2000),
             at(entry("c", 2, EntryKind::MemberJoined, "bob"), 2000),
             at(entry("c", 3, EntryKind::Message, ""), 2000),
         ];
         let mut got = Vec::new();
-        let step = s.probed("c", &before, 1500, &mut |e| got.push((seq_of(e).unwrap(), live(e))));
+        let step = s.probed("c", &before, rebuilt_page("app", &before), 1500, &mut |e| {
+            got.push((seq_of(e).unwrap(), live(e)))
+        });
         assert_eq!(step, FillStep::Done);
         assert_eq!(got, vec![(1, false), (2, true), (3, false), (4, true)]);
 
@@ -580,13 +607,21 @@ mod tests {
             .collect();
         assert_eq!(s.fill_after("old").unwrap().probe, Some(10));
         let mut got = Vec::new();
-        assert_eq!(s.probed("old", &before, 1500, &mut |e| got.push(seq_of(e).unwrap())), FillStep::Done);
+        assert_eq!(
+            s.probed("old", &before, rebuilt_page("app", &before), 1500, &mut |e| got
+                .push(seq_of(e).unwrap())),
+            FillStep::Done
+        );
         assert_eq!(got, vec![9, 10]);
         // Nothing after the start: it starts at the first seq seen.
         let mut s = Sequencer::new(8, true);
         s.offer(&ev("old", 10), now);
         let mut got = Vec::new();
-        assert_eq!(s.probed("old", &before, 5000, &mut |e| got.push(seq_of(e).unwrap())), FillStep::Done);
+        assert_eq!(
+            s.probed("old", &before, rebuilt_page("app", &before), 5000, &mut |e| got
+                .push(seq_of(e).unwrap())),
+            FillStep::Done
+        );
         assert_eq!(got, vec![10]);
         assert_eq!(s.offer(&ev("old", 9), now), Verdict::Duplicate);
         assert_eq!(s.offer(&ev("old", 11), now), Verdict::Deliver);
