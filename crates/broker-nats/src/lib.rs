@@ -6,7 +6,7 @@
 //! # How an envelope travels
 //!
 //! [`NatsBroker::publish`] (on the store's commit path, so it never blocks) delivers to this
-//! node's hub at once, synchronously, through the [sequencer](sequencer), and queues the
+//! node's hub at once, synchronously, through the [`sequencer`], and queues the
 //! envelope (bounded; what overflows is counted and, for log events, recovered by the other
 //! nodes' gap fill) for a task that publishes it to NATS in order. Other nodes receive it,
 //! drop it if it is their own (every message names its node), and deliver it through their
