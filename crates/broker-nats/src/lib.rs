@@ -36,6 +36,12 @@
 //! force again), and periodically for the channels active recently
 //! ([`NatsConfig::sweep_interval`]).
 //!
+//! # Memory
+//!
+//! The sequencer keeps, per channel seen, its id, last `seq` and activity time (about 150
+//! bytes), plus what is held behind a gap (bounded per channel). A channel idle for
+//! [`NatsConfig::forget_after`] is forgotten; seen again, it is probed like a new one.
+//!
 //! # Layout
 //!
 //! - [`wire`]: subjects, the token encoding, the message format. Pure.
@@ -113,6 +119,11 @@ pub struct NatsConfig {
     /// How far the clocks of the nodes may disagree, for that probe (default 2 s): entries
     /// stamped up to this long before this node started count as committed since.
     pub clock_skew: Duration,
+    /// A channel with no log event for this long is forgotten by the sequencer, so its memory
+    /// follows the channels active recently rather than every channel ever seen (default 1 h;
+    /// `None`: never). One seen again is probed like a new one, its entries stamped before
+    /// this window (less `clock_skew`) taken as delivered. Must exceed `clock_skew`.
+    pub forget_after: Option<Duration>,
 }
 
 impl NatsConfig {
@@ -134,6 +145,7 @@ impl NatsConfig {
             sweep_window: Duration::from_secs(120),
             probe_window: 64,
             clock_skew: Duration::from_secs(2),
+            forget_after: Some(Duration::from_secs(3600)),
         }
     }
 }
@@ -187,6 +199,8 @@ pub struct NatsStats {
     pub slow_consumers: u64,
     /// Channels the sequencer knows.
     pub channels: u64,
+    /// Channels forgotten for being idle ([`NatsConfig::forget_after`]).
+    pub channels_forgotten: u64,
 }
 
 #[derive(Default)]
@@ -202,6 +216,7 @@ struct Counters {
     head_checks: AtomicU64,
     connects: AtomicU64,
     slow_consumers: AtomicU64,
+    forgotten: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -289,6 +304,9 @@ impl NatsBroker {
         if config.node_id.is_empty() {
             return Err(NatsError::Config("node_id is empty".into()));
         }
+        if config.forget_after.is_some_and(|f| f <= config.clock_skew) {
+            return Err(NatsError::Config("forget_after must be longer than clock_skew".into()));
+        }
         let events = Arc::new(Events::default());
         let max_delay = config.reconnect_max_delay;
         let on_event = events.clone();
@@ -355,6 +373,9 @@ impl NatsBroker {
         if let Some(every) = inner.config.sweep_interval {
             inner.spawn(inner.clone().sweep(every));
         }
+        if let Some(after) = inner.config.forget_after {
+            inner.spawn(inner.clone().forget_idle(after));
+        }
         let broker = Arc::new(NatsBroker { inner });
         // The channel subscription is in force before anything is published through us.
         broker.inner.confirm().await.map_err(NatsError::Setup)?;
@@ -388,6 +409,7 @@ impl NatsBroker {
             head_checks: get(&c.head_checks),
             reconnects: get(&c.connects).saturating_sub(1),
             slow_consumers: get(&c.slow_consumers),
+            channels_forgotten: get(&c.forgotten),
             ..NatsStats::default()
         };
         for shard in &self.inner.shards {
@@ -589,8 +611,9 @@ impl Inner {
             let page = match from.probe {
                 Some(first) => {
                     let window = self.config.probe_window.max(1);
+                    // The window before the first held seq, and that one.
                     let after = first.saturating_sub(1).saturating_sub(u64::from(window));
-                    store.log(&channel, after, window).await
+                    store.log(&channel, after, window + 1).await
                 }
                 None => store.log(&channel, from.after, self.config.fill_page.max(1)).await,
             };
@@ -610,7 +633,7 @@ impl Inner {
                 let mut shard = self.shard(&channel).lock();
                 let deliver = &mut |e: &Envelope| self.deliver(e);
                 match from.probe {
-                    Some(_) => shard.probed(&channel, &entries, page, self.since_ms, deliver),
+                    Some(_) => shard.probed(&channel, &entries, page, self.probe_floor_ms(), deliver),
                     None => shard.fill_rebuilt(&channel, page, deliver),
                 }
             };
@@ -642,6 +665,31 @@ impl Inner {
                     stalls = 0;
                 }
             }
+        }
+    }
+
+    /// The oldest stamp an entry of a channel first seen now can have and still be new to
+    /// this node: its start, or for a forgotten channel the start of the forget window (its
+    /// delivered entries are older), less the clock skew.
+    fn probe_floor_ms(&self) -> i64 {
+        let skew = i64::try_from(self.config.clock_skew.as_millis()).unwrap_or(i64::MAX);
+        match self.config.forget_after {
+            Some(after) => {
+                let after = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+                self.since_ms.max(now_ms().saturating_sub(after).saturating_add(skew))
+            }
+            None => self.since_ms,
+        }
+    }
+
+    async fn forget_idle(self: Arc<Self>, after: Duration) {
+        let mut tick = tokio::time::interval((after / 4).max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(before) = Instant::now().checked_sub(after) else { continue };
+            let forgotten: usize = self.shards.iter().map(|s| s.lock().forget_idle(before)).sum();
+            self.events.counters.forgotten.fetch_add(forgotten as u64, Ordering::Relaxed);
         }
     }
 

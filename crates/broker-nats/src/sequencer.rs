@@ -18,7 +18,8 @@
 //!   node after its own later one, through NATS): the envelope is held and the fill first
 //!   *probes* the entries just before it ([`Sequencer::probed`]): those committed since this
 //!   node started are delivered first, so no membership change or message made meanwhile is
-//!   dropped as a "duplicate"; older ones are not (clients read them from the store).
+//!   dropped as a "duplicate"; older ones are not (clients read them from the store). A
+//!   channel forgotten for being idle ([`Sequencer::forget_idle`]) is seen again the same way.
 //! - Envelopes without `seq` are delivered at once, except a deletion while a fill runs: it
 //!   waits for the fill, so the hub drops the channel after the last entry. A deletion drops
 //!   the channel's state.
@@ -245,9 +246,10 @@ impl Sequencer {
     }
 
     /// The probe of a channel first seen past `seq` 1: `entries` are those just before the
-    /// first held `seq`. Delivery starts at the first of them committed at or after
-    /// `since_ms` (this node's start, less clock skew), or at the held `seq` if none was;
-    /// then the fill goes on as usual.
+    /// first held `seq`, and that one. Delivery starts at the first of them committed at or
+    /// after `since_ms` (this node's start, or the oldest a forgotten channel's new entries
+    /// can be, less clock skew); if even the held one is older, it is a stale copy and
+    /// dropped; then the fill goes on as usual.
     /// `page` is `entries` rebuilt ([`rebuilt_page`]).
     pub fn probed(
         &mut self,
@@ -262,14 +264,19 @@ impl Sequencer {
         };
         st.probe = false;
         let first_held = st.held.keys().next().copied().unwrap_or(st.last + 1);
-        let start = entries
-            .iter()
-            .filter(|e| e.seq < first_held)
-            .find(|e| e.ts_ms >= since_ms)
-            .map_or(first_held, |e| e.seq);
+        let start = match entries.iter().filter(|e| e.seq <= first_held).find(|e| e.ts_ms >= since_ms) {
+            Some(e) => e.seq,
+            // Even the envelope that made the channel known was committed before: a stale
+            // copy (of what was delivered before the channel was forgotten, or from before
+            // this node's time), not delivered.
+            None if entries.iter().any(|e| e.seq == first_held) => first_held + 1,
+            None => first_held,
+        };
         st.last = start.saturating_sub(1);
         let last = st.last;
+        let before = st.held.len();
         st.held.retain(|&s, _| s > last);
+        self.counts.duplicates += (before - st.held.len()) as u64;
         self.fill_rebuilt(channel, page, deliver)
     }
 
@@ -373,6 +380,17 @@ impl Sequencer {
             deliver(&Envelope::Channel(deletion));
         }
         Some(FillStep::Done)
+    }
+
+    /// Forgets the channels with no log event since `before` and nothing under way (no fill,
+    /// nothing held): memory stays proportional to the channels active recently. One seen
+    /// again is probed (see [`Sequencer::probed`]). Returns how many were forgotten.
+    pub fn forget_idle(&mut self, before: Instant) -> usize {
+        let n = self.channels.len();
+        self.channels.retain(|_, st| {
+            st.filling || !st.held.is_empty() || st.deletion.is_some() || st.active_at >= before
+        });
+        n - self.channels.len()
     }
 
     /// Every known channel (active at or after `since`, if given) with its last delivered
@@ -627,6 +645,33 @@ mod tests {
         assert_eq!(s.offer(&ev("old", 11), now), Verdict::Deliver);
         // seq 1 needs no probe.
         assert_eq!(s.offer(&ev("new", 1), now), Verdict::Deliver);
+    }
+
+    #[test]
+    fn idle_channels_are_forgotten_and_a_stale_copy_after_is_dropped() {
+        let mut s = Sequencer::new(8, true);
+        let t0 = Instant::now();
+        s.offer(&ev("idle", 1), t0);
+        s.offer(&ev("idle", 2), t0);
+        s.offer(&ev("busy", 1), t0);
+        s.offer(&ev("busy", 3), t0);
+        let later = t0 + std::time::Duration::from_secs(10);
+        s.offer(&ev("recent", 1), later);
+        assert_eq!(s.forget_idle(t0 + std::time::Duration::from_secs(5)), 1, "not the one filling");
+        assert_eq!(s.last("idle"), None);
+        assert!(s.last("busy").is_some() && s.last("recent").is_some());
+
+        // A stale copy of seq 2 arrives after: the probe finds it older than the bound.
+        assert_eq!(s.offer(&ev("idle", 2), later), Verdict::Held { start_fill: true });
+        let old = vec![
+            at(entry("idle", 1, EntryKind::Message, ""), 100),
+            at(entry("idle", 2, EntryKind::Message, ""), 100),
+        ];
+        let mut got = Vec::new();
+        let step = s.probed("idle", &old, rebuilt_page("app", &old), 5000, &mut |e| got.push(seq_of(e)));
+        assert_eq!(step, FillStep::Done);
+        assert!(got.is_empty(), "a stale copy was delivered: {got:?}");
+        assert_eq!(s.offer(&ev("idle", 3), later), Verdict::Deliver);
     }
 
     #[test]

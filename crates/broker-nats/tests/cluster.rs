@@ -549,6 +549,35 @@ async fn concurrent_writers_on_lossy_brokers_still_give_every_client_every_entry
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_idle_channel_goes_on_without_gap_or_duplicate() {
+    let Some(url) = shared_nats().await else { return };
+    let cluster = Cluster::start_with(&url, 2, |_, c| {
+        c.forget_after = Some(Duration::from_millis(300));
+        c.clock_skew = Duration::from_millis(50);
+    })
+    .await;
+    let (a, b) = (&cluster.engines[0], &cluster.engines[1]);
+    let mut ada = Client::connect(a, "ada").await;
+    let mut bob = Client::connect(b, "bob").await;
+    let id = create(&cluster, 0, &ada, &["bob"]).await;
+    cluster.on(1, b.execute(&bob.who, None, send(&id, "before"))).await.unwrap();
+    let head = cluster.head(&id).await;
+    assert_gapless(&ada.log_until(&id, head).await, 1, head, "ada");
+    assert_gapless(&bob.log_until(&id, head).await, 1, head, "bob");
+    eventually("both nodes forget the idle channel", || {
+        cluster.brokers.iter().all(|b| b.stats().channels == 0 && b.stats().channels_forgotten >= 1)
+    })
+    .await;
+    // Seen again, from either node, through either path: it goes on where it was.
+    cluster.on(1, b.execute(&bob.who, None, send(&id, "after b"))).await.unwrap();
+    cluster.on(0, a.execute(&ada.who, None, send(&id, "after a"))).await.unwrap();
+    let end = cluster.head(&id).await;
+    assert_gapless(&ada.log_until(&id, end).await, head + 1, end, "ada");
+    assert_gapless(&bob.log_until(&id, end).await, head + 1, end, "bob");
+    sentinel(&cluster, &mut [&mut ada, &mut bob], &id).await;
+}
+
 /// A `nats-server` of this test's own, on a port it keeps across restarts.
 struct PrivateNats {
     port: u16,
