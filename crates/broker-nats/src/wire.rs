@@ -1,0 +1,349 @@
+//! What goes over NATS: subjects (with an injective encoding of ids into subject tokens) and
+//! the message format of an [`Envelope`]. Pure: no I/O.
+//!
+//! # Subjects
+//!
+//! - `{prefix}.ch.{channel}`: every event of one channel (log entries, typing, ephemeral,
+//!   receipts, deletions).
+//! - `{prefix}.pub.{app}.{subject}`: publications to one subject of one app.
+//! - `{prefix}.sync.{node}`: a node's own round trips (see `NatsBroker::confirm`).
+//!
+//! Each `{…}` is [`token`]-encoded: `[A-Za-z0-9-]` stand for themselves and every other byte
+//! is `_XX` (two uppercase hex digits), `_` included, so a UUID is itself and `a.b`, `*`, `>`,
+//! `user:ada` can never spell a wildcard or a second token, and two different strings never
+//! share a token. The empty string is `_`, which no other string encodes to.
+//!
+//! # Message
+//!
+//! The payload is one line of compact JSON metadata, `\n`, then the frame bytes as they go to
+//! clients (the metadata's JSON never holds a raw newline). The metadata:
+//!
+//! ```text
+//! {"v":1,"n":"<node id>","a":"<app>","c":"<channel>","s":12,"u":"<skip user>","j":["<joined>"],"l":["<left>"],"d":true}
+//! {"v":1,"n":"<node id>","a":"<app>","p":"<subject>"}
+//! ```
+//!
+//! `c` (channel events) or `p` (publications) says which kind it is; `s`, `u`, `j`, `l` and
+//! `d` are left out when empty. `committed_at` does not travel: it is `None` on arrival.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use herald_engine::broker::{ChannelEvent, Envelope};
+use serde::{Deserialize, Serialize};
+
+/// The version of the message format this crate writes and reads.
+pub const VERSION: u8 = 1;
+
+/// Appends the token encoding of `s` (see the module doc) to `out`.
+pub fn push_token(out: &mut String, s: &str) {
+    if s.is_empty() {
+        out.push('_');
+        return;
+    }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push('_');
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 0xf) as usize] as char);
+        }
+    }
+}
+
+/// The token encoding of `s`.
+pub fn token(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    push_token(&mut out, s);
+    out
+}
+
+/// Decodes a [`token`]; `None` if `t` is not the encoding of any string.
+pub fn untoken(t: &str) -> Option<String> {
+    if t == "_" {
+        return Some(String::new());
+    }
+    let b = t.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            c if c.is_ascii_alphanumeric() || c == b'-' => {
+                out.push(c);
+                i += 1;
+            }
+            b'_' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                if hex.bytes().any(|h| h.is_ascii_lowercase()) {
+                    return None;
+                }
+                let v = u8::from_str_radix(hex, 16).ok()?;
+                if v.is_ascii_alphanumeric() || v == b'-' {
+                    return None;
+                }
+                out.push(v);
+                i += 3;
+            }
+            _ => return None,
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Whether `prefix` is usable as the first tokens of every subject: non-empty tokens of
+/// `[A-Za-z0-9_-]` separated by `.`.
+pub fn valid_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && prefix
+            .split('.')
+            .all(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+}
+
+/// The subject of a channel's events.
+pub fn channel_subject(prefix: &str, channel: &str) -> String {
+    let mut s = String::with_capacity(prefix.len() + 4 + channel.len());
+    s.push_str(prefix);
+    s.push_str(".ch.");
+    push_token(&mut s, channel);
+    s
+}
+
+/// The wildcard subject of every channel's events.
+pub fn all_channels(prefix: &str) -> String {
+    format!("{prefix}.ch.>")
+}
+
+/// The subject of the publications to `(app, subject)`.
+pub fn publication_subject(prefix: &str, app: &str, subject: &str) -> String {
+    let mut s = String::with_capacity(prefix.len() + 6 + app.len() + subject.len());
+    s.push_str(prefix);
+    s.push_str(".pub.");
+    push_token(&mut s, app);
+    s.push('.');
+    push_token(&mut s, subject);
+    s
+}
+
+/// The subject of a node's own round trips.
+pub fn sync_subject(prefix: &str, node: &str) -> String {
+    format!("{prefix}.sync.{}", token(node))
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+struct Meta {
+    v: u8,
+    n: String,
+    a: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    c: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    p: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    u: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    j: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    l: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    d: bool,
+}
+
+/// The NATS subject and payload of an envelope sent by node `node`.
+pub fn encode(prefix: &str, node: &str, envelope: &Envelope) -> (String, Bytes) {
+    let (subject, meta, frame) = match envelope {
+        Envelope::Channel(ev) => (
+            channel_subject(prefix, &ev.channel),
+            Meta {
+                v: VERSION,
+                n: node.to_owned(),
+                a: ev.app.clone(),
+                c: Some(ev.channel.clone()),
+                s: ev.seq,
+                u: ev.skip_user.clone(),
+                j: ev.joined.clone(),
+                l: ev.left.clone(),
+                d: ev.deleted,
+                ..Meta::default()
+            },
+            &ev.frame,
+        ),
+        Envelope::Publication { app, subject, frame } => (
+            publication_subject(prefix, app, subject),
+            Meta {
+                v: VERSION,
+                n: node.to_owned(),
+                a: app.clone(),
+                p: Some(subject.clone()),
+                ..Meta::default()
+            },
+            frame,
+        ),
+    };
+    // Serializing a struct of strings, numbers and vectors of strings cannot fail.
+    let meta = serde_json::to_vec(&meta).unwrap_or_default();
+    let mut out = BytesMut::with_capacity(meta.len() + 1 + frame.len());
+    out.put_slice(&meta);
+    out.put_u8(b'\n');
+    out.put_slice(frame);
+    (subject, out.freeze())
+}
+
+/// A message as received: who sent it and what it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub node: String,
+    pub envelope: Envelope,
+}
+
+/// Why a payload could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("no metadata line")]
+    NoMetadata,
+    #[error("bad metadata: {0}")]
+    BadMetadata(String),
+    #[error("unknown format version {0}")]
+    Version(u8),
+    #[error("neither a channel nor a subject")]
+    NoTarget,
+}
+
+/// Reads a payload made by [`encode`]. The frame shares `payload`'s memory.
+pub fn decode(payload: &Bytes) -> Result<Received, DecodeError> {
+    let nl = payload.iter().position(|&b| b == b'\n').ok_or(DecodeError::NoMetadata)?;
+    let meta: Meta =
+        serde_json::from_slice(&payload[..nl]).map_err(|e| DecodeError::BadMetadata(e.to_string()))?;
+    if meta.v != VERSION {
+        return Err(DecodeError::Version(meta.v));
+    }
+    let frame = payload.slice(nl + 1..);
+    let envelope = match (meta.c, meta.p) {
+        (Some(channel), _) => Envelope::Channel(ChannelEvent {
+            app: meta.a,
+            channel,
+            seq: meta.s,
+            frame,
+            skip_user: meta.u,
+            joined: meta.j,
+            left: meta.l,
+            deleted: meta.d,
+            committed_at: None,
+        }),
+        (None, Some(subject)) => Envelope::Publication { app: meta.a, subject, frame },
+        (None, None) => return Err(DecodeError::NoTarget),
+    };
+    Ok(Received { node: meta.n, envelope })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn tokens_are_injective_and_safe() {
+        let cases = [
+            "",
+            "_",
+            "a",
+            "0194f0c2-7d1e-7b8a-9c3d-2e4f5a6b7c8d",
+            "presence:lobby",
+            "a.b",
+            "a_2Eb",
+            "*",
+            ">",
+            "a b\t\r\n",
+            "日本",
+            "user:ada",
+            "_5F",
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for c in cases {
+            let t = token(c);
+            assert!(!t.is_empty());
+            assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{t:?}");
+            assert!(seen.insert(t.clone()), "{c:?} collides as {t:?}");
+            assert_eq!(untoken(&t).as_deref(), Some(c), "{t:?}");
+        }
+        assert_eq!(token("0194f0c2-7d1e-7b8a-9c3d-2e4f5a6b7c8d"), "0194f0c2-7d1e-7b8a-9c3d-2e4f5a6b7c8d");
+        assert_eq!(token("a.b"), "a_2Eb");
+        assert_eq!(token("a_2Eb"), "a_5F2Eb");
+        // Not the encoding of anything: lowercase hex, an escaped safe byte, a stray `_`.
+        for bad in ["a_2eb", "_41", "a_", "a_4", "__", "a.b"] {
+            assert_eq!(untoken(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn subjects() {
+        assert_eq!(channel_subject("herald", "c1"), "herald.ch.c1");
+        assert_eq!(
+            publication_subject("herald", "default", "presence:lobby"),
+            "herald.pub.default.presence_3Alobby"
+        );
+        assert_eq!(publication_subject("h.t1", "a.b", "*"), "h.t1.pub.a_2Eb._2A");
+        assert!(valid_prefix("herald") && valid_prefix("t.x-1_2"));
+        assert!(!valid_prefix("") && !valid_prefix("a..b") && !valid_prefix("a.*") && !valid_prefix("a b"));
+    }
+
+    #[test]
+    fn envelopes_round_trip() {
+        let ev = ChannelEvent {
+            app: "default".into(),
+            channel: "c1".into(),
+            seq: Some(7),
+            frame: Bytes::from_static(b"{\"event\":\"message\",\"x\":\"a\\nb\"}\n"),
+            skip_user: Some("ada".into()),
+            joined: vec!["bob".into(), "new\nline".into()],
+            left: vec!["carol".into()],
+            deleted: true,
+            committed_at: Some(std::time::Instant::now()),
+        };
+        let (subject, payload) = encode("herald", "node-1", &Envelope::Channel(ev.clone()));
+        assert_eq!(subject, "herald.ch.c1");
+        let got = decode(&payload).unwrap();
+        assert_eq!(got.node, "node-1");
+        assert_eq!(got.envelope, Envelope::Channel(ChannelEvent { committed_at: None, ..ev }));
+
+        let signal = ChannelEvent::signal("default", "c1", Bytes::from_static(b"{}"), None);
+        let (_, payload) = encode("herald", "n", &Envelope::Channel(signal.clone()));
+        assert_eq!(
+            &payload[..],
+            br#"{"v":1,"n":"n","a":"default","c":"c1"}
+{}"#
+        );
+        assert_eq!(decode(&payload).unwrap().envelope, Envelope::Channel(signal));
+
+        let p = Envelope::Publication {
+            app: "a".into(),
+            subject: "s.x".into(),
+            frame: Bytes::from_static(b"[]"),
+        };
+        let (subject, payload) = encode("herald", "n", &p);
+        assert_eq!(subject, "herald.pub.a.s_2Ex");
+        assert_eq!(decode(&payload).unwrap().envelope, p);
+    }
+
+    #[test]
+    fn bad_payloads_are_errors() {
+        assert_eq!(decode(&Bytes::from_static(b"{}")), Err(DecodeError::NoMetadata));
+        assert!(matches!(decode(&Bytes::from_static(b"nope\n{}")), Err(DecodeError::BadMetadata(_))));
+        assert_eq!(
+            decode(&Bytes::from_static(b"{\"v\":9,\"n\":\"x\",\"a\":\"y\"}\n")),
+            Err(DecodeError::Version(9))
+        );
+        assert_eq!(
+            decode(&Bytes::from_static(b"{\"v\":1,\"n\":\"x\",\"a\":\"y\"}\n")),
+            Err(DecodeError::NoTarget)
+        );
+    }
+}
