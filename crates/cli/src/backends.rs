@@ -1,16 +1,115 @@
-//! Which store and broker `herald serve` runs on. Today the only choice is the embedded one:
-//! SQLite and filesystem blobs under `--data`, and the in-process broker. The cluster backends
-//! (PostgreSQL, NATS) slot in here, behind the same traits, without a change to the server.
+//! Which store and broker `herald serve` runs on: the embedded pair by default (SQLite and
+//! blob files under `--data`, the in-process broker), or the pair of a deployment of several
+//! nodes (PostgreSQL for the store and the blobs, NATS between the nodes). The server crate
+//! names no backend: it is handed them here, behind the `Store`, `BlobStore` and `Broker`
+//! traits.
 
 use anyhow::Context;
-use herald_engine::{BrokerSink, LocalBroker};
+use herald_broker_nats::{NatsBroker, NatsConfig};
+use herald_engine::{Broker, BrokerSink, LocalBroker};
 use herald_server::config::{DurabilityMode, ServeConfig};
 use herald_server::{Node, NodeBackends};
+use herald_store::{DynBlobStore, DynStore};
+use herald_store_postgres::{PgConfig, PgStore};
 use herald_store_sqlite::{Durability, FsBlobStore, SqliteConfig, SqliteStore};
 use std::sync::Arc;
 
+/// `--store`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StoreChoice {
+    Sqlite,
+    Postgres(String),
+}
+
+/// `--broker`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BrokerChoice {
+    Local,
+    Nats(String),
+}
+
+fn store_choice(s: &str) -> anyhow::Result<StoreChoice> {
+    match s {
+        "sqlite" | "" => Ok(StoreChoice::Sqlite),
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(StoreChoice::Postgres(url.to_owned()))
+        }
+        other => anyhow::bail!(
+            "--store {:?}: expected `sqlite` or a postgres:// URL",
+            other.split('@').next_back().unwrap_or(other)
+        ),
+    }
+}
+
+fn broker_choice(s: &str) -> anyhow::Result<BrokerChoice> {
+    match s {
+        "local" | "" => Ok(BrokerChoice::Local),
+        url if url.starts_with("nats://") || url.starts_with("tls://") => {
+            Ok(BrokerChoice::Nats(url.to_owned()))
+        }
+        other => anyhow::bail!("--broker {other:?}: expected `local` or a nats:// URL"),
+    }
+}
+
 /// Opens the node over the backends `config` names.
 pub async fn open_node(config: ServeConfig) -> anyhow::Result<Node> {
+    let store = store_choice(&config.store)?;
+    let broker = broker_choice(&config.broker)?;
+    if matches!((&store, &broker), (StoreChoice::Sqlite, BrokerChoice::Nats(_))) {
+        anyhow::bail!(
+            "--broker nats://… joins a deployment of several nodes, which needs a store they share: \
+             --store postgres://…"
+        );
+    }
+    if matches!(broker, BrokerChoice::Nats(_))
+        && config.secret.is_none()
+        && config.secret_file.is_none()
+        && config.jwt_public_key.is_none()
+    {
+        tracing::warn!(
+            "the token secret comes from this node's data directory: other nodes accept its tokens \
+             only if they have the same file; provision one with HERALD_SECRET or --secret-file"
+        );
+    }
+    let node_id = config.node_id.clone().unwrap_or_else(|| format!("node-{}", uuid::Uuid::now_v7().simple()));
+    match (store, broker) {
+        (StoreChoice::Sqlite, _) => open_embedded(config).await,
+        (StoreChoice::Postgres(url), broker) => {
+            let (broker, nats): (Arc<dyn Broker>, Option<Arc<NatsBroker>>) = match broker {
+                BrokerChoice::Local => (LocalBroker::new(), None),
+                BrokerChoice::Nats(url) => {
+                    let nats =
+                        NatsBroker::connect(NatsConfig { node_id: node_id.clone(), ..NatsConfig::new(&url) })
+                            .await
+                            .map_err(|e| anyhow::anyhow!("cannot connect to NATS at {url}: {e}"))?;
+                    (nats.clone(), Some(nats))
+                }
+            };
+            let pg = PgConfig {
+                pool_size: config.pg_pool.max(2),
+                max_batch: config.max_batch.max(1),
+                ..PgConfig::new(&url)
+            };
+            let pg_store = Arc::new(
+                PgStore::open(pg, BrokerSink::new(broker.clone()))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL store: {e}"))?,
+            );
+            let blobs: DynBlobStore = Arc::new(pg_store.blob_store());
+            let store: DynStore = pg_store.clone();
+            if let Some(nats) = &nats {
+                nats.set_store(store.clone());
+            }
+            tracing::info!(node = %node_id, "store: PostgreSQL; broker: {}", if nats.is_some() { "NATS" } else { "in process" });
+            let node = Node::open(config, NodeBackends { store, blobs, broker }).await?;
+            pg_store.set_commit_observer(node.state.metrics().commit_observer());
+            Ok(node)
+        }
+    }
+}
+
+/// The single-node default: SQLite and blob files under `--data`, the in-process broker.
+async fn open_embedded(config: ServeConfig) -> anyhow::Result<Node> {
     let broker = LocalBroker::new();
     let sqlite = SqliteConfig {
         dir: config.data.clone(),
@@ -29,4 +128,24 @@ pub async fn open_node(config: ServeConfig) -> anyhow::Result<Node> {
     let node = Node::open(config, NodeBackends { store: store.clone(), blobs, broker }).await?;
     store.set_commit_observer(node.state.metrics().commit_observer());
     Ok(node)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn store_and_broker_choices_parse_and_refuse_with_a_reason() {
+        assert_eq!(store_choice("sqlite").unwrap(), StoreChoice::Sqlite);
+        assert_eq!(
+            store_choice("postgres://u@h/db").unwrap(),
+            StoreChoice::Postgres("postgres://u@h/db".into())
+        );
+        let err = store_choice("mysql://user:pw@host/db").unwrap_err().to_string();
+        assert!(err.contains("postgres://") && !err.contains("pw"), "{err}");
+        assert_eq!(broker_choice("local").unwrap(), BrokerChoice::Local);
+        assert_eq!(broker_choice("nats://h:4222").unwrap(), BrokerChoice::Nats("nats://h:4222".into()));
+        assert!(broker_choice("redis://h").is_err());
+    }
 }

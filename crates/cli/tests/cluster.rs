@@ -1,0 +1,582 @@
+//! Several `herald serve` processes sharing PostgreSQL (the store) and NATS (the broker), the
+//! deployment of PROTOCOL.md §10, each client on its own node: one `seq` order everywhere,
+//! resume against another node, `kill -9` of a node under load, NATS and PostgreSQL restarts
+//! during traffic, and signals crossing nodes.
+//!
+//! The machine's PostgreSQL (127.0.0.1:5432, or `HERALD_TEST_PG`) and NATS (127.0.0.1:4222, or
+//! `HERALD_TEST_NATS`) serve the ordinary cases; each test makes its own database and its own
+//! subject prefix (a random node id). The restart cases run a private `nats-server` or a
+//! private PostgreSQL cluster, so nothing else on the machine is disturbed. Without the
+//! services a test prints why and passes, unless `HERALD_REQUIRE_SERVICES=1` (CI).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::Server;
+use futures::StreamExt;
+use herald_client::{Channel, Client, ClientConfig, ClientEvent, CreateChannel, Event, SendMessage};
+use herald_server::auth::{Claims, mint_hs256, now_secs};
+use herald_store_postgres::scratch::{self, ScratchDb};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const SECRET: &str = "cluster-test-secret-0123456789abcdef0123456789";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn listening(addr: &str) -> bool {
+    std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(500)).is_ok()
+}
+
+/// Whether the machine's PostgreSQL and NATS answer; if not, a test skips (or fails in CI).
+fn services() -> bool {
+    let pg = std::env::var("HERALD_TEST_PG_ADDR").unwrap_or_else(|_| "127.0.0.1:5432".into());
+    let nats = nats_addr();
+    let missing: Vec<&str> = [(pg.as_str(), "PostgreSQL"), (nats.as_str(), "NATS")]
+        .into_iter()
+        .filter(|(addr, _)| !listening(addr))
+        .map(|(_, name)| name)
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("{} not reachable", missing.join(" and "));
+    if std::env::var("HERALD_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+        panic!("{why}, and HERALD_REQUIRE_SERVICES=1");
+    }
+    eprintln!("skipped: {why}");
+    false
+}
+
+fn nats_addr() -> String {
+    std::env::var("HERALD_TEST_NATS").unwrap_or_else(|_| "127.0.0.1:4222".into())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn token(sub: &str) -> String {
+    let claims = Claims {
+        sub: sub.into(),
+        name: None,
+        kind: None,
+        exp: now_secs() + 3600,
+        iat: Some(now_secs()),
+        app: None,
+        grants: None,
+    };
+    mint_hs256(SECRET.as_bytes(), &claims).unwrap()
+}
+
+/// Nodes over one database and one NATS.
+struct Cluster {
+    dir: tempfile::TempDir,
+    store: String,
+    broker: String,
+    nodes: Vec<Option<Server>>,
+}
+
+impl Cluster {
+    fn start(n: usize, store: &str, broker: &str) -> Cluster {
+        let mut c = Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            store: store.into(),
+            broker: broker.into(),
+            nodes: Vec::new(),
+        };
+        for i in 0..n {
+            let node = c.spawn(i, "127.0.0.1:0");
+            c.nodes.push(Some(node));
+        }
+        c
+    }
+
+    fn spawn(&self, i: usize, listen: &str) -> Server {
+        let data: PathBuf = self.dir.path().join(format!("node{i}"));
+        std::fs::create_dir_all(&data).unwrap();
+        let data = data.to_str().unwrap().to_owned();
+        Server::start(
+            self.dir.path(),
+            &["--listen", listen, "--data", &data, "--store", &self.store, "--broker", &self.broker],
+            &[("HERALD_SECRET", SECRET), ("HERALD_LOG", "info")],
+        )
+    }
+
+    fn url(&self, i: usize) -> String {
+        self.nodes[i].as_ref().unwrap().url()
+    }
+
+    /// `kill -9`.
+    fn kill(&mut self, i: usize) {
+        let mut node = self.nodes[i].take().unwrap();
+        node.child.kill().unwrap();
+        node.child.wait().unwrap();
+    }
+}
+
+async fn connect(url: &str, user: &str, fallbacks: &[String]) -> Client {
+    let config = ClientConfig {
+        fallback_urls: fallbacks.to_vec(),
+        backoff_initial: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(20),
+        ..ClientConfig::default()
+    };
+    Client::connect_with(url, &token(user), config).await.unwrap()
+}
+
+/// Every message event of `channel` a client receives, in order, as (seq, content), until
+/// `done` says it has what it waits for; and every log event's seq, to check for gaps.
+async fn collect(
+    mut events: herald_client::EventStream,
+    channel: String,
+    done: impl Fn(&[(u64, String)]) -> bool,
+) -> (Vec<(u64, String)>, Vec<u64>) {
+    let mut messages = Vec::new();
+    let mut seqs = Vec::new();
+    let run = async {
+        while let Some(ev) = events.next().await {
+            match ev {
+                ClientEvent::Event(e) if e.channel() == Some(channel.as_str()) => {
+                    if let Some(meta) = e.meta() {
+                        seqs.push(meta.seq);
+                    }
+                    if let Event::Message { meta, message, .. } = *e {
+                        messages.push((meta.seq, message.content));
+                        if done(&messages) {
+                            return;
+                        }
+                    }
+                }
+                ClientEvent::ChainError(e) => panic!("chain error: {e}"),
+                ClientEvent::Lagged { .. } => panic!("event stream lagged"),
+                _ => {}
+            }
+        }
+    };
+    if tokio::time::timeout(WAIT, run).await.is_err() {
+        panic!("timed out with {} messages: {:?}", messages.len(), messages.last());
+    }
+    (messages, seqs)
+}
+
+fn assert_gapless(seqs: &[u64]) {
+    for w in seqs.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "a gap or a duplicate in {seqs:?}");
+    }
+}
+
+/// Every message of a channel, read through the log (verified link by link by the SDK).
+async fn log_contents(channel: &Channel) -> Vec<String> {
+    let mut after = 0;
+    let mut out = Vec::new();
+    loop {
+        let page = channel.log(after, 500).await.unwrap();
+        for e in &page.entries {
+            after = e.seq;
+            if e.kind == herald_client::herald_proto::EntryKind::Message {
+                out.push(e.content.clone().unwrap_or_default());
+            }
+        }
+        if !page.has_more {
+            return out;
+        }
+    }
+}
+
+async fn create(client: &Client, name: &str, members: &[&str]) -> Channel {
+    client
+        .channels()
+        .create_with(CreateChannel {
+            name: Some(name.into()),
+            members: members.iter().map(|m| m.to_string()).collect(),
+            ..CreateChannel::default()
+        })
+        .await
+        .unwrap()
+}
+
+/// Sends `contents` in order, each with its own `client_id` (so a resend after a reconnect
+/// appends it once), retrying a failed send until `WAIT` runs out: returns the acknowledged.
+async fn send_all(channel: Channel, contents: Vec<String>) -> Vec<String> {
+    let mut acked = Vec::new();
+    for content in contents {
+        let message = SendMessage {
+            content: content.clone(),
+            client_id: Some(format!("cid-{content}")),
+            ..SendMessage::default()
+        };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match channel.send_with(message.clone()).await {
+                Ok(_) => break,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = e;
+                }
+                Err(e) => panic!("send of {content} kept failing: {e}"),
+            }
+        }
+        acked.push(content);
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_deliver_one_gapless_order_to_every_client() {
+    if !services() {
+        return;
+    }
+    let db = ScratchDb::create(&scratch::admin_url()).unwrap();
+    let cluster = Cluster::start(3, &db.url(), &format!("nats://{}", nats_addr()));
+    let users = ["ada", "bob", "cy"];
+    let mut clients = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        clients.push(connect(&cluster.url(i), user, &[]).await);
+    }
+    let streams: Vec<_> = clients.iter().map(|c| c.events()).collect();
+    let ada_ch = create(&clients[0], "one-order", &["bob", "cy"]).await;
+    let channels = [
+        ada_ch.clone(),
+        clients[1].channels().get(ada_ch.id()).await.unwrap(),
+        clients[2].channels().get(ada_ch.id()).await.unwrap(),
+    ];
+
+    const PER_NODE: usize = 100;
+    let total = PER_NODE * 3;
+    let collectors: Vec<_> = streams
+        .into_iter()
+        .map(|s| tokio::spawn(collect(s, ada_ch.id().to_owned(), move |m| m.len() >= total)))
+        .collect();
+    // 300 concurrent sends, 100 through each node.
+    let mut sends = Vec::new();
+    for (i, ch) in channels.iter().enumerate() {
+        for k in 0..PER_NODE {
+            let ch = ch.clone();
+            sends.push(tokio::spawn(async move { ch.send(&format!("n{i}-{k}")).await.unwrap() }));
+        }
+    }
+    for s in sends {
+        s.await.unwrap();
+    }
+    let mut seen = Vec::new();
+    for c in collectors {
+        seen.push(c.await.unwrap());
+    }
+    for (messages, seqs) in &seen {
+        assert_eq!(messages.len(), total);
+        assert_gapless(seqs);
+        assert_eq!(messages, &seen[0].0, "every client sees the one order");
+    }
+    let distinct: HashSet<&String> = seen[0].0.iter().map(|(_, c)| c).collect();
+    assert_eq!(distinct.len(), total);
+    assert_eq!(log_contents(&channels[1]).await.len(), total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_under_load_loses_nothing_and_its_clients_resume_on_another() {
+    if !services() {
+        return;
+    }
+    let db = ScratchDb::create(&scratch::admin_url()).unwrap();
+    let mut cluster = Cluster::start(3, &db.url(), &format!("nats://{}", nats_addr()));
+    let (u0, u1, u2) = (cluster.url(0), cluster.url(1), cluster.url(2));
+    // ada writes and cy reads through node 0, the one that dies; both know the others.
+    let ada = connect(&u0, "ada", &[u1.clone(), u2.clone()]).await;
+    let cy = connect(&u0, "cy", &[u1.clone(), u2.clone()]).await;
+    let bob = connect(&u1, "bob", &[]).await;
+    let cy_events = cy.events();
+    let ch = create(&ada, "kill-nine", &["bob", "cy"]).await;
+    let bob_ch = bob.channels().get(ch.id()).await.unwrap();
+
+    const N: usize = 150;
+    let ada_contents: Vec<String> = (0..N).map(|k| format!("ada-{k}")).collect();
+    let bob_contents: Vec<String> = (0..N).map(|k| format!("bob-{k}")).collect();
+    let all: HashSet<String> = ada_contents.iter().chain(&bob_contents).cloned().collect();
+    let expect = all.clone();
+    let reader = tokio::spawn(collect(cy_events, ch.id().to_owned(), move |m| {
+        m.iter().map(|(_, c)| c).collect::<HashSet<_>>().len() >= expect.len()
+    }));
+    let mut ada_progress = ada.events();
+    let writers = [
+        tokio::spawn(send_all(ch.clone(), ada_contents)),
+        tokio::spawn(send_all(bob_ch.clone(), bob_contents)),
+    ];
+
+    // Kill node 0 once a few of ada's messages are through.
+    let mut through = 0;
+    while through < 20 {
+        let ev = tokio::time::timeout(WAIT, ada_progress.next()).await.unwrap().unwrap();
+        if matches!(ev.as_event(), Some(Event::Message { .. })) {
+            through += 1;
+        }
+    }
+    cluster.kill(0);
+
+    for w in writers {
+        assert_eq!(w.await.unwrap().len(), N);
+    }
+    let (messages, seqs) = reader.await.unwrap();
+    assert_gapless(&seqs);
+    let contents: Vec<&String> = messages.iter().map(|(_, c)| c).collect();
+    assert_eq!(contents.len(), all.len(), "cy saw a message twice");
+    // History: every acknowledged message exactly once, and the chain verifies (`log`).
+    let logged = log_contents(&bob_ch).await;
+    let mut counts: HashMap<&String, usize> = HashMap::new();
+    for c in &logged {
+        *counts.entry(c).or_default() += 1;
+    }
+    assert_eq!(counts.len(), all.len());
+    assert!(counts.values().all(|&n| n == 1), "a message is in history twice");
+}
+
+/// A `nats-server` of the test's own, on a fixed port so it can come back on it.
+struct PrivateNats {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateNats {
+    fn start() -> Option<PrivateNats> {
+        Self::bin()?;
+        let mut n = PrivateNats { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        n.up();
+        Some(n)
+    }
+
+    fn bin() -> Option<&'static str> {
+        ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+    }
+
+    fn up(&mut self) {
+        let log = self.dir.path().join("nats.log");
+        let child = Command::new(Self::bin().unwrap())
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-l"])
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !listening(&addr) {
+            assert!(std::time::Instant::now() < deadline, "private nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_nats_restart_every_client_has_every_message() {
+    if !services() {
+        return;
+    }
+    let Some(mut nats) = PrivateNats::start() else {
+        eprintln!("skipped: no nats-server binary");
+        return;
+    };
+    let db = ScratchDb::create(&scratch::admin_url()).unwrap();
+    let cluster = Cluster::start(2, &db.url(), &nats.url());
+    let ada = connect(&cluster.url(0), "ada", &[]).await;
+    let bob = connect(&cluster.url(1), "bob", &[]).await;
+    let bob_events = bob.events();
+    let ch = create(&ada, "nats-restart", &["bob"]).await;
+
+    const N: usize = 120;
+    let reader = tokio::spawn(collect(bob_events, ch.id().to_owned(), |m| m.len() >= N));
+    let first: Vec<String> = (0..N / 3).map(|k| format!("m-{k}")).collect();
+    let middle: Vec<String> = (N / 3..2 * N / 3).map(|k| format!("m-{k}")).collect();
+    let last: Vec<String> = (2 * N / 3..N).map(|k| format!("m-{k}")).collect();
+    send_all(ch.clone(), first).await;
+    nats.down();
+    // Sent while NATS is down: committed to PostgreSQL, carried to bob's node by gap fill.
+    send_all(ch.clone(), middle).await;
+    nats.up();
+    send_all(ch.clone(), last).await;
+    let (messages, seqs) = reader.await.unwrap();
+    assert_gapless(&seqs);
+    let want: Vec<String> = (0..N).map(|k| format!("m-{k}")).collect();
+    let got: Vec<String> = messages.into_iter().map(|(_, c)| c).collect();
+    assert_eq!(got, want);
+}
+
+/// A PostgreSQL cluster of the test's own (initdb in a temporary directory, run as the
+/// `postgres` user when the test runs as root), so it can be stopped and started.
+struct PrivatePg {
+    port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl PrivatePg {
+    fn start() -> Option<PrivatePg> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .find(|b| b.join("initdb").exists())?;
+        let dir = tempfile::tempdir().unwrap();
+        let pg = PrivatePg { port: free_port(), dir, bin };
+        let data = pg.data();
+        std::fs::create_dir_all(&data).unwrap();
+        Command::new("chown").args(["-R", "postgres"]).arg(pg.dir.path()).status().ok()?;
+        let ok = pg.run("initdb", &["-D", data.to_str()?, "-A", "trust", "-U", "postgres"]);
+        if !ok {
+            return None;
+        }
+        pg.up();
+        Some(pg)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> bool {
+        let exe = self.bin.join(tool);
+        let as_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+        let mut cmd = if as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    }
+
+    fn up(&self) {
+        let data = self.data();
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.path().display());
+        assert!(
+            self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-o", &opts, "-w", "start"]),
+            "pg_ctl start"
+        );
+    }
+
+    fn down(&self) {
+        let data = self.data();
+        self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+    }
+
+    fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+async fn healthz(url: &str) -> (u16, String) {
+    match reqwest::get(format!("{url}/healthz")).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_restart_keeps_acknowledged_messages_and_fails_sends_meanwhile() {
+    if !services() {
+        return;
+    }
+    let Some(pg) = PrivatePg::start() else {
+        eprintln!("skipped: cannot run a private PostgreSQL (initdb)");
+        return;
+    };
+    let db = ScratchDb::create(&pg.admin_url()).unwrap();
+    let cluster = Cluster::start(2, &db.url(), &format!("nats://{}", nats_addr()));
+    let ada = connect(&cluster.url(0), "ada", &[]).await;
+    let bob = connect(&cluster.url(1), "bob", &[]).await;
+    let ch = create(&ada, "pg-restart", &["bob"]).await;
+    let before: Vec<String> = (0..30).map(|k| format!("before-{k}")).collect();
+    send_all(ch.clone(), before.clone()).await;
+
+    pg.down();
+    // Meanwhile a send is answered with an error, not left hanging.
+    let started = std::time::Instant::now();
+    let refused = ch.send("while-down").await;
+    assert!(refused.is_err(), "a send with PostgreSQL down succeeded");
+    assert!(started.elapsed() < Duration::from_secs(20), "a send hung for {:?}", started.elapsed());
+    let (status, body) = healthz(&cluster.url(1)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("store"), "{body}");
+
+    pg.up();
+    // The nodes recover by themselves.
+    let deadline = std::time::Instant::now() + WAIT;
+    while healthz(&cluster.url(0)).await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "node 0 did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after: Vec<String> = (0..30).map(|k| format!("after-{k}")).collect();
+    send_all(ch.clone(), after.clone()).await;
+    let bob_ch = bob.channels().get(ch.id()).await.unwrap();
+    let logged = log_contents(&bob_ch).await;
+    let acked: Vec<String> = before.into_iter().chain(after).collect();
+    let logged_acked: Vec<String> = logged.iter().filter(|c| *c != "while-down").cloned().collect();
+    assert_eq!(logged_acked, acked, "every acknowledged message exactly once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publications_typing_and_ephemeral_signals_cross_nodes() {
+    if !services() {
+        return;
+    }
+    let db = ScratchDb::create(&scratch::admin_url()).unwrap();
+    let cluster = Cluster::start(2, &db.url(), &format!("nats://{}", nats_addr()));
+    let ada = connect(&cluster.url(0), "ada", &[]).await;
+    let bob = connect(&cluster.url(1), "bob", &[]).await;
+    let ch = create(&ada, "signals", &["bob"]).await;
+
+    // A subscribe answered on node 1 covers a publish on node 0 made right after it.
+    let mut sub = bob.subscribe("cursor.doc-1").await.unwrap();
+    ada.publish("cursor.doc-1", serde_json::json!({"x": 3})).await.unwrap();
+    let publication = tokio::time::timeout(WAIT, sub.next()).await.unwrap().unwrap();
+    assert_eq!(publication.data, serde_json::json!({"x": 3}));
+
+    let mut events = bob.events();
+    ch.typing(true).await.unwrap();
+    ch.ephemeral("reaction.burst", serde_json::json!({"n": 1})).await.unwrap();
+    let mut got: BTreeMap<&str, bool> = BTreeMap::new();
+    let wait = async {
+        while got.len() < 2 {
+            match events.next().await.unwrap().as_event() {
+                Some(Event::Typing { user, .. }) if user == "ada" => {
+                    got.insert("typing", true);
+                }
+                Some(Event::Ephemeral { subject, .. }) if subject == "reaction.burst" => {
+                    got.insert("ephemeral", true);
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, wait).await.expect("typing and ephemeral reach the other node");
+}
