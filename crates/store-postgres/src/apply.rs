@@ -59,14 +59,50 @@ pub struct Batch {
     pub dirty: Vec<String>,
 }
 
+/// What merging a job into the batch replaced, to put back if its queued writes fail.
+#[derive(Default)]
+pub struct Undo {
+    heads: Vec<(String, Option<(u64, Hash32)>)>,
+    channels: Vec<(String, Option<Option<ChannelRow>>)>,
+    dirty_len: usize,
+}
+
+impl Batch {
+    /// Puts back what a job's merge replaced (its writes failed after it was merged).
+    pub fn undo(&mut self, u: Undo) {
+        for (k, prev) in u.heads.into_iter().rev() {
+            match prev {
+                Some(v) => self.heads.insert(k, v),
+                None => self.heads.remove(&k),
+            };
+        }
+        for (k, prev) in u.channels.into_iter().rev() {
+            match prev {
+                Some(v) => self.channels.insert(k, v),
+                None => self.channels.remove(&k),
+            };
+        }
+        self.dirty.truncate(u.dirty_len);
+    }
+}
+
+/// A channel locked by a job: id, row (if it exists) and head.
+type Locked = (String, Option<ChannelRow>, Option<(u64, Hash32)>);
+
+/// A write queued by a job, sent later in a pipeline.
+pub type Write<'a> = (&'a Statement, Vec<Param>);
+
 /// The state of one job while it is applied.
-pub struct Job<'a> {
+pub struct Job<'a, 'b> {
     client: &'a Client,
     st: &'a Stmts,
-    batch: &'a mut Batch,
+    batch: &'b mut Batch,
     own_heads: HashMap<String, (u64, Hash32)>,
     own_channels: HashMap<String, Option<ChannelRow>>,
-    pending: Vec<(&'a Statement, Vec<Param>)>,
+    /// Rows this job locked (a channel found by name). A rollback to the job's savepoint
+    /// releases those locks, so they reach the batch only with the job.
+    own_locked: Vec<Locked>,
+    pending: Vec<Write<'a>>,
     entries: Vec<StoredEntry>,
     app: String,
     /// The job erased content: the vacuum of the content tables is due after the commit.
@@ -74,7 +110,7 @@ pub struct Job<'a> {
 }
 
 /// Runs queued writes in order, in chunks small enough that `try_join_all` polls them in order.
-async fn run_writes(client: &Client, writes: Vec<(&Statement, Vec<Param>)>) -> JResult<()> {
+pub async fn run_writes(client: &Client, writes: Vec<Write<'_>>) -> JResult<()> {
     let mut it = writes.into_iter().peekable();
     while it.peek().is_some() {
         let chunk: Vec<_> = it.by_ref().take(24).collect();
@@ -87,14 +123,15 @@ async fn run_writes(client: &Client, writes: Vec<(&Statement, Vec<Param>)>) -> J
     Ok(())
 }
 
-impl<'a> Job<'a> {
-    pub fn new(client: &'a Client, st: &'a Stmts, batch: &'a mut Batch) -> Self {
+impl<'a, 'b> Job<'a, 'b> {
+    pub fn new(client: &'a Client, st: &'a Stmts, batch: &'b mut Batch) -> Self {
         Job {
             client,
             st,
             batch,
             own_heads: HashMap::new(),
             own_channels: HashMap::new(),
+            own_locked: Vec::new(),
             pending: Vec::new(),
             entries: Vec::new(),
             app: String::new(),
@@ -102,15 +139,28 @@ impl<'a> Job<'a> {
         }
     }
 
-    /// Merges this job's heads and channel rows into the batch (its savepoint was released).
-    pub fn release(self) {
-        for (ch, head) in self.own_heads {
-            if !self.batch.dirty.contains(&ch) {
-                self.batch.dirty.push(ch.clone());
+    /// Merges this job's heads, channel rows and locks into the batch, and hands over its
+    /// writes not yet sent (the caller pipelines them with the next job) with what to undo if
+    /// they fail.
+    pub fn release(self) -> (Vec<Write<'a>>, Undo) {
+        let b = self.batch;
+        let mut undo = Undo { dirty_len: b.dirty.len(), ..Undo::default() };
+        for (id, row, head) in self.own_locked {
+            undo.channels.push((id.clone(), b.channels.insert(id.clone(), row)));
+            if let Some(h) = head {
+                undo.heads.push((id.clone(), b.heads.insert(id, h)));
             }
-            self.batch.heads.insert(ch, head);
         }
-        self.batch.channels.extend(self.own_channels);
+        for (ch, head) in self.own_heads {
+            if !b.dirty.contains(&ch) {
+                b.dirty.push(ch.clone());
+            }
+            undo.heads.push((ch.clone(), b.heads.insert(ch, head)));
+        }
+        for (id, row) in self.own_channels {
+            undo.channels.push((id.clone(), b.channels.insert(id, row)));
+        }
+        (self.pending, undo)
     }
 
     fn write(&mut self, s: &'a Statement, params: Vec<Param>) {
@@ -147,7 +197,10 @@ impl<'a> Job<'a> {
 
     /// Locks (if the batch has not yet) and reads a channel row with its head.
     async fn lock(&mut self, id: &str) -> JResult<()> {
-        if self.own_channels.contains_key(id) || self.batch.channels.contains_key(id) {
+        if self.own_channels.contains_key(id)
+            || self.batch.channels.contains_key(id)
+            || self.own_locked.iter().any(|(l, _, _)| l == id)
+        {
             return Ok(());
         }
         // Not among the ids locked at the batch's start (a channel found by name): locked now.
@@ -155,18 +208,32 @@ impl<'a> Job<'a> {
         // detects it and the writer retries the batch.
         let ids = vec![id.to_owned()];
         let rows = self.query(&self.st.lock_channels, &[&ids]).await?;
-        let mut found = None;
+        let mut found = (None, None);
         for r in &rows {
             let (row, head) = rows::channel_row(r)?;
-            self.batch.heads.insert(row.id.clone(), head);
-            found = Some(row);
+            found = (Some(row), Some(head));
         }
-        self.batch.channels.insert(id.to_owned(), found);
+        self.own_locked.push((id.to_owned(), found.0, found.1));
         Ok(())
     }
 
     fn head(&self, ch: &str) -> (u64, Hash32) {
-        self.own_heads.get(ch).or_else(|| self.batch.heads.get(ch)).copied().unwrap_or((0, ZERO_HASH))
+        self.own_heads
+            .get(ch)
+            .or_else(|| self.batch.heads.get(ch))
+            .or_else(|| self.own_locked.iter().find(|(l, _, _)| l == ch).and_then(|(_, _, h)| h.as_ref()))
+            .copied()
+            .unwrap_or((0, ZERO_HASH))
+    }
+
+    /// A channel row as this job sees it: `None` if unknown (not locked yet), `Some(None)`
+    /// if absent.
+    fn row(&self, id: &str) -> Option<Option<ChannelRow>> {
+        self.own_channels
+            .get(id)
+            .or_else(|| self.batch.channels.get(id))
+            .cloned()
+            .or_else(|| self.own_locked.iter().find(|(l, _, _)| l == id).map(|(_, r, _)| r.clone()))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -218,13 +285,13 @@ impl<'a> Job<'a> {
 
     async fn channel(&mut self, app: &str, id: &str) -> JResult<ChannelRow> {
         self.lock(id).await?;
-        let row = self.own_channels.get(id).or_else(|| self.batch.channels.get(id)).cloned().flatten();
+        let row = self.row(id).flatten();
         // Ids are unique across apps: a row of another app is not this app's channel.
         row.filter(|r| r.app == app).ok_or(Fail::Store(StoreError::ChannelNotFound))
     }
 
-    async fn done(mut self, ch: Option<&ChannelRow>, outcome: Outcome) -> JResult<(Applied, Job<'a>)> {
-        self.flush().await?;
+    /// The job's answer. Its last writes stay queued: the writer sends them with the next job.
+    async fn done(mut self, ch: Option<&ChannelRow>, outcome: Outcome) -> JResult<(Applied, Job<'a, 'b>)> {
         let channel = ch.map(|c| c.to_channel(self.head(&c.id).0));
         let entries = std::mem::take(&mut self.entries);
         let app = std::mem::take(&mut self.app);
@@ -309,7 +376,7 @@ impl<'a> Job<'a> {
     }
 
     /// Applies `m`, returning what it produced and the job (to release or drop).
-    pub async fn apply(mut self, m: Mutation) -> JResult<(Applied, Job<'a>)> {
+    pub async fn apply(mut self, m: Mutation) -> JResult<(Applied, Job<'a, 'b>)> {
         self.app = m.actor().app.clone();
         match m {
             Mutation::UpsertUser { actor } => {
@@ -336,11 +403,7 @@ impl<'a> Job<'a> {
                     }
                 }
                 self.lock(&id).await?;
-                let exists = self
-                    .own_channels
-                    .get(&id)
-                    .or_else(|| self.batch.channels.get(&id))
-                    .is_some_and(Option::is_some);
+                let exists = self.row(&id).is_some_and(|r| r.is_some());
                 if exists || self.head(&id).0 > 0 {
                     return Err(StoreError::Invalid(format!("channel id {id:?} already exists")).into());
                 }

@@ -10,7 +10,7 @@
 //! failure of the transaction answers every job with [`StoreError::Backend`] and the writer
 //! goes on with the next batch on a fresh connection (it never dies with the database).
 
-use crate::apply::{Batch, Fail, Job as ApplyJob};
+use crate::apply::{Batch, Fail, Job as ApplyJob, Undo, Write, run_writes};
 use crate::rows;
 use crate::stmts::Stmts;
 use crate::{CommitObserver, db};
@@ -176,17 +176,85 @@ impl Writer {
             batch.heads.insert(row.id.clone(), head);
             batch.channels.insert(row.id.clone(), Some(row));
         }
-        let mut results = Vec::with_capacity(mutations.len());
+        let n = mutations.len();
+        let mut results: Vec<Result<Applied>> = Vec::with_capacity(n);
         let mut erased = false;
-        let mut first = true;
-        for m in mutations {
-            let (r, e) = self.run_job(client, st, &mut batch, m, first).await?;
-            first = false;
-            erased |= e;
-            results.push(r);
-        }
-        if !first {
-            client.batch_execute("RELEASE SAVEPOINT job").await?;
+        let mut rerun = vec![false; n];
+        // The last job's writes, not yet confirmed: they travel with the next job's first
+        // statements (one round trip for both), and are undone if they fail.
+        let mut prev: Option<(usize, Vec<Write<'_>>, Undo)> = None;
+        let mut sp = Savepoint::None;
+        let mut i = 0;
+        while i < n || prev.is_some() {
+            let writes = prev.as_mut().map(|p| std::mem::take(&mut p.1)).unwrap_or_default();
+            let sp_sql = match (i < n, sp) {
+                (false, _) | (true, Savepoint::Current) => None,
+                (true, Savepoint::None) => Some("SAVEPOINT job"),
+                // Keeps the last job (its savepoint is merged into the transaction) and opens
+                // this one's, in one message.
+                (true, Savepoint::Used) => Some("RELEASE SAVEPOINT job; SAVEPOINT job"),
+            };
+            let job = mutations.get(i).map(|m| (ApplyJob::new(client, st, &mut batch), m));
+            let (w, s, r) = futures::future::join3(
+                run_writes(client, writes),
+                async {
+                    match sp_sql {
+                        Some(q) => client.batch_execute(q).await,
+                        None => Ok(()),
+                    }
+                },
+                async {
+                    match job {
+                        Some((job, m)) => Some(job.apply(m.clone()).await),
+                        None => None,
+                    }
+                },
+            )
+            .await;
+            if let Err(f) = w {
+                // The last job's writes failed: everything sent after them was refused. Back
+                // to before that job; it failed alone, this one runs again.
+                drop(r);
+                client.execute(&st.rollback_to, &[]).await?;
+                let Some((idx, _, undo)) = prev.take() else { break };
+                batch.undo(undo);
+                results.truncate(idx);
+                sp = Savepoint::Current;
+                match classify_job(f, &mutations[idx], rerun[idx]) {
+                    JobFail::Refused(e) => results.push(Err(e)),
+                    JobFail::Rerun => {
+                        rerun[idx] = true;
+                        i = idx;
+                    }
+                    JobFail::Fatal(f) => return Err(f),
+                }
+                continue;
+            }
+            prev = None;
+            s?;
+            let Some(r) = r else { break };
+            match r {
+                Ok((applied, job)) => {
+                    erased |= job.erased;
+                    let (writes, undo) = job.release();
+                    results.push(Ok(applied));
+                    prev = Some((i, writes, undo));
+                    sp = Savepoint::Used;
+                    i += 1;
+                }
+                Err(f) => {
+                    client.execute(&st.rollback_to, &[]).await?;
+                    sp = Savepoint::Current;
+                    match classify_job(f, &mutations[i], rerun[i]) {
+                        JobFail::Refused(e) => {
+                            results.push(Err(e));
+                            i += 1;
+                        }
+                        JobFail::Rerun => rerun[i] = true,
+                        JobFail::Fatal(f) => return Err(f),
+                    }
+                }
+            }
         }
         let heads: Vec<(String, i64, Vec<u8>)> = batch
             .dirty
@@ -204,64 +272,51 @@ impl Writer {
         client.execute(&st.commit, &[]).await?;
         Ok((results, erased))
     }
+}
 
-    /// One job in its savepoint. `Err` only when the whole transaction is lost.
-    async fn run_job(
-        &self,
-        client: &Object,
-        st: &Stmts,
-        batch: &mut Batch,
-        m: &Mutation,
-        first: bool,
-    ) -> std::result::Result<(Result<Applied>, bool), Fail> {
-        // The previous job's savepoint is released and this one's opened in the same message,
-        // pipelined with the job's first statements.
-        let sp = if first { "SAVEPOINT job" } else { "RELEASE SAVEPOINT job; SAVEPOINT job" };
-        let mut renamed = false;
-        let mut sp = Some(sp);
-        loop {
-            let job = ApplyJob::new(client, st, batch);
-            let (sp_r, r) = match sp.take() {
-                Some(sp) => futures::future::join(client.batch_execute(sp), job.apply(m.clone())).await,
-                None => (Ok(()), job.apply(m.clone()).await),
-            };
-            sp_r?;
-            match r {
-                Ok((applied, job)) => {
-                    let erased = job.erased;
-                    job.release();
-                    return Ok((Ok(applied), erased));
-                }
-                Err(f) => {
-                    client.execute(&st.rollback_to, &[]).await?;
-                    match f {
-                        Fail::Store(e) => return Ok((Err(e), false)),
-                        Fail::Db(e) if retryable(&e) || e.is_closed() || e.as_db_error().is_none() => {
-                            return Err(Fail::Db(e));
-                        }
-                        Fail::Db(e) => {
-                            let constraint = e.as_db_error().and_then(|d| d.constraint()).unwrap_or("");
-                            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                                if constraint == "channels_app_name" && !renamed {
-                                    // Another node registered the name while this job ran; its
-                                    // commit is visible now: run the job again to find it.
-                                    renamed = true;
-                                    continue;
-                                }
-                                if constraint == "channels_pkey"
-                                    && let Some(id) = m.channel()
-                                {
-                                    let msg = format!("channel id {id:?} already exists");
-                                    return Ok((Err(StoreError::Invalid(msg)), false));
-                                }
-                            }
-                            return Ok((Err(db(e)), false));
-                        }
-                    }
-                }
-            }
+/// Where the batch's savepoint stands before the next job.
+#[derive(Clone, Copy)]
+enum Savepoint {
+    /// None opened yet.
+    None,
+    /// Open and holding the last job's changes: release it and open a new one.
+    Used,
+    /// Open and empty (just rolled back to): the next job runs in it.
+    Current,
+}
+
+/// How one job failed.
+enum JobFail {
+    /// Refused or failed alone; answered with this error.
+    Refused(StoreError),
+    /// Worth running again in a fresh savepoint (another node registered the name meanwhile).
+    Rerun,
+    /// The transaction is lost.
+    Fatal(Fail),
+}
+
+fn classify_job(f: Fail, m: &Mutation, rerun_already: bool) -> JobFail {
+    let e = match f {
+        Fail::Store(e) => return JobFail::Refused(e),
+        Fail::Db(e) => e,
+    };
+    if retryable(&e) || e.is_closed() || e.as_db_error().is_none() {
+        return JobFail::Fatal(Fail::Db(e));
+    }
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        let constraint = e.as_db_error().and_then(|d| d.constraint()).unwrap_or("");
+        if constraint == "channels_app_name" && !rerun_already {
+            // Another node registered the name while this job ran; its commit is visible now:
+            // run the job again to find it.
+            return JobFail::Rerun;
+        }
+        if constraint == "channels_pkey"
+            && let Some(id) = m.channel()
+        {
+            return JobFail::Refused(StoreError::Invalid(format!("channel id {id:?} already exists")));
         }
     }
+    JobFail::Refused(db(e))
 }
 
 fn retryable(e: &tokio_postgres::Error) -> bool {

@@ -155,3 +155,77 @@ async fn hard_delete_removes_the_content_rows() {
     assert!(log.iter().all(|e| e.content.as_deref().is_none_or(|c| !c.contains("secret"))));
     store.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_failing_in_a_batch_fails_alone() {
+    let Some(db) = ScratchDb::or_skip("a_write_failing_in_a_batch_fails_alone") else { return };
+    let store =
+        Arc::new(PgStore::open(PgConfig::new(db.url()), Arc::new(herald_store::NullSink)).await.unwrap());
+    let ada = user("ada");
+    let ch = testkit::create(&*store, &ada, None, Policy::Open, &[]).await;
+    let taken = testkit::send(&*store, &ada, &ch, "first").await.id;
+    // Sends queued together, every third reusing a message id: those fail in the database
+    // (the unique index), after their checks passed, and must fail alone.
+    let sends = (0..30).map(|i| {
+        let (store, ada, ch) = (store.clone(), ada.clone(), ch.clone());
+        let id = if i % 3 == 0 { taken.clone() } else { testkit::new_id() };
+        async move {
+            let m = herald_store::Mutation::Send {
+                actor: ada.clone(),
+                channel: ch,
+                id,
+                kind: "chat.text".into(),
+                content: format!("n{i}"),
+                reply_to: None,
+                client_id: None,
+                guard: herald_store::Guard::member("ada"),
+                ts_ms: testkit::now_ms(),
+            };
+            store.apply(m).await
+        }
+    });
+    let results = futures::future::join_all(sends).await;
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.is_ok(), i % 3 != 0, "send {i}: {:?}", r.as_ref().err());
+    }
+    let log = testkit::verify_log(&*store, &ch).await;
+    assert_eq!(log.len(), 2 + 1 + 20);
+    assert!(store.stats().commits < 25, "the sends were batched: {:?}", store.stats());
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_creating_one_name_get_one_channel() {
+    let Some(db) = ScratchDb::or_skip("two_nodes_creating_one_name_get_one_channel") else { return };
+    let nodes = nodes(&db, 2).await;
+    let ada = user("ada");
+    for round in 0..10 {
+        let name = format!("room{round}");
+        let creates = nodes.iter().map(|(s, _)| {
+            let m = herald_store::Mutation::CreateChannel {
+                actor: ada.clone(),
+                id: testkit::new_id(),
+                name: Some(herald_proto::ChannelName::parse(&name).unwrap()),
+                title: None,
+                encrypted: false,
+                policy: Policy::Open,
+                members: vec![],
+                ts_ms: testkit::now_ms(),
+            };
+            s.apply(m)
+        });
+        let rs = futures::future::join_all(creates).await;
+        let ids: Vec<String> =
+            rs.iter().map(|r| r.as_ref().unwrap().channel.as_ref().unwrap().id.clone()).collect();
+        assert_eq!(ids[0], ids[1], "one channel for the name");
+        let created = rs
+            .iter()
+            .filter(|r| matches!(r.as_ref().unwrap().outcome, Outcome::Channel { created: true }))
+            .count();
+        assert_eq!(created, 1);
+        testkit::verify_log(&*nodes[0].0, &ids[0]).await;
+    }
+    for (s, _) in &nodes {
+        s.close().await.unwrap();
+    }
+}
