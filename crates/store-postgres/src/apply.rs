@@ -271,11 +271,9 @@ impl<'a, 'b> Job<'a, 'b> {
                 p(e.extra.title.clone()),
                 p(e.extra.message_id.clone()),
                 p(e.extra.reply.as_ref().map(|r| r.author.clone())),
+                p(content.to_owned()),
+                p(salt.to_vec()),
             ],
-        );
-        self.write(
-            &self.st.insert_content,
-            vec![p(ch.to_owned()), p(seq), p(content.to_owned()), p(salt.to_vec())],
         );
         let seq = e.seq;
         self.own_heads.insert(ch.to_owned(), (seq, e.hash));

@@ -50,9 +50,10 @@ statements! {
         head_seq, head_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9)";
     insert_member = "INSERT INTO members (channel_id, user_id, last_read) VALUES ($1, $2, 0)";
     delete_member = "DELETE FROM members WHERE channel_id = $1 AND user_id = $2";
-    insert_entry = format!("INSERT INTO entries ({ENTRY_COLS}) VALUES \
+    // The entry and its content in one statement: one execution instead of two per entry.
+    insert_entry = format!("WITH c AS (INSERT INTO entry_contents (channel_id, seq, content, salt) \
+        VALUES ($1, $2, $17, $18)) INSERT INTO entries ({ENTRY_COLS}) VALUES \
         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)");
-    insert_content = "INSERT INTO entry_contents (channel_id, seq, content, salt) VALUES ($1, $2, $3, $4)";
     del_entries = "DELETE FROM entries WHERE channel_id = $1";
     del_contents = "DELETE FROM entry_contents WHERE channel_id = $1";
     del_messages = "DELETE FROM messages WHERE channel_id = $1";
