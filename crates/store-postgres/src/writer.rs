@@ -81,10 +81,14 @@ impl Writer {
         let (mutations, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|j| (j.mutation, j.reply)).unzip();
         let start = Instant::now();
         let mut attempt = 0;
+        let mut committed = false;
         let results = loop {
             let r = tokio::time::timeout(self.op_timeout, self.attempt(&mutations)).await;
             match r {
-                Ok(Ok(results)) => break results,
+                Ok(Ok(results)) => {
+                    committed = true;
+                    break results;
+                }
                 Ok(Err(BatchFail::Retry(why))) if attempt < self.max_retries => {
                     attempt += 1;
                     self.shared.retries.fetch_add(1, Ordering::Relaxed);
@@ -107,8 +111,11 @@ impl Writer {
             }
         };
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        // As in the SQLite backend, the observer sees commits, not failures.
         let observer = self.shared.observer.read().clone();
-        if let Some(f) = observer {
+        if let Some(f) = observer
+            && committed
+        {
             f(start.elapsed(), n);
         }
         for r in results.iter().flatten() {

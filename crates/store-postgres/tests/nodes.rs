@@ -153,6 +153,19 @@ async fn hard_delete_removes_the_content_rows() {
     assert_eq!(count("%secret%").await, 0, "no row holds the text");
     let log = testkit::verify_log(&store, &ch).await;
     assert!(log.iter().all(|e| e.content.as_deref().is_none_or(|c| !c.contains("secret"))));
+    // The background vacuum after the delete removes the dead tuples: counted exactly by
+    // pgstattuple (the statistics views lag behind).
+    client.batch_execute("CREATE EXTENSION IF NOT EXISTS pgstattuple").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let q = "SELECT dead_tuple_count FROM pgstattuple('entry_contents')";
+        let dead: i64 = client.query_one(q, &[]).await.unwrap().get(0);
+        if dead == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{dead} dead tuples left in entry_contents");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     store.close().await.unwrap();
 }
 
