@@ -59,6 +59,15 @@ pub struct Batch {
     pub dirty: Vec<String>,
 }
 
+/// The checks a planned `Send` still needs: the database must answer them as planned.
+pub struct SendPlan {
+    pub channel: String,
+    /// This user must be a member.
+    pub member: Option<String>,
+    /// `(author, client_id)` must not be used yet.
+    pub client_id: Option<(String, String)>,
+}
+
 /// What merging a job into the batch replaced, to put back if its queued writes fail.
 #[derive(Default)]
 pub struct Undo {
@@ -294,6 +303,71 @@ impl<'a, 'b> Job<'a, 'b> {
         let entries = std::mem::take(&mut self.entries);
         let app = std::mem::take(&mut self.app);
         Ok((Applied { app, channel, entries, outcome }, self))
+    }
+
+    /// A `Send` planned without asking the database, as it will be if its checks pass: the
+    /// writer pipelines the checks and writes of a run of such sends in one round trip and
+    /// verifies the checks' answers afterwards (see `writer.rs`). `None` when the send needs
+    /// an answer first (a reply's target) or would be refused on what the batch knows.
+    pub fn plan_send(mut self, m: &Mutation) -> Option<(SendPlan, Applied, Job<'a, 'b>)> {
+        let Mutation::Send { actor, channel, id, kind, content, reply_to: None, client_id, guard, ts_ms } = m
+        else {
+            return None;
+        };
+        let ch = self.row(channel).flatten().filter(|r| r.app == actor.app)?;
+        check_creator(&ch, guard).ok()?;
+        self.app = actor.app.clone();
+        let me = actor.user.id.as_str();
+        let message = Message {
+            id: id.clone(),
+            seq: 0,
+            author: me.to_owned(),
+            kind: kind.clone(),
+            content: content.clone(),
+            reply_to: None,
+            client_id: client_id.clone(),
+            ts: herald_proto::time::format_ms(*ts_ms),
+            edited_at: None,
+            reactions: None,
+        };
+        let extra = EntryExtra {
+            id: Some(id.clone()),
+            msg_type: Some(kind.clone()),
+            client_id: client_id.clone(),
+            ..Default::default()
+        };
+        let seq = self.append(&ch.id, EntryKind::Message, me, "", *ts_ms, content, extra);
+        self.write(
+            &self.st.insert_message,
+            vec![
+                p(ch.id.clone()),
+                p(id.clone()),
+                p(to_i64(seq)),
+                p(me.to_owned()),
+                p(kind.clone()),
+                p(content.clone()),
+                p(None::<String>),
+                p(None::<String>),
+                p(client_id.clone()),
+                p(*ts_ms),
+            ],
+        );
+        if let Some(cid) = client_id {
+            self.write(
+                &self.st.insert_client_id,
+                vec![p(ch.id.clone()), p(me.to_owned()), p(cid.clone()), p(id.clone())],
+            );
+        }
+        let plan = SendPlan {
+            channel: ch.id.clone(),
+            member: guard.member.clone(),
+            client_id: client_id.as_ref().map(|c| (me.to_owned(), c.clone())),
+        };
+        let outcome = Outcome::Message { message: Box::new(Message { seq, ..message }), duplicate: false };
+        let channel = Some(ch.to_channel(self.head(&ch.id).0));
+        let entries = std::mem::take(&mut self.entries);
+        let app = std::mem::take(&mut self.app);
+        Some((plan, Applied { app, channel, entries, outcome }, self))
     }
 
     async fn user_name(&mut self, app: &str, user: &str) -> JResult<Option<String>> {

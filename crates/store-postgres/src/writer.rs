@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
 /// State shared between the store handle and its writer task.
@@ -192,7 +193,22 @@ impl Writer {
         let mut prev: Option<(usize, Vec<Write<'_>>, Undo)> = None;
         let mut sp = Savepoint::None;
         let mut i = 0;
+        // Jobs before this index are not planned ahead again (one of them failed its plan).
+        let mut plan_from = 0;
         while i < n || prev.is_some() {
+            if i < n && i >= plan_from && prev.is_none() {
+                let planned = self.planned_sends(client, st, &mut batch, &mutations[i..], i).await?;
+                if let Some((done, failed_at)) = planned {
+                    results.extend(done);
+                    i = results.len();
+                    if let Some(f) = failed_at {
+                        plan_from = f + 1;
+                    }
+                    // The run left its own savepoints: the next job opens a new one on top.
+                    sp = Savepoint::None;
+                    continue;
+                }
+            }
             let writes = prev.as_mut().map(|p| std::mem::take(&mut p.1)).unwrap_or_default();
             let sp_sql = match (i < n, sp) {
                 (false, _) | (true, Savepoint::Current) => None,
@@ -279,6 +295,123 @@ impl Writer {
         client.execute(&st.commit, &[]).await?;
         Ok((results, erased))
     }
+}
+
+/// A run of sends planned at once: at most this many.
+const MAX_PLANNED: usize = 128;
+
+impl Writer {
+    /// Plans the run of `Send`s at the start of `jobs` and sends their checks and writes in one
+    /// pipeline, each in its own savepoint (`SAVEPOINT s0`, `s1`, … nested). If every check is
+    /// answered as planned and every write succeeds, they are all done. Otherwise the batch
+    /// rolls back to the savepoint of the first that was not, undoes its plan and the later
+    /// ones, and returns the sends before it: that one (its index is returned) then runs the
+    /// ordinary way, which refuses it properly. `None`: the first job cannot be planned.
+    async fn planned_sends(
+        &self,
+        client: &Object,
+        st: &Stmts,
+        batch: &mut Batch,
+        jobs: &[Mutation],
+        base: usize,
+    ) -> std::result::Result<Option<(Vec<Result<Applied>>, Option<usize>)>, Fail> {
+        let mut plans = Vec::new();
+        for m in jobs.iter().take(MAX_PLANNED) {
+            match ApplyJob::new(client, st, batch).plan_send(m) {
+                Some((plan, applied, job)) => {
+                    let (writes, undo) = job.release();
+                    plans.push((plan, applied, writes, undo));
+                }
+                None => break,
+            }
+        }
+        if plans.is_empty() {
+            return Ok(None);
+        }
+        type Fut<'f> = std::pin::Pin<
+            Box<dyn Future<Output = std::result::Result<Option<Row>, tokio_postgres::Error>> + Send + 'f>,
+        >;
+        let names: Vec<String> = (0..plans.len()).map(|k| format!("SAVEPOINT s{k}")).collect();
+        let mut futs: Vec<Fut<'_>> = Vec::new();
+        // Per plan: where its futures start, and which of them are the two checks.
+        let mut spans = Vec::with_capacity(plans.len());
+        for (k, (plan, _, writes, _)) in plans.iter_mut().enumerate() {
+            let start = futs.len();
+            let name = names[k].as_str();
+            futs.push(Box::pin(async move { client.batch_execute(name).await.map(|_| None) }));
+            let member = plan.member.as_ref().map(|u| {
+                let ch = &plan.channel;
+                futs.push(Box::pin(async move { client.query_opt(&st.is_member, &[ch, u]).await }));
+                futs.len() - 1
+            });
+            let cid = plan.client_id.as_ref().map(|(a, c)| {
+                let ch = &plan.channel;
+                futs.push(Box::pin(async move { client.query_opt(&st.client_id, &[ch, a, c]).await }));
+                futs.len() - 1
+            });
+            for (s, params) in std::mem::take(writes) {
+                futs.push(Box::pin(async move {
+                    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                        params.iter().map(|v| &**v as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+                    client.execute(s, &refs).await.map(|_| None)
+                }));
+            }
+            spans.push((start, futs.len(), member, cid));
+        }
+        let answers = in_order(futs).await;
+        let mut failed = None;
+        for (k, (start, end, member, cid)) in spans.iter().enumerate() {
+            let all_ok = answers[*start..*end].iter().all(|a| a.is_ok());
+            let member_ok = member.is_none_or(|x| matches!(answers[x], Ok(Some(_))));
+            let cid_ok = cid.is_none_or(|x| matches!(answers[x], Ok(None)));
+            if !(all_ok && member_ok && cid_ok) {
+                failed = Some(k);
+                break;
+            }
+        }
+        let Some(f) = failed else {
+            return Ok(Some((plans.into_iter().map(|(_, a, _, _)| Ok(a)).collect(), None)));
+        };
+        // A lost connection or a conflict is the whole batch's, not this send's.
+        let fatal = answers
+            .into_iter()
+            .filter_map(|a| a.err())
+            .find(|e| retryable(e) || e.is_closed() || e.as_db_error().is_none());
+        if let Some(e) = fatal {
+            return Err(Fail::Db(e));
+        }
+        client.batch_execute(&format!("ROLLBACK TO SAVEPOINT s{f}")).await?;
+        let mut done = Vec::with_capacity(f);
+        let mut undos = Vec::new();
+        for (k, (_, applied, _, undo)) in plans.into_iter().enumerate() {
+            if k < f {
+                done.push(Ok(applied));
+            } else {
+                undos.push(undo);
+            }
+        }
+        for undo in undos.into_iter().rev() {
+            batch.undo(undo);
+        }
+        Ok(Some((done, Some(base + f))))
+    }
+}
+
+/// Polls every future in order on each wake-up, so that each sends its statement in the
+/// order given (tokio-postgres sends on first poll): a pipeline in a known order.
+async fn in_order<T, F: Future<Output = T>>(futs: Vec<F>) -> Vec<T> {
+    let mut futs: Vec<_> = futs.into_iter().map(|f| Box::pin(futures::future::maybe_done(f))).collect();
+    futures::future::poll_fn(|cx| {
+        let mut ready = true;
+        for f in futs.iter_mut() {
+            if f.as_mut().poll(cx).is_pending() {
+                ready = false;
+            }
+        }
+        if ready { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    futs.iter_mut().filter_map(|f| f.as_mut().take_output()).collect()
 }
 
 /// Where the batch's savepoint stands before the next job.

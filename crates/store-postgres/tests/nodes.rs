@@ -242,3 +242,67 @@ async fn two_nodes_creating_one_name_get_one_channel() {
         s.close().await.unwrap();
     }
 }
+
+/// Sends queued together are planned and pipelined as one run; a refusal (not a member) or an
+/// idempotent repeat (a `client_id` used earlier in the same run) inside the run must come out
+/// exactly as one at a time would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_sends_answer_refusals_and_repeats_as_one_at_a_time() {
+    let Some(db) = ScratchDb::or_skip("planned_sends_answer_refusals_and_repeats_as_one_at_a_time") else {
+        return;
+    };
+    let store =
+        Arc::new(PgStore::open(PgConfig::new(db.url()), Arc::new(herald_store::NullSink)).await.unwrap());
+    let (ada, eve) = (user("ada"), user("eve"));
+    let ch = testkit::create(&*store, &ada, None, Policy::Open, &[]).await;
+    for round in 0..5 {
+        let sends = (0..40).map(|i| {
+            let (store, ch) = (store.clone(), ch.clone());
+            // Every 7th by a non-member; every 5th reuses the key of the one before it.
+            let actor = if i % 7 == 3 { eve.clone() } else { ada.clone() };
+            let key = format!("r{round}k{}", if i % 5 == 4 { i - 1 } else { i });
+            async move {
+                let m = herald_store::Mutation::Send {
+                    guard: herald_store::Guard::member(&actor.user.id),
+                    actor,
+                    channel: ch,
+                    id: testkit::new_id(),
+                    kind: "chat.text".into(),
+                    content: format!("r{round} n{i}"),
+                    reply_to: None,
+                    client_id: Some(key),
+                    ts_ms: testkit::now_ms(),
+                };
+                store.apply(m).await
+            }
+        });
+        let results = futures::future::join_all(sends).await;
+        let mut by_key: HashMap<String, String> = HashMap::new();
+        for (i, r) in results.into_iter().enumerate() {
+            if i % 7 == 3 {
+                assert!(matches!(r, Err(herald_store::StoreError::NotMember)), "send {i}: {r:?}");
+                continue;
+            }
+            let a = r.unwrap();
+            let Outcome::Message { message, duplicate } = a.outcome else {
+                panic!("send {i}: not a message")
+            };
+            let key = message.client_id.clone().unwrap();
+            match by_key.get(&key) {
+                Some(first) => {
+                    assert!(duplicate, "send {i} repeats a key");
+                    assert_eq!(&message.id, first, "a repeat answers the original");
+                    assert!(a.entries.is_empty());
+                }
+                None => {
+                    // The original of a repeated key may be by eve (refused): then this one is new.
+                    by_key.insert(key, message.id.clone());
+                    assert!(!duplicate, "send {i}");
+                    assert_eq!(a.entries.len(), 1);
+                }
+            }
+        }
+    }
+    testkit::verify_log(&*store, &ch).await;
+    store.close().await.unwrap();
+}
