@@ -209,15 +209,22 @@ impl Writer {
                     continue;
                 }
             }
+            // A send that can be planned comes next: send the last job's writes alone first, so
+            // that a run can start after them.
+            let flush_only = i < n
+                && i >= plan_from
+                && prev.is_some()
+                && matches!(&mutations[i], Mutation::Send { reply_to: None, .. });
             let writes = prev.as_mut().map(|p| std::mem::take(&mut p.1)).unwrap_or_default();
-            let sp_sql = match (i < n, sp) {
+            let sp_sql = match (i < n && !flush_only, sp) {
                 (false, _) | (true, Savepoint::Current) => None,
                 (true, Savepoint::None) => Some("SAVEPOINT job"),
                 // Keeps the last job (its savepoint is merged into the transaction) and opens
                 // this one's, in one message.
                 (true, Savepoint::Used) => Some("RELEASE SAVEPOINT job; SAVEPOINT job"),
             };
-            let job = mutations.get(i).map(|m| (ApplyJob::new(client, st, &mut batch), m));
+            let job =
+                mutations.get(i).filter(|_| !flush_only).map(|m| (ApplyJob::new(client, st, &mut batch), m));
             let (w, s, r) = futures::future::join3(
                 run_writes(client, writes),
                 async {
@@ -255,7 +262,12 @@ impl Writer {
             }
             prev = None;
             s?;
-            let Some(r) = r else { break };
+            let Some(r) = r else {
+                if flush_only {
+                    continue;
+                }
+                break;
+            };
             match r {
                 Ok((applied, job)) => {
                     erased |= job.erased;

@@ -306,3 +306,51 @@ async fn planned_sends_answer_refusals_and_repeats_as_one_at_a_time() {
     testkit::verify_log(&*store, &ch).await;
     store.close().await.unwrap();
 }
+
+/// Joins, sends and read markers from many tasks at once land in shared batches, where planned
+/// runs of sends and ordinary jobs alternate: every answer matches the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_writes_in_shared_batches_match_the_log() {
+    let Some(db) = ScratchDb::or_skip("mixed_writes_in_shared_batches_match_the_log") else { return };
+    let store =
+        Arc::new(PgStore::open(PgConfig::new(db.url()), Arc::new(herald_store::NullSink)).await.unwrap());
+    let ada = user("ada");
+    let ch = testkit::create(&*store, &ada, None, Policy::Open, &[]).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..12 {
+        let (store, ch) = (store.clone(), ch.clone());
+        tasks.spawn(async move {
+            let me = user(&format!("user{t}"));
+            testkit::join(&*store, &me, &ch).await.unwrap();
+            let mut last = None;
+            for i in 0..6 {
+                let m = testkit::send(&*store, &me, &ch, &format!("{t}/{i}")).await;
+                if i % 2 == 1 {
+                    let read = herald_store::Mutation::Read {
+                        actor: me.clone(),
+                        channel: ch.clone(),
+                        message_id: m.id.clone(),
+                        guard: herald_store::Guard::member(&me.user.id),
+                    };
+                    store.apply(read).await.unwrap();
+                }
+                last = Some(m);
+            }
+            (me.user.id.clone(), last.unwrap())
+        });
+    }
+    let mut lasts = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        lasts.push(r.unwrap());
+    }
+    let log = testkit::verify_log(&*store, &ch).await;
+    assert_eq!(log.len(), 2 + 12 * (1 + 6));
+    let members = store.members(&ch).await.unwrap();
+    for (user, last) in &lasts {
+        let m = members.iter().find(|m| &m.user == user).unwrap();
+        assert_eq!(m.last_read, last.seq, "{user} read up to its last message");
+        let e = log.iter().find(|e| e.seq == last.seq).unwrap();
+        assert_eq!(e.extra.id.as_deref(), Some(last.id.as_str()));
+    }
+    store.close().await.unwrap();
+}
