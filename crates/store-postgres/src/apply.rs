@@ -172,6 +172,16 @@ impl<'a, 'b> Job<'a, 'b> {
         (self.pending, undo)
     }
 
+    /// Turns the entry just queued (a `message`) into the statement that also inserts its
+    /// message row, which reads the same values.
+    fn fold_message(&mut self, reply_to: Option<String>) {
+        let st = self.st;
+        if let Some(last) = self.pending.last_mut() {
+            last.0 = &st.insert_send;
+            last.1.push(p(reply_to));
+        }
+    }
+
     fn write(&mut self, s: &'a Statement, params: Vec<Param>) {
         self.pending.push((s, params));
     }
@@ -337,21 +347,7 @@ impl<'a, 'b> Job<'a, 'b> {
             ..Default::default()
         };
         let seq = self.append(&ch.id, EntryKind::Message, me, "", *ts_ms, content, extra);
-        self.write(
-            &self.st.insert_message,
-            vec![
-                p(ch.id.clone()),
-                p(id.clone()),
-                p(to_i64(seq)),
-                p(me.to_owned()),
-                p(kind.clone()),
-                p(content.clone()),
-                p(None::<String>),
-                p(None::<String>),
-                p(client_id.clone()),
-                p(*ts_ms),
-            ],
-        );
+        self.fold_message(None);
         if let Some(cid) = client_id {
             self.write(
                 &self.st.insert_client_id,
@@ -638,7 +634,6 @@ impl<'a, 'b> Job<'a, 'b> {
                 if reply_to.is_some() && reply.is_none() {
                     return Err(StoreError::NotFound("message").into());
                 }
-                let reply_author = reply.as_ref().map(|r| r.author.clone());
                 // The message as `rows::message_row` would read it back: built, not re-read.
                 let message = Message {
                     id: id.clone(),
@@ -661,21 +656,7 @@ impl<'a, 'b> Job<'a, 'b> {
                 };
                 let reference = reply_to.clone().unwrap_or_default();
                 let seq = self.append(&ch.id, EntryKind::Message, me, &reference, ts_ms, &content, extra);
-                self.write(
-                    &self.st.insert_message,
-                    vec![
-                        p(ch.id.clone()),
-                        p(id.clone()),
-                        p(to_i64(seq)),
-                        p(me.to_owned()),
-                        p(kind),
-                        p(content),
-                        p(reply_to),
-                        p(reply_author),
-                        p(client_id.clone()),
-                        p(ts_ms),
-                    ],
-                );
+                self.fold_message(reply_to);
                 if let Some(cid) = client_id {
                     self.write(
                         &self.st.insert_client_id,
