@@ -118,18 +118,39 @@ pub struct Job<'a, 'b> {
     pub erased: bool,
 }
 
-/// Runs queued writes in order, in chunks small enough that `try_join_all` polls them in order.
+/// Runs queued writes as one pipeline: every statement is sent, in order, on the first poll
+/// (so that statements polled after this future go after all of them), then the answers are
+/// awaited. The first failure is returned.
 pub async fn run_writes(client: &Client, writes: Vec<Write<'_>>) -> JResult<()> {
-    let mut it = writes.into_iter().peekable();
-    while it.peek().is_some() {
-        let chunk: Vec<_> = it.by_ref().take(24).collect();
-        let futs = chunk.iter().map(|(s, params)| {
-            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect();
-            async move { client.execute(*s, &refs).await }
-        });
-        futures::future::try_join_all(futs).await?;
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let futs = writes.iter().map(|(s, params)| {
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect();
+        async move { client.execute(*s, &refs).await }
+    });
+    for r in in_order(futs.collect()).await {
+        r?;
     }
     Ok(())
+}
+
+/// Polls every future in order on each wake-up, so that each sends its statement in the
+/// order given (tokio-postgres sends on first poll): a pipeline in a known order. Every
+/// pending future is polled on every wake-up, so no answer waits behind an unread one.
+pub async fn in_order<T, F: Future<Output = T>>(futs: Vec<F>) -> Vec<T> {
+    let mut futs: Vec<_> = futs.into_iter().map(|f| Box::pin(futures::future::maybe_done(f))).collect();
+    futures::future::poll_fn(|cx| {
+        let mut ready = true;
+        for f in futs.iter_mut() {
+            if f.as_mut().poll(cx).is_pending() {
+                ready = false;
+            }
+        }
+        if ready { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    futs.iter_mut().filter_map(|f| f.as_mut().take_output()).collect()
 }
 
 impl<'a, 'b> Job<'a, 'b> {

@@ -10,7 +10,7 @@
 //! failure of the transaction answers every job with [`StoreError::Backend`] and the writer
 //! goes on with the next batch on a fresh connection (it never dies with the database).
 
-use crate::apply::{Batch, Fail, Job as ApplyJob, Undo, Write, run_writes};
+use crate::apply::{Batch, Fail, Job as ApplyJob, Undo, Write, in_order, run_writes};
 use crate::rows;
 use crate::stmts::Stmts;
 use crate::{CommitObserver, db};
@@ -407,23 +407,6 @@ impl Writer {
         }
         Ok(Some((done, Some(base + f))))
     }
-}
-
-/// Polls every future in order on each wake-up, so that each sends its statement in the
-/// order given (tokio-postgres sends on first poll): a pipeline in a known order.
-async fn in_order<T, F: Future<Output = T>>(futs: Vec<F>) -> Vec<T> {
-    let mut futs: Vec<_> = futs.into_iter().map(|f| Box::pin(futures::future::maybe_done(f))).collect();
-    futures::future::poll_fn(|cx| {
-        let mut ready = true;
-        for f in futs.iter_mut() {
-            if f.as_mut().poll(cx).is_pending() {
-                ready = false;
-            }
-        }
-        if ready { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
-    })
-    .await;
-    futs.iter_mut().filter_map(|f| f.as_mut().take_output()).collect()
 }
 
 /// Where the batch's savepoint stands before the next job.

@@ -354,3 +354,40 @@ async fn mixed_writes_in_shared_batches_match_the_log() {
     }
     store.close().await.unwrap();
 }
+
+/// A job with many writes (a channel created with 30 members) followed in the same batch by a
+/// refused one: the refusal's rollback must not reach any of the first job's writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_after_a_job_with_many_writes_keeps_them_all() {
+    let Some(db) = ScratchDb::or_skip("a_refusal_after_a_job_with_many_writes_keeps_them_all") else {
+        return;
+    };
+    let store = PgStore::open(PgConfig::new(db.url()), Arc::new(herald_store::NullSink)).await.unwrap();
+    let ada = user("ada");
+    for round in 0..5 {
+        let id = testkit::new_id();
+        let members: Vec<String> = (0..30).map(|i| format!("u{round}_{i}")).collect();
+        let create = herald_store::Mutation::CreateChannel {
+            actor: ada.clone(),
+            id: id.clone(),
+            name: None,
+            title: None,
+            encrypted: false,
+            policy: Policy::Open,
+            members: members.clone(),
+            ts_ms: testkit::now_ms(),
+        };
+        let refused = herald_store::Mutation::Join {
+            actor: user("bob"),
+            channel: testkit::new_id(),
+            guard: herald_store::Guard::none(),
+            ts_ms: testkit::now_ms(),
+        };
+        let (a, b) = futures::future::join(store.apply(create), store.apply(refused)).await;
+        a.unwrap();
+        assert!(matches!(b, Err(herald_store::StoreError::ChannelNotFound)), "{b:?}");
+        assert_eq!(store.members(&id).await.unwrap().len(), 31);
+        assert_eq!(testkit::verify_log(&store, &id).await.len(), 1 + 31);
+    }
+    store.close().await.unwrap();
+}
