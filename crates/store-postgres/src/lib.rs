@@ -60,10 +60,13 @@
 //! with synchronous replicas configured, to them). With `synchronous_commit = off` PostgreSQL
 //! answers `COMMIT` before the WAL is flushed, and a crash of PostgreSQL (not of Herald) loses
 //! the last moments of acknowledged messages: do not run Herald's database that way. A batch
-//! whose connection breaks or that exceeds `op_timeout` is answered with
-//! [`StoreError::Backend`]; if the failure came during `COMMIT` the writes may nevertheless
-//! have committed (the sink then never saw them; a client retry with its `client_id` is
-//! answered with the original message).
+//! whose connection breaks before `COMMIT` was sent committed nothing and is run again on
+//! another connection (so the first writes after a PostgreSQL restart succeed). One whose
+//! connection breaks during `COMMIT`, or that exceeds `op_timeout` (the caller's own wait is
+//! bounded by `op_timeout` too), is answered with [`StoreError::Backend`], yet may have
+//! committed: its entries are then in the log (a resume or `log` read finds them) but the sink
+//! never saw them, and a client retry with its `client_id` is answered with the original
+//! message. The SQLite backend has no such uncertain outcome.
 //!
 //! # Hard delete, and what PostgreSQL still retains
 //!
