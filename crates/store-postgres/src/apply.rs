@@ -59,42 +59,109 @@ pub struct Batch {
     pub dirty: Vec<String>,
 }
 
+/// The checks a planned `Send` still needs: the database must answer them as planned.
+pub struct SendPlan {
+    pub channel: String,
+    /// This user must be a member.
+    pub member: Option<String>,
+    /// `(author, client_id)` must not be used yet.
+    pub client_id: Option<(String, String)>,
+}
+
+/// What merging a job into the batch replaced, to put back if its queued writes fail.
+#[derive(Default)]
+pub struct Undo {
+    heads: Vec<(String, Option<(u64, Hash32)>)>,
+    channels: Vec<(String, Option<Option<ChannelRow>>)>,
+    dirty_len: usize,
+}
+
+impl Batch {
+    /// Puts back what a job's merge replaced (its writes failed after it was merged).
+    pub fn undo(&mut self, u: Undo) {
+        for (k, prev) in u.heads.into_iter().rev() {
+            match prev {
+                Some(v) => self.heads.insert(k, v),
+                None => self.heads.remove(&k),
+            };
+        }
+        for (k, prev) in u.channels.into_iter().rev() {
+            match prev {
+                Some(v) => self.channels.insert(k, v),
+                None => self.channels.remove(&k),
+            };
+        }
+        self.dirty.truncate(u.dirty_len);
+    }
+}
+
+/// A channel locked by a job: id, row (if it exists) and head.
+type Locked = (String, Option<ChannelRow>, Option<(u64, Hash32)>);
+
+/// A write queued by a job, sent later in a pipeline.
+pub type Write<'a> = (&'a Statement, Vec<Param>);
+
 /// The state of one job while it is applied.
-pub struct Job<'a> {
+pub struct Job<'a, 'b> {
     client: &'a Client,
     st: &'a Stmts,
-    batch: &'a mut Batch,
+    batch: &'b mut Batch,
     own_heads: HashMap<String, (u64, Hash32)>,
     own_channels: HashMap<String, Option<ChannelRow>>,
-    pending: Vec<(&'a Statement, Vec<Param>)>,
+    /// Rows this job locked (a channel found by name). A rollback to the job's savepoint
+    /// releases those locks, so they reach the batch only with the job.
+    own_locked: Vec<Locked>,
+    pending: Vec<Write<'a>>,
     entries: Vec<StoredEntry>,
     app: String,
     /// The job erased content: the vacuum of the content tables is due after the commit.
     pub erased: bool,
 }
 
-/// Runs queued writes in order, in chunks small enough that `try_join_all` polls them in order.
-async fn run_writes(client: &Client, writes: Vec<(&Statement, Vec<Param>)>) -> JResult<()> {
-    let mut it = writes.into_iter().peekable();
-    while it.peek().is_some() {
-        let chunk: Vec<_> = it.by_ref().take(24).collect();
-        let futs = chunk.iter().map(|(s, params)| {
-            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect();
-            async move { client.execute(*s, &refs).await }
-        });
-        futures::future::try_join_all(futs).await?;
+/// Runs queued writes as one pipeline: every statement is sent, in order, on the first poll
+/// (so that statements polled after this future go after all of them), then the answers are
+/// awaited. The first failure is returned.
+pub async fn run_writes(client: &Client, writes: Vec<Write<'_>>) -> JResult<()> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let futs = writes.iter().map(|(s, params)| {
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect();
+        async move { client.execute(*s, &refs).await }
+    });
+    for r in in_order(futs.collect()).await {
+        r?;
     }
     Ok(())
 }
 
-impl<'a> Job<'a> {
-    pub fn new(client: &'a Client, st: &'a Stmts, batch: &'a mut Batch) -> Self {
+/// Polls every future in order on each wake-up, so that each sends its statement in the
+/// order given (tokio-postgres sends on first poll): a pipeline in a known order. Every
+/// pending future is polled on every wake-up, so no answer waits behind an unread one.
+pub async fn in_order<T, F: Future<Output = T>>(futs: Vec<F>) -> Vec<T> {
+    let mut futs: Vec<_> = futs.into_iter().map(|f| Box::pin(futures::future::maybe_done(f))).collect();
+    futures::future::poll_fn(|cx| {
+        let mut ready = true;
+        for f in futs.iter_mut() {
+            if f.as_mut().poll(cx).is_pending() {
+                ready = false;
+            }
+        }
+        if ready { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    futs.iter_mut().filter_map(|f| f.as_mut().take_output()).collect()
+}
+
+impl<'a, 'b> Job<'a, 'b> {
+    pub fn new(client: &'a Client, st: &'a Stmts, batch: &'b mut Batch) -> Self {
         Job {
             client,
             st,
             batch,
             own_heads: HashMap::new(),
             own_channels: HashMap::new(),
+            own_locked: Vec::new(),
             pending: Vec::new(),
             entries: Vec::new(),
             app: String::new(),
@@ -102,15 +169,38 @@ impl<'a> Job<'a> {
         }
     }
 
-    /// Merges this job's heads and channel rows into the batch (its savepoint was released).
-    pub fn release(self) {
-        for (ch, head) in self.own_heads {
-            if !self.batch.dirty.contains(&ch) {
-                self.batch.dirty.push(ch.clone());
+    /// Merges this job's heads, channel rows and locks into the batch, and hands over its
+    /// writes not yet sent (the caller pipelines them with the next job) with what to undo if
+    /// they fail.
+    pub fn release(self) -> (Vec<Write<'a>>, Undo) {
+        let b = self.batch;
+        let mut undo = Undo { dirty_len: b.dirty.len(), ..Undo::default() };
+        for (id, row, head) in self.own_locked {
+            undo.channels.push((id.clone(), b.channels.insert(id.clone(), row)));
+            if let Some(h) = head {
+                undo.heads.push((id.clone(), b.heads.insert(id, h)));
             }
-            self.batch.heads.insert(ch, head);
         }
-        self.batch.channels.extend(self.own_channels);
+        for (ch, head) in self.own_heads {
+            if !b.dirty.contains(&ch) {
+                b.dirty.push(ch.clone());
+            }
+            undo.heads.push((ch.clone(), b.heads.insert(ch, head)));
+        }
+        for (id, row) in self.own_channels {
+            undo.channels.push((id.clone(), b.channels.insert(id, row)));
+        }
+        (self.pending, undo)
+    }
+
+    /// Turns the entry just queued (a `message`) into the statement that also inserts its
+    /// message row, which reads the same values.
+    fn fold_message(&mut self, reply_to: Option<String>) {
+        let st = self.st;
+        if let Some(last) = self.pending.last_mut() {
+            last.0 = &st.insert_send;
+            last.1.push(p(reply_to));
+        }
     }
 
     fn write(&mut self, s: &'a Statement, params: Vec<Param>) {
@@ -147,7 +237,10 @@ impl<'a> Job<'a> {
 
     /// Locks (if the batch has not yet) and reads a channel row with its head.
     async fn lock(&mut self, id: &str) -> JResult<()> {
-        if self.own_channels.contains_key(id) || self.batch.channels.contains_key(id) {
+        if self.own_channels.contains_key(id)
+            || self.batch.channels.contains_key(id)
+            || self.own_locked.iter().any(|(l, _, _)| l == id)
+        {
             return Ok(());
         }
         // Not among the ids locked at the batch's start (a channel found by name): locked now.
@@ -155,18 +248,32 @@ impl<'a> Job<'a> {
         // detects it and the writer retries the batch.
         let ids = vec![id.to_owned()];
         let rows = self.query(&self.st.lock_channels, &[&ids]).await?;
-        let mut found = None;
+        let mut found = (None, None);
         for r in &rows {
             let (row, head) = rows::channel_row(r)?;
-            self.batch.heads.insert(row.id.clone(), head);
-            found = Some(row);
+            found = (Some(row), Some(head));
         }
-        self.batch.channels.insert(id.to_owned(), found);
+        self.own_locked.push((id.to_owned(), found.0, found.1));
         Ok(())
     }
 
     fn head(&self, ch: &str) -> (u64, Hash32) {
-        self.own_heads.get(ch).or_else(|| self.batch.heads.get(ch)).copied().unwrap_or((0, ZERO_HASH))
+        self.own_heads
+            .get(ch)
+            .or_else(|| self.batch.heads.get(ch))
+            .or_else(|| self.own_locked.iter().find(|(l, _, _)| l == ch).and_then(|(_, _, h)| h.as_ref()))
+            .copied()
+            .unwrap_or((0, ZERO_HASH))
+    }
+
+    /// A channel row as this job sees it: `None` if unknown (not locked yet), `Some(None)`
+    /// if absent.
+    fn row(&self, id: &str) -> Option<Option<ChannelRow>> {
+        self.own_channels
+            .get(id)
+            .or_else(|| self.batch.channels.get(id))
+            .cloned()
+            .or_else(|| self.own_locked.iter().find(|(l, _, _)| l == id).map(|(_, r, _)| r.clone()))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -204,11 +311,9 @@ impl<'a> Job<'a> {
                 p(e.extra.title.clone()),
                 p(e.extra.message_id.clone()),
                 p(e.extra.reply.as_ref().map(|r| r.author.clone())),
+                p(content.to_owned()),
+                p(salt.to_vec()),
             ],
-        );
-        self.write(
-            &self.st.insert_content,
-            vec![p(ch.to_owned()), p(seq), p(content.to_owned()), p(salt.to_vec())],
         );
         let seq = e.seq;
         self.own_heads.insert(ch.to_owned(), (seq, e.hash));
@@ -218,17 +323,68 @@ impl<'a> Job<'a> {
 
     async fn channel(&mut self, app: &str, id: &str) -> JResult<ChannelRow> {
         self.lock(id).await?;
-        let row = self.own_channels.get(id).or_else(|| self.batch.channels.get(id)).cloned().flatten();
+        let row = self.row(id).flatten();
         // Ids are unique across apps: a row of another app is not this app's channel.
         row.filter(|r| r.app == app).ok_or(Fail::Store(StoreError::ChannelNotFound))
     }
 
-    async fn done(mut self, ch: Option<&ChannelRow>, outcome: Outcome) -> JResult<(Applied, Job<'a>)> {
-        self.flush().await?;
+    /// The job's answer. Its last writes stay queued: the writer sends them with the next job.
+    async fn done(mut self, ch: Option<&ChannelRow>, outcome: Outcome) -> JResult<(Applied, Job<'a, 'b>)> {
         let channel = ch.map(|c| c.to_channel(self.head(&c.id).0));
         let entries = std::mem::take(&mut self.entries);
         let app = std::mem::take(&mut self.app);
         Ok((Applied { app, channel, entries, outcome }, self))
+    }
+
+    /// A `Send` planned without asking the database, as it will be if its checks pass: the
+    /// writer pipelines the checks and writes of a run of such sends in one round trip and
+    /// verifies the checks' answers afterwards (see `writer.rs`). `None` when the send needs
+    /// an answer first (a reply's target) or would be refused on what the batch knows.
+    pub fn plan_send(mut self, m: &Mutation) -> Option<(SendPlan, Applied, Job<'a, 'b>)> {
+        let Mutation::Send { actor, channel, id, kind, content, reply_to: None, client_id, guard, ts_ms } = m
+        else {
+            return None;
+        };
+        let ch = self.row(channel).flatten().filter(|r| r.app == actor.app)?;
+        check_creator(&ch, guard).ok()?;
+        self.app = actor.app.clone();
+        let me = actor.user.id.as_str();
+        let message = Message {
+            id: id.clone(),
+            seq: 0,
+            author: me.to_owned(),
+            kind: kind.clone(),
+            content: content.clone(),
+            reply_to: None,
+            client_id: client_id.clone(),
+            ts: herald_proto::time::format_ms(*ts_ms),
+            edited_at: None,
+            reactions: None,
+        };
+        let extra = EntryExtra {
+            id: Some(id.clone()),
+            msg_type: Some(kind.clone()),
+            client_id: client_id.clone(),
+            ..Default::default()
+        };
+        let seq = self.append(&ch.id, EntryKind::Message, me, "", *ts_ms, content, extra);
+        self.fold_message(None);
+        if let Some(cid) = client_id {
+            self.write(
+                &self.st.insert_client_id,
+                vec![p(ch.id.clone()), p(me.to_owned()), p(cid.clone()), p(id.clone())],
+            );
+        }
+        let plan = SendPlan {
+            channel: ch.id.clone(),
+            member: guard.member.clone(),
+            client_id: client_id.as_ref().map(|c| (me.to_owned(), c.clone())),
+        };
+        let outcome = Outcome::Message { message: Box::new(Message { seq, ..message }), duplicate: false };
+        let channel = Some(ch.to_channel(self.head(&ch.id).0));
+        let entries = std::mem::take(&mut self.entries);
+        let app = std::mem::take(&mut self.app);
+        Some((plan, Applied { app, channel, entries, outcome }, self))
     }
 
     async fn user_name(&mut self, app: &str, user: &str) -> JResult<Option<String>> {
@@ -309,7 +465,7 @@ impl<'a> Job<'a> {
     }
 
     /// Applies `m`, returning what it produced and the job (to release or drop).
-    pub async fn apply(mut self, m: Mutation) -> JResult<(Applied, Job<'a>)> {
+    pub async fn apply(mut self, m: Mutation) -> JResult<(Applied, Job<'a, 'b>)> {
         self.app = m.actor().app.clone();
         match m {
             Mutation::UpsertUser { actor } => {
@@ -336,11 +492,7 @@ impl<'a> Job<'a> {
                     }
                 }
                 self.lock(&id).await?;
-                let exists = self
-                    .own_channels
-                    .get(&id)
-                    .or_else(|| self.batch.channels.get(&id))
-                    .is_some_and(Option::is_some);
+                let exists = self.row(&id).is_some_and(|r| r.is_some());
                 if exists || self.head(&id).0 > 0 {
                     return Err(StoreError::Invalid(format!("channel id {id:?} already exists")).into());
                 }
@@ -503,7 +655,6 @@ impl<'a> Job<'a> {
                 if reply_to.is_some() && reply.is_none() {
                     return Err(StoreError::NotFound("message").into());
                 }
-                let reply_author = reply.as_ref().map(|r| r.author.clone());
                 // The message as `rows::message_row` would read it back: built, not re-read.
                 let message = Message {
                     id: id.clone(),
@@ -526,21 +677,7 @@ impl<'a> Job<'a> {
                 };
                 let reference = reply_to.clone().unwrap_or_default();
                 let seq = self.append(&ch.id, EntryKind::Message, me, &reference, ts_ms, &content, extra);
-                self.write(
-                    &self.st.insert_message,
-                    vec![
-                        p(ch.id.clone()),
-                        p(id.clone()),
-                        p(to_i64(seq)),
-                        p(me.to_owned()),
-                        p(kind),
-                        p(content),
-                        p(reply_to),
-                        p(reply_author),
-                        p(client_id.clone()),
-                        p(ts_ms),
-                    ],
-                );
+                self.fold_message(reply_to);
                 if let Some(cid) = client_id {
                     self.write(
                         &self.st.insert_client_id,

@@ -36,9 +36,22 @@
 //! `op_timeout`). The writer takes what is queued (up to `max_batch`), runs it in one
 //! transaction with a `SAVEPOINT` per mutation (a refused one is rolled back alone), commits,
 //! hands each committed [`Applied`] to the sink in commit order, then answers the callers.
-//! Within the transaction statements are pipelined: a job's writes are sent together with its
-//! next read, and a `Send`'s checks go in one round trip, so a message costs about two round
-//! trips and the commit is shared by the batch.
+//! Within the transaction statements are pipelined (tokio-postgres sends the statements of
+//! futures polled together on one connection back to back, and the server runs them in that
+//! order):
+//!
+//! - A run of queued `Send`s without `reply_to` is *planned*: their entries are linked from the
+//!   heads the batch holds locked, as they will be if their checks pass, and each one's
+//!   `SAVEPOINT`, checks (membership, the `client_id` not used yet) and writes go out in one
+//!   pipeline for the whole run. The answers are verified in order; at the first send whose
+//!   check is answered otherwise (or whose write fails) the batch rolls back to that send's
+//!   savepoint, forgets its plan and the later ones, and runs it the ordinary way, which
+//!   refuses it (or finds it a duplicate) exactly as it would have alone.
+//! - Any other job runs its reads one by one; its writes are queued and sent with its next
+//!   read, and its last writes with the next job's savepoint and first read (undone, and the job
+//!   answered alone, if they fail).
+//!
+//! `examples/append_bench.rs` prints the appends/s of one or several stores.
 //!
 //! # Durability
 //!
@@ -47,10 +60,13 @@
 //! with synchronous replicas configured, to them). With `synchronous_commit = off` PostgreSQL
 //! answers `COMMIT` before the WAL is flushed, and a crash of PostgreSQL (not of Herald) loses
 //! the last moments of acknowledged messages: do not run Herald's database that way. A batch
-//! whose connection breaks or that exceeds `op_timeout` is answered with
-//! [`StoreError::Backend`]; if the failure came during `COMMIT` the writes may nevertheless
-//! have committed (the sink then never saw them; a client retry with its `client_id` is
-//! answered with the original message).
+//! whose connection breaks before `COMMIT` was sent committed nothing and is run again on
+//! another connection (so the first writes after a PostgreSQL restart succeed). One whose
+//! connection breaks during `COMMIT`, or that exceeds `op_timeout` (the caller's own wait is
+//! bounded by `op_timeout` too), is answered with [`StoreError::Backend`], yet may have
+//! committed: its entries are then in the log (a resume or `log` read finds them) but the sink
+//! never saw them, and a client retry with its `client_id` is answered with the original
+//! message. The SQLite backend has no such uncertain outcome.
 //!
 //! # Hard delete, and what PostgreSQL still retains
 //!

@@ -50,9 +50,16 @@ statements! {
         head_seq, head_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9)";
     insert_member = "INSERT INTO members (channel_id, user_id, last_read) VALUES ($1, $2, 0)";
     delete_member = "DELETE FROM members WHERE channel_id = $1 AND user_id = $2";
-    insert_entry = format!("INSERT INTO entries ({ENTRY_COLS}) VALUES \
+    // The entry and its content in one statement: one execution instead of two per entry.
+    insert_entry = format!("WITH c AS (INSERT INTO entry_contents (channel_id, seq, content, salt) \
+        VALUES ($1, $2, $17, $18)) INSERT INTO entries ({ENTRY_COLS}) VALUES \
         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)");
-    insert_content = "INSERT INTO entry_contents (channel_id, seq, content, salt) VALUES ($1, $2, $3, $4)";
+    // A message: its entry, content and row in one statement.
+    insert_send = format!("WITH c AS (INSERT INTO entry_contents (channel_id, seq, content, salt) \
+        VALUES ($1, $2, $17, $18)), m AS (INSERT INTO messages (channel_id, id, seq, author, type, content, \
+        reply_to, reply_author, client_id, ts_ms) VALUES ($1, $10, $2, $4, $11, $17, $19, $16, $12, $6)) \
+        INSERT INTO entries ({ENTRY_COLS}) VALUES \
+        ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)");
     del_entries = "DELETE FROM entries WHERE channel_id = $1";
     del_contents = "DELETE FROM entry_contents WHERE channel_id = $1";
     del_messages = "DELETE FROM messages WHERE channel_id = $1";
@@ -63,8 +70,6 @@ statements! {
     client_id = "SELECT message_id FROM client_ids WHERE channel_id = $1 AND author = $2 AND client_id = $3";
     message = format!("{MESSAGE_SELECT} WHERE m.channel_id = $1 AND m.id = $2");
     reactions = "SELECT id, emoji, user_id FROM reactions WHERE channel_id = $1 AND message_id = $2 ORDER BY seq";
-    insert_message = "INSERT INTO messages (channel_id, id, seq, author, type, content, reply_to, reply_author, \
-        client_id, ts_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
     insert_client_id = "INSERT INTO client_ids (channel_id, author, client_id, message_id) VALUES ($1, $2, $3, $4)";
     message_author = "SELECT author, seq FROM messages WHERE channel_id = $1 AND id = $2";
     erase_message = "DELETE FROM entry_contents WHERE channel_id = $1 AND seq = $2";

@@ -10,7 +10,7 @@
 //! failure of the transaction answers every job with [`StoreError::Backend`] and the writer
 //! goes on with the next batch on a fresh connection (it never dies with the database).
 
-use crate::apply::{Batch, Fail, Job as ApplyJob};
+use crate::apply::{Batch, Fail, Job as ApplyJob, Undo, Write, in_order, run_writes};
 use crate::rows;
 use crate::stmts::Stmts;
 use crate::{CommitObserver, db};
@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
 /// State shared between the store handle and its writer task.
@@ -81,10 +82,14 @@ impl Writer {
         let (mutations, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|j| (j.mutation, j.reply)).unzip();
         let start = Instant::now();
         let mut attempt = 0;
+        let mut committed = false;
         let results = loop {
             let r = tokio::time::timeout(self.op_timeout, self.attempt(&mutations)).await;
             match r {
-                Ok(Ok(results)) => break results,
+                Ok(Ok(results)) => {
+                    committed = true;
+                    break results;
+                }
                 Ok(Err(BatchFail::Retry(why))) if attempt < self.max_retries => {
                     attempt += 1;
                     self.shared.retries.fetch_add(1, Ordering::Relaxed);
@@ -107,8 +112,11 @@ impl Writer {
             }
         };
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        // As in the SQLite backend, the observer sees commits, not failures.
         let observer = self.shared.observer.read().clone();
-        if let Some(f) = observer {
+        if let Some(f) = observer
+            && committed
+        {
             f(start.elapsed(), n);
         }
         for r in results.iter().flatten() {
@@ -176,17 +184,112 @@ impl Writer {
             batch.heads.insert(row.id.clone(), head);
             batch.channels.insert(row.id.clone(), Some(row));
         }
-        let mut results = Vec::with_capacity(mutations.len());
+        let n = mutations.len();
+        let mut results: Vec<Result<Applied>> = Vec::with_capacity(n);
         let mut erased = false;
-        let mut first = true;
-        for m in mutations {
-            let (r, e) = self.run_job(client, st, &mut batch, m, first).await?;
-            first = false;
-            erased |= e;
-            results.push(r);
-        }
-        if !first {
-            client.batch_execute("RELEASE SAVEPOINT job").await?;
+        let mut rerun = vec![false; n];
+        // The last job's writes, not yet confirmed: they travel with the next job's first
+        // statements (one round trip for both), and are undone if they fail.
+        let mut prev: Option<(usize, Vec<Write<'_>>, Undo)> = None;
+        let mut sp = Savepoint::None;
+        let mut i = 0;
+        // Jobs before this index are not planned ahead again (one of them failed its plan).
+        let mut plan_from = 0;
+        while i < n || prev.is_some() {
+            if i < n && i >= plan_from && prev.is_none() {
+                let planned = self.planned_sends(client, st, &mut batch, &mutations[i..], i).await?;
+                if let Some((done, failed_at)) = planned {
+                    results.extend(done);
+                    i = results.len();
+                    if let Some(f) = failed_at {
+                        plan_from = f + 1;
+                    }
+                    // The run left its own savepoints: the next job opens a new one on top.
+                    sp = Savepoint::None;
+                    continue;
+                }
+            }
+            // A send that can be planned comes next: send the last job's writes alone first, so
+            // that a run can start after them.
+            let flush_only = i < n
+                && i >= plan_from
+                && prev.is_some()
+                && matches!(&mutations[i], Mutation::Send { reply_to: None, .. });
+            let writes = prev.as_mut().map(|p| std::mem::take(&mut p.1)).unwrap_or_default();
+            let sp_sql = match (i < n && !flush_only, sp) {
+                (false, _) | (true, Savepoint::Current) => None,
+                (true, Savepoint::None) => Some("SAVEPOINT job"),
+                // Keeps the last job (its savepoint is merged into the transaction) and opens
+                // this one's, in one message.
+                (true, Savepoint::Used) => Some("RELEASE SAVEPOINT job; SAVEPOINT job"),
+            };
+            let job =
+                mutations.get(i).filter(|_| !flush_only).map(|m| (ApplyJob::new(client, st, &mut batch), m));
+            let (w, s, r) = futures::future::join3(
+                run_writes(client, writes),
+                async {
+                    match sp_sql {
+                        Some(q) => client.batch_execute(q).await,
+                        None => Ok(()),
+                    }
+                },
+                async {
+                    match job {
+                        Some((job, m)) => Some(job.apply(m.clone()).await),
+                        None => None,
+                    }
+                },
+            )
+            .await;
+            if let Err(f) = w {
+                // The last job's writes failed: everything sent after them was refused. Back
+                // to before that job; it failed alone, this one runs again.
+                drop(r);
+                client.execute(&st.rollback_to, &[]).await?;
+                let Some((idx, _, undo)) = prev.take() else { break };
+                batch.undo(undo);
+                results.truncate(idx);
+                sp = Savepoint::Current;
+                match classify_job(f, &mutations[idx], rerun[idx]) {
+                    JobFail::Refused(e) => results.push(Err(e)),
+                    JobFail::Rerun => {
+                        rerun[idx] = true;
+                        i = idx;
+                    }
+                    JobFail::Fatal(f) => return Err(f),
+                }
+                continue;
+            }
+            prev = None;
+            s?;
+            let Some(r) = r else {
+                if flush_only {
+                    continue;
+                }
+                break;
+            };
+            match r {
+                Ok((applied, job)) => {
+                    erased |= job.erased;
+                    let (writes, undo) = job.release();
+                    results.push(Ok(applied));
+                    prev = Some((i, writes, undo));
+                    sp = Savepoint::Used;
+                    i += 1;
+                }
+                Err(f) => {
+                    client.execute(&st.rollback_to, &[]).await?;
+                    sp = Savepoint::Current;
+                    match classify_job(f, &mutations[i], rerun[i]) {
+                        JobFail::Refused(e) => {
+                            results.push(Err(e));
+                            i += 1;
+                        }
+                        JobFail::Rerun => rerun[i] = true,
+                        JobFail::Fatal(f) => return Err(f),
+                    }
+                }
+            }
         }
         let heads: Vec<(String, i64, Vec<u8>)> = batch
             .dirty
@@ -204,64 +307,151 @@ impl Writer {
         client.execute(&st.commit, &[]).await?;
         Ok((results, erased))
     }
+}
 
-    /// One job in its savepoint. `Err` only when the whole transaction is lost.
-    async fn run_job(
+/// A run of sends planned at once: at most this many.
+const MAX_PLANNED: usize = 128;
+
+impl Writer {
+    /// Plans the run of `Send`s at the start of `jobs` and sends their checks and writes in one
+    /// pipeline, each in its own savepoint (`SAVEPOINT s0`, `s1`, … nested). If every check is
+    /// answered as planned and every write succeeds, they are all done. Otherwise the batch
+    /// rolls back to the savepoint of the first that was not, undoes its plan and the later
+    /// ones, and returns the sends before it: that one (its index is returned) then runs the
+    /// ordinary way, which refuses it properly. `None`: the first job cannot be planned.
+    async fn planned_sends(
         &self,
         client: &Object,
         st: &Stmts,
         batch: &mut Batch,
-        m: &Mutation,
-        first: bool,
-    ) -> std::result::Result<(Result<Applied>, bool), Fail> {
-        // The previous job's savepoint is released and this one's opened in the same message,
-        // pipelined with the job's first statements.
-        let sp = if first { "SAVEPOINT job" } else { "RELEASE SAVEPOINT job; SAVEPOINT job" };
-        let mut renamed = false;
-        let mut sp = Some(sp);
-        loop {
-            let job = ApplyJob::new(client, st, batch);
-            let (sp_r, r) = match sp.take() {
-                Some(sp) => futures::future::join(client.batch_execute(sp), job.apply(m.clone())).await,
-                None => (Ok(()), job.apply(m.clone()).await),
-            };
-            sp_r?;
-            match r {
-                Ok((applied, job)) => {
-                    let erased = job.erased;
-                    job.release();
-                    return Ok((Ok(applied), erased));
+        jobs: &[Mutation],
+        base: usize,
+    ) -> std::result::Result<Option<(Vec<Result<Applied>>, Option<usize>)>, Fail> {
+        let mut plans = Vec::new();
+        for m in jobs.iter().take(MAX_PLANNED) {
+            match ApplyJob::new(client, st, batch).plan_send(m) {
+                Some((plan, applied, job)) => {
+                    let (writes, undo) = job.release();
+                    plans.push((plan, applied, writes, undo));
                 }
-                Err(f) => {
-                    client.execute(&st.rollback_to, &[]).await?;
-                    match f {
-                        Fail::Store(e) => return Ok((Err(e), false)),
-                        Fail::Db(e) if retryable(&e) || e.is_closed() || e.as_db_error().is_none() => {
-                            return Err(Fail::Db(e));
-                        }
-                        Fail::Db(e) => {
-                            let constraint = e.as_db_error().and_then(|d| d.constraint()).unwrap_or("");
-                            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                                if constraint == "channels_app_name" && !renamed {
-                                    // Another node registered the name while this job ran; its
-                                    // commit is visible now: run the job again to find it.
-                                    renamed = true;
-                                    continue;
-                                }
-                                if constraint == "channels_pkey"
-                                    && let Some(id) = m.channel()
-                                {
-                                    let msg = format!("channel id {id:?} already exists");
-                                    return Ok((Err(StoreError::Invalid(msg)), false));
-                                }
-                            }
-                            return Ok((Err(db(e)), false));
-                        }
-                    }
-                }
+                None => break,
             }
         }
+        if plans.is_empty() {
+            return Ok(None);
+        }
+        type Fut<'f> = std::pin::Pin<
+            Box<dyn Future<Output = std::result::Result<Option<Row>, tokio_postgres::Error>> + Send + 'f>,
+        >;
+        let names: Vec<String> = (0..plans.len()).map(|k| format!("SAVEPOINT s{k}")).collect();
+        let mut futs: Vec<Fut<'_>> = Vec::new();
+        // Per plan: where its futures start, and which of them are the two checks.
+        let mut spans = Vec::with_capacity(plans.len());
+        for (k, (plan, _, writes, _)) in plans.iter_mut().enumerate() {
+            let start = futs.len();
+            let name = names[k].as_str();
+            futs.push(Box::pin(async move { client.batch_execute(name).await.map(|_| None) }));
+            let member = plan.member.as_ref().map(|u| {
+                let ch = &plan.channel;
+                futs.push(Box::pin(async move { client.query_opt(&st.is_member, &[ch, u]).await }));
+                futs.len() - 1
+            });
+            let cid = plan.client_id.as_ref().map(|(a, c)| {
+                let ch = &plan.channel;
+                futs.push(Box::pin(async move { client.query_opt(&st.client_id, &[ch, a, c]).await }));
+                futs.len() - 1
+            });
+            for (s, params) in std::mem::take(writes) {
+                futs.push(Box::pin(async move {
+                    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                        params.iter().map(|v| &**v as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+                    client.execute(s, &refs).await.map(|_| None)
+                }));
+            }
+            spans.push((start, futs.len(), member, cid));
+        }
+        let answers = in_order(futs).await;
+        let mut failed = None;
+        for (k, (start, end, member, cid)) in spans.iter().enumerate() {
+            let all_ok = answers[*start..*end].iter().all(|a| a.is_ok());
+            let member_ok = member.is_none_or(|x| matches!(answers[x], Ok(Some(_))));
+            let cid_ok = cid.is_none_or(|x| matches!(answers[x], Ok(None)));
+            if !(all_ok && member_ok && cid_ok) {
+                failed = Some(k);
+                break;
+            }
+        }
+        let Some(f) = failed else {
+            return Ok(Some((plans.into_iter().map(|(_, a, _, _)| Ok(a)).collect(), None)));
+        };
+        // A lost connection or a conflict is the whole batch's, not this send's.
+        let fatal = answers
+            .into_iter()
+            .filter_map(|a| a.err())
+            .find(|e| retryable(e) || e.is_closed() || e.as_db_error().is_none());
+        if let Some(e) = fatal {
+            return Err(Fail::Db(e));
+        }
+        client.batch_execute(&format!("ROLLBACK TO SAVEPOINT s{f}")).await?;
+        let mut done = Vec::with_capacity(f);
+        let mut undos = Vec::new();
+        for (k, (_, applied, _, undo)) in plans.into_iter().enumerate() {
+            if k < f {
+                done.push(Ok(applied));
+            } else {
+                undos.push(undo);
+            }
+        }
+        for undo in undos.into_iter().rev() {
+            batch.undo(undo);
+        }
+        Ok(Some((done, Some(base + f))))
     }
+}
+
+/// Where the batch's savepoint stands before the next job.
+#[derive(Clone, Copy)]
+enum Savepoint {
+    /// None opened yet.
+    None,
+    /// Open and holding the last job's changes: release it and open a new one.
+    Used,
+    /// Open and empty (just rolled back to): the next job runs in it.
+    Current,
+}
+
+/// How one job failed.
+enum JobFail {
+    /// Refused or failed alone; answered with this error.
+    Refused(StoreError),
+    /// Worth running again in a fresh savepoint (another node registered the name meanwhile).
+    Rerun,
+    /// The transaction is lost.
+    Fatal(Fail),
+}
+
+fn classify_job(f: Fail, m: &Mutation, rerun_already: bool) -> JobFail {
+    let e = match f {
+        Fail::Store(e) => return JobFail::Refused(e),
+        Fail::Db(e) => e,
+    };
+    if retryable(&e) || e.is_closed() || e.as_db_error().is_none() {
+        return JobFail::Fatal(Fail::Db(e));
+    }
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        let constraint = e.as_db_error().and_then(|d| d.constraint()).unwrap_or("");
+        if constraint == "channels_app_name" && !rerun_already {
+            // Another node registered the name while this job ran; its commit is visible now:
+            // run the job again to find it.
+            return JobFail::Rerun;
+        }
+        if constraint == "channels_pkey"
+            && let Some(id) = m.channel()
+        {
+            return JobFail::Refused(StoreError::Invalid(format!("channel id {id:?} already exists")));
+        }
+    }
+    JobFail::Refused(db(e))
 }
 
 fn retryable(e: &tokio_postgres::Error) -> bool {
