@@ -8,6 +8,7 @@ use anyhow::Context;
 use herald_broker_nats::{NatsBroker, NatsConfig};
 use herald_engine::{Broker, BrokerSink, LocalBroker};
 use herald_server::config::{DurabilityMode, ServeConfig};
+use herald_server::metrics::BackendFigure;
 use herald_server::{Node, NodeBackends};
 use herald_store::{DynBlobStore, DynStore};
 use herald_store_postgres::{PgConfig, PgStore};
@@ -102,10 +103,58 @@ pub async fn open_node(config: ServeConfig) -> anyhow::Result<Node> {
             }
             tracing::info!(node = %node_id, "store: PostgreSQL; broker: {}", if nats.is_some() { "NATS" } else { "in process" });
             let node = Node::open(config, NodeBackends { store, blobs, broker }).await?;
-            pg_store.set_commit_observer(node.state.metrics().commit_observer());
+            let metrics = node.state.metrics();
+            pg_store.set_commit_observer(metrics.commit_observer());
+            let writer = pg_store.clone();
+            metrics.add_backend(Arc::new(move || {
+                let s = writer.stats();
+                vec![
+                    BackendFigure::counter(
+                        "store_commits",
+                        "PostgreSQL transactions committed by this node",
+                        s.commits,
+                    ),
+                    BackendFigure::counter(
+                        "store_retries",
+                        "Batches run again after a serialization failure or deadlock",
+                        s.retries,
+                    ),
+                ]
+            }));
+            if let Some(nats) = nats {
+                metrics.add_backend(Arc::new(move || nats_figures(&nats.stats())));
+            }
             Ok(node)
         }
     }
+}
+
+/// The NATS broker's counters, for `/metrics`.
+fn nats_figures(s: &herald_broker_nats::NatsStats) -> Vec<BackendFigure> {
+    use BackendFigure as F;
+    vec![
+        F::counter("broker_delivered", "Log events delivered to this node's hub, from any node", s.delivered),
+        F::counter(
+            "broker_duplicates_dropped",
+            "Log events dropped as already delivered",
+            s.duplicates_dropped,
+        ),
+        F::counter("broker_gaps", "Gaps seen in a channel's seq (or head checks that found one)", s.gaps),
+        F::counter("broker_gaps_filled", "Gaps filled from the store", s.gaps_filled),
+        F::counter("broker_entries_filled", "Entries read from the store by gap fills", s.entries_filled),
+        F::counter("broker_gaps_skipped", "Gaps given up (the store had no such entries)", s.gaps_skipped),
+        F::counter("broker_published", "Messages handed to NATS", s.published),
+        F::counter("broker_publish_failed", "Messages NATS refused", s.publish_failed),
+        F::counter(
+            "broker_outgoing_dropped",
+            "Envelopes not sent to NATS (outgoing queue full)",
+            s.outgoing_dropped,
+        ),
+        F::counter("broker_received", "Messages received from other nodes", s.received),
+        F::counter("broker_reconnects", "Reconnections to NATS", s.reconnects),
+        F::counter("broker_slow_consumers", "Slow-consumer reports from NATS", s.slow_consumers),
+        F::gauge("broker_channels", "Channels the sequencer tracks", s.channels),
+    ]
 }
 
 /// The single-node default: SQLite and blob files under `--data`, the in-process broker.

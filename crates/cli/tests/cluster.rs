@@ -422,6 +422,17 @@ async fn after_a_nats_restart_every_client_has_every_message() {
     let want: Vec<String> = (0..N).map(|k| format!("m-{k}")).collect();
     let got: Vec<String> = messages.into_iter().map(|(_, c)| c).collect();
     assert_eq!(got, want);
+    // What NATS lost came from PostgreSQL, and /metrics says so.
+    let metrics = reqwest::get(format!("{}/metrics", cluster.url(1))).await.unwrap().text().await.unwrap();
+    let filled: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("herald_broker_entries_filled_total ")
+                .or_else(|| l.strip_prefix("herald_broker_entries_filled "))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no herald_broker_entries_filled in /metrics:\n{metrics}"));
+    assert!(filled > 0, "no entry was filled from the store");
 }
 
 /// A PostgreSQL cluster of the test's own (initdb in a temporary directory, run as the

@@ -29,6 +29,7 @@ pub struct Metrics {
     commit_latency: Histogram,
     commit_batch: Histogram,
     pub gateway: Arc<GatewayCounters>,
+    backends: Arc<parking_lot::RwLock<Vec<BackendFigures>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -37,10 +38,42 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-#[derive(Debug)]
+/// One figure of a backend (the NATS broker's gap fills, the PostgreSQL writer's retries …),
+/// exported as `herald_<name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendFigure {
+    /// Without the `herald_` prefix, e.g. `broker_gaps_filled`.
+    pub name: &'static str,
+    pub help: &'static str,
+    pub value: u64,
+    /// A gauge (goes up and down) rather than a counter.
+    pub gauge: bool,
+}
+
+impl BackendFigure {
+    pub fn counter(name: &'static str, help: &'static str, value: u64) -> BackendFigure {
+        BackendFigure { name, help, value, gauge: false }
+    }
+
+    pub fn gauge(name: &'static str, help: &'static str, value: u64) -> BackendFigure {
+        BackendFigure { name, help, value, gauge: true }
+    }
+}
+
+/// Read at every scrape: the figures of one backend. The server names no backend, so the
+/// binary that picks them hands these over ([`Metrics::add_backend`]).
+pub type BackendFigures = Arc<dyn Fn() -> Vec<BackendFigure> + Send + Sync>;
+
 struct EngineCollector {
     engine: Arc<Engine>,
     gateway: Arc<GatewayCounters>,
+    backends: Arc<parking_lot::RwLock<Vec<BackendFigures>>>,
+}
+
+impl std::fmt::Debug for EngineCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineCollector").finish_non_exhaustive()
+    }
 }
 
 impl Collector for EngineCollector {
@@ -112,6 +145,16 @@ impl Collector for EngineCollector {
             "Requests refused with rate_limited",
             self.gateway.rate_limited.load(Ordering::Relaxed),
         )?;
+        for source in self.backends.read().iter() {
+            for f in source() {
+                let name = format!("herald_{}", f.name);
+                if f.gauge {
+                    gauge(&mut encoder, &name, f.help, f.value)?;
+                } else {
+                    counter(&mut encoder, &name, f.help, f.value)?;
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -141,8 +184,18 @@ impl Metrics {
             fanout_latency.clone(),
         );
         engine.hub().set_fanout_observer(Box::new(move |d| fanout_latency.observe(d.as_secs_f64())));
-        registry.register_collector(Box::new(EngineCollector { engine, gateway: gateway.clone() }));
-        Metrics { registry, commit_latency, commit_batch, gateway }
+        let backends = Arc::new(parking_lot::RwLock::new(Vec::new()));
+        registry.register_collector(Box::new(EngineCollector {
+            engine,
+            gateway: gateway.clone(),
+            backends: backends.clone(),
+        }));
+        Metrics { registry, commit_latency, commit_batch, gateway, backends }
+    }
+
+    /// Adds a backend's figures to every scrape from now on.
+    pub fn add_backend(&self, figures: BackendFigures) {
+        self.backends.write().push(figures);
     }
 
     /// A callback for the store's commit observer: records one commit's latency and size.
