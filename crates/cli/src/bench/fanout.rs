@@ -98,6 +98,10 @@ struct Shared {
     /// Bytes of every frame received (payload and WebSocket header).
     wire_bytes: AtomicU64,
     latency: Latencies,
+    /// With several nodes (`--also-url`): the latency seen by the connections of each node
+    /// (connection i is on node i mod n), so with one sender (on node 0) the others show
+    /// what a delivery that crosses the broker costs.
+    by_node: Vec<Latencies>,
 }
 
 /// Runs the shape over Herald's durable channel path.
@@ -136,6 +140,11 @@ pub async fn measure(ctx: &Ctx, a: &Shape) -> anyhow::Result<(Report, Outcome)> 
         kicked: AtomicU64::new(0),
         wire_bytes: AtomicU64::new(0),
         latency: Latencies::new(),
+        by_node: if ctx.nodes.len() > 1 {
+            (0..ctx.nodes.len()).map(|_| Latencies::new()).collect()
+        } else {
+            Vec::new()
+        },
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every receiver is polling well before the first send.
@@ -235,6 +244,9 @@ pub async fn measure(ctx: &Ctx, a: &Shape) -> anyhow::Result<(Report, Outcome)> 
     r.int("missing", "deliveries missing", expected.saturating_sub(received));
     r.num("deliveries_per_sec", "deliveries/s", dps, 1);
     r.latency("latency", "end-to-end latency", &hist);
+    for (k, node) in shared.by_node.iter().enumerate() {
+        r.latency(&format!("latency_node{k}"), &format!("  of members on node {k}"), &node.merged());
+    }
     r.int("closed_by_server", "connections closed by server", shared.closed.load(Ordering::Acquire));
     r.int("kicked_4008", "  of which too slow (4008)", shared.kicked.load(Ordering::Acquire));
     let foreign = shared.foreign.load(Ordering::Acquire);
@@ -360,6 +372,10 @@ async fn receive(
                 Frame::Message { sent_nanos: Some(sent) } => {
                     let now = nanos_since(shared.base);
                     shared.latency.record(conn, now.saturating_sub(sent) / 1000);
+                    if !shared.by_node.is_empty() {
+                        shared.by_node[conn % shared.by_node.len()]
+                            .record(conn, now.saturating_sub(sent) / 1000);
+                    }
                     shared.received.fetch_add(1, Ordering::AcqRel);
                     shared.last_rx.fetch_max(now, Ordering::AcqRel);
                 }
