@@ -4,9 +4,11 @@
 # Herald and its peers), then schemathesis against the server's own OpenAPI document.
 #
 # Needs: the Rust toolchain; Python 3 with venv (schemathesis is installed into
-# /var/tmp/herald-venv on first use); for the peer smoke tests, NATS (4222), Redis (6379) and
-# Mosquitto (1883) on loopback and `npm ci --prefix bench/peers/socketio` (peers that are
-# absent are skipped, unless HERALD_BENCH_REQUIRE_PEERS=1).
+# /var/tmp/herald-venv on first use); for the PostgreSQL store, the NATS broker and the
+# three-node tests, PostgreSQL (5432, user postgres, trust on loopback; initdb for the restart
+# tests) and NATS (4222); for the peer smoke tests, NATS, Redis (6379) and Mosquitto (1883) on
+# loopback and `npm ci --prefix bench/peers/socketio`. What is absent is skipped with a printed
+# reason, unless HERALD_REQUIRE_SERVICES=1 / HERALD_BENCH_REQUIRE_PEERS=1 (CI sets both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
