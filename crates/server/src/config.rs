@@ -39,7 +39,9 @@ pub struct ServeConfig {
     #[arg(long, env = "HERALD_DATA", default_value = "./herald-data")]
     pub data: PathBuf,
 
-    /// Commit durability: `fsync` (default) or `relaxed` (benchmarks only).
+    /// Commit durability of the SQLite store: `fsync` (default) or `relaxed` (benchmarks
+    /// only). With --store postgres://… PostgreSQL's own `synchronous_commit` decides (keep it
+    /// `on`: docs/deploy.md).
     #[arg(long, env = "HERALD_DURABILITY", value_enum, default_value = "fsync")]
     pub durability: DurabilityMode,
 
@@ -160,7 +162,7 @@ pub struct ServeConfig {
     #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
     pub max_subscriptions: usize,
 
-    /// Most appends committed in one SQLite transaction (group commit).
+    /// Most appends committed in one transaction (group commit), SQLite or PostgreSQL.
     #[arg(long, env = "HERALD_MAX_BATCH", default_value_t = 1024)]
     pub max_batch: usize,
 
