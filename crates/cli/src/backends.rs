@@ -82,7 +82,7 @@ pub async fn open_node(config: ServeConfig) -> anyhow::Result<Node> {
                     let nats =
                         NatsBroker::connect(NatsConfig { node_id: node_id.clone(), ..NatsConfig::new(&url) })
                             .await
-                            .map_err(|e| anyhow::anyhow!("cannot connect to NATS at {url}: {e}"))?;
+                            .map_err(|e| anyhow::anyhow!("{e}"))?;
                     (nats.clone(), Some(nats))
                 }
             };
