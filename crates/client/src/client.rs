@@ -69,8 +69,9 @@ impl Client {
             .use_preconfigured_tls((*tls).clone())
             .build()
             .map_err(|e| ClientError::Tls(format!("cannot build the HTTP client: {e}")))?;
-        let rest = Rest::new(http, endpoint.http.clone(), token.clone());
-        let driver = Driver::new(endpoint, fallbacks, token, tls, config.clone(), rx, ready_tx);
+        let base = crate::rest::CurrentBase::new(endpoint.http.clone());
+        let rest = Rest::new(http, base.clone(), token.clone());
+        let driver = Driver::new(endpoint, fallbacks, base, token, tls, config.clone(), rx, ready_tx);
         // The task ends when every handle is dropped (the command channel closes) or on
         // `close`: the `Client` owns it through `commands`.
         tokio::spawn(driver.run());

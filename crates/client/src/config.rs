@@ -38,8 +38,8 @@ pub struct ClientConfig {
     pub root_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Other nodes of the same deployment (`http://…` as for `connect`). After a connection
     /// drops, the client reconnects to the next one in turn (the URL given to `connect`
-    /// first) and resumes there with no gap and no duplicate. REST calls keep using the URL
-    /// given to `connect`. Empty: always that one.
+    /// first) and resumes there with no gap and no duplicate; REST calls (log pages, blobs)
+    /// follow it to the same node. Empty: always that one.
     pub fallback_urls: Vec<String>,
 }
 

@@ -141,6 +141,8 @@ pub(crate) struct Driver {
     /// [`ClientConfig::fallback_urls`]. A lost connection moves to the next one.
     endpoints: Vec<Endpoint>,
     next: usize,
+    /// Where REST calls go: moved with the WebSocket.
+    rest_base: crate::rest::CurrentBase,
     /// The token of the next `connect`, shared with REST calls.
     token: CurrentToken,
     /// For `wss://`: the same rustls configuration REST uses.
@@ -167,6 +169,7 @@ impl Driver {
     pub(crate) fn new(
         endpoint: Endpoint,
         fallbacks: Vec<Endpoint>,
+        rest_base: crate::rest::CurrentBase,
         token: CurrentToken,
         tls: Arc<rustls::ClientConfig>,
         config: ClientConfig,
@@ -178,6 +181,7 @@ impl Driver {
             endpoint,
             endpoints,
             next: 0,
+            rest_base,
             token,
             tls,
             first_attempt: true,
@@ -251,6 +255,7 @@ impl Driver {
             if self.endpoints.len() > 1 {
                 self.next = (self.next + 1) % self.endpoints.len();
                 self.endpoint = self.endpoints[self.next].clone();
+                self.rest_base.set(self.endpoint.http.clone());
             }
             attempt = if was_ready { 1 } else { attempt + 1 };
             if let Some(max) = self.config.max_reconnect_attempts

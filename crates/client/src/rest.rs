@@ -15,10 +15,35 @@ pub struct BlobRef {
     pub size: u64,
 }
 
+/// The base URL REST calls go to: the node the WebSocket is connected to (or will try next),
+/// so that after a move to another node ([`crate::ClientConfig::fallback_urls`]) REST follows.
+#[derive(Debug, Clone)]
+pub(crate) struct CurrentBase(std::sync::Arc<std::sync::RwLock<String>>);
+
+impl CurrentBase {
+    pub(crate) fn new(base: String) -> CurrentBase {
+        CurrentBase(std::sync::Arc::new(std::sync::RwLock::new(base)))
+    }
+
+    pub(crate) fn get(&self) -> String {
+        match self.0.read() {
+            Ok(b) => b.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn set(&self, base: String) {
+        match self.0.write() {
+            Ok(mut b) => *b = base,
+            Err(poisoned) => *poisoned.into_inner() = base,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Rest {
     http: reqwest::Client,
-    base: String,
+    base: CurrentBase,
     /// The newest token: the socket task replaces it when it refreshes.
     token: CurrentToken,
 }
@@ -45,7 +70,7 @@ fn segment(s: &str) -> String {
 }
 
 impl Rest {
-    pub(crate) fn new(http: reqwest::Client, base: String, token: CurrentToken) -> Rest {
+    pub(crate) fn new(http: reqwest::Client, base: CurrentBase, token: CurrentToken) -> Rest {
         Rest { http, base, token }
     }
 
@@ -75,7 +100,8 @@ impl Rest {
     }
 
     pub(crate) async fn log(&self, channel: &str, after: u64, limit: u32) -> Result<LogPage, ClientError> {
-        let url = format!("{}/v1/channels/{}/log?after={after}&limit={limit}", self.base, segment(channel));
+        let url =
+            format!("{}/v1/channels/{}/log?after={after}&limit={limit}", self.base.get(), segment(channel));
         let resp = self.http.get(url).bearer_auth(self.token.get()).send().await.map_err(io)?;
         let body = Self::check(resp).await?.bytes().await.map_err(io)?;
         serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("unreadable log page: {e}")))
@@ -87,7 +113,7 @@ impl Rest {
         struct Info {
             channel: herald_proto::model::Channel,
         }
-        let url = format!("{}/v1/channels/{}", self.base, segment(channel));
+        let url = format!("{}/v1/channels/{}", self.base.get(), segment(channel));
         let resp = self.http.get(url).bearer_auth(self.token.get()).send().await.map_err(io)?;
         let body = Self::check(resp).await?.bytes().await.map_err(io)?;
         let info: Info = serde_json::from_slice(&body)
@@ -96,7 +122,7 @@ impl Rest {
     }
 
     pub(crate) async fn put_blob(&self, channel: &str, bytes: Vec<u8>) -> Result<BlobRef, ClientError> {
-        let url = format!("{}/v1/channels/{}/blobs", self.base, segment(channel));
+        let url = format!("{}/v1/channels/{}/blobs", self.base.get(), segment(channel));
         let resp = self
             .http
             .put(url)
@@ -112,7 +138,7 @@ impl Rest {
     }
 
     pub(crate) async fn get_blob(&self, channel: &str, blob_id: &str) -> Result<Vec<u8>, ClientError> {
-        let url = format!("{}/v1/channels/{}/blobs/{}", self.base, segment(channel), segment(blob_id));
+        let url = format!("{}/v1/channels/{}/blobs/{}", self.base.get(), segment(channel), segment(blob_id));
         let resp = self.http.get(url).bearer_auth(self.token.get()).send().await.map_err(io)?;
         let body = Self::check(resp).await?.bytes().await.map_err(io)?;
         Ok(body.to_vec())
