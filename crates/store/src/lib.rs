@@ -30,6 +30,7 @@
 //! - [`Mutation`], [`Applied`], [`StoredEntry`]: what goes in and comes out of a write.
 //! - [`Store`], [`BlobStore`], [`CommitSink`]: the traits.
 //! - [`StoreError`]: typed refusals (`NotMember`, `NotAuthor`, …) and backend failures.
+//! - [`build`]: the one place backends build what a fresh `Send` produces.
 //! - [`memory`]: [`memory::MemoryStore`] and [`memory::MemoryBlobStore`], in memory with the
 //!   SQLite backend's exact semantics, for tests and tools (never for `herald serve`).
 
@@ -407,6 +408,7 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn delete_channel(&self, channel_id: &str) -> Result<()>;
 }
 
+pub mod build;
 pub mod memory;
 pub mod testkit;
 

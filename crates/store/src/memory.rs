@@ -23,6 +23,7 @@
 //! Where SQLite refuses a write by a constraint (a message id reused in a channel, a reaction
 //! id reused anywhere), this store refuses it with the same [`StoreError::Backend`] variant.
 
+use crate::build::FreshSend;
 use crate::bytes_like::Bytes;
 use crate::{
     Actor, Applied, BlobStore, CommitSink, EntryExtra, Guard, HistoryRange, Mutation, NewEntry, NullSink,
@@ -471,13 +472,8 @@ impl State {
                     )));
                 }
                 let reply_author = reply.as_ref().map(|r| r.author.clone());
-                let extra = EntryExtra {
-                    reply,
-                    id: Some(id.clone()),
-                    msg_type: Some(kind.clone()),
-                    client_id: client_id.clone(),
-                    ..Default::default()
-                };
+                let fresh = FreshSend::new(&id, me, &kind, &content, client_id.as_deref(), ts_ms);
+                let extra = fresh.extra(reply);
                 let reference = reply_to.clone().unwrap_or_default();
                 let e = ch.append(
                     EntryKind::Message,
