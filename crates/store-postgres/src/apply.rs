@@ -480,16 +480,7 @@ impl<'a, 'b> Job<'a, 'b> {
                 if exists || self.head(&id).0 > 0 {
                     return Err(StoreError::Invalid(format!("channel id {id:?} already exists")).into());
                 }
-                let ch = ChannelRow {
-                    id,
-                    app: actor.app.clone(),
-                    name: name.map(|n| n.into_string()),
-                    title,
-                    encrypted,
-                    policy,
-                    created_by: me.to_owned(),
-                    created_ms: ts_ms,
-                };
+                let ch = ChannelRow::created(&actor, id, name, title, encrypted, policy, ts_ms);
                 self.write(
                     &self.st.insert_channel,
                     vec![

@@ -298,16 +298,7 @@ impl<'a> Job<'a> {
                 if rows::channel_by_id(self.conn, &actor.app, &id)?.is_some() || self.head(&id)?.0 > 0 {
                     return Err(StoreError::Invalid(format!("channel id {id:?} already exists")));
                 }
-                let ch = ChannelRow {
-                    id,
-                    app: actor.app.clone(),
-                    name: name.map(|n| n.into_string()),
-                    title,
-                    encrypted,
-                    policy,
-                    created_by: me.to_owned(),
-                    created_ms: ts_ms,
-                };
+                let ch = ChannelRow::created(&actor, id, name, title, encrypted, policy, ts_ms);
                 self.execute(
                     "INSERT INTO channels (id, app, name, title, encrypted, policy, created_by, \
                      created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

@@ -28,6 +28,7 @@
 //! # Layout
 //!
 //! - [`Mutation`], [`Applied`], [`StoredEntry`]: what goes in and comes out of a write.
+//! - [`ChannelRow`]: a channel's stored fields, the one definition every backend uses.
 //! - [`Store`], [`BlobStore`], [`CommitSink`]: the traits.
 //! - [`StoreError`]: typed refusals (`NotMember`, `NotAuthor`, …) and backend failures.
 //! - [`build`]: the one place backends build what a fresh `Send` produces.
@@ -176,6 +177,70 @@ impl Mutation {
             Mutation::UpsertUser { .. } => None,
         }
     }
+}
+
+/// A channel's own fields as every backend stores them (its `channels` row, without its
+/// head): the one definition the backends share, so a channel reads back the same from each.
+#[derive(Debug, Clone)]
+pub struct ChannelRow {
+    pub id: String,
+    pub app: String,
+    pub name: Option<String>,
+    pub title: Option<String>,
+    pub encrypted: bool,
+    pub policy: Policy,
+    pub created_by: String,
+    pub created_ms: i64,
+}
+
+impl ChannelRow {
+    /// The row a `CreateChannel` by `actor` inserts.
+    pub fn created(
+        actor: &Actor,
+        id: String,
+        name: Option<ChannelName>,
+        title: Option<String>,
+        encrypted: bool,
+        policy: Policy,
+        ts_ms: i64,
+    ) -> ChannelRow {
+        ChannelRow {
+            id,
+            app: actor.app.clone(),
+            name: name.map(|n| n.into_string()),
+            title,
+            encrypted,
+            policy,
+            created_by: actor.user.id.clone(),
+            created_ms: ts_ms,
+        }
+    }
+
+    /// The channel as the API shows it, with the head `last_seq`.
+    pub fn to_channel(&self, last_seq: u64) -> Channel {
+        Channel {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            title: self.title.clone(),
+            encrypted: self.encrypted,
+            policy: self.policy,
+            created_by: self.created_by.clone(),
+            created_at: herald_proto::time::format_ms(self.created_ms),
+            last_seq,
+        }
+    }
+}
+
+/// A `seq` (or count) as a database column holds it, a signed 64-bit integer: saturating,
+/// since no real `seq` comes near `i64::MAX`.
+pub fn seq_to_db(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A `seq` (or count) read back from a signed database column; a negative value, which no
+/// backend writes, reads as 0.
+pub fn seq_from_db(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
 }
 
 /// Facts about an entry beyond its hashed fields, enough to rebuild its event.
