@@ -409,6 +409,12 @@ pub trait CommitSink: Send + Sync + 'static {
     fn committed(&self, applied: &Applied);
 }
 
+/// Called by a backend's writer after every commit with the commit's latency (from the start
+/// of the batch's first attempt to its durable `COMMIT`) and the number of mutations in the
+/// batch, e.g. to feed a histogram. Every backend takes the same shape (`set_commit_observer`).
+/// It runs on the writer: it must be quick.
+pub type CommitObserver = Arc<dyn Fn(std::time::Duration, usize) + Send + Sync>;
+
 /// A sink that drops everything (for tools and tests that do not fan out).
 #[derive(Debug, Default)]
 pub struct NullSink;
