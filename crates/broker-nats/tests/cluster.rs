@@ -5,10 +5,11 @@
 //!
 //! The shared NATS is 127.0.0.1:4222; each test uses its own subject prefix. Without it a test
 //! prints why and passes, unless `HERALD_REQUIRE_SERVICES=1` (CI), where it fails. The restart
-//! test runs its own `nats-server` on a free port.
+//! test runs its own `nats-server` on a free port (`herald_broker_nats::testing::PrivateNats`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
+use herald_broker_nats::testing::PrivateNats;
 use herald_broker_nats::{NatsBroker, NatsConfig};
 use herald_engine::{
     Backends, Broker, BrokerSink, ConnHandle, Engine, EngineConfig, Grants, Principal, Store, SystemClock,
@@ -578,49 +579,6 @@ async fn a_forgotten_idle_channel_goes_on_without_gap_or_duplicate() {
     sentinel(&cluster, &mut [&mut ada, &mut bob], &id).await;
 }
 
-/// A `nats-server` of this test's own, on a port it keeps across restarts.
-struct PrivateNats {
-    port: u16,
-    child: Option<tokio::process::Child>,
-}
-
-impl PrivateNats {
-    fn binary() -> Option<&'static str> {
-        ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-    }
-
-    async fn start(port: u16) -> PrivateNats {
-        let mut n = PrivateNats { port, child: None };
-        n.restart().await;
-        n
-    }
-
-    async fn restart(&mut self) {
-        let binary = Self::binary().expect("nats-server");
-        let child = tokio::process::Command::new(binary)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn nats-server");
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "nats-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.unwrap();
-        }
-    }
-}
-
 /// Waits until `cond` holds, checking every 20 ms; fails after a deadline.
 async fn eventually(what: &str, cond: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -632,16 +590,14 @@ async fn eventually(what: &str, cond: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn a_nats_restart_loses_nothing_for_any_client() {
-    if PrivateNats::binary().is_none() {
+    let Some(mut nats) = PrivateNats::start() else {
         if std::env::var("HERALD_REQUIRE_SERVICES").as_deref() == Ok("1") {
             panic!("nats-server is not installed and HERALD_REQUIRE_SERVICES=1");
         }
         eprintln!("skipped: no nats-server binary");
         return;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut nats = PrivateNats::start(port).await;
-    let url = format!("nats://127.0.0.1:{}", nats.port);
+    };
+    let url = nats.url();
     let cluster = Cluster::start(&url, 2).await;
     let (a, b) = (&cluster.engines[0], &cluster.engines[1]);
     let mut ada = Client::connect(a, "ada").await;
@@ -655,7 +611,7 @@ async fn a_nats_restart_loses_nothing_for_any_client() {
     assert_gapless(&ada.log_until(&id, before).await, 1, before, "ada");
     assert_gapless(&bob.log_until(&id, before).await, 1, before, "bob");
 
-    nats.kill().await;
+    nats.down();
     eventually("both brokers report NATS down", || cluster.brokers.iter().all(|b| b.health().is_err())).await;
     let why = cluster.brokers[1].health().unwrap_err();
     assert!(why.starts_with("nats: "), "{why}");
@@ -684,7 +640,7 @@ async fn a_nats_restart_loses_nothing_for_any_client() {
     }
     let during = cluster.head(&id).await;
 
-    nats.restart().await;
+    nats.up();
     eventually("both brokers reconnect", || cluster.brokers.iter().all(|b| b.health().is_ok())).await;
     // No later message: the check after the reconnect finds what was missed.
     assert_gapless(&ada.log_until(&id, during).await, before + 1, during, "ada");
