@@ -248,6 +248,15 @@ async fn create(cluster: &Cluster, node: usize, owner: &Client, members: &[&str]
     cluster.on(node, engine.create_channel(&owner.who, create, now)).await.unwrap().channel.id
 }
 
+/// Ada on node 0 and Bob on node 1, in a channel Ada created with Bob as a member: the
+/// setup of most two-node tests.
+async fn ada_and_bob(cluster: &Cluster) -> (Client, Client, String) {
+    let ada = Client::connect(&cluster.engines[0], "ada").await;
+    let bob = Client::connect(&cluster.engines[1], "bob").await;
+    let id = create(cluster, 0, &ada, &["bob"]).await;
+    (ada, bob, id)
+}
+
 #[tokio::test]
 async fn connect_fails_clearly_when_nats_is_unreachable() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -363,10 +372,8 @@ async fn events_cross_nodes_in_one_gapless_order_each_once() {
 async fn lost_messages_are_filled_from_the_store_in_order() {
     let Some(url) = shared_nats().await else { return };
     let cluster = Cluster::start(&url, 2).await;
+    let (mut ada, mut bob, id) = ada_and_bob(&cluster).await;
     let (a, b) = (&cluster.engines[0], &cluster.engines[1]);
-    let mut ada = Client::connect(a, "ada").await;
-    let mut bob = Client::connect(b, "bob").await;
-    let id = create(&cluster, 0, &ada, &["bob"]).await;
     let head = cluster.head(&id).await;
     bob.log_until(&id, head).await;
     ada.log_until(&id, head).await;
@@ -421,10 +428,8 @@ async fn a_slow_consumer_loses_nothing() {
         }
     })
     .await;
-    let (a, b) = (&cluster.engines[0], &cluster.engines[1]);
-    let mut ada = Client::connect(a, "ada").await;
-    let mut bob = Client::connect(b, "bob").await;
-    let id = create(&cluster, 0, &ada, &["bob"]).await;
+    let (mut ada, mut bob, id) = ada_and_bob(&cluster).await;
+    let a = &cluster.engines[0];
     let head = cluster.head(&id).await;
     assert_gapless(&bob.log_until(&id, head).await, 1, head, "bob");
     for i in 0..300 {
@@ -447,10 +452,8 @@ async fn the_sweep_finds_what_was_lost_with_no_later_message() {
         }
     })
     .await;
-    let (a, b) = (&cluster.engines[0], &cluster.engines[1]);
-    let mut ada = Client::connect(a, "ada").await;
-    let mut bob = Client::connect(b, "bob").await;
-    let id = create(&cluster, 0, &ada, &["bob"]).await;
+    let (mut ada, mut bob, id) = ada_and_bob(&cluster).await;
+    let a = &cluster.engines[0];
     let head = cluster.head(&id).await;
     bob.log_until(&id, head).await;
     cluster.brokers[0].set_lose_outgoing(true);
@@ -469,10 +472,8 @@ async fn the_sweep_finds_what_was_lost_with_no_later_message() {
 async fn a_channel_deleted_on_one_node_is_gone_on_every_node() {
     let Some(url) = shared_nats().await else { return };
     let cluster = Cluster::start(&url, 2).await;
+    let (mut ada, mut bob, id) = ada_and_bob(&cluster).await;
     let (a, b) = (&cluster.engines[0], &cluster.engines[1]);
-    let mut ada = Client::connect(a, "ada").await;
-    let mut bob = Client::connect(b, "bob").await;
-    let id = create(&cluster, 0, &ada, &["bob"]).await;
     cluster.on(1, b.execute(&bob.who, None, send(&id, "hello"))).await.unwrap();
     let head = cluster.head(&id).await;
     ada.log_until(&id, head).await;
@@ -558,10 +559,8 @@ async fn a_forgotten_idle_channel_goes_on_without_gap_or_duplicate() {
         c.clock_skew = Duration::from_millis(50);
     })
     .await;
+    let (mut ada, mut bob, id) = ada_and_bob(&cluster).await;
     let (a, b) = (&cluster.engines[0], &cluster.engines[1]);
-    let mut ada = Client::connect(a, "ada").await;
-    let mut bob = Client::connect(b, "bob").await;
-    let id = create(&cluster, 0, &ada, &["bob"]).await;
     cluster.on(1, b.execute(&bob.who, None, send(&id, "before"))).await.unwrap();
     let head = cluster.head(&id).await;
     assert_gapless(&ada.log_until(&id, head).await, 1, head, "ada");
@@ -599,10 +598,8 @@ async fn a_nats_restart_loses_nothing_for_any_client() {
     };
     let url = nats.url();
     let cluster = Cluster::start(&url, 2).await;
+    let (mut ada, mut bob, id) = ada_and_bob(&cluster).await;
     let (a, b) = (&cluster.engines[0], &cluster.engines[1]);
-    let mut ada = Client::connect(a, "ada").await;
-    let mut bob = Client::connect(b, "bob").await;
-    let id = create(&cluster, 0, &ada, &["bob"]).await;
     for i in 0..10 {
         cluster.on(0, a.execute(&ada.who, None, send(&id, &format!("before {i}")))).await.unwrap();
         cluster.on(1, b.execute(&bob.who, None, send(&id, &format!("before b{i}")))).await.unwrap();
