@@ -46,11 +46,13 @@
 //!
 //! - [`wire`]: subjects, the token encoding, the message format. Pure.
 //! - [`sequencer`]: per-channel order, duplicates, held envelopes, what a fill delivers. Pure.
+//! - [`testing`]: a `nats-server` of a test's own, for tests here and in other crates.
 //! - this file: the NATS connection, the tasks, [`NatsConfig`], [`NatsStats`].
 //!
 //! Every task this broker spawns stops when it is dropped or [`NatsBroker::close`]d.
 
 pub mod sequencer;
+pub mod testing;
 pub mod wire;
 
 use async_nats::connection::State;

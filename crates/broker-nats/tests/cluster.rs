@@ -5,10 +5,11 @@
 //!
 //! The shared NATS is 127.0.0.1:4222; each test uses its own subject prefix. Without it a test
 //! prints why and passes, unless `HERALD_REQUIRE_SERVICES=1` (CI), where it fails. The restart
-//! test runs its own `nats-server` on a free port.
+//! test runs its own `nats-server` on a free port (`herald_broker_nats::testing::PrivateNats`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
+use herald_broker_nats::testing::PrivateNats;
 use herald_broker_nats::{NatsBroker, NatsConfig};
 use herald_engine::{
     Backends, Broker, BrokerSink, ConnHandle, Engine, EngineConfig, Grants, Principal, Store, SystemClock,
@@ -247,6 +248,15 @@ async fn create(cluster: &Cluster, node: usize, owner: &Client, members: &[&str]
     cluster.on(node, engine.create_channel(&owner.who, create, now)).await.unwrap().channel.id
 }
 
+/// Ada on node 0 and Bob on node 1, in a channel Ada created with Bob as a member: the
+/// setup of most two-node tests.
+async fn ada_and_bob(cluster: &Cluster) -> (Client, Client, String) {
+    let ada = Client::connect(&cluster.engines[0], "ada").await;
+    let bob = Client::connect(&cluster.engines[1], "bob").await;
+    let id = create(cluster, 0, &ada, &["bob"]).await;
+    (ada, bob, id)
+}
+
 #[tokio::test]
 async fn connect_fails_clearly_when_nats_is_unreachable() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -362,10 +372,8 @@ async fn events_cross_nodes_in_one_gapless_order_each_once() {
 async fn lost_messages_are_filled_from_the_store_in_order() {
     let Some(url) = shared_nats().await else { return };
     let cluster = Cluster::start(&url, 2).await;
+    let (mut ada, mut bob, id) = ada_and_bob(&cluster).await;
     let (a, b) = (&cluster.engines[0], &cluster.engines[1]);
-    let mut ada = Client::connect(a, "ada").await;
-    let mut bob = Client::connect(b, "bob").await;
-    let id = create(&cluster, 0, &ada, &["bob"]).await;
     let head = cluster.head(&id).await;
     bob.log_until(&id, head).await;
     ada.log_until(&id, head).await;
@@ -420,10 +428,8 @@ async fn a_slow_consumer_loses_nothing() {
         }
     })
     .await;
-    let (a, b) = (&cluster.engines[0], &cluster.engines[1]);
-    let mut ada = Client::connect(a, "ada").await;
-    let mut bob = Client::connect(b, "bob").await;
-    let id = create(&cluster, 0, &ada, &["bob"]).await;
+    let (mut ada, mut bob, id) = ada_and_bob(&cluster).await;
+    let a = &cluster.engines[0];
     let head = cluster.head(&id).await;
     assert_gapless(&bob.log_until(&id, head).await, 1, head, "bob");
     for i in 0..300 {
@@ -446,10 +452,8 @@ async fn the_sweep_finds_what_was_lost_with_no_later_message() {
         }
     })
     .await;
-    let (a, b) = (&cluster.engines[0], &cluster.engines[1]);
-    let mut ada = Client::connect(a, "ada").await;
-    let mut bob = Client::connect(b, "bob").await;
-    let id = create(&cluster, 0, &ada, &["bob"]).await;
+    let (mut ada, mut bob, id) = ada_and_bob(&cluster).await;
+    let a = &cluster.engines[0];
     let head = cluster.head(&id).await;
     bob.log_until(&id, head).await;
     cluster.brokers[0].set_lose_outgoing(true);
@@ -468,10 +472,8 @@ async fn the_sweep_finds_what_was_lost_with_no_later_message() {
 async fn a_channel_deleted_on_one_node_is_gone_on_every_node() {
     let Some(url) = shared_nats().await else { return };
     let cluster = Cluster::start(&url, 2).await;
+    let (mut ada, mut bob, id) = ada_and_bob(&cluster).await;
     let (a, b) = (&cluster.engines[0], &cluster.engines[1]);
-    let mut ada = Client::connect(a, "ada").await;
-    let mut bob = Client::connect(b, "bob").await;
-    let id = create(&cluster, 0, &ada, &["bob"]).await;
     cluster.on(1, b.execute(&bob.who, None, send(&id, "hello"))).await.unwrap();
     let head = cluster.head(&id).await;
     ada.log_until(&id, head).await;
@@ -557,10 +559,8 @@ async fn a_forgotten_idle_channel_goes_on_without_gap_or_duplicate() {
         c.clock_skew = Duration::from_millis(50);
     })
     .await;
+    let (mut ada, mut bob, id) = ada_and_bob(&cluster).await;
     let (a, b) = (&cluster.engines[0], &cluster.engines[1]);
-    let mut ada = Client::connect(a, "ada").await;
-    let mut bob = Client::connect(b, "bob").await;
-    let id = create(&cluster, 0, &ada, &["bob"]).await;
     cluster.on(1, b.execute(&bob.who, None, send(&id, "before"))).await.unwrap();
     let head = cluster.head(&id).await;
     assert_gapless(&ada.log_until(&id, head).await, 1, head, "ada");
@@ -578,49 +578,6 @@ async fn a_forgotten_idle_channel_goes_on_without_gap_or_duplicate() {
     sentinel(&cluster, &mut [&mut ada, &mut bob], &id).await;
 }
 
-/// A `nats-server` of this test's own, on a port it keeps across restarts.
-struct PrivateNats {
-    port: u16,
-    child: Option<tokio::process::Child>,
-}
-
-impl PrivateNats {
-    fn binary() -> Option<&'static str> {
-        ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-    }
-
-    async fn start(port: u16) -> PrivateNats {
-        let mut n = PrivateNats { port, child: None };
-        n.restart().await;
-        n
-    }
-
-    async fn restart(&mut self) {
-        let binary = Self::binary().expect("nats-server");
-        let child = tokio::process::Command::new(binary)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn nats-server");
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "nats-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.unwrap();
-        }
-    }
-}
-
 /// Waits until `cond` holds, checking every 20 ms; fails after a deadline.
 async fn eventually(what: &str, cond: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -632,21 +589,17 @@ async fn eventually(what: &str, cond: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn a_nats_restart_loses_nothing_for_any_client() {
-    if PrivateNats::binary().is_none() {
+    let Some(mut nats) = PrivateNats::start() else {
         if std::env::var("HERALD_REQUIRE_SERVICES").as_deref() == Ok("1") {
             panic!("nats-server is not installed and HERALD_REQUIRE_SERVICES=1");
         }
         eprintln!("skipped: no nats-server binary");
         return;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut nats = PrivateNats::start(port).await;
-    let url = format!("nats://127.0.0.1:{}", nats.port);
+    };
+    let url = nats.url();
     let cluster = Cluster::start(&url, 2).await;
+    let (mut ada, mut bob, id) = ada_and_bob(&cluster).await;
     let (a, b) = (&cluster.engines[0], &cluster.engines[1]);
-    let mut ada = Client::connect(a, "ada").await;
-    let mut bob = Client::connect(b, "bob").await;
-    let id = create(&cluster, 0, &ada, &["bob"]).await;
     for i in 0..10 {
         cluster.on(0, a.execute(&ada.who, None, send(&id, &format!("before {i}")))).await.unwrap();
         cluster.on(1, b.execute(&bob.who, None, send(&id, &format!("before b{i}")))).await.unwrap();
@@ -655,7 +608,7 @@ async fn a_nats_restart_loses_nothing_for_any_client() {
     assert_gapless(&ada.log_until(&id, before).await, 1, before, "ada");
     assert_gapless(&bob.log_until(&id, before).await, 1, before, "bob");
 
-    nats.kill().await;
+    nats.down();
     eventually("both brokers report NATS down", || cluster.brokers.iter().all(|b| b.health().is_err())).await;
     let why = cluster.brokers[1].health().unwrap_err();
     assert!(why.starts_with("nats: "), "{why}");
@@ -684,7 +637,7 @@ async fn a_nats_restart_loses_nothing_for_any_client() {
     }
     let during = cluster.head(&id).await;
 
-    nats.restart().await;
+    nats.up();
     eventually("both brokers reconnect", || cluster.brokers.iter().all(|b| b.health().is_ok())).await;
     // No later message: the check after the reconnect finds what was missed.
     assert_gapless(&ada.log_until(&id, during).await, before + 1, during, "ada");

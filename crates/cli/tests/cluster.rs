@@ -14,13 +14,12 @@ mod common;
 
 use common::Server;
 use futures::StreamExt;
+use herald_broker_nats::testing::PrivateNats;
 use herald_client::{Channel, Client, ClientConfig, ClientEvent, CreateChannel, Event, SendMessage};
 use herald_server::auth::{Claims, mint_hs256, now_secs};
-use herald_store_postgres::scratch::{self, ScratchDb};
+use herald_store_postgres::scratch::{self, PrivateCluster, ScratchDb};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::Duration;
 
 const SECRET: &str = "cluster-test-secret-0123456789abcdef0123456789";
@@ -52,10 +51,6 @@ fn services() -> bool {
 
 fn nats_addr() -> String {
     std::env::var("HERALD_TEST_NATS").unwrap_or_else(|_| "127.0.0.1:4222".into())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn token(sub: &str) -> String {
@@ -333,63 +328,6 @@ async fn a_node_killed_under_load_loses_nothing_and_its_clients_resume_on_anothe
     assert!(counts.values().all(|&n| n == 1), "a message is in history twice");
 }
 
-/// A `nats-server` of the test's own, on a fixed port so it can come back on it.
-struct PrivateNats {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl PrivateNats {
-    fn start() -> Option<PrivateNats> {
-        Self::bin()?;
-        let mut n = PrivateNats { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
-        n.up();
-        Some(n)
-    }
-
-    fn bin() -> Option<&'static str> {
-        ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-    }
-
-    fn up(&mut self) {
-        let log = self.dir.path().join("nats.log");
-        let child = Command::new(Self::bin().unwrap())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-l"])
-            .arg(&log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.port);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !listening(&addr) {
-            assert!(std::time::Instant::now() < deadline, "private nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn down(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        self.down();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_a_nats_restart_every_client_has_every_message() {
     if !services() {
@@ -437,76 +375,6 @@ async fn after_a_nats_restart_every_client_has_every_message() {
     assert!(figure("herald_broker_reconnects_total") >= 1, "the node saw NATS go and come back");
 }
 
-/// A PostgreSQL cluster of the test's own (initdb in a temporary directory, run as the
-/// `postgres` user when the test runs as root), so it can be stopped and started.
-struct PrivatePg {
-    port: u16,
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-}
-
-impl PrivatePg {
-    fn start() -> Option<PrivatePg> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path().join("bin"))
-            .find(|b| b.join("initdb").exists())?;
-        let dir = tempfile::tempdir().unwrap();
-        let pg = PrivatePg { port: free_port(), dir, bin };
-        let data = pg.data();
-        std::fs::create_dir_all(&data).unwrap();
-        Command::new("chown").args(["-R", "postgres"]).arg(pg.dir.path()).status().ok()?;
-        let ok = pg.run("initdb", &["-D", data.to_str()?, "-A", "trust", "-U", "postgres"]);
-        if !ok {
-            return None;
-        }
-        pg.up();
-        Some(pg)
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) -> bool {
-        let exe = self.bin.join(tool);
-        let as_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-        let mut cmd = if as_root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-    }
-
-    fn up(&self) {
-        let data = self.data();
-        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.path().display());
-        assert!(
-            self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-o", &opts, "-w", "start"]),
-            "pg_ctl start"
-        );
-    }
-
-    fn down(&self) {
-        let data = self.data();
-        self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
-    }
-
-    fn admin_url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PrivatePg {
-    fn drop(&mut self) {
-        self.down();
-    }
-}
-
 async fn healthz(url: &str) -> (u16, String) {
     match reqwest::get(format!("{url}/healthz")).await {
         Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
@@ -519,9 +387,12 @@ async fn a_postgres_restart_keeps_acknowledged_messages_and_fails_sends_meanwhil
     if !services() {
         return;
     }
-    let Some(pg) = PrivatePg::start() else {
-        eprintln!("skipped: cannot run a private PostgreSQL (initdb)");
-        return;
+    let pg = match PrivateCluster::start() {
+        Ok(pg) => pg,
+        Err(e) => {
+            eprintln!("skipped: cannot run a private PostgreSQL: {e}");
+            return;
+        }
     };
     let db = ScratchDb::create(&pg.admin_url()).unwrap();
     let cluster = Cluster::start(2, &db.url(), &format!("nats://{}", nats_addr()));
@@ -531,7 +402,7 @@ async fn a_postgres_restart_keeps_acknowledged_messages_and_fails_sends_meanwhil
     let before: Vec<String> = (0..30).map(|k| format!("before-{k}")).collect();
     send_all(ch.clone(), before.clone()).await;
 
-    pg.down();
+    pg.stop_immediate().unwrap();
     // Meanwhile a send is answered with an error, not left hanging.
     let started = std::time::Instant::now();
     let refused = ch.send("while-down").await;
@@ -541,7 +412,7 @@ async fn a_postgres_restart_keeps_acknowledged_messages_and_fails_sends_meanwhil
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("store"), "{body}");
 
-    pg.up();
+    pg.start_again().unwrap();
     // The nodes recover by themselves.
     let deadline = std::time::Instant::now() + WAIT;
     while healthz(&cluster.url(0)).await.0 != 200 {

@@ -10,7 +10,8 @@ use crate::rows::{self, ChannelRow, to_i64};
 use crate::stmts::Stmts;
 use herald_proto::EntryKind;
 use herald_proto::chain::{Hash32, ZERO_HASH};
-use herald_proto::model::{Message, Policy, ReactionView, ReplySnapshot};
+use herald_proto::model::{Message, Policy, ReactionView};
+use herald_store::build::{self, FreshSend};
 use herald_store::{
     Actor, Applied, EntryExtra, Guard, Mutation, NewEntry, Outcome, Result, StoreError, StoredEntry,
 };
@@ -349,25 +350,8 @@ impl<'a, 'b> Job<'a, 'b> {
         check_creator(&ch, guard).ok()?;
         self.app = actor.app.clone();
         let me = actor.user.id.as_str();
-        let message = Message {
-            id: id.clone(),
-            seq: 0,
-            author: me.to_owned(),
-            kind: kind.clone(),
-            content: content.clone(),
-            reply_to: None,
-            client_id: client_id.clone(),
-            ts: herald_proto::time::format_ms(*ts_ms),
-            edited_at: None,
-            reactions: None,
-        };
-        let extra = EntryExtra {
-            id: Some(id.clone()),
-            msg_type: Some(kind.clone()),
-            client_id: client_id.clone(),
-            ..Default::default()
-        };
-        let seq = self.append(&ch.id, EntryKind::Message, me, "", *ts_ms, content, extra);
+        let fresh = FreshSend::new(id, me, kind, content, client_id.as_deref(), *ts_ms);
+        let seq = self.append(&ch.id, EntryKind::Message, me, "", *ts_ms, content, fresh.extra(None));
         self.fold_message(None);
         if let Some(cid) = client_id {
             self.write(
@@ -380,7 +364,7 @@ impl<'a, 'b> Job<'a, 'b> {
             member: guard.member.clone(),
             client_id: client_id.as_ref().map(|c| (me.to_owned(), c.clone())),
         };
-        let outcome = Outcome::Message { message: Box::new(Message { seq, ..message }), duplicate: false };
+        let outcome = Outcome::Message { message: Box::new(fresh.message(seq, None)), duplicate: false };
         let channel = Some(ch.to_channel(self.head(&ch.id).0));
         let entries = std::mem::take(&mut self.entries);
         let app = std::mem::take(&mut self.app);
@@ -496,16 +480,7 @@ impl<'a, 'b> Job<'a, 'b> {
                 if exists || self.head(&id).0 > 0 {
                     return Err(StoreError::Invalid(format!("channel id {id:?} already exists")).into());
                 }
-                let ch = ChannelRow {
-                    id,
-                    app: actor.app.clone(),
-                    name: name.map(|n| n.into_string()),
-                    title,
-                    encrypted,
-                    policy,
-                    created_by: me.to_owned(),
-                    created_ms: ts_ms,
-                };
+                let ch = ChannelRow::created(&actor, id, name, title, encrypted, policy, ts_ms);
                 self.write(
                     &self.st.insert_channel,
                     vec![
@@ -600,15 +575,7 @@ impl<'a, 'b> Job<'a, 'b> {
                 self.own_heads.insert(ch.id.clone(), (0, ZERO_HASH));
                 self.own_channels.insert(ch.id.clone(), None);
                 self.erased = true;
-                Ok((
-                    Applied {
-                        app: std::mem::take(&mut self.app),
-                        channel: Some(before),
-                        entries: Vec::new(),
-                        outcome: Outcome::ChannelDeleted { members },
-                    },
-                    self,
-                ))
+                Ok((build::channel_deleted(std::mem::take(&mut self.app), before, members), self))
             }
             Mutation::Send { actor, channel, id, kind, content, reply_to, client_id, guard, ts_ms } => {
                 let ch = self.channel(&actor.app, &channel).await?;
@@ -641,42 +608,18 @@ impl<'a, 'b> Job<'a, 'b> {
                     return self.done(Some(&ch), outcome).await;
                 }
                 let reply = match reply.flatten() {
-                    Some(r) => {
-                        let t = rows::message_row(&r)?;
-                        Some(ReplySnapshot {
-                            id: t.id,
-                            author: t.author,
-                            content: Some(t.content),
-                            edited: t.edited_at.is_some(),
-                        })
-                    }
+                    Some(r) => Some(build::reply_snapshot(rows::message_row(&r)?)),
                     None => None,
                 };
                 if reply_to.is_some() && reply.is_none() {
                     return Err(StoreError::NotFound("message").into());
                 }
-                // The message as `rows::message_row` would read it back: built, not re-read.
-                let message = Message {
-                    id: id.clone(),
-                    seq: 0,
-                    author: me.to_owned(),
-                    kind: kind.clone(),
-                    content: content.clone(),
-                    reply_to: reply.clone(),
-                    client_id: client_id.clone(),
-                    ts: herald_proto::time::format_ms(ts_ms),
-                    edited_at: None,
-                    reactions: None,
-                };
-                let extra = EntryExtra {
-                    reply,
-                    id: Some(id.clone()),
-                    msg_type: Some(kind.clone()),
-                    client_id: client_id.clone(),
-                    ..Default::default()
-                };
+                let fresh = FreshSend::new(&id, me, &kind, &content, client_id.as_deref(), ts_ms);
+                let extra = fresh.extra(reply.clone());
                 let reference = reply_to.clone().unwrap_or_default();
                 let seq = self.append(&ch.id, EntryKind::Message, me, &reference, ts_ms, &content, extra);
+                // The message as `rows::message_row` would read it back: built, not re-read.
+                let message = fresh.message(seq, reply);
                 self.fold_message(reply_to);
                 if let Some(cid) = client_id {
                     self.write(
@@ -684,8 +627,7 @@ impl<'a, 'b> Job<'a, 'b> {
                         vec![p(ch.id.clone()), p(me.to_owned()), p(cid), p(id)],
                     );
                 }
-                let outcome =
-                    Outcome::Message { message: Box::new(Message { seq, ..message }), duplicate: false };
+                let outcome = Outcome::Message { message: Box::new(message), duplicate: false };
                 self.done(Some(&ch), outcome).await
             }
             Mutation::Edit { actor, channel, message_id, content, guard, ts_ms } => {

@@ -132,9 +132,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-/// Called after every commit with its latency (first attempt to durable `COMMIT`) and batch
-/// size; the same shape as the SQLite backend's.
-pub type CommitObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
+/// The store's shared observer type (latency here: first attempt to durable `COMMIT`).
+pub use herald_store::CommitObserver;
 
 /// Counters of the writer, for tests and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -4,38 +4,12 @@
 use crate::db;
 use herald_proto::EntryKind;
 use herald_proto::chain::{Hash32, SALT_LEN};
-use herald_proto::model::{Channel, Message, Policy, ReplySnapshot};
+use herald_proto::model::{Message, Policy, ReplySnapshot};
 use herald_proto::time::format_ms;
+/// The channel row and the `seq` conversions are the store's shared ones.
+pub use herald_store::{ChannelRow, seq_from_db as to_u64, seq_to_db as to_i64};
 use herald_store::{EntryExtra, Result, StoreError, StoredEntry};
 use tokio_postgres::Row;
-
-/// A channel row without its head.
-#[derive(Debug, Clone)]
-pub struct ChannelRow {
-    pub id: String,
-    pub app: String,
-    pub name: Option<String>,
-    pub title: Option<String>,
-    pub encrypted: bool,
-    pub policy: Policy,
-    pub created_by: String,
-    pub created_ms: i64,
-}
-
-impl ChannelRow {
-    pub fn to_channel(&self, last_seq: u64) -> Channel {
-        Channel {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            title: self.title.clone(),
-            encrypted: self.encrypted,
-            policy: self.policy,
-            created_by: self.created_by.clone(),
-            created_at: format_ms(self.created_ms),
-            last_seq,
-        }
-    }
-}
 
 /// The columns [`channel_row`] reads, then the head.
 pub const CHANNEL_COLS: &str =
@@ -58,14 +32,6 @@ pub fn channel_row(r: &Row) -> Result<(ChannelRow, (u64, Hash32))> {
     let seq: i64 = r.try_get(8).map_err(db)?;
     let hash: Vec<u8> = r.try_get(9).map_err(db)?;
     Ok((row, (to_u64(seq), hash32(hash)?)))
-}
-
-pub fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-pub fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 pub fn hash32(v: Vec<u8>) -> Result<Hash32> {

@@ -1,9 +1,15 @@
 //! Throwaway databases for tests, here and in other crates (three-node tests): each test makes
 //! its own uniquely named database on a PostgreSQL server and drops it when done.
 //!
-//! Always compiled (it is small and has no dependency of its own) so that other crates' tests
-//! can use it without a feature.
+//! [`PrivateCluster`] is a whole PostgreSQL server of a test's own, for tests that stop and
+//! start the database under traffic.
+//!
+//! Always compiled (it is small and has no dependency of its own beyond `tempfile`) so that
+//! other crates' tests can use it without a feature. Test support only: nothing in Herald's
+//! own code paths calls it.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The admin URL of the test server: `HERALD_TEST_PG`, else
@@ -104,6 +110,120 @@ impl Drop for ScratchDb {
             eprintln!("scratch database {}: {e}", self.name);
         }
     }
+}
+
+/// A PostgreSQL cluster of a test's own: `initdb` in a temporary directory, served by
+/// `pg_ctl` on a free port of 127.0.0.1 (as the `postgres` OS user when the test runs as root,
+/// since PostgreSQL refuses to run as root), so that a test can crash it and start it again.
+/// Dropping it stops the server and removes the directory.
+#[derive(Debug)]
+pub struct PrivateCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl PrivateCluster {
+    /// Creates and starts the cluster. `Err` says why it cannot (no `initdb` under
+    /// `/usr/lib/postgresql/*/bin`, or a tool failed, with its output): a test skips on it,
+    /// or fails when [`services_required`].
+    pub fn start() -> Result<PrivateCluster, String> {
+        let bin = pg_bin().ok_or("no initdb under /usr/lib/postgresql/*/bin")?;
+        let uid = Command::new("id").arg("-u").output().map_err(|e| format!("id -u: {e}"))?;
+        let as_postgres = uid.stdout.trim_ascii() == b"0";
+        let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+        if as_postgres {
+            let st = Command::new("chown").arg("postgres").arg(dir.path()).status();
+            if !st.is_ok_and(|s| s.success()) {
+                return Err(format!("chown postgres {} failed", dir.path().display()));
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("free port: {e}"))?
+            .port();
+        let c = PrivateCluster { dir, bin, port, as_postgres };
+        let data = c.data();
+        c.run("initdb", &[path_str(&data)?, "-A", "trust", "-U", "postgres", "--no-sync"], &["-D"])?;
+        c.start_again()?;
+        Ok(c)
+    }
+
+    /// The `postgres://` URL of its `postgres` database as the superuser, for [`ScratchDb`].
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`), and waits until it is
+    /// down.
+    pub fn stop_immediate(&self) -> Result<(), String> {
+        self.pg_ctl(&["-m", "immediate", "-w", "stop"])
+    }
+
+    /// Starts the server (again) on the same port and data, and waits until it accepts
+    /// connections.
+    pub fn start_again(&self) -> Result<(), String> {
+        let log = self.dir.path().join("log");
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.path().display());
+        self.pg_ctl(&["-l", path_str(&log)?, "-o", &opts, "-w", "start"])
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
+        let data = self.data();
+        self.run("pg_ctl", args, &["-D", path_str(&data)?])
+    }
+
+    /// Runs `tool` of the PostgreSQL binaries with `first` then `args`; `Err` with its output.
+    fn run(&self, tool: &str, args: &[&str], first: &[&str]) -> Result<(), String> {
+        let exe = self.bin.join(tool);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let out = cmd.args(first).args(args).output().map_err(|e| format!("{tool} {args:?}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{tool} {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = self.stop_immediate();
+    }
+}
+
+/// The newest installed PostgreSQL's `bin` directory that has `initdb`.
+fn pg_bin() -> Option<PathBuf> {
+    let mut bins: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin"))
+        .filter(|b| b.join("initdb").exists())
+        .collect();
+    // By major version as a number, so that 9 does not sort after 15.
+    bins.sort_by_key(|b| {
+        b.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok())
+    });
+    bins.pop()
+}
+
+fn path_str(p: &Path) -> Result<&str, String> {
+    p.to_str().ok_or_else(|| format!("path {} is not UTF-8", p.display()))
 }
 
 /// `url` with its database (the path) replaced by `name`, its query kept.

@@ -5,7 +5,8 @@ use crate::backend;
 use crate::rows::{self, ChannelRow, to_i64};
 use herald_proto::EntryKind;
 use herald_proto::chain::{Hash32, ZERO_HASH};
-use herald_proto::model::{Message, Policy, ReplySnapshot};
+use herald_proto::model::Policy;
+use herald_store::build::{self, FreshSend};
 use herald_store::{
     Actor, Applied, EntryExtra, Guard, Mutation, NewEntry, Outcome, Result, StoreError, StoredEntry,
 };
@@ -297,16 +298,7 @@ impl<'a> Job<'a> {
                 if rows::channel_by_id(self.conn, &actor.app, &id)?.is_some() || self.head(&id)?.0 > 0 {
                     return Err(StoreError::Invalid(format!("channel id {id:?} already exists")));
                 }
-                let ch = ChannelRow {
-                    id,
-                    app: actor.app.clone(),
-                    name: name.map(|n| n.into_string()),
-                    title,
-                    encrypted,
-                    policy,
-                    created_by: me.to_owned(),
-                    created_ms: ts_ms,
-                };
+                let ch = ChannelRow::created(&actor, id, name, title, encrypted, policy, ts_ms);
                 self.execute(
                     "INSERT INTO channels (id, app, name, title, encrypted, policy, created_by, \
                      created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -390,15 +382,7 @@ impl<'a> Job<'a> {
                 self.own.insert(ch.id.clone(), (0, ZERO_HASH));
                 self.own_channels.insert(ch.id.clone(), None);
                 self.erased = true;
-                Ok((
-                    Applied {
-                        app: std::mem::take(&mut self.app),
-                        channel: Some(before),
-                        entries: Vec::new(),
-                        outcome: Outcome::ChannelDeleted { members },
-                    },
-                    self,
-                ))
+                Ok((build::channel_deleted(std::mem::take(&mut self.app), before, members), self))
             }
             Mutation::Send { actor, channel, id, kind, content, reply_to, client_id, guard, ts_ms } => {
                 let ch = self.channel(&actor.app, &channel)?;
@@ -421,40 +405,19 @@ impl<'a> Job<'a> {
                     }
                 }
                 let reply = match &reply_to {
-                    Some(r) => self.conn_message(&ch.id, r)?.map(|t| ReplySnapshot {
-                        id: t.id,
-                        author: t.author,
-                        content: Some(t.content),
-                        edited: t.edited_at.is_some(),
-                    }),
+                    Some(r) => self.conn_message(&ch.id, r)?.map(build::reply_snapshot),
                     None => None,
                 };
                 if reply_to.is_some() && reply.is_none() {
                     return Err(StoreError::NotFound("message"));
                 }
                 let reply_author = reply.as_ref().map(|r| r.author.clone());
-                // The message as `rows::message` would read it back: built, not re-read.
-                let message = Message {
-                    id: id.clone(),
-                    seq: 0,
-                    author: me.to_owned(),
-                    kind: kind.clone(),
-                    content: content.clone(),
-                    reply_to: reply.clone(),
-                    client_id: client_id.clone(),
-                    ts: herald_proto::time::format_ms(ts_ms),
-                    edited_at: None,
-                    reactions: None,
-                };
-                let extra = EntryExtra {
-                    reply,
-                    id: Some(id.clone()),
-                    msg_type: Some(kind.clone()),
-                    client_id: client_id.clone(),
-                    ..Default::default()
-                };
+                let fresh = FreshSend::new(&id, me, &kind, &content, client_id.as_deref(), ts_ms);
+                let extra = fresh.extra(reply.clone());
                 let reference = reply_to.clone().unwrap_or_default();
                 let seq = self.append(&ch.id, EntryKind::Message, me, &reference, ts_ms, &content, extra)?;
+                // The message as `rows::message` would read it back: built, not re-read.
+                let message = fresh.message(seq, reply);
                 self.execute(
                     "INSERT INTO messages (channel_id, id, seq, author, type, content, reply_to, \
                      reply_author, client_id, ts_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -478,8 +441,7 @@ impl<'a> Job<'a> {
                         params![ch.id, me, cid, id],
                     )?;
                 }
-                let outcome =
-                    Outcome::Message { message: Box::new(Message { seq, ..message }), duplicate: false };
+                let outcome = Outcome::Message { message: Box::new(message), duplicate: false };
                 self.done(Some(&ch), outcome)
             }
             Mutation::Edit { actor, channel, message_id, content, guard, ts_ms } => {

@@ -18,11 +18,11 @@ use parking_lot::RwLock;
 use rusqlite::Connection;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
-/// Called after every commit with its latency (`BEGIN` to durable `COMMIT`) and batch size.
-pub type CommitObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
+/// The store's shared observer type (latency here: `BEGIN` to durable `COMMIT`).
+pub use herald_store::CommitObserver;
 
 /// Counters of the writer, for tests and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -28,8 +28,10 @@
 //! # Layout
 //!
 //! - [`Mutation`], [`Applied`], [`StoredEntry`]: what goes in and comes out of a write.
+//! - [`ChannelRow`]: a channel's stored fields, the one definition every backend uses.
 //! - [`Store`], [`BlobStore`], [`CommitSink`]: the traits.
 //! - [`StoreError`]: typed refusals (`NotMember`, `NotAuthor`, …) and backend failures.
+//! - [`build`]: the one place backends build what a fresh `Send` produces.
 //! - [`memory`]: [`memory::MemoryStore`] and [`memory::MemoryBlobStore`], in memory with the
 //!   SQLite backend's exact semantics, for tests and tools (never for `herald serve`).
 
@@ -175,6 +177,70 @@ impl Mutation {
             Mutation::UpsertUser { .. } => None,
         }
     }
+}
+
+/// A channel's own fields as every backend stores them (its `channels` row, without its
+/// head): the one definition the backends share, so a channel reads back the same from each.
+#[derive(Debug, Clone)]
+pub struct ChannelRow {
+    pub id: String,
+    pub app: String,
+    pub name: Option<String>,
+    pub title: Option<String>,
+    pub encrypted: bool,
+    pub policy: Policy,
+    pub created_by: String,
+    pub created_ms: i64,
+}
+
+impl ChannelRow {
+    /// The row a `CreateChannel` by `actor` inserts.
+    pub fn created(
+        actor: &Actor,
+        id: String,
+        name: Option<ChannelName>,
+        title: Option<String>,
+        encrypted: bool,
+        policy: Policy,
+        ts_ms: i64,
+    ) -> ChannelRow {
+        ChannelRow {
+            id,
+            app: actor.app.clone(),
+            name: name.map(|n| n.into_string()),
+            title,
+            encrypted,
+            policy,
+            created_by: actor.user.id.clone(),
+            created_ms: ts_ms,
+        }
+    }
+
+    /// The channel as the API shows it, with the head `last_seq`.
+    pub fn to_channel(&self, last_seq: u64) -> Channel {
+        Channel {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            title: self.title.clone(),
+            encrypted: self.encrypted,
+            policy: self.policy,
+            created_by: self.created_by.clone(),
+            created_at: herald_proto::time::format_ms(self.created_ms),
+            last_seq,
+        }
+    }
+}
+
+/// A `seq` (or count) as a database column holds it, a signed 64-bit integer: saturating,
+/// since no real `seq` comes near `i64::MAX`.
+pub fn seq_to_db(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A `seq` (or count) read back from a signed database column; a negative value, which no
+/// backend writes, reads as 0.
+pub fn seq_from_db(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
 }
 
 /// Facts about an entry beyond its hashed fields, enough to rebuild its event.
@@ -343,6 +409,12 @@ pub trait CommitSink: Send + Sync + 'static {
     fn committed(&self, applied: &Applied);
 }
 
+/// Called by a backend's writer after every commit with the commit's latency (from the start
+/// of the batch's first attempt to its durable `COMMIT`) and the number of mutations in the
+/// batch, e.g. to feed a histogram. Every backend takes the same shape (`set_commit_observer`).
+/// It runs on the writer: it must be quick.
+pub type CommitObserver = Arc<dyn Fn(std::time::Duration, usize) + Send + Sync>;
+
 /// A sink that drops everything (for tools and tests that do not fan out).
 #[derive(Debug, Default)]
 pub struct NullSink;
@@ -407,6 +479,7 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn delete_channel(&self, channel_id: &str) -> Result<()>;
 }
 
+pub mod build;
 pub mod memory;
 pub mod testkit;
 

@@ -23,10 +23,11 @@
 //! Where SQLite refuses a write by a constraint (a message id reused in a channel, a reaction
 //! id reused anywhere), this store refuses it with the same [`StoreError::Backend`] variant.
 
+use crate::build::FreshSend;
 use crate::bytes_like::Bytes;
 use crate::{
-    Actor, Applied, BlobStore, CommitSink, EntryExtra, Guard, HistoryRange, Mutation, NewEntry, NullSink,
-    Outcome, Result, Store, StoreError, StoredEntry,
+    Actor, Applied, BlobStore, ChannelRow, CommitSink, EntryExtra, Guard, HistoryRange, Mutation, NewEntry,
+    NullSink, Outcome, Result, Store, StoreError, StoredEntry,
 };
 use async_trait::async_trait;
 use herald_proto::EntryKind;
@@ -40,19 +41,6 @@ use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
-
-/// A channel's own fields (the `channels` row of the SQLite schema).
-#[derive(Debug, Clone)]
-struct ChannelRow {
-    id: String,
-    app: String,
-    name: Option<String>,
-    title: Option<String>,
-    encrypted: bool,
-    policy: Policy,
-    created_by: String,
-    created_ms: i64,
-}
 
 /// A message as it is now (the `messages` row), plus the indexes a hard delete needs.
 #[derive(Debug, Clone)]
@@ -133,17 +121,7 @@ impl ChannelData {
     }
 
     fn to_channel(&self) -> Channel {
-        let r = &self.row;
-        Channel {
-            id: r.id.clone(),
-            name: r.name.clone(),
-            title: r.title.clone(),
-            encrypted: r.encrypted,
-            policy: r.policy,
-            created_by: r.created_by.clone(),
-            created_at: format_ms(r.created_ms),
-            last_seq: self.head().0,
-        }
+        self.row.to_channel(self.head().0)
     }
 
     fn is_member(&self, user: &str) -> bool {
@@ -343,17 +321,10 @@ impl State {
                 if self.channels.contains_key(&id) {
                     return Err(StoreError::Invalid(format!("channel id {id:?} already exists")));
                 }
-                let name = name.map(|n| n.into_string());
-                let mut ch = ChannelData::new(ChannelRow {
-                    id: id.clone(),
-                    app: actor.app.clone(),
-                    name: name.clone(),
-                    title: title.clone(),
-                    encrypted,
-                    policy,
-                    created_by: me.to_owned(),
-                    created_ms: ts_ms,
-                });
+                let row =
+                    ChannelRow::created(&actor, id.clone(), name, title.clone(), encrypted, policy, ts_ms);
+                let name = row.name.clone();
+                let mut ch = ChannelData::new(row);
                 upsert_user(&mut self.users, &actor);
                 let mut entries = Vec::new();
                 let extra = EntryExtra { name: name.clone(), title, ..Default::default() };
@@ -471,13 +442,8 @@ impl State {
                     )));
                 }
                 let reply_author = reply.as_ref().map(|r| r.author.clone());
-                let extra = EntryExtra {
-                    reply,
-                    id: Some(id.clone()),
-                    msg_type: Some(kind.clone()),
-                    client_id: client_id.clone(),
-                    ..Default::default()
-                };
+                let fresh = FreshSend::new(&id, me, &kind, &content, client_id.as_deref(), ts_ms);
+                let extra = fresh.extra(reply);
                 let reference = reply_to.clone().unwrap_or_default();
                 let e = ch.append(
                     EntryKind::Message,
