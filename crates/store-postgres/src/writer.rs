@@ -4,13 +4,14 @@
 //! them in one transaction on one pooled connection: it locks the channel rows of the batch in
 //! sorted id order (`SELECT … FOR UPDATE ORDER BY id`, so two nodes' batches queue behind each
 //! other instead of deadlocking), applies each job in its own `SAVEPOINT` (a refused job is
-//! rolled back alone), writes the new heads and commits. Then it hands every committed
+//! rolled back alone; a planned run of sends shares one, and is planned again without the
+//! refused send), writes the new heads and commits. Then it hands every committed
 //! [`Applied`] to the [`CommitSink`] in order and only then answers the callers. A batch that
 //! meets `serialization_failure` or `deadlock_detected` is run again from the start; any other
 //! failure of the transaction answers every job with [`StoreError::Backend`] and the writer
 //! goes on with the next batch on a fresh connection (it never dies with the database).
 
-use crate::apply::{Batch, Fail, Job as ApplyJob, Undo, Write, in_order, run_writes};
+use crate::apply::{Batch, Fail, Job as ApplyJob, SendPlan, Undo, Write, in_order, run_writes};
 use crate::rows;
 use crate::stmts::Stmts;
 use crate::{CommitObserver, db};
@@ -204,7 +205,7 @@ impl Writer {
                     if let Some(f) = failed_at {
                         plan_from = f + 1;
                     }
-                    // The run left its own savepoints: the next job opens a new one on top.
+                    // The run left its savepoint open: the next job opens a new one on top.
                     sp = Savepoint::None;
                     continue;
                 }
@@ -314,11 +315,13 @@ const MAX_PLANNED: usize = 128;
 
 impl Writer {
     /// Plans the run of `Send`s at the start of `jobs` and sends their checks and writes in one
-    /// pipeline, each in its own savepoint (`SAVEPOINT s0`, `s1`, … nested). If every check is
-    /// answered as planned and every write succeeds, they are all done. Otherwise the batch
-    /// rolls back to the savepoint of the first that was not, undoes its plan and the later
-    /// ones, and returns the sends before it: that one (its index is returned) then runs the
-    /// ordinary way, which refuses it properly. `None`: the first job cannot be planned.
+    /// pipeline, behind one savepoint for the whole run (`SAVEPOINT run`: a savepoint per send
+    /// would cost a statement and a subtransaction each). If every check is answered as planned
+    /// and every write succeeds, they are all done. Otherwise the batch rolls back to that
+    /// savepoint, undoes every plan, and plans again only the sends before the first that was
+    /// not answered as planned (their checks are answered the same, since nothing else changed
+    /// under the batch's locks); that one (its index is returned) then runs the ordinary way,
+    /// which refuses it properly. `None`: the first job cannot be planned.
     async fn planned_sends(
         &self,
         client: &Object,
@@ -327,30 +330,60 @@ impl Writer {
         jobs: &[Mutation],
         base: usize,
     ) -> std::result::Result<Option<(Vec<Result<Applied>>, Option<usize>)>, Fail> {
-        let mut plans = Vec::new();
-        for m in jobs.iter().take(MAX_PLANNED) {
-            match ApplyJob::new(client, st, batch).plan_send(m) {
-                Some((plan, applied, job)) => {
-                    let (writes, undo) = job.release();
-                    plans.push((plan, applied, writes, undo));
+        let mut limit = MAX_PLANNED;
+        // The first send not answered as planned, once one was.
+        let mut failed_at = None;
+        loop {
+            let mut plans = Vec::new();
+            for m in jobs.iter().take(limit) {
+                match ApplyJob::new(client, st, batch).plan_send(m) {
+                    Some((plan, applied, job)) => {
+                        let (writes, undo) = job.release();
+                        plans.push((plan, applied, writes, undo));
+                    }
+                    None => break,
                 }
-                None => break,
+            }
+            if plans.is_empty() {
+                return Ok(failed_at.map(|f| (Vec::new(), Some(f))));
+            }
+            match self.run_plans(client, st, &mut plans).await? {
+                None => {
+                    let done = plans.into_iter().map(|(_, a, _, _)| Ok(a)).collect();
+                    return Ok(Some((done, failed_at)));
+                }
+                Some(f) => {
+                    client.batch_execute("ROLLBACK TO SAVEPOINT run").await?;
+                    for (_, _, _, undo) in plans.into_iter().rev() {
+                        batch.undo(undo);
+                    }
+                    failed_at = Some(base + f);
+                    if f == 0 {
+                        return Ok(Some((Vec::new(), failed_at)));
+                    }
+                    limit = f;
+                }
             }
         }
-        if plans.is_empty() {
-            return Ok(None);
-        }
+    }
+
+    /// Sends the planned run in one pipeline; the index of the first plan not answered as
+    /// planned, if any.
+    async fn run_plans(
+        &self,
+        client: &Object,
+        st: &Stmts,
+        plans: &mut [(SendPlan, Applied, Vec<Write<'_>>, Undo)],
+    ) -> std::result::Result<Option<usize>, Fail> {
         type Fut<'f> = std::pin::Pin<
             Box<dyn Future<Output = std::result::Result<Option<Row>, tokio_postgres::Error>> + Send + 'f>,
         >;
-        let names: Vec<String> = (0..plans.len()).map(|k| format!("SAVEPOINT s{k}")).collect();
         let mut futs: Vec<Fut<'_>> = Vec::new();
+        futs.push(Box::pin(async move { client.batch_execute("SAVEPOINT run").await.map(|_| None) }));
         // Per plan: where its futures start, and which of them are the two checks.
         let mut spans = Vec::with_capacity(plans.len());
-        for (k, (plan, _, writes, _)) in plans.iter_mut().enumerate() {
+        for (plan, _, writes, _) in plans.iter_mut() {
             let start = futs.len();
-            let name = names[k].as_str();
-            futs.push(Box::pin(async move { client.batch_execute(name).await.map(|_| None) }));
             let member = plan.member.as_ref().map(|u| {
                 let ch = &plan.channel;
                 futs.push(Box::pin(async move { client.query_opt(&st.is_member, &[ch, u]).await }));
@@ -371,41 +404,22 @@ impl Writer {
             spans.push((start, futs.len(), member, cid));
         }
         let answers = in_order(futs).await;
-        let mut failed = None;
+        // A lost connection or a conflict is the whole batch's, not a send's.
+        if let Some(k) = answers.iter().position(|a| a.as_ref().is_err_and(batch_wide)) {
+            return match answers.into_iter().nth(k) {
+                Some(Err(e)) => Err(Fail::Db(e)),
+                _ => Ok(Some(0)),
+            };
+        }
         for (k, (start, end, member, cid)) in spans.iter().enumerate() {
             let all_ok = answers[*start..*end].iter().all(|a| a.is_ok());
             let member_ok = member.is_none_or(|x| matches!(answers[x], Ok(Some(_))));
             let cid_ok = cid.is_none_or(|x| matches!(answers[x], Ok(None)));
             if !(all_ok && member_ok && cid_ok) {
-                failed = Some(k);
-                break;
+                return Ok(Some(k));
             }
         }
-        let Some(f) = failed else {
-            return Ok(Some((plans.into_iter().map(|(_, a, _, _)| Ok(a)).collect(), None)));
-        };
-        // A lost connection or a conflict is the whole batch's, not this send's.
-        let fatal = answers
-            .into_iter()
-            .filter_map(|a| a.err())
-            .find(|e| retryable(e) || e.is_closed() || e.as_db_error().is_none());
-        if let Some(e) = fatal {
-            return Err(Fail::Db(e));
-        }
-        client.batch_execute(&format!("ROLLBACK TO SAVEPOINT s{f}")).await?;
-        let mut done = Vec::with_capacity(f);
-        let mut undos = Vec::new();
-        for (k, (_, applied, _, undo)) in plans.into_iter().enumerate() {
-            if k < f {
-                done.push(Ok(applied));
-            } else {
-                undos.push(undo);
-            }
-        }
-        for undo in undos.into_iter().rev() {
-            batch.undo(undo);
-        }
-        Ok(Some((done, Some(base + f))))
+        Ok(None)
     }
 }
 
@@ -452,6 +466,11 @@ fn classify_job(f: Fail, m: &Mutation, rerun_already: bool) -> JobFail {
         }
     }
     JobFail::Refused(db(e))
+}
+
+/// An error that loses the whole transaction rather than one job's statements.
+fn batch_wide(e: &tokio_postgres::Error) -> bool {
+    retryable(e) || e.is_closed() || e.as_db_error().is_none()
 }
 
 fn retryable(e: &tokio_postgres::Error) -> bool {
