@@ -2,7 +2,7 @@
 
 use crate::channel::Channel;
 use crate::config::ClientConfig;
-use crate::connection::{Command, Driver, Endpoint};
+use crate::connection::{Command, Driver, Endpoint, Nodes};
 use crate::error::ClientError;
 use crate::event::{ClientEvent, EventStream};
 use crate::rest::Rest;
@@ -71,7 +71,8 @@ impl Client {
             .map_err(|e| ClientError::Tls(format!("cannot build the HTTP client: {e}")))?;
         let base = crate::rest::CurrentBase::new(endpoint.http.clone());
         let rest = Rest::new(http, base.clone(), token.clone());
-        let driver = Driver::new(endpoint, fallbacks, base, token, tls, config.clone(), rx, ready_tx);
+        let nodes = Nodes { first: endpoint, fallbacks, rest_base: base };
+        let driver = Driver::new(nodes, token, tls, config.clone(), rx, ready_tx);
         // The task ends when every handle is dropped (the command channel closes) or on
         // `close`: the `Client` owns it through `commands`.
         tokio::spawn(driver.run());

@@ -134,6 +134,14 @@ type Sink = futures::stream::SplitSink<
     Message,
 >;
 
+/// Where a [`Driver`] connects: the node given to `connect`, then the others in turn; and the
+/// REST base it moves along with the WebSocket.
+pub(crate) struct Nodes {
+    pub(crate) first: Endpoint,
+    pub(crate) fallbacks: Vec<Endpoint>,
+    pub(crate) rest_base: crate::rest::CurrentBase,
+}
+
 pub(crate) struct Driver {
     /// The node connected to next: `endpoints[next]`.
     endpoint: Endpoint,
@@ -167,15 +175,14 @@ pub(crate) struct Driver {
 
 impl Driver {
     pub(crate) fn new(
-        endpoint: Endpoint,
-        fallbacks: Vec<Endpoint>,
-        rest_base: crate::rest::CurrentBase,
+        nodes: Nodes,
         token: CurrentToken,
         tls: Arc<rustls::ClientConfig>,
         config: ClientConfig,
         commands: mpsc::UnboundedReceiver<Command>,
         ready: oneshot::Sender<Result<ConnectOk, ClientError>>,
     ) -> Driver {
+        let Nodes { first: endpoint, fallbacks, rest_base } = nodes;
         let endpoints = std::iter::once(endpoint.clone()).chain(fallbacks).collect();
         Driver {
             endpoint,
