@@ -43,6 +43,18 @@ bench() { # the bench against the current nodes
   $H bench --url "${URLS[0]}" "${also[@]}" --token-secret-file "$W/secret" "$@"
 }
 
+# The embedded default beside them, same shapes, for scale.
+HERALD_SECRET_FILE="$W/secret" $H serve --data "$W/sqlite" --listen 127.0.0.1:7820 \
+  --rate-per-sec 0 --max-conns-per-user 0 >"$W/sqlite.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do curl -s http://127.0.0.1:7820/healthz >/dev/null && break; sleep 0.1; done
+URLS=("http://127.0.0.1:7820"); ALSO=""
+echo "== SQLite, 1 node: append (64 connections, 16 channels)"
+bench append --channels 16 --messages 20000 2>&1 | grep -E "appends/s|p50|p99"
+echo "== SQLite, 1 node: fanout (300 members, 10 senders, 600 msgs/s)"
+bench fanout --members 300 --senders 10 --rate 600 2>&1 | grep -E "deliveries|p50|p99|missing"
+stop_nodes
+
 for n in 1 2 3; do
   start_nodes "$n" "herald_bench_$n"
   echo "== $n node(s): append (64 connections, 16 channels, spread over the nodes) x3"
