@@ -324,13 +324,13 @@ impl NatsBroker {
                 let events = on_event.clone();
                 async move { on_nats_event(&events, event) }
             });
-        let url = config.url.clone();
+        let url = shown_url(&config.url);
         let servers = config
             .url
             .split(',')
             .map(|u| u.trim().parse::<async_nats::ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| NatsError::Config(format!("url {:?}: {e}", config.url)))?;
+            .map_err(|e| NatsError::Config(format!("url {:?}: {e}", shown_url(&config.url))))?;
         let connect_error = |reason: String| NatsError::Connect { url: url.clone(), reason };
         // The client's own timeout covers one attempt's handshake; this one the whole call.
         let client = match tokio::time::timeout(config.connect_timeout, options.connect(servers)).await {
@@ -506,7 +506,7 @@ impl Broker for NatsBroker {
         Box::pin(async move {
             // Down, the SUB would only be queued (and might not even be): say so at once.
             if inner.client.connection_state() != State::Connected {
-                return Err(format!("nats: not connected to {}", inner.config.url));
+                return Err(format!("nats: not connected to {}", shown_url(&inner.config.url)));
             }
             let outcome = ready
                 .wait_for(Option::is_some)
@@ -532,7 +532,7 @@ impl Broker for NatsBroker {
     fn health(&self) -> Result<(), String> {
         match self.inner.client.connection_state() {
             State::Connected => Ok(()),
-            state => Err(format!("nats: {state} ({})", self.inner.config.url)),
+            state => Err(format!("nats: {state} ({})", shown_url(&self.inner.config.url))),
         }
     }
 }
@@ -757,7 +757,7 @@ impl Inner {
     /// server has processed every command this client sent before (a `SUB` above all).
     async fn confirm(&self) -> Result<(), String> {
         if self.client.connection_state() != State::Connected {
-            return Err(format!("nats: not connected to {}", self.config.url));
+            return Err(format!("nats: not connected to {}", shown_url(&self.config.url)));
         }
         let id = self.next_sync.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -862,5 +862,39 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+/// `url` (a comma-separated list) without user names, passwords or tokens, for logs, errors
+/// and `/healthz` (which anyone may read): `nats://user:pw@host:4222` → `nats://host:4222`.
+pub fn shown_url(url: &str) -> String {
+    url.split(',')
+        .map(|u| {
+            let u = u.trim();
+            match u.split_once("://") {
+                Some((scheme, rest)) => match rest.rsplit_once('@') {
+                    Some((_, host)) => format!("{scheme}://{host}"),
+                    None => u.to_owned(),
+                },
+                None => match u.rsplit_once('@') {
+                    Some((_, host)) => host.to_owned(),
+                    None => u.to_owned(),
+                },
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::shown_url;
+
+    #[test]
+    fn credentials_never_show() {
+        assert_eq!(shown_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(shown_url("nats://ada:s3cret@h:4222"), "nats://h:4222");
+        assert_eq!(shown_url("nats://tok@a:1, nats://b:2"), "nats://a:1,nats://b:2");
+        assert_eq!(shown_url("user:pw@h"), "h");
     }
 }

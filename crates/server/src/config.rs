@@ -49,13 +49,25 @@ pub struct ServeConfig {
     /// under --data, nothing else to run) or a PostgreSQL URL (`postgres://user@host:5432/db`)
     /// that every node of a deployment shares; blobs then live in PostgreSQL too. The first
     /// node to start on an empty database creates the schema (docs/deploy.md).
-    #[arg(long, env = "HERALD_STORE", default_value = "sqlite", value_name = "sqlite|URL")]
+    #[arg(
+        long,
+        env = "HERALD_STORE",
+        default_value = "sqlite",
+        value_name = "sqlite|URL",
+        hide_env_values = true
+    )]
     pub store: String,
 
     /// How events reach the connections of the other nodes: `local` (the default: one node,
     /// in process) or a NATS URL (`nats://127.0.0.1:4222`) every node shares. A NATS broker
     /// needs a shared store (--store postgres://…).
-    #[arg(long, env = "HERALD_BROKER", default_value = "local", value_name = "local|URL")]
+    #[arg(
+        long,
+        env = "HERALD_BROKER",
+        default_value = "local",
+        value_name = "local|URL",
+        hide_env_values = true
+    )]
     pub broker: String,
 
     /// Connections this node keeps to PostgreSQL (with --store postgres://…).
