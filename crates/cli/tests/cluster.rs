@@ -353,10 +353,26 @@ async fn after_a_nats_restart_every_client_has_every_message() {
     let last: Vec<String> = (2 * N / 3..N).map(|k| format!("m-{k}")).collect();
     send_all(ch.clone(), first).await;
     nats.down();
+    // /healthz names the broker while it is gone.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = healthz(&cluster.url(1)).await;
+        if status == 503 {
+            assert!(body.contains("broker: nats"), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "/healthz kept answering {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Sent while NATS is down: committed to PostgreSQL; they reach bob's node when NATS is
     // back, from the NATS client's buffer or, for what was lost, filled from PostgreSQL.
     send_all(ch.clone(), middle).await;
     nats.up();
+    let deadline = std::time::Instant::now() + WAIT;
+    while healthz(&cluster.url(1)).await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "node 1 did not see NATS come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     send_all(ch.clone(), last).await;
     let (messages, seqs) = reader.await.unwrap();
     assert_gapless(&seqs);
