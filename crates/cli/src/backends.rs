@@ -71,17 +71,18 @@ pub async fn open_node(config: ServeConfig) -> anyhow::Result<Node> {
              only if they have the same file; provision one with HERALD_SECRET or --secret-file"
         );
     }
-    let node_id = config.node_id.clone().unwrap_or_else(|| format!("node-{}", uuid::Uuid::now_v7().simple()));
     match (store, broker) {
         (StoreChoice::Sqlite, _) => open_embedded(config).await,
         (StoreChoice::Postgres(url), broker) => {
             let (broker, nats): (Arc<dyn Broker>, Option<Arc<NatsBroker>>) = match broker {
                 BrokerChoice::Local => (LocalBroker::new(), None),
                 BrokerChoice::Nats(url) => {
-                    let nats =
-                        NatsBroker::connect(NatsConfig { node_id: node_id.clone(), ..NatsConfig::new(&url) })
-                            .await
-                            .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    // Without --node-id the broker names itself (a fresh UUIDv7).
+                    let mut nats_config = NatsConfig::new(&url);
+                    if let Some(id) = &config.node_id {
+                        nats_config.node_id = id.clone();
+                    }
+                    let nats = NatsBroker::connect(nats_config).await.map_err(|e| anyhow::anyhow!("{e}"))?;
                     (nats.clone(), Some(nats))
                 }
             };
@@ -100,7 +101,10 @@ pub async fn open_node(config: ServeConfig) -> anyhow::Result<Node> {
             if let Some(nats) = &nats {
                 nats.set_store(store.clone());
             }
-            tracing::info!(node = %node_id, "store: PostgreSQL; broker: {}", if nats.is_some() { "NATS" } else { "in process" });
+            match &nats {
+                Some(n) => tracing::info!(node = n.node_id(), "store: PostgreSQL; broker: NATS"),
+                None => tracing::info!("store: PostgreSQL; broker: in process"),
+            }
             let node = Node::open(config, NodeBackends { store, blobs, broker }).await?;
             let metrics = node.state.metrics();
             pg_store.set_commit_observer(metrics.commit_observer());
@@ -157,7 +161,7 @@ fn nats_figures(s: &herald_broker_nats::NatsStats) -> Vec<BackendFigure> {
 }
 
 /// The single-node default: SQLite and blob files under `--data`, the in-process broker.
-async fn open_embedded(config: ServeConfig) -> anyhow::Result<Node> {
+pub async fn open_embedded(config: ServeConfig) -> anyhow::Result<Node> {
     let broker = LocalBroker::new();
     let sqlite = SqliteConfig {
         dir: config.data.clone(),

@@ -4,7 +4,6 @@
 //! Errors print one line starting `herald:` and exit with code 2; a closed stdout (`| head`)
 //! is not an error.
 
-mod backends;
 mod bench;
 mod client_cmds;
 
@@ -114,7 +113,7 @@ fn serve(args: ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     config.secret = env_secret().map(herald_server::config::Secret);
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async { herald_server::serve(backends::open_node(config).await?).await })
+    rt.block_on(async { herald_server::serve(herald_cli::backends::open_node(config).await?).await })
 }
 
 /// HERALD_SECRET, if set and not empty: the token secret itself (see `serve --secret-file`).

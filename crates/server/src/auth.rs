@@ -136,25 +136,32 @@ pub fn resolve_secret(
     secret_file: Option<&Path>,
     data: &Path,
 ) -> std::io::Result<Vec<u8>> {
-    let check = |text: &str, whence: &dyn std::fmt::Display| -> std::io::Result<Vec<u8>> {
-        let text = text.trim();
-        if text.len() < 32 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("the secret in {whence} is shorter than 32 characters"),
-            ));
-        }
-        Ok(text.as_bytes().to_vec())
-    };
-    if let Some(text) = secret {
-        return check(text, &"HERALD_SECRET");
+    match (secret, secret_file) {
+        (Some(text), _) => secret_text(text, &"HERALD_SECRET"),
+        (None, Some(path)) => read_secret_file(path),
+        (None, None) => load_or_create_secret(data),
     }
-    if let Some(path) = secret_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display())))?;
-        return check(&text, &path.display());
+}
+
+/// A secret file in the format of the data directory's `secret` (text, trimmed, at least 32
+/// characters): `--secret-file`, and `herald bench --token-secret-file`.
+pub fn read_secret_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display())))?;
+    secret_text(&text, &path.display())
+}
+
+/// The one check of a secret's text: trimmed, at least 32 characters. The error names where
+/// it came from (`whence`), never the secret.
+fn secret_text(text: &str, whence: &dyn std::fmt::Display) -> std::io::Result<Vec<u8>> {
+    let text = text.trim();
+    if text.len() < 32 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the secret in {whence} is shorter than 32 characters"),
+        ));
     }
-    load_or_create_secret(data)
+    Ok(text.as_bytes().to_vec())
 }
 
 /// The path of the token secret inside a data directory.
@@ -168,16 +175,7 @@ pub fn load_or_create_secret(data: &Path) -> std::io::Result<Vec<u8>> {
     std::fs::create_dir_all(data)?;
     let path = secret_path(data);
     match std::fs::read_to_string(&path) {
-        Ok(s) => {
-            let s = s.trim();
-            if s.len() < 32 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{} is shorter than 32 characters", path.display()),
-                ));
-            }
-            Ok(s.as_bytes().to_vec())
-        }
+        Ok(s) => secret_text(&s, &path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 32];
             rand::Rng::fill(&mut rand::rngs::OsRng, &mut bytes);

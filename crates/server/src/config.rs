@@ -74,7 +74,7 @@ pub struct ServeConfig {
     #[arg(long, env = "HERALD_PG_POOL", default_value_t = 16)]
     pub pg_pool: usize,
 
-    /// Name of this node in logs and on the broker (default: a random id per start).
+    /// Name of this node on the NATS broker and in its logs (default: a random id per start).
     #[arg(long, env = "HERALD_NODE_ID")]
     #[serde(default)]
     pub node_id: Option<String>,

@@ -3,14 +3,11 @@
 //! in-process broker), for the tests of the server, the SDK and the CLI. It speaks over real
 //! sockets exactly like `herald serve`.
 
-use herald_engine::{BrokerSink, LocalBroker};
+use herald_cli::backends::open_embedded;
 use herald_server::auth::{Claims, mint_hs256, now_secs};
 use herald_server::config::{DurabilityMode, ServeConfig};
-use herald_server::{Node, NodeBackends};
-use herald_store_sqlite::{Durability, FsBlobStore, SqliteConfig, SqliteStore};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -154,23 +151,4 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
-}
-
-/// A node over the embedded backends, as `herald serve` opens it by default.
-pub async fn open_embedded(config: ServeConfig) -> anyhow::Result<Node> {
-    let broker = LocalBroker::new();
-    let sqlite = SqliteConfig {
-        dir: config.data.clone(),
-        durability: match config.durability {
-            DurabilityMode::Fsync => Durability::Fsync,
-            DurabilityMode::Relaxed => Durability::Relaxed,
-        },
-        max_batch: config.max_batch.max(1),
-        readers: 4,
-    };
-    let store = Arc::new(SqliteStore::open(sqlite, BrokerSink::new(broker.clone()))?);
-    let blobs = Arc::new(FsBlobStore::open(config.data.clone())?);
-    let node = Node::open(config, NodeBackends { store: store.clone(), blobs, broker }).await?;
-    store.set_commit_observer(node.state.metrics().commit_observer());
-    Ok(node)
 }

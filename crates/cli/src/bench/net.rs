@@ -212,14 +212,9 @@ pub fn read_data_secret(data: &Path) -> anyhow::Result<Vec<u8>> {
     load_or_create_secret(data).with_context(|| format!("cannot read the secret in {}", data.display()))
 }
 
-/// A secret file in the format of the data directory's (`secret`: text, trimmed).
+/// A secret file in the format of the data directory's (`--token-secret-file`).
 pub fn read_secret_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let text = text.trim();
-    if text.len() < 32 {
-        bail!("{} is shorter than 32 characters", path.display());
-    }
-    Ok(text.as_bytes().to_vec())
+    Ok(herald_server::auth::read_secret_file(path)?)
 }
 
 /// Fetches `/metrics`. HTTP/1.0 keeps this to a few lines: the server answers with a plain
