@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .chain import KINDS
 from .errors import ChainError, ProtocolError, ServerError
 from .models import ConnectInfo, Message, _b, _i, _obj, _os, _s
 
@@ -246,6 +247,8 @@ def parse_event(v: Any) -> ServerEvent:
     if name == "resume_truncated":
         return ResumeTruncated(d, _s(d, "channel"), _i(d, "from_seq"))
     if "seq" not in d:
+        if name in KINDS:
+            raise ProtocolError(f"{name} event without seq")
         return UnknownEvent(d, name)
     channel = _s(d, "channel")
     meta = EntryMeta.from_json(d)
