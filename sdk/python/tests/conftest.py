@@ -7,11 +7,13 @@ The binary comes from ``HERALD_BIN``, else ``${CARGO_TARGET_DIR:-<repo>/target}/
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -19,6 +21,8 @@ import herald
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = Path(__file__).parent / "fixtures"
+
+T = TypeVar("T")
 
 # Every await on the network in the tests is bounded by this.
 TIMEOUT = 15.0
@@ -74,7 +78,8 @@ class HeraldServer:
         def drain(stream: object) -> None:
             # Keeps reading so the child never blocks on a full pipe; the first line with
             # `listen=` tells the address.
-            assert self.proc is not None and self.proc.stderr is not None
+            assert self.proc is not None
+            assert self.proc.stderr is not None
             for line in self.proc.stderr:
                 self.log.append(line)
                 if not found.is_set() and "listen=" in line:
@@ -127,11 +132,15 @@ class HeraldServer:
             raise RuntimeError(f"herald token failed: {out.stderr}")
         return out.stdout.strip()
 
-    async def client(self, sub: str, **config: object) -> herald.Client:
-        cfg = herald.ClientConfig(
-            backoff_initial=0.05, backoff_max=0.5, request_timeout=TIMEOUT, **config
-        )  # type: ignore[arg-type]
-        return await herald.Client.connect(self.url, self.token(sub), config=cfg)
+    async def client(self, sub: str, config: herald.ClientConfig | None = None) -> herald.Client:
+        return await herald.Client.connect(self.url, self.token(sub), config=config or fast())
+
+
+def fast() -> herald.ClientConfig:
+    """Reconnects quickly, so a restart test does not wait for the default backoff."""
+    return herald.ClientConfig(
+        backoff_initial=0.05, backoff_max=0.5, backoff_jitter=0.0, request_timeout=TIMEOUT
+    )
 
 
 @pytest.fixture
@@ -142,10 +151,52 @@ def server(tmp_path: Path) -> Iterator[HeraldServer]:
     s.stop()
 
 
+class Clients:
+    """Connects clients for a test and closes them after it."""
+
+    def __init__(self, server: HeraldServer) -> None:
+        self.server = server
+        self.made: list[herald.Client] = []
+
+    async def __call__(self, sub: str, config: herald.ClientConfig | None = None) -> herald.Client:
+        c = await within(self.server.client(sub, config))
+        self.made.append(c)
+        return c
+
+
 @pytest.fixture
-async def clients(server: HeraldServer) -> AsyncIterator[list[herald.Client]]:
-    """Clients made in a test, closed after it."""
-    made: list[herald.Client] = []
-    yield made
-    for c in made:
+async def connect(server: HeraldServer) -> AsyncIterator[Clients]:
+    clients = Clients(server)
+    yield clients
+    for c in clients.made:
         await c.close()
+
+
+E = TypeVar("E", bound=herald.Event)
+
+
+async def next_of(
+    stream: herald.EventStream,
+    cls: type[E],
+    pred: Callable[[E], bool] = lambda _: True,
+    *,
+    skip: Callable[[herald.Event], None] | None = None,
+) -> E:
+    """The next event of ``stream`` of type ``cls`` matching ``pred``, within TIMEOUT; every
+    event skipped on the way goes to ``skip``. A chain error on the way fails the test."""
+
+    async def find() -> E:
+        async for ev in stream:
+            if isinstance(ev, herald.ChainFailed):
+                raise AssertionError(f"chain error: {ev.error}")
+            if isinstance(ev, cls) and pred(ev):
+                return ev
+            if skip is not None:
+                skip(ev)
+        raise AssertionError(f"stream ended before a {cls.__name__}")
+
+    return await asyncio.wait_for(find(), TIMEOUT)
+
+
+async def within(aw: Awaitable[T]) -> T:
+    return await asyncio.wait_for(aw, TIMEOUT)

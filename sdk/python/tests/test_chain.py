@@ -7,9 +7,9 @@ import struct
 from typing import Any
 
 import pytest
-from conftest import FIXTURES
 
 import herald
+from conftest import FIXTURES
 from herald.chain import (
     ChainVerifier,
     EntryRef,

@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from test_chain import CHANNEL, VECTORS, ts_of
-
 import herald
 from herald.session import Emit, Rejected, Reply, Send, Session
+from test_chain import CHANNEL, VECTORS, ts_of
 
 
 def as_event(v: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +98,8 @@ def test_a_tampered_live_event_is_a_chain_error_and_not_delivered() -> None:
     bad = json.loads(json.dumps(EVENTS[2]))
     bad["message"]["content"] = "Hello everyone, send money"
     got = feed(s, bad)
-    assert len(got) == 1 and isinstance(got[0], herald.ChainFailed)
+    assert len(got) == 1
+    assert isinstance(got[0], herald.ChainFailed)
     assert (got[0].error.reason, got[0].error.seq) == ("content_mismatch", 3)
     # The head did not move: the genuine entry is still accepted next.
     assert s.resume_points() == {CHANNEL: 2}
@@ -111,7 +111,8 @@ def test_a_skipped_entry_is_a_gap() -> None:
     ready(s)
     feed(s, EVENTS[0])
     got = feed(s, EVENTS[2])
-    assert isinstance(got[0], herald.ChainFailed) and got[0].error.reason == "gap"
+    assert isinstance(got[0], herald.ChainFailed)
+    assert got[0].error.reason == "gap"
 
 
 def test_a_replay_after_reconnect_delivers_nothing_twice() -> None:
@@ -185,16 +186,19 @@ def test_error_replies_become_exceptions_named_after_their_code() -> None:
     err = {"code": "channel_not_found", "message": "no channel nope"}
     outs = s.handle_text(json.dumps({"id": frame["id"], "error": err}))
     reply = outs[0]
-    assert isinstance(reply, Reply) and isinstance(reply.error, herald.ChannelNotFoundError)
+    assert isinstance(reply, Reply)
+    assert isinstance(reply.error, herald.ChannelNotFoundError)
     assert reply.error.code == "channel_not_found"
     frame = sent(s.request({"op": "ping"}, "w"))[0]
-    err = {"code": "rate_limited", "message": "slow down", "retry_after_ms": 120}
-    reply = s.handle_text(json.dumps({"id": frame["id"], "error": err}))[0]
-    assert isinstance(reply, Reply) and isinstance(reply.error, herald.RateLimitedError)
+    limited: dict[str, object] = {"code": "rate_limited", "message": "slow", "retry_after_ms": 120}
+    reply = s.handle_text(json.dumps({"id": frame["id"], "error": limited}))[0]
+    assert isinstance(reply, Reply)
+    assert isinstance(reply.error, herald.RateLimitedError)
     assert reply.error.retry_after_ms == 120
     frame = sent(s.request({"op": "ping"}, "w"))[0]
     reply = s.handle_text(json.dumps({"id": frame["id"], "error": {"code": "brand_new"}}))[0]
-    assert isinstance(reply, Reply) and type(reply.error) is herald.ServerError
+    assert isinstance(reply, Reply)
+    assert type(reply.error) is herald.ServerError
     assert reply.error.code == "brand_new"
 
 
@@ -203,7 +207,8 @@ def test_a_refused_connect_is_rejected() -> None:
     frame = json.loads(s.connect("bad"))
     err = {"code": "unauthorized", "message": "bad token"}
     outs = s.handle_text(json.dumps({"id": frame["id"], "error": err}))
-    assert isinstance(outs[0], Rejected) and isinstance(outs[0].error, herald.UnauthorizedError)
+    assert isinstance(outs[0], Rejected)
+    assert isinstance(outs[0].error, herald.UnauthorizedError)
 
 
 def test_unreadable_frames_are_ignored() -> None:
@@ -213,4 +218,5 @@ def test_unreadable_frames_are_ignored() -> None:
     assert s.handle_text("[1, 2]") == []
     assert feed(s, {"event": "message", "channel": CHANNEL}) == [], "no seq: no log entry"
     unknown = feed(s, {"event": "participant_added", "channel": CHANNEL, "participant": {}})
-    assert isinstance(unknown[0], herald.UnknownEvent) and unknown[0].name == "participant_added"
+    assert isinstance(unknown[0], herald.UnknownEvent)
+    assert unknown[0].name == "participant_added"

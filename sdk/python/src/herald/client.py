@@ -271,11 +271,12 @@ class Subscription(AsyncIterator[Publication]):
             raise TimeoutError(f"no publication on {self.subject!r} within {timeout} s") from None
 
     async def unsubscribe(self) -> None:
-        """Removes this subscription (the server's, with the last one of the subject)."""
+        """Removes this subscription; with the last one of its subject, returns once the
+        server has stopped sending it."""
+        self._end()
         if self._active:
             self._active = False
-            self._client._unsubscribe(self)
-        self._end()
+            await self._client._unsubscribe(self)
 
 
 @dataclass
@@ -651,17 +652,24 @@ class Client:
         try:
             await self._wait(waiter, "subscribe")
         except BaseException:
-            await sub.unsubscribe()
+            # The local subscription goes again; the server holds none to remove.
+            with contextlib.suppress(HeraldError):
+                await sub.unsubscribe()
             raise
         return sub
 
-    def _unsubscribe(self, sub: Subscription) -> None:
+    async def _unsubscribe(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.subject, [])
-        if sub in subs:
-            subs.remove(sub)
-            if not subs:
-                self._subs.pop(sub.subject, None)
-            self._apply(self._session.unsubscribe(sub.subject))
+        if sub not in subs:
+            return
+        subs.remove(sub)
+        if not subs:
+            self._subs.pop(sub.subject, None)
+        if self._stopped:
+            return
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._apply(self._session.unsubscribe(sub.subject, waiter))
+        await self._wait(waiter, "unsubscribe")
 
     async def publish(self, subject: str, data: Any) -> None:
         """Publishes JSON ``data`` to every subscriber of ``subject`` (this client too)."""

@@ -207,18 +207,20 @@ class Session(Generic[W]):
         self._subjects[subject] = self._subjects.get(subject, 0) + 1
         return self.request({"op": "subscribe", "subject": subject}, waiter)
 
-    def unsubscribe(self, subject: str) -> list[Output[W]]:
-        """Removes a local subscription; unsubscribes on the server with the last one."""
+    def unsubscribe(self, subject: str, waiter: W | None = None) -> list[Output[W]]:
+        """Removes a local subscription; unsubscribes on the server with the last one.
+        ``waiter`` is answered by the server's reply, or at once when none is needed."""
         out: list[Output[W]] = []
-        n = self._subjects.get(subject)
-        if n is None:
-            return out
+        n = self._subjects.get(subject, 0)
         if n > 1:
             self._subjects[subject] = n - 1
-            return out
-        del self._subjects[subject]
-        if self._ready:
-            self._push({"op": "unsubscribe", "subject": subject}, None, out)
+        elif n == 1:
+            del self._subjects[subject]
+            if self._ready:
+                self._push({"op": "unsubscribe", "subject": subject}, waiter, out)
+                return out
+        if waiter is not None:
+            out.append(Reply(waiter, ok={}))
         return out
 
     # -- inbound ----------------------------------------------------------------------
