@@ -49,7 +49,10 @@ async def test_restart_loses_nothing_and_duplicates_nothing(
     assert [m.id for m in got] == sent, "every message once, in order"
     assert all(a.seq < b.seq for a, b in itertools.pairwise(got))
 
-    # The subscription was renewed after the reconnect.
+    # The subscription was renewed after the reconnect. The renewal is sent right after
+    # `connect` is answered, before any request of the user's, and the server answers in
+    # order: once a ping made now is answered, the renewed subscription is in force.
+    await within(ada.ping())
     await within(late.publish("lobby", 1))
     assert (await within(lobby.next())).data == 1
 
