@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from pathlib import Path
 
 import herald
 from conftest import Clients, HeraldServer, next_of, within
@@ -100,3 +101,35 @@ async def test_a_request_in_flight_during_a_restart_fails_or_is_resent(
     assert m.content == "while down"
     page = await within(ch.history(limit=10))
     assert [x.id for x in page.messages if x.client_id == "down-1"] == [m.id]
+
+
+async def test_a_truncated_replay_is_announced_and_the_hole_pages_verified(
+    tmp_path: Path,
+) -> None:
+    server = HeraldServer(tmp_path / "data", ["--replay-cap", "2"])
+    server.start()
+    clients = Clients(server)
+    try:
+        ada = await clients("ada", SLOW)
+        events = ada.events()
+        ch = await within(ada.create_channel("busy"))
+        bob = await clients("bob")
+        bobs = await within(bob.join("busy"))
+        joined = await next_of(events, herald.MemberJoined, lambda e: e.user == "bob")
+
+        await asyncio.to_thread(server.restart)
+        # Five entries while Ada is away; the server replays only the newest two.
+        sent = [await within(bobs.send(f"missed {i}")) for i in range(5)]
+        truncated = await next_of(events, herald.ResumeTruncated)
+        assert (truncated.channel, truncated.from_seq) == (ch.id, sent[3].seq)
+        replayed = [(await next_of(events, herald.MessageEvent)).message.id for _ in range(2)]
+        assert replayed == [m.id for m in sent[3:]]
+        # The hole pages over the log, verified against the head Ada had before it.
+        hole = await within(ch.log(joined.seq, 3))
+        assert [e.seq for e in hole.entries] == [m.seq for m in sent[:3]]
+        page = await within(ch.history(after=joined.seq, limit=3))
+        assert [m.id for m in page.messages] == [m.id for m in sent[:3]]
+    finally:
+        for c in clients.made:
+            await c.close()
+        server.stop()
