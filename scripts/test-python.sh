@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Python SDK's checks (sdk/python): installs the package with its dev tools into a venv,
-# then ruff (lint and format), mypy --strict, and pytest against a real `herald serve` that
-# the tests start on port 0 (so `herald` is built first unless HERALD_BIN names one).
+# builds the herald-crypto bindings (crates/crypto-py, PyO3) into it with maturin, then ruff
+# (lint and format), mypy --strict, and pytest against a real `herald serve` that the tests
+# start on port 0 (so `herald` is built first unless HERALD_BIN names one).
 #
 # Environment (all optional):
 #   HERALD_PY_VENV    the venv to use (default /var/tmp/herald-py-venv; created on first use)
@@ -19,6 +20,8 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "./sdk/python[dev]"
+echo "==> maturin develop (crates/crypto-py)" >&2
+VIRTUAL_ENV="$venv" "$venv/bin/maturin" develop --quiet --locked -m crates/crypto-py/Cargo.toml
 
 if [ -z "${HERALD_BIN:-}" ]; then
     cargo build --quiet --locked -p herald-cli
