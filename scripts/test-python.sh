@@ -29,10 +29,13 @@ if [ -z "${HERALD_BIN:-}" ]; then
 fi
 
 cd sdk/python
+# The examples (examples/python) are held to the SDK's own settings.
 echo "==> ruff check" >&2
 "$venv/bin/ruff" check .
+"$venv/bin/ruff" check --config pyproject.toml ../../examples/python
 echo "==> ruff format --check" >&2
 "$venv/bin/ruff" format --check .
+"$venv/bin/ruff" format --check --config pyproject.toml ../../examples/python
 echo "==> mypy --strict" >&2
 "$venv/bin/mypy"
 echo "==> pytest" >&2
