@@ -310,3 +310,42 @@ async def test_closed_client_refuses_requests(connect: Clients) -> None:
         await ada.ping()
     tail = [e async for e in events]
     assert isinstance(tail[-1], herald.Disconnected)
+
+
+async def test_a_reader_that_falls_behind_gets_lagged_and_its_stream_ends(
+    connect: Clients,
+) -> None:
+    ada = await connect("ada")
+    ch = await within(ada.create_channel("firehose"))
+    ada.events().close()  # the first stream takes the backlog since connect; not this one's
+    small = herald.ClientConfig(event_buffer=3, request_timeout=TIMEOUT)
+    bob = await connect("bob", small)
+    await within(bob.join("firehose"))
+    events = bob.events()
+    other = bob.events()
+    for i in range(6):
+        await within(ch.send(f"burst {i}"))
+    await within(bob.ping())  # every event of the burst has reached bob's client by now
+    got = [e async for e in events]
+    assert isinstance(got[-1], herald.Lagged)
+    assert got[-1].capacity == 3
+    assert len(got) <= 4, "at most the buffer, then Lagged: nothing grows without bound"
+    # Another stream is independent; the client itself is unaffected.
+    assert isinstance(await other.next(TIMEOUT), herald.Event)
+    await within(bob.ping())
+
+
+async def test_an_expired_token_without_provider_stops_the_client(
+    server: HeraldServer,
+) -> None:
+    client = await within(
+        herald.Client.connect(server.url, server.token("ada", ttl="2s"), config=fast())
+    )
+    try:
+        events = client.events()
+        gone = await next_of(events, herald.Disconnected)
+        assert gone.reason == "unauthorized"
+        with pytest.raises(herald.ClosedError):
+            await client.ping()
+    finally:
+        await client.close()
