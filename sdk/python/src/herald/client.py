@@ -488,6 +488,10 @@ class Client:
             )
         except (OSError, InvalidHandshake, InvalidURI, asyncio.TimeoutError) as e:
             return _End("lost", f"cannot connect to {self._endpoint.ws}: {e!r}"), False
+        except Exception as e:
+            # Whatever else the handshake raises is a failed attempt too, never a dead client.
+            log.warning("unexpected error connecting: %r", e)
+            return _End("lost", f"cannot connect to {self._endpoint.ws}: {e!r}"), False
         self._ws = ws
         queue: asyncio.Queue[str] = asyncio.Queue()
         self._outq = queue
