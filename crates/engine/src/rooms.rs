@@ -281,6 +281,24 @@ impl Rooms {
         });
     }
 
+    /// Notes a participant of a connection of this node, before its `Entered` envelope is
+    /// published, so the replica's entry carries the connection when the envelope arrives.
+    fn note_local(&self, app: &str, channel: &str, me: &Participant, conn: &Arc<ConnShared>) {
+        let mut st = self.state.lock();
+        st.by_conn.entry(conn.key).or_default().push((channel.to_owned(), me.participant_id.clone()));
+        let room = st.rooms.entry(channel.to_owned()).or_insert_with(|| Room {
+            app: app.to_owned(),
+            participants: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            last_enter: 0,
+            count_sent: None,
+        });
+        let entry = Entry { p: me.clone(), conn: Some(conn.clone()), tick: u64::MAX };
+        if room.participants.insert(me.participant_id.clone(), entry).is_none() {
+            self.stats.participants.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn conn_gone(&self, app: &str, key: u64) {
         let entered = self.state.lock().by_conn.remove(&key).unwrap_or_default();
         for (channel, pid) in entered {
@@ -973,21 +991,7 @@ impl Engine {
             kind: who.user.kind,
             attributes,
         };
-        {
-            // Note the local connection first, so the replica's entry carries it when the
-            // envelope comes back through the broker.
-            let mut st = rooms.state.lock();
-            st.by_conn.entry(conn.key).or_default().push((channel.clone(), pid.clone()));
-            let room = st.rooms.entry(channel.clone()).or_insert_with(|| Room {
-                app: who.app.clone(),
-                participants: BTreeMap::new(),
-                pending: BTreeMap::new(),
-                last_enter: 0,
-                count_sent: None,
-            });
-            room.participants.insert(pid.clone(), Entry { p: me.clone(), conn: Some(conn.shared().clone()), tick: u64::MAX });
-            rooms.stats.participants.fetch_add(1, Ordering::Relaxed);
-        }
+        rooms.note_local(&who.app, &channel, &me, conn.shared());
         rooms.publish(RoomEnvelope {
             app: who.app.clone(),
             channel: channel.clone(),
@@ -1055,4 +1059,135 @@ fn check_attributes(attributes: &Map<String, Value>) -> Result<(), EngineError> 
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::broker::LocalBroker;
+    use crate::conn::QueueLimits;
+    use crate::hub::Hub;
+
+    struct Ids(AtomicU64);
+    impl IdGen for Ids {
+        fn new_id(&self) -> String {
+            format!("s{}", self.0.fetch_add(1, Ordering::Relaxed))
+        }
+    }
+
+    fn participant(pid: &str, attrs: Value) -> Participant {
+        Participant {
+            participant_id: pid.into(),
+            user: format!("u-{pid}"),
+            name: None,
+            kind: herald_proto::model::UserKind::Human,
+            attributes: attrs.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    fn change(c: RoomChange) -> Envelope {
+        Envelope::Room(RoomEnvelope {
+            app: "app".into(),
+            channel: "ch".into(),
+            to: None,
+            skip: None,
+            frame: Bytes::new(),
+            change: Some(c),
+        })
+    }
+
+    /// A registry whose timer never fires during a test (flushes are called by hand), with
+    /// one local participant `l` whose frames the test reads.
+    fn setup(list_max: usize) -> (Arc<Rooms>, mpsc::Receiver<Bytes>) {
+        let config = RoomsConfig { presence_interval_ms: 3_600_000, presence_list_max: list_max, ..RoomsConfig::default() };
+        let rooms = Rooms::start(LocalBroker::new(), Arc::new(Ids(AtomicU64::new(0))), config);
+        let hub = Hub::new(QueueLimits { frames: 1024, bytes: 1 << 20 });
+        let (conn, rx) = hub.new_conn("c1".into(), "app", "u-l");
+        let me = participant("l", json_obj());
+        rooms.note_local("app", "ch", &me, &conn);
+        rooms.receive(&change(RoomChange::Entered { participant: me }));
+        rooms.flush();
+        (rooms, rx)
+    }
+
+    fn json_obj() -> Value {
+        Value::Object(Map::new())
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<RoomEvent> {
+        let mut out = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            out.push(serde_json::from_slice(&b).unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn presence_is_coalesced_per_interval_to_the_latest_state() {
+        let (rooms, mut rx) = setup(1000);
+        rooms.receive(&change(RoomChange::Entered { participant: participant("a", json_obj()) }));
+        rooms.receive(&change(RoomChange::Left { participant_id: "a".into() }));
+        rooms.receive(&change(RoomChange::Entered { participant: participant("b", serde_json::json!({"v": 1})) }));
+        rooms.receive(&change(RoomChange::Updated { participant: participant("b", serde_json::json!({"v": 2})) }));
+        rooms.receive(&change(RoomChange::Updated { participant: participant("b", serde_json::json!({"v": 3})) }));
+        assert!(drain(&mut rx).is_empty(), "nothing goes out before the interval ends");
+        rooms.flush();
+        let got = drain(&mut rx);
+        assert_eq!(got.len(), 1, "{got:?}: an enter and leave cancel; three changes of b become one");
+        match &got[0] {
+            RoomEvent::ParticipantAdded { participant, .. } => {
+                assert_eq!(participant.participant_id, "b");
+                assert_eq!(participant.attributes.get("v"), Some(&Value::from(3)), "the latest state");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(rooms.stats.coalesced.load(Ordering::Relaxed) >= 3);
+        // In the next interval an update and a leave of b become one removal.
+        rooms.receive(&change(RoomChange::Updated { participant: participant("b", serde_json::json!({"v": 4})) }));
+        rooms.receive(&change(RoomChange::Left { participant_id: "b".into() }));
+        rooms.flush();
+        let got = drain(&mut rx);
+        assert!(matches!(&got[..], [RoomEvent::ParticipantRemoved { participant, .. }] if participant.participant_id == "b"), "{got:?}");
+        rooms.flush();
+        assert!(drain(&mut rx).is_empty(), "a quiet interval sends nothing");
+    }
+
+    /// Entering n participants must not cost O(n²) frames: past the list size each local
+    /// participant gets one count per interval, whatever the number of changes.
+    #[tokio::test]
+    async fn past_the_list_max_a_flush_sends_one_count() {
+        let (rooms, mut rx) = setup(10);
+        for i in 0..500 {
+            rooms.receive(&change(RoomChange::Entered { participant: participant(&format!("p{i:03}"), json_obj()) }));
+        }
+        rooms.flush();
+        let got = drain(&mut rx);
+        assert!(matches!(&got[..], [RoomEvent::PresenceCount { count: 501, .. }]), "{got:?}");
+        rooms.flush();
+        assert!(drain(&mut rx).is_empty(), "the same count is not sent twice");
+        rooms.receive(&change(RoomChange::Left { participant_id: "p000".into() }));
+        rooms.flush();
+        assert!(matches!(&drain(&mut rx)[..], [RoomEvent::PresenceCount { count: 500, .. }]));
+    }
+
+    /// An enter and a leave cancel out only if nobody entered in between: one who did saw the
+    /// enter in its own enter reply and must hear of the leave.
+    #[tokio::test]
+    async fn a_leave_is_not_cancelled_for_a_participant_that_saw_the_enter() {
+        let (rooms, mut rx) = setup(1000);
+        rooms.receive(&change(RoomChange::Entered { participant: participant("a", json_obj()) }));
+        // A second local participant enters now (its reply lists a).
+        let hub = Hub::new(QueueLimits { frames: 64, bytes: 1 << 20 });
+        let (conn2, mut rx2) = hub.new_conn("c2".into(), "app", "u-m");
+        let m = participant("m", json_obj());
+        rooms.note_local("app", "ch", &m, &conn2);
+        rooms.receive(&change(RoomChange::Entered { participant: m }));
+        rooms.receive(&change(RoomChange::Left { participant_id: "a".into() }));
+        rooms.flush();
+        let at_m = drain(&mut rx2);
+        assert!(matches!(&at_m[..], [RoomEvent::ParticipantRemoved { participant, .. }] if participant.participant_id == "a"), "{at_m:?}");
+        let at_l = drain(&mut rx);
+        assert!(at_l.iter().any(|e| matches!(e, RoomEvent::ParticipantAdded { participant, .. } if participant.participant_id == "m")), "{at_l:?}");
+    }
 }
