@@ -373,7 +373,8 @@ mod tests {
     /// and a binary frame (newlines and all) comes back byte for byte.
     #[test]
     fn room_envelopes_round_trip() {
-        let frame = Bytes::from(herald_proto::frames::encode_binary(br#"{"event":"room_message"}"#, b"\n\x00\xff\n"));
+        let frame =
+            Bytes::from(herald_proto::frames::encode_binary(br#"{"event":"room_message"}"#, b"\n\x00\xff\n"));
         let r = Envelope::Room(RoomEnvelope {
             app: "default".into(),
             channel: "c1".into(),

@@ -690,7 +690,8 @@ async fn room_participants_messages_and_streams_cross_nodes() {
     let enter = |channel: &str| RoomRequest::Enter { channel: channel.to_owned(), attributes: None };
     let ok = e0.execute_room(&ada.who, &ada.conn, enter(&id), None).await.unwrap();
     let pa = serde_json::to_value(&ok).unwrap()["participant_id"].as_str().unwrap().to_owned();
-    let ok = serde_json::to_value(e1.execute_room(&bob.who, &bob.conn, enter(&id), None).await.unwrap()).unwrap();
+    let ok =
+        serde_json::to_value(e1.execute_room(&bob.who, &bob.conn, enter(&id), None).await.unwrap()).unwrap();
     let pb = ok["participant_id"].as_str().unwrap().to_owned();
     // Ada's enter reaches node 1 before or after Bob's: in his list, or as an event.
     if ok["participants"].as_array().unwrap().len() < 2 {
@@ -700,7 +701,12 @@ async fn room_participants_messages_and_streams_cross_nodes() {
     let (added, _) = next_room(&mut ada.rx, |e| e["event"] == "participant_added").await;
     assert_eq!(added["participant"]["participant_id"], pb.as_str());
 
-    let send = RoomRequest::Send { channel: id.clone(), to: pb.clone(), kind: "file".into(), message: json!({"n": 1}) };
+    let send = RoomRequest::Send {
+        channel: id.clone(),
+        to: pb.clone(),
+        kind: "file".into(),
+        message: json!({"n": 1}),
+    };
     e0.execute_room(&ada.who, &ada.conn, send, Some(Bytes::from_static(b"\x00\nbytes\n"))).await.unwrap();
     let (m, bytes) = next_room(&mut bob.rx, |e| e["event"] == "room_message").await;
     assert_eq!(m["from"]["participant_id"], pa.as_str());
@@ -711,16 +717,24 @@ async fn room_participants_messages_and_streams_cross_nodes() {
         let (e0, who, id, pb) = (e0.clone(), ada.who.clone(), id.clone(), pb.clone());
         let conn = std::sync::Arc::new(ada.conn);
         let c2 = conn.clone();
-        (tokio::spawn(async move {
-            let req = RoomRequest::StreamOpen { channel: id, to: pb, header: json!({}) };
-            e0.execute_room(&who, &c2, req, None).await.map(|ok| serde_json::to_value(ok).unwrap())
-        }), conn)
+        (
+            tokio::spawn(async move {
+                let req = RoomRequest::StreamOpen { channel: id, to: pb, header: json!({}) };
+                e0.execute_room(&who, &c2, req, None).await.map(|ok| serde_json::to_value(ok).unwrap())
+            }),
+            conn,
+        )
     };
     let (req, _) = next_room(&mut bob.rx, |e| e["event"] == "stream_request").await;
     let sid = req["stream_id"].as_str().unwrap().to_owned();
-    e1.execute_room(&bob.who, &bob.conn, RoomRequest::StreamAccept { stream_id: sid.clone(), credit: Some(4) }, None)
-        .await
-        .unwrap();
+    e1.execute_room(
+        &bob.who,
+        &bob.conn,
+        RoomRequest::StreamAccept { stream_id: sid.clone(), credit: Some(4) },
+        None,
+    )
+    .await
+    .unwrap();
     let ok = open.0.await.unwrap().unwrap();
     assert_eq!(ok["stream_id"], sid.as_str());
     let ada_conn = open.1;

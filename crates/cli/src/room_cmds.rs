@@ -125,9 +125,10 @@ pub fn run(args: RoomArgs) -> anyhow::Result<()> {
 }
 
 async fn connect(conn: &Conn) -> anyhow::Result<Client> {
-    let token = conn.token.as_deref().filter(|t| !t.is_empty()).context(
-        "no token: pass --token or set HERALD_TOKEN (mint one with `herald token --sub <user>`)",
-    )?;
+    let token =
+        conn.token.as_deref().filter(|t| !t.is_empty()).context(
+            "no token: pass --token or set HERALD_TOKEN (mint one with `herald token --sub <user>`)",
+        )?;
     Client::connect_with(&conn.url, token, ClientConfig::default())
         .await
         .with_context(|| format!("cannot connect to {}", conn.url))
@@ -163,7 +164,9 @@ async fn run_async(cmd: RoomCmd) -> anyhow::Result<()> {
                 out(&serde_json::to_value(&p)?)?;
             }
         }
-        RoomCmd::Messaging { cmd: MessagingCmd::Send { room, to_participant_id, kind, data, attachment, conn } } => {
+        RoomCmd::Messaging {
+            cmd: MessagingCmd::Send { room, to_participant_id, kind, data, attachment, conn },
+        } => {
             let data = json_arg("--data", &data)?;
             let attachment = attachment.as_deref().map(read_file).transpose()?;
             let client = connect(&conn).await?;
@@ -198,7 +201,9 @@ async fn run_async(cmd: RoomCmd) -> anyhow::Result<()> {
             let handle = client.room(&room);
             let mut events = handle.events();
             let ok = handle.enter(attributes).await?;
-            out(&json!({"event": "entered", "participant_id": ok.participant_id, "participants": ok.participants, "count": ok.count}))?;
+            out(
+                &json!({"event": "entered", "participant_id": ok.participant_id, "participants": ok.participants, "count": ok.count}),
+            )?;
             let delay = std::time::Duration::from_millis(chunk_delay_ms);
             while let Some(item) = events.next().await {
                 match item {
@@ -208,12 +213,16 @@ async fn run_async(cmd: RoomCmd) -> anyhow::Result<()> {
                             line["attachment_bytes"] = json!(b.len());
                         }
                         out(&line)?;
-                        if let (RoomEvent::StreamRequest { stream_id, .. }, Some(dir)) = (&event, &accept_streams) {
+                        if let (RoomEvent::StreamRequest { stream_id, .. }, Some(dir)) =
+                            (&event, &accept_streams)
+                        {
                             let saved = save_stream(&handle, stream_id, dir, stream_credit, delay).await?;
                             out(&saved)?;
                         }
                     }
-                    RoomIncoming::Disconnected => anyhow::bail!("disconnected from the server; the participant is gone"),
+                    RoomIncoming::Disconnected => {
+                        anyhow::bail!("disconnected from the server; the participant is gone")
+                    }
                     RoomIncoming::Lagged => anyhow::bail!("fell too far behind the room's events"),
                 }
             }
@@ -224,7 +233,9 @@ async fn run_async(cmd: RoomCmd) -> anyhow::Result<()> {
             let handle = client.room(&room);
             handle.enter(Map::new()).await?;
             let mut writer = handle.create_stream(&to, header).await?;
-            let mut f = tokio::fs::File::open(&file).await.with_context(|| format!("cannot open {}", file.display()))?;
+            let mut f = tokio::fs::File::open(&file)
+                .await
+                .with_context(|| format!("cannot open {}", file.display()))?;
             let mut buf = vec![0u8; 256 * 1024];
             let mut total = 0u64;
             loop {
@@ -259,7 +270,8 @@ async fn save_stream(
         anyhow::bail!("unexpected stream id {stream_id:?}");
     }
     let path = dir.join(stream_id);
-    let mut f = tokio::fs::File::create(&path).await.with_context(|| format!("cannot create {}", path.display()))?;
+    let mut f =
+        tokio::fs::File::create(&path).await.with_context(|| format!("cannot create {}", path.display()))?;
     let mut reader = room.accept(stream_id, Some(credit)).await?;
     let mut total = 0u64;
     while let Some(chunk) = reader.next().await {

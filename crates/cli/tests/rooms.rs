@@ -16,12 +16,7 @@ use std::time::{Duration, Instant};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn herald(server: &Server, token: &str, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env("HERALD_URL", server.url())
-        .env("HERALD_TOKEN", token)
-        .output()
-        .unwrap()
+    Command::new(BIN).args(args).env("HERALD_URL", server.url()).env("HERALD_TOKEN", token).output().unwrap()
 }
 
 fn ok(out: std::process::Output) -> String {
@@ -103,7 +98,11 @@ fn room_commands_and_a_50_mib_stream_paced_by_a_slow_reader() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data_s = data.to_str().unwrap().to_owned();
-    let server = Server::start(dir.path(), &["--listen", "127.0.0.1:0", "--data", &data_s, "--presence-interval-ms", "20"], &[]);
+    let server = Server::start(
+        dir.path(),
+        &["--listen", "127.0.0.1:0", "--data", &data_s, "--presence-interval-ms", "20"],
+        &[],
+    );
     let ada = token(&data, "ada");
     let bob = token_kind(&data, "bob", "agent");
     ok(herald(&server, &ada, &["channel", "create", "pipe", "--member", "bob"]));
@@ -119,7 +118,18 @@ fn room_commands_and_a_50_mib_stream_paced_by_a_slow_reader() {
     let joined = Joined::start(
         &server,
         &bob,
-        &["--room", "pipe", "--kind", "agent", "--accept-streams", &saved_s, "--stream-credit", "262144", "--chunk-delay-ms", "4"],
+        &[
+            "--room",
+            "pipe",
+            "--kind",
+            "agent",
+            "--accept-streams",
+            &saved_s,
+            "--stream-credit",
+            "262144",
+            "--chunk-delay-ms",
+            "4",
+        ],
     );
     let entered = joined.next_where(|v| v["event"] == "entered");
     let pid = entered["participant_id"].as_str().unwrap().to_owned();
@@ -127,7 +137,10 @@ fn room_commands_and_a_50_mib_stream_paced_by_a_slow_reader() {
     let list = ok(herald(&server, &ada, &["room", "messaging", "list", "--room", "pipe"]));
     let listed: Vec<Value> = list.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(listed.len(), 1, "{list}");
-    assert_eq!((listed[0]["participant_id"].as_str(), listed[0]["kind"].as_str()), (Some(pid.as_str()), Some("agent")));
+    assert_eq!(
+        (listed[0]["participant_id"].as_str(), listed[0]["kind"].as_str()),
+        (Some(pid.as_str()), Some("agent"))
+    );
 
     let attachment = dir.path().join("note.bin");
     std::fs::write(&attachment, vec![42u8; 10_000]).unwrap();
@@ -135,15 +148,30 @@ fn room_commands_and_a_50_mib_stream_paced_by_a_slow_reader() {
         &server,
         &ada,
         &[
-            "room", "messaging", "send", "--room", "pipe", "--to-participant-id", &pid, "--type", "chat", "--data",
-            r#"{"text":"Hey!"}"#, "--attachment", attachment.to_str().unwrap(),
+            "room",
+            "messaging",
+            "send",
+            "--room",
+            "pipe",
+            "--to-participant-id",
+            &pid,
+            "--type",
+            "chat",
+            "--data",
+            r#"{"text":"Hey!"}"#,
+            "--attachment",
+            attachment.to_str().unwrap(),
         ],
     ));
     let m = joined.next_where(|v| v["event"] == "room_message");
     assert_eq!((m["type"].as_str(), m["message"]["text"].as_str()), (Some("chat"), Some("Hey!")));
     assert_eq!(m["attachment_bytes"], 10_000);
     assert_eq!(m["from"]["user"], "ada");
-    ok(herald(&server, &ada, &["room", "messaging", "broadcast", "--room", "pipe", "--data", r#"{"text":"all"}"#]));
+    ok(herald(
+        &server,
+        &ada,
+        &["room", "messaging", "broadcast", "--room", "pipe", "--data", r#"{"text":"all"}"#],
+    ));
     let b = joined.next_where(|v| v["event"] == "room_message");
     assert_eq!(b["message"]["text"], "all");
 
@@ -189,5 +217,8 @@ fn room_commands_and_a_50_mib_stream_paced_by_a_slow_reader() {
     // Paced: the reader needs at least 800 chunks x 4 ms; the writer, held to a 256 KiB
     // window, cannot finish more than a few chunks before it.
     assert!(reader_secs >= 3.2, "the reader was not slow: {reader_secs:.2} s");
-    assert!(writer_secs >= reader_secs - 1.0, "the writer ran ahead of its reader: {writer_secs:.2} s vs {reader_secs:.2} s");
+    assert!(
+        writer_secs >= reader_secs - 1.0,
+        "the writer ran ahead of its reader: {writer_secs:.2} s vs {reader_secs:.2} s"
+    );
 }

@@ -40,6 +40,8 @@ const EARLY_STREAMS: usize = 256;
 pub const CHUNK_BYTES: usize = 64 * 1024;
 
 /// One thing a room listener receives.
+// `Event` is the common case; boxing it would cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum RoomIncoming {
     /// A room event; `bytes` are those of a binary frame (an attachment, a chunk).
@@ -54,10 +56,17 @@ pub(crate) type RoomTx = mpsc::Sender<RoomIncoming>;
 
 /// What room handles ask of the connection task.
 pub(crate) enum RoomCommand {
-    Request { request: RoomRequest, bytes: Option<Bytes>, reply: oneshot::Sender<Result<Value, ClientError>> },
+    Request {
+        request: RoomRequest,
+        bytes: Option<Bytes>,
+        reply: oneshot::Sender<Result<Value, ClientError>>,
+    },
     Listen(RoomTx),
     /// Routes the events of one stream to `tx` (and what arrived for it already).
-    Route { stream_id: String, tx: RoomTx },
+    Route {
+        stream_id: String,
+        tx: RoomTx,
+    },
 }
 
 /// The room part of the connection task.
@@ -196,7 +205,8 @@ impl RoomDriver {
                 let header = match serde_json::to_vec(&frame) {
                     Ok(h) => h,
                     Err(e) => {
-                        let _ = reply.send(Err(ClientError::Protocol(format!("cannot encode the request: {e}"))));
+                        let _ =
+                            reply.send(Err(ClientError::Protocol(format!("cannot encode the request: {e}"))));
                         return None;
                     }
                 };
@@ -311,7 +321,11 @@ impl Client {
         RoomEvents { rx, channel: None }
     }
 
-    pub(crate) async fn room_request(&self, request: RoomRequest, bytes: Option<Bytes>) -> Result<Value, ClientError> {
+    pub(crate) async fn room_request(
+        &self,
+        request: RoomRequest,
+        bytes: Option<Bytes>,
+    ) -> Result<Value, ClientError> {
         let (reply, rx) = oneshot::channel();
         self.command(crate::connection::Command::Room(RoomCommand::Request { request, bytes, reply }))?;
         let timeout = self.config().request_timeout;
@@ -329,7 +343,8 @@ impl Client {
     ) -> Result<T, ClientError> {
         let op = request.op();
         let ok = self.room_request(request, bytes).await?;
-        serde_json::from_value(ok).map_err(|e| ClientError::Protocol(format!("unreadable reply to {op}: {e}")))
+        serde_json::from_value(ok)
+            .map_err(|e| ClientError::Protocol(format!("unreadable reply to {op}: {e}")))
     }
 }
 
@@ -349,7 +364,9 @@ impl Room {
 
     /// Replaces the caller's attributes.
     pub async fn update(&self, attributes: Map<String, Value>) -> Result<(), ClientError> {
-        self.client.room_request(RoomRequest::Update { channel: self.channel.clone(), attributes }, None).await?;
+        self.client
+            .room_request(RoomRequest::Update { channel: self.channel.clone(), attributes }, None)
+            .await?;
         Ok(())
     }
 
@@ -359,7 +376,11 @@ impl Room {
     }
 
     /// One page of participants after `after` (a participant id), in id order.
-    pub async fn participants_page(&self, after: Option<&str>, limit: u32) -> Result<ParticipantsOk, ClientError> {
+    pub async fn participants_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<ParticipantsOk, ClientError> {
         let req = RoomRequest::Participants {
             channel: self.channel.clone(),
             after: after.map(str::to_owned),
@@ -390,13 +411,23 @@ impl Room {
         message: Value,
         attachment: Option<Bytes>,
     ) -> Result<(), ClientError> {
-        let req = RoomRequest::Send { channel: self.channel.clone(), to: to.to_owned(), kind: kind.to_owned(), message };
+        let req = RoomRequest::Send {
+            channel: self.channel.clone(),
+            to: to.to_owned(),
+            kind: kind.to_owned(),
+            message,
+        };
         self.client.room_request(req, attachment).await?;
         Ok(())
     }
 
     /// A message to every other participant, with an optional attachment.
-    pub async fn broadcast(&self, kind: &str, message: Value, attachment: Option<Bytes>) -> Result<(), ClientError> {
+    pub async fn broadcast(
+        &self,
+        kind: &str,
+        message: Value,
+        attachment: Option<Bytes>,
+    ) -> Result<(), ClientError> {
         let req = RoomRequest::Broadcast { channel: self.channel.clone(), kind: kind.to_owned(), message };
         self.client.room_request(req, attachment).await?;
         Ok(())
@@ -413,11 +444,18 @@ impl Room {
 
     /// Calls `f` with every room message (and its attachment) of this room, on a task that
     /// lives as long as the returned handle.
-    pub fn on_message(&self, f: impl Fn(&Participant, &str, &Value, Option<&Bytes>) + Send + 'static) -> OnMessage {
+    pub fn on_message(
+        &self,
+        f: impl Fn(&Participant, &str, &Value, Option<&Bytes>) + Send + 'static,
+    ) -> OnMessage {
         let mut events = self.events();
         let task = tokio::spawn(async move {
             while let Some(item) = events.next().await {
-                if let RoomIncoming::Event { event: RoomEvent::RoomMessage { from, kind, message, .. }, bytes } = &item {
+                if let RoomIncoming::Event {
+                    event: RoomEvent::RoomMessage { from, kind, message, .. },
+                    bytes,
+                } = &item
+                {
                     f(from, kind, message, bytes.as_ref());
                 }
             }
@@ -430,7 +468,11 @@ impl Room {
     pub async fn create_stream(&self, to: &str, header: Value) -> Result<StreamWriter, ClientError> {
         let req = RoomRequest::StreamOpen { channel: self.channel.clone(), to: to.to_owned(), header };
         let (reply, rx) = oneshot::channel();
-        self.client.command(crate::connection::Command::Room(RoomCommand::Request { request: req, bytes: None, reply }))?;
+        self.client.command(crate::connection::Command::Room(RoomCommand::Request {
+            request: req,
+            bytes: None,
+            reply,
+        }))?;
         // The reader may take up to the server's 30 s to answer.
         let wait = self.client.config().request_timeout.max(std::time::Duration::from_secs(35));
         let ok = match tokio::time::timeout(wait, rx).await {
@@ -438,11 +480,20 @@ impl Room {
             Ok(Err(_)) => return Err(ClientError::Closed),
             Err(_) => return Err(ClientError::Timeout(wait)),
         };
-        let ok: StreamOpenOk =
-            serde_json::from_value(ok).map_err(|e| ClientError::Protocol(format!("unreadable stream.open reply: {e}")))?;
+        let ok: StreamOpenOk = serde_json::from_value(ok)
+            .map_err(|e| ClientError::Protocol(format!("unreadable stream.open reply: {e}")))?;
         let (tx, rx) = mpsc::channel(LISTENER_BUFFER);
-        self.client.command(crate::connection::Command::Room(RoomCommand::Route { stream_id: ok.stream_id.clone(), tx }))?;
-        Ok(StreamWriter { client: self.client.clone(), stream_id: ok.stream_id, credit: 0, events: rx, closed: false })
+        self.client.command(crate::connection::Command::Room(RoomCommand::Route {
+            stream_id: ok.stream_id.clone(),
+            tx,
+        }))?;
+        Ok(StreamWriter {
+            client: self.client.clone(),
+            stream_id: ok.stream_id,
+            credit: 0,
+            events: rx,
+            closed: false,
+        })
     }
 
     /// Accepts a `stream_request` with a credit window (default 1 MiB): the returned reader
@@ -450,7 +501,10 @@ impl Room {
     pub async fn accept(&self, stream_id: &str, credit: Option<u64>) -> Result<StreamReader, ClientError> {
         let window = credit.unwrap_or(DEFAULT_STREAM_CREDIT).max(1);
         let (tx, rx) = mpsc::channel(LISTENER_BUFFER);
-        self.client.command(crate::connection::Command::Room(RoomCommand::Route { stream_id: stream_id.to_owned(), tx }))?;
+        self.client.command(crate::connection::Command::Room(RoomCommand::Route {
+            stream_id: stream_id.to_owned(),
+            tx,
+        }))?;
         let req = RoomRequest::StreamAccept { stream_id: stream_id.to_owned(), credit: Some(window) };
         self.client.room_request(req, None).await?;
         Ok(StreamReader {
@@ -564,7 +618,9 @@ impl StreamWriter {
     /// Ends the stream: the reader's stream ends after the last chunk.
     pub async fn close(mut self) -> Result<(), ClientError> {
         self.closed = true;
-        self.client.room_request(RoomRequest::StreamClose { stream_id: self.stream_id.clone() }, None).await?;
+        self.client
+            .room_request(RoomRequest::StreamClose { stream_id: self.stream_id.clone() }, None)
+            .await?;
         Ok(())
     }
 }
@@ -593,7 +649,11 @@ impl StreamReader {
             let req = RoomRequest::StreamCredit { stream_id: self.stream_id.clone(), bytes };
             // Fire and forget, in order with every other command of the connection.
             let (reply, _) = oneshot::channel();
-            let _ = client.command(crate::connection::Command::Room(RoomCommand::Request { request: req, bytes: None, reply }));
+            let _ = client.command(crate::connection::Command::Room(RoomCommand::Request {
+                request: req,
+                bytes: None,
+                reply,
+            }));
         }
     }
 }

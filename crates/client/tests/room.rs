@@ -33,7 +33,10 @@ async fn client(server: &TestServer, user: &str, kind: &str) -> Client {
     within(Client::connect_with(&server.url(), &token, config)).await.unwrap()
 }
 
-async fn next_where(events: &mut RoomEvents, pred: impl Fn(&RoomEvent) -> bool) -> (RoomEvent, Option<Bytes>) {
+async fn next_where(
+    events: &mut RoomEvents,
+    pred: impl Fn(&RoomEvent) -> bool,
+) -> (RoomEvent, Option<Bytes>) {
     loop {
         match within(events.next()).await.expect("room events ended") {
             RoomIncoming::Event { event, bytes } if pred(&event) => return (event, bytes),
@@ -49,7 +52,8 @@ async fn participants_messages_and_attachments_through_the_sdk() {
     let ada = client(&server, "ada", "human").await;
     let bot = client(&server, "bot", "agent").await;
     let cat = client(&server, "cat", "service").await;
-    let mut create = herald_proto::frames::CreateChannel { name: Some("room-a".into()), ..Default::default() };
+    let mut create =
+        herald_proto::frames::CreateChannel { name: Some("room-a".into()), ..Default::default() };
     create.members = vec!["bot".into(), "cat".into()];
     let channel = ada.channels().create_with(create).await.unwrap();
     let (ra, rb, rc) = (ada.room(channel.id()), bot.room(channel.id()), cat.room("room-a"));
@@ -67,13 +71,17 @@ async fn participants_messages_and_attachments_through_the_sdk() {
     let attachment = Bytes::from((0..(1u32 << 20)).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
     ra.send(&b.participant_id, "file", json!({"name": "x"}), Some(attachment.clone())).await.unwrap();
     let (m, bytes) = next_where(&mut eb, |e| matches!(e, RoomEvent::RoomMessage { .. })).await;
-    assert!(matches!(&m, RoomEvent::RoomMessage { from, kind, .. } if from.participant_id == me.participant_id && kind == "file"));
+    assert!(
+        matches!(&m, RoomEvent::RoomMessage { from, kind, .. } if from.participant_id == me.participant_id && kind == "file")
+    );
     assert_eq!(bytes.unwrap(), attachment, "byte for byte");
 
     rc.broadcast("chat", json!({"text": "hello"}), None).await.unwrap();
     for events in [&mut ea, &mut eb] {
         let (m, bytes) = next_where(events, |e| matches!(e, RoomEvent::RoomMessage { .. })).await;
-        assert!(matches!(&m, RoomEvent::RoomMessage { from, message, .. } if from.participant_id == c.participant_id && message["text"] == "hello"));
+        assert!(
+            matches!(&m, RoomEvent::RoomMessage { from, message, .. } if from.participant_id == c.participant_id && message["text"] == "hello")
+        );
         assert!(bytes.is_none());
     }
     // The direct message never reached cat, and a sender gets none of its own broadcasts:

@@ -39,13 +39,13 @@ use crate::events::to_bytes;
 use crate::ops::{ConnHandle, Engine};
 use crate::{IdGen, Principal};
 use bytes::Bytes;
+use herald_proto::ChannelName;
 use herald_proto::frames::encode_binary;
 use herald_proto::names::looks_like_uuid;
 use herald_proto::rooms::{
     DEFAULT_STREAM_CREDIT, EnterOk, MAX_ATTRIBUTES_BYTES, Participant, ParticipantsOk, RoomEvent,
     RoomRequest, StreamOpenOk,
 };
-use herald_proto::ChannelName;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -95,14 +95,33 @@ const DEFAULT_PAGE: u32 = 100;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum RoomChange {
-    Entered { participant: Participant },
-    Updated { participant: Participant },
-    Left { participant_id: String },
-    StreamOpened { stream_id: String, writer: String, reader: String },
-    StreamAccepted { stream_id: String, credit: u64 },
-    StreamCredit { stream_id: String, bytes: u64 },
+    Entered {
+        participant: Participant,
+    },
+    Updated {
+        participant: Participant,
+    },
+    Left {
+        participant_id: String,
+    },
+    StreamOpened {
+        stream_id: String,
+        writer: String,
+        reader: String,
+    },
+    StreamAccepted {
+        stream_id: String,
+        credit: u64,
+    },
+    StreamCredit {
+        stream_id: String,
+        bytes: u64,
+    },
     /// Closed by either side, rejected by the reader, or abandoned by the writer's node.
-    StreamEnded { stream_id: String, rejected: bool },
+    StreamEnded {
+        stream_id: String,
+        rejected: bool,
+    },
 }
 
 /// One unit of room traffic between nodes: a change to apply, a frame to deliver, or both.
@@ -410,10 +429,11 @@ impl Rooms {
                 room.last_enter = tick;
                 // The local connection was noted by the op before publishing (see `enter`).
                 let conn = room.participants.get(&participant.participant_id).and_then(|e| e.conn.clone());
-                if room.participants.insert(
-                    participant.participant_id.clone(),
-                    Entry { p: participant.clone(), conn, tick },
-                ).is_none() {
+                if room
+                    .participants
+                    .insert(participant.participant_id.clone(), Entry { p: participant.clone(), conn, tick })
+                    .is_none()
+                {
                     self.stats.participants.fetch_add(1, Ordering::Relaxed);
                 }
                 self.note_pending(st, &env.channel, PendingKind::Added, participant.clone());
@@ -486,15 +506,20 @@ impl Rooms {
 
     /// A participant is gone: its streams end, the other side (if here) hears why.
     fn abort_streams_of(&self, st: &mut State, pid: &str) {
-        let ids: Vec<String> =
-            st.streams.iter().filter(|(_, s)| s.writer == pid || s.reader == pid).map(|(id, _)| id.clone()).collect();
+        let ids: Vec<String> = st
+            .streams
+            .iter()
+            .filter(|(_, s)| s.writer == pid || s.reader == pid)
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in ids {
             let Some(s) = st.streams.remove(&id) else { continue };
             if let Some(tx) = st.opening.remove(&id) {
                 let _ = tx.send(Err(not_found("the participant left the room")));
             }
             let other = if s.writer == pid { &s.reader } else { &s.writer };
-            let conn = st.rooms.get(&s.channel).and_then(|r| r.participants.get(other)).and_then(|e| e.conn.clone());
+            let conn =
+                st.rooms.get(&s.channel).and_then(|r| r.participants.get(other)).and_then(|e| e.conn.clone());
             if let Some(c) = conn {
                 let frame = to_bytes(&RoomEvent::StreamAborted {
                     stream_id: id.clone(),
@@ -550,7 +575,10 @@ impl BrokerSubscriber for Rooms {
                 let mut st = self.state.lock();
                 // An addressed frame goes out before a removal (the leaver's own goodbye), and
                 // after an addition.
-                let removal = matches!(env.change, Some(RoomChange::Left { .. }) | Some(RoomChange::StreamEnded { .. }));
+                let removal = matches!(
+                    env.change,
+                    Some(RoomChange::Left { .. }) | Some(RoomChange::StreamEnded { .. })
+                );
                 if removal {
                     self.deliver(&st, env);
                     self.apply(&mut st, env);
@@ -683,8 +711,12 @@ impl Engine {
         if member {
             return Ok(id);
         }
-        let exists =
-            self.store().channel(&who.app, &id).await.map_err(|e| EngineError::from_store(e, channel))?.is_some();
+        let exists = self
+            .store()
+            .channel(&who.app, &id)
+            .await
+            .map_err(|e| EngineError::from_store(e, channel))?
+            .is_some();
         if exists {
             Err(forbidden(format!("not a member of channel {channel:?}; only members may enter its room")))
         } else {
@@ -693,7 +725,12 @@ impl Engine {
     }
 
     /// The caller's participant in `channel`, or `forbidden` if it has not entered.
-    async fn entered(&self, who: &Principal, conn: &ConnHandle, channel: &str) -> Result<(String, Participant), EngineError> {
+    async fn entered(
+        &self,
+        who: &Principal,
+        conn: &ConnHandle,
+        channel: &str,
+    ) -> Result<(String, Participant), EngineError> {
         let id = self.room_channel(who, channel).await?;
         let me = self
             .rooms()
@@ -765,7 +802,8 @@ impl Engine {
             }
             RoomRequest::Participants { channel, after, limit } => {
                 let id = self.room_channel(who, &channel).await?;
-                let limit = limit.unwrap_or(DEFAULT_PAGE).clamp(1, rooms.config.participants_page_max.max(1)) as usize;
+                let limit = limit.unwrap_or(DEFAULT_PAGE).clamp(1, rooms.config.participants_page_max.max(1))
+                    as usize;
                 let st = rooms.state.lock();
                 let mut participants = Vec::with_capacity(limit.min(1024));
                 let mut has_more = false;
@@ -790,7 +828,8 @@ impl Engine {
             RoomRequest::Send { channel, to, kind, message } => {
                 self.check_json("message", &message)?;
                 let (id, me) = self.entered(who, conn, &channel).await?;
-                let known = rooms.state.lock().rooms.get(&id).is_some_and(|r| r.participants.contains_key(&to));
+                let known =
+                    rooms.state.lock().rooms.get(&id).is_some_and(|r| r.participants.contains_key(&to));
                 if !known {
                     return Err(not_found(format!("no participant {to:?} in this room")));
                 }
@@ -812,7 +851,14 @@ impl Engine {
                 let skip = Some(me.participant_id.clone());
                 let ev = RoomEvent::RoomMessage { channel: id.clone(), from: me, kind, message };
                 let frame = room_frame(&ev, bytes.as_deref());
-                rooms.publish(RoomEnvelope { app: who.app.clone(), channel: id, to: None, skip, frame, change: None });
+                rooms.publish(RoomEnvelope {
+                    app: who.app.clone(),
+                    channel: id,
+                    to: None,
+                    skip,
+                    frame,
+                    change: None,
+                });
                 Ok(empty())
             }
             RoomRequest::StreamOpen { channel, to, header } => {
@@ -1007,10 +1053,18 @@ impl Engine {
         let rooms = self.rooms();
         let st = rooms.state.lock();
         let Some(room) = st.rooms.get(channel) else {
-            return RoomOk::Enter(EnterOk { participant_id: pid, participants: Some(Vec::new()), count: None });
+            return RoomOk::Enter(EnterOk {
+                participant_id: pid,
+                participants: Some(Vec::new()),
+                count: None,
+            });
         };
         if room.participants.len() > rooms.config.presence_list_max {
-            RoomOk::Enter(EnterOk { participant_id: pid, participants: None, count: Some(room.participants.len() as u64) })
+            RoomOk::Enter(EnterOk {
+                participant_id: pid,
+                participants: None,
+                count: Some(room.participants.len() as u64),
+            })
         } else {
             let list = room.participants.values().map(|e| e.p.clone()).collect();
             RoomOk::Enter(EnterOk { participant_id: pid, participants: Some(list), count: None })
@@ -1028,7 +1082,8 @@ impl Engine {
         accepted: Option<bool>,
     ) -> Result<(String, String), EngineError> {
         let st = self.rooms().state.lock();
-        let s = st.streams.get(stream_id).ok_or_else(|| not_found(format!("no open stream {stream_id:?}")))?;
+        let s =
+            st.streams.get(stream_id).ok_or_else(|| not_found(format!("no open stream {stream_id:?}")))?;
         let mine = st.by_conn.get(&conn.key);
         let is = |pid: &str| mine.is_some_and(|l| l.iter().any(|(c, p)| c == &s.channel && p == pid));
         let other = match side {
@@ -1038,7 +1093,9 @@ impl Engine {
             _ => return Err(forbidden("not a participant of this stream on this connection")),
         };
         match accepted {
-            Some(false) if s.accepted => Err(EngineError::BadRequest(format!("stream {stream_id:?} is already accepted"))),
+            Some(false) if s.accepted => {
+                Err(EngineError::BadRequest(format!("stream {stream_id:?} is already accepted")))
+            }
             Some(true) if !s.accepted => Err(not_found(format!("stream {stream_id:?} is not accepted"))),
             _ => Ok((s.channel.clone(), other)),
         }
@@ -1100,7 +1157,11 @@ mod tests {
     /// A registry whose timer never fires during a test (flushes are called by hand), with
     /// one local participant `l` whose frames the test reads.
     fn setup(list_max: usize) -> (Arc<Rooms>, mpsc::Receiver<Bytes>) {
-        let config = RoomsConfig { presence_interval_ms: 3_600_000, presence_list_max: list_max, ..RoomsConfig::default() };
+        let config = RoomsConfig {
+            presence_interval_ms: 3_600_000,
+            presence_list_max: list_max,
+            ..RoomsConfig::default()
+        };
         let rooms = Rooms::start(LocalBroker::new(), Arc::new(Ids(AtomicU64::new(0))), config);
         let hub = Hub::new(QueueLimits { frames: 1024, bytes: 1 << 20 });
         let (conn, rx) = hub.new_conn("c1".into(), "app", "u-l");
@@ -1128,9 +1189,15 @@ mod tests {
         let (rooms, mut rx) = setup(1000);
         rooms.receive(&change(RoomChange::Entered { participant: participant("a", json_obj()) }));
         rooms.receive(&change(RoomChange::Left { participant_id: "a".into() }));
-        rooms.receive(&change(RoomChange::Entered { participant: participant("b", serde_json::json!({"v": 1})) }));
-        rooms.receive(&change(RoomChange::Updated { participant: participant("b", serde_json::json!({"v": 2})) }));
-        rooms.receive(&change(RoomChange::Updated { participant: participant("b", serde_json::json!({"v": 3})) }));
+        rooms.receive(&change(RoomChange::Entered {
+            participant: participant("b", serde_json::json!({"v": 1})),
+        }));
+        rooms.receive(&change(RoomChange::Updated {
+            participant: participant("b", serde_json::json!({"v": 2})),
+        }));
+        rooms.receive(&change(RoomChange::Updated {
+            participant: participant("b", serde_json::json!({"v": 3})),
+        }));
         assert!(drain(&mut rx).is_empty(), "nothing goes out before the interval ends");
         rooms.flush();
         let got = drain(&mut rx);
@@ -1144,11 +1211,16 @@ mod tests {
         }
         assert!(rooms.stats.coalesced.load(Ordering::Relaxed) >= 3);
         // In the next interval an update and a leave of b become one removal.
-        rooms.receive(&change(RoomChange::Updated { participant: participant("b", serde_json::json!({"v": 4})) }));
+        rooms.receive(&change(RoomChange::Updated {
+            participant: participant("b", serde_json::json!({"v": 4})),
+        }));
         rooms.receive(&change(RoomChange::Left { participant_id: "b".into() }));
         rooms.flush();
         let got = drain(&mut rx);
-        assert!(matches!(&got[..], [RoomEvent::ParticipantRemoved { participant, .. }] if participant.participant_id == "b"), "{got:?}");
+        assert!(
+            matches!(&got[..], [RoomEvent::ParticipantRemoved { participant, .. }] if participant.participant_id == "b"),
+            "{got:?}"
+        );
         rooms.flush();
         assert!(drain(&mut rx).is_empty(), "a quiet interval sends nothing");
     }
@@ -1159,7 +1231,9 @@ mod tests {
     async fn past_the_list_max_a_flush_sends_one_count() {
         let (rooms, mut rx) = setup(10);
         for i in 0..500 {
-            rooms.receive(&change(RoomChange::Entered { participant: participant(&format!("p{i:03}"), json_obj()) }));
+            rooms.receive(&change(RoomChange::Entered {
+                participant: participant(&format!("p{i:03}"), json_obj()),
+            }));
         }
         rooms.flush();
         let got = drain(&mut rx);
@@ -1186,7 +1260,10 @@ mod tests {
         rooms.receive(&change(RoomChange::Left { participant_id: "a".into() }));
         rooms.flush();
         let at_m = drain(&mut rx2);
-        assert!(matches!(&at_m[..], [RoomEvent::ParticipantRemoved { participant, .. }] if participant.participant_id == "a"), "{at_m:?}");
+        assert!(
+            matches!(&at_m[..], [RoomEvent::ParticipantRemoved { participant, .. }] if participant.participant_id == "a"),
+            "{at_m:?}"
+        );
         let at_l = drain(&mut rx);
         assert!(at_l.iter().any(|e| matches!(e, RoomEvent::ParticipantAdded { participant, .. } if participant.participant_id == "m")), "{at_l:?}");
     }

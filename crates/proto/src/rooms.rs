@@ -124,7 +124,10 @@ impl RoomRequest {
 
     /// Whether this op may come as a binary frame (with bytes after its header).
     pub fn takes_bytes(&self) -> bool {
-        matches!(self, RoomRequest::Send { .. } | RoomRequest::Broadcast { .. } | RoomRequest::StreamChunk { .. })
+        matches!(
+            self,
+            RoomRequest::Send { .. } | RoomRequest::Broadcast { .. } | RoomRequest::StreamChunk { .. }
+        )
     }
 }
 
@@ -173,7 +176,10 @@ pub fn room_request_of_header(header: Map<String, Value>) -> Result<RoomRequestF
         Some(op) => {
             return Err(bad(
                 id,
-                format!("op {:?} takes no binary frame; only room.send, room.broadcast and stream.chunk do", cap(&op)),
+                format!(
+                    "op {:?} takes no binary frame; only room.send, room.broadcast and stream.chunk do",
+                    cap(&op)
+                ),
             ));
         }
         None => return Err(bad(id, "missing field `op`".into())),
@@ -183,7 +189,10 @@ pub fn room_request_of_header(header: Map<String, Value>) -> Result<RoomRequestF
     if !frame.request.takes_bytes() {
         return Err(bad(
             id,
-            format!("op {:?} takes no binary frame; only room.send, room.broadcast and stream.chunk do", frame.request.op()),
+            format!(
+                "op {:?} takes no binary frame; only room.send, room.broadcast and stream.chunk do",
+                frame.request.op()
+            ),
         ));
     }
     Ok(frame)
@@ -290,11 +299,15 @@ mod tests {
 
     #[test]
     fn room_ops_parse_and_others_are_left_alone() {
-        let f = parse_room_request(r#"{"id":3,"op":"room.send","channel":"c","to":"p","type":"chat","message":{"a":1}}"#)
-            .unwrap()
-            .unwrap();
+        let f = parse_room_request(
+            r#"{"id":3,"op":"room.send","channel":"c","to":"p","type":"chat","message":{"a":1}}"#,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(f.id, Value::from(3));
-        assert!(matches!(f.request, RoomRequest::Send { ref to, ref kind, .. } if to == "p" && kind == "chat"));
+        assert!(
+            matches!(f.request, RoomRequest::Send { ref to, ref kind, .. } if to == "p" && kind == "chat")
+        );
         assert!(parse_room_request(r#"{"id":1,"op":"message.send"}"#).is_none());
         assert!(parse_room_request("not json").is_none());
         let e = parse_room_request(r#"{"id":9,"op":"room.send","channel":"c"}"#).unwrap().unwrap_err();

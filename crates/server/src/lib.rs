@@ -268,7 +268,9 @@ impl Node {
             max_blob_bytes: config.max_blob_bytes,
             queue_frames: config.queue_frames,
             // One largest room attachment must fit in a queue, or it would kick its addressee.
-            queue_bytes: config.queue_bytes.max(config.max_attachment_bytes.saturating_add(config.max_frame_bytes)),
+            queue_bytes: config
+                .queue_bytes
+                .max(config.max_attachment_bytes.saturating_add(config.max_frame_bytes)),
             rooms: herald_engine::RoomsConfig {
                 presence_interval_ms: config.presence_interval_ms,
                 presence_list_max: config.presence_list_max,

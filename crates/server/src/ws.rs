@@ -23,8 +23,8 @@ use herald_engine::{ConnHandle, ConnShared, EngineError, Principal, ResumeEnd};
 use herald_proto::frames::{
     BadFrame, ConnectOk, RefreshOk, Request, RequestFrame, decode_binary, parse_binary_frame, parse_request,
 };
-use herald_proto::rooms::{RoomRequest, RoomRequestFrame, parse_room_request, room_request_of_header};
 use herald_proto::names::looks_like_uuid;
+use herald_proto::rooms::{RoomRequest, RoomRequestFrame, parse_room_request, room_request_of_header};
 use herald_proto::{ErrorCode, ErrorDetail};
 use serde::Serialize;
 use serde_json::Value;
@@ -119,7 +119,8 @@ pub async fn upgrade(
     let max = st.config().max_frame_bytes;
     // Binary frames carry room attachments up to --max-attachment-bytes besides their JSON
     // header: such a frame just over the limit is answered `payload_too_large`, not dropped.
-    let hard = max.saturating_mul(4).max(st.config().max_attachment_bytes.saturating_add(max).saturating_add(4096));
+    let hard =
+        max.saturating_mul(4).max(st.config().max_attachment_bytes.saturating_add(max).saturating_add(4096));
     // A small read buffer: tungstenite's default (128 KiB) kept per connection would cost
     // more than everything else an idle connection holds. Frames above the soft limit get
     // `payload_too_large`; far above it (4x) the socket is closed with 1009.
@@ -404,9 +405,13 @@ enum Parsed {
 /// A binary frame (§1) as a room request and the bytes after its header. The header is held
 /// to --max-frame-bytes, the bytes to --max-attachment-bytes (by the engine, which answers
 /// `payload_too_large`).
-fn binary_request(b: &Bytes, cfg: &crate::config::ServeConfig) -> Result<(RoomRequestFrame, Bytes), BadFrame> {
+fn binary_request(
+    b: &Bytes,
+    cfg: &crate::config::ServeConfig,
+) -> Result<(RoomRequestFrame, Bytes), BadFrame> {
     let bad = |id: Value, code: ErrorCode, message: String| BadFrame { id, error: detail(code, message) };
-    let (header, body) = decode_binary(b).map_err(|e| bad(Value::Null, ErrorCode::BadRequest, e.to_string()))?;
+    let (header, body) =
+        decode_binary(b).map_err(|e| bad(Value::Null, ErrorCode::BadRequest, e.to_string()))?;
     if header.len() > cfg.max_frame_bytes {
         return Err(bad(
             Value::Null,
@@ -415,7 +420,8 @@ fn binary_request(b: &Bytes, cfg: &crate::config::ServeConfig) -> Result<(RoomRe
         ));
     }
     let start = b.len() - body.len();
-    let (map, _) = parse_binary_frame(b).map_err(|e| bad(Value::Null, ErrorCode::BadRequest, e.to_string()))?;
+    let (map, _) =
+        parse_binary_frame(b).map_err(|e| bad(Value::Null, ErrorCode::BadRequest, e.to_string()))?;
     let frame = room_request_of_header(map)?;
     Ok((frame, b.slice(start..)))
 }
@@ -531,7 +537,8 @@ async fn read_loop(
     let mut inflight: FuturesOrdered<Pending<'_>> = FuturesOrdered::new();
     // Requests answered whenever they complete, out of order: `stream.open` waits up to 30 s
     // for the other participant and must not hold back the connection's other requests.
-    let mut detached: futures::stream::FuturesUnordered<Pending<'_>> = futures::stream::FuturesUnordered::new();
+    let mut detached: futures::stream::FuturesUnordered<Pending<'_>> =
+        futures::stream::FuturesUnordered::new();
     let room = |frame: RoomRequestFrame, bytes: Option<Bytes>| -> Pending<'_> {
         Box::pin(async move {
             match st.engine().execute_room(who, conn, frame.request, bytes).await {

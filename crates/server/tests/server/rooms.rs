@@ -48,23 +48,41 @@ async fn human_agent_and_service_participants_see_each_other() {
     let (pb, ok) = enter(&mut c[1], &ch).await;
     assert_eq!(ok["participants"].as_array().unwrap().len(), 2);
     let (ps, ok) = enter(&mut c[2], "lobby").await;
-    let kinds: Vec<&str> = ok["participants"].as_array().unwrap().iter().map(|p| p["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> =
+        ok["participants"].as_array().unwrap().iter().map(|p| p["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds.len(), 3);
     assert!(kinds.contains(&"agent") && kinds.contains(&"service") && kinds.contains(&"human"), "{kinds:?}");
 
     // Ada hears of both, with their kind from the token, their name and attributes.
-    let bot = c[0].next_event_where(|e| e["event"] == "participant_added" && e["participant"]["participant_id"] == pb.as_str()).await;
-    assert_eq!((bot["participant"]["kind"].as_str(), bot["participant"]["user"].as_str()), (Some("agent"), Some("bot")));
+    let bot = c[0]
+        .next_event_where(|e| {
+            e["event"] == "participant_added" && e["participant"]["participant_id"] == pb.as_str()
+        })
+        .await;
+    assert_eq!(
+        (bot["participant"]["kind"].as_str(), bot["participant"]["user"].as_str()),
+        (Some("agent"), Some("bot"))
+    );
     assert_eq!(bot["participant"]["name"], "bot name");
     assert_eq!(bot["participant"]["attributes"], json!({"x": 1}));
     assert_eq!(bot["channel"], ch.as_str());
-    let svc = c[0].next_event_where(|e| e["event"] == "participant_added" && e["participant"]["participant_id"] == ps.as_str()).await;
+    let svc = c[0]
+        .next_event_where(|e| {
+            e["event"] == "participant_added" && e["participant"]["participant_id"] == ps.as_str()
+        })
+        .await;
     assert_eq!(svc["participant"]["kind"], "service");
     // The bot hears of the service (it entered after the bot), not of itself.
-    c[1].next_event_where(|e| e["event"] == "participant_added" && e["participant"]["participant_id"] == ps.as_str()).await;
+    c[1].next_event_where(|e| {
+        e["event"] == "participant_added" && e["participant"]["participant_id"] == ps.as_str()
+    })
+    .await;
     c[1].sync().await;
     assert!(
-        !c[1].seen().iter().any(|e| e["event"] == "participant_added" && e["participant"]["participant_id"] == pb.as_str()),
+        !c[1]
+            .seen()
+            .iter()
+            .any(|e| e["event"] == "participant_added" && e["participant"]["participant_id"] == pb.as_str()),
         "a participant's own events do not reach it"
     );
 
@@ -91,17 +109,29 @@ async fn who_may_enter_and_bad_input() {
     eve.err(json!({"op": "room.enter", "channel": "no-such-room"}), "channel_not_found").await;
     eve.err(json!({"op": "room.enter", "channel": "Bad Name"}), "invalid_name").await;
     let big = "x".repeat(4097);
-    c[0].err(json!({"op": "room.enter", "channel": "lobby", "attributes": {"a": big}}), "payload_too_large").await;
-    c[0].err(json!({"op": "room.send", "channel": "lobby", "to": "p", "type": "t", "message": {}}), "forbidden").await;
+    c[0].err(json!({"op": "room.enter", "channel": "lobby", "attributes": {"a": big}}), "payload_too_large")
+        .await;
+    c[0].err(
+        json!({"op": "room.send", "channel": "lobby", "to": "p", "type": "t", "message": {}}),
+        "forbidden",
+    )
+    .await;
     c[0].err(json!({"op": "room.enter", "channel": "lobby", "attributes": [1]}), "bad_request").await;
     let (_, _) = enter(&mut c[0], "lobby").await;
-    c[0].err(json!({"op": "room.send", "channel": "lobby", "to": "nobody", "type": "t", "message": {}}), "not_found").await;
+    c[0].err(
+        json!({"op": "room.send", "channel": "lobby", "to": "nobody", "type": "t", "message": {}}),
+        "not_found",
+    )
+    .await;
     c[0].err(json!({"op": "room.send", "channel": "lobby", "type": "t"}), "bad_request").await;
     c[0].err(json!({"op": "stream.credit", "stream_id": "nope", "bytes": 1}), "not_found").await;
     // A binary frame for an op that takes no bytes.
     let e = c[0].request_binary(json!({"op": "room.leave", "channel": "lobby"}), b"x").await.unwrap_err();
     assert_eq!(e["code"], "bad_request");
-    let e = c[0].request_binary(json!({"op": "message.send", "channel": "lobby", "content": "x"}), b"x").await.unwrap_err();
+    let e = c[0]
+        .request_binary(json!({"op": "message.send", "channel": "lobby", "content": "x"}), b"x")
+        .await
+        .unwrap_err();
     assert_eq!(e["code"], "bad_request");
     // Entering again on the same connection keeps the participant.
     let first = c[0].ok(json!({"op": "room.participants", "channel": "lobby"})).await;
@@ -132,19 +162,28 @@ async fn a_direct_message_with_a_1_mib_attachment_reaches_the_addressee_only() {
 
     // A broadcast after it: cat's first room message is the broadcast (the direct one never
     // reached it), and ada, the sender, gets none.
-    c[0].ok(json!({"op": "room.broadcast", "channel": "lobby", "type": "chat", "message": {"text": "hi all"}})).await;
+    c[0].ok(
+        json!({"op": "room.broadcast", "channel": "lobby", "type": "chat", "message": {"text": "hi all"}}),
+    )
+    .await;
     let first = c[2].next_event("room_message").await;
     assert_eq!(first["message"]["text"], "hi all");
     assert!(first.get("_attachment").is_none(), "a text broadcast stays a text frame");
     let b = c[1].next_event("room_message").await;
     assert_eq!(b["message"]["text"], "hi all");
-    c[1].ok(json!({"op": "room.broadcast", "channel": "lobby", "type": "chat", "message": {"text": "from bob"}})).await;
+    c[1].ok(
+        json!({"op": "room.broadcast", "channel": "lobby", "type": "chat", "message": {"text": "from bob"}}),
+    )
+    .await;
     let at_ada = c[0].next_event("room_message").await;
     assert_eq!(at_ada["message"]["text"], "from bob", "the sender does not get its own broadcast");
     // A broadcast with an attachment arrives as a binary frame at every other participant.
-    c[1].request_binary(json!({"op": "room.broadcast", "channel": "lobby", "type": "img", "message": {}}), b"\x00\x01png")
-        .await
-        .unwrap();
+    c[1].request_binary(
+        json!({"op": "room.broadcast", "channel": "lobby", "type": "img", "message": {}}),
+        b"\x00\x01png",
+    )
+    .await
+    .unwrap();
     for i in [0, 2] {
         let m = c[i].next_event_where(|e| e["event"] == "room_message" && e["type"] == "img").await;
         assert_eq!(c[i].attachment(&m), b"\x00\x01png");
@@ -173,17 +212,23 @@ async fn attachments_are_held_to_their_own_limit_not_the_frame_limit() {
 #[tokio::test]
 async fn leave_disconnect_and_leaving_the_channel_remove_the_participant() {
     let server = TestServer::start_with(|c| c.presence_interval_ms = 0).await;
-    let (_, mut c) = lobby(&server, &[("ada", "human"), ("bob", "human"), ("cat", "human"), ("dan", "human")]).await;
+    let (_, mut c) =
+        lobby(&server, &[("ada", "human"), ("bob", "human"), ("cat", "human"), ("dan", "human")]).await;
     enter(&mut c[0], "lobby").await;
     let (pb, _) = enter(&mut c[1], "lobby").await;
     let (pc, _) = enter(&mut c[2], "lobby").await;
     let (pd, _) = enter(&mut c[3], "lobby").await;
-    let removed = |pid: String| move |e: &Value| e["event"] == "participant_removed" && e["participant"]["participant_id"] == pid.as_str();
+    let removed = |pid: String| {
+        move |e: &Value| {
+            e["event"] == "participant_removed" && e["participant"]["participant_id"] == pid.as_str()
+        }
+    };
 
     c[1].ok(json!({"op": "room.leave", "channel": "lobby"})).await;
     let r = c[0].next_event_where(removed(pb.clone())).await;
     assert_eq!(r["participant"]["user"], "bob");
-    c[1].err(json!({"op": "room.broadcast", "channel": "lobby", "type": "t", "message": {}}), "forbidden").await;
+    c[1].err(json!({"op": "room.broadcast", "channel": "lobby", "type": "t", "message": {}}), "forbidden")
+        .await;
 
     let cat = c.remove(2);
     cat.close().await;
@@ -201,18 +246,25 @@ async fn a_stream_flows_within_the_credit_its_reader_grants() {
     let (_, mut c) = lobby(&server, &[("ada", "human"), ("bob", "agent")]).await;
     let (pa, _) = enter(&mut c[0], "lobby").await;
     let (pb, _) = enter(&mut c[1], "lobby").await;
-    let open = c[0].send_request(json!({"op": "stream.open", "channel": "lobby", "to": pb, "header": {"name": "f"}})).await;
+    let open = c[0]
+        .send_request(json!({"op": "stream.open", "channel": "lobby", "to": pb, "header": {"name": "f"}}))
+        .await;
     // The writer's connection stays usable while the open waits for the reader.
     c[0].ok(json!({"op": "ping"})).await;
     let req = c[1].next_event("stream_request").await;
-    assert_eq!((req["from"]["participant_id"].as_str(), req["header"]["name"].as_str()), (Some(pa.as_str()), Some("f")));
+    assert_eq!(
+        (req["from"]["participant_id"].as_str(), req["header"]["name"].as_str()),
+        (Some(pa.as_str()), Some("f"))
+    );
     let sid = req["stream_id"].as_str().unwrap().to_owned();
     c[1].ok(json!({"op": "stream.accept", "stream_id": sid, "credit": 10})).await;
     let ok = c[0].reply(open).await.unwrap();
     assert_eq!(ok["stream_id"], sid.as_str());
     let credit = c[0].next_event("stream_credit").await;
     assert_eq!(credit["bytes"], 10);
-    let chunk = |n: usize| (vec![b'a' + n as u8; n], json!({"op": "stream.chunk", "stream_id": sid, "header": {"n": n}}));
+    let chunk = |n: usize| {
+        (vec![b'a' + n as u8; n], json!({"op": "stream.chunk", "stream_id": sid, "header": {"n": n}}))
+    };
     let (b6, op6) = chunk(6);
     c[0].request_binary(op6, &b6).await.unwrap();
     let (b5, op5) = chunk(5);
@@ -239,19 +291,22 @@ async fn a_rejected_stream_is_forbidden_and_a_vanished_side_aborts_it() {
     enter(&mut c[0], "lobby").await;
     let (pb, _) = enter(&mut c[1], "lobby").await;
     let (pc, _) = enter(&mut c[2], "lobby").await;
-    let open = c[0].send_request(json!({"op": "stream.open", "channel": "lobby", "to": pb, "header": {}})).await;
+    let open =
+        c[0].send_request(json!({"op": "stream.open", "channel": "lobby", "to": pb, "header": {}})).await;
     let sid = c[1].next_event("stream_request").await["stream_id"].as_str().unwrap().to_owned();
     c[1].ok(json!({"op": "stream.reject", "stream_id": sid})).await;
     assert_eq!(c[0].reply(open).await.unwrap_err()["code"], "forbidden");
 
     // The target leaves while the open waits: not_found.
-    let open = c[0].send_request(json!({"op": "stream.open", "channel": "lobby", "to": pc, "header": {}})).await;
+    let open =
+        c[0].send_request(json!({"op": "stream.open", "channel": "lobby", "to": pc, "header": {}})).await;
     c[2].next_event("stream_request").await;
     c[2].ok(json!({"op": "room.leave", "channel": "lobby"})).await;
     assert_eq!(c[0].reply(open).await.unwrap_err()["code"], "not_found");
 
     // An open stream whose writer disconnects: the reader gets stream_aborted.
-    let open = c[0].send_request(json!({"op": "stream.open", "channel": "lobby", "to": pb, "header": {}})).await;
+    let open =
+        c[0].send_request(json!({"op": "stream.open", "channel": "lobby", "to": pb, "header": {}})).await;
     let sid = c[1].next_event("stream_request").await["stream_id"].as_str().unwrap().to_owned();
     c[1].ok(json!({"op": "stream.accept", "stream_id": sid})).await;
     c[0].reply(open).await.unwrap();
@@ -268,8 +323,8 @@ async fn past_the_list_max_rooms_count_and_page() {
     let users = [("ada", "human"), ("bob", "human"), ("cat", "human"), ("dan", "human")];
     let (ch, mut c) = lobby(&server, &users).await;
     let mut pids = Vec::new();
-    for i in 0..3 {
-        pids.push(enter(&mut c[i], "lobby").await.0);
+    for ws in c.iter_mut().take(3) {
+        pids.push(enter(ws, "lobby").await.0);
     }
     let (pd, ok) = enter(&mut c[3], "lobby").await;
     pids.push(pd);
@@ -282,7 +337,8 @@ async fn past_the_list_max_rooms_count_and_page() {
     assert_eq!(page["has_more"], true);
     let mut got = ids(&page["participants"]);
     let after = got.last().cloned().unwrap();
-    let rest = c[3].ok(json!({"op": "room.participants", "channel": "lobby", "limit": 3, "after": after})).await;
+    let rest =
+        c[3].ok(json!({"op": "room.participants", "channel": "lobby", "limit": 3, "after": after})).await;
     assert_eq!(rest["has_more"], false);
     got.extend(ids(&rest["participants"]));
     assert_eq!(got, pids, "two pages give every participant once, in order");
