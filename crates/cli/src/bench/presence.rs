@@ -71,9 +71,12 @@ pub async fn run(ctx: &Ctx, a: PresenceArgs) -> anyhow::Result<Report> {
     let mut frames_read = 0u64;
     let mut first_error = None;
     let mut slowest = Duration::ZERO;
+    // Held until /metrics is read: closing them would add the removals to the figures.
+    let mut held = Vec::with_capacity(n);
     for t in tasks {
         match t.await {
-            Ok(Ok(Ok((took, frames)))) => {
+            Ok(Ok(Ok((took, frames, ws)))) => {
+                held.push(ws);
                 seen.saturating_record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1));
                 slowest = slowest.max(took);
                 frames_read += frames;
@@ -93,6 +96,7 @@ pub async fn run(ctx: &Ctx, a: PresenceArgs) -> anyhow::Result<Report> {
         }
     }
     let after = net::scrape_metrics(&ctx.target).await.ok();
+    drop(held);
     let mut r = Report::new("presence");
     r.int("participants", "participants", n as u64);
     r.int("failed", "participants that never saw the full count", failed);
@@ -147,8 +151,8 @@ async fn post(target: &net::Target, path: &str, token: &str, body: &Value) -> an
 }
 
 /// Enters the room and reads until this participant knows all `n`; how long that took from
-/// `t0` and how many frames it read.
-async fn enter_and_watch(mut ws: Ws, channel: String, n: usize, t0: Instant) -> anyhow::Result<(Duration, u64)> {
+/// `t0`, how many frames it read, and the connection (still a participant).
+async fn enter_and_watch(mut ws: Ws, channel: String, n: usize, t0: Instant) -> anyhow::Result<(Duration, u64, Ws)> {
     ws.send(Message::text(json!({"id": 3, "op": "room.enter", "channel": channel}).to_string())).await?;
     let mut known: HashSet<String> = HashSet::new();
     let mut count: Option<u64> = None;
@@ -191,7 +195,7 @@ async fn enter_and_watch(mut ws: Ws, channel: String, n: usize, t0: Instant) -> 
             }
         }
         if count.is_some_and(|c| c as usize >= n) || known.len() >= n {
-            return Ok((t0.elapsed(), frames));
+            return Ok((t0.elapsed(), frames, ws));
         }
     }
 }
