@@ -40,7 +40,10 @@ pub async fn run(ctx: &Ctx, a: PresenceArgs) -> anyhow::Result<Report> {
     // every member_joined to every member already connected (O(n²) channel events, and
     // queues overflowing), which is the channel's cost, not the room's.
     // A fresh name per run, so runs against one server do not share a room.
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     let name = format!("bench-presence-{stamp}");
     let created = post(&ctx.target, "/v1/channels", &tokens[0], &json!({"name": name})).await?;
     let channel = created["channel"]["id"].as_str().context("POST /v1/channels gave no id")?.to_owned();
@@ -63,7 +66,9 @@ pub async fn run(ctx: &Ctx, a: PresenceArgs) -> anyhow::Result<Report> {
         .into_iter()
         .map(|ws| {
             let channel = channel.clone();
-            tokio::spawn(async move { tokio::time::timeout(deadline, enter_and_watch(ws, channel, n, t0)).await })
+            tokio::spawn(
+                async move { tokio::time::timeout(deadline, enter_and_watch(ws, channel, n, t0)).await },
+            )
         })
         .collect();
     let mut seen = histogram();
@@ -110,7 +115,12 @@ pub async fn run(ctx: &Ctx, a: PresenceArgs) -> anyhow::Result<Report> {
         ] {
             if let Some(d) = net::Metrics::delta(b, a2, metric) {
                 r.int(key, label, d as u64);
-                r.num(&format!("{key}_per_participant"), &format!("{label} per participant"), d / n as f64, 1);
+                r.num(
+                    &format!("{key}_per_participant"),
+                    &format!("{label} per participant"),
+                    d / n as f64,
+                    1,
+                );
             }
         }
     } else {
@@ -140,9 +150,12 @@ async fn post(target: &net::Target, path: &str, token: &str, body: &Value) -> an
         s.read_to_end(&mut buf).await?;
         anyhow::Ok(buf)
     };
-    let buf = tokio::time::timeout(Duration::from_secs(30), fetch).await.with_context(|| format!("POST {path} timed out"))??;
+    let buf = tokio::time::timeout(Duration::from_secs(30), fetch)
+        .await
+        .with_context(|| format!("POST {path} timed out"))??;
     let text = String::from_utf8_lossy(&buf);
-    let (head, answer) = text.split_once("\r\n\r\n").with_context(|| format!("POST {path}: malformed HTTP response"))?;
+    let (head, answer) =
+        text.split_once("\r\n\r\n").with_context(|| format!("POST {path}: malformed HTTP response"))?;
     let status = head.lines().next().unwrap_or_default();
     if status.split_whitespace().nth(1).is_none_or(|c| !c.starts_with('2')) {
         bail!("POST {path} answered {status:?}: {answer}");
@@ -152,7 +165,12 @@ async fn post(target: &net::Target, path: &str, token: &str, body: &Value) -> an
 
 /// Enters the room and reads until this participant knows all `n`; how long that took from
 /// `t0`, how many frames it read, and the connection (still a participant).
-async fn enter_and_watch(mut ws: Ws, channel: String, n: usize, t0: Instant) -> anyhow::Result<(Duration, u64, Ws)> {
+async fn enter_and_watch(
+    mut ws: Ws,
+    channel: String,
+    n: usize,
+    t0: Instant,
+) -> anyhow::Result<(Duration, u64, Ws)> {
     ws.send(Message::text(json!({"id": 3, "op": "room.enter", "channel": channel}).to_string())).await?;
     let mut known: HashSet<String> = HashSet::new();
     let mut count: Option<u64> = None;
