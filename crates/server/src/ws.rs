@@ -643,6 +643,11 @@ async fn read_loop(
             Message::Close(_) => return None,
             Message::Ping(_) | Message::Pong(_) => continue,
         };
+        // The socket's own limit is raised for binary attachments; a text frame far over the
+        // text limit is still closed with 1009, as it was before attachments existed.
+        if text.len() > cfg.max_frame_bytes.saturating_mul(4) {
+            return Some((close::TOO_BIG, "frame too large"));
+        }
         if text.len() > cfg.max_frame_bytes {
             let e = detail(
                 ErrorCode::PayloadTooLarge,
