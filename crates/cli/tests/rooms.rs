@@ -222,3 +222,55 @@ fn room_commands_and_a_50_mib_stream_paced_by_a_slow_reader() {
         "the writer ran ahead of its reader: {writer_secs:.2} s vs {reader_secs:.2} s"
     );
 }
+
+/// The room limits are flags with `HERALD_*` variables that `serve --help` explains, and TOML
+/// keys: a limit from the file is the one the server enforces.
+#[test]
+fn room_limits_are_flags_variables_and_toml_keys() {
+    let help = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
+    let help = ok(help);
+    for needle in [
+        "--max-attachment-bytes",
+        "HERALD_MAX_ATTACHMENT_BYTES",
+        "--presence-interval-ms",
+        "HERALD_PRESENCE_INTERVAL_MS",
+        "--presence-list-max",
+        "HERALD_PRESENCE_LIST_MAX",
+    ] {
+        assert!(help.contains(needle), "serve --help does not mention {needle}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let toml = dir.path().join("herald.toml");
+    std::fs::write(&toml, "max_attachment_bytes = 100\n").unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap(), "--config", toml.to_str().unwrap()],
+        &[],
+    );
+    let ada = token(&data, "ada");
+    ok(herald(&server, &ada, &["channel", "create", "limits"]));
+    let file = dir.path().join("a.bin");
+    let broadcast = |bytes: usize| {
+        std::fs::write(&file, vec![1u8; bytes]).unwrap();
+        herald(
+            &server,
+            &ada,
+            &[
+                "room",
+                "messaging",
+                "broadcast",
+                "--room",
+                "limits",
+                "--data",
+                "{}",
+                "--attachment",
+                file.to_str().unwrap(),
+            ],
+        )
+    };
+    ok(broadcast(100));
+    let refused = broadcast(101);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("payload_too_large"), "{refused:?}");
+}
