@@ -31,6 +31,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use herald_engine::broker::{ChannelEvent, Envelope};
+use herald_engine::rooms::{RoomChange, RoomEnvelope};
 use serde::{Deserialize, Serialize};
 
 /// The version of the message format this crate writes and reads.
@@ -166,6 +167,10 @@ struct Meta {
     k: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     kc: Option<String>,
+    /// Room traffic (§8): present only on room envelopes, which travel on their channel's
+    /// subject so every node receives them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    r: Option<RoomMeta>,
 }
 
 /// The subject of an app's end-to-end encryption events.
@@ -178,6 +183,17 @@ pub fn e2ee_subject(prefix: &str, app: &str) -> String {
 /// The wildcard subject of every app's end-to-end encryption events.
 pub fn all_e2ee(prefix: &str) -> String {
     format!("{prefix}.e2e.>")
+}
+
+/// The routing and replica change of a room envelope.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct RoomMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    skip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    change: Option<RoomChange>,
 }
 
 /// The NATS subject and payload of an envelope sent by node `node`.
@@ -198,6 +214,18 @@ pub fn encode(prefix: &str, node: &str, envelope: &Envelope) -> (String, Bytes) 
                 ..Meta::default()
             },
             &ev.frame,
+        ),
+        Envelope::Room(r) => (
+            channel_subject(prefix, &r.channel),
+            Meta {
+                v: VERSION,
+                n: node.to_owned(),
+                a: r.app.clone(),
+                c: Some(r.channel.clone()),
+                r: Some(RoomMeta { to: r.to.clone(), skip: r.skip.clone(), change: r.change.clone() }),
+                ..Meta::default()
+            },
+            &r.frame,
         ),
         Envelope::Publication { app, subject, frame } => (
             publication_subject(prefix, app, subject),
@@ -282,6 +310,14 @@ pub fn decode(payload: &Bytes) -> Result<Received, DecodeError> {
         return Ok(Received { node: meta.n, envelope });
     }
     let envelope = match (meta.c, meta.p) {
+        (Some(channel), _) if let Some(r) = meta.r => Envelope::Room(RoomEnvelope {
+            app: meta.a,
+            channel,
+            to: r.to,
+            skip: r.skip,
+            frame,
+            change: r.change,
+        }),
         (Some(channel), _) => Envelope::Channel(ChannelEvent {
             app: meta.a,
             channel,
@@ -401,6 +437,34 @@ mod tests {
         let (subject, payload) = encode("herald", "n", &p);
         assert_eq!(subject, "herald.pub.a.s_2Ex");
         assert_eq!(decode(&payload).unwrap().envelope, p);
+    }
+
+    /// Room envelopes (§8) travel on their channel's subject with their routing and change,
+    /// and a binary frame (newlines and all) comes back byte for byte.
+    #[test]
+    fn room_envelopes_round_trip() {
+        let frame =
+            Bytes::from(herald_proto::frames::encode_binary(br#"{"event":"room_message"}"#, b"\n\x00\xff\n"));
+        let r = Envelope::Room(RoomEnvelope {
+            app: "default".into(),
+            channel: "c1".into(),
+            to: Some("p2".into()),
+            skip: None,
+            frame,
+            change: Some(RoomChange::StreamCredit { stream_id: "s".into(), bytes: 7 }),
+        });
+        let (subject, payload) = encode("herald", "n", &r);
+        assert_eq!(subject, "herald.ch.c1");
+        assert_eq!(decode(&payload).unwrap().envelope, r);
+        let left = Envelope::Room(RoomEnvelope {
+            app: "default".into(),
+            channel: "c1".into(),
+            to: None,
+            skip: Some("p1".into()),
+            frame: Bytes::new(),
+            change: Some(RoomChange::Left { participant_id: "p1".into() }),
+        });
+        assert_eq!(decode(&encode("herald", "n", &left).1).unwrap().envelope, left);
     }
 
     #[test]

@@ -484,6 +484,8 @@ impl BrokerSubscriber for Hub {
             Envelope::Keeper { app, skip_members_of, frame } => {
                 self.deliver_keepers(app, skip_members_of.as_deref(), frame);
             }
+            // Delivered by the node's `Rooms`, a subscriber of its own.
+            Envelope::Room(_) => {}
         }
     }
 }

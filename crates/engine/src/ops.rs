@@ -57,6 +57,8 @@ pub struct EngineConfig {
     pub dm_ttl_ms: u64,
     /// Entries one device inbox holds at most; `dm.send` past it is `rate_limited`.
     pub dm_inbox_max: u64,
+    /// Rooms and streams (§8).
+    pub rooms: crate::rooms::RoomsConfig,
 }
 
 impl Default for EngineConfig {
@@ -74,6 +76,7 @@ impl Default for EngineConfig {
             read_interval_ms: 250,
             dm_ttl_ms: 30 * 24 * 3600 * 1000,
             dm_inbox_max: 10_000,
+            rooms: crate::rooms::RoomsConfig::default(),
         }
     }
 }
@@ -207,6 +210,7 @@ pub struct Engine {
     known_users: Mutex<HashSet<KnownUser>>,
     typing_throttle: Throttle,
     read_throttle: Throttle,
+    rooms: Arc<crate::rooms::Rooms>,
     pub stats: EngineStats,
 }
 
@@ -230,6 +234,7 @@ impl Engine {
         let typing_throttle = Throttle::new(config.typing_interval_ms);
         let read_throttle = Throttle::new(config.read_interval_ms);
         broker.subscribe(hub.clone());
+        let rooms = crate::rooms::Rooms::start(broker.clone(), ids.clone(), config.rooms.clone());
         Ok(Arc::new(Engine {
             store,
             blobs,
@@ -241,12 +246,18 @@ impl Engine {
             known_users: Mutex::new(HashSet::new()),
             typing_throttle,
             read_throttle,
+            rooms,
             stats: EngineStats::default(),
         }))
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// The room registry (§8).
+    pub fn rooms(&self) -> &Arc<crate::rooms::Rooms> {
+        &self.rooms
     }
 
     pub fn config(&self) -> &EngineConfig {
