@@ -84,7 +84,7 @@ fn retry_refresh(token: &str) -> tokio::time::Instant {
 /// What the client's handles ask of the socket task.
 pub(crate) enum Command {
     Request {
-        request: Request,
+        request: crate::session::Outgoing,
         reply: Waiter,
     },
     Subscribe {
@@ -184,6 +184,7 @@ impl Driver {
     ) -> Driver {
         let Nodes { first: endpoint, fallbacks, rest_base } = nodes;
         let endpoints = std::iter::once(endpoint.clone()).chain(fallbacks).collect();
+        let device = config.device.clone();
         Driver {
             endpoint,
             endpoints,
@@ -193,7 +194,11 @@ impl Driver {
             tls,
             first_attempt: true,
             config,
-            session: Session::seeding(),
+            session: {
+                let mut s = Session::seeding();
+                s.set_device(device);
+                s
+            },
             commands,
             listeners: Vec::new(),
             backlog: Some(Vec::new()),

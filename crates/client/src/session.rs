@@ -51,9 +51,40 @@ pub enum Output<W> {
     Rejected(ErrorDetail),
 }
 
+/// A request as the session holds it: a typed [`Request`], or a raw JSON op that the
+/// protocol crate has no type for (the E2EE ops, `crate::e2ee`), sent as
+/// `{"id", "op", ...fields}`.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Typed(Request),
+    Raw { op: String, fields: serde_json::Map<String, Value> },
+}
+
+impl Outgoing {
+    fn op(&self) -> &str {
+        match self {
+            Outgoing::Typed(r) => r.op(),
+            Outgoing::Raw { op, .. } => op,
+        }
+    }
+
+    fn typed(&self) -> Option<&Request> {
+        match self {
+            Outgoing::Typed(r) => Some(r),
+            Outgoing::Raw { .. } => None,
+        }
+    }
+}
+
+impl From<Request> for Outgoing {
+    fn from(r: Request) -> Outgoing {
+        Outgoing::Typed(r)
+    }
+}
+
 #[derive(Debug)]
 struct Pending<W> {
-    request: Request,
+    request: Outgoing,
     /// `None` for requests the session makes itself (resubscribe, unsubscribe).
     waiter: Option<W>,
 }
@@ -62,7 +93,14 @@ impl<W> Pending<W> {
     /// A send with an idempotency key can be resent after a reconnect: the server answers a
     /// repeated `client_id` with the original message and appends nothing.
     fn retryable(&self) -> bool {
-        matches!(&self.request, Request::MessageSend { message, .. } if message.client_id.is_some())
+        match &self.request {
+            Outgoing::Typed(r) => {
+                matches!(r, Request::MessageSend { message, .. } if message.client_id.is_some())
+            }
+            // A raw `message.send` (an encrypted channel's, with its `epoch`) with a
+            // `client_id` is as idempotent as a typed one.
+            Outgoing::Raw { op, fields } => op == "message.send" && fields.contains_key("client_id"),
+        }
     }
 }
 
@@ -98,6 +136,8 @@ pub struct Session<W> {
     /// The verified head a channel had when the server truncated its replay: the anchor
     /// that a log page fetched to fill the hole must link to.
     truncated_at: HashMap<String, (u64, herald_proto::Hash32)>,
+    /// The device declared on every `connect` (PROTOCOL.md §7), if any.
+    device: Option<String>,
 }
 
 impl<W> Default for Session<W> {
@@ -114,6 +154,7 @@ impl<W> Default for Session<W> {
             seeding: None,
             subjects: BTreeMap::new(),
             truncated_at: HashMap::new(),
+            device: None,
         }
     }
 }
@@ -125,9 +166,17 @@ struct OutFrame<'a> {
     request: &'a Request,
 }
 
-fn encode(id: u64, request: &Request) -> Result<String, ClientError> {
-    serde_json::to_string(&OutFrame { id, request })
-        .map_err(|e| ClientError::Protocol(format!("cannot encode {}: {e}", request.op())))
+fn encode(id: u64, request: &Outgoing) -> Result<String, ClientError> {
+    match request {
+        Outgoing::Typed(request) => serde_json::to_string(&OutFrame { id, request })
+            .map_err(|e| ClientError::Protocol(format!("cannot encode {}: {e}", request.op()))),
+        Outgoing::Raw { op, fields } => {
+            let mut frame = fields.clone();
+            frame.insert("id".into(), Value::from(id));
+            frame.insert("op".into(), Value::from(op.as_str()));
+            serde_json::to_string(&frame).map_err(|e| ClientError::Protocol(format!("cannot encode {op}: {e}")))
+        }
+    }
 }
 
 impl<W: Waiter> Session<W> {
@@ -142,6 +191,11 @@ impl<W: Waiter> Session<W> {
     /// reconnecting is never delivered. The real client always uses this.
     pub fn seeding() -> Self {
         Session { seed_on_connect: true, ..Self::default() }
+    }
+
+    /// Declares `device` on every `connect` from now on.
+    pub fn set_device(&mut self, device: Option<String>) {
+        self.device = device;
     }
 
     /// Whether the `channel.list` that seeds the resume points is still unanswered.
@@ -161,7 +215,10 @@ impl<W: Waiter> Session<W> {
 
     /// Learns resume points from the answer of a request: every channel of `channel.list`,
     /// the channel of `channel.create` and `channel.join`.
-    fn learn(&mut self, request: &Request, ok: &Value) {
+    fn learn(&mut self, request: &Outgoing, ok: &Value) {
+        let Some(request) = request.typed() else {
+            return;
+        };
         match request {
             Request::ChannelList {} => {
                 if let Ok(list) = serde_json::from_value::<ChannelListOk>(ok.clone()) {
@@ -227,17 +284,30 @@ impl<W: Waiter> Session<W> {
         self.phase = Phase::Connecting { id };
         let request = Request::Connect { token: token.to_owned(), resume: self.resume_points() };
         // Only strings and integers: encoding cannot fail.
-        encode(id, &request).unwrap_or_default()
+        let frame = encode(id, &Outgoing::Typed(request)).unwrap_or_default();
+        match &self.device {
+            // The device this connection speaks for (PROTOCOL.md §7): DMs and envelopes
+            // addressed to it reach this connection.
+            Some(device) => match serde_json::from_str::<serde_json::Map<String, Value>>(&frame) {
+                Ok(mut map) => {
+                    map.insert("device".into(), Value::from(device.as_str()));
+                    serde_json::to_string(&map).unwrap_or(frame)
+                }
+                Err(_) => frame,
+            },
+            None => frame,
+        }
     }
 
     /// Queues or sends a request for a caller.
-    pub fn request(&mut self, request: Request, waiter: W) -> Vec<Output<W>> {
+    pub fn request(&mut self, request: impl Into<Outgoing>, waiter: W) -> Vec<Output<W>> {
         let mut out = Vec::new();
-        self.push(request, Some(waiter), &mut out);
+        self.push(request.into(), Some(waiter), &mut out);
         out
     }
 
-    fn push(&mut self, request: Request, waiter: Option<W>, out: &mut Vec<Output<W>>) {
+    fn push(&mut self, request: impl Into<Outgoing>, waiter: Option<W>, out: &mut Vec<Output<W>>) {
+        let request = request.into();
         let id = self.take_id();
         let pending = Pending { request, waiter };
         if self.is_ready() {
@@ -294,10 +364,17 @@ impl<W: Waiter> Session<W> {
         match parse_server_frame(text) {
             Ok(ServerFrame::Reply(reply)) => self.handle_reply(reply),
             Ok(ServerFrame::Event(event)) => self.handle_event(*event),
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable frame from server ignored");
-                Vec::new()
-            }
+            Err(e) => match serde_json::from_str::<Value>(text) {
+                // An event this SDK's protocol types do not know (the E2EE pushes `dm` and
+                // `keys_needed`, PROTOCOL.md §7): handed on raw, for `crate::e2ee`.
+                Ok(v) if v.get("event").and_then(Value::as_str).is_some() => {
+                    vec![Output::Event(ClientEvent::Raw(std::sync::Arc::new(v)))]
+                }
+                _ => {
+                    tracing::warn!(error = %e, "unreadable frame from server ignored");
+                    Vec::new()
+                }
+            },
         }
     }
 
@@ -372,7 +449,7 @@ impl<W: Waiter> Session<W> {
         let queued_subjects: BTreeSet<&str> = self
             .queued
             .values()
-            .filter_map(|p| match &p.request {
+            .filter_map(|p| match p.request.typed()? {
                 Request::Subscribe { subject } => Some(subject.as_str()),
                 _ => None,
             })

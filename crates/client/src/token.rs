@@ -83,6 +83,18 @@ pub fn jwt_exp(token: &str) -> Option<u64> {
     serde_json::from_slice::<Exp>(&bytes).ok().map(|c| c.exp)
 }
 
+/// The `sub` claim (the user id) of a JWT, read without verifying it (the server does).
+pub fn jwt_sub(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    #[derive(serde::Deserialize)]
+    struct Sub {
+        sub: String,
+    }
+    serde_json::from_slice::<Sub>(&bytes).ok().map(|c| c.sub)
+}
+
 /// How long to wait before refreshing a token that expires at `exp_ms`, at `now_ms` (both
 /// milliseconds since the Unix epoch): 80% of the remaining lifetime, so a slow provider
 /// or a reconnect still has a fifth of it to spare. At most a year, so an absurd `exp`
