@@ -24,4 +24,4 @@ pub mod time;
 pub use chain::{ChainError, ChainVerifier, EntryKind, Hash32};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use model::*;
-pub use names::{ChannelName, ClientId, NameError, Subject, UserId};
+pub use names::{ChannelName, ClientId, DeviceId, NameError, Subject, UserId};
