@@ -419,10 +419,6 @@ impl E2ee {
         self.client.rest()
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
     /// `GET /v1/keys/users/{user}`: the user's current devices, unverified.
     pub async fn list_devices(&self, user: &str) -> Result<Vec<DeviceInfo>, E2eeError> {
         list_devices(self.rest(), user).await
