@@ -6,6 +6,7 @@
 
 mod bench;
 mod client_cmds;
+mod e2ee_cmds;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -31,6 +32,8 @@ enum Command {
     Token(TokenArgs),
     #[command(flatten)]
     Client(client_cmds::ClientCommand),
+    #[command(flatten)]
+    E2ee(e2ee_cmds::E2eeCommand),
     /// Measure a server: fan-out, durable appends, idle connections; compare with peers.
     Bench(bench::BenchArgs),
 }
@@ -143,6 +146,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args, &matches),
         Command::Token(args) => token(args),
         Command::Client(cmd) => client_cmds::run(cmd),
+        Command::E2ee(cmd) => e2ee_cmds::run(cmd),
         Command::Bench(args) => bench::run(args),
     };
     match result {
