@@ -46,6 +46,11 @@ pub struct ClientConfig {
     /// connection. Set by [`crate::e2ee::E2ee::connect`]; the device must be registered
     /// first (`PUT /v1/keys/devices/{id}`), else the server refuses the `connect`.
     pub device: Option<String>,
+    /// For keeper connections (PROTOCOL.md §7): deliver log events of channels the user is
+    /// not a member of (the `member_left` a keeper is told about) unverified, instead of
+    /// taking their sparse seqs for a broken chain. Events of member channels are verified
+    /// as always.
+    pub keeper_events: bool,
 }
 
 impl Default for ClientConfig {
@@ -64,6 +69,7 @@ impl Default for ClientConfig {
             root_certificates: Vec::new(),
             fallback_urls: Vec::new(),
             device: None,
+            keeper_events: false,
         }
     }
 }

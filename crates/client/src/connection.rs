@@ -185,6 +185,7 @@ impl Driver {
         let Nodes { first: endpoint, fallbacks, rest_base } = nodes;
         let endpoints = std::iter::once(endpoint.clone()).chain(fallbacks).collect();
         let device = config.device.clone();
+        let keeper_events = config.keeper_events;
         Driver {
             endpoint,
             endpoints,
@@ -197,6 +198,7 @@ impl Driver {
             session: {
                 let mut s = Session::seeding();
                 s.set_device(device);
+                s.set_pass_foreign(keeper_events);
                 s
             },
             commands,

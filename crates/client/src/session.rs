@@ -138,6 +138,10 @@ pub struct Session<W> {
     truncated_at: HashMap<String, (u64, herald_proto::Hash32)>,
     /// The device declared on every `connect` (PROTOCOL.md §7), if any.
     device: Option<String>,
+    /// Pass log events of channels this user is not known to be a member of through
+    /// unverified and untracked: a keeper receives `member_left` of channels it is not in
+    /// (PROTOCOL.md §7), a sparse subset of their log that no chain can link.
+    pass_foreign: bool,
 }
 
 impl<W> Default for Session<W> {
@@ -155,6 +159,7 @@ impl<W> Default for Session<W> {
             subjects: BTreeMap::new(),
             truncated_at: HashMap::new(),
             device: None,
+            pass_foreign: false,
         }
     }
 }
@@ -196,6 +201,11 @@ impl<W: Waiter> Session<W> {
     /// Declares `device` on every `connect` from now on.
     pub fn set_device(&mut self, device: Option<String>) {
         self.device = device;
+    }
+
+    /// See [`crate::ClientConfig::keeper_events`].
+    pub fn set_pass_foreign(&mut self, pass: bool) {
+        self.pass_foreign = pass;
     }
 
     /// Whether the `channel.list` that seeds the resume points is still unanswered.
@@ -480,6 +490,12 @@ impl<W: Waiter> Session<W> {
                 channel: channel.clone(),
                 from_seq: *from_seq,
             }));
+            return out;
+        }
+        let foreign = self.pass_foreign
+            && event.channel().is_some_and(|c| !self.channels.contains(c) && !self.cursors.contains_key(c));
+        if foreign {
+            out.push(Output::Event(ClientEvent::Event(Box::new(event))));
             return out;
         }
         if let Some(meta) = event.meta() {

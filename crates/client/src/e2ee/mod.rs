@@ -386,6 +386,10 @@ impl E2ee {
         }
         replenish(&shared, &rest, true).await?;
         config.device = Some(shared.lock().device.device_id().to_owned());
+        if crate::token::jwt_has_grant(token, "keeper") {
+            // A keeper hears of leaves in channels it is not a member of.
+            config.keeper_events = true;
+        }
         let client = Client::connect_with(url, token, config).await?;
         Ok(E2ee { client, shared })
     }
