@@ -700,6 +700,13 @@ impl EncryptedChannel {
         self.e2ee.rotate_without(self.id(), &self.channel.info().created_by, user).await
     }
 
+    /// Admits `user` as a keeper does (for an admin of the channel: its creator): a commit
+    /// listing their current devices, and every epoch key this device holds sealed to them.
+    /// For channels without a keeper.
+    pub async fn admit_member(&self, user: &str) -> Result<(), E2eeError> {
+        self.e2ee.admit(self.id(), &self.channel.info().created_by, user).await
+    }
+
     /// A new epoch with the same members and a fresh key.
     pub async fn rotate(&self) -> Result<(), E2eeError> {
         for _ in 0..5 {
