@@ -115,7 +115,7 @@ impl Client {
     /// request waits for the connection; if it times out meanwhile it is never sent.
     pub async fn request(&self, request: Request) -> Result<Value, ClientError> {
         let (reply, rx) = oneshot::channel();
-        self.command(Command::Request { request: request.into(), reply })?;
+        self.command(Command::Request { request, reply })?;
         self.wait(rx).await
     }
 
@@ -126,21 +126,6 @@ impl Client {
             Ok(Err(_)) => Err(ClientError::Closed),
             Err(_) => Err(ClientError::Timeout(timeout)),
         }
-    }
-
-    /// Sends an op this SDK's protocol types do not describe (`{"op": op, ...fields}`) and
-    /// returns its raw `ok`: the E2EE ops (`dm.send`, `dm.ack`, `message.send` with an
-    /// `epoch`). A `message.send` with a `client_id` is resent after a reconnect, as typed
-    /// sends are.
-    pub async fn request_raw(
-        &self,
-        op: &str,
-        fields: serde_json::Map<String, Value>,
-    ) -> Result<Value, ClientError> {
-        let (reply, rx) = oneshot::channel();
-        let request = crate::session::Outgoing::Raw { op: op.to_owned(), fields };
-        self.command(Command::Request { request, reply })?;
-        self.wait(rx).await
     }
 
     /// Sends a request and decodes its `ok` as `T`.

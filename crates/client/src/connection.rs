@@ -84,7 +84,7 @@ fn retry_refresh(token: &str) -> tokio::time::Instant {
 /// What the client's handles ask of the socket task.
 pub(crate) enum Command {
     Request {
-        request: crate::session::Outgoing,
+        request: Request,
         reply: Waiter,
     },
     Subscribe {

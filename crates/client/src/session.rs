@@ -51,40 +51,9 @@ pub enum Output<W> {
     Rejected(ErrorDetail),
 }
 
-/// A request as the session holds it: a typed [`Request`], or a raw JSON op that the
-/// protocol crate has no type for (the E2EE ops, `crate::e2ee`), sent as
-/// `{"id", "op", ...fields}`.
-#[derive(Debug, Clone)]
-pub enum Outgoing {
-    Typed(Request),
-    Raw { op: String, fields: serde_json::Map<String, Value> },
-}
-
-impl Outgoing {
-    fn op(&self) -> &str {
-        match self {
-            Outgoing::Typed(r) => r.op(),
-            Outgoing::Raw { op, .. } => op,
-        }
-    }
-
-    fn typed(&self) -> Option<&Request> {
-        match self {
-            Outgoing::Typed(r) => Some(r),
-            Outgoing::Raw { .. } => None,
-        }
-    }
-}
-
-impl From<Request> for Outgoing {
-    fn from(r: Request) -> Outgoing {
-        Outgoing::Typed(r)
-    }
-}
-
 #[derive(Debug)]
 struct Pending<W> {
-    request: Outgoing,
+    request: Request,
     /// `None` for requests the session makes itself (resubscribe, unsubscribe).
     waiter: Option<W>,
 }
@@ -93,14 +62,7 @@ impl<W> Pending<W> {
     /// A send with an idempotency key can be resent after a reconnect: the server answers a
     /// repeated `client_id` with the original message and appends nothing.
     fn retryable(&self) -> bool {
-        match &self.request {
-            Outgoing::Typed(r) => {
-                matches!(r, Request::MessageSend { message, .. } if message.client_id.is_some())
-            }
-            // A raw `message.send` (an encrypted channel's, with its `epoch`) with a
-            // `client_id` is as idempotent as a typed one.
-            Outgoing::Raw { op, fields } => op == "message.send" && fields.contains_key("client_id"),
-        }
+        matches!(&self.request, Request::MessageSend { message, .. } if message.client_id.is_some())
     }
 }
 
@@ -171,17 +133,9 @@ struct OutFrame<'a> {
     request: &'a Request,
 }
 
-fn encode(id: u64, request: &Outgoing) -> Result<String, ClientError> {
-    match request {
-        Outgoing::Typed(request) => serde_json::to_string(&OutFrame { id, request })
-            .map_err(|e| ClientError::Protocol(format!("cannot encode {}: {e}", request.op()))),
-        Outgoing::Raw { op, fields } => {
-            let mut frame = fields.clone();
-            frame.insert("id".into(), Value::from(id));
-            frame.insert("op".into(), Value::from(op.as_str()));
-            serde_json::to_string(&frame).map_err(|e| ClientError::Protocol(format!("cannot encode {op}: {e}")))
-        }
-    }
+fn encode(id: u64, request: &Request) -> Result<String, ClientError> {
+    serde_json::to_string(&OutFrame { id, request })
+        .map_err(|e| ClientError::Protocol(format!("cannot encode {}: {e}", request.op())))
 }
 
 impl<W: Waiter> Session<W> {
@@ -225,10 +179,7 @@ impl<W: Waiter> Session<W> {
 
     /// Learns resume points from the answer of a request: every channel of `channel.list`,
     /// the channel of `channel.create` and `channel.join`.
-    fn learn(&mut self, request: &Outgoing, ok: &Value) {
-        let Some(request) = request.typed() else {
-            return;
-        };
+    fn learn(&mut self, request: &Request, ok: &Value) {
         match request {
             Request::ChannelList {} => {
                 if let Ok(list) = serde_json::from_value::<ChannelListOk>(ok.clone()) {
@@ -294,7 +245,7 @@ impl<W: Waiter> Session<W> {
         self.phase = Phase::Connecting { id };
         let request = Request::Connect { token: token.to_owned(), resume: self.resume_points() };
         // Only strings and integers: encoding cannot fail.
-        let frame = encode(id, &Outgoing::Typed(request)).unwrap_or_default();
+        let frame = encode(id, &request).unwrap_or_default();
         match &self.device {
             // The device this connection speaks for (PROTOCOL.md §7): DMs and envelopes
             // addressed to it reach this connection.
@@ -310,14 +261,13 @@ impl<W: Waiter> Session<W> {
     }
 
     /// Queues or sends a request for a caller.
-    pub fn request(&mut self, request: impl Into<Outgoing>, waiter: W) -> Vec<Output<W>> {
+    pub fn request(&mut self, request: Request, waiter: W) -> Vec<Output<W>> {
         let mut out = Vec::new();
-        self.push(request.into(), Some(waiter), &mut out);
+        self.push(request, Some(waiter), &mut out);
         out
     }
 
-    fn push(&mut self, request: impl Into<Outgoing>, waiter: Option<W>, out: &mut Vec<Output<W>>) {
-        let request = request.into();
+    fn push(&mut self, request: Request, waiter: Option<W>, out: &mut Vec<Output<W>>) {
         let id = self.take_id();
         let pending = Pending { request, waiter };
         if self.is_ready() {
@@ -459,7 +409,7 @@ impl<W: Waiter> Session<W> {
         let queued_subjects: BTreeSet<&str> = self
             .queued
             .values()
-            .filter_map(|p| match p.request.typed()? {
+            .filter_map(|p| match &p.request {
                 Request::Subscribe { subject } => Some(subject.as_str()),
                 _ => None,
             })

@@ -9,7 +9,7 @@
 //! pose as one); joining members learn the admin set from the genesis alone, which the
 //! creator signed.
 
-use super::{E2ee, E2eeError, LiveChannel, fields};
+use super::{E2ee, E2eeError, LiveChannel};
 use crate::channel::Channel;
 use crate::error::ClientError;
 use crate::event::{ClientEvent, EventStream};
@@ -19,7 +19,7 @@ use herald_crypto::{
     CommitReason, EpochCommit, EpochKey, EpochKeyring, FileManifest, FileParams, IdentityKeys, KeyEnvelope,
     Member, RosterChain, SealedMessage, SignedCommit,
 };
-use herald_proto::frames::{CreateChannel, Event, HistoryQuery};
+use herald_proto::frames::{CreateChannel, Event, HistoryQuery, Request, SendMessage};
 use herald_proto::{ErrorCode, Message};
 use reqwest::Method;
 use serde::Deserialize;
@@ -196,7 +196,12 @@ impl E2ee {
             let commit = c.chain.next_commit(members, reason).sign(&live.device);
             let key = EpochKey::generate(&mut rand::rngs::OsRng);
             let epoch = commit.commit.epoch;
-            let envelopes = seal_to(&live.device, channel, epoch, &key, &identities)?;
+            // Dry run: a commit this chain would refuse (this device is no admin of it) must
+            // not become the head every member then refuses.
+            c.chain.clone().apply(&commit).map_err(|e| {
+                E2eeError::Channel(format!("this device cannot commit to channel {channel}: {e}"))
+            })?;
+            let envelopes = commit_envelopes(seal_to(&live.device, channel, epoch, &key, &identities)?);
             let body = json!({
                 "epoch": epoch,
                 "prev_commit_hash": hex::encode(commit.commit.prev_commit_hash),
@@ -339,22 +344,28 @@ impl E2ee {
     }
 }
 
+/// `key` sealed to every device of `to` but the sender's: `(device id, envelope)`.
 fn seal_to(
     device: &herald_crypto::Device,
     channel: &str,
     epoch: u64,
     key: &EpochKey,
     to: &[IdentityKeys],
-) -> Result<Vec<Value>, E2eeError> {
+) -> Result<Vec<(String, KeyEnvelope)>, E2eeError> {
     let mut out = Vec::new();
     for r in to {
         if r.device_id == device.device_id() {
             continue;
         }
         let env = herald_crypto::seal_epoch_key(&mut rand::rngs::OsRng, device, channel, epoch, key, r)?;
-        out.push(json!({ "device_id": r.device_id, "epoch": epoch, "envelope": env }));
+        out.push((r.device_id.clone(), env));
     }
     Ok(out)
+}
+
+/// The `envelopes` of a commit body: `[{device_id, envelope}]`.
+fn commit_envelopes(sealed: Vec<(String, KeyEnvelope)>) -> Vec<Value> {
+    sealed.into_iter().map(|(device_id, envelope)| json!({ "device_id": device_id, "envelope": envelope })).collect()
 }
 
 impl EncryptedChannels {
@@ -407,7 +418,7 @@ impl EncryptedChannels {
                 }
             }
             let key = EpochKey::generate(&mut rand::rngs::OsRng);
-            let envelopes = seal_to(&live.device, &id, 0, &key, &identities)?;
+            let envelopes = commit_envelopes(seal_to(&live.device, &id, 0, &key, &identities)?);
             let body = json!({
                 "epoch": 0,
                 "prev_commit_hash": zero_hex(),
@@ -574,11 +585,17 @@ impl EncryptedChannel {
                 synced = true;
                 continue;
             };
-            let mut f = json!({ "channel": self.id(), "content": content, "epoch": epoch, "client_id": client_id });
-            if let Some(k) = kind {
-                f["type"] = Value::from(k);
-            }
-            match self.e2ee.client.request_raw("message.send", fields(f)).await {
+            let request = Request::MessageSend {
+                channel: self.id().to_owned(),
+                message: SendMessage {
+                    content,
+                    kind: kind.map(str::to_owned),
+                    client_id: Some(client_id.clone()),
+                    epoch: Some(epoch),
+                    ..SendMessage::default()
+                },
+            };
+            match self.e2ee.client.request(request).await {
                 Ok(ok) => {
                     let m = ok.get("message").cloned().unwrap_or(Value::Null);
                     return serde_json::from_value(m)
@@ -855,7 +872,9 @@ impl E2ee {
             let Some(c) = live.channels.get(channel) else { return Ok(()) };
             let mut out = Vec::new();
             for (epoch, key) in c.keyring.iter() {
-                out.extend(seal_to(&live.device, channel, epoch, key, &identities)?);
+                for (device_id, envelope) in seal_to(&live.device, channel, epoch, key, &identities)? {
+                    out.push(json!({ "device_id": device_id, "epoch": epoch, "envelope": envelope }));
+                }
             }
             out
         };

@@ -1,7 +1,8 @@
 //! Direct messages: Olm to every device of the recipient and to the sender's own other
 //! devices, one `dm.send`; received ones decrypted, persisted, then acknowledged.
 
-use super::{E2ee, E2eeError, fields};
+use super::{E2ee, E2eeError};
+use herald_proto::frames::{DmSendOk, DmTo, Request};
 use crate::error::ClientError;
 use crate::event::{ClientEvent, EventStream};
 use crate::rest::segment;
@@ -86,7 +87,7 @@ impl E2ee {
                 };
                 let msg = session.encrypt(payload.as_ref());
                 let body = serde_json::to_string(&msg).map_err(|e| E2eeError::Protocol(e.to_string()))?;
-                to.push(json!({ "user": u, "device_id": identity.device_id, "body": body }));
+                to.push(DmTo { user: u.clone(), device_id: identity.device_id.clone(), body });
             }
             // The ratchets moved: on disk before the ciphertexts leave.
             self.shared.save(&live)?;
@@ -101,13 +102,8 @@ impl E2ee {
             rand::rngs::OsRng.fill_bytes(&mut b);
             hex::encode(b)
         };
-        let ok = self.client.request_raw("dm.send", fields(json!({ "to": to, "client_id": client_id }))).await?;
-        let ids = ok
-            .get("ids")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-            .unwrap_or_default();
-        Ok(ids)
+        let ok: DmSendOk = self.client.call(Request::DmSend { to, client_id: Some(client_id) }).await?;
+        Ok(ok.ids)
     }
 
     /// Creates outbound sessions with the targets that have none: one `POST /v1/keys/claim`.
@@ -206,7 +202,7 @@ impl E2ee {
     }
 
     async fn ack(&self, id: &str) -> Result<(), ClientError> {
-        self.client.request_raw("dm.ack", fields(json!({ "ids": [id] }))).await.map(drop)
+        self.client.request(Request::DmAck { ids: vec![id.to_owned()] }).await.map(drop)
     }
 
     async fn fetch_inbox(&self) -> Result<Vec<RawDm>, E2eeError> {

@@ -47,7 +47,7 @@ use crate::rest::{Rest, segment};
 use herald_crypto::{CryptoError, Device, EpochKey, EpochKeyring, IdentityKeys, KeyBundle, OlmSession, PickleKey, PinnedDevices, RosterChain};
 use reqwest::Method;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use state::{ChannelState, Persisted, PinnedDevice, StateFile};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -593,12 +593,4 @@ async fn replenish(shared: &Shared, rest: &Rest, at_start: bool) -> Result<(), E
     let body = json!({ "bundle": bundle });
     rest.json(Method::PUT, &format!("/v1/keys/devices/{}", segment(&id)), Some(&body)).await?;
     Ok(())
-}
-
-/// The JSON object fields of `v` (for raw requests).
-pub(crate) fn fields(v: Value) -> serde_json::Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => serde_json::Map::new(),
-    }
 }
