@@ -127,7 +127,7 @@ pub enum ChannelCmd {
         members: Vec<String>,
         /// End-to-end encrypted (needs --state): the genesis roster commit is signed by
         /// this device and the first key sealed to every member and keeper device.
-        #[arg(long, requires = "state")]
+        #[arg(long)]
         encrypted: bool,
     },
     /// Join a channel by name or id.

@@ -14,14 +14,14 @@ pub struct StateArgs {
     /// Device state file (created by `herald device init`): the device's keys, sessions,
     /// pinned identities and channel keys, encrypted at rest. With it, `send`, `history`
     /// and `tail` seal and open an encrypted channel's messages transparently.
-    #[arg(long, env = "HERALD_STATE")]
+    #[arg(long, env = "HERALD_STATE", global = true)]
     pub state: Option<PathBuf>,
     /// File whose first line is the state file's passphrase (stretched with Argon2id). The
     /// variable HERALD_STATE_PASSPHRASE, holding the passphrase itself, also works.
-    #[arg(long, env = "HERALD_STATE_PASSPHRASE_FILE")]
+    #[arg(long, env = "HERALD_STATE_PASSPHRASE_FILE", global = true)]
     pub passphrase_file: Option<PathBuf>,
     /// File holding a 32-byte key (raw, or 64 hex digits) instead of a passphrase.
-    #[arg(long, env = "HERALD_STATE_KEY_FILE", conflicts_with = "passphrase_file")]
+    #[arg(long, env = "HERALD_STATE_KEY_FILE", global = true, conflicts_with = "passphrase_file")]
     pub key_file: Option<PathBuf>,
 }
 

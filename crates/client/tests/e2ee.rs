@@ -197,6 +197,10 @@ async fn tampering_with_the_database_is_detected_by_the_sdk() {
     let channel = within(ada.channels().create_encrypted_with(Some("vault"), &["bob"])).await.unwrap();
     let sent = within(channel.send("the code is 4711")).await.unwrap();
     let channel_id = channel.id().to_owned();
+    // Bob verifies the roster now, before anyone tampers with it.
+    let b_channel = within(bob.channels().get(&channel_id)).await.unwrap();
+    within(b_channel.sync()).await.unwrap();
+    drop(b_channel);
     ada.close().await;
     bob.close().await;
     server.stop().await;
@@ -228,7 +232,11 @@ async fn tampering_with_the_database_is_detected_by_the_sdk() {
     let body: String =
         db.query_row("SELECT body FROM commits WHERE channel_id = ?1 AND epoch = 0", [&channel_id], |r| r.get(0)).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let members = v.pointer_mut("/commit/members").or_else(|| v.pointer_mut("/members")).expect("members in the stored commit");
+    let pointer = ["/commit/commit/members", "/commit/members", "/members"]
+        .into_iter()
+        .find(|p| v.pointer(p).is_some())
+        .expect("members in the stored commit");
+    let members = v.pointer_mut(pointer).unwrap();
     members.as_array_mut().unwrap().push(serde_json::json!({"user": "mallory", "devices": ["mallory-1"]}));
     db.execute("UPDATE commits SET body = ?1 WHERE channel_id = ?2 AND epoch = 0", rusqlite::params![v.to_string(), channel_id])
         .unwrap();
