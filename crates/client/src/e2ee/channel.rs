@@ -704,6 +704,21 @@ impl EncryptedChannel {
         Ok(out)
     }
 
+    /// Calls `f` with every new message of this channel, opened (or why not), from a task
+    /// of its own. Must be called within a Tokio runtime.
+    pub fn on_message<F>(&self, mut f: F) -> crate::Listener
+    where
+        F: FnMut(Opened) + Send + 'static,
+    {
+        let mut messages = self.messages();
+        let task = tokio::spawn(async move {
+            while let Some(m) = messages.next().await {
+                f(m);
+            }
+        });
+        crate::Listener { task: task.abort_handle() }
+    }
+
     /// New messages of this channel as they arrive, opened.
     pub fn messages(&self) -> EncryptedMessages {
         EncryptedMessages { channel: self.clone(), events: self.e2ee.client.events() }

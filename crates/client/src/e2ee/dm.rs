@@ -148,6 +148,22 @@ impl E2ee {
         DmStream { e2ee: self.clone(), events: self.client.events(), queue: VecDeque::new(), inbox_fetched: false }
     }
 
+    /// Calls `f` with every direct message of this device (decrypted, or the reason it
+    /// cannot be), from a task of its own, as [`E2ee::dms`] yields them. Must be called
+    /// within a Tokio runtime.
+    pub fn on_dm<F>(&self, mut f: F) -> crate::Listener
+    where
+        F: FnMut(Result<Dm, DmFailure>) + Send + 'static,
+    {
+        let mut dms = self.dms();
+        let task = tokio::spawn(async move {
+            while let Some(dm) = dms.next().await {
+                f(dm);
+            }
+        });
+        crate::Listener { task: task.abort_handle() }
+    }
+
     fn handled(&self, id: &str) -> bool {
         self.shared.lock().handled_dms.iter().any(|h| h == id)
     }
