@@ -340,7 +340,7 @@ async fn a_file_survives_two_lost_blob_dirs_of_six_and_not_three() {
     }
     let dirs = blob_dirs.clone();
     let server = TestServer::start_with(move |c| {
-        c.blob_dirs = dirs;
+        c.blob_dir = dirs;
         c.max_blob_bytes = 64 * 1024 * 1024;
     })
     .await;

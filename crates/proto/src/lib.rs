@@ -15,6 +15,7 @@
 //! - [`time`]: RFC 3339 millisecond timestamps.
 
 pub mod chain;
+pub mod e2ee;
 pub mod error;
 pub mod frames;
 pub mod model;

@@ -756,7 +756,15 @@ impl<'a, 'b> Job<'a, 'b> {
                 let reference = commit.epoch.to_string();
                 let me = actor.user.id.clone();
                 let extra = EntryExtra::default();
-                self.append(&ch.id, EntryKind::KeyRotated, &me, &reference, ts_ms, &commit.commit_hash, extra);
+                self.append(
+                    &ch.id,
+                    EntryKind::KeyRotated,
+                    &me,
+                    &reference,
+                    ts_ms,
+                    &commit.commit_hash,
+                    extra,
+                );
                 self.done(Some(&ch), Outcome::Done).await
             }
             Mutation::Read { actor, channel, message_id, guard } => {

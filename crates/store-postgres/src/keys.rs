@@ -395,9 +395,10 @@ impl KeyStore for PgStore {
         let (app, id, ids) = (app.to_owned(), device_id.to_owned(), ids.to_vec());
         self.key_tx(true, move |tx| {
             Box::pin(async move {
-                tx.execute("DELETE FROM dm_inbox WHERE app = $1 AND device_id = $2 AND id = ANY($3)", &[
-                    &app, &id, &ids,
-                ])
+                tx.execute(
+                    "DELETE FROM dm_inbox WHERE app = $1 AND device_id = $2 AND id = ANY($3)",
+                    &[&app, &id, &ids],
+                )
                 .await
                 .map_err(db)
             })
@@ -446,7 +447,10 @@ impl KeyStore for PgStore {
                 for e in &envelopes {
                     let epoch = to_i64(e.epoch);
                     let known = tx
-                        .query_opt("SELECT 1 FROM commits WHERE channel_id = $1 AND epoch = $2", &[&ch, &epoch])
+                        .query_opt(
+                            "SELECT 1 FROM commits WHERE channel_id = $1 AND epoch = $2",
+                            &[&ch, &epoch],
+                        )
                         .await
                         .map_err(db)?
                         .is_some();

@@ -554,7 +554,13 @@ impl<'a> Job<'a> {
                 self.execute(
                     "INSERT INTO commits (channel_id, epoch, prev_commit_hash, commit_hash, body) \
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![ch.id, epoch, commit.prev_commit_hash, commit.commit_hash, commit.commit.to_string()],
+                    params![
+                        ch.id,
+                        epoch,
+                        commit.prev_commit_hash,
+                        commit.commit_hash,
+                        commit.commit.to_string()
+                    ],
                 )?;
                 for env in &envelopes {
                     self.execute(
@@ -566,7 +572,15 @@ impl<'a> Job<'a> {
                 let reference = commit.epoch.to_string();
                 let me = actor.user.id.as_str();
                 let extra = EntryExtra::default();
-                self.append(&ch.id, EntryKind::KeyRotated, me, &reference, ts_ms, &commit.commit_hash, extra)?;
+                self.append(
+                    &ch.id,
+                    EntryKind::KeyRotated,
+                    me,
+                    &reference,
+                    ts_ms,
+                    &commit.commit_hash,
+                    extra,
+                )?;
                 self.done(Some(&ch), Outcome::Done)
             }
             Mutation::Read { actor, channel, message_id, guard } => {

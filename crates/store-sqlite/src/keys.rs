@@ -146,7 +146,9 @@ impl KeyStore for SqliteStore {
                         return Err(StoreError::Forbidden("this device id is registered by another user"));
                     }
                     Some((_, _, _, stored)) if json(stored.clone()) != d.identity => {
-                        return Err(StoreError::Forbidden("this device id is registered with another identity"));
+                        return Err(StoreError::Forbidden(
+                            "this device id is registered with another identity",
+                        ));
                     }
                     Some(_) => {
                         tx.execute(
@@ -253,7 +255,9 @@ impl KeyStore for SqliteStore {
                         "SELECT n, key FROM one_time_keys WHERE app = ?1 AND device_id = ?2 \
                          AND key IS NOT NULL ORDER BY n LIMIT 1",
                     )
-                    .and_then(|mut s| s.query_row(params![app, id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                    .and_then(|mut s| {
+                        s.query_row(params![app, id], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+                    })
                     .map_err(backend)?;
                 let (key, is_fallback) = match one {
                     Some((n, key)) => {
@@ -463,7 +467,11 @@ impl KeyStore for SqliteStore {
                 .map_err(backend)?;
             let rows = s
                 .query_map(params![ch, id], |r| {
-                    Ok(EnvelopeRow { device_id: r.get(0)?, epoch: to_u64(r.get(1)?), envelope: json(r.get(2)?) })
+                    Ok(EnvelopeRow {
+                        device_id: r.get(0)?,
+                        epoch: to_u64(r.get(1)?),
+                        envelope: json(r.get(2)?),
+                    })
                 })
                 .map_err(backend)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)

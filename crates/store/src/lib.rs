@@ -504,6 +504,13 @@ pub trait Store: Send + Sync + 'static {
 pub trait BlobStore: Send + Sync + 'static {
     /// Stores `bytes` durably; returns the lowercase hex BLAKE3 of the bytes.
     async fn put(&self, channel_id: &str, bytes: bytes_like::Bytes) -> Result<String>;
+    /// Stores shard `shard` of an erasure-coded file: a backend with several places (disks)
+    /// puts it in place `shard mod n`, so the shards of one file land in distinct places when
+    /// there are enough of them. The default is [`BlobStore::put`].
+    async fn put_shard(&self, channel_id: &str, bytes: bytes_like::Bytes, shard: u32) -> Result<String> {
+        let _ = shard;
+        self.put(channel_id, bytes).await
+    }
     /// The bytes of a blob, if the channel has it.
     async fn get(&self, channel_id: &str, blob_id: &str) -> Result<Option<bytes_like::Bytes>>;
     /// Removes every blob of a channel.

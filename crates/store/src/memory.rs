@@ -725,7 +725,11 @@ impl crate::keys::KeyStore for MemoryStore {
         }
         Ok(())
     }
-    async fn envelopes_for(&self, channel_id: &str, device_id: &str) -> Result<Vec<crate::keys::EnvelopeRow>> {
+    async fn envelopes_for(
+        &self,
+        channel_id: &str,
+        device_id: &str,
+    ) -> Result<Vec<crate::keys::EnvelopeRow>> {
         let state = self.state.lock();
         let Some(ch) = state.channels.get(channel_id) else { return Ok(Vec::new()) };
         Ok(ch
