@@ -222,10 +222,20 @@ async fn tampering_with_the_database_is_detected_by_the_sdk() {
         mine["key"] = other["key"].clone();
         db.execute("UPDATE one_time_keys SET key = ?1 WHERE n = ?2", rusqlite::params![mine.to_string(), n]).unwrap();
     }
-    // 2. Replace the identity of Grace's device (pinned by Ada) with Carol's.
+    // 2. Replace the identity of Grace's device (pinned by Ada) with the server's own keys
+    //    for that device id, validly self-signed: a man in the middle.
+    let mut fake = herald_crypto::Device::new(&mut rand::rngs::OsRng, "grace-phone").unwrap();
+    let bundle = serde_json::to_value(fake.publish_bundle(1)).unwrap();
+    let stored_sig: String =
+        db.query_row("SELECT identity_signature FROM devices WHERE device_id = 'grace-phone'", [], |r| r.get(0)).unwrap();
+    let sig = if stored_sig.starts_with('"') {
+        bundle["identity_signature"].to_string()
+    } else {
+        bundle["identity_signature"].as_str().unwrap().to_owned()
+    };
     db.execute(
-        "UPDATE devices SET (identity, identity_signature) = (SELECT identity, identity_signature FROM devices WHERE device_id = 'carol-1') WHERE device_id = 'grace-phone'",
-        [],
+        "UPDATE devices SET identity = ?1, identity_signature = ?2 WHERE device_id = 'grace-phone'",
+        rusqlite::params![bundle["identity"].to_string(), sig],
     )
     .unwrap();
     // 3. Add Mallory to the genesis commit without a signature of an admin.

@@ -518,14 +518,17 @@ impl E2ee {
         let mut out = Vec::new();
         let mut dirty = false;
         for d in devices {
-            if d.identity.device_id != d.device_id {
-                return Err(E2eeError::Protocol(format!("device {:?} listed with another id's keys", d.device_id)));
-            }
             match live.pins.get(&d.device_id) {
                 Some(p) if p.identity != d.identity || p.user != user => {
                     return Err(E2eeError::IdentityChanged { user: user.into(), device: d.device_id.clone() });
                 }
                 Some(_) => {}
+                None if d.identity.device_id != d.device_id => {
+                    return Err(E2eeError::Protocol(format!(
+                        "device {:?} listed with the keys of device {:?}",
+                        d.device_id, d.identity.device_id
+                    )));
+                }
                 None => {
                     let pin = PinnedDevice {
                         user: user.to_owned(),
