@@ -522,6 +522,7 @@ pub mod keys;
 mod keys_memory;
 pub mod memory;
 pub mod testkit;
+pub mod testkit_e2ee;
 
 /// Checks a blob store's channel id: only the characters of a UUID, so that a backend may use
 /// it as a directory name without it ever climbing out of the blob root. Every blob store
