@@ -26,13 +26,13 @@ pub struct Conn {
 impl Conn {
     /// The token and the SDK configuration these flags describe.
     pub(crate) fn client_config(&self) -> anyhow::Result<(String, herald_client::ClientConfig)> {
-        let token =
-            self.token.as_deref().filter(|t| !t.is_empty()).context(
-                "no token: pass --token or set HERALD_TOKEN (mint one with `herald token --sub <user>`)",
-            )?;
+        let token = self.token.as_deref().filter(|t| !t.is_empty()).context(
+            "no token: pass --token or set HERALD_TOKEN (mint one with `herald token --sub <user>`)",
+        )?;
         let mut config = herald_client::ClientConfig::default();
         if let Some(path) = &self.ca_file {
-            let pem = std::fs::read(path).with_context(|| format!("cannot read --ca-file {}", path.display()))?;
+            let pem =
+                std::fs::read(path).with_context(|| format!("cannot read --ca-file {}", path.display()))?;
             config.add_root_certificate_pem(&pem).with_context(|| format!("--ca-file {}", path.display()))?;
         }
         Ok((token.to_owned(), config))

@@ -115,21 +115,31 @@ pub enum FileCmd {
 /// Connects with the device of `conn`'s state file (which `device init` creates).
 /// With `create`, a missing state file is created with a new device (`device_id`, random
 /// without it); otherwise a missing file is an error.
-pub(crate) async fn connect_e2ee(conn: &Conn, create: bool, device_id: Option<String>) -> anyhow::Result<E2ee> {
-    let state = conn.e2ee.state.as_ref().context("this command needs --state FILE (see `herald device init`)")?;
+pub(crate) async fn connect_e2ee(
+    conn: &Conn,
+    create: bool,
+    device_id: Option<String>,
+) -> anyhow::Result<E2ee> {
+    let state =
+        conn.e2ee.state.as_ref().context("this command needs --state FILE (see `herald device init`)")?;
     if !create && !state.exists() {
         anyhow::bail!("no state file {}: create it with `herald device init --state {0}`", state.display());
     }
     let mut cfg = E2eeConfig::new(state, conn.e2ee.key()?);
     cfg.device_id = device_id;
     let (token, config) = conn.client_config()?;
-    E2ee::connect(&conn.url, &token, config, cfg).await.with_context(|| format!("cannot connect to {}", conn.url))
+    E2ee::connect(&conn.url, &token, config, cfg)
+        .await
+        .with_context(|| format!("cannot connect to {}", conn.url))
 }
 
 pub(crate) fn opened_line(o: &Opened) -> String {
     match o {
         Ok(m) => match m.file() {
-            Some(f) => format!("#{} {} {}: [file {} {} bytes] {}", m.seq, m.ts, m.author, f.manifest.name, f.manifest.size, m.id),
+            Some(f) => format!(
+                "#{} {} {}: [file {} {} bytes] {}",
+                m.seq, m.ts, m.author, f.manifest.name, f.manifest.size, m.id
+            ),
             None => format!("#{} {} {}: {}", m.seq, m.ts, m.author, m.text()),
         },
         Err(u) => format!("#{} {}: [cannot open: {}]", u.seq, u.author, u.reason),
@@ -161,7 +171,12 @@ async fn run_async(cmd: E2eeCommand) -> anyhow::Result<()> {
                         None if d.device_id == e.device_id() => "this device",
                         None => "unpinned",
                     };
-                    out(format!("{}\t{}\tone_time_keys={}\t{pin}", d.device_id, d.fingerprint(), d.one_time_keys))?;
+                    out(format!(
+                        "{}\t{}\tone_time_keys={}\t{pin}",
+                        d.device_id,
+                        d.fingerprint(),
+                        d.one_time_keys
+                    ))?;
                 }
                 e.close().await;
             }
@@ -185,8 +200,13 @@ async fn run_async(cmd: E2eeCommand) -> anyhow::Result<()> {
                     eprintln!("herald: receiving direct messages for device {}", e.device_id());
                     while let Some(dm) = dms.next().await {
                         match dm {
-                            Ok(dm) => out(format!("{} {}/{}: {}", dm.ts, dm.from, dm.from_device, dm.text()))?,
-                            Err(f) => out(format!("[cannot read {} from {}/{}: {}]", f.id, f.from, f.from_device, f.reason))?,
+                            Ok(dm) => {
+                                out(format!("{} {}/{}: {}", dm.ts, dm.from, dm.from_device, dm.text()))?
+                            }
+                            Err(f) => out(format!(
+                                "[cannot read {} from {}/{}: {}]",
+                                f.id, f.from, f.from_device, f.reason
+                            ))?,
                         }
                     }
                 }
@@ -202,7 +222,8 @@ async fn run_async(cmd: E2eeCommand) -> anyhow::Result<()> {
             let e = connect_e2ee(&conn, false, None).await?;
             match cmd {
                 FileCmd::Put { channel, path } => {
-                    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                    let bytes =
+                        std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
                     let ch = e.channels().get(&channel).await?;
                     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                     let (m, _) = ch.put_file(&bytes, &name, "application/octet-stream").await?;
@@ -213,7 +234,8 @@ async fn run_async(cmd: E2eeCommand) -> anyhow::Result<()> {
                     let m = ch.get_message(&message_id).await?;
                     let f = m.file().with_context(|| format!("message {message_id} carries no file"))?;
                     let bytes = ch.get_file(&f.manifest).await?;
-                    std::fs::write(&dest, &bytes).with_context(|| format!("cannot write {}", dest.display()))?;
+                    std::fs::write(&dest, &bytes)
+                        .with_context(|| format!("cannot write {}", dest.display()))?;
                     out(format!("{} bytes written to {}", bytes.len(), dest.display()))?;
                 }
             }
@@ -232,7 +254,9 @@ async fn run_async(cmd: E2eeCommand) -> anyhow::Result<()> {
                     let line = match a {
                         KeeperAction::Admitted { channel, user } => format!("admitted {user} to {channel}"),
                         KeeperAction::Removed { channel, user } => format!("removed {user} from {channel}"),
-                        KeeperAction::Failed { channel, user, error } => format!("failed {user} in {channel}: {error}"),
+                        KeeperAction::Failed { channel, user, error } => {
+                            format!("failed {user} in {channel}: {error}")
+                        }
                         KeeperAction::Ignored { channel } => format!("ignored {channel}"),
                     };
                     let _ = out(line);

@@ -22,7 +22,8 @@ struct Env {
 fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = Server::start(dir.path(), &["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()], &[]);
+    let server =
+        Server::start(dir.path(), &["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()], &[]);
     std::fs::write(dir.path().join("pass"), "correct horse battery staple\n").unwrap();
     Env { server, data, dir }
 }
@@ -68,7 +69,8 @@ impl Env {
     }
 
     fn follow(&self, user: &str, grants: &[&str], args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-        let mut child = self.cmd(user, grants, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child =
+            self.cmd(user, grants, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -110,7 +112,8 @@ fn grep(dir: &Path, needle: &str) -> bool {
             let p = e.path();
             if p.is_dir() {
                 todo.push(p);
-            } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes())) {
+            } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            {
                 return true;
             }
         }
@@ -140,7 +143,9 @@ fn devices_and_dms_from_the_command_line() {
     e.ok("ada", &["dm", "grace", "the eagle lands at dawn"]);
     e.ok("ada", &["dm", "grace", "bring a torch"]);
     let (mut tail, lines) = e.follow("grace", &[], &["dm", "tail"]);
-    assert!(next_line(&lines, |l| !l.starts_with("stderr:")).ends_with("ada/ada-laptop: the eagle lands at dawn"));
+    assert!(
+        next_line(&lines, |l| !l.starts_with("stderr:")).ends_with("ada/ada-laptop: the eagle lands at dawn")
+    );
     assert!(next_line(&lines, |l| !l.starts_with("stderr:")).ends_with("ada/ada-laptop: bring a torch"));
     e.ok("ada", &["dm", "grace", "live one"]);
     assert!(next_line(&lines, |l| !l.starts_with("stderr:")).ends_with("live one"));
@@ -153,7 +158,11 @@ fn devices_and_dms_from_the_command_line() {
     std::fs::write(e.dir.path().join("pass"), "wrong\n").unwrap();
     let out = e.run("ada", &["dm", "grace", "x"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong passphrase"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wrong passphrase"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -76,7 +76,11 @@ impl Rest {
 
     /// REST calls to `url` without a WebSocket (registering a device before the `connect`
     /// that declares it), with the TLS roots of `config`.
-    pub(crate) fn standalone(url: &str, token: &str, config: &crate::ClientConfig) -> Result<Rest, ClientError> {
+    pub(crate) fn standalone(
+        url: &str,
+        token: &str,
+        config: &crate::ClientConfig,
+    ) -> Result<Rest, ClientError> {
         let endpoint = crate::connection::Endpoint::parse(url)?;
         let tls = crate::tls::client_config(&config.root_certificates)?;
         let http = reqwest::Client::builder()
@@ -173,7 +177,12 @@ impl Rest {
 
     /// `PUT /v1/channels/{id}/blobs?shard=<i>`: one shard of an erasure-coded file; the
     /// server may place shard `i` in its blob directory `i mod n` (PROTOCOL.md §7).
-    pub(crate) async fn put_shard(&self, channel: &str, shard: usize, bytes: Vec<u8>) -> Result<BlobRef, ClientError> {
+    pub(crate) async fn put_shard(
+        &self,
+        channel: &str,
+        shard: usize,
+        bytes: Vec<u8>,
+    ) -> Result<BlobRef, ClientError> {
         let url = format!("{}/v1/channels/{}/blobs?shard={shard}", self.base.get(), segment(channel));
         let resp = self
             .http

@@ -91,7 +91,9 @@ pub fn jwt_sub(token: &str) -> Option<String> {
 /// Whether a JWT's `grants` claim lists `grant`, read without verifying it.
 pub fn jwt_has_grant(token: &str, grant: &str) -> bool {
     jwt_claims(token)
-        .and_then(|c| c.get("grants").and_then(|g| g.as_array()).map(|g| g.iter().any(|x| x.as_str() == Some(grant))))
+        .and_then(|c| {
+            c.get("grants").and_then(|g| g.as_array()).map(|g| g.iter().any(|x| x.as_str() == Some(grant)))
+        })
         .unwrap_or(false)
 }
 

@@ -35,7 +35,13 @@ async fn device(server: &TestServer, dir: &Path, user: &str, device: &str) -> E2
     device_with(server, dir, user, device, None).await
 }
 
-async fn device_with(server: &TestServer, dir: &Path, user: &str, device: &str, grants: Option<Vec<String>>) -> E2ee {
+async fn device_with(
+    server: &TestServer,
+    dir: &Path,
+    user: &str,
+    device: &str,
+    grants: Option<Vec<String>>,
+) -> E2ee {
     let token = server.token_with(user, grants, 3600);
     let cfg = E2eeConfig::new(state_path(dir, device), StateKey::Key([7u8; 32].into())).device_id(device);
     within(E2ee::connect(&server.url(), &token, fast(), cfg)).await.unwrap()
@@ -63,7 +69,10 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn grep(dir: &Path, needle: &str) -> Vec<PathBuf> {
-    files(dir).into_iter().filter(|p| std::fs::read(p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))).collect()
+    files(dir)
+        .into_iter()
+        .filter(|p| std::fs::read(p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes())))
+        .collect()
 }
 
 #[tokio::test]
@@ -121,7 +130,8 @@ async fn offline_dms_arrive_in_order_once_and_the_server_keeps_no_plaintext() {
 async fn a_keeper_admits_a_late_member_alone_and_a_removal_locks_them_out() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let keeper_dev = device_with(&server, dir.path(), "herald-keeper", "keeper-1", Some(vec!["keeper".into()])).await;
+    let keeper_dev =
+        device_with(&server, dir.path(), "herald-keeper", "keeper-1", Some(vec!["keeper".into()])).await;
     let (tx, mut actions) = mpsc::unbounded_channel();
     let keeper = Keeper::new(keeper_dev, KeeperConfig::default());
     let keeper_task = tokio::spawn(async move { keeper.run(|a| drop(tx.send(a))).await });
@@ -133,7 +143,11 @@ async fn a_keeper_admits_a_late_member_alone_and_a_removal_locks_them_out() {
     let ada = device(&server, dir.path(), "ada", "ada-laptop").await;
     let channel = within(ada.channels().create_encrypted("plans")).await.unwrap();
     assert_eq!(channel.epoch(), Some(0));
-    assert!(channel.members().iter().any(|m| m.user == "keeper/herald-keeper"), "keeper sealed in: {:?}", channel.members());
+    assert!(
+        channel.members().iter().any(|m| m.user == "keeper/herald-keeper"),
+        "keeper sealed in: {:?}",
+        channel.members()
+    );
     within(channel.send("meet at noon")).await.unwrap();
     within(channel.send("bring the maps")).await.unwrap();
     let channel_id = channel.id().to_owned();
@@ -209,7 +223,9 @@ async fn tampering_with_the_database_is_detected_by_the_sdk() {
     // 1. Swap Carol's one-time keys: each now carries another key's bytes under its own
     //    signature.
     let keys: Vec<(i64, String)> = db
-        .prepare("SELECT n, key FROM one_time_keys WHERE device_id = 'carol-1' AND key IS NOT NULL ORDER BY n")
+        .prepare(
+            "SELECT n, key FROM one_time_keys WHERE device_id = 'carol-1' AND key IS NOT NULL ORDER BY n",
+        )
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
@@ -220,14 +236,16 @@ async fn tampering_with_the_database_is_detected_by_the_sdk() {
         let other: serde_json::Value = serde_json::from_str(&keys[(i + 1) % keys.len()].1).unwrap();
         let mut mine: serde_json::Value = serde_json::from_str(json).unwrap();
         mine["key"] = other["key"].clone();
-        db.execute("UPDATE one_time_keys SET key = ?1 WHERE n = ?2", rusqlite::params![mine.to_string(), n]).unwrap();
+        db.execute("UPDATE one_time_keys SET key = ?1 WHERE n = ?2", rusqlite::params![mine.to_string(), n])
+            .unwrap();
     }
     // 2. Replace the identity of Grace's device (pinned by Ada) with the server's own keys
     //    for that device id, validly self-signed: a man in the middle.
     let mut fake = herald_crypto::Device::new(&mut rand::rngs::OsRng, "grace-phone").unwrap();
     let bundle = serde_json::to_value(fake.publish_bundle(1)).unwrap();
-    let stored_sig: String =
-        db.query_row("SELECT identity_signature FROM devices WHERE device_id = 'grace-phone'", [], |r| r.get(0)).unwrap();
+    let stored_sig: String = db
+        .query_row("SELECT identity_signature FROM devices WHERE device_id = 'grace-phone'", [], |r| r.get(0))
+        .unwrap();
     let sig = if stored_sig.starts_with('"') {
         bundle["identity_signature"].to_string()
     } else {
@@ -239,8 +257,11 @@ async fn tampering_with_the_database_is_detected_by_the_sdk() {
     )
     .unwrap();
     // 3. Add Mallory to the genesis commit without a signature of an admin.
-    let body: String =
-        db.query_row("SELECT body FROM commits WHERE channel_id = ?1 AND epoch = 0", [&channel_id], |r| r.get(0)).unwrap();
+    let body: String = db
+        .query_row("SELECT body FROM commits WHERE channel_id = ?1 AND epoch = 0", [&channel_id], |r| {
+            r.get(0)
+        })
+        .unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let pointer = ["/commit/commit/members", "/commit/members", "/members"]
         .into_iter()
@@ -248,8 +269,11 @@ async fn tampering_with_the_database_is_detected_by_the_sdk() {
         .expect("members in the stored commit");
     let members = v.pointer_mut(pointer).unwrap();
     members.as_array_mut().unwrap().push(serde_json::json!({"user": "mallory", "devices": ["mallory-1"]}));
-    db.execute("UPDATE commits SET body = ?1 WHERE channel_id = ?2 AND epoch = 0", rusqlite::params![v.to_string(), channel_id])
-        .unwrap();
+    db.execute(
+        "UPDATE commits SET body = ?1 WHERE channel_id = ?2 AND epoch = 0",
+        rusqlite::params![v.to_string(), channel_id],
+    )
+    .unwrap();
     // 4. Alter the stored ciphertext of Ada's message (both copies, so the server serves it
     //    consistently).
     let altered = {
@@ -258,7 +282,11 @@ async fn tampering_with_the_database_is_detected_by_the_sdk() {
         c[i] = if c[i] == b'A' { b'B' } else { b'A' };
         String::from_utf8(c).unwrap()
     };
-    db.execute("UPDATE messages SET content = ?1 WHERE content = ?2", rusqlite::params![altered, sent.content]).unwrap();
+    db.execute(
+        "UPDATE messages SET content = ?1 WHERE content = ?2",
+        rusqlite::params![altered, sent.content],
+    )
+    .unwrap();
     drop(db);
     server.restart().await;
 
@@ -357,8 +385,10 @@ async fn a_file_survives_two_lost_blob_dirs_of_six_and_not_three() {
     let dir = tempfile::tempdir().unwrap();
     let ada = device(&server, dir.path(), "ada", "ada-laptop").await;
     let channel = within(ada.channels().create_encrypted("files")).await.unwrap();
-    let data: Vec<u8> = (0..10 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    let (message, manifest) = within(channel.put_file(&data, "big.bin", "application/octet-stream")).await.unwrap();
+    let data: Vec<u8> =
+        (0..10 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let (message, manifest) =
+        within(channel.put_file(&data, "big.bin", "application/octet-stream")).await.unwrap();
     assert_eq!((manifest.k, manifest.m), (4, 2));
     for (i, d) in blob_dirs.iter().enumerate() {
         assert!(!files(d).is_empty(), "shard {i} in blob dir {i}");

@@ -57,7 +57,7 @@ impl From<HumanDuration> for String {
     fn from(d: HumanDuration) -> String {
         let s = d.0.as_secs();
         for (unit, per) in [('d', 86_400), ('h', 3600), ('m', 60)] {
-            if s % per == 0 {
+            if s.is_multiple_of(per) {
                 return format!("{}{unit}", s / per);
             }
         }

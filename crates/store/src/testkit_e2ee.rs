@@ -159,7 +159,7 @@ pub async fn claims_hand_out_each_key_once_under_concurrency(s: Arc<dyn Store>) 
     let mut one_time = Vec::new();
     let mut fallbacks = 0;
     for t in tasks {
-        let c = ok(t.await.map_err(|e| StoreError::Backend(e.to_string())), "join").map(|c| c);
+        let c = ok(t.await.map_err(|e| StoreError::Backend(e.to_string())), "join");
         let c = ok(c, "claim").expect("a key or the fallback");
         if c.fallback {
             assert_eq!(c.key["key_id"], "fb");

@@ -40,10 +40,19 @@ fn config() -> ClientConfig {
     ClientConfig { request_timeout: Duration::from_secs(120), ..ClientConfig::default() }
 }
 
-async fn device(ctx: &Ctx, dir: &std::path::Path, user: &str, id: &str, grants: Option<&[&str]>) -> anyhow::Result<E2ee> {
+async fn device(
+    ctx: &Ctx,
+    dir: &std::path::Path,
+    user: &str,
+    id: &str,
+    grants: Option<&[&str]>,
+) -> anyhow::Result<E2ee> {
     let token = ctx.minter.token(user, grants)?;
-    let cfg = E2eeConfig::new(dir.join(format!("{id}.state")), StateKey::Key([42u8; 32].into())).device_id(id);
-    E2ee::connect(&format!("http://{}", ctx.target.authority), &token, config(), cfg).await.with_context(|| format!("device {id}"))
+    let cfg =
+        E2eeConfig::new(dir.join(format!("{id}.state")), StateKey::Key([42u8; 32].into())).device_id(id);
+    E2ee::connect(&format!("http://{}", ctx.target.authority), &token, config(), cfg)
+        .await
+        .with_context(|| format!("device {id}"))
 }
 
 pub async fn run(ctx: &Ctx, args: E2eeArgs) -> anyhow::Result<()> {

@@ -148,8 +148,8 @@ impl E2ee {
             devices: Vec<super::DeviceInfo>,
         }
         let v = self.rest().json(Method::GET, "/v1/keys/keepers", None).await?;
-        let d: Devices =
-            serde_json::from_value(v).map_err(|e| E2eeError::Protocol(format!("unreadable keeper list: {e}")))?;
+        let d: Devices = serde_json::from_value(v)
+            .map_err(|e| E2eeError::Protocol(format!("unreadable keeper list: {e}")))?;
         let mut by_user: BTreeMap<String, Vec<super::DeviceInfo>> = BTreeMap::new();
         for dev in d.devices {
             let Some(user) = dev.user.clone() else { continue };
@@ -217,8 +217,8 @@ impl E2ee {
             Err(e) if is_stale(&e) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
-        let commit: SignedCommit = serde_json::from_value(body["commit"].clone())
-            .map_err(|e| E2eeError::Protocol(e.to_string()))?;
+        let commit: SignedCommit =
+            serde_json::from_value(body["commit"].clone()).map_err(|e| E2eeError::Protocol(e.to_string()))?;
         let mut live = self.shared.lock();
         if let Some(c) = live.channels.get_mut(channel) {
             if c.chain.epoch() + 1 == epoch {
@@ -261,7 +261,9 @@ impl E2ee {
                 .iter()
                 .find(|m| m.devices.contains(&genesis.signer) && !m.user.starts_with(KEEPER_PREFIX))
                 .map(|m| m.user.clone())
-                .ok_or_else(|| E2eeError::Channel(format!("channel {channel}: the genesis signer is not in its roster")))?;
+                .ok_or_else(|| {
+                    E2eeError::Channel(format!("channel {channel}: the genesis signer is not in its roster"))
+                })?;
             if !created_by.is_empty() && signer_owner != created_by {
                 return Err(E2eeError::Channel(format!(
                     "channel {channel}: genesis signed by {signer_owner:?}, but {created_by:?} created the channel"
@@ -280,7 +282,12 @@ impl E2ee {
             commits.insert(0, genesis);
             let keyring = EpochKeyring::new(channel)?;
             let mut live = self.shared.lock();
-            live.channels.entry(channel.to_owned()).or_insert(LiveChannel { admins, chain, keyring, commits });
+            live.channels.entry(channel.to_owned()).or_insert(LiveChannel {
+                admins,
+                chain,
+                keyring,
+                commits,
+            });
         }
         {
             let mut live = self.shared.lock();
@@ -302,8 +309,9 @@ impl E2ee {
         let me = self.device_id();
         let path = format!("/v1/channels/{}/envelopes?device={}", segment(channel), segment(&me));
         let v = self.rest().json(Method::GET, &path, None).await?;
-        let rows: Vec<EnvelopeRow> = serde_json::from_value(v.get("envelopes").cloned().unwrap_or(Value::Null))
-            .map_err(|e| E2eeError::Protocol(format!("unreadable envelopes: {e}")))?;
+        let rows: Vec<EnvelopeRow> =
+            serde_json::from_value(v.get("envelopes").cloned().unwrap_or(Value::Null))
+                .map_err(|e| E2eeError::Protocol(format!("unreadable envelopes: {e}")))?;
         for row in rows {
             let env = row.envelope;
             // Who sealed it: a device of the roster (any epoch) or an admin.
@@ -365,7 +373,10 @@ fn seal_to(
 
 /// The `envelopes` of a commit body: `[{device_id, envelope}]`.
 fn commit_envelopes(sealed: Vec<(String, KeyEnvelope)>) -> Vec<Value> {
-    sealed.into_iter().map(|(device_id, envelope)| json!({ "device_id": device_id, "envelope": envelope })).collect()
+    sealed
+        .into_iter()
+        .map(|(device_id, envelope)| json!({ "device_id": device_id, "envelope": envelope }))
+        .collect()
 }
 
 impl EncryptedChannels {
@@ -500,12 +511,22 @@ impl EncryptedChannel {
 
     /// The members of the head epoch (users and their devices; keepers as `keeper/<id>`).
     pub fn members(&self) -> Vec<Member> {
-        self.e2ee.shared.lock().channels.get(self.id()).map(|c| c.chain.members().to_vec()).unwrap_or_default()
+        self.e2ee
+            .shared
+            .lock()
+            .channels
+            .get(self.id())
+            .map(|c| c.chain.members().to_vec())
+            .unwrap_or_default()
     }
 
     /// Syncs until a key for `epoch` (the head's if `None`) is here, or `timeout` passes.
     /// For a member who just joined, whose keys the keeper seals in the background.
-    pub async fn wait_for_keys(&self, epoch: Option<u64>, timeout: std::time::Duration) -> Result<(), E2eeError> {
+    pub async fn wait_for_keys(
+        &self,
+        epoch: Option<u64>,
+        timeout: std::time::Duration,
+    ) -> Result<(), E2eeError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut events = self.e2ee.client.events();
         loop {
@@ -524,13 +545,18 @@ impl EncryptedChannel {
             }
             // Wait for something to happen in the channel (a commit, a message) or a short
             // poll interval: envelopes arrive without an event of their own.
-            let wait = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + std::time::Duration::from_millis(200)));
+            let wait = tokio::time::sleep_until(
+                deadline.min(tokio::time::Instant::now() + std::time::Duration::from_millis(200)),
+            );
             tokio::select! {
                 _ = wait => {}
                 _ = events.recv() => {}
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(E2eeError::Channel(format!("no key for channel {} within {timeout:?}", self.id())));
+                return Err(E2eeError::Channel(format!(
+                    "no key for channel {} within {timeout:?}",
+                    self.id()
+                )));
             }
         }
     }
@@ -608,19 +634,25 @@ impl EncryptedChannel {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(E2eeError::Channel(format!("channel {}: the epoch kept changing; gave up after 5 tries", self.id())))
+        Err(E2eeError::Channel(format!(
+            "channel {}: the epoch kept changing; gave up after 5 tries",
+            self.id()
+        )))
     }
 
     /// Opens one message: parses the sealed form, finds the epoch key (syncing once if it
     /// is missing), checks the sealing device was a member at that epoch and is the
     /// author's, verifies its signature against its pinned identity and decrypts.
     pub async fn open(&self, m: &Message) -> Opened {
-        let fail = |reason| Unopenable { message_id: m.id.clone(), seq: m.seq, author: m.author.clone(), reason };
+        let fail =
+            |reason| Unopenable { message_id: m.id.clone(), seq: m.seq, author: m.author.clone(), reason };
         let sealed = SealedMessage::parse(&m.content).map_err(|e| fail(Reason::Malformed(e.to_string())))?;
         let epoch = sealed.epoch();
         let known = {
             let live = self.e2ee.shared.lock();
-            live.channels.get(self.id()).is_some_and(|c| c.keyring.get(epoch).is_ok() && c.commits.contains_key(&epoch))
+            live.channels
+                .get(self.id())
+                .is_some_and(|c| c.keyring.get(epoch).is_ok() && c.commits.contains_key(&epoch))
         };
         if !known && let Err(e) = self.sync().await {
             tracing::debug!(error = %e, "sync before opening failed");
@@ -633,7 +665,8 @@ impl EncryptedChannel {
             let Some(members) = c.chain.members_at(epoch) else {
                 return Err(fail(Reason::NoKey(epoch)));
             };
-            let Some(member) = members.iter().find(|mm| mm.devices.iter().any(|d| d == sealed.sender())) else {
+            let Some(member) = members.iter().find(|mm| mm.devices.iter().any(|d| d == sealed.sender()))
+            else {
                 return Err(fail(Reason::NotMember { device: sealed.sender().to_owned(), epoch }));
             };
             let key = c.keyring.get(epoch).map_err(|_| fail(Reason::NoKey(epoch)))?.clone();
@@ -689,7 +722,9 @@ impl EncryptedChannel {
             let page = self.channel.history(HistoryQuery::after(after, 500)).await?;
             for m in &page.messages {
                 after = after.max(m.seq);
-                if m.edited_at.is_none() && chained.get(&m.seq).is_some_and(|c| c.as_deref() != Some(m.content.as_str())) {
+                if m.edited_at.is_none()
+                    && chained.get(&m.seq).is_some_and(|c| c.as_deref() != Some(m.content.as_str()))
+                {
                     return Err(E2eeError::Client(ClientError::Protocol(format!(
                         "message at seq {} differs from its verified log entry",
                         m.seq
@@ -754,8 +789,19 @@ impl EncryptedChannel {
     /// Encrypts `bytes`, erasure-codes them into 4 data + 2 parity shards, uploads each as a
     /// blob (`?shard=i`), and sends the manifest (with the file key) as a sealed message of
     /// type `herald.file`.
-    pub async fn put_file(&self, bytes: &[u8], name: &str, mime: &str) -> Result<(Message, FileManifest), E2eeError> {
-        self.put_file_with(bytes, name, mime, &FileParams { data_shards: 4, parity_shards: 2, ..FileParams::default() }).await
+    pub async fn put_file(
+        &self,
+        bytes: &[u8],
+        name: &str,
+        mime: &str,
+    ) -> Result<(Message, FileManifest), E2eeError> {
+        self.put_file_with(
+            bytes,
+            name,
+            mime,
+            &FileParams { data_shards: 4, parity_shards: 2, ..FileParams::default() },
+        )
+        .await
     }
 
     /// [`EncryptedChannel::put_file`] with other shard counts.
@@ -822,7 +868,12 @@ impl EncryptedChannel {
 
 impl E2ee {
     /// Posts a remove commit for `user` unless the head roster already lacks them.
-    pub(crate) async fn rotate_without(&self, channel: &str, created_by: &str, user: &str) -> Result<(), E2eeError> {
+    pub(crate) async fn rotate_without(
+        &self,
+        channel: &str,
+        created_by: &str,
+        user: &str,
+    ) -> Result<(), E2eeError> {
         for _ in 0..5 {
             self.sync_channel(channel, created_by).await?;
             let members = {
@@ -833,7 +884,10 @@ impl E2ee {
                 }
                 c.chain.members().iter().filter(|m| m.user != user).cloned().collect::<Vec<_>>()
             };
-            if self.post_commit(channel, members, CommitReason::Remove { users: vec![user.to_owned()] }).await? {
+            if self
+                .post_commit(channel, members, CommitReason::Remove { users: vec![user.to_owned()] })
+                .await?
+            {
                 return Ok(());
             }
         }
@@ -844,7 +898,8 @@ impl E2ee {
     /// needed) and seals every older epoch key this device holds to those devices, so the
     /// user reads the whole history. What the keeper does on `keys_needed`.
     pub(crate) async fn admit(&self, channel: &str, created_by: &str, user: &str) -> Result<(), E2eeError> {
-        let devices: BTreeSet<String> = self.user_devices(user).await?.into_iter().map(|i| i.device_id).collect();
+        let devices: BTreeSet<String> =
+            self.user_devices(user).await?.into_iter().map(|i| i.device_id).collect();
         if devices.is_empty() {
             return Ok(());
         }
@@ -861,13 +916,25 @@ impl E2ee {
                             .chain
                             .members()
                             .iter()
-                            .map(|m| if m.user == user { Member { user: user.to_owned(), devices: devices.iter().cloned().collect() } } else { m.clone() })
+                            .map(|m| {
+                                if m.user == user {
+                                    Member {
+                                        user: user.to_owned(),
+                                        devices: devices.iter().cloned().collect(),
+                                    }
+                                } else {
+                                    m.clone()
+                                }
+                            })
                             .collect();
                         (members, CommitReason::Rotate)
                     }
                     None => {
                         let mut members = c.chain.members().to_vec();
-                        members.push(Member { user: user.to_owned(), devices: devices.iter().cloned().collect() });
+                        members.push(Member {
+                            user: user.to_owned(),
+                            devices: devices.iter().cloned().collect(),
+                        });
                         (members, CommitReason::Add { users: vec![user.to_owned()] })
                     }
                 }

@@ -2,11 +2,11 @@
 //! devices, one `dm.send`; received ones decrypted, persisted, then acknowledged.
 
 use super::{E2ee, E2eeError};
-use herald_proto::frames::{DmSendOk, DmTo, Request};
 use crate::error::ClientError;
 use crate::event::{ClientEvent, EventStream};
 use crate::rest::segment;
 use herald_crypto::{IdentityKeys, OlmMessage, SignedKey};
+use herald_proto::frames::{DmSendOk, DmTo, Request};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -82,7 +82,8 @@ impl E2ee {
             let mut live = self.shared.lock();
             let mut to = Vec::new();
             for (u, identity) in &targets {
-                let Some(session) = live.sessions.get_mut(&identity.device_id).and_then(|v| v.last_mut()) else {
+                let Some(session) = live.sessions.get_mut(&identity.device_id).and_then(|v| v.last_mut())
+                else {
                     continue;
                 };
                 let msg = session.encrypt(payload.as_ref());
@@ -119,12 +120,14 @@ impl E2ee {
         if missing.is_empty() {
             return Ok(());
         }
-        let v = self.rest().json(Method::POST, "/v1/keys/claim", Some(&json!({ "devices": missing }))).await?;
+        let v =
+            self.rest().json(Method::POST, "/v1/keys/claim", Some(&json!({ "devices": missing }))).await?;
         let claimed: Vec<Claimed> = serde_json::from_value(v.get("claimed").cloned().unwrap_or(Value::Null))
             .map_err(|e| E2eeError::Protocol(format!("unreadable claim answer: {e}")))?;
         let mut live = self.shared.lock();
         for c in claimed {
-            let Some((_, pinned)) = targets.iter().find(|(u, i)| *u == c.user && i.device_id == c.device_id) else {
+            let Some((_, pinned)) = targets.iter().find(|(u, i)| *u == c.user && i.device_id == c.device_id)
+            else {
                 continue;
             };
             if *pinned != c.identity {
@@ -145,7 +148,12 @@ impl E2ee {
     /// as [`DmFailure`] (and acknowledged too, since it never will decrypt), except after a
     /// network failure, when it stays in the inbox for the next attempt.
     pub fn dms(&self) -> DmStream {
-        DmStream { e2ee: self.clone(), events: self.client.events(), queue: VecDeque::new(), inbox_fetched: false }
+        DmStream {
+            e2ee: self.clone(),
+            events: self.client.events(),
+            queue: VecDeque::new(),
+            inbox_fetched: false,
+        }
     }
 
     /// Calls `f` with every direct message of this device (decrypted, or the reason it
@@ -198,7 +206,9 @@ impl E2ee {
                     }
                     Err(e) => Err(E2eeError::Crypto(e)),
                 },
-                None => Err(E2eeError::Channel("no Olm session decrypts it (a message of a session this device does not have)".into())),
+                None => Err(E2eeError::Channel(
+                    "no Olm session decrypts it (a message of a session this device does not have)".into(),
+                )),
             };
             live.handled_dms.push_back(dm.id.clone());
             while live.handled_dms.len() > super::HANDLED_DMS_MAX {
@@ -294,8 +304,12 @@ impl DmStream {
                 tracing::warn!(error = %e, "dm.ack failed; the message may be delivered again and is then skipped");
             }
             return Some(match result {
-                Ok(payload) => Ok(Dm { id: dm.id, from: dm.from, from_device: dm.from_device, payload, ts: dm.ts }),
-                Err(reason) => Err(DmFailure { id: dm.id, from: dm.from, from_device: dm.from_device, reason }),
+                Ok(payload) => {
+                    Ok(Dm { id: dm.id, from: dm.from, from_device: dm.from_device, payload, ts: dm.ts })
+                }
+                Err(reason) => {
+                    Err(DmFailure { id: dm.id, from: dm.from, from_device: dm.from_device, reason })
+                }
             });
         }
     }

@@ -67,7 +67,9 @@ fn work_of(event: &ClientEvent) -> Option<Work> {
     match event {
         ClientEvent::Raw(v) => work_of_json(v),
         ClientEvent::Event(e) => match e.as_ref() {
-            Event::MemberLeft { channel, user, .. } => Some(Work::Left { channel: channel.clone(), user: user.clone() }),
+            Event::MemberLeft { channel, user, .. } => {
+                Some(Work::Left { channel: channel.clone(), user: user.clone() })
+            }
             other => serde_json::to_value(other).ok().as_ref().and_then(work_of_json),
         },
         _ => None,

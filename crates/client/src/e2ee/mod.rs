@@ -33,8 +33,8 @@ mod keeper;
 mod state;
 
 pub use channel::{
-    EncryptedChannel, EncryptedChannels, EncryptedMessages, FILE_TYPE, FileRef, Opened, OpenedMessage, Unopenable,
-    UnopenableReason,
+    EncryptedChannel, EncryptedChannels, EncryptedMessages, FILE_TYPE, FileRef, Opened, OpenedMessage,
+    Unopenable, UnopenableReason,
 };
 pub use dm::{Dm, DmFailure, DmStream};
 pub use keeper::{Keeper, KeeperAction, KeeperConfig};
@@ -44,7 +44,10 @@ use crate::client::Client;
 use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::rest::{Rest, segment};
-use herald_crypto::{CryptoError, Device, EpochKey, EpochKeyring, IdentityKeys, KeyBundle, OlmSession, PickleKey, PinnedDevices, RosterChain};
+use herald_crypto::{
+    CryptoError, Device, EpochKey, EpochKeyring, IdentityKeys, KeyBundle, OlmSession, PickleKey,
+    PinnedDevices, RosterChain,
+};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
@@ -73,10 +76,14 @@ pub enum E2eeError {
     /// A device pinned earlier now shows other identity keys: refused. If the change is
     /// expected (the device was reset), remove the pin by verifying the new fingerprint
     /// with [`E2ee::verify_device`] after checking it out of band.
-    #[error("identity of device {device:?} of {user:?} changed since it was pinned: refused (possible attack)")]
+    #[error(
+        "identity of device {device:?} of {user:?} changed since it was pinned: refused (possible attack)"
+    )]
     IdentityChanged { user: String, device: String },
     /// A fingerprint given to [`E2ee::verify_device`] does not match the device's key.
-    #[error("fingerprint of device {device:?} of {user:?} does not match: expected {expected}, the server shows {found}")]
+    #[error(
+        "fingerprint of device {device:?} of {user:?} does not match: expected {expected}, the server shows {found}"
+    )]
     FingerprintMismatch { user: String, device: String, expected: String, found: String },
     /// A device is unknown to the server (or revoked), or is not the named user's.
     #[error("unknown device {device:?} of {user:?}")]
@@ -87,12 +94,18 @@ pub enum E2eeError {
     /// A channel is not encrypted, or its roster or keys do not allow the operation.
     #[error("{0}")]
     Channel(String),
-    /// A channel message cannot be opened.
+    /// A channel message cannot be opened (boxed: it is the largest variant).
     #[error("unopenable message: {0}")]
-    Unopenable(#[from] Unopenable),
+    Unopenable(Box<Unopenable>),
     /// The server answered something unreadable.
     #[error("protocol: {0}")]
     Protocol(String),
+}
+
+impl From<Unopenable> for E2eeError {
+    fn from(u: Unopenable) -> E2eeError {
+        E2eeError::Unopenable(Box::new(u))
+    }
 }
 
 /// How to open or create the device state.
@@ -321,15 +334,7 @@ fn load_live(p: Persisted, key: &PickleKey) -> Result<Live, E2eeError> {
         }
         channels.insert(id, LiveChannel { admins: c.admins, chain, keyring, commits: by_epoch });
     }
-    Ok(Live {
-        user: p.user,
-        device,
-        sessions,
-        pins: p.pins,
-        pinned,
-        channels,
-        handled_dms: p.handled_dms,
-    })
+    Ok(Live { user: p.user, device, sessions, pins: p.pins, pinned, channels, handled_dms: p.handled_dms })
 }
 
 impl E2ee {
@@ -440,8 +445,14 @@ impl E2ee {
     /// earlier with other keys is refused ([`E2eeError::IdentityChanged`]) unless the given
     /// fingerprint is the new key's: then the new key replaces the pin, since the user
     /// checked it out of band.
-    pub async fn verify_device(&self, user: &str, device: &str, fingerprint_hex: &str) -> Result<(), E2eeError> {
-        let want: String = fingerprint_hex.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_lowercase();
+    pub async fn verify_device(
+        &self,
+        user: &str,
+        device: &str,
+        fingerprint_hex: &str,
+    ) -> Result<(), E2eeError> {
+        let want: String =
+            fingerprint_hex.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_lowercase();
         let devices = list_devices(self.rest(), user).await?;
         let info = devices
             .into_iter()
@@ -520,7 +531,10 @@ impl E2ee {
         for d in devices {
             match live.pins.get(&d.device_id) {
                 Some(p) if p.identity != d.identity || p.user != user => {
-                    return Err(E2eeError::IdentityChanged { user: user.into(), device: d.device_id.clone() });
+                    return Err(E2eeError::IdentityChanged {
+                        user: user.into(),
+                        device: d.device_id.clone(),
+                    });
                 }
                 Some(_) => {}
                 None if d.identity.device_id != d.device_id => {

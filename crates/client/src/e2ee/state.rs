@@ -59,7 +59,8 @@ impl StateKey {
     /// ignored).
     pub fn from_key_file(path: &Path) -> Result<StateKey, E2eeError> {
         let bytes = Zeroizing::new(
-            std::fs::read(path).map_err(|e| E2eeError::State(format!("cannot read key file {path:?}: {e}")))?,
+            std::fs::read(path)
+                .map_err(|e| E2eeError::State(format!("cannot read key file {path:?}: {e}")))?,
         );
         let mut key = Zeroizing::new([0u8; 32]);
         if bytes.len() == 32 {
@@ -180,8 +181,11 @@ impl StateFile {
                 let nonce = XNonce::from_slice(&raw[21..45]);
                 let aead = XChaCha20Poly1305::new(derived.as_ref().into());
                 let plain = Zeroizing::new(
-                    aead.decrypt(nonce, Payload { msg: &raw[45..], aad: &raw[..21] })
-                        .map_err(|_| E2eeError::State(format!("cannot decrypt {path:?}: wrong passphrase or key, or the file was altered")))?,
+                    aead.decrypt(nonce, Payload { msg: &raw[45..], aad: &raw[..21] }).map_err(|_| {
+                        E2eeError::State(format!(
+                            "cannot decrypt {path:?}: wrong passphrase or key, or the file was altered"
+                        ))
+                    })?,
                 );
                 let state: Persisted = serde_json::from_slice(&plain)
                     .map_err(|e| E2eeError::State(format!("unreadable state in {path:?}: {e}")))?;
@@ -259,6 +263,7 @@ fn kdf_name(kdf: u8) -> &'static str {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
