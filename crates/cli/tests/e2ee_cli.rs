@@ -154,6 +154,9 @@ fn devices_and_dms_from_the_command_line() {
     assert!(!grep(&e.data, "eagle lands"), "plaintext on the server's disk");
     assert!(!grep(e.dir.path(), "bring a torch"), "plaintext in a state file");
 
+    // Revoked: gone from the directory.
+    e.ok("grace", &["device", "revoke", "grace-phone"]);
+    assert!(!e.ok("ada", &["device", "list", "grace"]).contains("grace-phone"));
     // A wrong passphrase is refused.
     std::fs::write(e.dir.path().join("pass"), "wrong\n").unwrap();
     let out = e.run("ada", &["dm", "grace", "x"]);
@@ -182,9 +185,8 @@ fn encrypted_channel_history_through_a_keeper_and_files() {
     let file_msg = e.ok("ada", &["file", "put", "plans", path.to_str().unwrap()]).trim().to_owned();
 
     // Ada is offline; Grace joins and the keeper admits her.
-    let (mut tail, lines) = e.follow("grace", &[], &["tail", "plans"]);
+    e.ok("grace", &["channel", "join", "plans"]);
     next_line(&klines, |l| l.starts_with("admitted grace"));
-    next_line(&lines, |l| l.contains("following plans"));
     // The keeper said it sealed the keys: history opens.
     let history = e.ok("grace", &["history", "plans"]);
     let lines_h: Vec<&str> = history.lines().collect();
@@ -195,7 +197,11 @@ fn encrypted_channel_history_through_a_keeper_and_files() {
     let out = e.dir.path().join("back.bin");
     e.ok("grace", &["file", "get", "plans", &file_msg, out.to_str().unwrap()]);
     assert!(std::fs::read(&out).unwrap() == bytes);
-    // Live, decrypted.
+    // Live, decrypted. (One process per state file: the tail holds Grace's.)
+    let (mut tail, lines) = e.follow("grace", &[], &["tail", "plans"]);
+    next_line(&lines, |l| l.contains("following plans"));
+    let busy = e.run("grace", &["history", "plans"]);
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("in use by another process"));
     e.ok("ada", &["send", "plans", "live sealed"]);
     assert!(next_line(&lines, |l| l.contains("live sealed")).ends_with("ada: live sealed"));
     // The server saw only ciphertext.

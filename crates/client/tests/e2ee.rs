@@ -217,6 +217,8 @@ async fn tampering_with_the_database_is_detected_by_the_sdk() {
     drop(b_channel);
     ada.close().await;
     bob.close().await;
+    // Each state file is locked by its live client: release them before reopening.
+    drop((ada, bob, channel));
     server.stop().await;
 
     let db = rusqlite::Connection::open(server.data_dir().join("herald.db")).unwrap();
@@ -436,6 +438,13 @@ async fn device_state_survives_a_restart_and_verification_pins_a_device() {
     let mut dms = grace.dms();
     assert_eq!(within(dms.next()).await.unwrap().unwrap().text(), "hello");
     assert_eq!(within(dms.next()).await.unwrap().unwrap().text(), "again");
+    // While Grace's client runs, her state file is locked against a second process.
+    let cfg = E2eeConfig::new(state_path(dir.path(), "grace-phone"), StateKey::Key([7u8; 32].into()));
+    let err = within(E2ee::connect(&server.url(), &server.token("grace"), fast(), cfg)).await.unwrap_err();
+    assert!(err.to_string().contains("in use by another process"), "{err}");
+    drop(dms);
+    grace.close().await;
+    drop(grace);
     // Grace's state file of a wrong key is refused, not silently replaced.
     let cfg = E2eeConfig::new(state_path(dir.path(), "grace-phone"), StateKey::Key([8u8; 32].into()));
     let err = within(E2ee::connect(&server.url(), &server.token("grace"), fast(), cfg)).await.unwrap_err();

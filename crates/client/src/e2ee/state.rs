@@ -150,17 +150,41 @@ mod sig64 {
     }
 }
 
-/// An opened state file: its path and derived key.
+/// An opened state file: its path and derived key, and the lock that keeps a second process
+/// from using the same device (two writers would overwrite each other's ratchet states, and
+/// the DMs those states decrypt would be lost).
 pub(crate) struct StateFile {
     path: PathBuf,
     kdf: u8,
     salt: [u8; 16],
     key: Zeroizing<[u8; 32]>,
+    _lock: std::fs::File,
+}
+
+/// Takes `<file>.lock` exclusively (released when the process exits or the file closes).
+fn lock(path: &Path) -> Result<std::fs::File, E2eeError> {
+    let lock_path = path.with_extension("lock");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| E2eeError::State(format!("cannot open {lock_path:?}: {e}")))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(E2eeError::State(format!(
+            "{path:?} is in use by another process: one device, one process at a time"
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(E2eeError::State(format!("cannot lock {lock_path:?}: {e}")))
+        }
+    }
 }
 
 impl StateFile {
     /// Opens `path` and decrypts it; `Ok(None)` state when the file does not exist yet.
     pub(crate) fn open(path: &Path, key: &StateKey) -> Result<(StateFile, Option<Persisted>), E2eeError> {
+        let lock = lock(path)?;
         match std::fs::read(path) {
             Ok(raw) => {
                 let bad = || E2eeError::State(format!("{path:?} is not a Herald device state file"));
@@ -189,13 +213,16 @@ impl StateFile {
                 );
                 let state: Persisted = serde_json::from_slice(&plain)
                     .map_err(|e| E2eeError::State(format!("unreadable state in {path:?}: {e}")))?;
-                Ok((StateFile { path: path.to_owned(), kdf, salt, key: derived }, Some(state)))
+                Ok((StateFile { path: path.to_owned(), kdf, salt, key: derived, _lock: lock }, Some(state)))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut salt = [0u8; 16];
                 rand::rngs::OsRng.fill_bytes(&mut salt);
                 let derived = key.derive(&salt)?;
-                Ok((StateFile { path: path.to_owned(), kdf: key.kdf(), salt, key: derived }, None))
+                Ok((
+                    StateFile { path: path.to_owned(), kdf: key.kdf(), salt, key: derived, _lock: lock },
+                    None,
+                ))
             }
             Err(e) => Err(E2eeError::State(format!("cannot read {path:?}: {e}"))),
         }
@@ -275,6 +302,9 @@ mod tests {
         assert!(none.is_none());
         let state = Persisted { user: "ada".into(), device_id: "ada-1".into(), ..Persisted::default() };
         file.save(&state).unwrap();
+        let busy = StateFile::open(&path, &StateKey::passphrase("correct horse")).err().unwrap();
+        assert!(busy.to_string().contains("in use by another process"), "{busy}");
+        drop(file);
         let raw = std::fs::read(&path).unwrap();
         assert!(!raw.windows(5).any(|w| w == b"ada-1"), "state is not in the clear");
         let (_, back) = StateFile::open(&path, &StateKey::passphrase("correct horse")).unwrap();
