@@ -185,6 +185,8 @@ impl Engine {
             return Err(bad(format!("at most {MAX_DM_COPIES} copies per dm.send")));
         }
         let client_id = client_id.map(ClientId::parse).transpose()?.map(ClientId::into_string);
+        // The sending device may have been revoked since this connection declared it.
+        self.check_device(who, device).await?;
         let now = self.clock.now_ms();
         let mut copies = Vec::with_capacity(to.len());
         for t in to {
