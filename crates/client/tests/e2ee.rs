@@ -450,3 +450,46 @@ async fn device_state_survives_a_restart_and_verification_pins_a_device() {
     let err = within(E2ee::connect(&server.url(), &server.token("grace"), fast(), cfg)).await.unwrap_err();
     assert!(err.to_string().contains("wrong passphrase or key"), "{err}");
 }
+
+#[tokio::test]
+async fn an_undecryptable_dm_is_surfaced_with_its_reason_and_the_next_one_still_reads() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let grace = device(&server, dir.path(), "grace", "grace-phone").await;
+    let mallory = device(&server, dir.path(), "mallory", "mallory-1").await;
+    // A body that is no Olm message at all, then one that is a well-formed pre-key message
+    // shape with garbage inside.
+    for body in ["not an olm message", r#"{"pre_key":true,"body":"AAAA"}"#] {
+        let to = vec![herald_client::herald_proto::frames::DmTo {
+            user: "grace".into(),
+            device_id: "grace-phone".into(),
+            body: body.into(),
+        }];
+        let request = herald_client::herald_proto::frames::Request::DmSend { to, client_id: None };
+        within(mallory.client().request(request)).await.unwrap();
+    }
+    within(mallory.send_dm("grace", "a real one")).await.unwrap();
+    let mut dms = grace.dms();
+    for _ in 0..2 {
+        let failure = within(dms.next()).await.unwrap().unwrap_err();
+        assert_eq!((failure.from.as_str(), failure.from_device.as_str()), ("mallory", "mallory-1"));
+        assert!(!failure.reason.to_string().is_empty());
+    }
+    assert_eq!(within(dms.next()).await.unwrap().unwrap().text(), "a real one");
+    // All three were acknowledged: a reconnect brings none back.
+    drop(dms);
+    grace.close().await;
+    drop(grace);
+    let grace = device(&server, dir.path(), "grace", "grace-phone").await;
+    let inbox: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/dm/inbox?device=grace-phone", server.url()))
+        .bearer_auth(server.token("grace"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(inbox["dms"].as_array().map(Vec::len), Some(0), "{inbox}");
+    drop(grace);
+}
