@@ -34,7 +34,8 @@ enum Command {
     Client(client_cmds::ClientCommand),
     #[command(flatten)]
     E2ee(e2ee_cmds::E2eeCommand),
-    /// Measure a server: fan-out, durable appends, idle connections; compare with peers.
+    /// Measure a server: fan-out, durable appends, idle connections, end-to-end encryption;
+    /// compare with peers.
     Bench(bench::BenchArgs),
 }
 

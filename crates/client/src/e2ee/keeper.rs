@@ -138,3 +138,20 @@ impl Keeper {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_file_takes_one_channel_per_line_and_ignores_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("allow");
+        std::fs::write(&path, "# channels the keeper serves\nchan-a\n\n  chan-b  # the second\n").unwrap();
+        let config = KeeperConfig::allow_file(&path).unwrap();
+        let allow = config.allow.unwrap();
+        assert_eq!(allow.into_iter().collect::<Vec<_>>(), ["chan-a", "chan-b"]);
+        assert!(KeeperConfig::allow_file(&dir.path().join("missing")).is_err());
+    }
+}
