@@ -85,8 +85,12 @@
 //! `messages`; a hard delete deletes those rows (their TOAST chunks go with them) and keeps the
 //! entry's `content_hash` in `entries`, so the chain still verifies. After a batch that erased
 //! something the store runs `VACUUM` on `entry_contents` and `messages` in the background
-//! (debounced by `vacuum_debounce`, default 1 s), which removes the dead tuples. What
-//! PostgreSQL itself still retains, and for how long:
+//! (debounced by `vacuum_debounce`, default 1 s), which removes the dead tuples. End-to-end
+//! encryption state (`keys.rs`) is erased the same way: an acknowledged, expired or revoked
+//! DM's row in `dm_inbox`, a claimed one-time key's row and a revoked device's envelopes are
+//! deleted, and the same vacuum (which also covers `dm_inbox`, `one_time_keys` and
+//! `envelopes`) follows; the list below applies to that ciphertext too. What PostgreSQL itself
+//! still retains, and for how long:
 //!
 //! - **Dead tuples** of the deleted rows (and of earlier versions of an edited message) stay in
 //!   the heap and TOAST pages until that vacuum (or autovacuum) runs: about `vacuum_debounce`

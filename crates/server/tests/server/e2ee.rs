@@ -480,3 +480,27 @@ async fn shards_of_a_file_land_in_distinct_blob_dirs_and_a_missing_dir_only_lose
     }
     assert_eq!(Rest::new(&server, None).get("/healthz").await.status, 200);
 }
+
+#[tokio::test]
+async fn undelivered_dms_expire_after_the_dm_ttl() {
+    let server = TestServer::start_with(|c| c.dm_ttl = "1s".parse().unwrap()).await;
+    let bob = Rest::user(&server, "bob");
+    assert_eq!(register(&Rest::user(&server, "ada"), "ada-phone", 0).await.status, 201);
+    assert_eq!(register(&bob, "bob-phone", 0).await.status, 201);
+    let mut a = device_ws(&server, "ada", "ada-phone").await;
+    a.ok(json!({"op": "dm.send", "to": [{"user": "bob", "device_id": "bob-phone", "body": "short-lived"}]}))
+        .await;
+    assert_eq!(bob.get("/v1/dm/inbox?device=bob-phone").await.body["dms"].as_array().unwrap().len(), 1);
+    // The sweeper runs every second: the entry is gone within a few, without an ack.
+    within("expiry", async {
+        loop {
+            if bob.get("/v1/dm/inbox?device=bob-phone").await.body == json!({"dms": []}) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let mut phone = device_ws(&server, "bob", "bob-phone").await;
+    assert!(phone.events_so_far("dm").await.is_empty(), "an expired DM is never delivered");
+}
