@@ -187,6 +187,13 @@ async fn a_keeper_admits_a_late_member_alone_and_a_removal_locks_them_out() {
     assert!(!a_channel.members().iter().any(|m| m.user == "grace"));
     let after = within(a_channel.send("new plan, grace is out")).await.unwrap();
 
+    // Bob still holds the old head: his send is refused `stale_epoch`, he fetches the new
+    // commit and its key, and seals again.
+    assert!(b_channel.epoch().unwrap() < rotated, "bob has not synced the rotation yet");
+    let from_bob = within(b_channel.send("bob, after the rotation")).await.unwrap();
+    assert_eq!(b_channel.epoch(), Some(rotated));
+    let opened_by_ada = within(a_channel.open(&from_bob)).await.unwrap();
+    assert_eq!((opened_by_ada.epoch, opened_by_ada.text().as_str()), (rotated, "bob, after the rotation"));
     within(b_channel.wait_for_keys(Some(rotated), WAIT)).await.unwrap();
     let opened = within(b_channel.open(&after)).await.unwrap();
     assert_eq!(opened.text(), "new plan, grace is out");
