@@ -3,8 +3,53 @@
 //! objects in the formats of `crates/crypto/README.md`, opaque here (`Value`); the server
 //! reads only the fields named in §7.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+
+/// An epoch as JSON numbers may spell it: `3` or `3.0` (JSON Schema's `integer` admits both,
+/// so a client built from the OpenAPI document may send either); a fraction, a negative or a
+/// number beyond `u64` is refused.
+pub fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(v) = n.as_u64() {
+        return Ok(v);
+    }
+    match n.as_f64() {
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0 => Ok(f as u64),
+        _ => Err(serde::de::Error::custom(format!("{n} is not a non-negative integer"))),
+    }
+}
+
+/// [`lenient_u64`] for an optional field (`null` or absent: `None`).
+pub fn lenient_opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrap(#[serde(deserialize_with = "lenient_u64")] u64);
+    Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+}
+
+/// The fields of a key bundle the server reads (§7), for the OpenAPI document only: the
+/// server takes the bundle as JSON and checks these itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BundleShape {
+    /// The device's identity keys (`{device_id, ed25519, curve25519, envelope}`; a `device_id`
+    /// here must be the path's).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub identity: Value,
+    pub identity_signature: String,
+    #[serde(default)]
+    pub one_time_keys: Vec<KeyShape>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub fallback_key: Option<Value>,
+}
+
+/// A signed one-time key as the server reads it: its `key_id` (the rest is opaque).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KeyShape {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
+    pub key_id: String,
+}
 
 /// `PUT /v1/keys/devices/{device_id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -12,7 +57,7 @@ use serde_json::Value;
 pub struct UploadDevice {
     /// The signed key bundle: `{identity, identity_signature, one_time_keys: [{key_id, …}],
     /// fallback_key}`.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = BundleShape))]
     pub bundle: Value,
 }
 
@@ -132,6 +177,7 @@ pub struct CommitEnvelope {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PostCommit {
+    #[serde(deserialize_with = "lenient_u64")]
     pub epoch: u64,
     /// 64 lowercase hex digits (64 zeros for epoch 0).
     #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
@@ -178,6 +224,7 @@ pub struct CommitList {
 pub struct EpochEnvelope {
     #[cfg_attr(feature = "openapi", schema(value_type = crate::names::DeviceId))]
     pub device_id: String,
+    #[serde(deserialize_with = "lenient_u64")]
     pub epoch: u64,
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub envelope: Value,

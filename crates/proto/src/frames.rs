@@ -89,7 +89,11 @@ pub struct SendMessage {
     pub author: Option<String>,
     /// Encrypted channels (§7): the head key epoch the content is sealed under (required
     /// there, refused in a plain channel).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::e2ee::lenient_opt_u64"
+    )]
     pub epoch: Option<u64>,
 }
 

@@ -327,6 +327,7 @@ pub async fn remove_member(
         (status = 400, description = "`bad_request` (malformed body, `type`) or `invalid_name` (channel, `reply_to`, `client_id`)", body = ErrorBody),
         (status = 403, description = "`forbidden`: not a member, or `author` without the `server` grant", body = ErrorBody),
         (status = 404, description = "`channel_not_found`, or `not_found` (`reply_to`, a deleted `client_id`)", body = ErrorBody),
+        (status = 409, description = "`stale_epoch`: an encrypted channel's `epoch` is not the head epoch (§7)", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: content over `--max-content-bytes` or body over `--max-frame-bytes`", body = ErrorBody),
     ),
 )]
@@ -369,7 +370,7 @@ pub struct EditBody {
     /// The new content.
     content: String,
     /// Encrypted channels (§7): the head epoch the new content is sealed under.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "herald_proto::e2ee::lenient_opt_u64")]
     epoch: Option<u64>,
 }
 
@@ -383,6 +384,7 @@ pub struct EditBody {
         (status = 400, description = "`bad_request` (malformed body) or `invalid_name` (channel, message id)", body = ErrorBody),
         (status = 403, description = "`not_author`, or `forbidden` (not a member)", body = ErrorBody),
         (status = 404, description = "`channel_not_found` or `not_found` (message)", body = ErrorBody),
+        (status = 409, description = "`stale_epoch`: an encrypted channel's `epoch` is not the head epoch (§7)", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: content over `--max-content-bytes` or body over `--max-frame-bytes`", body = ErrorBody),
     ),
 )]
