@@ -103,8 +103,8 @@ fn read_bundle(
     }
     let signature = obj
         .get("identity_signature")
-        .filter(|v| !v.is_null())
-        .ok_or_else(|| bad("bundle.identity_signature is missing"))?;
+        .filter(|v| v.is_string())
+        .ok_or_else(|| bad("bundle.identity_signature must be a string"))?;
     let keys = match obj.get("one_time_keys") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a.clone(),

@@ -37,8 +37,10 @@ pub struct BundleShape {
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub identity: Value,
     pub identity_signature: String,
+    /// At most 1,000; absent or null: none.
     #[serde(default)]
-    pub one_time_keys: Vec<KeyShape>,
+    #[cfg_attr(feature = "openapi", schema(max_items = 1000))]
+    pub one_time_keys: Option<Vec<KeyShape>>,
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub fallback_key: Option<Value>,
 }
@@ -78,7 +80,8 @@ pub struct DeviceInfo {
     pub device_id: String,
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub identity: Value,
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    /// The self-signature over the identity keys (base64).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub identity_signature: Value,
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub fallback_key: Option<Value>,
@@ -119,7 +122,8 @@ pub struct ClaimedKey {
     pub device_id: String,
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub identity: Value,
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    /// The self-signature over the identity keys (base64).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub identity_signature: Value,
     /// The signed key object of the bundle.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]

@@ -193,7 +193,7 @@ async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) 
     let first = tokio::time::timeout(timeout, stream.next()).await;
     let (id, token, resume, device) = match first {
         Ok(Some(Ok(Message::Text(t)))) => match parse_request(t.as_str()) {
-            Ok(RequestFrame { id, request: Request::Connect { token, resume } }) => {
+            Ok(RequestFrame { id, request: Request::Connect { token, resume, .. } }) => {
                 (id, token, resume, connect_device(t.as_str()))
             }
             Ok(f) => return reject(sink, &f.id, "the first frame must be connect".into()).await,
