@@ -500,3 +500,31 @@ async fn an_undecryptable_dm_is_surfaced_with_its_reason_and_the_next_one_still_
     assert_eq!(inbox["dms"].as_array().map(Vec::len), Some(0), "{inbox}");
     drop(grace);
 }
+
+#[tokio::test]
+async fn a_keeper_back_from_downtime_seals_keys_to_a_device_registered_meanwhile() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let keeper_grant = Some(vec!["keeper".to_owned()]);
+    // The keeper registers (so creators seal to it), then goes down.
+    device_with(&server, dir.path(), "herald-keeper", "keeper-1", keeper_grant.clone()).await.close().await;
+    let grace = device(&server, dir.path(), "grace", "grace-phone").await;
+    let ada = device(&server, dir.path(), "ada", "ada-laptop").await;
+    let channel = within(ada.channels().create_encrypted_with(Some("later"), &["grace"])).await.unwrap();
+    within(channel.send("written before the tablet")).await.unwrap();
+    // While the keeper is away Grace adds a tablet: nobody answers its keys_needed.
+    drop(grace);
+    let tablet = device(&server, dir.path(), "grace", "grace-tablet").await;
+
+    // Back up: it catches up by itself, with no keys_needed to answer.
+    let keeper = device_with(&server, dir.path(), "herald-keeper", "keeper-1", keeper_grant).await;
+    let allow = KeeperConfig { allow: Some([channel.id().to_owned()].into_iter().collect()) };
+    let k = Keeper::new(keeper, allow);
+    let task = tokio::spawn(async move { k.run(|_| {}).await });
+    let t_channel = within(tablet.channels().get(channel.id())).await.unwrap();
+    within(t_channel.wait_for_keys(Some(0), WAIT)).await.unwrap();
+    let history = within(t_channel.history()).await.unwrap();
+    assert_eq!(history[0].as_ref().unwrap().text(), "written before the tablet");
+    assert!(t_channel.members().iter().any(|m| m.user == "grace" && m.devices.len() == 2));
+    task.abort();
+}

@@ -771,7 +771,7 @@ impl EncryptedChannel {
     /// listing their current devices, and every epoch key this device holds sealed to them.
     /// For channels without a keeper.
     pub async fn admit_member(&self, user: &str) -> Result<(), E2eeError> {
-        self.e2ee.admit(self.id(), &self.channel.info().created_by, user).await
+        self.e2ee.admit(self.id(), &self.channel.info().created_by, user, true).await
     }
 
     /// A new epoch with the same members and a fresh key.
@@ -897,12 +897,21 @@ impl E2ee {
     /// Makes the head roster list exactly `devices` for `user` (adding them as a member if
     /// needed) and seals every older epoch key this device holds to those devices, so the
     /// user reads the whole history. What the keeper does on `keys_needed`.
-    pub(crate) async fn admit(&self, channel: &str, created_by: &str, user: &str) -> Result<(), E2eeError> {
+    /// With `reseal` false (a keeper catching up), keys are sealed only when the roster
+    /// had to change.
+    pub(crate) async fn admit(
+        &self,
+        channel: &str,
+        created_by: &str,
+        user: &str,
+        reseal: bool,
+    ) -> Result<(), E2eeError> {
         let devices: BTreeSet<String> =
             self.user_devices(user).await?.into_iter().map(|i| i.device_id).collect();
         if devices.is_empty() {
             return Ok(());
         }
+        let mut changed = false;
         for _ in 0..5 {
             self.sync_channel(channel, created_by).await?;
             let (members, reason) = {
@@ -940,8 +949,12 @@ impl E2ee {
                 }
             };
             if self.post_commit(channel, members, reason).await? {
+                changed = true;
                 break;
             }
+        }
+        if !changed && !reseal {
+            return Ok(());
         }
         // History: every key held, sealed to the user's devices (the newest came with the
         // commit; sealing it again is harmless: a second envelope replaces the first).

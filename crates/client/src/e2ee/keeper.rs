@@ -102,12 +102,67 @@ impl Keeper {
     }
 
     /// Serves `keys_needed` and `member_left` until the client closes, calling `report`
-    /// with what it did.
+    /// with what it did. At the start and after every reconnect it first catches up
+    /// ([`Keeper::catch_up`]) on what it may have missed while away.
     pub async fn run(&self, mut report: impl FnMut(KeeperAction)) {
         let mut events = self.e2ee.client().events();
+        self.catch_up(&mut report).await;
+        let mut first_connect = true;
         while let Some(event) = events.recv().await {
+            if let ClientEvent::Connected(_) = event {
+                // The first is this connection's own (caught up above); later ones follow a
+                // drop, during which signals may have been missed.
+                if !std::mem::take(&mut first_connect) {
+                    self.catch_up(&mut report).await;
+                }
+                continue;
+            }
             let Some(work) = work_of(&event) else { continue };
             report(self.handle(work).await);
+        }
+    }
+
+    /// For every channel whose roster this keeper holds, and every channel of the allow
+    /// list: fetches new commits and, for every member whose current devices differ from the
+    /// head roster's (a device registered while the keeper was away), posts the commit and
+    /// seals the keys. Joins missed while away are not found this way (a keeper cannot list
+    /// a channel's members); they are served at the member's next `keys_needed` (a new
+    /// device, or a rejoin).
+    pub async fn catch_up(&self, report: &mut impl FnMut(KeeperAction)) {
+        let mut channels: BTreeSet<String> = self.e2ee.shared.lock().channels.keys().cloned().collect();
+        channels.extend(self.config.allow.iter().flatten().cloned());
+        for channel in channels {
+            if !self.allowed(&channel) {
+                continue;
+            }
+            match self.e2ee.sync_channel(&channel, "").await {
+                Ok(()) => {}
+                // No roster yet, or not an encrypted channel: nothing to keep.
+                Err(E2eeError::Channel(_)) => continue,
+                Err(e) => {
+                    report(KeeperAction::Failed { channel, user: String::new(), error: e.to_string() });
+                    continue;
+                }
+            }
+            let users: Vec<String> = {
+                let live = self.e2ee.shared.lock();
+                live.channels
+                    .get(&channel)
+                    .map(|c| {
+                        c.chain
+                            .members()
+                            .iter()
+                            .filter(|m| !m.user.starts_with(super::channel::KEEPER_PREFIX))
+                            .map(|m| m.user.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            for user in users {
+                if let Err(e) = self.e2ee.admit(&channel, "", &user, false).await {
+                    report(KeeperAction::Failed { channel: channel.clone(), user, error: e.to_string() });
+                }
+            }
         }
     }
 
@@ -117,7 +172,7 @@ impl Keeper {
                 if !self.allowed(&channel) {
                     return KeeperAction::Ignored { channel };
                 }
-                let r = self.e2ee.admit(&channel, "", &user).await;
+                let r = self.e2ee.admit(&channel, "", &user, true).await;
                 (channel.clone(), user.clone(), r, KeeperAction::Admitted { channel, user })
             }
             Work::Left { channel, user } => {
