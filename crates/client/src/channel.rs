@@ -23,7 +23,7 @@ pub struct Channel {
 /// [`Listener::cancel`] is called; dropping the handle leaves it running.
 #[derive(Debug)]
 pub struct Listener {
-    task: tokio::task::AbortHandle,
+    pub(crate) task: tokio::task::AbortHandle,
 }
 
 impl Listener {
