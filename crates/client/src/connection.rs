@@ -171,9 +171,16 @@ pub(crate) struct Driver {
     /// The first `connect` answer, kept until the resume points are seeded: `connect`
     /// returns only then, so a restart right after it cannot lose a quiet channel.
     first_ok: Option<ConnectOk>,
+    /// The `conn_id` of the connection now open (private-channel signatures name it).
+    conn_id: Arc<std::sync::Mutex<String>>,
 }
 
 impl Driver {
+    /// Where the driver keeps the current `conn_id`, for [`crate::Client::conn_id`].
+    pub(crate) fn conn_id_handle(&self) -> Arc<std::sync::Mutex<String>> {
+        self.conn_id.clone()
+    }
+
     pub(crate) fn new(
         nodes: Nodes,
         token: CurrentToken,
@@ -200,6 +207,7 @@ impl Driver {
             subscriptions: HashMap::new(),
             ready: Some(ready),
             first_ok: None,
+            conn_id: Arc::default(),
         }
     }
 
@@ -561,6 +569,11 @@ impl Driver {
                 let _ = waiter.send(result);
             }
             Output::Event(event) => {
+                if let ClientEvent::Connected(ok) = &event
+                    && let Ok(mut current) = self.conn_id.lock()
+                {
+                    current.clone_from(&ok.conn_id);
+                }
                 if let ClientEvent::Connected(ok) = &event
                     && self.ready.is_some()
                 {

@@ -42,8 +42,10 @@
 //! - [`config`]: [`ClientConfig`] (backoff, timeouts, token provider). [`error`]: [`ClientError`].
 //! - `tls`: the one rustls configuration of `wss://` and `https://`.
 //! - [`token`]: [`TokenProvider`], reading a JWT's `exp`, when to refresh.
+//! - [`auth`]: the signatures of an app's backend: private-channel joins, webhook bodies.
 //! - [`history`]: [`HistoryQueryExt`] constructors for [`HistoryQuery`].
 
+pub mod auth;
 pub mod channel;
 pub mod client;
 pub mod config;

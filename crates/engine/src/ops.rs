@@ -53,6 +53,9 @@ pub struct EngineConfig {
     pub typing_interval_ms: u64,
     /// `read` of one user in one channel is accepted at most once per this many ms.
     pub read_interval_ms: u64,
+    /// The app secrets that sign private-channel joins (§9); an app without one has no
+    /// private channels.
+    pub app_secrets: crate::AppSecrets,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +71,7 @@ impl Default for EngineConfig {
             queue_bytes: 8 << 20,
             typing_interval_ms: 1000,
             read_interval_ms: 250,
+            app_secrets: crate::AppSecrets::default(),
         }
     }
 }
@@ -224,7 +228,16 @@ impl Engine {
         &self.store
     }
 
-    fn actor(who: &Principal) -> Actor {
+    pub(crate) fn ids(&self) -> &Arc<dyn IdGen> {
+        &self.ids
+    }
+
+    /// The engine's clock (ms since the epoch), for calls made outside `execute`.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub(crate) fn actor(who: &Principal) -> Actor {
         Actor { app: who.app.clone(), user: who.user.clone() }
     }
 
@@ -357,7 +370,7 @@ impl Engine {
     }
 
     /// Checks a channel reference's shape: a UUID-shaped id, or else a valid channel name.
-    fn check_ref(channel: &str) -> Result<(), EngineError> {
+    pub(crate) fn check_ref(channel: &str) -> Result<(), EngineError> {
         if !looks_like_uuid(channel) {
             ChannelName::parse(channel)?;
         }
@@ -366,7 +379,7 @@ impl Engine {
 
     /// Resolves a channel reference (id or name) within the caller's app to an id. An id is
     /// taken as it is (the store checks it when it is used); a name costs one lookup.
-    async fn resolve(&self, who: &Principal, channel: &str) -> Result<String, EngineError> {
+    pub(crate) async fn resolve(&self, who: &Principal, channel: &str) -> Result<String, EngineError> {
         Self::check_ref(channel)?;
         if looks_like_uuid(channel) {
             return Ok(channel.to_owned());
@@ -415,7 +428,7 @@ impl Engine {
         Err(EngineError::Forbidden(format!("not a member of channel {channel:?}")))
     }
 
-    async fn apply(&self, m: Mutation, channel: &str) -> Result<herald_store::Applied, EngineError> {
+    pub(crate) async fn apply(&self, m: Mutation, channel: &str) -> Result<herald_store::Applied, EngineError> {
         self.store.apply(m).await.map_err(|e| EngineError::from_store(e, channel))
     }
 
@@ -532,20 +545,9 @@ impl Engine {
                 Ok(OkReply::Empty(Empty {}))
             }
             Request::ChannelCreate(c) => self.create_channel(who, c, now).await.map(OkReply::Channel),
-            Request::ChannelJoin { channel } => {
-                let id = self.resolve(who, &channel).await?;
-                let a = self
-                    .apply(
-                        Mutation::Join {
-                            actor: Self::actor(who),
-                            channel: id,
-                            guard: rules::join(who),
-                            ts_ms: now,
-                        },
-                        &channel,
-                    )
-                    .await?;
-                let channel = a.channel.ok_or(EngineError::Internal)?;
+            Request::ChannelJoin { channel, auth } => {
+                let conn_id = conn.map(|c| c.conn_id.as_str());
+                let channel = self.join(who, conn_id, &channel, auth.as_deref(), now).await?;
                 Ok(OkReply::Channel(ChannelOk { channel }))
             }
             Request::ChannelLeave { channel } => {
@@ -554,6 +556,7 @@ impl Engine {
             Request::ChannelAddMember { channel, user } => {
                 let user = UserId::parse(user)?;
                 let id = self.resolve(who, &channel).await?;
+                self.check_private_add(who, &id).await?;
                 let m = Mutation::AddMember {
                     actor: Self::actor(who),
                     channel: id,
@@ -736,6 +739,15 @@ impl Engine {
         now: i64,
     ) -> Result<OkReply, EngineError> {
         let id = self.resolve(who, channel).await?;
+        if user != who.user.id
+            && !(who.grants.channels_admin || who.grants.server)
+            && self.is_private_channel(who, &id).await?
+        {
+            return Err(EngineError::Forbidden(
+                "only the app's backend (a channels:admin or server token) removes others from a private channel"
+                    .into(),
+            ));
+        }
         self.apply(
             Mutation::RemoveMember {
                 actor: Self::actor(who),
@@ -788,6 +800,9 @@ impl Engine {
             return Err(EngineError::Forbidden("this token has no channels:create grant".into()));
         }
         let name = c.name.map(ChannelName::parse).transpose()?;
+        if let Some(n) = &name {
+            crate::private::refuse_private_create(n.as_str())?;
+        }
         if let Some(t) = &c.title
             && (t.chars().count() > 256 || t.chars().any(char::is_control))
         {

@@ -117,8 +117,15 @@ pub enum Request {
     Publish { subject: String, data: Value },
     #[serde(rename = "channel.create")]
     ChannelCreate(CreateChannel),
+    /// `auth`: for a `private-` channel (§9), the app backend's signature of
+    /// `conn_id ":" channel_name`; ignored by no other channel (a non-private channel with
+    /// `auth` is joined by its own rules).
     #[serde(rename = "channel.join")]
-    ChannelJoin { channel: String },
+    ChannelJoin {
+        channel: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<String>,
+    },
     #[serde(rename = "channel.leave")]
     ChannelLeave { channel: String },
     #[serde(rename = "channel.add_member")]

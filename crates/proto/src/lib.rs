@@ -19,6 +19,7 @@ pub mod error;
 pub mod frames;
 pub mod model;
 pub mod names;
+pub mod private;
 pub mod time;
 
 pub use chain::{ChainError, ChainVerifier, EntryKind, Hash32};

@@ -12,6 +12,7 @@
 //!
 //! - [`config`]: `ServeConfig`, flags / `HERALD_*` / TOML.
 //! - [`auth`]: JWT verification and minting, the data directory's secret.
+//! - [`app_secret`]: the app secrets of private channels and webhooks (§9).
 //! - [`ws`]: the WebSocket gateway.
 //! - [`rest`]: the REST handlers, each with its OpenAPI annotation.
 //! - [`openapi`]: the OpenAPI 3.1 document of `GET /v1/openapi.json`, generated from them.
@@ -20,6 +21,7 @@
 //! - [`metrics`]: Prometheus exposition.
 //! - [`tls`]: HTTPS/WSS with rustls when `--tls-cert`/`--tls-key` are given.
 
+pub mod app_secret;
 pub mod auth;
 pub mod caps;
 pub mod config;
@@ -260,7 +262,16 @@ impl Node {
                 auth::Verifier::hs256(&secret)
             }
         };
+        let app_secrets = app_secret::resolve_all(
+            config.app_secret.as_ref().map(|s| s.0.as_str()),
+            config.app_secret_file.as_deref(),
+            &config.data,
+        )
+        .with_context(|| {
+            format!("cannot read or create the app secrets (data directory {})", config.data.display())
+        })?;
         let engine_config = EngineConfig {
+            app_secrets,
             max_content_bytes: config.max_content_bytes,
             history_page_max: config.history_page_max.max(1),
             replay_cap: config.replay_cap.max(1),
