@@ -13,6 +13,7 @@ mod limits;
 mod messages;
 mod openapi;
 mod ops;
+mod private;
 mod rest_limits;
 mod resume;
 mod subjects;
