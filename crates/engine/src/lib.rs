@@ -47,8 +47,8 @@ pub use broker::{Broker, BrokerSink, Envelope, LocalBroker, WatchFuture};
 pub use conn::{ConnShared, Outbound, QueueLimits};
 pub use error::EngineError;
 pub use hub::Hub;
-pub use private::AppSecrets;
 pub use ops::{Backends, ConnHandle, Engine, EngineConfig, OkReply, ResumeEnd};
+pub use private::AppSecrets;
 
 use herald_proto::model::UserInfo;
 pub use herald_store::{CommitSink, Store};

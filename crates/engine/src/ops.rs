@@ -428,7 +428,11 @@ impl Engine {
         Err(EngineError::Forbidden(format!("not a member of channel {channel:?}")))
     }
 
-    pub(crate) async fn apply(&self, m: Mutation, channel: &str) -> Result<herald_store::Applied, EngineError> {
+    pub(crate) async fn apply(
+        &self,
+        m: Mutation,
+        channel: &str,
+    ) -> Result<herald_store::Applied, EngineError> {
         self.store.apply(m).await.map_err(|e| EngineError::from_store(e, channel))
     }
 
@@ -594,6 +598,7 @@ impl Engine {
                         actor: Self::actor(who),
                         channel: id.clone(),
                         guard: rules::delete_channel(who),
+                        ts_ms: now,
                     },
                     &channel,
                 )

@@ -12,10 +12,10 @@
 
 use crate::error::EngineError;
 use crate::{Engine, Principal, rules};
+use herald_proto::ChannelName;
 use herald_proto::model::{Channel, Policy};
 use herald_proto::names::looks_like_uuid;
 use herald_proto::private::{is_private, verify_channel};
-use herald_proto::ChannelName;
 use herald_store::{Guard, Mutation, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -111,21 +111,27 @@ impl Engine {
         };
         let Some(name) = name.filter(|n| is_private(n)) else {
             let ch = existing.ok_or_else(|| EngineError::ChannelNotFound(channel.to_owned()))?;
-            let m = Mutation::Join { actor: Self::actor(who), channel: ch.id, guard: rules::join(who), ts_ms: now };
+            let m = Mutation::Join {
+                actor: Self::actor(who),
+                channel: ch.id,
+                guard: rules::join(who),
+                ts_ms: now,
+            };
             return self.apply(m, channel).await?.channel.ok_or(EngineError::Internal);
         };
-        let secret = self
-            .config()
-            .app_secrets
-            .get(&who.app)
-            .ok_or_else(|| forbidden("this app has no app secret configured: private channels are off"))?;
+        let secret =
+            self.config().app_secrets.get(&who.app).ok_or_else(|| {
+                forbidden("this app has no app secret configured: private channels are off")
+            })?;
         let conn_id = conn_id.ok_or_else(|| forbidden("joining a private channel needs a connection id"))?;
-        let auth = auth.ok_or_else(|| forbidden("a private channel needs the auth signature of the app's backend"))?;
+        let auth =
+            auth.ok_or_else(|| forbidden("a private channel needs the auth signature of the app's backend"))?;
         if !verify_channel(secret, conn_id, &name, auth) {
             return Err(forbidden("the auth signature is not valid for this connection and channel"));
         }
         if let Some(ch) = existing {
-            let m = Mutation::Join { actor: Self::actor(who), channel: ch.id, guard: Guard::none(), ts_ms: now };
+            let m =
+                Mutation::Join { actor: Self::actor(who), channel: ch.id, guard: Guard::none(), ts_ms: now };
             return self.apply(m, channel).await?.channel.ok_or(EngineError::Internal);
         }
         let create = Mutation::CreateChannel {
@@ -148,7 +154,12 @@ impl Engine {
                     .await
                     .map_err(|e| EngineError::from_store(e, &name))?
                     .ok_or_else(|| EngineError::ChannelNotFound(name.clone()))?;
-                let m = Mutation::Join { actor: Self::actor(who), channel: ch.id, guard: Guard::none(), ts_ms: now };
+                let m = Mutation::Join {
+                    actor: Self::actor(who),
+                    channel: ch.id,
+                    guard: Guard::none(),
+                    ts_ms: now,
+                };
                 self.apply(m, &name).await?.channel.ok_or(EngineError::Internal)
             }
             Err(e) => Err(EngineError::from_store(e, &name)),

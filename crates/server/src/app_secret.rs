@@ -88,7 +88,11 @@ pub fn resolve_one(
 
 /// Every app secret a node starts with: one for every app from `secret` or `secret_file`, or
 /// else each file of the data directory's `app-secrets/` (the `default` app's created first).
-pub fn resolve_all(secret: Option<&str>, secret_file: Option<&Path>, data: &Path) -> std::io::Result<AppSecrets> {
+pub fn resolve_all(
+    secret: Option<&str>,
+    secret_file: Option<&Path>,
+    data: &Path,
+) -> std::io::Result<AppSecrets> {
     if secret.is_some() || secret_file.is_some() {
         return resolve_one(secret, secret_file, data, "default").map(AppSecrets::for_every_app);
     }

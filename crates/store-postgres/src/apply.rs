@@ -552,14 +552,25 @@ impl<'a, 'b> Job<'a, 'b> {
                 self.append(&ch.id, EntryKind::MemberLeft, me, &user, ts_ms, "", extra);
                 self.done(Some(&ch), Outcome::Done).await
             }
-            Mutation::DeleteChannel { actor, channel, guard } => {
+            Mutation::DeleteChannel { actor, channel, guard, ts_ms } => {
                 let ch = self.channel(&actor.app, &channel).await?;
                 self.check(&ch, &guard).await?;
+                // The webhooks' outbox of deleted channels, in this very transaction.
+                let st = self.st;
+                self.write(
+                    &st.record_deleted,
+                    vec![
+                        p(ch.id.clone()),
+                        p(ch.app.clone()),
+                        p(ch.name.clone()),
+                        p(ch.title.clone()),
+                        p(ts_ms),
+                    ],
+                );
                 let rows = self.query(&self.st.member_ids, &[&ch.id]).await?;
                 let members =
                     rows.iter().map(|r| r.try_get::<_, String>(0)).collect::<Result<Vec<_>, _>>()?;
                 let before = ch.to_channel(self.head(&ch.id).0);
-                let st = self.st;
                 for s in [
                     &st.del_entries,
                     &st.del_contents,

@@ -121,6 +121,7 @@
 
 mod apply;
 mod blob;
+mod hooks;
 mod rows;
 mod schema;
 pub mod scratch;
@@ -362,6 +363,10 @@ async fn vacuum_task(pool: Pool, notify: Arc<Notify>, mut stop: watch::Receiver<
 
 #[async_trait]
 impl Store for PgStore {
+    fn hooks(&self) -> Option<&dyn herald_store::hooks::HookStore> {
+        Some(self)
+    }
+
     async fn apply(&self, m: Mutation) -> Result<Applied> {
         let tx = self.tx.lock().clone().ok_or(StoreError::Closed)?;
         let (reply, rx) = oneshot::channel();

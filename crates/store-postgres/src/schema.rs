@@ -143,5 +143,7 @@ pub async fn migrate(client: &mut Client) -> Result<()> {
             )));
         }
     }
+    // The webhooks' tables: additive, created if missing (crate::hooks).
+    tx.batch_execute(crate::hooks::SCHEMA).await.map_err(db)?;
     tx.commit().await.map_err(db)
 }

@@ -370,9 +370,10 @@ impl<'a> Job<'a> {
                 self.append(&ch.id, EntryKind::MemberLeft, me, &user, ts_ms, "", extra)?;
                 self.done(Some(&ch), Outcome::Done)
             }
-            Mutation::DeleteChannel { actor, channel, guard } => {
+            Mutation::DeleteChannel { actor, channel, guard, ts_ms } => {
                 let ch = self.channel(&actor.app, &channel)?;
                 self.check(&ch, &guard)?;
+                crate::hooks::record_deleted(self.conn, &ch, ts_ms)?;
                 let members = rows::member_ids(self.conn, &ch.id)?;
                 let before = ch.to_channel(self.head(&ch.id)?.0);
                 for table in ["entries", "messages", "reactions", "members", "client_ids"] {

@@ -52,6 +52,7 @@
 
 mod apply;
 mod blob;
+mod hooks;
 mod rows;
 mod schema;
 mod writer;
@@ -128,6 +129,8 @@ pub struct SqliteStore {
     shared: Arc<writer::Shared>,
     readers: Arc<Mutex<Vec<Connection>>>,
     read_permits: Arc<Semaphore>,
+    /// Writes the webhooks' delivery state (`hooks.rs`).
+    hook_writer: hooks::HookWriter,
 }
 
 /// The lock file in a data directory.
@@ -180,6 +183,10 @@ impl SqliteStore {
         .map_err(backend)?;
         conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&mut conn)?;
+        conn.execute_batch(hooks::SCHEMA).map_err(backend)?;
+        let hook_conn = Connection::open(&path).map_err(backend)?;
+        hook_conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        hook_conn.execute_batch(&format!("PRAGMA synchronous = {sync};")).map_err(backend)?;
 
         let readers = (0..config.readers.max(1)).map(|_| open_reader(&path)).collect::<Result<Vec<_>>>()?;
         let n_readers = readers.len();
@@ -208,6 +215,7 @@ impl SqliteStore {
             shared,
             readers: Arc::new(Mutex::new(readers)),
             read_permits: Arc::new(Semaphore::new(n_readers)),
+            hook_writer: Arc::new(Mutex::new(hook_conn)),
         })
     }
 
@@ -289,6 +297,10 @@ fn open_reader(path: &std::path::Path) -> Result<Connection> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn hooks(&self) -> Option<&dyn herald_store::hooks::HookStore> {
+        Some(self)
+    }
+
     async fn apply(&self, m: Mutation) -> Result<Applied> {
         let tx = self.tx.lock().clone().ok_or(StoreError::Closed)?;
         let (reply, rx) = oneshot::channel();

@@ -31,6 +31,8 @@
 //! - [`ChannelRow`]: a channel's stored fields, the one definition every backend uses.
 //! - [`Store`], [`BlobStore`], [`CommitSink`]: the traits.
 //! - [`StoreError`]: typed refusals (`NotMember`, `NotAuthor`, …) and backend failures.
+//! - [`hooks`]: the webhooks' delivery state ([`hooks::HookStore`]): cursors, deleted
+//!   channels, leases.
 //! - [`build`]: the one place backends build what a fresh `Send` produces.
 //! - [`memory`]: [`memory::MemoryStore`] and [`memory::MemoryBlobStore`], in memory with the
 //!   SQLite backend's exact semantics, for tests and tools (never for `herald serve`).
@@ -104,8 +106,9 @@ pub enum Mutation {
     AddMember { actor: Actor, channel: String, user: String, guard: Guard, ts_ms: i64 },
     /// `actor` removes `user`. Not a member: [`StoreError::NotFound`].
     RemoveMember { actor: Actor, channel: String, user: String, guard: Guard, ts_ms: i64 },
-    /// Deletes a channel and everything in it.
-    DeleteChannel { actor: Actor, channel: String, guard: Guard },
+    /// Deletes a channel and everything in it, and records it (at `ts_ms`) in the webhooks'
+    /// outbox of deleted channels ([`hooks`]).
+    DeleteChannel { actor: Actor, channel: String, guard: Guard, ts_ms: i64 },
     /// Appends a message by `actor`. `reply_to` must be a message of the same channel
     /// ([`StoreError::NotFound`] otherwise).
     Send {
@@ -466,6 +469,12 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store can serve: its writer is running and a read reaches the data. `Err`
     /// says what is wrong (for `/healthz`); it must answer quickly and never hang.
     async fn health(&self) -> Result<()>;
+
+    /// The webhook delivery state ([`hooks`]). Every backend `herald serve` runs on (memory,
+    /// SQLite, PostgreSQL) has it; a test double may not, and then webhooks cannot run on it.
+    fn hooks(&self) -> Option<&dyn hooks::HookStore> {
+        None
+    }
 }
 
 /// Content-addressed blob storage, scoped by channel.
@@ -480,6 +489,7 @@ pub trait BlobStore: Send + Sync + 'static {
 }
 
 pub mod build;
+pub mod hooks;
 pub mod memory;
 pub mod testkit;
 

@@ -263,6 +263,8 @@ struct State {
     users: HashMap<(String, String), UserRow>,
     /// Every reaction id in use, in any channel (SQLite's `reactions.id` primary key).
     reaction_ids: HashSet<String>,
+    /// The webhooks' delivery state.
+    hooks: hooks::HookState,
 }
 
 fn upsert_user(users: &mut HashMap<(String, String), UserRow>, actor: &Actor) {
@@ -396,12 +398,19 @@ impl State {
                 let e = ch.append(EntryKind::MemberLeft, me, &user, ts_ms, "", extra, None);
                 Ok(done(ch, vec![e], Outcome::Done))
             }
-            Mutation::DeleteChannel { actor, channel, guard } => {
+            Mutation::DeleteChannel { actor, channel, guard, ts_ms } => {
                 let ch = self.channel_mut(&actor.app, &channel)?;
                 ch.check(&guard)?;
                 let members: Vec<String> = ch.members.keys().cloned().collect();
                 let applied = done(ch, Vec::new(), Outcome::ChannelDeleted { members });
                 if let Some(ch) = self.channels.remove(&channel) {
+                    self.hooks.deleted.push(crate::hooks::DeletedChannel {
+                        app: ch.row.app.clone(),
+                        channel: ch.row.id.clone(),
+                        name: ch.row.name.clone(),
+                        title: ch.row.title.clone(),
+                        ts_ms,
+                    });
                     if let Some(name) = &ch.row.name {
                         self.names.remove(&(ch.row.app.clone(), name.clone()));
                     }
@@ -627,8 +636,14 @@ impl MemoryStore {
     }
 }
 
+mod hooks;
+
 #[async_trait]
 impl Store for MemoryStore {
+    fn hooks(&self) -> Option<&dyn crate::hooks::HookStore> {
+        Some(self)
+    }
+
     async fn health(&self) -> Result<()> {
         if self.state.lock().closed { Err(StoreError::Closed) } else { Ok(()) }
     }

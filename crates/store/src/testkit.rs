@@ -263,6 +263,7 @@ where
     case!(directory_follows_policy);
     case!(delete_channel_removes_everything);
     case!(members_and_memberships);
+    case!(webhook_state);
     {
         eprintln!("testkit: sink_order_is_commit_order");
         let sink = RecordingSink::new();
@@ -1115,14 +1116,24 @@ pub async fn delete_channel_removes_everything(s: &dyn Store, sink: &RecordingSi
     );
     let head = expect(s.head_seq(&ch).await, "head");
     assert_err!(
-        s.apply(Mutation::DeleteChannel { actor: bob.clone(), guard: creator(&bob), channel: ch.clone() })
-            .await,
+        s.apply(Mutation::DeleteChannel {
+            actor: bob.clone(),
+            guard: creator(&bob),
+            channel: ch.clone(),
+            ts_ms: now_ms(),
+        })
+        .await,
         StoreError::Forbidden(_),
         "delete by a member"
     );
     let d = expect(
-        s.apply(Mutation::DeleteChannel { actor: ada.clone(), guard: creator(&ada), channel: ch.clone() })
-            .await,
+        s.apply(Mutation::DeleteChannel {
+            actor: ada.clone(),
+            guard: creator(&ada),
+            channel: ch.clone(),
+            ts_ms: now_ms(),
+        })
+        .await,
         "delete",
     );
     match &d.outcome {
@@ -1268,4 +1279,74 @@ pub async fn blob_store_contract(blobs: &dyn crate::BlobStore) {
     assert_eq!(blobs.get(&ch, &id).await.expect("get"), None);
     assert_eq!(blobs.get(&other, &id).await.expect("get"), Some(bytes), "other channels keep theirs");
     blobs.delete_channel(&ch).await.expect("delete again");
+}
+
+/// The webhooks' delivery state ([`crate::hooks`]): cursors only move forward and bound the
+/// backlog; a deleted channel waits in the outbox until each webhook acknowledges it; a lease
+/// is one node's until it expires.
+pub async fn webhook_state(s: &dyn Store, _sink: &RecordingSink) {
+    let h = s.hooks().unwrap_or_else(|| panic!("every backend has webhook state"));
+    let ada = user("ada");
+    let (a, b) = ("http://a.example/hook", "http://b.example/hook");
+    let ch1 = create(s, &ada, Some("hook-one"), Policy::Open, &[]).await;
+    let ch2 = create(s, &ada, None, Policy::Open, &["bob"]).await;
+    send(s, &ada, &ch1, "one").await;
+    let head1 = expect(s.head_seq(&ch1).await, "head");
+    let head2 = expect(s.head_seq(&ch2).await, "head");
+    assert_eq!(expect(h.hook_cursor(a, &ch1).await, "cursor"), 0, "no cursor yet");
+    let mut backlog = expect(h.hook_backlog(a, 100).await, "backlog");
+    backlog.sort_by(|x, y| x.channel.cmp(&y.channel));
+    let mut want = vec![
+        crate::hooks::HookBacklog { app: ada.app.clone(), channel: ch1.clone(), delivered: 0, head: head1 },
+        crate::hooks::HookBacklog { app: ada.app.clone(), channel: ch2.clone(), delivered: 0, head: head2 },
+    ];
+    want.sort_by(|x, y| x.channel.cmp(&y.channel));
+    assert_eq!(backlog, want);
+    assert_eq!(expect(h.hook_backlog(a, 1).await, "backlog").len(), 1, "limit");
+    expect(h.set_hook_cursor(a, &ch1, 2).await, "set");
+    expect(h.set_hook_cursor(a, &ch1, 1).await, "set lower");
+    assert_eq!(expect(h.hook_cursor(a, &ch1).await, "cursor"), 2, "a cursor never moves back");
+    expect(h.set_hook_cursor(a, &ch1, head1).await, "set");
+    let backlog = expect(h.hook_backlog(a, 100).await, "backlog");
+    assert_eq!(backlog.iter().map(|x| x.channel.as_str()).collect::<Vec<_>>(), vec![ch2.as_str()]);
+    assert_eq!(expect(h.hook_backlog(b, 100).await, "backlog").len(), 2, "cursors are per webhook");
+    send(s, &ada, &ch1, "two").await;
+    let backlog = expect(h.hook_backlog(a, 100).await, "backlog");
+    let one = backlog.iter().find(|x| x.channel == ch1).unwrap_or_else(|| panic!("ch1 is behind again"));
+    assert_eq!((one.delivered, one.head), (head1, head1 + 1));
+
+    assert!(expect(h.hook_deleted(a, 100).await, "deleted").is_empty());
+    let ts = now_ms();
+    expect(
+        s.apply(Mutation::DeleteChannel {
+            actor: ada.clone(),
+            guard: creator(&ada),
+            channel: ch1.clone(),
+            ts_ms: ts,
+        })
+        .await,
+        "delete",
+    );
+    let gone = crate::hooks::DeletedChannel {
+        app: ada.app.clone(),
+        channel: ch1.clone(),
+        name: Some("hook-one".into()),
+        title: Some("A title".into()),
+        ts_ms: ts,
+    };
+    assert_eq!(expect(h.hook_deleted(a, 100).await, "deleted"), vec![gone.clone()]);
+    assert!(
+        !expect(h.hook_backlog(a, 100).await, "backlog").iter().any(|x| x.channel == ch1),
+        "a deleted channel has no backlog"
+    );
+    expect(h.ack_hook_deleted(a, &ch1).await, "ack");
+    assert!(expect(h.hook_deleted(a, 100).await, "deleted").is_empty());
+    assert_eq!(expect(h.hook_deleted(b, 100).await, "deleted"), vec![gone], "acks are per webhook");
+
+    assert!(expect(h.claim_hook(a, &ch2, "n1", 1_000, 2_000).await, "claim"));
+    assert!(!expect(h.claim_hook(a, &ch2, "n2", 1_500, 2_500).await, "claim held"), "held by n1");
+    assert!(expect(h.claim_hook(a, &ch2, "n1", 1_600, 3_000).await, "renew"), "renewed by its holder");
+    assert!(expect(h.claim_hook(b, &ch2, "n2", 1_600, 3_000).await, "claim"), "leases are per webhook");
+    assert!(!expect(h.claim_hook(a, &ch2, "n2", 2_999, 4_000).await, "still held"));
+    assert!(expect(h.claim_hook(a, &ch2, "n2", 3_001, 4_000).await, "expired"), "taken once expired");
 }

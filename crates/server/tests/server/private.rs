@@ -59,12 +59,16 @@ async fn no_other_way_into_a_private_channel() {
     let mut cat = Ws::connect(&server, &server.token("cat")).await;
     // channel.create of a private- name: forbidden, over WebSocket and REST.
     ada.err(json!({"op": "channel.create", "name": "private-x"}), "forbidden").await;
-    Rest::user(&server, "ada").post("/v1/channels", json!({"name": "private-x"})).await.assert_error(403, "forbidden");
+    Rest::user(&server, "ada")
+        .post("/v1/channels", json!({"name": "private-x"}))
+        .await
+        .assert_error(403, "forbidden");
     let auth = sign_channel(&secret, &ada.conn_id(), "private-x");
-    let id = ada.ok(json!({"op": "channel.join", "channel": "private-x", "auth": auth})).await["channel"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id =
+        ada.ok(json!({"op": "channel.join", "channel": "private-x", "auth": auth})).await["channel"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
     // A member cannot add others; only the app's backend (channels:admin or server) can.
     ada.err(json!({"op": "channel.add_member", "channel": id, "user": "cat"}), "forbidden").await;
     // Nor can its first joiner remove anyone: it is not an owner.
@@ -98,7 +102,8 @@ async fn rest_join_takes_auth_and_one_of_the_callers_own_conn_ids() {
         .assert_error(403, "forbidden");
     ada.post("/v1/channels/private-r/join", json!({"bogus": 1})).await.assert_error(400, "bad_request");
     let auth = sign_channel(&secret, &ada_ws.conn_id(), "private-r");
-    let ok = ada.post("/v1/channels/private-r/join", json!({"auth": auth, "conn_id": ada_ws.conn_id()})).await;
+    let ok =
+        ada.post("/v1/channels/private-r/join", json!({"auth": auth, "conn_id": ada_ws.conn_id()})).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(ok.body["channel"]["policy"], "invite");
     // An ordinary channel still joins with no body at all.
@@ -112,7 +117,8 @@ async fn rest_join_takes_auth_and_one_of_the_callers_own_conn_ids() {
 #[tokio::test]
 async fn app_secret_from_the_environment_is_used_for_every_app() {
     let shared = "0123456789abcdef0123456789abcdef-shared";
-    let server = TestServer::start_with(|c| c.app_secret = Some(herald_server::config::Secret(shared.into()))).await;
+    let server =
+        TestServer::start_with(|c| c.app_secret = Some(herald_server::config::Secret(shared.into()))).await;
     let mut ada = Ws::connect(&server, &server.token("ada")).await;
     let data_dir_secret = app_secret(&server);
     let wrong = sign_channel(&data_dir_secret, &ada.conn_id(), "private-e");
