@@ -232,6 +232,11 @@ impl Engine {
         &self.ids
     }
 
+    /// The broker every event leaves through (the server's webhook dispatcher subscribes to it).
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
     /// The engine's clock (ms since the epoch), for calls made outside `execute`.
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()

@@ -17,3 +17,4 @@ mod private;
 mod rest_limits;
 mod resume;
 mod subjects;
+mod webhooks;
