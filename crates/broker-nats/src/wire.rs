@@ -155,7 +155,18 @@ struct Meta {
     l: Vec<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     d: bool,
+    /// `Envelope::Disconnect`: the user whose connections close.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    k: Option<String>,
 }
+
+/// The subject of control envelopes (disconnects): under the channels' wildcard, so every node
+/// receives them, and `_ctl` is the token of no channel id (a `_` escape is upper-case hex).
+pub fn control_subject(prefix: &str) -> String {
+    format!("{prefix}.ch._ctl")
+}
+
+static EMPTY: Bytes = Bytes::from_static(b"");
 
 /// The NATS subject and payload of an envelope sent by node `node`.
 pub fn encode(prefix: &str, node: &str, envelope: &Envelope) -> (String, Bytes) {
@@ -186,6 +197,11 @@ pub fn encode(prefix: &str, node: &str, envelope: &Envelope) -> (String, Bytes) 
                 ..Meta::default()
             },
             frame,
+        ),
+        Envelope::Disconnect { app, user } => (
+            control_subject(prefix),
+            Meta { v: VERSION, n: node.to_owned(), a: app.clone(), k: Some(user.clone()), ..Meta::default() },
+            &EMPTY,
         ),
     };
     // Serializing a struct of strings, numbers and vectors of strings cannot fail.
@@ -226,6 +242,9 @@ pub fn decode(payload: &Bytes) -> Result<Received, DecodeError> {
         return Err(DecodeError::Version(meta.v));
     }
     let frame = payload.slice(nl + 1..);
+    if let Some(user) = meta.k {
+        return Ok(Received { node: meta.n, envelope: Envelope::Disconnect { app: meta.a, user } });
+    }
     let envelope = match (meta.c, meta.p) {
         (Some(channel), _) => Envelope::Channel(ChannelEvent {
             app: meta.a,
@@ -315,6 +334,11 @@ mod tests {
         assert_eq!(got.envelope, Envelope::Channel(ChannelEvent { committed_at: None, ..ev }));
 
         let signal = ChannelEvent::signal("default", "c1", Bytes::from_static(b"{}"), None);
+        let kick = Envelope::Disconnect { app: "default".into(), user: "ada".into() };
+        let (subject, payload) = encode("herald", "n", &kick);
+        assert_eq!(subject, control_subject("herald"));
+        assert!(subject.starts_with("herald.ch.") && untoken("_ctl").is_none(), "no channel's subject");
+        assert_eq!(decode(&payload).unwrap().envelope, kick);
         let (_, payload) = encode("herald", "n", &Envelope::Channel(signal.clone()));
         assert_eq!(
             &payload[..],

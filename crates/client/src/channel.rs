@@ -194,6 +194,15 @@ impl Channel {
             .map(drop)
     }
 
+    /// Removes a user as a moderator (`channel.kick`: the channel's creator, `channels:admin`
+    /// or `server`); they may join again.
+    pub async fn kick(&self, user: &str) -> Result<(), ClientError> {
+        self.client
+            .request(Request::ChannelKick { channel: self.channel(), user: user.to_owned() })
+            .await
+            .map(drop)
+    }
+
     /// Uploads a blob (`PUT /v1/channels/{id}/blobs`).
     pub async fn put_blob(&self, bytes: impl Into<Vec<u8>>) -> Result<BlobRef, ClientError> {
         self.client.rest().put_blob(self.id(), bytes.into()).await

@@ -111,6 +111,12 @@ impl Client {
         }
     }
 
+    /// Closes every connection of `user` on every node (close code 4403: their SDK stops
+    /// instead of reconnecting). For `admin` and `server` tokens (an app's backend).
+    pub async fn disconnect_user(&self, user: &str) -> Result<(), ClientError> {
+        self.rest().disconnect_user(user).await
+    }
+
     pub(crate) fn rest(&self) -> &Rest {
         &self.inner.rest
     }

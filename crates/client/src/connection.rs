@@ -31,6 +31,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// Close code of an authentication failure: never reconnect after it.
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+/// The close code of a connection the app's backend disconnected: the client stops.
+pub const CLOSE_DISCONNECTED: u16 = 4403;
 
 /// How many events wait for the first listener at most.
 const BACKLOG_CAP: usize = 10_000;
@@ -124,6 +126,8 @@ enum End {
     Rejected(herald_proto::ErrorDetail),
     /// Network trouble or a server restart: reconnect.
     Lost { reason: String },
+    /// The app's backend disconnected this user (close code 4403): do not reconnect.
+    Disconnected,
     /// The TLS handshake failed: reconnect (a certificate may be renewed), but a first
     /// `connect` fails with [`ClientError::Tls`].
     Tls { reason: String },
@@ -234,6 +238,9 @@ impl Driver {
             }
             let reason = match end {
                 End::Closed => return self.stop(|| ClientError::Closed, "closed"),
+                End::Disconnected => {
+                    return self.stop(|| ClientError::Closed, "disconnected by the app's backend");
+                }
                 End::Unauthorized => {
                     if let Some(ready) = self.ready.take() {
                         let _ = ready.send(Err(ClientError::Unauthorized));
@@ -471,6 +478,9 @@ impl Driver {
                         // provider, reconnect with a fresh one (a refused one stops us then).
                         if code == Some(CLOSE_UNAUTHORIZED) && provider.is_none() {
                             break End::Unauthorized;
+                        }
+                        if code == Some(CLOSE_DISCONNECTED) {
+                            break End::Disconnected;
                         }
                         let reason = match frame {
                             Some(f) => format!("server closed with {}: {}", u16::from(f.code), f.reason),

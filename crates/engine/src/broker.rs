@@ -95,6 +95,12 @@ pub enum Envelope {
         subject: String,
         frame: Bytes,
     },
+    /// Close every connection of `user` of `app`, on every node, with close code 4403
+    /// (`POST /v1/users/{id}/disconnect`). At most once, like a signal.
+    Disconnect {
+        app: String,
+        user: String,
+    },
 }
 
 /// Receives every envelope a broker carries (a node's hub).

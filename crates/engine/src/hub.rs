@@ -428,6 +428,11 @@ impl BrokerSubscriber for Hub {
             Envelope::Publication { app, subject, frame } => {
                 self.publish(app, subject, frame);
             }
+            Envelope::Disconnect { app, user } => {
+                for c in self.user_conns(app, user) {
+                    c.disconnect();
+                }
+            }
         }
     }
 }

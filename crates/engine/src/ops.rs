@@ -237,6 +237,17 @@ impl Engine {
         &self.broker
     }
 
+    /// `POST /v1/users/{id}/disconnect`: closes every connection of `user` (in the caller's
+    /// app) on every node, through the broker. For `admin` and `server` tokens only.
+    pub fn disconnect_user(&self, who: &Principal, user: &str) -> Result<(), EngineError> {
+        let user = UserId::parse(user)?.into_string();
+        if !(who.grants.admin || who.grants.server) {
+            return Err(EngineError::Forbidden("only an admin or server token disconnects users".into()));
+        }
+        self.broker.publish(&[Envelope::Disconnect { app: who.app.clone(), user }]);
+        Ok(())
+    }
+
     /// The engine's clock (ms since the epoch), for calls made outside `execute`.
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
@@ -576,7 +587,7 @@ impl Engine {
                 self.apply(m, &channel).await?;
                 Ok(OkReply::Empty(Empty {}))
             }
-            Request::ChannelRemoveMember { channel, user } => {
+            Request::ChannelRemoveMember { channel, user } | Request::ChannelKick { channel, user } => {
                 let user = UserId::parse(user)?.into_string();
                 self.remove_member(who, &channel, user, now).await
             }
@@ -642,7 +653,7 @@ impl Engine {
                         actor: Self::actor(who),
                         channel: id,
                         message_id,
-                        guard: rules::own(who),
+                        guard: rules::delete_message(who),
                         ts_ms: now,
                     },
                     &channel,

@@ -132,6 +132,10 @@ pub enum Request {
     ChannelAddMember { channel: String, user: String },
     #[serde(rename = "channel.remove_member")]
     ChannelRemoveMember { channel: String, user: String },
+    /// A moderator removes `user` (docs/protocol.md §H): `member_left` with `by`; the user may
+    /// join again (unlike a ban).
+    #[serde(rename = "channel.kick")]
+    ChannelKick { channel: String, user: String },
     #[serde(rename = "channel.list")]
     ChannelList {},
     #[serde(rename = "channel.directory")]
@@ -185,6 +189,7 @@ impl Request {
             Request::ChannelLeave { .. } => "channel.leave",
             Request::ChannelAddMember { .. } => "channel.add_member",
             Request::ChannelRemoveMember { .. } => "channel.remove_member",
+            Request::ChannelKick { .. } => "channel.kick",
             Request::ChannelList {} => "channel.list",
             Request::ChannelDirectory {} => "channel.directory",
             Request::ChannelDelete { .. } => "channel.delete",
@@ -389,6 +394,9 @@ pub enum Event {
         #[serde(flatten)]
         meta: EntryMeta,
         message_id: String,
+        /// Who deleted it: the author, or a `channels:admin` moderator (docs/protocol.md §H).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     Reaction {
         channel: String,

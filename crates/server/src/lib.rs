@@ -31,6 +31,7 @@ pub mod limit;
 pub mod metrics;
 pub mod openapi;
 pub mod rest;
+pub mod rest_moderation;
 pub mod tls;
 pub mod webhooks;
 pub mod ws;
@@ -189,6 +190,8 @@ pub fn api_routes(blob_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(rest::put_blob).layer(DefaultBodyLimit::max(blob_limit)))
         .routes(routes!(rest::get_blob))
         .routes(routes!(rest::publish))
+        .routes(routes!(rest_moderation::disconnect_user))
+        .routes(routes!(rest_moderation::kick))
 }
 
 /// The router: REST, WebSocket, health, metrics and the OpenAPI document.

@@ -122,7 +122,7 @@ pub struct BlobPath {
     pub blob_id: String,
 }
 
-fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let body = body.map_err(body_error)?;
     // serde reads a struct from a JSON array too (`[null, null]` as the fields in order); a
     // body that is not an object is a client bug to report, not a request to guess at.
@@ -145,7 +145,7 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(t)| t).map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))
 }
 
-async fn run(state: &AppState, who: &Principal, req: Request) -> Result<OkReply, ApiError> {
+pub(crate) async fn run(state: &AppState, who: &Principal, req: Request) -> Result<OkReply, ApiError> {
     Ok(state.engine().execute(who, None, req).await?)
 }
 
@@ -302,7 +302,7 @@ pub async fn delete_channel(
 pub struct MemberBody {
     /// The user id to add.
     #[schema(value_type = herald_proto::UserId)]
-    user: String,
+    pub(crate) user: String,
 }
 
 /// `POST /v1/channels/{channel}/members`: `channel.add_member`.

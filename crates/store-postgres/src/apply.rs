@@ -669,7 +669,8 @@ impl<'a, 'b> Job<'a, 'b> {
                 self.write(&st.del_reactions_of, vec![p(ch.id.clone()), p(message_id.clone())]);
                 self.write(&st.del_message, vec![p(ch.id.clone()), p(message_id.clone())]);
                 self.erased = true;
-                let extra = EntryExtra::default();
+                // Who deleted it (the author, or a moderator): the event's `by`.
+                let extra = EntryExtra { name: Some(actor.user.id.clone()), ..Default::default() };
                 self.append(&ch.id, EntryKind::MessageDeleted, &author, &message_id, ts_ms, "", extra);
                 self.done(Some(&ch), Outcome::Done).await
             }

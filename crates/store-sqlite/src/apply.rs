@@ -485,7 +485,8 @@ impl<'a> Job<'a> {
                     params![ch.id, message_id],
                 )?;
                 self.erased = true;
-                let extra = EntryExtra::default();
+                // Who deleted it (the author, or a moderator): the event's `by`.
+                let extra = EntryExtra { name: Some(actor.user.id.clone()), ..Default::default() };
                 self.append(&ch.id, EntryKind::MessageDeleted, &author, &message_id, ts_ms, "", extra)?;
                 self.done(Some(&ch), Outcome::Done)
             }

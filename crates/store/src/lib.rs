@@ -253,7 +253,8 @@ pub struct EntryExtra {
     pub msg_type: Option<String>,
     /// `message`: the idempotency key it was sent with.
     pub client_id: Option<String>,
-    /// `member_joined` / `member_left`: the member's display name; `channel_created`: the name.
+    /// `member_joined` / `member_left`: the member's display name; `channel_created`: the name;
+    /// `message_deleted`: the id of who deleted it (the author, or a moderator).
     pub name: Option<String>,
     /// `channel_created`: the title.
     pub title: Option<String>,

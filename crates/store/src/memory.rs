@@ -538,7 +538,7 @@ impl State {
                     &message_id,
                     ts_ms,
                     "",
-                    EntryExtra::default(),
+                    EntryExtra { name: Some(actor.user.id.clone()), ..Default::default() },
                     None,
                 );
                 let applied = done(ch, vec![e], Outcome::Done);

@@ -264,6 +264,7 @@ where
     case!(delete_channel_removes_everything);
     case!(members_and_memberships);
     case!(webhook_state);
+    case!(moderator_delete_records_who);
     {
         eprintln!("testkit: sink_order_is_commit_order");
         let sink = RecordingSink::new();
@@ -1349,4 +1350,32 @@ pub async fn webhook_state(s: &dyn Store, _sink: &RecordingSink) {
     assert!(expect(h.claim_hook(b, &ch2, "n2", 1_600, 3_000).await, "claim"), "leases are per webhook");
     assert!(!expect(h.claim_hook(a, &ch2, "n2", 2_999, 4_000).await, "still held"));
     assert!(expect(h.claim_hook(a, &ch2, "n2", 3_001, 4_000).await, "expired"), "taken once expired");
+}
+
+/// A delete whose guard does not ask for the author (a moderator's) erases the message like
+/// the author's own, and the tombstone records who deleted it (`extra.name`), read back by
+/// `log` as the live event had it.
+pub async fn moderator_delete_records_who(s: &dyn Store, _sink: &RecordingSink) {
+    let (ada, bob, moderator) = (user("ada"), user("bob"), user("mod"));
+    let ch = create(s, &ada, None, Policy::Open, &["bob"]).await;
+    let m = send(s, &bob, &ch, "rude").await;
+    let d = expect(
+        s.apply(Mutation::Delete {
+            actor: moderator.clone(),
+            channel: ch.clone(),
+            message_id: m.id.clone(),
+            guard: Guard::none(),
+            ts_ms: now_ms(),
+        })
+        .await,
+        "moderator delete",
+    );
+    let tomb = &d.entries[0];
+    assert_eq!(tomb.kind, EntryKind::MessageDeleted);
+    assert_eq!(tomb.author, "bob", "the tombstone keeps the message's author");
+    assert_eq!(tomb.extra.name.as_deref(), Some("mod"));
+    let log = verify_log(s, &ch).await;
+    let read = log.iter().find(|e| e.seq == tomb.seq).unwrap_or_else(|| panic!("tombstone in the log"));
+    assert_eq!(read.extra.name.as_deref(), Some("mod"), "log reads back who deleted it");
+    assert!(log.iter().find(|e| e.seq == m.seq).and_then(|e| e.content.clone()).is_none(), "erased");
 }

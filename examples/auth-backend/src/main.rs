@@ -25,7 +25,10 @@ struct AuthReply {
 /// The app's own rule. Here: the user your session layer put in `X-User` may join
 /// `private-<user>-…` channels only. Replace with a lookup in your database.
 fn may_join(user: &str, channel: &str) -> bool {
-    channel.strip_prefix("private-").and_then(|rest| rest.strip_prefix(user)).is_some_and(|r| r.starts_with('-'))
+    channel
+        .strip_prefix("private-")
+        .and_then(|rest| rest.strip_prefix(user))
+        .is_some_and(|r| r.starts_with('-'))
 }
 
 async fn auth(
@@ -45,7 +48,8 @@ async fn auth(
 async fn main() -> anyhow::Result<()> {
     let secret = std::env::var("HERALD_APP_SECRET")
         .map_err(|_| anyhow::anyhow!("set HERALD_APP_SECRET to the output of `herald secret show`"))?;
-    let app = Router::new().route("/realtime/auth", post(auth)).with_state(Arc::new(secret.trim().to_owned()));
+    let app =
+        Router::new().route("/realtime/auth", post(auth)).with_state(Arc::new(secret.trim().to_owned()));
     let listen = std::env::var("AUTH_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("auth endpoint on http://{listen}/realtime/auth");

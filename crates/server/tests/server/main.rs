@@ -11,6 +11,7 @@ mod blobs;
 mod channels;
 mod limits;
 mod messages;
+mod moderation;
 mod openapi;
 mod ops;
 mod private;

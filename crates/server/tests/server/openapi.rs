@@ -27,6 +27,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/channels/{channel}/blobs"),
     ("get", "/v1/channels/{channel}/blobs/{blob_id}"),
     ("post", "/v1/publish"),
+    ("post", "/v1/channels/{channel}/kick"),
+    ("post", "/v1/users/{user}/disconnect"),
 ];
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "patch"];
