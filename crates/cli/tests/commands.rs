@@ -147,18 +147,18 @@ fn subscribe_prints_publications() {
 #[test]
 fn send_and_history_never_join_behind_the_users_back() {
     let e = env();
-    e.ok(&["channel", "create", "private-ish"]);
+    e.ok(&["channel", "create", "quiet-ish"]);
     let grace = token(&e._dir.path().join("data"), "grace");
     let as_grace = |args: &[&str]| e.cmd(args).env("HERALD_TOKEN", &grace).output().unwrap();
-    assert_fails(&as_grace(&["send", "private-ish", "hi"]), "forbidden");
-    assert_fails(&as_grace(&["history", "private-ish"]), "forbidden");
+    assert_fails(&as_grace(&["send", "quiet-ish", "hi"]), "forbidden");
+    assert_fails(&as_grace(&["history", "quiet-ish"]), "forbidden");
     // Still not a member: grace's channel list is empty.
     let list = as_grace(&["channel", "list"]);
     assert!(list.status.success());
     assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "");
-    assert!(as_grace(&["channel", "join", "private-ish"]).status.success());
-    assert!(as_grace(&["send", "private-ish", "now a member"]).status.success());
-    assert!(e.ok(&["history", "private-ish"]).contains("grace: now a member"));
+    assert!(as_grace(&["channel", "join", "quiet-ish"]).status.success());
+    assert!(as_grace(&["send", "quiet-ish", "now a member"]).status.success());
+    assert!(e.ok(&["history", "quiet-ish"]).contains("grace: now a member"));
 }
 
 #[test]

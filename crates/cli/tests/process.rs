@@ -97,6 +97,14 @@ fn serve_help_documents_every_option() {
         "--node-id",
         "--secret-file",
         "HERALD_SECRET",
+        "--app-secret-file",
+        "HERALD_APP_SECRET",
+        "--webhook",
+        "--webhook-events",
+        "--webhook-retry-ms",
+        "--webhook-max-backoff-ms",
+        "--webhook-timeout-secs",
+        "--webhook-concurrency",
     ] {
         assert!(help.contains(flag), "serve --help lacks {flag}");
     }
