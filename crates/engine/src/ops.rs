@@ -577,11 +577,12 @@ impl Engine {
                 let user = UserId::parse(user)?;
                 let id = self.resolve(who, &channel).await?;
                 self.check_private_add(who, &id).await?;
+                let guard = rules::unbanned(rules::add_member(who), user.as_str(), now);
                 let m = Mutation::AddMember {
                     actor: Self::actor(who),
                     channel: id,
                     user: user.into_string(),
-                    guard: rules::add_member(who),
+                    guard,
                     ts_ms: now,
                 };
                 self.apply(m, &channel).await?;
@@ -590,6 +591,36 @@ impl Engine {
             Request::ChannelRemoveMember { channel, user } | Request::ChannelKick { channel, user } => {
                 let user = UserId::parse(user)?.into_string();
                 self.remove_member(who, &channel, user, now).await
+            }
+            Request::ChannelBan { channel, user, until } => {
+                let user = UserId::parse(user)?.into_string();
+                let until_ms = until
+                    .as_deref()
+                    .map(|t| {
+                        herald_proto::time::parse_ms(t).ok_or_else(|| bad("until must be an RFC 3339 time"))
+                    })
+                    .transpose()?;
+                let id = self.resolve(who, &channel).await?;
+                self.check_private_moderation(who, &id).await?;
+                let m = Mutation::Ban {
+                    actor: Self::actor(who),
+                    channel: id,
+                    user,
+                    until_ms,
+                    guard: rules::ban(who),
+                    ts_ms: now,
+                };
+                self.apply(m, &channel).await?;
+                Ok(OkReply::Empty(Empty {}))
+            }
+            Request::ChannelUnban { channel, user } => {
+                let user = UserId::parse(user)?.into_string();
+                let id = self.resolve(who, &channel).await?;
+                self.check_private_moderation(who, &id).await?;
+                let m =
+                    Mutation::Unban { actor: Self::actor(who), channel: id, user, guard: rules::ban(who) };
+                self.apply(m, &channel).await?;
+                Ok(OkReply::Empty(Empty {}))
             }
             Request::ChannelList {} => {
                 let channels = self

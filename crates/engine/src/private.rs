@@ -90,6 +90,21 @@ impl Engine {
         Ok(())
     }
 
+    /// Banning in a private channel needs `channels:admin` or `server` (its first joiner is no
+    /// owner).
+    pub(crate) async fn check_private_moderation(
+        &self,
+        who: &Principal,
+        id: &str,
+    ) -> Result<(), EngineError> {
+        if !(who.grants.channels_admin || who.grants.server) && self.is_private_channel(who, id).await? {
+            return Err(forbidden(
+                "only the app's backend (a channels:admin or server token) moderates a private channel",
+            ));
+        }
+        Ok(())
+    }
+
     /// `channel.join` (WebSocket, with the connection's id) and `POST /v1/channels/{name}/join`
     /// (with a `conn_id` the caller owns, checked by the gateway). A `private-` channel needs
     /// `auth` signed for `conn_id` and its name; any other channel follows its policy.
@@ -114,7 +129,7 @@ impl Engine {
             let m = Mutation::Join {
                 actor: Self::actor(who),
                 channel: ch.id,
-                guard: rules::join(who),
+                guard: rules::unbanned(rules::join(who), &who.user.id, now),
                 ts_ms: now,
             };
             return self.apply(m, channel).await?.channel.ok_or(EngineError::Internal);
@@ -130,8 +145,12 @@ impl Engine {
             return Err(forbidden("the auth signature is not valid for this connection and channel"));
         }
         if let Some(ch) = existing {
-            let m =
-                Mutation::Join { actor: Self::actor(who), channel: ch.id, guard: Guard::none(), ts_ms: now };
+            let m = Mutation::Join {
+                actor: Self::actor(who),
+                channel: ch.id,
+                guard: rules::unbanned(Guard::none(), &who.user.id, now),
+                ts_ms: now,
+            };
             return self.apply(m, channel).await?.channel.ok_or(EngineError::Internal);
         }
         let create = Mutation::CreateChannel {
@@ -157,7 +176,7 @@ impl Engine {
                 let m = Mutation::Join {
                     actor: Self::actor(who),
                     channel: ch.id,
-                    guard: Guard::none(),
+                    guard: rules::unbanned(Guard::none(), &who.user.id, now),
                     ts_ms: now,
                 };
                 self.apply(m, &name).await?.channel.ok_or(EngineError::Internal)

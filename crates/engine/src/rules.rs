@@ -57,6 +57,20 @@ pub fn delete_message(who: &Principal) -> Guard {
     if who.grants.channels_admin { Guard::none() } else { own(who) }
 }
 
+/// `channel.ban` / `channel.unban`: the channel's creator, `channels:admin` or `server`.
+pub fn ban(who: &Principal) -> Guard {
+    if who.grants.channels_admin || who.grants.server {
+        Guard::none()
+    } else {
+        Guard { creator: Some(who.user.id.clone()), ..Guard::none() }
+    }
+}
+
+/// Adds to `guard` that `user` must not be banned at `now` (every join and add).
+pub fn unbanned(guard: Guard, user: &str, now: i64) -> Guard {
+    Guard { not_banned: Some((user.to_owned(), now)), ..guard }
+}
+
 /// `read`: a read marker belongs to a member, whatever the grants.
 pub fn read(who: &Principal) -> Guard {
     Guard::member(&who.user.id)
@@ -93,6 +107,9 @@ mod tests {
         assert_eq!(delete_message(&admin), Guard::none(), "moderators delete anyone's message");
         assert_eq!(delete_message(&user), own(&user));
         assert_eq!(delete_message(&server), own(&server), "server deletes only its own");
+        assert_eq!(ban(&user).creator.as_deref(), Some("ada"));
+        assert_eq!((ban(&admin), ban(&server)), (Guard::none(), Guard::none()));
+        assert_eq!(unbanned(join(&user), "ada", 5).not_banned, Some(("ada".to_owned(), 5)));
         assert_eq!(delete_channel(&user).creator.as_deref(), Some("ada"));
         assert_eq!(delete_channel(&admin), Guard::none());
         assert_eq!(write(&user), Guard::member("ada"));

@@ -136,6 +136,18 @@ pub enum Request {
     /// join again (unlike a ban).
     #[serde(rename = "channel.kick")]
     ChannelKick { channel: String, user: String },
+    /// A moderator bans `user` until `until` (RFC 3339; absent: for good): removed if a member,
+    /// and refused by every join or add until then (docs/protocol.md §H).
+    #[serde(rename = "channel.ban")]
+    ChannelBan {
+        channel: String,
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<String>,
+    },
+    /// Lifts a ban.
+    #[serde(rename = "channel.unban")]
+    ChannelUnban { channel: String, user: String },
     #[serde(rename = "channel.list")]
     ChannelList {},
     #[serde(rename = "channel.directory")]
@@ -190,6 +202,8 @@ impl Request {
             Request::ChannelAddMember { .. } => "channel.add_member",
             Request::ChannelRemoveMember { .. } => "channel.remove_member",
             Request::ChannelKick { .. } => "channel.kick",
+            Request::ChannelBan { .. } => "channel.ban",
+            Request::ChannelUnban { .. } => "channel.unban",
             Request::ChannelList {} => "channel.list",
             Request::ChannelDirectory {} => "channel.directory",
             Request::ChannelDelete { .. } => "channel.delete",

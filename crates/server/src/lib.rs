@@ -192,6 +192,8 @@ pub fn api_routes(blob_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(rest::publish))
         .routes(routes!(rest_moderation::disconnect_user))
         .routes(routes!(rest_moderation::kick))
+        .routes(routes!(rest_moderation::ban))
+        .routes(routes!(rest_moderation::unban))
 }
 
 /// The router: REST, WebSocket, health, metrics and the OpenAPI document.

@@ -408,6 +408,11 @@ impl<'a, 'b> Job<'a, 'b> {
             return Err(StoreError::NotMember.into());
         }
         check_creator(ch, guard)?;
+        if let Some((user, at)) = &guard.not_banned
+            && self.query_opt(&self.st.is_banned, &[&ch.id, user, at]).await?.is_some()
+        {
+            return Err(StoreError::Forbidden("banned from this channel").into());
+        }
         Ok(())
     }
 
@@ -552,6 +557,29 @@ impl<'a, 'b> Job<'a, 'b> {
                 self.append(&ch.id, EntryKind::MemberLeft, me, &user, ts_ms, "", extra);
                 self.done(Some(&ch), Outcome::Done).await
             }
+            Mutation::Ban { actor, channel, user, until_ms, guard, ts_ms } => {
+                let ch = self.channel(&actor.app, &channel).await?;
+                let me = actor.user.id.as_str();
+                self.check(&ch, &guard).await?;
+                self.execute(&self.st.ban, &[&ch.id, &user, &until_ms]).await?;
+                let removed = self.execute(&self.st.delete_member, &[&ch.id, &user]).await?;
+                if removed > 0 {
+                    let name = if user == me {
+                        actor.user.name.clone()
+                    } else {
+                        self.user_name(&actor.app, &user).await?
+                    };
+                    let extra = EntryExtra { name, ..Default::default() };
+                    self.append(&ch.id, EntryKind::MemberLeft, me, &user, ts_ms, "", extra);
+                }
+                self.done(Some(&ch), Outcome::Done).await
+            }
+            Mutation::Unban { actor, channel, user, guard } => {
+                let ch = self.channel(&actor.app, &channel).await?;
+                self.check(&ch, &guard).await?;
+                self.execute(&self.st.unban, &[&ch.id, &user]).await?;
+                self.done(Some(&ch), Outcome::Done).await
+            }
             Mutation::DeleteChannel { actor, channel, guard, ts_ms } => {
                 let ch = self.channel(&actor.app, &channel).await?;
                 self.check(&ch, &guard).await?;
@@ -578,6 +606,7 @@ impl<'a, 'b> Job<'a, 'b> {
                     &st.del_reactions,
                     &st.del_members,
                     &st.del_client_ids,
+                    &st.del_bans,
                     &st.del_channel,
                 ] {
                     self.write(s, vec![p(ch.id.clone())]);

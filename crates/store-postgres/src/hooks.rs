@@ -1,5 +1,6 @@
 //! [`HookStore`] on PostgreSQL: the webhooks' delivery state in four tables, created if missing
-//! at open, under the migration lock (they are additive: the versioned schema is unchanged).
+//! at open, under the migration lock (they are additive: the versioned schema is unchanged),
+//! with `channel_bans` (moderation: [`herald_store::Mutation::Ban`]), written by the writer.
 //! Every write is one autocommitted statement; the outbox row of a deleted channel is written
 //! by the writer, in the transaction that deletes the channel. The lease row is what lets one
 //! node of several deliver a channel's events (the others skip it until the lease expires).
@@ -28,6 +29,12 @@ CREATE TABLE IF NOT EXISTS hook_acks (
     hook        text COLLATE "C" NOT NULL,
     channel_id  text COLLATE "C" NOT NULL,
     PRIMARY KEY (hook, channel_id)
+);
+CREATE TABLE IF NOT EXISTS channel_bans (
+    channel_id  text COLLATE "C" NOT NULL,
+    user_id     text COLLATE "C" NOT NULL,
+    until_ms    bigint,
+    PRIMARY KEY (channel_id, user_id)
 );
 CREATE TABLE IF NOT EXISTS hook_leases (
     hook        text COLLATE "C" NOT NULL,

@@ -1,5 +1,6 @@
 //! [`HookStore`] on SQLite: the webhooks' delivery state in four tables of the same database,
-//! created if missing at open (they are additive and change no table of the versioned schema).
+//! created if missing at open (they are additive and change no table of the versioned schema),
+//! with `channel_bans` (moderation: [`herald_store::Mutation::Ban`]), written by the writer.
 //! Cursors, acknowledgements and leases are written through a connection of their own, not the
 //! group-commit writer (SQLite serializes the two; each of these writes is one short
 //! transaction, durable like the store's commits); the outbox row of a deleted channel is
@@ -31,6 +32,12 @@ CREATE TABLE IF NOT EXISTS hook_acks (
     hook        TEXT NOT NULL,
     channel_id  TEXT NOT NULL,
     PRIMARY KEY (hook, channel_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS channel_bans (
+    channel_id  TEXT NOT NULL,
+    user_id     TEXT NOT NULL,
+    until_ms    INTEGER,
+    PRIMARY KEY (channel_id, user_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS hook_leases (
     hook        TEXT NOT NULL,

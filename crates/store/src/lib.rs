@@ -68,6 +68,9 @@ pub struct Guard {
     /// `Join` of a user who is not a member yet: the channel must be `open`, else
     /// [`StoreError::Forbidden`].
     pub open: bool,
+    /// This user must not be banned from the channel at this time (ms since the epoch), else
+    /// [`StoreError::Forbidden`] (see [`Mutation::Ban`]).
+    pub not_banned: Option<(String, i64)>,
 }
 
 impl Guard {
@@ -138,6 +141,12 @@ pub enum Mutation {
     },
     /// Removes a reaction.
     Unreact { actor: Actor, channel: String, reaction_id: String, guard: Guard, ts_ms: i64 },
+    /// Bans `user` from the channel until `until_ms` (`None`: for good), replacing an earlier
+    /// ban; if a member, removes them (`member_left` by `actor`). A ban is checked by the
+    /// [`Guard::not_banned`] of later joins and adds.
+    Ban { actor: Actor, channel: String, user: String, until_ms: Option<i64>, guard: Guard, ts_ms: i64 },
+    /// Lifts a ban (none: nothing happens). Appends nothing.
+    Unban { actor: Actor, channel: String, user: String, guard: Guard },
     /// Records that `actor` read up to `message_id`. Appends nothing.
     Read { actor: Actor, channel: String, message_id: String, guard: Guard },
     /// Records a user's display name and kind (from their token). Appends nothing.
@@ -159,6 +168,8 @@ impl Mutation {
             | Mutation::React { actor, .. }
             | Mutation::Unreact { actor, .. }
             | Mutation::Read { actor, .. }
+            | Mutation::Ban { actor, .. }
+            | Mutation::Unban { actor, .. }
             | Mutation::UpsertUser { actor } => actor,
         }
     }
@@ -176,7 +187,9 @@ impl Mutation {
             | Mutation::Delete { channel, .. }
             | Mutation::React { channel, .. }
             | Mutation::Unreact { channel, .. }
-            | Mutation::Read { channel, .. } => Some(channel),
+            | Mutation::Read { channel, .. }
+            | Mutation::Ban { channel, .. }
+            | Mutation::Unban { channel, .. } => Some(channel),
             Mutation::UpsertUser { .. } => None,
         }
     }

@@ -101,6 +101,8 @@ struct ChannelData {
     /// `(author, client_id)` → message id; kept after a delete so a retry cannot bring the
     /// text back.
     client_ids: HashMap<(String, String), String>,
+    /// Banned user → until (ms; `None`: for good).
+    bans: HashMap<String, Option<i64>>,
 }
 
 impl ChannelData {
@@ -113,6 +115,7 @@ impl ChannelData {
             message_ids: HashMap::new(),
             reactions: HashMap::new(),
             client_ids: HashMap::new(),
+            bans: HashMap::new(),
         }
     }
 
@@ -139,6 +142,11 @@ impl ChannelData {
             && self.row.created_by != *creator
         {
             return Err(StoreError::Forbidden("only the channel's creator or an admin may do this"));
+        }
+        if let Some((user, at)) = &guard.not_banned
+            && self.bans.get(user).is_some_and(|until| until.is_none_or(|u| u > *at))
+        {
+            return Err(StoreError::Forbidden("banned from this channel"));
         }
         Ok(())
     }
@@ -397,6 +405,30 @@ impl State {
                 let extra = EntryExtra { name, ..Default::default() };
                 let e = ch.append(EntryKind::MemberLeft, me, &user, ts_ms, "", extra, None);
                 Ok(done(ch, vec![e], Outcome::Done))
+            }
+            Mutation::Ban { actor, channel, user, until_ms, guard, ts_ms } => {
+                let ch = self.channel_mut(&actor.app, &channel)?;
+                ch.check(&guard)?;
+                ch.bans.insert(user.clone(), until_ms);
+                if ch.members.remove(&user).is_none() {
+                    return Ok(done(ch, Vec::new(), Outcome::Done));
+                }
+                let me = actor.user.id.as_str();
+                let name = if user == me {
+                    actor.user.name.clone()
+                } else {
+                    user_name(&self.users, &actor.app, &user)
+                };
+                let ch = self.channel_mut(&actor.app, &channel)?;
+                let extra = EntryExtra { name, ..Default::default() };
+                let e = ch.append(EntryKind::MemberLeft, me, &user, ts_ms, "", extra, None);
+                Ok(done(ch, vec![e], Outcome::Done))
+            }
+            Mutation::Unban { actor, channel, user, guard } => {
+                let ch = self.channel_mut(&actor.app, &channel)?;
+                ch.check(&guard)?;
+                ch.bans.remove(&user);
+                Ok(done(ch, Vec::new(), Outcome::Done))
             }
             Mutation::DeleteChannel { actor, channel, guard, ts_ms } => {
                 let ch = self.channel_mut(&actor.app, &channel)?;

@@ -265,6 +265,7 @@ where
     case!(members_and_memberships);
     case!(webhook_state);
     case!(moderator_delete_records_who);
+    case!(bans_keep_a_user_out_until_they_expire);
     {
         eprintln!("testkit: sink_order_is_commit_order");
         let sink = RecordingSink::new();
@@ -1378,4 +1379,64 @@ pub async fn moderator_delete_records_who(s: &dyn Store, _sink: &RecordingSink) 
     let read = log.iter().find(|e| e.seq == tomb.seq).unwrap_or_else(|| panic!("tombstone in the log"));
     assert_eq!(read.extra.name.as_deref(), Some("mod"), "log reads back who deleted it");
     assert!(log.iter().find(|e| e.seq == m.seq).and_then(|e| e.content.clone()).is_none(), "erased");
+}
+
+/// A ban removes a member (`member_left` by the moderator), and a join or add that carries
+/// [`Guard::not_banned`] is refused until the ban expires or is lifted.
+pub async fn bans_keep_a_user_out_until_they_expire(s: &dyn Store, _sink: &RecordingSink) {
+    let (ada, bob, cat) = (user("ada"), user("bob"), user("cat"));
+    let ch = create(s, &ada, None, Policy::Open, &["bob"]).await;
+    let now = now_ms();
+    let until = now + 3_600_000;
+    let ban = |who: &Actor, target: &str, until_ms: Option<i64>| Mutation::Ban {
+        actor: who.clone(),
+        channel: ch.clone(),
+        user: target.to_owned(),
+        until_ms,
+        guard: creator(who),
+        ts_ms: now_ms(),
+    };
+    assert_err!(s.apply(ban(&bob, "ada", None)).await, StoreError::Forbidden(_), "ban by a non-creator");
+    let a = expect(s.apply(ban(&ada, "bob", Some(until))).await, "ban");
+    assert_eq!(a.entries.len(), 1);
+    assert_eq!(
+        (a.entries[0].kind, a.entries[0].reference.as_str(), a.entries[0].author.as_str()),
+        (EntryKind::MemberLeft, "bob", "ada")
+    );
+    assert!(!expect(s.is_member(&ada.app, &ch, "bob").await, "is_member"));
+    let join_at = |who: &Actor, at: i64| Mutation::Join {
+        actor: who.clone(),
+        channel: ch.clone(),
+        guard: Guard { open: true, not_banned: Some((who.user.id.clone(), at)), ..Guard::none() },
+        ts_ms: now_ms(),
+    };
+    assert_err!(s.apply(join_at(&bob, now)).await, StoreError::Forbidden(_), "banned join");
+    let add = Mutation::AddMember {
+        actor: ada.clone(),
+        channel: ch.clone(),
+        user: "bob".into(),
+        guard: Guard { not_banned: Some(("bob".into(), now)), ..Guard::member("ada") },
+        ts_ms: now_ms(),
+    };
+    assert_err!(s.apply(add).await, StoreError::Forbidden(_), "banned add");
+    assert!(!expect(s.is_member(&ada.app, &ch, "bob").await, "is_member"));
+    // Others join; a ban of a non-member records it and appends nothing.
+    expect(s.apply(join_at(&cat, now)).await, "cat joins");
+    expect(s.apply(ban(&ada, "dan", None)).await, "ban a non-member");
+    let dan = user("dan");
+    assert_err!(s.apply(join_at(&dan, now + 10 * 3_600_000)).await, StoreError::Forbidden(_), "for good");
+    // Expired: in. Lifted: in.
+    expect(s.apply(join_at(&bob, until + 1)).await, "join after the ban expired");
+    expect(
+        s.apply(Mutation::Unban {
+            actor: ada.clone(),
+            channel: ch.clone(),
+            user: "dan".into(),
+            guard: creator(&ada),
+        })
+        .await,
+        "unban",
+    );
+    expect(s.apply(join_at(&dan, now)).await, "join after unban");
+    assert!(expect(s.is_member(&ada.app, &ch, "dan").await, "is_member"));
 }

@@ -83,3 +83,39 @@ async fn disconnect_closes_every_connection_of_the_user_with_4403() {
     let mut again = Ws::connect(&server, &server.token("bob")).await;
     again.ok(json!({"op": "ping"})).await;
 }
+
+#[tokio::test]
+async fn a_ban_keeps_a_user_out_until_it_ends_or_is_lifted() {
+    let server = TestServer::start().await;
+    let mut ada = Ws::connect(&server, &server.token("ada")).await;
+    let mut bob = Ws::connect(&server, &server.token("bob")).await;
+    let mut cat = Ws::connect(&server, &server.token("cat")).await;
+    let ch = create_channel(&mut ada, json!({"name": "banning"})).await;
+    bob.ok(json!({"op": "channel.join", "channel": ch})).await;
+    cat.ok(json!({"op": "channel.join", "channel": ch})).await;
+    cat.err(json!({"op": "channel.ban", "channel": ch, "user": "bob"}), "forbidden").await;
+    ada.err(json!({"op": "channel.ban", "channel": ch, "user": "bob", "until": "tomorrow"}), "bad_request")
+        .await;
+    ada.ok(json!({"op": "channel.ban", "channel": ch, "user": "bob"})).await;
+    let left = bob.next_event_where(|e| e["event"] == "member_left" && e["user"] == "bob").await;
+    assert_eq!(left["by"], "ada");
+    bob.err(json!({"op": "channel.join", "channel": ch}), "forbidden").await;
+    cat.err(json!({"op": "channel.add_member", "channel": ch, "user": "bob"}), "forbidden").await;
+    // Lifted over REST: bob joins again.
+    let r = Rest::user(&server, "ada").delete(&format!("/v1/channels/{ch}/bans/bob")).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    bob.ok(json!({"op": "channel.join", "channel": ch})).await;
+    // A ban that already ended keeps nobody out; one in the future does (REST).
+    let rest = Rest::user(&server, "ada");
+    let past = rest
+        .post(&format!("/v1/channels/{ch}/bans"), json!({"user": "cat", "until": "2000-01-01T00:00:00Z"}))
+        .await;
+    assert_eq!(past.status, 204, "{}", past.body);
+    cat.next_event_where(|e| e["event"] == "member_left" && e["user"] == "cat").await;
+    cat.ok(json!({"op": "channel.join", "channel": ch})).await;
+    let future = rest
+        .post(&format!("/v1/channels/{ch}/bans"), json!({"user": "cat", "until": "2999-01-01T00:00:00Z"}))
+        .await;
+    assert_eq!(future.status, 204);
+    cat.err(json!({"op": "channel.join", "channel": ch}), "forbidden").await;
+}

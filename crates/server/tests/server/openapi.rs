@@ -29,6 +29,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/publish"),
     ("post", "/v1/channels/{channel}/kick"),
     ("post", "/v1/users/{user}/disconnect"),
+    ("post", "/v1/channels/{channel}/bans"),
+    ("delete", "/v1/channels/{channel}/bans/{user}"),
 ];
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "patch"];
