@@ -195,3 +195,20 @@ fn reqwest_delete(e: &Env, path: &str) -> u16 {
             .as_u16()
     })
 }
+
+#[test]
+fn channel_kick_ban_and_unban() {
+    let e = env();
+    e.ok(&["channel", "create", "moderated"]);
+    let grace = token(&e._dir.path().join("data"), "grace");
+    let as_grace = |args: &[&str]| e.cmd(args).env("HERALD_TOKEN", &grace).output().unwrap();
+    assert!(as_grace(&["channel", "join", "moderated"]).status.success());
+    assert_fails(&as_grace(&["channel", "kick", "moderated", "herald-admin"]), "forbidden");
+    e.ok(&["channel", "kick", "moderated", "grace"]);
+    assert_fails(&as_grace(&["send", "moderated", "hi"]), "forbidden");
+    assert!(as_grace(&["channel", "join", "moderated"]).status.success(), "a kick is no ban");
+    e.ok(&["channel", "ban", "moderated", "grace", "--until", "2999-01-01T00:00:00Z"]);
+    assert_fails(&as_grace(&["channel", "join", "moderated"]), "banned");
+    e.ok(&["channel", "unban", "moderated", "grace"]);
+    assert!(as_grace(&["channel", "join", "moderated"]).status.success());
+}
