@@ -132,12 +132,12 @@ pub enum Request {
     ChannelAddMember { channel: String, user: String },
     #[serde(rename = "channel.remove_member")]
     ChannelRemoveMember { channel: String, user: String },
-    /// A moderator removes `user` (docs/protocol.md §H): `member_left` with `by`; the user may
+    /// A moderator removes `user` (docs/protocol.md §I): `member_left` with `by`; the user may
     /// join again (unlike a ban).
     #[serde(rename = "channel.kick")]
     ChannelKick { channel: String, user: String },
     /// A moderator bans `user` until `until` (RFC 3339; absent: for good): removed if a member,
-    /// and refused by every join or add until then (docs/protocol.md §H).
+    /// and refused by every join or add until then (docs/protocol.md §I).
     #[serde(rename = "channel.ban")]
     ChannelBan {
         channel: String,
@@ -408,7 +408,7 @@ pub enum Event {
         #[serde(flatten)]
         meta: EntryMeta,
         message_id: String,
-        /// Who deleted it: the author, or a `channels:admin` moderator (docs/protocol.md §H).
+        /// Who deleted it: the author, or a `channels:admin` moderator (docs/protocol.md §I).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<String>,
     },
