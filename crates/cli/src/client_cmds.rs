@@ -202,7 +202,8 @@ fn event_line(e: &Event) -> Option<String> {
         }
         Event::Ephemeral { from, subject, data, .. } => format!("{from} {subject} {data}"),
         Event::ResumeTruncated { from_seq, .. } => format!("(older than #{from_seq} not replayed)"),
-        Event::Publication { .. } => return None,
+        // Device and keeper events (§7) are not channel lines; the E2EE commands show them.
+        Event::Publication { .. } | Event::Dm { .. } | Event::KeysNeeded { .. } => return None,
     })
 }
 
@@ -258,7 +259,14 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<()> {
             let client = connect(&conn).await?;
             let ch = member_channel(&client, &channel).await?;
             let m = ch
-                .send_with(SendMessage { content: text, kind: Some(kind), reply_to, client_id, author: None })
+                .send_with(SendMessage {
+                    content: text,
+                    kind: Some(kind),
+                    reply_to,
+                    client_id,
+                    author: None,
+                    epoch: None,
+                })
                 .await?;
             out(format!("{}\t#{}", m.id, m.seq))?;
             client.close().await;

@@ -6,6 +6,7 @@
 
 mod bench;
 mod client_cmds;
+mod room_cmds;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -22,6 +23,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of `ServeArgs` (both branches' flags) does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node: by default SQLite under --data and no other service; with --store
@@ -34,6 +37,9 @@ enum Command {
     Secret(SecretCommand),
     #[command(flatten)]
     Client(client_cmds::ClientCommand),
+    /// Rooms (§8): list participants, send or broadcast typed JSON with attachments, stay in
+    /// a room printing its events (accepting streams into files), stream a file.
+    Room(room_cmds::RoomArgs),
     /// Measure a server: fan-out, durable appends, idle connections; compare with peers.
     Bench(bench::BenchArgs),
 }
@@ -202,6 +208,7 @@ fn main() -> ExitCode {
         Command::Token(args) => token(args),
         Command::Secret(cmd) => secret(cmd),
         Command::Client(cmd) => client_cmds::run(cmd),
+        Command::Room(args) => room_cmds::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -93,6 +93,7 @@ impl Channel {
                 channel: self.channel(),
                 message_id: message_id.to_owned(),
                 content: content.to_owned(),
+                epoch: None,
             })
             .await?;
         Ok(ok.message)

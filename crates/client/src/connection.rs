@@ -100,6 +100,8 @@ pub(crate) enum Command {
         sub_id: u64,
     },
     Listen(crate::event::Listener),
+    /// Room and stream traffic (§8), handled by [`crate::room::RoomDriver`].
+    Room(crate::room::RoomCommand),
     /// Deliver an event found outside the socket (a chain error of a log page).
     Emit(ClientEvent),
     Anchor {
@@ -177,6 +179,8 @@ pub(crate) struct Driver {
     first_ok: Option<ConnectOk>,
     /// The `conn_id` of the connection now open (private-channel signatures name it).
     conn_id: Arc<std::sync::Mutex<String>>,
+    /// Room replies and events, sorted out of the socket before the session sees them.
+    rooms: crate::room::RoomDriver,
 }
 
 impl Driver {
@@ -212,6 +216,7 @@ impl Driver {
             ready: Some(ready),
             first_ok: None,
             conn_id: Arc::default(),
+            rooms: crate::room::RoomDriver::default(),
         }
     }
 
@@ -230,6 +235,8 @@ impl Driver {
         let mut attempt: u32 = 0;
         loop {
             let (end, was_ready) = self.connect_once().await;
+            // Participants do not outlive their connection.
+            self.rooms.disconnected();
             // Connected, then lost before the seeding answer: still a successful connect.
             if let Some(ok) = self.first_ok.take()
                 && let Some(ready) = self.ready.take()
@@ -461,6 +468,14 @@ impl Driver {
                             .await;
                         break End::Closed;
                     }
+                    Some(Command::Room(c)) => {
+                        if let Some(m) = self.rooms.command(c)
+                            && let Err(e) = sink.send(m).await
+                        {
+                            break End::Lost { reason: format!("write: {e}") };
+                        }
+                        Vec::new()
+                    }
                     Some(cmd) => self.command(cmd),
                 },
                 msg = stream.next() => {
@@ -471,7 +486,13 @@ impl Driver {
                     match msg {
                     None => break End::Lost { reason: "connection closed".into() },
                     Some(Err(e)) => break End::Lost { reason: format!("read: {e}") },
-                    Some(Ok(Message::Text(text))) => self.session.handle_text(text.as_str()),
+                    Some(Ok(Message::Text(text))) => {
+                        if self.rooms.handle_text(text.as_str()) {
+                            Vec::new()
+                        } else {
+                            self.session.handle_text(text.as_str())
+                        }
+                    }
                     Some(Ok(Message::Close(frame))) => {
                         let code = frame.as_ref().map(|f| u16::from(f.code));
                         // After `connect` was answered, 4401 means the token expired: with a
@@ -488,8 +509,8 @@ impl Driver {
                         };
                         break End::Lost { reason };
                     }
-                    Some(Ok(Message::Binary(_))) => {
-                        tracing::debug!("binary frame ignored");
+                    Some(Ok(Message::Binary(b))) => {
+                        self.rooms.handle_binary(&b);
                         Vec::new()
                     }
                     Some(Ok(_)) => Vec::new(),
@@ -533,6 +554,10 @@ impl Driver {
                 Vec::new()
             }
             Command::Emit(event) => vec![Output::Event(event)],
+            Command::Room(c) => {
+                self.rooms.offline(c);
+                Vec::new()
+            }
             Command::Anchor { channel, after, reply } => {
                 let _ = reply.send(self.session.anchor(&channel, after));
                 Vec::new()

@@ -43,6 +43,8 @@
 //! - `tls`: the one rustls configuration of `wss://` and `https://`.
 //! - [`token`]: [`TokenProvider`], reading a JWT's `exp`, when to refresh.
 //! - [`auth`]: the signatures of an app's backend: private-channel joins, webhook bodies.
+//! - [`room`]: rooms (§8): [`room::Room`], room messages with attachments, streams with
+//!   credit ([`room::StreamWriter`], [`room::StreamReader`]).
 //! - [`history`]: [`HistoryQueryExt`] constructors for [`HistoryQuery`].
 
 pub mod auth;
@@ -54,6 +56,7 @@ pub mod error;
 pub mod event;
 pub mod history;
 pub mod rest;
+pub mod room;
 pub mod session;
 pub mod subscription;
 mod tls;

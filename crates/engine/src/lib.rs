@@ -19,6 +19,8 @@
 //! - [`private`]: private channels (§9): the signed join and the app secrets.
 //! - [`rules`]: who may write what, as the [`herald_store::Guard`] each write carries to the
 //!   store (which evaluates it atomically and decides nothing).
+//! - [`rooms`]: rooms of participants and streams (§8): a replica of every room on every
+//!   node, built from broker envelopes; coalesced presence; credit-based streams.
 //! - [`throttle`]: per (user, channel) throttles of `typing` and `read`.
 //! - [`error`]: [`EngineError`] and its one mapping to protocol error codes.
 //!
@@ -35,11 +37,13 @@
 
 pub mod broker;
 pub mod conn;
+pub mod e2ee;
 pub mod error;
 pub mod events;
 pub mod hub;
 pub mod ops;
 pub mod private;
+pub mod rooms;
 pub mod rules;
 pub mod throttle;
 
@@ -49,6 +53,7 @@ pub use error::EngineError;
 pub use hub::Hub;
 pub use ops::{Backends, ConnHandle, Engine, EngineConfig, OkReply, ResumeEnd};
 pub use private::AppSecrets;
+pub use rooms::{RoomGuard, RoomOk, Rooms, RoomsConfig};
 
 use herald_proto::model::UserInfo;
 pub use herald_store::{CommitSink, Store};

@@ -132,7 +132,9 @@ impl Engine {
                 guard: rules::unbanned(rules::join(who), &who.user.id, now),
                 ts_ms: now,
             };
-            return self.apply(m, channel).await?.channel.ok_or(EngineError::Internal);
+            let a = self.apply(m, channel).await?;
+            self.tell_keepers(&who.app, &a).await;
+            return a.channel.ok_or(EngineError::Internal);
         };
         let secret =
             self.config().app_secrets.get(&who.app).ok_or_else(|| {
@@ -151,7 +153,9 @@ impl Engine {
                 guard: rules::unbanned(Guard::none(), &who.user.id, now),
                 ts_ms: now,
             };
-            return self.apply(m, channel).await?.channel.ok_or(EngineError::Internal);
+            let a = self.apply(m, channel).await?;
+            self.tell_keepers(&who.app, &a).await;
+            return a.channel.ok_or(EngineError::Internal);
         }
         let create = Mutation::CreateChannel {
             actor: Self::actor(who),
@@ -179,7 +183,9 @@ impl Engine {
                     guard: rules::unbanned(Guard::none(), &who.user.id, now),
                     ts_ms: now,
                 };
-                self.apply(m, &name).await?.channel.ok_or(EngineError::Internal)
+                let a = self.apply(m, &name).await?;
+                self.tell_keepers(&who.app, &a).await;
+                a.channel.ok_or(EngineError::Internal)
             }
             Err(e) => Err(EngineError::from_store(e, &name)),
         }

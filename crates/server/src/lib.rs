@@ -31,6 +31,7 @@ pub mod limit;
 pub mod metrics;
 pub mod openapi;
 pub mod rest;
+pub mod rest_keys;
 pub mod rest_moderation;
 pub mod tls;
 pub mod webhooks;
@@ -194,6 +195,14 @@ pub fn api_routes(blob_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(rest_moderation::kick))
         .routes(routes!(rest_moderation::ban))
         .routes(routes!(rest_moderation::unban))
+        .routes(routes!(rest_keys::put_device, rest_keys::delete_device))
+        .routes(routes!(rest_keys::user_devices))
+        .routes(routes!(rest_keys::keepers))
+        .routes(routes!(rest_keys::claim))
+        .routes(routes!(rest_keys::dm_inbox))
+        .routes(routes!(rest_keys::dm_ack))
+        .routes(routes!(rest_keys::post_commit, rest_keys::commits))
+        .routes(routes!(rest_keys::post_envelopes, rest_keys::envelopes))
 }
 
 /// The router: REST, WebSocket, health, metrics and the OpenAPI document.
@@ -287,9 +296,21 @@ impl Node {
             max_subscriptions: config.max_subscriptions,
             max_blob_bytes: config.max_blob_bytes,
             queue_frames: config.queue_frames,
-            queue_bytes: config.queue_bytes,
+            // One largest room attachment must fit in a queue, or it would kick its addressee.
+            queue_bytes: config
+                .queue_bytes
+                .max(config.max_attachment_bytes.saturating_add(config.max_frame_bytes)),
+            rooms: herald_engine::RoomsConfig {
+                presence_interval_ms: config.presence_interval_ms,
+                presence_list_max: config.presence_list_max,
+                max_attachment_bytes: config.max_attachment_bytes,
+                max_message_bytes: config.max_content_bytes,
+                ..herald_engine::RoomsConfig::default()
+            },
             typing_interval_ms: config.typing_interval_ms,
             read_interval_ms: config.read_interval_ms,
+            dm_ttl_ms: u64::try_from(config.dm_ttl.0.as_millis()).unwrap_or(u64::MAX),
+            dm_inbox_max: config.dm_inbox_max,
             ..EngineConfig::default()
         };
         let NodeBackends { store, blobs, broker } = backends;
@@ -325,6 +346,8 @@ impl Node {
         let state = self.state.clone();
         let grace = std::time::Duration::from_secs(state.config().shutdown_grace_secs);
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+        // Expired DMs are erased periodically (§7, --dm-ttl); the task ends with `run`.
+        let sweeper = AbortOnDrop(tokio::spawn(sweep_dms(state.clone())));
         let drain_state = state.clone();
         let signal = async move {
             stop.await;
@@ -346,6 +369,7 @@ impl Node {
         if let Some(w) = &self.webhooks {
             w.stop().await;
         }
+        drop(sweeper);
         state.engine().shutdown().await;
         tracing::info!("stopped");
         Ok(())
@@ -363,6 +387,32 @@ fn webhook_node_id(data: &std::path::Path) -> anyhow::Result<String> {
             let id = format!("node-{}", uuid_like());
             std::fs::write(&path, &id).with_context(|| format!("cannot write {}", path.display()))?;
             Ok(id)
+        }
+    }
+}
+
+/// Aborts its task when dropped: a task owned by the scope that spawned it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Erases the DMs older than `--dm-ttl`, every tenth of it (at least every second, at most
+/// every minute).
+async fn sweep_dms(state: AppState) {
+    let ttl = state.config().dm_ttl.0;
+    let period = (ttl / 10).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(60));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.engine().expire_dms().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(erased = n, "expired direct messages erased"),
+            Err(e) => tracing::warn!(error = %e, "could not erase expired direct messages"),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Moderation routes (docs/protocol.md §I): disconnecting a user, and `channel.kick`,
+//! Moderation routes (docs/protocol.md §K): disconnecting a user, and `channel.kick`,
 //! `channel.ban`, `channel.unban` over REST.
 
 use crate::AppState;

@@ -1,6 +1,5 @@
-//! [`HookStore`] on PostgreSQL: the webhooks' delivery state in four tables, created if missing
-//! at open, under the migration lock (they are additive: the versioned schema is unchanged),
-//! with `channel_bans` (moderation: [`herald_store::Mutation::Ban`]), written by the writer.
+//! [`HookStore`] on PostgreSQL: the webhooks' delivery state in four tables (schema version 3,
+//! `schema.rs`), with `channel_bans` (moderation: [`herald_store::Mutation::Ban`]), written by the writer.
 //! Every write is one autocommitted statement; the outbox row of a deleted channel is written
 //! by the writer, in the transaction that deletes the channel. The lease row is what lets one
 //! node of several deliver a channel's events (the others skip it until the lease expires).
@@ -9,41 +8,6 @@ use crate::{PgStore, db};
 use async_trait::async_trait;
 use herald_store::hooks::{DeletedChannel, HookBacklog, HookStore};
 use herald_store::{Result, seq_from_db, seq_to_db};
-
-pub(crate) const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS hook_cursors (
-    hook        text COLLATE "C" NOT NULL,
-    channel_id  text COLLATE "C" NOT NULL,
-    seq         bigint NOT NULL,
-    PRIMARY KEY (hook, channel_id)
-);
-CREATE TABLE IF NOT EXISTS hook_deleted (
-    n           bigserial,
-    channel_id  text COLLATE "C" PRIMARY KEY,
-    app         text COLLATE "C" NOT NULL,
-    name        text,
-    title       text,
-    ts_ms       bigint NOT NULL
-);
-CREATE TABLE IF NOT EXISTS hook_acks (
-    hook        text COLLATE "C" NOT NULL,
-    channel_id  text COLLATE "C" NOT NULL,
-    PRIMARY KEY (hook, channel_id)
-);
-CREATE TABLE IF NOT EXISTS channel_bans (
-    channel_id  text COLLATE "C" NOT NULL,
-    user_id     text COLLATE "C" NOT NULL,
-    until_ms    bigint,
-    PRIMARY KEY (channel_id, user_id)
-);
-CREATE TABLE IF NOT EXISTS hook_leases (
-    hook        text COLLATE "C" NOT NULL,
-    channel_id  text COLLATE "C" NOT NULL,
-    node        text NOT NULL,
-    until_ms    bigint NOT NULL,
-    PRIMARY KEY (hook, channel_id)
-);
-"#;
 
 #[async_trait]
 impl HookStore for PgStore {

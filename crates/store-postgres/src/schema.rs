@@ -6,7 +6,7 @@ use herald_store::{Result, StoreError};
 use tokio_postgres::Client;
 
 /// The schema version this code writes and reads.
-pub const VERSION: i32 = 1;
+pub const VERSION: i32 = 3;
 
 /// The key of the advisory lock migrations run under (any constant unique to Herald).
 const MIGRATION_LOCK: i64 = 0x6865_7261_6c64_0001;
@@ -117,6 +117,121 @@ CREATE TABLE blobs (
 );
 "#;
 
+/// Version 2: end-to-end encryption (PROTOCOL.md §7), as in the SQLite backend. DM bodies and
+/// one-time keys live in rows that are deleted (not overwritten) when erased, then vacuumed.
+const V2: &str = r#"
+ALTER TABLE entries ADD COLUMN x_epoch bigint;
+ALTER TABLE messages ADD COLUMN epoch bigint;
+
+CREATE TABLE devices (
+    app                 text COLLATE "C" NOT NULL,
+    device_id           text COLLATE "C" NOT NULL,
+    user_id             text COLLATE "C" NOT NULL,
+    keeper              boolean NOT NULL,
+    revoked             boolean NOT NULL DEFAULT false,
+    identity            text NOT NULL,
+    identity_signature  text NOT NULL,
+    fallback_key        text,
+    PRIMARY KEY (app, device_id)
+);
+CREATE INDEX devices_user ON devices(app, user_id);
+
+-- Every key id ever uploaded (a re-upload is ignored); the key itself in one_time_keys until
+-- claimed (the row is then deleted).
+CREATE TABLE one_time_key_ids (
+    app        text COLLATE "C" NOT NULL,
+    device_id  text COLLATE "C" NOT NULL,
+    key_id     text COLLATE "C" NOT NULL,
+    PRIMARY KEY (app, device_id, key_id)
+);
+CREATE TABLE one_time_keys (
+    n          bigserial PRIMARY KEY,
+    app        text COLLATE "C" NOT NULL,
+    device_id  text COLLATE "C" NOT NULL,
+    key_id     text COLLATE "C" NOT NULL,
+    key        text NOT NULL
+);
+CREATE INDEX one_time_keys_device ON one_time_keys(app, device_id, n);
+
+CREATE TABLE dm_inbox (
+    n            bigserial PRIMARY KEY,
+    app          text COLLATE "C" NOT NULL,
+    device_id    text COLLATE "C" NOT NULL,
+    id           text COLLATE "C" NOT NULL,
+    to_user      text NOT NULL,
+    from_user    text NOT NULL,
+    from_device  text NOT NULL,
+    body         text NOT NULL,
+    ts_ms        bigint NOT NULL
+);
+CREATE INDEX dm_inbox_device ON dm_inbox(app, device_id, n);
+CREATE INDEX dm_inbox_ts ON dm_inbox(ts_ms);
+
+CREATE TABLE dm_client_ids (
+    app          text COLLATE "C" NOT NULL,
+    from_device  text COLLATE "C" NOT NULL,
+    client_id    text COLLATE "C" NOT NULL,
+    ids          text NOT NULL,
+    PRIMARY KEY (app, from_device, client_id)
+);
+
+CREATE TABLE commits (
+    channel_id        text COLLATE "C" NOT NULL,
+    epoch             bigint NOT NULL,
+    prev_commit_hash  text NOT NULL,
+    commit_hash       text NOT NULL,
+    body              text NOT NULL,
+    PRIMARY KEY (channel_id, epoch)
+);
+
+CREATE TABLE envelopes (
+    channel_id  text COLLATE "C" NOT NULL,
+    device_id   text COLLATE "C" NOT NULL,
+    epoch       bigint NOT NULL,
+    body        text NOT NULL,
+    PRIMARY KEY (channel_id, device_id, epoch)
+);
+CREATE INDEX envelopes_device ON envelopes(device_id);
+"#;
+
+/// Version 3: the webhooks' delivery state (cursors, the deleted-channel outbox and its
+/// acknowledgements, leases; `hooks.rs`) and moderation's `channel_bans`. `IF NOT EXISTS`: a
+/// database of a build that created them outside the versioned schema keeps its rows.
+const V3: &str = r#"
+CREATE TABLE IF NOT EXISTS hook_cursors (
+    hook        text COLLATE "C" NOT NULL,
+    channel_id  text COLLATE "C" NOT NULL,
+    seq         bigint NOT NULL,
+    PRIMARY KEY (hook, channel_id)
+);
+CREATE TABLE IF NOT EXISTS hook_deleted (
+    n           bigserial,
+    channel_id  text COLLATE "C" PRIMARY KEY,
+    app         text COLLATE "C" NOT NULL,
+    name        text,
+    title       text,
+    ts_ms       bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hook_acks (
+    hook        text COLLATE "C" NOT NULL,
+    channel_id  text COLLATE "C" NOT NULL,
+    PRIMARY KEY (hook, channel_id)
+);
+CREATE TABLE IF NOT EXISTS channel_bans (
+    channel_id  text COLLATE "C" NOT NULL,
+    user_id     text COLLATE "C" NOT NULL,
+    until_ms    bigint,
+    PRIMARY KEY (channel_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS hook_leases (
+    hook        text COLLATE "C" NOT NULL,
+    channel_id  text COLLATE "C" NOT NULL,
+    node        text NOT NULL,
+    until_ms    bigint NOT NULL,
+    PRIMARY KEY (hook, channel_id)
+);
+"#;
+
 /// Creates the schema on an empty database, or checks the version of an existing one. Runs in
 /// one transaction holding a transaction-scoped advisory lock: a second node starting at the
 /// same time waits, then finds the schema made.
@@ -132,8 +247,14 @@ pub async fn migrate(client: &mut Client) -> Result<()> {
         .map_err(db)?
         .and_then(|r| r.get(0));
     match version {
-        None => {
-            tx.batch_execute(V1).await.map_err(db)?;
+        None | Some(1) | Some(2) => {
+            if version.is_none() {
+                tx.batch_execute(V1).await.map_err(db)?;
+            }
+            if version.is_none_or(|v| v < 2) {
+                tx.batch_execute(V2).await.map_err(db)?;
+            }
+            tx.batch_execute(V3).await.map_err(db)?;
             tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&VERSION]).await.map_err(db)?;
         }
         Some(VERSION) => {}
@@ -143,7 +264,5 @@ pub async fn migrate(client: &mut Client) -> Result<()> {
             )));
         }
     }
-    // The webhooks' tables: additive, created if missing (crate::hooks).
-    tx.batch_execute(crate::hooks::SCHEMA).await.map_err(db)?;
     tx.commit().await.map_err(db)
 }

@@ -1,6 +1,5 @@
-//! [`HookStore`] on SQLite: the webhooks' delivery state in four tables of the same database,
-//! created if missing at open (they are additive and change no table of the versioned schema),
-//! with `channel_bans` (moderation: [`herald_store::Mutation::Ban`]), written by the writer.
+//! [`HookStore`] on SQLite: the webhooks' delivery state in four tables of the same database
+//! (schema version 3, `schema.rs`), with `channel_bans` (moderation: [`herald_store::Mutation::Ban`]), written by the writer.
 //! Cursors, acknowledgements and leases are written through a connection of their own, not the
 //! group-commit writer (SQLite serializes the two; each of these writes is one short
 //! transaction, durable like the store's commits); the outbox row of a deleted channel is
@@ -13,40 +12,6 @@ use herald_store::{Result, StoreError, seq_from_db, seq_to_db};
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::Arc;
-
-pub(crate) const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS hook_cursors (
-    hook        TEXT NOT NULL,
-    channel_id  TEXT NOT NULL,
-    seq         INTEGER NOT NULL,
-    PRIMARY KEY (hook, channel_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS hook_deleted (
-    channel_id  TEXT NOT NULL UNIQUE,
-    app         TEXT NOT NULL,
-    name        TEXT,
-    title       TEXT,
-    ts_ms       INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS hook_acks (
-    hook        TEXT NOT NULL,
-    channel_id  TEXT NOT NULL,
-    PRIMARY KEY (hook, channel_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS channel_bans (
-    channel_id  TEXT NOT NULL,
-    user_id     TEXT NOT NULL,
-    until_ms    INTEGER,
-    PRIMARY KEY (channel_id, user_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS hook_leases (
-    hook        TEXT NOT NULL,
-    channel_id  TEXT NOT NULL,
-    node        TEXT NOT NULL,
-    until_ms    INTEGER NOT NULL,
-    PRIMARY KEY (hook, channel_id)
-) WITHOUT ROWID;
-"#;
 
 /// The connection that writes the webhook state.
 pub(crate) type HookWriter = Arc<Mutex<Connection>>;

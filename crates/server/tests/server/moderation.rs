@@ -1,4 +1,4 @@
-//! Moderation over real sockets (docs/protocol.md §I): kick (may rejoin), a moderator's
+//! Moderation over real sockets (docs/protocol.md §K): kick (may rejoin), a moderator's
 //! delete of someone else's message (`by`), and disconnecting a user (close code 4403).
 
 use crate::common::*;
