@@ -794,7 +794,12 @@ impl Inner {
         while let Some(msg) = sub.next().await {
             match wire::decode(&msg.payload) {
                 Ok(r) if r.node == self.config.node_id => {}
-                Ok(r) if matches!(r.envelope, Envelope::Channel(_) | Envelope::Room(_)) => {
+                Ok(r)
+                    if matches!(
+                        r.envelope,
+                        Envelope::Channel(_) | Envelope::Room(_) | Envelope::Disconnect { .. }
+                    ) =>
+                {
                     bump(&self.events.counters.received);
                     self.accept(&r.envelope);
                 }

@@ -171,6 +171,9 @@ struct Meta {
     /// subject so every node receives them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     r: Option<RoomMeta>,
+    /// `Envelope::Disconnect`: the user whose connections close.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    x: Option<String>,
 }
 
 /// The subject of an app's end-to-end encryption events.
@@ -195,6 +198,14 @@ struct RoomMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     change: Option<RoomChange>,
 }
+
+/// The subject of control envelopes (disconnects): under the channels' wildcard, so every node
+/// receives them, and `_ctl` is the token of no channel id (a `_` escape is upper-case hex).
+pub fn control_subject(prefix: &str) -> String {
+    format!("{prefix}.ch._ctl")
+}
+
+static EMPTY: Bytes = Bytes::from_static(b"");
 
 /// The NATS subject and payload of an envelope sent by node `node`.
 pub fn encode(prefix: &str, node: &str, envelope: &Envelope) -> (String, Bytes) {
@@ -237,6 +248,11 @@ pub fn encode(prefix: &str, node: &str, envelope: &Envelope) -> (String, Bytes) 
                 ..Meta::default()
             },
             frame,
+        ),
+        Envelope::Disconnect { app, user } => (
+            control_subject(prefix),
+            Meta { v: VERSION, n: node.to_owned(), a: app.clone(), x: Some(user.clone()), ..Meta::default() },
+            &EMPTY,
         ),
         Envelope::Device { app, device, id, frame } => (
             e2ee_subject(prefix, app),
@@ -301,6 +317,9 @@ pub fn decode(payload: &Bytes) -> Result<Received, DecodeError> {
         return Err(DecodeError::Version(meta.v));
     }
     let frame = payload.slice(nl + 1..);
+    if let Some(user) = meta.x {
+        return Ok(Received { node: meta.n, envelope: Envelope::Disconnect { app: meta.a, user } });
+    }
     if let Some(device) = meta.dv {
         let id = meta.i.unwrap_or_default();
         return Ok(Received { node: meta.n, envelope: Envelope::Device { app: meta.a, device, id, frame } });
@@ -406,6 +425,11 @@ mod tests {
         assert_eq!(got.envelope, Envelope::Channel(ChannelEvent { committed_at: None, ..ev }));
 
         let signal = ChannelEvent::signal("default", "c1", Bytes::from_static(b"{}"), None);
+        let kick = Envelope::Disconnect { app: "default".into(), user: "ada".into() };
+        let (subject, payload) = encode("herald", "n", &kick);
+        assert_eq!(subject, control_subject("herald"));
+        assert!(subject.starts_with("herald.ch.") && untoken("_ctl").is_none(), "no channel's subject");
+        assert_eq!(decode(&payload).unwrap().envelope, kick);
         let (_, payload) = encode("herald", "n", &Envelope::Channel(signal.clone()));
         assert_eq!(
             &payload[..],

@@ -657,6 +657,28 @@ async fn a_nats_restart_loses_nothing_for_any_client() {
     assert_eq!(bob.next(|e| e["event"] == "publication").await["data"], json!("back"));
 }
 
+/// `POST /v1/users/{id}/disconnect` on one node closes the user's connections on every node:
+/// the `Disconnect` envelope crosses NATS (on the control subject) like a channel event.
+#[tokio::test]
+async fn disconnect_on_one_node_closes_the_users_connections_on_every_node() {
+    let Some(url) = shared_nats().await else { return };
+    let c = Cluster::start(&url, 2).await;
+    let bob0 = Client::connect(&c.engines[0], "bob").await;
+    let bob1 = Client::connect(&c.engines[1], "bob").await;
+    let ada1 = Client::connect(&c.engines[1], "ada").await;
+    let ops = Principal { grants: Grants::from_claim(Some(&["admin".to_owned()])), ..principal("ops") };
+    assert!(c.engines[0].disconnect_user(&principal("ada"), "bob").is_err(), "ordinary users may not");
+    c.engines[0].disconnect_user(&ops, "bob").unwrap();
+    for (node, bob) in [(0, &bob0), (1, &bob1)] {
+        tokio::time::timeout(WAIT, bob.conn.kicked())
+            .await
+            .unwrap_or_else(|_| panic!("bob's connection on node {node} was not closed"));
+        assert!(bob.conn.is_disconnected(), "closed as disconnected (4403), not as slow");
+    }
+    // Someone else's connection stays open.
+    assert!(!ada1.conn.is_kicked());
+}
+
 /// §7 across nodes: a DM sent on node 0 reaches the connection of the addressed device on
 /// node 1, and a keeper on node 1 hears `keys_needed` for an encrypted channel created on
 /// node 0 (device and keeper envelopes travel over NATS).

@@ -138,6 +138,19 @@ pub enum ChannelCmd {
     Directory,
     /// Delete a channel and its history.
     Delete { channel: String },
+    /// Remove a member as a moderator (the channel's creator, channels:admin or server); they
+    /// may join again.
+    Kick { channel: String, user: String },
+    /// Ban a user (removed if a member; no join or add until the ban ends).
+    Ban {
+        channel: String,
+        user: String,
+        /// When the ban ends (RFC 3339, e.g. 2030-01-01T00:00:00Z); without it, for good.
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Lift a ban.
+    Unban { channel: String, user: String },
 }
 
 pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
@@ -253,6 +266,15 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<()> {
                     }
                 }
                 ChannelCmd::Delete { channel } => client.channels().delete(&channel).await?,
+                ChannelCmd::Kick { channel, user } => {
+                    client.channels().get(&channel).await?.kick(&user).await?
+                }
+                ChannelCmd::Ban { channel, user, until } => {
+                    client.channels().get(&channel).await?.ban(&user, until.as_deref()).await?
+                }
+                ChannelCmd::Unban { channel, user } => {
+                    client.channels().get(&channel).await?.unban(&user).await?
+                }
             }
             client.close().await;
         }

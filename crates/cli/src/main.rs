@@ -24,6 +24,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of `ServeArgs` (both branches' flags) does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node: by default SQLite under --data and no other service; with --store
@@ -31,6 +33,9 @@ enum Command {
     Serve(ServeArgs),
     /// Print a JWT signed with the data directory's secret.
     Token(TokenArgs),
+    /// Show or rotate an app secret (private channels, webhooks: PROTOCOL.md §9).
+    #[command(subcommand)]
+    Secret(SecretCommand),
     #[command(flatten)]
     Client(client_cmds::ClientCommand),
     /// Rooms (§8): list participants, send or broadcast typed JSON with attachments, stay in
@@ -119,6 +124,7 @@ fn serve(args: ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         config = merge_toml(config, sub, path)?;
     }
     config.secret = env_secret().map(herald_server::config::Secret);
+    config.app_secret = env_app_secret().map(herald_server::config::Secret);
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async { herald_server::serve(herald_cli::backends::open_node(config).await?).await })
@@ -127,6 +133,60 @@ fn serve(args: ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
 /// HERALD_SECRET, if set and not empty: the token secret itself (see `serve --secret-file`).
 fn env_secret() -> Option<String> {
     std::env::var("HERALD_SECRET").ok().filter(|s| !s.trim().is_empty())
+}
+
+/// HERALD_APP_SECRET, if set and not empty: the app secret of every app (see `serve
+/// --app-secret-file`).
+fn env_app_secret() -> Option<String> {
+    std::env::var("HERALD_APP_SECRET").ok().filter(|s| !s.trim().is_empty())
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretCommand {
+    /// Print an app's secret alone on one line (created on first use): the key with which its
+    /// backend signs private-channel joins and checks webhook signatures. With
+    /// HERALD_APP_SECRET or --app-secret-file, prints that (what the server uses for every app).
+    Show(SecretArgs),
+    /// Replace an app's secret in the data directory with a new random one and print it. A
+    /// running server keeps using the old one until its next start: restart it (every node of
+    /// a cluster that reads this data directory). Signatures made with the old secret stop
+    /// verifying then.
+    Rotate(SecretArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SecretArgs {
+    /// Data directory (the same as `serve --data`).
+    #[arg(long, env = "HERALD_DATA", default_value = "./herald-data")]
+    data: PathBuf,
+    /// The app (tenant) id.
+    #[arg(long, default_value = "default")]
+    app: String,
+    /// The app secret file a server is given (the same as `serve --app-secret-file`).
+    #[arg(long, env = "HERALD_APP_SECRET_FILE")]
+    app_secret_file: Option<PathBuf>,
+}
+
+fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
+    use herald_server::app_secret;
+    let text = match cmd {
+        SecretCommand::Show(a) => {
+            let env = env_app_secret();
+            app_secret::resolve_one(env.as_deref(), a.app_secret_file.as_deref(), &a.data, &a.app)
+                .with_context(|| format!("cannot read or create the app secret of {:?}", a.app))?
+        }
+        SecretCommand::Rotate(a) => {
+            if env_app_secret().is_some() || a.app_secret_file.is_some() {
+                anyhow::bail!(
+                    "the app secret comes from HERALD_APP_SECRET or --app-secret-file: replace it there"
+                );
+            }
+            app_secret::rotate(&a.data, &a.app)
+                .with_context(|| format!("cannot rotate the app secret of {:?}", a.app))?
+        }
+    };
+    println!("{}", String::from_utf8_lossy(&text));
+    Ok(())
 }
 
 fn init_tracing() {
@@ -150,6 +210,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args, &matches),
         Command::Token(args) => token(args),
+        Command::Secret(cmd) => secret(cmd),
         Command::Client(cmd) => client_cmds::run(cmd),
         Command::Room(args) => room_cmds::run(args),
         Command::E2ee(cmd) => e2ee_cmds::run(cmd),

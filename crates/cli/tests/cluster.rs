@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 const SECRET: &str = "cluster-test-secret-0123456789abcdef0123456789";
+const APP_SECRET: &str = "cluster-app-secret-0123456789abcdef0123456789";
 const WAIT: Duration = Duration::from_secs(60);
 
 fn listening(addr: &str) -> bool {
@@ -72,15 +73,22 @@ struct Cluster {
     store: String,
     broker: String,
     nodes: Vec<Option<Server>>,
+    /// More `serve` arguments for every node.
+    extra: Vec<String>,
 }
 
 impl Cluster {
     fn start(n: usize, store: &str, broker: &str) -> Cluster {
+        Cluster::start_with(n, store, broker, &[])
+    }
+
+    fn start_with(n: usize, store: &str, broker: &str, extra: &[&str]) -> Cluster {
         let mut c = Cluster {
             dir: tempfile::tempdir().unwrap(),
             store: store.into(),
             broker: broker.into(),
             nodes: Vec::new(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         for i in 0..n {
             let node = c.spawn(i, "127.0.0.1:0");
@@ -93,10 +101,13 @@ impl Cluster {
         let data: PathBuf = self.dir.path().join(format!("node{i}"));
         std::fs::create_dir_all(&data).unwrap();
         let data = data.to_str().unwrap().to_owned();
+        let mut args =
+            vec!["--listen", listen, "--data", &data, "--store", &self.store, "--broker", &self.broker];
+        args.extend(self.extra.iter().map(String::as_str));
         Server::start(
             self.dir.path(),
-            &["--listen", listen, "--data", &data, "--store", &self.store, "--broker", &self.broker],
-            &[("HERALD_SECRET", SECRET), ("HERALD_LOG", "info")],
+            &args,
+            &[("HERALD_SECRET", SECRET), ("HERALD_APP_SECRET", APP_SECRET), ("HERALD_LOG", "info")],
         )
     }
 
@@ -481,4 +492,69 @@ async fn publications_typing_and_ephemeral_signals_cross_nodes() {
         }
     };
     tokio::time::timeout(WAIT, wait).await.expect("typing and ephemeral reach the other node");
+}
+
+/// Two nodes with the same webhook: every event goes out once per deployment, not once per
+/// node (the lease row in PostgreSQL), in `seq` order, though sends alternate between nodes;
+/// signed with the app secret the nodes share.
+#[tokio::test]
+async fn two_nodes_deliver_each_webhook_event_once_in_order() {
+    if !services() {
+        return;
+    }
+    let receiver = herald_testing::WebhookReceiver::start(|_| 200).await;
+    let url = receiver.url();
+    let db = ScratchDb::create(&scratch::admin_url()).unwrap();
+    let cluster = Cluster::start_with(
+        2,
+        &db.url(),
+        &format!("nats://{}", nats_addr()),
+        &["--webhook", &url, "--webhook-retry-ms", "20"],
+    );
+    let t = token("ada");
+    let http = reqwest::Client::new();
+    let ch: serde_json::Value = http
+        .post(format!("{}/v1/channels", cluster.url(0)))
+        .bearer_auth(&t)
+        .json(&serde_json::json!({"name": "hooked-cluster"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = ch["channel"]["id"].as_str().unwrap().to_owned();
+    for i in 0..10 {
+        let r = http
+            .post(format!("{}/v1/channels/{id}/messages", cluster.url(i % 2)))
+            .bearer_auth(&t)
+            .json(&serde_json::json!({"content": format!("m{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    // channel_created, member_joined, 10 messages.
+    let ours = |all: &[herald_testing::webhook::Received]| -> Vec<u64> {
+        all.iter()
+            .filter(|r| r.json["channel"] == id.as_str())
+            .filter_map(|r| r.json["seq"].as_u64())
+            .collect()
+    };
+    let all = receiver.wait_until(WAIT, |all| ours(all).len() >= 12).await;
+    // Both nodes had every event in hand; give a duplicate the time of a few retries to show.
+    let _ = tokio::time::timeout(
+        Duration::from_millis(500),
+        receiver.wait_until(WAIT, |all| ours(all).len() > 12),
+    )
+    .await;
+    let all = if receiver.all().len() > all.len() { receiver.all() } else { all };
+    assert_eq!(ours(&all), (1..=12).collect::<Vec<u64>>(), "each event once, in seq order");
+    for r in &all {
+        assert!(herald_proto::private::verify_webhook(
+            APP_SECRET.as_bytes(),
+            &r.body,
+            r.signature.as_deref().unwrap()
+        ));
+    }
 }

@@ -147,18 +147,18 @@ fn subscribe_prints_publications() {
 #[test]
 fn send_and_history_never_join_behind_the_users_back() {
     let e = env();
-    e.ok(&["channel", "create", "private-ish"]);
+    e.ok(&["channel", "create", "quiet-ish"]);
     let grace = token(&e._dir.path().join("data"), "grace");
     let as_grace = |args: &[&str]| e.cmd(args).env("HERALD_TOKEN", &grace).output().unwrap();
-    assert_fails(&as_grace(&["send", "private-ish", "hi"]), "forbidden");
-    assert_fails(&as_grace(&["history", "private-ish"]), "forbidden");
+    assert_fails(&as_grace(&["send", "quiet-ish", "hi"]), "forbidden");
+    assert_fails(&as_grace(&["history", "quiet-ish"]), "forbidden");
     // Still not a member: grace's channel list is empty.
     let list = as_grace(&["channel", "list"]);
     assert!(list.status.success());
     assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "");
-    assert!(as_grace(&["channel", "join", "private-ish"]).status.success());
-    assert!(as_grace(&["send", "private-ish", "now a member"]).status.success());
-    assert!(e.ok(&["history", "private-ish"]).contains("grace: now a member"));
+    assert!(as_grace(&["channel", "join", "quiet-ish"]).status.success());
+    assert!(as_grace(&["send", "quiet-ish", "now a member"]).status.success());
+    assert!(e.ok(&["history", "quiet-ish"]).contains("grace: now a member"));
 }
 
 #[test]
@@ -194,4 +194,21 @@ fn reqwest_delete(e: &Env, path: &str) -> u16 {
             .status()
             .as_u16()
     })
+}
+
+#[test]
+fn channel_kick_ban_and_unban() {
+    let e = env();
+    e.ok(&["channel", "create", "moderated"]);
+    let grace = token(&e._dir.path().join("data"), "grace");
+    let as_grace = |args: &[&str]| e.cmd(args).env("HERALD_TOKEN", &grace).output().unwrap();
+    assert!(as_grace(&["channel", "join", "moderated"]).status.success());
+    assert_fails(&as_grace(&["channel", "kick", "moderated", "herald-admin"]), "forbidden");
+    e.ok(&["channel", "kick", "moderated", "grace"]);
+    assert_fails(&as_grace(&["send", "moderated", "hi"]), "forbidden");
+    assert!(as_grace(&["channel", "join", "moderated"]).status.success(), "a kick is no ban");
+    e.ok(&["channel", "ban", "moderated", "grace", "--until", "2999-01-01T00:00:00Z"]);
+    assert_fails(&as_grace(&["channel", "join", "moderated"]), "banned");
+    e.ok(&["channel", "unban", "moderated", "grace"]);
+    assert!(as_grace(&["channel", "join", "moderated"]).status.success());
 }

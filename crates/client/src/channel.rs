@@ -195,6 +195,34 @@ impl Channel {
             .map(drop)
     }
 
+    /// Removes a user as a moderator (`channel.kick`: the channel's creator, `channels:admin`
+    /// or `server`); they may join again.
+    pub async fn kick(&self, user: &str) -> Result<(), ClientError> {
+        self.client
+            .request(Request::ChannelKick { channel: self.channel(), user: user.to_owned() })
+            .await
+            .map(drop)
+    }
+
+    /// Bans a user until `until` (RFC 3339; `None`: for good): removed if a member, and no join
+    /// or add lets them back before then. The same moderators as [`Channel::kick`].
+    pub async fn ban(&self, user: &str, until: Option<&str>) -> Result<(), ClientError> {
+        let req = Request::ChannelBan {
+            channel: self.channel(),
+            user: user.to_owned(),
+            until: until.map(str::to_owned),
+        };
+        self.client.request(req).await.map(drop)
+    }
+
+    /// Lifts a ban.
+    pub async fn unban(&self, user: &str) -> Result<(), ClientError> {
+        self.client
+            .request(Request::ChannelUnban { channel: self.channel(), user: user.to_owned() })
+            .await
+            .map(drop)
+    }
+
     /// Uploads a blob (`PUT /v1/channels/{id}/blobs`).
     pub async fn put_blob(&self, bytes: impl Into<Vec<u8>>) -> Result<BlobRef, ClientError> {
         self.client.rest().put_blob(self.id(), bytes.into()).await

@@ -38,6 +38,8 @@ struct Inner {
     connected: ConnectOk,
     config: ClientConfig,
     next_sub: AtomicU64,
+    /// The current connection's `conn_id`, updated by the driver on every (re)connect.
+    conn_id: Arc<std::sync::Mutex<String>>,
 }
 
 impl Drop for Inner {
@@ -73,12 +75,20 @@ impl Client {
         let rest = Rest::new(http, base.clone(), token.clone());
         let nodes = Nodes { first: endpoint, fallbacks, rest_base: base };
         let driver = Driver::new(nodes, token, tls, config.clone(), rx, ready_tx);
+        let conn_id = driver.conn_id_handle();
         // The task ends when every handle is dropped (the command channel closes) or on
         // `close`: the `Client` owns it through `commands`.
         tokio::spawn(driver.run());
         let connected = ready_rx.await.map_err(|_| ClientError::Closed)??;
         Ok(Client {
-            inner: Arc::new(Inner { commands: tx, rest, connected, config, next_sub: AtomicU64::new(1) }),
+            inner: Arc::new(Inner {
+                commands: tx,
+                rest,
+                connected,
+                config,
+                next_sub: AtomicU64::new(1),
+                conn_id,
+            }),
         })
     }
 
@@ -90,6 +100,21 @@ impl Client {
     /// The `connect` answer of the first connection.
     pub fn connect_info(&self) -> &ConnectOk {
         &self.inner.connected
+    }
+
+    /// The `conn_id` of the connection open now (it changes on every reconnect): what the
+    /// app's backend signs, with a channel name, for [`Channels::join_private`].
+    pub fn conn_id(&self) -> String {
+        match self.inner.conn_id.lock() {
+            Ok(id) if !id.is_empty() => id.clone(),
+            _ => self.inner.connected.conn_id.clone(),
+        }
+    }
+
+    /// Closes every connection of `user` on every node (close code 4403: their SDK stops
+    /// instead of reconnecting). For `admin` and `server` tokens (an app's backend).
+    pub async fn disconnect_user(&self, user: &str) -> Result<(), ClientError> {
+        self.rest().disconnect_user(user).await
     }
 
     pub(crate) fn rest(&self) -> &Rest {
@@ -214,7 +239,20 @@ impl Channels {
 
     /// Joins a channel by name or id.
     pub async fn join(&self, channel: &str) -> Result<Channel, ClientError> {
-        let ok: ChannelOk = self.client.call(Request::ChannelJoin { channel: channel.to_owned() }).await?;
+        self.join_with_auth(channel, None).await
+    }
+
+    /// Joins a `private-` channel (PROTOCOL.md §9) with `auth`, the signature the app's backend
+    /// made for [`Client::conn_id`] and this channel name ([`crate::auth::sign_channel`]).
+    /// A wrong signature, or one for another connection or channel, is `forbidden`; the first
+    /// signed join creates the channel. Membership is stored, so a reconnect needs no rejoin.
+    pub async fn join_private(&self, channel: &str, auth: &str) -> Result<Channel, ClientError> {
+        self.join_with_auth(channel, Some(auth.to_owned())).await
+    }
+
+    async fn join_with_auth(&self, channel: &str, auth: Option<String>) -> Result<Channel, ClientError> {
+        let ok: ChannelOk =
+            self.client.call(Request::ChannelJoin { channel: channel.to_owned(), auth }).await?;
         Ok(Channel::new(self.client.clone(), ok.channel))
     }
 

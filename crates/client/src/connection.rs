@@ -31,6 +31,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// Close code of an authentication failure: never reconnect after it.
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+/// The close code of a connection the app's backend disconnected: the client stops.
+pub const CLOSE_DISCONNECTED: u16 = 4403;
 
 /// How many events wait for the first listener at most.
 const BACKLOG_CAP: usize = 10_000;
@@ -126,6 +128,8 @@ enum End {
     Rejected(herald_proto::ErrorDetail),
     /// Network trouble or a server restart: reconnect.
     Lost { reason: String },
+    /// The app's backend disconnected this user (close code 4403): do not reconnect.
+    Disconnected,
     /// The TLS handshake failed: reconnect (a certificate may be renewed), but a first
     /// `connect` fails with [`ClientError::Tls`].
     Tls { reason: String },
@@ -173,11 +177,18 @@ pub(crate) struct Driver {
     /// The first `connect` answer, kept until the resume points are seeded: `connect`
     /// returns only then, so a restart right after it cannot lose a quiet channel.
     first_ok: Option<ConnectOk>,
+    /// The `conn_id` of the connection now open (private-channel signatures name it).
+    conn_id: Arc<std::sync::Mutex<String>>,
     /// Room replies and events, sorted out of the socket before the session sees them.
     rooms: crate::room::RoomDriver,
 }
 
 impl Driver {
+    /// Where the driver keeps the current `conn_id`, for [`crate::Client::conn_id`].
+    pub(crate) fn conn_id_handle(&self) -> Arc<std::sync::Mutex<String>> {
+        self.conn_id.clone()
+    }
+
     pub(crate) fn new(
         nodes: Nodes,
         token: CurrentToken,
@@ -211,6 +222,7 @@ impl Driver {
             subscriptions: HashMap::new(),
             ready: Some(ready),
             first_ok: None,
+            conn_id: Arc::default(),
             rooms: crate::room::RoomDriver::default(),
         }
     }
@@ -240,6 +252,9 @@ impl Driver {
             }
             let reason = match end {
                 End::Closed => return self.stop(|| ClientError::Closed, "closed"),
+                End::Disconnected => {
+                    return self.stop(|| ClientError::Closed, "disconnected by the app's backend");
+                }
                 End::Unauthorized => {
                     if let Some(ready) = self.ready.take() {
                         let _ = ready.send(Err(ClientError::Unauthorized));
@@ -492,6 +507,9 @@ impl Driver {
                         if code == Some(CLOSE_UNAUTHORIZED) && provider.is_none() {
                             break End::Unauthorized;
                         }
+                        if code == Some(CLOSE_DISCONNECTED) {
+                            break End::Disconnected;
+                        }
                         let reason = match frame {
                             Some(f) => format!("server closed with {}: {}", u16::from(f.code), f.reason),
                             None => "server closed".to_owned(),
@@ -593,6 +611,11 @@ impl Driver {
                 let _ = waiter.send(result);
             }
             Output::Event(event) => {
+                if let ClientEvent::Connected(ok) = &event
+                    && let Ok(mut current) = self.conn_id.lock()
+                {
+                    current.clone_from(&ok.conn_id);
+                }
                 if let ClientEvent::Connected(ok) = &event
                     && self.ready.is_some()
                 {

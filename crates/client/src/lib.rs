@@ -42,12 +42,14 @@
 //! - [`config`]: [`ClientConfig`] (backoff, timeouts, token provider). [`error`]: [`ClientError`].
 //! - `tls`: the one rustls configuration of `wss://` and `https://`.
 //! - [`token`]: [`TokenProvider`], reading a JWT's `exp`, when to refresh.
+//! - [`auth`]: the signatures of an app's backend: private-channel joins, webhook bodies.
 //! - [`room`]: rooms (§8): [`room::Room`], room messages with attachments, streams with
 //!   credit ([`room::StreamWriter`], [`room::StreamReader`]).
 //! - [`e2ee`]: end-to-end encryption: the device and its state file, DMs, encrypted
 //!   channels and files, the keeper.
 //! - [`history`]: [`HistoryQueryExt`] constructors for [`HistoryQuery`].
 
+pub mod auth;
 pub mod channel;
 pub mod client;
 pub mod config;

@@ -198,6 +198,13 @@ impl Rest {
             .map_err(|e| ClientError::Protocol(format!("unreadable blob answer: {e}")))
     }
 
+    /// `POST /v1/users/{user}/disconnect`.
+    pub(crate) async fn disconnect_user(&self, user: &str) -> Result<(), ClientError> {
+        let url = format!("{}/v1/users/{}/disconnect", self.base.get(), segment(user));
+        let resp = self.http.post(url).bearer_auth(self.token.get()).send().await.map_err(io)?;
+        Self::check(resp).await.map(drop)
+    }
+
     pub(crate) async fn get_blob(&self, channel: &str, blob_id: &str) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}/v1/channels/{}/blobs/{}", self.base.get(), segment(channel), segment(blob_id));
         let resp = self.http.get(url).bearer_auth(self.token.get()).send().await.map_err(io)?;

@@ -97,6 +97,12 @@ pub enum Envelope {
         subject: String,
         frame: Bytes,
     },
+    /// Close every connection of `user` of `app`, on every node, with close code 4403
+    /// (`POST /v1/users/{id}/disconnect`). At most once, like a signal.
+    Disconnect {
+        app: String,
+        user: String,
+    },
     /// An event for the connections that declared device `device` of `app` (§7: a `dm`).
     /// At most once like a signal: the DM itself waits in the device's inbox until acked.
     Device {

@@ -48,6 +48,8 @@ pub struct ConnShared {
     queued_bytes: AtomicUsize,
     kicked: AtomicBool,
     kick: Notify,
+    /// Closed by the app's backend (`Envelope::Disconnect`), not for being slow.
+    disconnected: AtomicBool,
     /// Signalled by the socket writer after each batch it takes off the queue: paced senders
     /// (the resume replay) wait on it for room.
     drained: Notify,
@@ -101,6 +103,7 @@ impl ConnShared {
             queued_bytes: AtomicUsize::new(0),
             kicked: AtomicBool::new(false),
             kick: Notify::new(),
+            disconnected: AtomicBool::new(false),
             drained: Notify::new(),
             resuming: AtomicBool::new(false),
             resume: Mutex::new(HashMap::new()),
@@ -265,6 +268,17 @@ impl ConnShared {
         }
         self.kick.notify_one();
         true
+    }
+
+    /// Closes the connection because the app's backend asked (close code 4403, not 4008).
+    pub fn disconnect(&self) {
+        self.disconnected.store(true, Ordering::Release);
+        self.kick();
+    }
+
+    /// Whether [`ConnShared::disconnect`] closed it.
+    pub fn is_disconnected(&self) -> bool {
+        self.disconnected.load(Ordering::Acquire)
     }
 
     pub fn is_kicked(&self) -> bool {

@@ -61,9 +61,12 @@ pub fn event_of(e: &StoredEntry, message: Option<&Message>) -> Event {
             edited_at: format_ms(e.ts_ms),
             epoch: e.extra.epoch,
         },
-        EntryKind::MessageDeleted => {
-            Event::MessageDeleted { channel, meta: meta(e), message_id: e.reference.clone() }
-        }
+        EntryKind::MessageDeleted => Event::MessageDeleted {
+            channel,
+            meta: meta(e),
+            message_id: e.reference.clone(),
+            by: Some(e.extra.name.clone().unwrap_or_else(|| e.author.clone())),
+        },
         EntryKind::Reaction => Event::Reaction {
             channel,
             meta: meta(e),

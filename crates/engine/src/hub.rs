@@ -387,6 +387,12 @@ impl Hub {
         Some(member)
     }
 
+    /// The online connections of `user` of `app` on this node (private-channel joins over
+    /// REST check a `conn_id` against them; a disconnect closes them).
+    pub fn user_conns(&self, app: &str, user: &str) -> Vec<Arc<ConnShared>> {
+        self.index.read().conns_of(app, user)
+    }
+
     /// Channels with at least one online member connection on this node.
     pub fn active_channels(&self) -> usize {
         self.index.read().channels.len()
@@ -477,6 +483,11 @@ impl BrokerSubscriber for Hub {
             }
             Envelope::Publication { app, subject, frame } => {
                 self.publish(app, subject, frame);
+            }
+            Envelope::Disconnect { app, user } => {
+                for c in self.user_conns(app, user) {
+                    c.disconnect();
+                }
             }
             Envelope::Device { app, device, id, frame } => {
                 self.deliver_device(app, device, id, frame);

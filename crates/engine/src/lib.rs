@@ -16,6 +16,7 @@
 //! - [`conn`]: one connection's shared state: its bounded queue, the overflow kick, resume.
 //! - [`events`]: a stored entry → its wire event.
 //! - [`ops`]: every request of PROTOCOL.md §4, with its authorisation and limits.
+//! - [`private`]: private channels (§9): the signed join and the app secrets.
 //! - [`rules`]: who may write what, as the [`herald_store::Guard`] each write carries to the
 //!   store (which evaluates it atomically and decides nothing).
 //! - [`rooms`]: rooms of participants and streams (§8): a replica of every room on every
@@ -41,6 +42,7 @@ pub mod error;
 pub mod events;
 pub mod hub;
 pub mod ops;
+pub mod private;
 pub mod rooms;
 pub mod rules;
 pub mod throttle;
@@ -50,6 +52,7 @@ pub use conn::{ConnShared, Outbound, QueueLimits};
 pub use error::EngineError;
 pub use hub::Hub;
 pub use ops::{Backends, ConnHandle, Engine, EngineConfig, OkReply, ResumeEnd};
+pub use private::AppSecrets;
 pub use rooms::{RoomGuard, RoomOk, Rooms, RoomsConfig};
 
 use herald_proto::model::UserInfo;

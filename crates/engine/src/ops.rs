@@ -53,6 +53,9 @@ pub struct EngineConfig {
     pub typing_interval_ms: u64,
     /// `read` of one user in one channel is accepted at most once per this many ms.
     pub read_interval_ms: u64,
+    /// The app secrets that sign private-channel joins (§9); an app without one has no
+    /// private channels.
+    pub app_secrets: crate::AppSecrets,
     /// DMs older than this are erased from their inbox (§7, `--dm-ttl`).
     pub dm_ttl_ms: u64,
     /// Entries one device inbox holds at most; `dm.send` past it is `rate_limited`.
@@ -74,6 +77,7 @@ impl Default for EngineConfig {
             queue_bytes: 8 << 20,
             typing_interval_ms: 1000,
             read_interval_ms: 250,
+            app_secrets: crate::AppSecrets::default(),
             dm_ttl_ms: 30 * 24 * 3600 * 1000,
             dm_inbox_max: 10_000,
             rooms: crate::rooms::RoomsConfig::default(),
@@ -268,7 +272,32 @@ impl Engine {
         &self.store
     }
 
-    fn actor(who: &Principal) -> Actor {
+    pub(crate) fn ids(&self) -> &Arc<dyn IdGen> {
+        &self.ids
+    }
+
+    /// The broker every event leaves through (the server's webhook dispatcher subscribes to it).
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
+    /// `POST /v1/users/{id}/disconnect`: closes every connection of `user` (in the caller's
+    /// app) on every node, through the broker. For `admin` and `server` tokens only.
+    pub fn disconnect_user(&self, who: &Principal, user: &str) -> Result<(), EngineError> {
+        let user = UserId::parse(user)?.into_string();
+        if !(who.grants.admin || who.grants.server) {
+            return Err(EngineError::Forbidden("only an admin or server token disconnects users".into()));
+        }
+        self.broker.publish(&[Envelope::Disconnect { app: who.app.clone(), user }]);
+        Ok(())
+    }
+
+    /// The engine's clock (ms since the epoch), for calls made outside `execute`.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub(crate) fn actor(who: &Principal) -> Actor {
         Actor { app: who.app.clone(), user: who.user.clone() }
     }
 
@@ -410,7 +439,7 @@ impl Engine {
     }
 
     /// Checks a channel reference's shape: a UUID-shaped id, or else a valid channel name.
-    fn check_ref(channel: &str) -> Result<(), EngineError> {
+    pub(crate) fn check_ref(channel: &str) -> Result<(), EngineError> {
         if !looks_like_uuid(channel) {
             ChannelName::parse(channel)?;
         }
@@ -419,7 +448,7 @@ impl Engine {
 
     /// Resolves a channel reference (id or name) within the caller's app to an id. An id is
     /// taken as it is (the store checks it when it is used); a name costs one lookup.
-    async fn resolve(&self, who: &Principal, channel: &str) -> Result<String, EngineError> {
+    pub(crate) async fn resolve(&self, who: &Principal, channel: &str) -> Result<String, EngineError> {
         Self::check_ref(channel)?;
         if looks_like_uuid(channel) {
             return Ok(channel.to_owned());
@@ -468,7 +497,11 @@ impl Engine {
         Err(EngineError::Forbidden(format!("not a member of channel {channel:?}")))
     }
 
-    async fn apply(&self, m: Mutation, channel: &str) -> Result<herald_store::Applied, EngineError> {
+    pub(crate) async fn apply(
+        &self,
+        m: Mutation,
+        channel: &str,
+    ) -> Result<herald_store::Applied, EngineError> {
         self.store.apply(m).await.map_err(|e| EngineError::from_store(e, channel))
     }
 
@@ -585,21 +618,9 @@ impl Engine {
                 Ok(OkReply::Empty(Empty {}))
             }
             Request::ChannelCreate(c) => self.create_channel(who, c, now).await.map(OkReply::Channel),
-            Request::ChannelJoin { channel } => {
-                let id = self.resolve(who, &channel).await?;
-                let a = self
-                    .apply(
-                        Mutation::Join {
-                            actor: Self::actor(who),
-                            channel: id,
-                            guard: rules::join(who),
-                            ts_ms: now,
-                        },
-                        &channel,
-                    )
-                    .await?;
-                self.tell_keepers(&who.app, &a).await;
-                let channel = a.channel.ok_or(EngineError::Internal)?;
+            Request::ChannelJoin { channel, auth } => {
+                let conn_id = conn.map(|c| c.conn_id.as_str());
+                let channel = self.join(who, conn_id, &channel, auth.as_deref(), now).await?;
                 Ok(OkReply::Channel(ChannelOk { channel }))
             }
             Request::ChannelLeave { channel } => {
@@ -608,20 +629,54 @@ impl Engine {
             Request::ChannelAddMember { channel, user } => {
                 let user = UserId::parse(user)?;
                 let id = self.resolve(who, &channel).await?;
+                self.check_private_add(who, &id).await?;
+                let guard = rules::unbanned(rules::add_member(who), user.as_str(), now);
                 let m = Mutation::AddMember {
                     actor: Self::actor(who),
                     channel: id,
                     user: user.into_string(),
-                    guard: rules::add_member(who),
+                    guard,
                     ts_ms: now,
                 };
                 let a = self.apply(m, &channel).await?;
                 self.tell_keepers(&who.app, &a).await;
                 Ok(OkReply::Empty(Empty {}))
             }
-            Request::ChannelRemoveMember { channel, user } => {
+            Request::ChannelRemoveMember { channel, user } | Request::ChannelKick { channel, user } => {
                 let user = UserId::parse(user)?.into_string();
                 self.remove_member(who, &channel, user, now).await
+            }
+            Request::ChannelBan { channel, user, until } => {
+                let user = UserId::parse(user)?.into_string();
+                let until_ms = until
+                    .as_deref()
+                    .map(|t| {
+                        herald_proto::time::parse_ms(t).ok_or_else(|| bad("until must be an RFC 3339 time"))
+                    })
+                    .transpose()?;
+                let id = self.resolve(who, &channel).await?;
+                self.check_private_moderation(who, &id).await?;
+                let m = Mutation::Ban {
+                    actor: Self::actor(who),
+                    channel: id,
+                    user,
+                    until_ms,
+                    guard: rules::ban(who),
+                    ts_ms: now,
+                };
+                // A banned member leaves: keepers of an encrypted channel hear of it (§7).
+                let a = self.apply(m, &channel).await?;
+                self.tell_keepers(&who.app, &a).await;
+                Ok(OkReply::Empty(Empty {}))
+            }
+            Request::ChannelUnban { channel, user } => {
+                let user = UserId::parse(user)?.into_string();
+                let id = self.resolve(who, &channel).await?;
+                self.check_private_moderation(who, &id).await?;
+                let m =
+                    Mutation::Unban { actor: Self::actor(who), channel: id, user, guard: rules::ban(who) };
+                self.apply(m, &channel).await?;
+                Ok(OkReply::Empty(Empty {}))
             }
             Request::ChannelList {} => {
                 let channels = self
@@ -646,6 +701,7 @@ impl Engine {
                         actor: Self::actor(who),
                         channel: id.clone(),
                         guard: rules::delete_channel(who),
+                        ts_ms: now,
                     },
                     &channel,
                 )
@@ -684,7 +740,7 @@ impl Engine {
                         actor: Self::actor(who),
                         channel: id,
                         message_id,
-                        guard: rules::own(who),
+                        guard: rules::delete_message(who),
                         ts_ms: now,
                     },
                     &channel,
@@ -803,6 +859,15 @@ impl Engine {
         now: i64,
     ) -> Result<OkReply, EngineError> {
         let id = self.resolve(who, channel).await?;
+        if user != who.user.id
+            && !(who.grants.channels_admin || who.grants.server)
+            && self.is_private_channel(who, &id).await?
+        {
+            return Err(EngineError::Forbidden(
+                "only the app's backend (a channels:admin or server token) removes others from a private channel"
+                    .into(),
+            ));
+        }
         let a = self
             .apply(
                 Mutation::RemoveMember {
@@ -857,6 +922,9 @@ impl Engine {
             return Err(EngineError::Forbidden("this token has no channels:create grant".into()));
         }
         let name = c.name.map(ChannelName::parse).transpose()?;
+        if let Some(n) = &name {
+            crate::private::refuse_private_create(n.as_str())?;
+        }
         if let Some(t) = &c.title
             && (t.chars().count() > 256 || t.chars().any(char::is_control))
         {

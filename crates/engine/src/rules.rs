@@ -21,10 +21,10 @@ pub fn add_member(who: &Principal) -> Guard {
     if who.grants.channels_admin { Guard::none() } else { Guard::member(&who.user.id) }
 }
 
-/// `channel.leave` / `channel.remove_member`: yourself, or anyone if you created the channel
-/// or hold `channels:admin`.
+/// `channel.leave` / `channel.remove_member` / `channel.kick`: yourself, or anyone if you
+/// created the channel or hold `channels:admin` or `server` (the app's backend moderates).
 pub fn remove_member(who: &Principal, user: &str) -> Guard {
-    if user == who.user.id || who.grants.channels_admin {
+    if user == who.user.id || who.grants.channels_admin || who.grants.server {
         Guard::none()
     } else {
         Guard { creator: Some(who.user.id.clone()), ..Guard::none() }
@@ -49,6 +49,26 @@ pub fn write(who: &Principal) -> Guard {
 /// `server`).
 pub fn own(who: &Principal) -> Guard {
     Guard { author: Some(who.user.id.clone()), ..write(who) }
+}
+
+/// `message.delete`: the author, or a `channels:admin` moderator deleting anyone's message
+/// (the tombstone's author, and the event's `by`, is the moderator).
+pub fn delete_message(who: &Principal) -> Guard {
+    if who.grants.channels_admin { Guard::none() } else { own(who) }
+}
+
+/// `channel.ban` / `channel.unban`: the channel's creator, `channels:admin` or `server`.
+pub fn ban(who: &Principal) -> Guard {
+    if who.grants.channels_admin || who.grants.server {
+        Guard::none()
+    } else {
+        Guard { creator: Some(who.user.id.clone()), ..Guard::none() }
+    }
+}
+
+/// Adds to `guard` that `user` must not be banned at `now` (every join and add).
+pub fn unbanned(guard: Guard, user: &str, now: i64) -> Guard {
+    Guard { not_banned: Some((user.to_owned(), now)), ..guard }
 }
 
 /// `read`: a read marker belongs to a member, whatever the grants.
@@ -83,6 +103,13 @@ mod tests {
         assert_eq!(remove_member(&user, "ada"), Guard::none(), "leaving needs nothing");
         assert_eq!(remove_member(&user, "bob").creator.as_deref(), Some("ada"));
         assert_eq!(remove_member(&admin, "bob"), Guard::none());
+        assert_eq!(remove_member(&server, "bob"), Guard::none(), "the backend moderates");
+        assert_eq!(delete_message(&admin), Guard::none(), "moderators delete anyone's message");
+        assert_eq!(delete_message(&user), own(&user));
+        assert_eq!(delete_message(&server), own(&server), "server deletes only its own");
+        assert_eq!(ban(&user).creator.as_deref(), Some("ada"));
+        assert_eq!((ban(&admin), ban(&server)), (Guard::none(), Guard::none()));
+        assert_eq!(unbanned(join(&user), "ada", 5).not_banned, Some(("ada".to_owned(), 5)));
         assert_eq!(delete_channel(&user).creator.as_deref(), Some("ada"));
         assert_eq!(delete_channel(&admin), Guard::none());
         assert_eq!(write(&user), Guard::member("ada"));

@@ -139,14 +139,37 @@ pub enum Request {
     Publish { subject: String, data: Value },
     #[serde(rename = "channel.create")]
     ChannelCreate(CreateChannel),
+    /// `auth`: for a `private-` channel (§9), the app backend's signature of
+    /// `conn_id ":" channel_name`; ignored by no other channel (a non-private channel with
+    /// `auth` is joined by its own rules).
     #[serde(rename = "channel.join")]
-    ChannelJoin { channel: String },
+    ChannelJoin {
+        channel: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<String>,
+    },
     #[serde(rename = "channel.leave")]
     ChannelLeave { channel: String },
     #[serde(rename = "channel.add_member")]
     ChannelAddMember { channel: String, user: String },
     #[serde(rename = "channel.remove_member")]
     ChannelRemoveMember { channel: String, user: String },
+    /// A moderator removes `user` (docs/protocol.md §K): `member_left` with `by`; the user may
+    /// join again (unlike a ban).
+    #[serde(rename = "channel.kick")]
+    ChannelKick { channel: String, user: String },
+    /// A moderator bans `user` until `until` (RFC 3339; absent: for good): removed if a member,
+    /// and refused by every join or add until then (docs/protocol.md §K).
+    #[serde(rename = "channel.ban")]
+    ChannelBan {
+        channel: String,
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<String>,
+    },
+    /// Lifts a ban.
+    #[serde(rename = "channel.unban")]
+    ChannelUnban { channel: String, user: String },
     #[serde(rename = "channel.list")]
     ChannelList {},
     #[serde(rename = "channel.directory")]
@@ -217,6 +240,9 @@ impl Request {
             Request::ChannelLeave { .. } => "channel.leave",
             Request::ChannelAddMember { .. } => "channel.add_member",
             Request::ChannelRemoveMember { .. } => "channel.remove_member",
+            Request::ChannelKick { .. } => "channel.kick",
+            Request::ChannelBan { .. } => "channel.ban",
+            Request::ChannelUnban { .. } => "channel.unban",
             Request::ChannelList {} => "channel.list",
             Request::ChannelDirectory {} => "channel.directory",
             Request::ChannelDelete { .. } => "channel.delete",
@@ -426,6 +452,9 @@ pub enum Event {
         #[serde(flatten)]
         meta: EntryMeta,
         message_id: String,
+        /// Who deleted it: the author, or a `channels:admin` moderator (docs/protocol.md §K).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     Reaction {
         channel: String,

@@ -21,6 +21,7 @@ pub mod error;
 pub mod frames;
 pub mod model;
 pub mod names;
+pub mod private;
 pub mod rooms;
 pub mod time;
 

@@ -29,7 +29,7 @@ proptest! {
     fn requests_round_trip(channel in "[a-z0-9_-]{2,64}", content in ".{0,100}", id in any::<u32>()) {
         let f = RequestFrame {
             id: serde_json::Value::from(id),
-            request: Request::ChannelJoin { channel: channel.clone() },
+            request: Request::ChannelJoin { channel: channel.clone(), auth: None },
         };
         let text = serde_json::to_string(&f).unwrap();
         prop_assert_eq!(parse_request(&text).unwrap(), f);

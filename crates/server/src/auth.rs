@@ -153,7 +153,7 @@ pub fn read_secret_file(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// The one check of a secret's text: trimmed, at least 32 characters. The error names where
 /// it came from (`whence`), never the secret.
-fn secret_text(text: &str, whence: &dyn std::fmt::Display) -> std::io::Result<Vec<u8>> {
+pub(crate) fn secret_text(text: &str, whence: &dyn std::fmt::Display) -> std::io::Result<Vec<u8>> {
     let text = text.trim();
     if text.len() < 32 {
         return Err(std::io::Error::new(
@@ -173,7 +173,13 @@ pub fn secret_path(data: &Path) -> PathBuf {
 /// first use. `herald serve` and `herald token` both call this, so they always agree.
 pub fn load_or_create_secret(data: &Path) -> std::io::Result<Vec<u8>> {
     std::fs::create_dir_all(data)?;
-    let path = secret_path(data);
+    load_or_create_secret_at(&secret_path(data))
+}
+
+/// Reads the secret file at `path`, generating it (32 random bytes, hex, mode 0600) if it does
+/// not exist: the token secret and the app secrets (`crate::app_secret`) alike.
+pub fn load_or_create_secret_at(path: &Path) -> std::io::Result<Vec<u8>> {
+    let path = path.to_path_buf();
     match std::fs::read_to_string(&path) {
         Ok(s) => secret_text(&s, &path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

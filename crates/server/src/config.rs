@@ -294,6 +294,53 @@ pub struct ServeConfig {
     #[arg(long, env = "HERALD_TLS_KEY", requires = "tls_cert")]
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+
+    /// Read the app secret (at least 32 characters; it signs private-channel joins and
+    /// webhooks, and is not the token secret) from this file, for every app, instead of the
+    /// data directory's app-secrets/<app>: so every node of a deployment uses the same one.
+    /// The variable HERALD_APP_SECRET, holding the secret itself, takes precedence. App
+    /// secrets are read at start: after `herald secret rotate`, restart the server.
+    #[arg(long, env = "HERALD_APP_SECRET_FILE")]
+    #[serde(default)]
+    pub app_secret_file: Option<PathBuf>,
+
+    /// The app secret itself, from HERALD_APP_SECRET (never a flag, never in the TOML file).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub app_secret: Option<Secret>,
+
+    /// POST every channel event (see --webhook-events) to this URL, signed with the app
+    /// secret (X-Herald-Signature: sha256=<hex HMAC-SHA256 of the body>), at least once and in
+    /// seq order per channel, retried with backoff until a 2xx; repeatable (HERALD_WEBHOOK:
+    /// comma-separated). Delivery state is durable in the store: a restart loses nothing.
+    #[arg(long = "webhook", env = "HERALD_WEBHOOK", value_name = "URL", value_delimiter = ',')]
+    #[serde(default)]
+    pub webhooks: Vec<String>,
+
+    /// Only these events go to the webhooks (comma-separated; default: all of message,
+    /// message_edited, message_deleted, member_joined, member_left, channel_created,
+    /// channel_deleted).
+    #[arg(long, env = "HERALD_WEBHOOK_EVENTS", value_name = "EVENT,...", value_delimiter = ',')]
+    #[serde(default)]
+    pub webhook_events: Vec<String>,
+
+    /// Milliseconds before the first retry of a failed webhook delivery; each further retry
+    /// waits twice as long, up to --webhook-max-backoff-ms.
+    #[arg(long, env = "HERALD_WEBHOOK_RETRY_MS", default_value_t = 500)]
+    pub webhook_retry_ms: u64,
+
+    /// Longest wait between two retries of a webhook delivery, in milliseconds.
+    #[arg(long, env = "HERALD_WEBHOOK_MAX_BACKOFF_MS", default_value_t = 60_000)]
+    pub webhook_max_backoff_ms: u64,
+
+    /// Seconds a webhook receiver has to answer one POST before it counts as failed.
+    #[arg(long, env = "HERALD_WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
+    pub webhook_timeout_secs: u64,
+
+    /// Channels whose webhook deliveries run at once, per webhook (each channel's events go
+    /// one after another, in seq order).
+    #[arg(long, env = "HERALD_WEBHOOK_CONCURRENCY", default_value_t = 16)]
+    pub webhook_concurrency: usize,
 }
 
 impl Default for ServeConfig {

@@ -12,14 +12,17 @@
 //!
 //! - [`config`]: `ServeConfig`, flags / `HERALD_*` / TOML.
 //! - [`auth`]: JWT verification and minting, the data directory's secret.
+//! - [`app_secret`]: the app secrets of private channels and webhooks (§9).
 //! - [`ws`]: the WebSocket gateway.
 //! - [`rest`]: the REST handlers, each with its OpenAPI annotation.
 //! - [`openapi`]: the OpenAPI 3.1 document of `GET /v1/openapi.json`, generated from them.
 //! - [`limit`]: the per-user REST rate limit.
 //! - [`error`]: `ApiError`, the one mapping to HTTP responses.
 //! - [`metrics`]: Prometheus exposition.
+//! - [`webhooks`]: the webhook dispatcher (§9): durable, ordered per channel, retried.
 //! - [`tls`]: HTTPS/WSS with rustls when `--tls-cert`/`--tls-key` are given.
 
+pub mod app_secret;
 pub mod auth;
 pub mod caps;
 pub mod config;
@@ -29,7 +32,9 @@ pub mod metrics;
 pub mod openapi;
 pub mod rest;
 pub mod rest_keys;
+pub mod rest_moderation;
 pub mod tls;
+pub mod webhooks;
 pub mod ws;
 
 use axum::Router;
@@ -186,6 +191,10 @@ pub fn api_routes(blob_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(rest::put_blob).layer(DefaultBodyLimit::max(blob_limit)))
         .routes(routes!(rest::get_blob))
         .routes(routes!(rest::publish))
+        .routes(routes!(rest_moderation::disconnect_user))
+        .routes(routes!(rest_moderation::kick))
+        .routes(routes!(rest_moderation::ban))
+        .routes(routes!(rest_moderation::unban))
         .routes(routes!(rest_keys::put_device, rest_keys::delete_device))
         .routes(routes!(rest_keys::user_devices))
         .routes(routes!(rest_keys::keepers))
@@ -228,6 +237,8 @@ pub struct Node {
     pub state: AppState,
     /// Set when the node serves HTTPS/WSS.
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The webhook dispatcher, with `--webhook`.
+    webhooks: Option<Arc<webhooks::Webhooks>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -269,7 +280,16 @@ impl Node {
                 auth::Verifier::hs256(&secret)
             }
         };
+        let app_secrets = app_secret::resolve_all(
+            config.app_secret.as_ref().map(|s| s.0.as_str()),
+            config.app_secret_file.as_deref(),
+            &config.data,
+        )
+        .with_context(|| {
+            format!("cannot read or create the app secrets (data directory {})", config.data.display())
+        })?;
         let engine_config = EngineConfig {
+            app_secrets: app_secrets.clone(),
             max_content_bytes: config.max_content_bytes,
             history_page_max: config.history_page_max.max(1),
             replay_cap: config.replay_cap.max(1),
@@ -298,7 +318,22 @@ impl Node {
         let engine = Engine::start(backends, engine_config)
             .await
             .map_err(|e| anyhow::anyhow!("cannot start the engine: {e}"))?;
-        Ok(Node { state: AppState::new(engine, verifier, config), tls })
+        let webhooks = if config.webhooks.is_empty() {
+            None
+        } else {
+            let node = match &config.node_id {
+                Some(n) => n.clone(),
+                None => webhook_node_id(&config.data)?,
+            };
+            let hooks_config = webhooks::WebhookConfig::from_serve(&config, node)?;
+            Some(Arc::new(webhooks::Webhooks::start(&engine, hooks_config, app_secrets)?))
+        };
+        let state = AppState::new(engine, verifier, config);
+        if let Some(w) = &webhooks {
+            let w = w.clone();
+            state.metrics().add_backend(Arc::new(move || w.figures()));
+        }
+        Ok(Node { state, tls, webhooks })
     }
 
     /// Serves on `listener` until `stop` resolves, then drains: stops accepting, closes
@@ -331,10 +366,28 @@ impl Node {
             }
         }
         let _ = stopped_rx.await;
+        if let Some(w) = &self.webhooks {
+            w.stop().await;
+        }
         drop(sweeper);
         state.engine().shutdown().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// This node's name in the webhook lease rows without `--node-id`: kept in the data
+/// directory (`node-id`), so a restarted node takes its own leases back at once.
+fn webhook_node_id(data: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let path = data.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+        _ => {
+            let id = format!("node-{}", uuid_like());
+            std::fs::write(&path, &id).with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(id)
+        }
     }
 }
 
@@ -362,6 +415,12 @@ async fn sweep_dms(state: AppState) {
             Err(e) => tracing::warn!(error = %e, "could not erase expired direct messages"),
         }
     }
+}
+
+fn uuid_like() -> String {
+    let mut b = [0u8; 8];
+    rand::Rng::fill(&mut rand::rngs::OsRng, &mut b);
+    hex::encode(b)
 }
 
 /// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when

@@ -145,7 +145,7 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
     q.map(|Query(t)| t).map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))
 }
 
-async fn run(state: &AppState, who: &Principal, req: Request) -> Result<OkReply, ApiError> {
+pub(crate) async fn run(state: &AppState, who: &Principal, req: Request) -> Result<OkReply, ApiError> {
     Ok(state.engine().execute(who, None, req).await?)
 }
 
@@ -225,14 +225,29 @@ pub async fn get_channel(
     Ok(Json(ChannelInfo { channel, members }))
 }
 
-/// `POST /v1/channels/{channel}/join`: `channel.join`.
+/// Body of `POST /v1/channels/{channel}/join`, needed only for a `private-` channel (§9).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinBody {
+    /// The app backend's signature: lowercase hex HMAC-SHA256(app secret, `conn_id:channel`).
+    #[serde(default)]
+    auth: Option<String>,
+    /// The WebSocket connection the signature was made for: one of the caller's own open
+    /// connections on this node.
+    #[serde(default)]
+    conn_id: Option<String>,
+}
+
+/// `POST /v1/channels/{channel}/join`: `channel.join`; for a `private-` channel with
+/// `{auth, conn_id}`.
 #[utoipa::path(
     post, path = "/v1/channels/{channel}/join", tag = "channels",
     params(ChannelPath),
+    request_body(content = Option<JoinBody>, description = "Only for a private channel"),
     responses(
-        (status = 200, description = "The channel joined (or already a member of)", body = ChannelOk),
-        (status = 400, description = "`invalid_name`: not a channel id or name", body = ErrorBody),
-        (status = 403, description = "`forbidden`: an invite-only channel the caller was not added to", body = ErrorBody),
+        (status = 200, description = "The channel joined (or already a member of); a private channel is created by its first signed join", body = ChannelOk),
+        (status = 400, description = "`invalid_name`: not a channel id or name; `bad_request`: malformed body", body = ErrorBody),
+        (status = 403, description = "`forbidden`: an invite-only channel the caller was not added to; a private channel with a missing or wrong signature, or a `conn_id` that is not the caller's", body = ErrorBody),
         (status = 404, description = "`channel_not_found`", body = ErrorBody),
     ),
 )]
@@ -240,9 +255,26 @@ pub async fn join(
     State(st): State<AppState>,
     Auth(who): Auth,
     Params(p): Params<ChannelPath>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ChannelOk>, ApiError> {
-    let ok = run(&st, &who, Request::ChannelJoin { channel: p.channel }).await?;
-    Ok(Json(expect_reply!(ok, OkReply::Channel)?))
+    let empty = body.as_ref().map(|b| b.iter().all(u8::is_ascii_whitespace)).unwrap_or(false);
+    let b: JoinBody = if empty { JoinBody::default() } else { parse_json(body)? };
+    let conn_id = match &b.conn_id {
+        Some(id) => {
+            let own = st.engine().hub().user_conns(&who.app, &who.user.id).iter().any(|c| c.conn_id == *id);
+            if !own {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "conn_id is not one of your open connections on this node",
+                ));
+            }
+            Some(id.as_str())
+        }
+        None => None,
+    };
+    let now = st.engine().now_ms();
+    let channel = st.engine().join(&who, conn_id, &p.channel, b.auth.as_deref(), now).await?;
+    Ok(Json(ChannelOk { channel }))
 }
 
 /// `DELETE /v1/channels/{channel}`: `channel.delete`.
@@ -270,7 +302,7 @@ pub async fn delete_channel(
 pub struct MemberBody {
     /// The user id to add.
     #[schema(value_type = herald_proto::UserId)]
-    user: String,
+    pub(crate) user: String,
 }
 
 /// `POST /v1/channels/{channel}/members`: `channel.add_member`.

@@ -7,7 +7,8 @@
 //! `auth.refresh`; 4008 the client fell too far behind (resume
 //! from your last seq); 4400 too many malformed frames in a row; 1012 server restarting
 //! (reconnect and resume); 1009 frame over the hard size limit; 1011 the server failed (e.g. the
-//! store, mid-replay): reconnect and resume.
+//! store, mid-replay): reconnect and resume; 4403 disconnected by the app's backend
+//! (`POST /v1/users/{id}/disconnect`): do not reconnect on your own.
 
 use crate::AppState;
 use axum::extract::State;
@@ -44,6 +45,8 @@ pub mod close {
     pub const PING_TIMEOUT: u16 = 4000;
     pub const INTERNAL: u16 = 1011;
     pub const TOO_MANY_CONNECTIONS: u16 = 4429;
+    /// Closed by the app's backend (`POST /v1/users/{id}/disconnect`): do not reconnect.
+    pub const DISCONNECTED: u16 = 4403;
 }
 
 /// The peer's address, when the server was started with `ConnectInfo` (tests that drive
@@ -321,7 +324,11 @@ async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) 
         WriterEnd::Kicked => {
             // A kicked client is often one that stopped reading: its socket buffers are full,
             // so the close frame may never get out. Bounded, so the connection is released.
-            let close = sink.send(close_msg(close::TOO_SLOW, "too far behind; reconnect and resume"));
+            let close = if conn.is_disconnected() {
+                sink.send(close_msg(close::DISCONNECTED, "disconnected by the app"))
+            } else {
+                sink.send(close_msg(close::TOO_SLOW, "too far behind; reconnect and resume"))
+            };
             let _ = tokio::time::timeout(CLOSE_GRACE, close).await;
         }
         WriterEnd::Gone => {}

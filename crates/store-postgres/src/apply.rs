@@ -413,6 +413,11 @@ impl<'a, 'b> Job<'a, 'b> {
             return Err(StoreError::NotMember.into());
         }
         check_creator(ch, guard)?;
+        if let Some((user, at)) = &guard.not_banned
+            && self.query_opt(&self.st.is_banned, &[&ch.id, user, at]).await?.is_some()
+        {
+            return Err(StoreError::Forbidden("banned from this channel").into());
+        }
         Ok(())
     }
 
@@ -575,14 +580,48 @@ impl<'a, 'b> Job<'a, 'b> {
                 self.append(&ch.id, EntryKind::MemberLeft, me, &user, ts_ms, "", extra);
                 self.done(Some(&ch), Outcome::Done).await
             }
-            Mutation::DeleteChannel { actor, channel, guard } => {
+            Mutation::Ban { actor, channel, user, until_ms, guard, ts_ms } => {
+                let ch = self.channel(&actor.app, &channel).await?;
+                let me = actor.user.id.as_str();
+                self.check(&ch, &guard).await?;
+                self.execute(&self.st.ban, &[&ch.id, &user, &until_ms]).await?;
+                let removed = self.execute(&self.st.delete_member, &[&ch.id, &user]).await?;
+                if removed > 0 {
+                    let name = if user == me {
+                        actor.user.name.clone()
+                    } else {
+                        self.user_name(&actor.app, &user).await?
+                    };
+                    let extra = EntryExtra { name, ..Default::default() };
+                    self.append(&ch.id, EntryKind::MemberLeft, me, &user, ts_ms, "", extra);
+                }
+                self.done(Some(&ch), Outcome::Done).await
+            }
+            Mutation::Unban { actor, channel, user, guard } => {
                 let ch = self.channel(&actor.app, &channel).await?;
                 self.check(&ch, &guard).await?;
+                self.execute(&self.st.unban, &[&ch.id, &user]).await?;
+                self.done(Some(&ch), Outcome::Done).await
+            }
+            Mutation::DeleteChannel { actor, channel, guard, ts_ms } => {
+                let ch = self.channel(&actor.app, &channel).await?;
+                self.check(&ch, &guard).await?;
+                // The webhooks' outbox of deleted channels, in this very transaction.
+                let st = self.st;
+                self.write(
+                    &st.record_deleted,
+                    vec![
+                        p(ch.id.clone()),
+                        p(ch.app.clone()),
+                        p(ch.name.clone()),
+                        p(ch.title.clone()),
+                        p(ts_ms),
+                    ],
+                );
                 let rows = self.query(&self.st.member_ids, &[&ch.id]).await?;
                 let members =
                     rows.iter().map(|r| r.try_get::<_, String>(0)).collect::<Result<Vec<_>, _>>()?;
                 let before = ch.to_channel(self.head(&ch.id).0);
-                let st = self.st;
                 for s in [
                     &st.del_entries,
                     &st.del_contents,
@@ -590,6 +629,7 @@ impl<'a, 'b> Job<'a, 'b> {
                     &st.del_reactions,
                     &st.del_members,
                     &st.del_client_ids,
+                    &st.del_bans,
                     &st.del_commits,
                     &st.del_envelopes,
                     &st.del_channel,
@@ -692,7 +732,8 @@ impl<'a, 'b> Job<'a, 'b> {
                 self.write(&st.del_reactions_of, vec![p(ch.id.clone()), p(message_id.clone())]);
                 self.write(&st.del_message, vec![p(ch.id.clone()), p(message_id.clone())]);
                 self.erased = true;
-                let extra = EntryExtra::default();
+                // Who deleted it (the author, or a moderator): the event's `by`.
+                let extra = EntryExtra { name: Some(actor.user.id.clone()), ..Default::default() };
                 self.append(&ch.id, EntryKind::MessageDeleted, &author, &message_id, ts_ms, "", extra);
                 self.done(Some(&ch), Outcome::Done).await
             }

@@ -125,6 +125,7 @@
 
 mod apply;
 mod blob;
+mod hooks;
 mod keys;
 mod rows;
 mod schema;
@@ -372,6 +373,10 @@ async fn vacuum_task(pool: Pool, notify: Arc<Notify>, mut stop: watch::Receiver<
 
 #[async_trait]
 impl Store for PgStore {
+    fn hooks(&self) -> Option<&dyn herald_store::hooks::HookStore> {
+        Some(self)
+    }
+
     fn keys(&self) -> &dyn herald_store::keys::KeyStore {
         self
     }

@@ -6,7 +6,7 @@ use herald_store::{Result, StoreError};
 use tokio_postgres::Client;
 
 /// The schema version this code writes and reads.
-pub const VERSION: i32 = 2;
+pub const VERSION: i32 = 3;
 
 /// The key of the advisory lock migrations run under (any constant unique to Herald).
 const MIGRATION_LOCK: i64 = 0x6865_7261_6c64_0001;
@@ -194,6 +194,44 @@ CREATE TABLE envelopes (
 CREATE INDEX envelopes_device ON envelopes(device_id);
 "#;
 
+/// Version 3: the webhooks' delivery state (cursors, the deleted-channel outbox and its
+/// acknowledgements, leases; `hooks.rs`) and moderation's `channel_bans`. `IF NOT EXISTS`: a
+/// database of a build that created them outside the versioned schema keeps its rows.
+const V3: &str = r#"
+CREATE TABLE IF NOT EXISTS hook_cursors (
+    hook        text COLLATE "C" NOT NULL,
+    channel_id  text COLLATE "C" NOT NULL,
+    seq         bigint NOT NULL,
+    PRIMARY KEY (hook, channel_id)
+);
+CREATE TABLE IF NOT EXISTS hook_deleted (
+    n           bigserial,
+    channel_id  text COLLATE "C" PRIMARY KEY,
+    app         text COLLATE "C" NOT NULL,
+    name        text,
+    title       text,
+    ts_ms       bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hook_acks (
+    hook        text COLLATE "C" NOT NULL,
+    channel_id  text COLLATE "C" NOT NULL,
+    PRIMARY KEY (hook, channel_id)
+);
+CREATE TABLE IF NOT EXISTS channel_bans (
+    channel_id  text COLLATE "C" NOT NULL,
+    user_id     text COLLATE "C" NOT NULL,
+    until_ms    bigint,
+    PRIMARY KEY (channel_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS hook_leases (
+    hook        text COLLATE "C" NOT NULL,
+    channel_id  text COLLATE "C" NOT NULL,
+    node        text NOT NULL,
+    until_ms    bigint NOT NULL,
+    PRIMARY KEY (hook, channel_id)
+);
+"#;
+
 /// Creates the schema on an empty database, or checks the version of an existing one. Runs in
 /// one transaction holding a transaction-scoped advisory lock: a second node starting at the
 /// same time waits, then finds the schema made.
@@ -209,13 +247,14 @@ pub async fn migrate(client: &mut Client) -> Result<()> {
         .map_err(db)?
         .and_then(|r| r.get(0));
     match version {
-        None => {
-            tx.batch_execute(V1).await.map_err(db)?;
-            tx.batch_execute(V2).await.map_err(db)?;
-            tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&VERSION]).await.map_err(db)?;
-        }
-        Some(1) => {
-            tx.batch_execute(V2).await.map_err(db)?;
+        None | Some(1) | Some(2) => {
+            if version.is_none() {
+                tx.batch_execute(V1).await.map_err(db)?;
+            }
+            if version.is_none_or(|v| v < 2) {
+                tx.batch_execute(V2).await.map_err(db)?;
+            }
+            tx.batch_execute(V3).await.map_err(db)?;
             tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&VERSION]).await.map_err(db)?;
         }
         Some(VERSION) => {}

@@ -67,6 +67,15 @@ statements! {
     del_members = "DELETE FROM members WHERE channel_id = $1";
     del_client_ids = "DELETE FROM client_ids WHERE channel_id = $1";
     del_channel = "DELETE FROM channels WHERE id = $1";
+    del_bans = "DELETE FROM channel_bans WHERE channel_id = $1";
+    is_banned = "SELECT 1 FROM channel_bans WHERE channel_id = $1 AND user_id = $2 \
+        AND (until_ms IS NULL OR until_ms > $3)";
+    ban = "INSERT INTO channel_bans (channel_id, user_id, until_ms) VALUES ($1, $2, $3) \
+        ON CONFLICT (channel_id, user_id) DO UPDATE SET until_ms = excluded.until_ms";
+    unban = "DELETE FROM channel_bans WHERE channel_id = $1 AND user_id = $2";
+    record_deleted = "INSERT INTO hook_deleted (channel_id, app, name, title, ts_ms) VALUES ($1, $2, $3, $4, $5) \
+        ON CONFLICT (channel_id) DO UPDATE SET app = excluded.app, name = excluded.name, \
+        title = excluded.title, ts_ms = excluded.ts_ms";
     client_id = "SELECT message_id FROM client_ids WHERE channel_id = $1 AND author = $2 AND client_id = $3";
     message = format!("{MESSAGE_SELECT} WHERE m.channel_id = $1 AND m.id = $2");
     reactions = "SELECT id, emoji, user_id FROM reactions WHERE channel_id = $1 AND message_id = $2 ORDER BY seq";

@@ -66,3 +66,34 @@ async fn the_commit_observer_sees_each_commit() {
     assert_eq!(seen.load(Ordering::Relaxed), 6, "one create and five sends");
     herald_store::Store::close(&store).await.unwrap();
 }
+
+/// A database at schema version 2 (main's E2EE schema, before the webhook and ban tables)
+/// upgrades in place to version 3 on open, keeping its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_database_upgrades_in_place() {
+    let Some(db) = ScratchDb::or_skip("a_version_2_database_upgrades_in_place") else { return };
+    let store = PgStore::open(PgConfig::new(db.url()), Arc::new(NullSink)).await.unwrap();
+    drop(store);
+    let (client, conn) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls).await.unwrap();
+    let task = tokio::spawn(conn);
+    client
+        .batch_execute(
+            "DROP TABLE hook_cursors, hook_deleted, hook_acks, hook_leases, channel_bans;
+             INSERT INTO users (app, id, name, kind) VALUES ('a', 'u', NULL, 'user');
+             UPDATE schema_version SET version = 2;",
+        )
+        .await
+        .unwrap();
+    let store = PgStore::open(PgConfig::new(db.url()), Arc::new(NullSink)).await.unwrap();
+    let v: i32 = client.query_one("SELECT max(version) FROM schema_version", &[]).await.unwrap().get(0);
+    assert_eq!(v, 3);
+    for t in ["hook_cursors", "hook_deleted", "hook_acks", "hook_leases", "channel_bans"] {
+        let r: Option<String> = client.query_one("SELECT to_regclass($1)::text", &[&t]).await.unwrap().get(0);
+        assert!(r.is_some(), "{t} missing after the upgrade");
+    }
+    let n: i64 = client.query_one("SELECT count(*) FROM users", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    drop(store);
+    drop(client);
+    task.abort();
+}

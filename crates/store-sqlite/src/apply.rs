@@ -250,6 +250,19 @@ impl<'a> Job<'a> {
         {
             return Err(StoreError::Forbidden("only the channel's creator or an admin may do this"));
         }
+        if let Some((user, at)) = &guard.not_banned {
+            let banned: Option<i64> = self
+                .conn
+                .prepare_cached(
+                    "SELECT 1 FROM channel_bans WHERE channel_id = ?1 AND user_id = ?2 \
+                     AND (until_ms IS NULL OR until_ms > ?3)",
+                )
+                .and_then(|mut s| s.query_row(params![ch.id, user, at], |r| r.get(0)).optional())
+                .map_err(backend)?;
+            if banned.is_some() {
+                return Err(StoreError::Forbidden("banned from this channel"));
+            }
+        }
         Ok(())
     }
 
@@ -380,14 +393,51 @@ impl<'a> Job<'a> {
                 self.append(&ch.id, EntryKind::MemberLeft, me, &user, ts_ms, "", extra)?;
                 self.done(Some(&ch), Outcome::Done)
             }
-            Mutation::DeleteChannel { actor, channel, guard } => {
+            Mutation::Ban { actor, channel, user, until_ms, guard, ts_ms } => {
+                let ch = self.channel(&actor.app, &channel)?;
+                let me = actor.user.id.as_str();
+                self.check(&ch, &guard)?;
+                self.execute(
+                    "INSERT OR REPLACE INTO channel_bans (channel_id, user_id, until_ms) VALUES (?1, ?2, ?3)",
+                    params![ch.id, user, until_ms],
+                )?;
+                let removed = self.execute(
+                    "DELETE FROM members WHERE channel_id = ?1 AND user_id = ?2",
+                    params![ch.id, user],
+                )?;
+                if removed > 0 {
+                    let name =
+                        if user == me { actor.user.name.clone() } else { self.user_name(&actor.app, &user)? };
+                    let extra = EntryExtra { name, ..Default::default() };
+                    self.append(&ch.id, EntryKind::MemberLeft, me, &user, ts_ms, "", extra)?;
+                }
+                self.done(Some(&ch), Outcome::Done)
+            }
+            Mutation::Unban { actor, channel, user, guard } => {
                 let ch = self.channel(&actor.app, &channel)?;
                 self.check(&ch, &guard)?;
+                self.execute(
+                    "DELETE FROM channel_bans WHERE channel_id = ?1 AND user_id = ?2",
+                    params![ch.id, user],
+                )?;
+                self.done(Some(&ch), Outcome::Done)
+            }
+            Mutation::DeleteChannel { actor, channel, guard, ts_ms } => {
+                let ch = self.channel(&actor.app, &channel)?;
+                self.check(&ch, &guard)?;
+                crate::hooks::record_deleted(self.conn, &ch, ts_ms)?;
                 let members = rows::member_ids(self.conn, &ch.id)?;
                 let before = ch.to_channel(self.head(&ch.id)?.0);
-                for table in
-                    ["entries", "messages", "reactions", "members", "client_ids", "commits", "envelopes"]
-                {
+                for table in [
+                    "entries",
+                    "messages",
+                    "reactions",
+                    "members",
+                    "client_ids",
+                    "commits",
+                    "envelopes",
+                    "channel_bans",
+                ] {
                     self.execute(&format!("DELETE FROM {table} WHERE channel_id = ?1"), params![ch.id])?;
                 }
                 self.execute("DELETE FROM channels WHERE id = ?1", params![ch.id])?;
@@ -502,7 +552,8 @@ impl<'a> Job<'a> {
                     params![ch.id, message_id],
                 )?;
                 self.erased = true;
-                let extra = EntryExtra::default();
+                // Who deleted it (the author, or a moderator): the event's `by`.
+                let extra = EntryExtra { name: Some(actor.user.id.clone()), ..Default::default() };
                 self.append(&ch.id, EntryKind::MessageDeleted, &author, &message_id, ts_ms, "", extra)?;
                 self.done(Some(&ch), Outcome::Done)
             }

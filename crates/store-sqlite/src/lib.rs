@@ -52,6 +52,7 @@
 
 mod apply;
 mod blob;
+mod hooks;
 mod keys;
 mod rows;
 mod schema;
@@ -129,6 +130,8 @@ pub struct SqliteStore {
     shared: Arc<writer::Shared>,
     readers: Arc<Mutex<Vec<Connection>>>,
     read_permits: Arc<Semaphore>,
+    /// Writes the webhooks' delivery state (`hooks.rs`).
+    hook_writer: hooks::HookWriter,
     /// The write connection of the end-to-end encryption tables (`keys.rs`).
     keys_conn: keys::KeyConn,
 }
@@ -183,6 +186,9 @@ impl SqliteStore {
         .map_err(backend)?;
         conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&mut conn)?;
+        let hook_conn = Connection::open(&path).map_err(backend)?;
+        hook_conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        hook_conn.execute_batch(&format!("PRAGMA synchronous = {sync};")).map_err(backend)?;
         let keys_conn = Connection::open(&path).map_err(backend)?;
         keys_conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
         keys_conn
@@ -216,6 +222,7 @@ impl SqliteStore {
             shared,
             readers: Arc::new(Mutex::new(readers)),
             read_permits: Arc::new(Semaphore::new(n_readers)),
+            hook_writer: Arc::new(Mutex::new(hook_conn)),
             keys_conn: keys::KeyConn::new(keys_conn),
         })
     }
@@ -298,6 +305,10 @@ fn open_reader(path: &std::path::Path) -> Result<Connection> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn hooks(&self) -> Option<&dyn herald_store::hooks::HookStore> {
+        Some(self)
+    }
+
     async fn apply(&self, m: Mutation) -> Result<Applied> {
         let tx = self.tx.lock().clone().ok_or(StoreError::Closed)?;
         let (reply, rx) = oneshot::channel();

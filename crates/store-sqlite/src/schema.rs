@@ -5,7 +5,7 @@ use herald_store::{Result, StoreError};
 use rusqlite::Connection;
 
 /// The schema version this code writes and reads.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 const V1: &str = r#"
 CREATE TABLE channels (
@@ -168,17 +168,57 @@ CREATE TABLE envelopes (
 CREATE INDEX envelopes_device ON envelopes(device_id);
 "#;
 
+/// Version 3: the webhooks' delivery state (cursors, the deleted-channel outbox and its
+/// acknowledgements, leases; `hooks.rs`) and moderation's `channel_bans`. `IF NOT EXISTS`: a
+/// database of a build that created them outside the versioned schema keeps its rows.
+const V3: &str = r#"
+CREATE TABLE IF NOT EXISTS hook_cursors (
+    hook        TEXT NOT NULL,
+    channel_id  TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    PRIMARY KEY (hook, channel_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hook_deleted (
+    channel_id  TEXT NOT NULL UNIQUE,
+    app         TEXT NOT NULL,
+    name        TEXT,
+    title       TEXT,
+    ts_ms       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hook_acks (
+    hook        TEXT NOT NULL,
+    channel_id  TEXT NOT NULL,
+    PRIMARY KEY (hook, channel_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS channel_bans (
+    channel_id  TEXT NOT NULL,
+    user_id     TEXT NOT NULL,
+    until_ms    INTEGER,
+    PRIMARY KEY (channel_id, user_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hook_leases (
+    hook        TEXT NOT NULL,
+    channel_id  TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    until_ms    INTEGER NOT NULL,
+    PRIMARY KEY (hook, channel_id)
+) WITHOUT ROWID;
+"#;
+
 /// Creates the schema on an empty database, or checks the version of an existing one.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend)?;
     match version {
-        0 | 1 => {
+        0..=2 => {
             let tx =
                 conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
             if version == 0 {
                 tx.execute_batch(V1).map_err(backend)?;
             }
-            tx.execute_batch(V2).map_err(backend)?;
+            if version <= 1 {
+                tx.execute_batch(V2).map_err(backend)?;
+            }
+            tx.execute_batch(V3).map_err(backend)?;
             tx.pragma_update(None, "user_version", VERSION).map_err(backend)?;
             tx.commit().map_err(backend)
         }
@@ -186,5 +226,42 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
         v => Err(StoreError::Backend(format!(
             "database schema version {v} is newer than this server understands ({VERSION})"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn tables(conn: &Connection) -> Vec<String> {
+        let mut s =
+            conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").unwrap();
+        s.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
+    }
+
+    /// A database left at version 2 (main's E2EE schema) or 1 upgrades in place to version 3.
+    #[test]
+    fn older_versions_upgrade_in_place() {
+        for old in [1, 2] {
+            let mut conn = Connection::open_in_memory().unwrap();
+            conn.execute_batch(V1).unwrap();
+            if old == 2 {
+                conn.execute_batch(V2).unwrap();
+            }
+            conn.pragma_update(None, "user_version", old).unwrap();
+            conn.execute("INSERT INTO users (app, id, name, kind) VALUES ('a', 'u', NULL, 'user')", [])
+                .unwrap();
+            migrate(&mut conn).unwrap();
+            let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+            assert_eq!(v, VERSION);
+            let t = tables(&conn);
+            for name in ["devices", "envelopes", "channel_bans", "hook_cursors", "hook_leases"] {
+                assert!(t.iter().any(|x| x == name), "version {old}: {name} missing");
+            }
+            let n: i64 = conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0)).unwrap();
+            assert_eq!(n, 1, "rows survive");
+            migrate(&mut conn).unwrap();
+        }
     }
 }

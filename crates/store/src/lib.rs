@@ -31,6 +31,8 @@
 //! - [`ChannelRow`]: a channel's stored fields, the one definition every backend uses.
 //! - [`Store`], [`BlobStore`], [`CommitSink`]: the traits.
 //! - [`StoreError`]: typed refusals (`NotMember`, `NotAuthor`, …) and backend failures.
+//! - [`hooks`]: the webhooks' delivery state ([`hooks::HookStore`]): cursors, deleted
+//!   channels, leases.
 //! - [`build`]: the one place backends build what a fresh `Send` produces.
 //! - [`memory`]: [`memory::MemoryStore`] and [`memory::MemoryBlobStore`], in memory with the
 //!   SQLite backend's exact semantics, for tests and tools (never for `herald serve`).
@@ -66,6 +68,9 @@ pub struct Guard {
     /// `Join` of a user who is not a member yet: the channel must be `open`, else
     /// [`StoreError::Forbidden`].
     pub open: bool,
+    /// This user must not be banned from the channel at this time (ms since the epoch), else
+    /// [`StoreError::Forbidden`] (see [`Mutation::Ban`]).
+    pub not_banned: Option<(String, i64)>,
     /// `Send` / `Edit` (§7): the key epoch the content is sealed under. In an encrypted
     /// channel it must be given and be the head epoch (the newest commit's) when the write
     /// commits, else [`StoreError::StaleEpoch`] (also before the first commit); missing there,
@@ -109,8 +114,9 @@ pub enum Mutation {
     AddMember { actor: Actor, channel: String, user: String, guard: Guard, ts_ms: i64 },
     /// `actor` removes `user`. Not a member: [`StoreError::NotFound`].
     RemoveMember { actor: Actor, channel: String, user: String, guard: Guard, ts_ms: i64 },
-    /// Deletes a channel and everything in it.
-    DeleteChannel { actor: Actor, channel: String, guard: Guard },
+    /// Deletes a channel and everything in it, and records it (at `ts_ms`) in the webhooks'
+    /// outbox of deleted channels ([`hooks`]).
+    DeleteChannel { actor: Actor, channel: String, guard: Guard, ts_ms: i64 },
     /// Appends a message by `actor`. `reply_to` must be a message of the same channel
     /// ([`StoreError::NotFound`] otherwise).
     Send {
@@ -140,6 +146,12 @@ pub enum Mutation {
     },
     /// Removes a reaction.
     Unreact { actor: Actor, channel: String, reaction_id: String, guard: Guard, ts_ms: i64 },
+    /// Bans `user` from the channel until `until_ms` (`None`: for good), replacing an earlier
+    /// ban; if a member, removes them (`member_left` by `actor`). A ban is checked by the
+    /// [`Guard::not_banned`] of later joins and adds.
+    Ban { actor: Actor, channel: String, user: String, until_ms: Option<i64>, guard: Guard, ts_ms: i64 },
+    /// Lifts a ban (none: nothing happens). Appends nothing.
+    Unban { actor: Actor, channel: String, user: String, guard: Guard },
     /// Records that `actor` read up to `message_id`. Appends nothing.
     Read { actor: Actor, channel: String, message_id: String, guard: Guard },
     /// Records a user's display name and kind (from their token). Appends nothing.
@@ -175,6 +187,8 @@ impl Mutation {
             | Mutation::React { actor, .. }
             | Mutation::Unreact { actor, .. }
             | Mutation::Read { actor, .. }
+            | Mutation::Ban { actor, .. }
+            | Mutation::Unban { actor, .. }
             | Mutation::Rotate { actor, .. }
             | Mutation::UpsertUser { actor } => actor,
         }
@@ -194,6 +208,8 @@ impl Mutation {
             | Mutation::React { channel, .. }
             | Mutation::Unreact { channel, .. }
             | Mutation::Read { channel, .. }
+            | Mutation::Ban { channel, .. }
+            | Mutation::Unban { channel, .. }
             | Mutation::Rotate { channel, .. } => Some(channel),
             Mutation::UpsertUser { .. } => None,
         }
@@ -271,7 +287,8 @@ pub struct EntryExtra {
     pub msg_type: Option<String>,
     /// `message`: the idempotency key it was sent with.
     pub client_id: Option<String>,
-    /// `member_joined` / `member_left`: the member's display name; `channel_created`: the name.
+    /// `member_joined` / `member_left`: the member's display name; `channel_created`: the name;
+    /// `message_deleted`: the id of who deleted it (the author, or a moderator).
     pub name: Option<String>,
     /// `channel_created`: the title.
     pub title: Option<String>,
@@ -494,6 +511,12 @@ pub trait Store: Send + Sync + 'static {
     /// says what is wrong (for `/healthz`); it must answer quickly and never hang.
     async fn health(&self) -> Result<()>;
 
+    /// The webhook delivery state ([`hooks`]). Every backend `herald serve` runs on (memory,
+    /// SQLite, PostgreSQL) has it; a test double may not, and then webhooks cannot run on it.
+    fn hooks(&self) -> Option<&dyn hooks::HookStore> {
+        None
+    }
+
     /// The end-to-end encryption state of the same backend (§7): devices, inboxes, commits
     /// and envelopes. Commits themselves are posted with [`Mutation::Rotate`].
     fn keys(&self) -> &dyn keys::KeyStore;
@@ -518,6 +541,7 @@ pub trait BlobStore: Send + Sync + 'static {
 }
 
 pub mod build;
+pub mod hooks;
 pub mod keys;
 mod keys_memory;
 pub mod memory;

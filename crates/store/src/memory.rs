@@ -103,6 +103,8 @@ struct ChannelData {
     /// `(author, client_id)` → message id; kept after a delete so a retry cannot bring the
     /// text back.
     client_ids: HashMap<(String, String), String>,
+    /// Banned user → until (ms; `None`: for good).
+    bans: HashMap<String, Option<i64>>,
     /// Roster commits (§7), in epoch order.
     commits: Vec<crate::keys::Commit>,
     /// Key envelopes by (epoch, device).
@@ -119,6 +121,7 @@ impl ChannelData {
             message_ids: HashMap::new(),
             reactions: HashMap::new(),
             client_ids: HashMap::new(),
+            bans: HashMap::new(),
             commits: Vec::new(),
             envelopes: BTreeMap::new(),
         }
@@ -152,6 +155,11 @@ impl ChannelData {
             && self.row.created_by != *creator
         {
             return Err(StoreError::Forbidden("only the channel's creator or an admin may do this"));
+        }
+        if let Some((user, at)) = &guard.not_banned
+            && self.bans.get(user).is_some_and(|until| until.is_none_or(|u| u > *at))
+        {
+            return Err(StoreError::Forbidden("banned from this channel"));
         }
         Ok(())
     }
@@ -277,6 +285,8 @@ struct State {
     users: HashMap<(String, String), UserRow>,
     /// Every reaction id in use, in any channel (SQLite's `reactions.id` primary key).
     reaction_ids: HashSet<String>,
+    /// The webhooks' delivery state.
+    hooks: hooks::HookState,
     /// Devices, inboxes (§7).
     keys: crate::keys_memory::KeysState,
 }
@@ -412,12 +422,43 @@ impl State {
                 let e = ch.append(EntryKind::MemberLeft, me, &user, ts_ms, "", extra, None);
                 Ok(done(ch, vec![e], Outcome::Done))
             }
-            Mutation::DeleteChannel { actor, channel, guard } => {
+            Mutation::Ban { actor, channel, user, until_ms, guard, ts_ms } => {
+                let ch = self.channel_mut(&actor.app, &channel)?;
+                ch.check(&guard)?;
+                ch.bans.insert(user.clone(), until_ms);
+                if ch.members.remove(&user).is_none() {
+                    return Ok(done(ch, Vec::new(), Outcome::Done));
+                }
+                let me = actor.user.id.as_str();
+                let name = if user == me {
+                    actor.user.name.clone()
+                } else {
+                    user_name(&self.users, &actor.app, &user)
+                };
+                let ch = self.channel_mut(&actor.app, &channel)?;
+                let extra = EntryExtra { name, ..Default::default() };
+                let e = ch.append(EntryKind::MemberLeft, me, &user, ts_ms, "", extra, None);
+                Ok(done(ch, vec![e], Outcome::Done))
+            }
+            Mutation::Unban { actor, channel, user, guard } => {
+                let ch = self.channel_mut(&actor.app, &channel)?;
+                ch.check(&guard)?;
+                ch.bans.remove(&user);
+                Ok(done(ch, Vec::new(), Outcome::Done))
+            }
+            Mutation::DeleteChannel { actor, channel, guard, ts_ms } => {
                 let ch = self.channel_mut(&actor.app, &channel)?;
                 ch.check(&guard)?;
                 let members: Vec<String> = ch.members.keys().cloned().collect();
                 let applied = done(ch, Vec::new(), Outcome::ChannelDeleted { members });
                 if let Some(ch) = self.channels.remove(&channel) {
+                    self.hooks.deleted.push(crate::hooks::DeletedChannel {
+                        app: ch.row.app.clone(),
+                        channel: ch.row.id.clone(),
+                        name: ch.row.name.clone(),
+                        title: ch.row.title.clone(),
+                        ts_ms,
+                    });
                     if let Some(name) = &ch.row.name {
                         self.names.remove(&(ch.row.app.clone(), name.clone()));
                     }
@@ -550,7 +591,7 @@ impl State {
                     &message_id,
                     ts_ms,
                     "",
-                    EntryExtra::default(),
+                    EntryExtra { name: Some(actor.user.id.clone()), ..Default::default() },
                     None,
                 );
                 let applied = done(ch, vec![e], Outcome::Done);
@@ -672,6 +713,8 @@ impl MemoryStore {
     }
 }
 
+mod hooks;
+
 #[async_trait]
 impl crate::keys::KeyStore for MemoryStore {
     async fn register_device(&self, d: crate::keys::DeviceUpload) -> Result<crate::keys::Registered> {
@@ -747,6 +790,10 @@ impl crate::keys::KeyStore for MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
+    fn hooks(&self) -> Option<&dyn crate::hooks::HookStore> {
+        Some(self)
+    }
+
     async fn health(&self) -> Result<()> {
         if self.state.lock().closed { Err(StoreError::Closed) } else { Ok(()) }
     }

@@ -263,6 +263,9 @@ where
     case!(directory_follows_policy);
     case!(delete_channel_removes_everything);
     case!(members_and_memberships);
+    case!(webhook_state);
+    case!(moderator_delete_records_who);
+    case!(bans_keep_a_user_out_until_they_expire);
     {
         eprintln!("testkit: sink_order_is_commit_order");
         let sink = RecordingSink::new();
@@ -1116,14 +1119,24 @@ pub async fn delete_channel_removes_everything(s: &dyn Store, sink: &RecordingSi
     );
     let head = expect(s.head_seq(&ch).await, "head");
     assert_err!(
-        s.apply(Mutation::DeleteChannel { actor: bob.clone(), guard: creator(&bob), channel: ch.clone() })
-            .await,
+        s.apply(Mutation::DeleteChannel {
+            actor: bob.clone(),
+            guard: creator(&bob),
+            channel: ch.clone(),
+            ts_ms: now_ms(),
+        })
+        .await,
         StoreError::Forbidden(_),
         "delete by a member"
     );
     let d = expect(
-        s.apply(Mutation::DeleteChannel { actor: ada.clone(), guard: creator(&ada), channel: ch.clone() })
-            .await,
+        s.apply(Mutation::DeleteChannel {
+            actor: ada.clone(),
+            guard: creator(&ada),
+            channel: ch.clone(),
+            ts_ms: now_ms(),
+        })
+        .await,
         "delete",
     );
     match &d.outcome {
@@ -1269,4 +1282,162 @@ pub async fn blob_store_contract(blobs: &dyn crate::BlobStore) {
     assert_eq!(blobs.get(&ch, &id).await.expect("get"), None);
     assert_eq!(blobs.get(&other, &id).await.expect("get"), Some(bytes), "other channels keep theirs");
     blobs.delete_channel(&ch).await.expect("delete again");
+}
+
+/// The webhooks' delivery state ([`crate::hooks`]): cursors only move forward and bound the
+/// backlog; a deleted channel waits in the outbox until each webhook acknowledges it; a lease
+/// is one node's until it expires.
+pub async fn webhook_state(s: &dyn Store, _sink: &RecordingSink) {
+    let h = s.hooks().unwrap_or_else(|| panic!("every backend has webhook state"));
+    let ada = user("ada");
+    let (a, b) = ("http://a.example/hook", "http://b.example/hook");
+    let ch1 = create(s, &ada, Some("hook-one"), Policy::Open, &[]).await;
+    let ch2 = create(s, &ada, None, Policy::Open, &["bob"]).await;
+    send(s, &ada, &ch1, "one").await;
+    let head1 = expect(s.head_seq(&ch1).await, "head");
+    let head2 = expect(s.head_seq(&ch2).await, "head");
+    assert_eq!(expect(h.hook_cursor(a, &ch1).await, "cursor"), 0, "no cursor yet");
+    let mut backlog = expect(h.hook_backlog(a, 100).await, "backlog");
+    backlog.sort_by(|x, y| x.channel.cmp(&y.channel));
+    let mut want = vec![
+        crate::hooks::HookBacklog { app: ada.app.clone(), channel: ch1.clone(), delivered: 0, head: head1 },
+        crate::hooks::HookBacklog { app: ada.app.clone(), channel: ch2.clone(), delivered: 0, head: head2 },
+    ];
+    want.sort_by(|x, y| x.channel.cmp(&y.channel));
+    assert_eq!(backlog, want);
+    assert_eq!(expect(h.hook_backlog(a, 1).await, "backlog").len(), 1, "limit");
+    expect(h.set_hook_cursor(a, &ch1, 2).await, "set");
+    expect(h.set_hook_cursor(a, &ch1, 1).await, "set lower");
+    assert_eq!(expect(h.hook_cursor(a, &ch1).await, "cursor"), 2, "a cursor never moves back");
+    expect(h.set_hook_cursor(a, &ch1, head1).await, "set");
+    let backlog = expect(h.hook_backlog(a, 100).await, "backlog");
+    assert_eq!(backlog.iter().map(|x| x.channel.as_str()).collect::<Vec<_>>(), vec![ch2.as_str()]);
+    assert_eq!(expect(h.hook_backlog(b, 100).await, "backlog").len(), 2, "cursors are per webhook");
+    send(s, &ada, &ch1, "two").await;
+    let backlog = expect(h.hook_backlog(a, 100).await, "backlog");
+    let one = backlog.iter().find(|x| x.channel == ch1).unwrap_or_else(|| panic!("ch1 is behind again"));
+    assert_eq!((one.delivered, one.head), (head1, head1 + 1));
+
+    assert!(expect(h.hook_deleted(a, 100).await, "deleted").is_empty());
+    let ts = now_ms();
+    expect(
+        s.apply(Mutation::DeleteChannel {
+            actor: ada.clone(),
+            guard: creator(&ada),
+            channel: ch1.clone(),
+            ts_ms: ts,
+        })
+        .await,
+        "delete",
+    );
+    let gone = crate::hooks::DeletedChannel {
+        app: ada.app.clone(),
+        channel: ch1.clone(),
+        name: Some("hook-one".into()),
+        title: Some("A title".into()),
+        ts_ms: ts,
+    };
+    assert_eq!(expect(h.hook_deleted(a, 100).await, "deleted"), vec![gone.clone()]);
+    assert!(
+        !expect(h.hook_backlog(a, 100).await, "backlog").iter().any(|x| x.channel == ch1),
+        "a deleted channel has no backlog"
+    );
+    expect(h.ack_hook_deleted(a, &ch1).await, "ack");
+    assert!(expect(h.hook_deleted(a, 100).await, "deleted").is_empty());
+    assert_eq!(expect(h.hook_deleted(b, 100).await, "deleted"), vec![gone], "acks are per webhook");
+
+    assert!(expect(h.claim_hook(a, &ch2, "n1", 1_000, 2_000).await, "claim"));
+    assert!(!expect(h.claim_hook(a, &ch2, "n2", 1_500, 2_500).await, "claim held"), "held by n1");
+    assert!(expect(h.claim_hook(a, &ch2, "n1", 1_600, 3_000).await, "renew"), "renewed by its holder");
+    assert!(expect(h.claim_hook(b, &ch2, "n2", 1_600, 3_000).await, "claim"), "leases are per webhook");
+    assert!(!expect(h.claim_hook(a, &ch2, "n2", 2_999, 4_000).await, "still held"));
+    assert!(expect(h.claim_hook(a, &ch2, "n2", 3_001, 4_000).await, "expired"), "taken once expired");
+}
+
+/// A delete whose guard does not ask for the author (a moderator's) erases the message like
+/// the author's own, and the tombstone records who deleted it (`extra.name`), read back by
+/// `log` as the live event had it.
+pub async fn moderator_delete_records_who(s: &dyn Store, _sink: &RecordingSink) {
+    let (ada, bob, moderator) = (user("ada"), user("bob"), user("mod"));
+    let ch = create(s, &ada, None, Policy::Open, &["bob"]).await;
+    let m = send(s, &bob, &ch, "rude").await;
+    let d = expect(
+        s.apply(Mutation::Delete {
+            actor: moderator.clone(),
+            channel: ch.clone(),
+            message_id: m.id.clone(),
+            guard: Guard::none(),
+            ts_ms: now_ms(),
+        })
+        .await,
+        "moderator delete",
+    );
+    let tomb = &d.entries[0];
+    assert_eq!(tomb.kind, EntryKind::MessageDeleted);
+    assert_eq!(tomb.author, "bob", "the tombstone keeps the message's author");
+    assert_eq!(tomb.extra.name.as_deref(), Some("mod"));
+    let log = verify_log(s, &ch).await;
+    let read = log.iter().find(|e| e.seq == tomb.seq).unwrap_or_else(|| panic!("tombstone in the log"));
+    assert_eq!(read.extra.name.as_deref(), Some("mod"), "log reads back who deleted it");
+    assert!(log.iter().find(|e| e.seq == m.seq).and_then(|e| e.content.clone()).is_none(), "erased");
+}
+
+/// A ban removes a member (`member_left` by the moderator), and a join or add that carries
+/// [`Guard::not_banned`] is refused until the ban expires or is lifted.
+pub async fn bans_keep_a_user_out_until_they_expire(s: &dyn Store, _sink: &RecordingSink) {
+    let (ada, bob, cat) = (user("ada"), user("bob"), user("cat"));
+    let ch = create(s, &ada, None, Policy::Open, &["bob"]).await;
+    let now = now_ms();
+    let until = now + 3_600_000;
+    let ban = |who: &Actor, target: &str, until_ms: Option<i64>| Mutation::Ban {
+        actor: who.clone(),
+        channel: ch.clone(),
+        user: target.to_owned(),
+        until_ms,
+        guard: creator(who),
+        ts_ms: now_ms(),
+    };
+    assert_err!(s.apply(ban(&bob, "ada", None)).await, StoreError::Forbidden(_), "ban by a non-creator");
+    let a = expect(s.apply(ban(&ada, "bob", Some(until))).await, "ban");
+    assert_eq!(a.entries.len(), 1);
+    assert_eq!(
+        (a.entries[0].kind, a.entries[0].reference.as_str(), a.entries[0].author.as_str()),
+        (EntryKind::MemberLeft, "bob", "ada")
+    );
+    assert!(!expect(s.is_member(&ada.app, &ch, "bob").await, "is_member"));
+    let join_at = |who: &Actor, at: i64| Mutation::Join {
+        actor: who.clone(),
+        channel: ch.clone(),
+        guard: Guard { open: true, not_banned: Some((who.user.id.clone(), at)), ..Guard::none() },
+        ts_ms: now_ms(),
+    };
+    assert_err!(s.apply(join_at(&bob, now)).await, StoreError::Forbidden(_), "banned join");
+    let add = Mutation::AddMember {
+        actor: ada.clone(),
+        channel: ch.clone(),
+        user: "bob".into(),
+        guard: Guard { not_banned: Some(("bob".into(), now)), ..Guard::member("ada") },
+        ts_ms: now_ms(),
+    };
+    assert_err!(s.apply(add).await, StoreError::Forbidden(_), "banned add");
+    assert!(!expect(s.is_member(&ada.app, &ch, "bob").await, "is_member"));
+    // Others join; a ban of a non-member records it and appends nothing.
+    expect(s.apply(join_at(&cat, now)).await, "cat joins");
+    expect(s.apply(ban(&ada, "dan", None)).await, "ban a non-member");
+    let dan = user("dan");
+    assert_err!(s.apply(join_at(&dan, now + 10 * 3_600_000)).await, StoreError::Forbidden(_), "for good");
+    // Expired: in. Lifted: in.
+    expect(s.apply(join_at(&bob, until + 1)).await, "join after the ban expired");
+    expect(
+        s.apply(Mutation::Unban {
+            actor: ada.clone(),
+            channel: ch.clone(),
+            user: "dan".into(),
+            guard: creator(&ada),
+        })
+        .await,
+        "unban",
+    );
+    expect(s.apply(join_at(&dan, now)).await, "join after unban");
+    assert!(expect(s.is_member(&ada.app, &ch, "dan").await, "is_member"));
 }

@@ -433,8 +433,13 @@ pub async fn commits_are_compare_and_swap_and_gate_message_epochs(s: Arc<dyn Sto
     ok(s.apply(post(&ada, &plain, "plain", None)).await, "a plain send");
 
     ok(
-        s.apply(Mutation::DeleteChannel { actor: ada.clone(), channel: ch.clone(), guard: Guard::none() })
-            .await,
+        s.apply(Mutation::DeleteChannel {
+            actor: ada.clone(),
+            channel: ch.clone(),
+            guard: Guard::none(),
+            ts_ms: now_ms(),
+        })
+        .await,
         "delete",
     );
     assert!(ok(s.keys().commits(&ch, None).await, "commits of a deleted channel").is_empty());

@@ -3,6 +3,9 @@
 //! in-process broker), for the tests of the server, the SDK and the CLI. It speaks over real
 //! sockets exactly like `herald serve`.
 
+pub mod webhook;
+pub use webhook::WebhookReceiver;
+
 use herald_cli::backends::open_embedded;
 use herald_server::auth::{Claims, mint_hs256, now_secs};
 use herald_server::config::{DurabilityMode, ServeConfig};
