@@ -792,7 +792,7 @@ impl Inner {
         while let Some(msg) = sub.next().await {
             match wire::decode(&msg.payload) {
                 Ok(r) if r.node == self.config.node_id => {}
-                Ok(r) if matches!(r.envelope, Envelope::Channel(_)) => {
+                Ok(r) if matches!(r.envelope, Envelope::Channel(_) | Envelope::Room(_)) => {
                     bump(&self.events.counters.received);
                     self.accept(&r.envelope);
                 }

@@ -28,6 +28,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use herald_engine::broker::{ChannelEvent, Envelope};
+use herald_engine::rooms::{RoomChange, RoomEnvelope};
 use serde::{Deserialize, Serialize};
 
 /// The version of the message format this crate writes and reads.
@@ -155,6 +156,21 @@ struct Meta {
     l: Vec<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     d: bool,
+    /// Room traffic (§8): present only on room envelopes, which travel on their channel's
+    /// subject so every node receives them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    r: Option<RoomMeta>,
+}
+
+/// The routing and replica change of a room envelope.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct RoomMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    skip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    change: Option<RoomChange>,
 }
 
 /// The NATS subject and payload of an envelope sent by node `node`.
@@ -175,6 +191,18 @@ pub fn encode(prefix: &str, node: &str, envelope: &Envelope) -> (String, Bytes) 
                 ..Meta::default()
             },
             &ev.frame,
+        ),
+        Envelope::Room(r) => (
+            channel_subject(prefix, &r.channel),
+            Meta {
+                v: VERSION,
+                n: node.to_owned(),
+                a: r.app.clone(),
+                c: Some(r.channel.clone()),
+                r: Some(RoomMeta { to: r.to.clone(), skip: r.skip.clone(), change: r.change.clone() }),
+                ..Meta::default()
+            },
+            &r.frame,
         ),
         Envelope::Publication { app, subject, frame } => (
             publication_subject(prefix, app, subject),
@@ -227,6 +255,14 @@ pub fn decode(payload: &Bytes) -> Result<Received, DecodeError> {
     }
     let frame = payload.slice(nl + 1..);
     let envelope = match (meta.c, meta.p) {
+        (Some(channel), _) if let Some(r) = meta.r => Envelope::Room(RoomEnvelope {
+            app: meta.a,
+            channel,
+            to: r.to,
+            skip: r.skip,
+            frame,
+            change: r.change,
+        }),
         (Some(channel), _) => Envelope::Channel(ChannelEvent {
             app: meta.a,
             channel,
@@ -331,6 +367,34 @@ mod tests {
         let (subject, payload) = encode("herald", "n", &p);
         assert_eq!(subject, "herald.pub.a.s_2Ex");
         assert_eq!(decode(&payload).unwrap().envelope, p);
+    }
+
+    /// Room envelopes (§8) travel on their channel's subject with their routing and change,
+    /// and a binary frame (newlines and all) comes back byte for byte.
+    #[test]
+    fn room_envelopes_round_trip() {
+        let frame =
+            Bytes::from(herald_proto::frames::encode_binary(br#"{"event":"room_message"}"#, b"\n\x00\xff\n"));
+        let r = Envelope::Room(RoomEnvelope {
+            app: "default".into(),
+            channel: "c1".into(),
+            to: Some("p2".into()),
+            skip: None,
+            frame,
+            change: Some(RoomChange::StreamCredit { stream_id: "s".into(), bytes: 7 }),
+        });
+        let (subject, payload) = encode("herald", "n", &r);
+        assert_eq!(subject, "herald.ch.c1");
+        assert_eq!(decode(&payload).unwrap().envelope, r);
+        let left = Envelope::Room(RoomEnvelope {
+            app: "default".into(),
+            channel: "c1".into(),
+            to: None,
+            skip: Some("p1".into()),
+            frame: Bytes::new(),
+            change: Some(RoomChange::Left { participant_id: "p1".into() }),
+        });
+        assert_eq!(decode(&encode("herald", "n", &left).1).unwrap().envelope, left);
     }
 
     #[test]

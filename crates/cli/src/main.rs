@@ -6,6 +6,7 @@
 
 mod bench;
 mod client_cmds;
+mod room_cmds;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -31,6 +32,9 @@ enum Command {
     Token(TokenArgs),
     #[command(flatten)]
     Client(client_cmds::ClientCommand),
+    /// Rooms (§8): list participants, send or broadcast typed JSON with attachments, stay in
+    /// a room printing its events (accepting streams into files), stream a file.
+    Room(room_cmds::RoomArgs),
     /// Measure a server: fan-out, durable appends, idle connections; compare with peers.
     Bench(bench::BenchArgs),
 }
@@ -143,6 +147,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args, &matches),
         Command::Token(args) => token(args),
         Command::Client(cmd) => client_cmds::run(cmd),
+        Command::Room(args) => room_cmds::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

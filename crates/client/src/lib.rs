@@ -42,6 +42,8 @@
 //! - [`config`]: [`ClientConfig`] (backoff, timeouts, token provider). [`error`]: [`ClientError`].
 //! - `tls`: the one rustls configuration of `wss://` and `https://`.
 //! - [`token`]: [`TokenProvider`], reading a JWT's `exp`, when to refresh.
+//! - [`room`]: rooms (§8): [`room::Room`], room messages with attachments, streams with
+//!   credit ([`room::StreamWriter`], [`room::StreamReader`]).
 //! - [`history`]: [`HistoryQueryExt`] constructors for [`HistoryQuery`].
 
 pub mod channel;
@@ -52,6 +54,7 @@ pub mod error;
 pub mod event;
 pub mod history;
 pub mod rest;
+pub mod room;
 pub mod session;
 pub mod subscription;
 mod tls;

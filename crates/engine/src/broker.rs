@@ -89,6 +89,8 @@ impl ChannelEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Envelope {
     Channel(ChannelEvent),
+    /// Room traffic (§8): presence changes, room messages, stream control and chunks.
+    Room(crate::rooms::RoomEnvelope),
     /// A publication for the subscribers of `(app, subject)`.
     Publication {
         app: String,

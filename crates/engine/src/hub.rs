@@ -422,6 +422,8 @@ impl BrokerSubscriber for Hub {
             Envelope::Publication { app, subject, frame } => {
                 self.publish(app, subject, frame);
             }
+            // Delivered by the node's `Rooms`, a subscriber of its own.
+            Envelope::Room(_) => {}
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct EngineConfig {
     pub typing_interval_ms: u64,
     /// `read` of one user in one channel is accepted at most once per this many ms.
     pub read_interval_ms: u64,
+    /// Rooms and streams (§8).
+    pub rooms: crate::rooms::RoomsConfig,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +70,7 @@ impl Default for EngineConfig {
             queue_bytes: 8 << 20,
             typing_interval_ms: 1000,
             read_interval_ms: 250,
+            rooms: crate::rooms::RoomsConfig::default(),
         }
     }
 }
@@ -174,6 +177,7 @@ pub struct Engine {
     known_users: Mutex<HashSet<KnownUser>>,
     typing_throttle: Throttle,
     read_throttle: Throttle,
+    rooms: Arc<crate::rooms::Rooms>,
     pub stats: EngineStats,
 }
 
@@ -197,6 +201,7 @@ impl Engine {
         let typing_throttle = Throttle::new(config.typing_interval_ms);
         let read_throttle = Throttle::new(config.read_interval_ms);
         broker.subscribe(hub.clone());
+        let rooms = crate::rooms::Rooms::start(broker.clone(), ids.clone(), config.rooms.clone());
         Ok(Arc::new(Engine {
             store,
             blobs,
@@ -208,12 +213,18 @@ impl Engine {
             known_users: Mutex::new(HashSet::new()),
             typing_throttle,
             read_throttle,
+            rooms,
             stats: EngineStats::default(),
         }))
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// The room registry (§8).
+    pub fn rooms(&self) -> &Arc<crate::rooms::Rooms> {
+        &self.rooms
     }
 
     pub fn config(&self) -> &EngineConfig {

@@ -174,6 +174,25 @@ pub struct ServeConfig {
     #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
     pub max_subscriptions: usize,
 
+    /// Largest attachment of a room message (room.send / room.broadcast as a binary frame) and
+    /// largest stream chunk, in bytes after the frame's JSON header; the limit itself is
+    /// allowed, more gets `payload_too_large`. Independent of --max-frame-bytes (which bounds
+    /// the JSON). Each connection's --queue-bytes is raised to hold at least one such frame.
+    #[arg(long, env = "HERALD_MAX_ATTACHMENT_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_attachment_bytes: usize,
+
+    /// Milliseconds: room presence (participant_added / _updated / _removed) is coalesced
+    /// per interval, each participant's latest state once (an enter and a leave inside one
+    /// interval may cancel out). 0: every change at once.
+    #[arg(long, env = "HERALD_PRESENCE_INTERVAL_MS", default_value_t = 100)]
+    pub presence_interval_ms: u64,
+
+    /// Above this many participants a room sends `presence_count` events instead of
+    /// per-participant ones, `room.enter` answers with the count, and the list is paged with
+    /// room.participants.
+    #[arg(long, env = "HERALD_PRESENCE_LIST_MAX", default_value_t = 1000)]
+    pub presence_list_max: usize,
+
     /// Most appends committed in one transaction (group commit), SQLite or PostgreSQL.
     #[arg(long, env = "HERALD_MAX_BATCH", default_value_t = 1024)]
     pub max_batch: usize,

@@ -267,7 +267,17 @@ impl Node {
             max_subscriptions: config.max_subscriptions,
             max_blob_bytes: config.max_blob_bytes,
             queue_frames: config.queue_frames,
-            queue_bytes: config.queue_bytes,
+            // One largest room attachment must fit in a queue, or it would kick its addressee.
+            queue_bytes: config
+                .queue_bytes
+                .max(config.max_attachment_bytes.saturating_add(config.max_frame_bytes)),
+            rooms: herald_engine::RoomsConfig {
+                presence_interval_ms: config.presence_interval_ms,
+                presence_list_max: config.presence_list_max,
+                max_attachment_bytes: config.max_attachment_bytes,
+                max_message_bytes: config.max_content_bytes,
+                ..herald_engine::RoomsConfig::default()
+            },
             typing_interval_ms: config.typing_interval_ms,
             read_interval_ms: config.read_interval_ms,
             ..EngineConfig::default()

@@ -15,4 +15,5 @@ mod openapi;
 mod ops;
 mod rest_limits;
 mod resume;
+mod rooms;
 mod subjects;
