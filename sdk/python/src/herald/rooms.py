@@ -760,6 +760,8 @@ class StreamWriter(_StreamSink):
             fut = self.client._rooms.request(
                 {"op": "stream.chunk", "stream_id": self.stream_id}, bytes(view[:n])
             )
+            # Awaited in _settle; marked retrieved too, for when the stream ends first.
+            fut.add_done_callback(_ignore)
             self._in_flight.append(fut)
             self.bytes_written += n
             view = view[n:]
