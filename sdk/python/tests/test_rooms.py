@@ -387,3 +387,30 @@ def test_the_sync_facade_enters_sends_and_streams(server: HeraldServer) -> None:
         assert reader.read_all() == payload
         thread.join(TIMEOUT)
         assert errors == []
+
+
+async def test_past_the_list_limit_a_room_sends_counts(tmp_path: Path) -> None:
+    server = HeraldServer(tmp_path / "data", ["--presence-list-max", "2"])
+    server.start()
+    try:
+        clients = Clients(server)
+        try:
+            ada, bob, cat = await lobby(clients, "ada", "bob", "cat")
+            a_room = ada.room("lobby")
+            counts = a_room.messaging.events()
+            a = await within(a_room.enter())
+            await within(bob.room("lobby").enter())
+            c = await within(cat.room("lobby").enter())
+            # cat's enter made three: its reply is a count, not a list.
+            assert c.count == 3
+            assert c.remote_participants == {}
+            ev = await next_room(counts, herald.PresenceCount)
+            assert (ev.channel, ev.count) == (a.channel_id, 3)
+            assert a.count == 3
+            listed = await within(c.participants(page=2))  # paged two at a time
+            assert sorted(p.user for p in listed) == ["ada", "bob", "cat"]
+        finally:
+            for cl in clients.made:
+                await cl.close()
+    finally:
+        server.stop()
