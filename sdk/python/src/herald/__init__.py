@@ -100,6 +100,7 @@ from .rooms import (
     StreamAborted,
     StreamReader,
     StreamRequest,
+    StreamRequests,
     StreamWriter,
 )
 
@@ -181,6 +182,7 @@ __all__ = [
     "StreamAborted",
     "StreamReader",
     "StreamRequest",
+    "StreamRequests",
     "StreamWriter",
     "Subscription",
     "TokenProvider",

@@ -226,6 +226,29 @@ class StreamRequest(RoomEvent):
         await self._room.messaging.reject_stream(self.stream_id)
 
 
+class StreamRequests(AsyncIterator[StreamRequest]):
+    """The :class:`StreamRequest` events of one room, from :meth:`Messaging.stream_requests`;
+    ends when the connection drops (``RoomDisconnected``)."""
+
+    def __init__(self, events: EventStream) -> None:
+        self._events = events
+
+    def __aiter__(self) -> StreamRequests:
+        return self
+
+    async def __anext__(self) -> StreamRequest:
+        async for event in self._events:
+            if isinstance(event, StreamRequest):
+                return event
+            if isinstance(event, RoomDisconnected):
+                break
+        self._events.close()
+        raise StopAsyncIteration
+
+    def close(self) -> None:
+        self._events.close()
+
+
 class StreamAborted(HeraldError):
     """The stream ended without ``stream.close``: the other side left, vanished or the
     connection dropped (``reason`` says which), or the other side closed it early."""
@@ -306,6 +329,13 @@ class RoomDriver:
         rooms = self._rooms.setdefault(channel_id, [])
         if room not in rooms:
             rooms.append(room)
+
+    def remove_room(self, channel_id: str, room: Room) -> None:
+        rooms = self._rooms.get(channel_id, [])
+        if room in rooms:
+            rooms.remove(room)
+        if not rooms:
+            self._rooms.pop(channel_id, None)
 
     def route(self, stream_id: str, sink: _StreamSink) -> None:
         self._routes[stream_id] = sink
@@ -513,10 +543,13 @@ class Room:
 
     async def leave(self) -> None:
         """``room.leave``: the others get ``participant_removed``; streams end."""
-        await self._call("room.leave", channel=await self._resolve())
+        channel_id = await self._resolve()
+        await self._call("room.leave", channel=channel_id)
         self.participant_id = None
         self.local_participant = None
         self.remote_participants = {}
+        # Events of this room are no longer this handle's (enter registers it again).
+        self.client._rooms.remove_room(channel_id, self)
 
     async def participants(self, page: int = 1000) -> list[Participant]:
         """Every participant (the caller included), paging ``room.participants``."""
@@ -625,17 +658,10 @@ class Messaging:
         self._streams.append(stream)
         return stream
 
-    async def stream_requests(self) -> AsyncIterator[StreamRequest]:
-        """The stream requests of this room from now on (until the connection drops)."""
-        events = self.events()
-        try:
-            async for event in events:
-                if isinstance(event, StreamRequest):
-                    yield event
-                elif isinstance(event, RoomDisconnected):
-                    return
-        finally:
-            events.close()
+    def stream_requests(self) -> StreamRequests:
+        """The stream requests of this room from the moment of this call (until the
+        connection drops), as an async iterator."""
+        return StreamRequests(self.events())
 
     def _emit(self, event: RoomEvent) -> None:
         self._streams = [s for s in self._streams if s._offer(event)]
