@@ -657,6 +657,50 @@ async fn a_nats_restart_loses_nothing_for_any_client() {
     assert_eq!(bob.next(|e| e["event"] == "publication").await["data"], json!("back"));
 }
 
+/// §7 across nodes: a DM sent on node 0 reaches the connection of the addressed device on
+/// node 1, and a keeper on node 1 hears `keys_needed` for an encrypted channel created on
+/// node 0 (device and keeper envelopes travel over NATS).
+#[tokio::test]
+async fn dms_and_keeper_events_cross_nodes() {
+    let Some(url) = shared_nats().await else { return };
+    let cluster = Cluster::start(&url, 2).await;
+    let bundle =
+        |d: &str| json!({"identity": {"device_id": d}, "identity_signature": "s", "one_time_keys": []});
+    let (e0, e1) = (&cluster.engines[0], &cluster.engines[1]);
+    e0.register_device(&principal("ada"), "ada-phone", &bundle("ada-phone")).await.unwrap();
+    e1.register_device(&principal("bob"), "bob-phone", &bundle("bob-phone")).await.unwrap();
+    let ada = Client::connect(e0, "ada").await;
+    e0.attach_e2ee(&ada.conn, &ada.who, Some("ada-phone".into()));
+    let mut bob = Client::connect(e1, "bob").await;
+    e1.attach_e2ee(&bob.conn, &bob.who, Some("bob-phone".into()));
+    assert_eq!(e1.resume(&bob.conn).await, herald_engine::ResumeEnd::Done);
+    let mut keeper_who = principal("keeper");
+    keeper_who.grants = Grants::from_claim(Some(&["keeper".to_owned()]));
+    let (conn, mut rx) =
+        e1.connect(&keeper_who, &BTreeMap::new(), |_| Bytes::from_static(b"{}")).await.unwrap();
+    rx.recv().await.unwrap();
+    e1.attach_e2ee(&conn, &keeper_who, None);
+    let mut keeper = Client { who: keeper_who, conn, rx };
+
+    let to = vec![herald_proto::frames::DmTo {
+        user: "bob".into(),
+        device_id: "bob-phone".into(),
+        body: "olm-ct".into(),
+    }];
+    cluster
+        .on(0, e0.execute(&ada.who, Some(&ada.conn), Request::DmSend { to, client_id: None }))
+        .await
+        .unwrap();
+    let dm = bob.next(|e| e["event"] == "dm").await;
+    assert_eq!((dm["body"].as_str(), dm["from_device"].as_str()), (Some("olm-ct"), Some("ada-phone")));
+
+    let create = CreateChannel { encrypted: true, members: vec!["bob".into()], ..Default::default() };
+    let now = herald_engine::Clock::now_ms(&SystemClock);
+    let ch = cluster.on(0, e0.create_channel(&ada.who, create, now)).await.unwrap().channel.id;
+    let needed = keeper.next(|e| e["event"] == "keys_needed" && e["user"] == "bob").await;
+    assert_eq!((needed["channel"].as_str(), &needed["devices"]), (Some(ch.as_str()), &json!(["bob-phone"])));
+}
+
 /// The next room frame of `rx` matching `pred`: its JSON (the header of a binary frame) and
 /// the bytes after a binary frame's header.
 async fn next_room(rx: &mut mpsc::Receiver<Bytes>, pred: impl Fn(&Value) -> bool) -> (Value, Vec<u8>) {

@@ -28,6 +28,7 @@
 
 mod append;
 mod compare;
+mod e2ee;
 mod fanout;
 mod idle;
 mod net;
@@ -99,6 +100,9 @@ enum Mode {
     /// Fan-out against Herald and each peer (NATS, Socket.IO, MQTT, Redis) in turn, one
     /// table; `--sweep` over offered rates, `--csv` for the plot.
     Compare(compare::CompareArgs),
+    /// End-to-end encryption through the SDK: sealed channel messages/s end to end, DM
+    /// round-trip latency, keeper admission time into a channel with a long history.
+    E2ee(e2ee::E2eeArgs),
 }
 
 /// The options of [`BenchArgs`] that every mode may use, once the mode is taken out.
@@ -279,6 +283,10 @@ async fn run_mode(common: &Common, mode: Mode) -> anyhow::Result<Option<(report:
         Mode::Presence(a) => {
             let ctx = common.herald_ctx(None).await?;
             Ok(Some((presence::run(&ctx, a).await?, common.url.clone())))
+        }
+        Mode::E2ee(a) => {
+            let ctx = common.herald_ctx(None).await?;
+            e2ee::run(&ctx, a).await.map(|()| None)
         }
         Mode::Idle(a) => {
             let ctx = common.herald_ctx(None).await?;

@@ -188,6 +188,8 @@ impl Driver {
     ) -> Driver {
         let Nodes { first: endpoint, fallbacks, rest_base } = nodes;
         let endpoints = std::iter::once(endpoint.clone()).chain(fallbacks).collect();
+        let device = config.device.clone();
+        let keeper_events = config.keeper_events;
         Driver {
             endpoint,
             endpoints,
@@ -197,7 +199,12 @@ impl Driver {
             tls,
             first_attempt: true,
             config,
-            session: Session::seeding(),
+            session: {
+                let mut s = Session::seeding();
+                s.set_device(device);
+                s.set_pass_foreign(keeper_events);
+                s
+            },
             commands,
             listeners: Vec::new(),
             backlog: Some(Vec::new()),

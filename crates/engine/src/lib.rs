@@ -36,6 +36,7 @@
 
 pub mod broker;
 pub mod conn;
+pub mod e2ee;
 pub mod error;
 pub mod events;
 pub mod hub;

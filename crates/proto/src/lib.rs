@@ -16,6 +16,7 @@
 //! - [`rooms`]: room and stream requests and events (§8), apart from the channel ops.
 
 pub mod chain;
+pub mod e2ee;
 pub mod error;
 pub mod frames;
 pub mod model;
@@ -26,4 +27,4 @@ pub mod time;
 pub use chain::{ChainError, ChainVerifier, EntryKind, Hash32};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use model::*;
-pub use names::{ChannelName, ClientId, NameError, Subject, UserId};
+pub use names::{ChannelName, ClientId, DeviceId, NameError, Subject, UserId};

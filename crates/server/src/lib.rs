@@ -28,6 +28,7 @@ pub mod limit;
 pub mod metrics;
 pub mod openapi;
 pub mod rest;
+pub mod rest_keys;
 pub mod tls;
 pub mod ws;
 
@@ -185,6 +186,14 @@ pub fn api_routes(blob_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(rest::put_blob).layer(DefaultBodyLimit::max(blob_limit)))
         .routes(routes!(rest::get_blob))
         .routes(routes!(rest::publish))
+        .routes(routes!(rest_keys::put_device, rest_keys::delete_device))
+        .routes(routes!(rest_keys::user_devices))
+        .routes(routes!(rest_keys::keepers))
+        .routes(routes!(rest_keys::claim))
+        .routes(routes!(rest_keys::dm_inbox))
+        .routes(routes!(rest_keys::dm_ack))
+        .routes(routes!(rest_keys::post_commit, rest_keys::commits))
+        .routes(routes!(rest_keys::post_envelopes, rest_keys::envelopes))
 }
 
 /// The router: REST, WebSocket, health, metrics and the OpenAPI document.
@@ -280,6 +289,8 @@ impl Node {
             },
             typing_interval_ms: config.typing_interval_ms,
             read_interval_ms: config.read_interval_ms,
+            dm_ttl_ms: u64::try_from(config.dm_ttl.0.as_millis()).unwrap_or(u64::MAX),
+            dm_inbox_max: config.dm_inbox_max,
             ..EngineConfig::default()
         };
         let NodeBackends { store, blobs, broker } = backends;
@@ -300,6 +311,8 @@ impl Node {
         let state = self.state.clone();
         let grace = std::time::Duration::from_secs(state.config().shutdown_grace_secs);
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+        // Expired DMs are erased periodically (§7, --dm-ttl); the task ends with `run`.
+        let sweeper = AbortOnDrop(tokio::spawn(sweep_dms(state.clone())));
         let drain_state = state.clone();
         let signal = async move {
             stop.await;
@@ -318,9 +331,36 @@ impl Node {
             }
         }
         let _ = stopped_rx.await;
+        drop(sweeper);
         state.engine().shutdown().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Aborts its task when dropped: a task owned by the scope that spawned it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Erases the DMs older than `--dm-ttl`, every tenth of it (at least every second, at most
+/// every minute).
+async fn sweep_dms(state: AppState) {
+    let ttl = state.config().dm_ttl.0;
+    let period = (ttl / 10).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(60));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.engine().expire_dms().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(erased = n, "expired direct messages erased"),
+            Err(e) => tracing::warn!(error = %e, "could not erase expired direct messages"),
+        }
     }
 }
 

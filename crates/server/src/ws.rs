@@ -183,14 +183,31 @@ async fn reject(mut sink: Sink, id: &Value, message: String) {
     let _ = sink.send(close_msg(close::UNAUTHORIZED, "unauthorized")).await;
 }
 
+/// The optional `device` of a `connect` frame (§7), read beside the typed request so the
+/// shared `Request::Connect` keeps its shape. `Err` when it is there but not a string.
+fn connect_device(text: &str) -> Result<Option<String>, String> {
+    #[derive(serde::Deserialize)]
+    struct Device {
+        #[serde(default)]
+        device: Option<Value>,
+    }
+    match serde_json::from_str::<Device>(text).map(|d| d.device) {
+        Ok(None | Some(Value::Null)) | Err(_) => Ok(None),
+        Ok(Some(Value::String(s))) => Ok(Some(s)),
+        Ok(Some(_)) => Err("device must be a string".into()),
+    }
+}
+
 async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) {
     let _guard = st.track_connection();
     let (mut sink, mut stream) = socket.split();
     let timeout = Duration::from_secs(st.config().auth_timeout_secs);
     let first = tokio::time::timeout(timeout, stream.next()).await;
-    let (id, token, resume) = match first {
+    let (id, token, resume, device) = match first {
         Ok(Some(Ok(Message::Text(t)))) => match parse_request(t.as_str()) {
-            Ok(RequestFrame { id, request: Request::Connect { token, resume } }) => (id, token, resume),
+            Ok(RequestFrame { id, request: Request::Connect { token, resume, .. } }) => {
+                (id, token, resume, connect_device(t.as_str()))
+            }
             Ok(f) => return reject(sink, &f.id, "the first frame must be connect".into()).await,
             Err(bad) => return reject(sink, &bad.id, "the first frame must be connect".into()).await,
         },
@@ -215,6 +232,28 @@ async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) 
         let _ = sink.send(close_msg(close::TOO_MANY_CONNECTIONS, "too many connections")).await;
         return;
     };
+    // §7: a declared device must be the caller's own, live one; otherwise the same close as a
+    // bad token, after the error that says why.
+    let device = match device {
+        Ok(d) => d,
+        Err(message) => {
+            let frame = error_frame(&id, &detail(ErrorCode::BadRequest, message));
+            if let Some(m) = text(frame) {
+                let _ = sink.send(m).await;
+            }
+            let _ = sink.send(close_msg(close::UNAUTHORIZED, "bad device")).await;
+            return;
+        }
+    };
+    if let Some(d) = &device
+        && let Err(e) = st.engine().check_device(&who, d).await
+    {
+        if let Some(m) = text(error_frame(&id, &e.detail())) {
+            let _ = sink.send(m).await;
+        }
+        let _ = sink.send(close_msg(close::UNAUTHORIZED, "unknown device")).await;
+        return;
+    }
     let user = who.user.clone();
     let first =
         |conn_id: &str| to_bytes(&OkFrame { id: &id, ok: &ConnectOk { conn_id: conn_id.to_owned(), user } });
@@ -228,6 +267,7 @@ async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) 
             return;
         }
     };
+    st.engine().attach_e2ee(&conn, &who, device);
     tracing::debug!(user = %who.user.id, conn = %conn.conn_id, "connected");
     // Removes this connection's room participants however the gateway ends.
     let _rooms = st.engine().rooms().guard(conn.shared());

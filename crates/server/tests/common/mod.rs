@@ -454,6 +454,10 @@ impl Rest {
         self.run(self.req(reqwest::Method::PUT, path).body(bytes)).await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> Answer {
+        self.run(self.req(reqwest::Method::PUT, path).json(&body)).await
+    }
+
     /// `POST` with a raw body (for malformed JSON).
     pub async fn post_raw(&self, path: &str, body: &'static str) -> Answer {
         self.run(self.req(reqwest::Method::POST, path).header("content-type", "application/json").body(body))

@@ -9,6 +9,7 @@ mod auth;
 mod bad_input;
 mod blobs;
 mod channels;
+mod e2ee;
 mod limits;
 mod messages;
 mod openapi;
