@@ -1,4 +1,4 @@
-"""Rooms (PROTOCOL.md §8, docs/protocol.md §I): participants, room messages with binary
+"""Rooms (PROTOCOL.md §8, docs/protocol.md §J): participants, room messages with binary
 attachments, and streams of chunks paced by the reader's credit.
 
 ::
