@@ -66,6 +66,7 @@ from .models import (
     User,
 )
 from .rest import Rest
+from .rooms import Room, RoomDriver
 from .session import Emit, Output, Rejected, Reply, Send, Session
 
 log = logging.getLogger("herald")
@@ -303,7 +304,7 @@ class Client:
         self._token = token
         self._first_attempt = True
         self._session: Session[asyncio.Future[Any]] = Session(is_abandoned=lambda f: f.done())
-        self._outq: asyncio.Queue[str] | None = None
+        self._outq: asyncio.Queue[str | bytes] | None = None
         self._ws: ClientConnection | None = None
         self._listeners: list[EventStream] = []
         self._backlog: list[Event] | None = []
@@ -321,6 +322,7 @@ class Client:
         )
         self.rest = Rest(self._http, lambda: self._endpoint.http, lambda: self._token)
         self._task: asyncio.Task[None] | None = None
+        self._rooms = RoomDriver(self._send_frame)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -423,6 +425,7 @@ class Client:
                     self._ready.set_exception(first)
                     return self._stop(lambda: ClosedError("first connect failed"), end.reason)
                 self._apply(self._session.disconnected(end.reason))
+                self._rooms.disconnected(end.reason)
                 if len(self._endpoints) > 1:
                     self._next = (self._next + 1) % len(self._endpoints)
                     self._endpoint = self._endpoints[self._next]
@@ -451,6 +454,7 @@ class Client:
             return
         self._stopped = True
         self._apply(self._session.shutdown(error))
+        self._rooms.disconnected(f"client stopped: {reason}")
         self._broadcast(Disconnected(reason))
         for stream in self._listeners:
             stream._finish()
@@ -493,7 +497,7 @@ class Client:
             log.warning("unexpected error connecting: %r", e)
             return _End("lost", f"cannot connect to {self._endpoint.ws}: {e!r}"), False
         self._ws = ws
-        queue: asyncio.Queue[str] = asyncio.Queue()
+        queue: asyncio.Queue[str | bytes] = asyncio.Queue()
         self._outq = queue
         queue.put_nowait(self._session.connect(self._token))
         writer = asyncio.create_task(self._writer(ws, queue))
@@ -504,7 +508,10 @@ class Client:
                 await ws.close(1000, "client closed")
             async for msg in ws:
                 if isinstance(msg, bytes):
-                    log.debug("binary frame ignored")
+                    # Binary frames are only ever room traffic (attachments, chunks).
+                    self._rooms.handle_binary(msg)
+                    continue
+                if self._rooms.handle_text(msg):
                     continue
                 end = self._apply(self._session.handle_text(msg))
                 if end is not None:
@@ -530,7 +537,7 @@ class Client:
         reason = f"server closed with {code}: {why}" if code else "connection lost"
         return _End("lost", reason), was_ready
 
-    async def _writer(self, ws: ClientConnection, queue: asyncio.Queue[str]) -> None:
+    async def _writer(self, ws: ClientConnection, queue: asyncio.Queue[str | bytes]) -> None:
         try:
             while True:
                 text = await queue.get()
@@ -678,6 +685,27 @@ class Client:
     async def publish(self, subject: str, data: Any) -> None:
         """Publishes JSON ``data`` to every subscriber of ``subject`` (this client too)."""
         await self.request("publish", subject=subject, data=data)
+
+    # -- rooms ------------------------------------------------------------------------
+
+    def room(self, channel: str) -> Room:
+        """The room of a channel (its name or id) the user is a member of: ``enter`` it,
+        then ``room.messaging`` sends, receives and streams (:mod:`herald.rooms`)."""
+        return Room(self, channel)
+
+    def _send_frame(self, frame: str | bytes) -> bool:
+        """Queues a frame on the live connection; False when there is none (room requests
+        are never held for a later connection: the participant would be gone)."""
+        if self._outq is None or not self._session.is_ready or self._closing:
+            return False
+        self._outq.put_nowait(frame)
+        return True
+
+    async def _room_request(self, request: dict[str, Any], data: bytes | None) -> Any:
+        if self._stopped or self._closing:
+            raise ClosedError("client is closed")
+        op = str(request.get("op"))
+        return await self._wait(self._rooms.request(request, data), op)
 
     # -- channels ---------------------------------------------------------------------
 

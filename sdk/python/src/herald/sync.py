@@ -35,6 +35,7 @@ from .models import (
     Message,
     User,
 )
+from .sync_rooms import SyncRoom
 
 T = TypeVar("T")
 
@@ -297,3 +298,7 @@ class SyncClient:
 
     def delete_channel(self, channel: str) -> None:
         self._loop.run(self.client.delete_channel(channel))
+
+    def room(self, channel: str) -> SyncRoom:
+        """The blocking twin of :meth:`herald.Client.room` (:mod:`herald.sync_rooms`)."""
+        return SyncRoom(self.client.room(channel), self._loop)
