@@ -43,8 +43,9 @@ test("resume across a restart: no gap, no duplicate, quiet channels included", a
     const chainErrors: unknown[] = [];
     ada.realtime.on("chainError", (e) => chainErrors.push(e));
     const busy = await ada.space.joinChannel("busy");
+    const b3 = ada.realtime.waitFor("message", (e) => e.message.content === "b3");
     for (const c of ["b1", "b2", "b3"]) await post(server, graceToken, busy.id, c);
-    await ada.realtime.waitFor("message", (e) => e.message.content === "b3");
+    await b3;
 
     const disconnected = ada.realtime.waitFor("disconnected");
     await server.restart();
