@@ -19,6 +19,7 @@
 //! - [`error`]: `ApiError`, the one mapping to HTTP responses.
 //! - [`metrics`]: Prometheus exposition.
 //! - [`tls`]: HTTPS/WSS with rustls when `--tls-cert`/`--tls-key` are given.
+//! - [`web`]: the chat app (`web/dist`, embedded) at `/`, and `--dev`'s token page.
 
 pub mod auth;
 pub mod caps;
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod rest;
 pub mod tls;
+pub mod web;
 pub mod ws;
 
 use axum::Router;
@@ -61,6 +63,8 @@ struct Inner {
     live: AtomicUsize,
     all_gone: Notify,
     caps: caps::ConnCaps,
+    /// The HS256 secret, kept only with `--dev` so `/dev/token` can mint tokens.
+    dev_secret: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -99,6 +103,7 @@ impl AppState {
                 live: AtomicUsize::new(0),
                 all_gone: Notify::new(),
                 caps,
+                dev_secret: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -131,6 +136,16 @@ impl AppState {
 
     pub fn caps(&self) -> &caps::ConnCaps {
         &self.inner.caps
+    }
+
+    /// Lets `/dev/token` mint tokens with `secret` (only used with `--dev`).
+    pub fn set_dev_secret(&self, secret: Vec<u8>) {
+        let _ = self.inner.dev_secret.set(secret);
+    }
+
+    /// The secret `/dev/token` signs with, when `--dev` gave it one.
+    pub fn dev_secret(&self) -> Option<&[u8]> {
+        self.inner.dev_secret.get().map(Vec::as_slice)
     }
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
@@ -192,6 +207,12 @@ pub fn app(state: AppState) -> Router {
     let frame_limit = state.config().max_frame_bytes;
     let blob_limit = state.config().max_blob_bytes;
     let (router, _doc) = api_routes(blob_limit).split_for_parts();
+    let router = match (state.config().no_web, state.config().dev) {
+        (true, false) => router,
+        (true, true) => router.merge(web::dev_routes()),
+        (false, false) => router.merge(web::app_routes()),
+        (false, true) => router.merge(web::app_routes()).merge(web::dev_routes()),
+    };
     router
         .fallback(rest::not_found)
         .method_not_allowed_fallback(rest::method_not_allowed)
@@ -240,6 +261,7 @@ impl Node {
             (None, None) => None,
             _ => anyhow::bail!("--tls-cert and --tls-key go together: give both or neither"),
         };
+        let mut dev_secret = None;
         let verifier = match &config.jwt_public_key {
             Some(path) => {
                 let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -257,9 +279,18 @@ impl Node {
                         config.data.display()
                     )
                 })?;
-                auth::Verifier::hs256(&secret)
+                let verifier = auth::Verifier::hs256(&secret);
+                if config.dev {
+                    dev_secret = Some(secret);
+                }
+                verifier
             }
         };
+        if config.dev && dev_secret.is_none() {
+            anyhow::bail!(
+                "--dev mints tokens with the HS256 secret: it cannot be used with --jwt-public-key"
+            );
+        }
         let engine_config = EngineConfig {
             max_content_bytes: config.max_content_bytes,
             history_page_max: config.history_page_max.max(1),
@@ -277,7 +308,12 @@ impl Node {
         let engine = Engine::start(backends, engine_config)
             .await
             .map_err(|e| anyhow::anyhow!("cannot start the engine: {e}"))?;
-        Ok(Node { state: AppState::new(engine, verifier, config), tls })
+        let state = AppState::new(engine, verifier, config);
+        if let Some(secret) = dev_secret {
+            tracing::warn!("--dev: /dev/token mints a token for any user who asks; never expose this server");
+            state.set_dev_secret(secret);
+        }
+        Ok(Node { state, tls })
     }
 
     /// Serves on `listener` until `stop` resolves, then drains: stops accepting, closes

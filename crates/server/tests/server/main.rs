@@ -16,3 +16,4 @@ mod ops;
 mod rest_limits;
 mod resume;
 mod subjects;
+mod web;
