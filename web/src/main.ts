@@ -408,14 +408,22 @@ function nearBottom(): boolean {
 }
 
 let readTimer: ReturnType<typeof setTimeout> | undefined;
-let lastMarked = new Map<string, string>();
+const lastMarked = new Map<string, string>();
 function markRead(c: Chan): void {
   if (readTimer) clearTimeout(readTimer);
   readTimer = setTimeout(() => {
     const last = c.messages[c.messages.length - 1];
     if (!last || lastMarked.get(c.summary.id) === last.id || document.hidden) return;
     lastMarked.set(c.summary.id, last.id);
-    c.space?.markRead(last.id).catch(() => lastMarked.delete(c.summary.id));
+    c.space?.markRead(last.id).catch((e: unknown) => {
+      // `read` is throttled per channel (rate_limited with retry_after_ms): send the newest
+      // marker again once allowed.
+      lastMarked.delete(c.summary.id);
+      const wait = e instanceof HeraldError && "retryAfterMs" in e ? Number((e as { retryAfterMs?: number }).retryAfterMs ?? 300) : 1000;
+      setTimeout(() => {
+        if (active === c.summary.id) markRead(c);
+      }, wait);
+    });
   }, 300);
 }
 
