@@ -4,12 +4,17 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
-import { resolve, dirname } from "node:path";
+import { mkdirSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { resolve, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { HeraldServer } from "./server.mjs";
 
-const shots = resolve(dirname(fileURLToPath(import.meta.url)), "../../docs/screenshots");
+// The committed screenshots are refreshed with UPDATE_SCREENSHOTS=1; otherwise they go to a
+// temporary directory, so a test run changes no tracked file.
+const shots = process.env.UPDATE_SCREENSHOTS === "1"
+  ? resolve(dirname(fileURLToPath(import.meta.url)), "../../docs/screenshots")
+  : mkdtempSync(join(tmpdir(), "herald-shots-"));
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const T = 15_000;
 
