@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { resolve, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { HeraldServer } from "./server.mjs";
+import { gradientPng } from "./png.mjs";
 
 // The committed screenshots are refreshed with UPDATE_SCREENSHOTS=1; otherwise they go to a
 // temporary directory, so a test run changes no tracked file.
@@ -68,6 +69,9 @@ test("Ada and Grace chat in the browser, through a server restart", async () => 
   await grace.fill("#new-channel", "general");
   await grace.press("#new-channel", "Enter");
   await msg(grace, "Hello Grace!").waitFor({ timeout: T });
+  // Presence: each sees the other online.
+  await ada.locator('#online .person[data-user="grace"]').waitFor({ timeout: T });
+  await grace.locator('#online .person[data-user="ada"]').waitFor({ timeout: T });
 
   // A second channel with an unread count on Grace's side.
   await ada.fill("#new-channel", "random");
@@ -131,6 +135,19 @@ test("Ada and Grace chat in the browser, through a server restart", async () => 
   await ada.click('#channels a[data-channel="general"]');
   await ada.waitForSelector('#channels a.chan.active[data-channel="general"]', { timeout: T });
 
+  // A file: Ada uploads an image, Grace sees it inline (the bytes fetched from the blob store).
+  await ada.setInputFiles("#file-input", { name: "sunrise.png", mimeType: "image/png", buffer: gradientPng() });
+  const img = grace.locator('#messages img.preview[alt="sunrise.png"]');
+  await img.waitFor({ timeout: T });
+  await grace.waitForFunction(() => {
+    const i = document.querySelector('#messages img.preview[alt="sunrise.png"]');
+    return i instanceof HTMLImageElement && i.complete && i.naturalWidth === 320;
+  }, null, { timeout: T });
+  await ada.waitForFunction(() => {
+    const i = document.querySelector('#messages img.preview[alt="sunrise.png"]');
+    return i instanceof HTMLImageElement && i.complete && i.naturalWidth === 320;
+  }, null, { timeout: T });
+
   await ada.screenshot({ path: `${shots}/chat.png` });
   await grace.screenshot({ path: `${shots}/chat-grace.png` });
 
@@ -158,6 +175,7 @@ test("Ada and Grace chat in the browser, through a server restart", async () => 
     "Hi Ada!",
     "Glad to be here. The history is verified, right?",
     "Every entry is hash-chained (BLAKE3) and checked by the SDK.",
+    "", // the image
     "Sent while the server was down",
     "Back online",
   ];

@@ -155,7 +155,138 @@ const els = {
   context: h("div", { class: "context", hidden: true }),
   composer: h("textarea", { id: "composer", rows: "1", placeholder: "Message", disabled: true }) as HTMLTextAreaElement,
   newChan: h("input", { id: "new-channel", placeholder: "Create or join a channel…", autocomplete: "off" }) as HTMLInputElement,
+  file: h("input", { id: "file-input", type: "file", multiple: true, hidden: true }) as HTMLInputElement,
+  upload: h("div", { class: "upload", id: "upload", hidden: true }),
+  online: h("div", { class: "online", id: "online" }),
 };
+
+// ---------------------------------------------------------------- files
+
+/** The content of a `file` message: the blob and what to show for it. */
+interface FileRef {
+  blob_id: string;
+  name: string;
+  size: number;
+  mime: string;
+}
+
+function parseFile(m: Message): FileRef | undefined {
+  if (m.type !== "file") return undefined;
+  try {
+    const f = JSON.parse(m.content) as Partial<FileRef>;
+    if (typeof f.blob_id === "string" && typeof f.name === "string") {
+      return { blob_id: f.blob_id, name: f.name, size: Number(f.size ?? 0), mime: String(f.mime ?? "") };
+    }
+  } catch {
+    // Not a file reference after all: shown as text.
+  }
+  return undefined;
+}
+
+const blobUrls = new Map<string, Promise<string>>();
+function blobUrl(c: Chan, f: FileRef): Promise<string> {
+  let p = blobUrls.get(f.blob_id);
+  if (!p) {
+    p = spaceOf(c)
+      .then((s) => s.getFile(f.blob_id))
+      .then((bytes) => URL.createObjectURL(new Blob([bytes as unknown as BlobPart], { type: f.mime || "application/octet-stream" })));
+    blobUrls.set(f.blob_id, p);
+    p.catch(() => blobUrls.delete(f.blob_id));
+  }
+  return p;
+}
+
+function size(n: number): string {
+  return n < 1024 ? `${n} B` : n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KB` : `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+function renderFile(c: Chan, f: FileRef): HTMLElement {
+  if (f.mime.startsWith("image/")) {
+    const img = h("img", { class: "preview", alt: f.name, title: `${f.name} · ${size(f.size)}` });
+    void blobUrl(c, f).then((url) => {
+      img.src = url;
+    });
+    return img;
+  }
+  return h(
+    "a",
+    {
+      class: "file",
+      href: "#",
+      onclick: async (e: Event) => {
+        e.preventDefault();
+        const a = h("a", { href: await blobUrl(c, f), download: f.name });
+        a.click();
+      },
+    },
+    h("span", { class: "file-icon" }, "📄"),
+    h("span", {}, h("strong", {}, f.name), h("span", { class: "muted" }, ` · ${size(f.size)}`)),
+  );
+}
+
+async function uploadFiles(files: FileList | File[]): Promise<void> {
+  const c = active ? chans.get(active) : undefined;
+  if (!c) return;
+  const space = await spaceOf(c);
+  for (const file of Array.from(files)) {
+    els.upload.hidden = false;
+    els.upload.textContent = `Uploading ${file.name}…`;
+    try {
+      const bytes = new Uint8Array(await file.arrayBuffer());
+      const { blob_id } = await space.putFile(bytes, {
+        onProgress: (sent, total) => {
+          els.upload.textContent = `Uploading ${file.name}… ${Math.round((sent / Math.max(1, total)) * 100)}%`;
+        },
+      });
+      const ref: FileRef = { blob_id, name: file.name, size: bytes.length, mime: file.type };
+      await space.sendMessage(JSON.stringify(ref), { type: "file" });
+    } catch (e) {
+      toast(e instanceof HeraldError ? `${file.name}: ${e.message}` : String(e));
+    }
+  }
+  els.upload.hidden = true;
+}
+
+// ---------------------------------------------------------------- presence
+
+/** Who is online: each app instance announces itself on a pub/sub subject (never stored). */
+const PRESENCE = "herald.presence";
+const seen = new Map<string, { name: string; at: number }>();
+let presenceTimer: ReturnType<typeof setInterval> | undefined;
+
+async function startPresence(c: Herald, name: string): Promise<void> {
+  await c.message.subscribe(PRESENCE, (data) => {
+    const d = data as { user?: unknown; name?: unknown; online?: unknown; ask?: unknown };
+    if (typeof d.user !== "string") return;
+    if (d.online === false) seen.delete(d.user);
+    else seen.set(d.user, { name: typeof d.name === "string" ? d.name : d.user, at: Date.now() });
+    // A newcomer asks who is there: everyone answers once.
+    if (d.ask === true && d.user !== me) void announce(c, name, false);
+    renderOnline();
+  });
+  await announce(c, name, true);
+  presenceTimer = setInterval(() => {
+    void announce(c, name, false);
+    const stale = Date.now() - 50_000;
+    for (const [u, v] of seen) if (v.at < stale) seen.delete(u);
+    renderOnline();
+  }, 20_000);
+  c.realtime.on("connected", () => void announce(c, name, true));
+  window.addEventListener("pagehide", () => void c.message.publish(PRESENCE, { user: me, online: false }).catch(() => undefined));
+}
+
+async function announce(c: Herald, name: string, ask: boolean): Promise<void> {
+  await c.message.publish(PRESENCE, { user: me, name, online: true, ask }).catch(() => undefined);
+}
+
+function renderOnline(): void {
+  const users = [...seen.entries()].sort((a, b) => a[1].name.localeCompare(b[1].name));
+  els.online.replaceChildren(
+    ...users.map(([u, v]) =>
+      h("div", { class: "person", "data-user": u }, h("span", { class: "dot" }), h("span", {}, v.name), u === me ? h("span", { class: "muted" }, " (you)") : null),
+    ),
+  );
+}
 
 async function start(token: string): Promise<void> {
   const c = await Herald.connect({ url: location.origin, token, reconnect: true });
@@ -195,6 +326,8 @@ async function start(token: string): Promise<void> {
         ),
         h("div", { class: "section" }, "Channels"),
         els.list,
+        h("div", { class: "section" }, "Online"),
+        els.online,
         h(
           "div",
           { class: "me" },
@@ -225,15 +358,41 @@ async function start(token: string): Promise<void> {
           { class: "composer" },
           els.typing,
           els.context,
-          h("div", { class: "box" }, els.composer, h("button", { id: "send", onclick: () => void submit() }, "Send")),
+          els.upload,
+          h(
+            "div",
+            { class: "box" },
+            h("button", { class: "ghost attach", id: "attach", title: "Attach files", onclick: () => els.file.click() }, "📎"),
+            els.file,
+            els.composer,
+            h("button", { id: "send", onclick: () => void submit() }, "Send"),
+          ),
           h("div", { class: "hint muted" }, "Enter to send · Shift+Enter new line · ↑ edit your last message · Alt+↑/↓ switch channel · Ctrl+K find"),
         ),
       ),
     ),
   );
+  els.file.addEventListener("change", () => {
+    if (els.file.files) void uploadFiles(els.file.files).finally(() => (els.file.value = ""));
+  });
+  const pane = app.querySelector(".pane");
+  pane?.addEventListener("dragover", (e) => e.preventDefault());
+  pane?.addEventListener("drop", (e) => {
+    const ev = e as DragEvent;
+    ev.preventDefault();
+    if (ev.dataTransfer?.files.length) void uploadFiles(ev.dataTransfer.files);
+  });
+  els.composer.addEventListener("paste", (e) => {
+    const files = e.clipboardData?.files;
+    if (files && files.length > 0) {
+      e.preventDefault();
+      void uploadFiles(files);
+    }
+  });
   els.scroller.addEventListener("scroll", () => {
     if (els.scroller.scrollTop < 120) void loadOlder();
   });
+  void startPresence(c, name);
   await refreshChannels();
   const first = [...chans.keys()][0];
   if (first) await open(first);
@@ -435,7 +594,9 @@ function renderMessages(c: Chan): void {
   const seenAt = new Map<string, string[]>();
   for (const [user, seq] of c.readers) {
     let target: Msg | undefined;
-    for (const m of c.messages) if (m.seq <= seq) target = m;
+    // Under the newest message of someone else that they have read: a receipt for one's own
+    // message says nothing.
+    for (const m of c.messages) if (m.seq <= seq && m.author !== user) target = m;
     if (target) seenAt.set(target.id, [...(seenAt.get(target.id) ?? []), c.names.get(user) ?? user]);
   }
   let prev: Msg | undefined;
@@ -457,7 +618,7 @@ function renderMessage(c: Chan, m: Msg, grouped: boolean, seenBy: string[] | und
     { class: "actions" },
     ...QUICK_EMOJI.slice(0, 3).map((e) => h("button", { class: "ghost", title: `React ${e}`, onclick: () => void toggleReaction(c, m, e) }, e)),
     h("button", { class: "ghost", title: "Reply", "data-action": "reply", onclick: () => startReply(m) }, "↩"),
-    mine ? h("button", { class: "ghost", title: "Edit", "data-action": "edit", onclick: () => startEdit(m) }, "✎") : null,
+    mine && m.type !== "file" ? h("button", { class: "ghost", title: "Edit", "data-action": "edit", onclick: () => startEdit(m) }, "✎") : null,
     mine ? h("button", { class: "ghost danger", title: "Delete", "data-action": "delete", onclick: () => void remove(c, m) }, "🗑") : null,
   );
   return h(
@@ -471,7 +632,12 @@ function renderMessage(c: Chan, m: Msg, grouped: boolean, seenBy: string[] | und
         ? h("div", { class: "quote" }, h("strong", {}, c.names.get(m.reply_to.author) ?? m.reply_to.author), " ", m.reply_to.content ?? h("em", {}, "deleted message"))
         : null,
       grouped ? null : h("div", { class: "meta" }, h("strong", { class: "author" }, name), h("span", { class: "muted" }, time(m.ts))),
-      h("div", { class: "content" }, m.content, m.edited_at ? h("span", { class: "edited muted" }, " (edited)") : null),
+      (() => {
+        const f = parseFile(m);
+        return f
+          ? h("div", { class: "content attachment" }, renderFile(c, f))
+          : h("div", { class: "content" }, m.content, m.edited_at ? h("span", { class: "edited muted" }, " (edited)") : null);
+      })(),
       counts.size > 0
         ? h(
             "div",
@@ -529,7 +695,8 @@ function startEdit(m: Msg): void {
 function renderContext(): void {
   const cancel = h("button", { class: "ghost", title: "Cancel (Esc)", onclick: () => cancelContext() }, "✕");
   if (replyTo) {
-    els.context.replaceChildren(h("span", {}, "Replying to ", h("strong", {}, replyTo.author), `: ${replyTo.content.slice(0, 80)}`), cancel);
+    const what = parseFile(replyTo)?.name ?? replyTo.content.slice(0, 80);
+    els.context.replaceChildren(h("span", {}, "Replying to ", h("strong", {}, replyTo.author), `: ${what}`), cancel);
     els.context.hidden = false;
   } else if (editing) {
     els.context.replaceChildren(h("span", {}, "Editing message"), cancel);
@@ -710,7 +877,7 @@ els.composer.addEventListener("keydown", (e) => {
     cancelContext();
   } else if (e.key === "ArrowUp" && els.composer.value === "") {
     const c = active ? chans.get(active) : undefined;
-    const mine = c?.messages.filter((m) => m.author === me).pop();
+    const mine = c?.messages.filter((m) => m.author === me && m.type !== "file").pop();
     if (mine) {
       e.preventDefault();
       startEdit(mine);

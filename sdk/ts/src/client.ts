@@ -426,6 +426,40 @@ export class Connection {
     return res;
   }
 
+  /** A REST upload through XMLHttpRequest, for its upload progress events (browsers only). */
+  async restWithProgress(
+    method: string,
+    path: string,
+    bytes: Uint8Array,
+    onProgress: (sent: number, total: number) => void,
+  ): Promise<unknown> {
+    const token = this.token ?? (await this.freshToken());
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open(method, `${this.http}${path}`);
+      xhr.setRequestHeader("authorization", `Bearer ${token}`);
+      xhr.setRequestHeader("content-type", "application/octet-stream");
+      xhr.upload.onprogress = (e) => onProgress(e.loaded, e.total || bytes.length);
+      xhr.onerror = () => reject(new HeraldError("network", `${method} ${path}: network error`));
+      xhr.onload = () => {
+        let body: unknown;
+        try {
+          body = JSON.parse(xhr.responseText);
+        } catch {
+          body = undefined;
+        }
+        if (xhr.status >= 200 && xhr.status < 300) {
+          onProgress(bytes.length, bytes.length);
+          resolve(body);
+          return;
+        }
+        const e = (body as { error?: { code?: string; message?: string } } | undefined)?.error;
+        reject(errorFromDetail({ code: e?.code ?? "internal", message: e?.message ?? `HTTP ${xhr.status}` }));
+      };
+      xhr.send(bytes as unknown as XMLHttpRequestBodyInit);
+    });
+  }
+
   /** Closes the socket and stops reconnecting; every waiting call is rejected with `ClosedError`. */
   close(): void {
     this.shutdown(new ClosedError());

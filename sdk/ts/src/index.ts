@@ -301,9 +301,18 @@ export class Space {
     return body.members;
   }
 
-  /** Stores bytes as a channel blob; resolves with its id (BLAKE3 hex) and size. */
-  async putFile(bytes: Uint8Array): Promise<{ blob_id: string; size: number }> {
-    const res = await this.conn.rest("PUT", `/v1/channels/${encodeURIComponent(this.id)}/blobs`, bytes);
+  /**
+   * Stores bytes as a channel blob; resolves with its id (BLAKE3 hex) and size. `onProgress`
+   * gets (sent, total) bytes where the platform reports upload progress (browsers).
+   */
+  async putFile(bytes: Uint8Array, opts: { onProgress?: (sent: number, total: number) => void } = {}): Promise<{ blob_id: string; size: number }> {
+    const path = `/v1/channels/${encodeURIComponent(this.id)}/blobs`;
+    if (opts.onProgress && typeof XMLHttpRequest !== "undefined") {
+      const body = await this.conn.restWithProgress("PUT", path, bytes, opts.onProgress);
+      return body as { blob_id: string; size: number };
+    }
+    const res = await this.conn.rest("PUT", path, bytes);
+    opts.onProgress?.(bytes.length, bytes.length);
     return (await res.json()) as { blob_id: string; size: number };
   }
 
