@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every TypeScript suite: the SDK (sdk/ts: type check, unit tests, integration against a real
+# Every TypeScript suite: the committed WebAssembly crypto matches crates/crypto-wasm (where the
+# wasm tools are installed), the SDK (sdk/ts: type check, unit tests, integration against a real
 # `herald serve`), the chat app (web/: type check, build, and a check that the committed
 # web/dist — which the server embeds — is what the sources build), and the browser end to end
 # (playwright-core driving Debian's chromium).
@@ -19,9 +20,20 @@ if [ ! -x "$HERALD_BIN" ]; then
   cargo build -p herald-cli --locked
 fi
 
+echo "==> sdk/ts/src/wasm: the committed WebAssembly build of crates/crypto-wasm matches its sources"
+set +e
+bash scripts/build-wasm --check
+rc=$?
+set -e
+if [ "$rc" = 3 ]; then
+  echo "skipped: the wasm tools are not installed (see scripts/build-wasm); the committed build is used as is"
+elif [ "$rc" != 0 ]; then
+  exit "$rc"
+fi
+
 echo "==> sdk/ts: install, type check, unit and integration tests"
 npm ci --prefix sdk/ts --no-audit --no-fund
-(cd sdk/ts && npx tsc -p tsconfig.json && node --experimental-websocket --test --test-concurrency=1 dist/test/)
+(cd sdk/ts && npm run build && node --experimental-websocket --test --test-concurrency=1 dist/test/)
 
 echo "==> web: install, type check, build; the committed web/dist must match the sources"
 npm ci --prefix web --no-audit --no-fund
