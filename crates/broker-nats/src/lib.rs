@@ -342,6 +342,7 @@ impl NatsBroker {
         };
         let setup = |e: &dyn std::fmt::Display| NatsError::Setup(e.to_string());
         let channels = client.subscribe(wire::all_channels(&config.prefix)).await.map_err(|e| setup(&e))?;
+        let e2ee = client.subscribe(wire::all_e2ee(&config.prefix)).await.map_err(|e| setup(&e))?;
         let sync_subject = wire::sync_subject(&config.prefix, &config.node_id);
         let sync = client.subscribe(sync_subject.clone()).await.map_err(|e| setup(&e))?;
         let (outgoing, outgoing_rx) = mpsc::channel(config.outgoing_capacity.max(1));
@@ -369,6 +370,7 @@ impl NatsBroker {
             shutdown: CancellationToken::new(),
         });
         inner.spawn(inner.clone().read_channels(channels));
+        inner.spawn(inner.clone().read_e2ee(e2ee));
         inner.spawn(inner.clone().read_syncs(sync));
         inner.spawn(inner.clone().send_outgoing(outgoing_rx));
         inner.spawn(inner.clone().check_after_events());
@@ -792,7 +794,26 @@ impl Inner {
         while let Some(msg) = sub.next().await {
             match wire::decode(&msg.payload) {
                 Ok(r) if r.node == self.config.node_id => {}
-                Ok(r) if matches!(r.envelope, Envelope::Channel(_)) => {
+                Ok(r) if matches!(r.envelope, Envelope::Channel(_) | Envelope::Room(_)) => {
+                    bump(&self.events.counters.received);
+                    self.accept(&r.envelope);
+                }
+                Ok(_) => bump(&self.events.counters.decode_errors),
+                Err(e) => {
+                    bump(&self.events.counters.decode_errors);
+                    tracing::warn!(subject = %msg.subject, error = %e, "nats: unreadable message");
+                }
+            }
+        }
+    }
+
+    /// End-to-end encryption events (§7) of every app: straight to the hub (at most once,
+    /// like signals; a DM waits in its inbox until acknowledged anyway).
+    async fn read_e2ee(self: Arc<Self>, mut sub: async_nats::Subscriber) {
+        while let Some(msg) = sub.next().await {
+            match wire::decode(&msg.payload) {
+                Ok(r) if r.node == self.config.node_id => {}
+                Ok(r) if matches!(r.envelope, Envelope::Device { .. } | Envelope::Keeper { .. }) => {
                     bump(&self.events.counters.received);
                     self.accept(&r.envelope);
                 }

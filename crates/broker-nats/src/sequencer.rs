@@ -455,7 +455,7 @@ mod tests {
     fn seq_of(e: &Envelope) -> Option<u64> {
         match e {
             Envelope::Channel(ev) => ev.seq,
-            Envelope::Publication { .. } => None,
+            _ => None,
         }
     }
 

@@ -7,6 +7,9 @@
 //!   receipts, deletions).
 //! - `{prefix}.pub.{app}.{subject}`: publications to one subject of one app.
 //! - `{prefix}.sync.{node}`: a node's own round trips (see `NatsBroker::confirm`).
+//! - `{prefix}.e2e.{app}`: end-to-end encryption events (§7): a `dm` for the connections of
+//!   one device (`dv`, with the DM id `i`), or an event for the app's keepers (`k`, with the
+//!   channel whose members are skipped in `kc`). Every node subscribes to `{prefix}.e2e.>`.
 //!
 //! Each `{…}` is [`token`]-encoded: `[A-Za-z0-9-]` stand for themselves and every other byte
 //! is `_XX` (two uppercase hex digits), `_` included, so a UUID is itself and `a.b`, `*`, `>`,
@@ -28,6 +31,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use herald_engine::broker::{ChannelEvent, Envelope};
+use herald_engine::rooms::{RoomChange, RoomEnvelope};
 use serde::{Deserialize, Serialize};
 
 /// The version of the message format this crate writes and reads.
@@ -155,6 +159,41 @@ struct Meta {
     l: Vec<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     d: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dv: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    i: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    k: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kc: Option<String>,
+    /// Room traffic (§8): present only on room envelopes, which travel on their channel's
+    /// subject so every node receives them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    r: Option<RoomMeta>,
+}
+
+/// The subject of an app's end-to-end encryption events.
+pub fn e2ee_subject(prefix: &str, app: &str) -> String {
+    let mut s = format!("{prefix}.e2e.");
+    push_token(&mut s, app);
+    s
+}
+
+/// The wildcard subject of every app's end-to-end encryption events.
+pub fn all_e2ee(prefix: &str) -> String {
+    format!("{prefix}.e2e.>")
+}
+
+/// The routing and replica change of a room envelope.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct RoomMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    skip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    change: Option<RoomChange>,
 }
 
 /// The NATS subject and payload of an envelope sent by node `node`.
@@ -176,6 +215,18 @@ pub fn encode(prefix: &str, node: &str, envelope: &Envelope) -> (String, Bytes) 
             },
             &ev.frame,
         ),
+        Envelope::Room(r) => (
+            channel_subject(prefix, &r.channel),
+            Meta {
+                v: VERSION,
+                n: node.to_owned(),
+                a: r.app.clone(),
+                c: Some(r.channel.clone()),
+                r: Some(RoomMeta { to: r.to.clone(), skip: r.skip.clone(), change: r.change.clone() }),
+                ..Meta::default()
+            },
+            &r.frame,
+        ),
         Envelope::Publication { app, subject, frame } => (
             publication_subject(prefix, app, subject),
             Meta {
@@ -183,6 +234,30 @@ pub fn encode(prefix: &str, node: &str, envelope: &Envelope) -> (String, Bytes) 
                 n: node.to_owned(),
                 a: app.clone(),
                 p: Some(subject.clone()),
+                ..Meta::default()
+            },
+            frame,
+        ),
+        Envelope::Device { app, device, id, frame } => (
+            e2ee_subject(prefix, app),
+            Meta {
+                v: VERSION,
+                n: node.to_owned(),
+                a: app.clone(),
+                dv: Some(device.clone()),
+                i: Some(id.clone()),
+                ..Meta::default()
+            },
+            frame,
+        ),
+        Envelope::Keeper { app, skip_members_of, frame } => (
+            e2ee_subject(prefix, app),
+            Meta {
+                v: VERSION,
+                n: node.to_owned(),
+                a: app.clone(),
+                k: true,
+                kc: skip_members_of.clone(),
                 ..Meta::default()
             },
             frame,
@@ -226,7 +301,23 @@ pub fn decode(payload: &Bytes) -> Result<Received, DecodeError> {
         return Err(DecodeError::Version(meta.v));
     }
     let frame = payload.slice(nl + 1..);
+    if let Some(device) = meta.dv {
+        let id = meta.i.unwrap_or_default();
+        return Ok(Received { node: meta.n, envelope: Envelope::Device { app: meta.a, device, id, frame } });
+    }
+    if meta.k {
+        let envelope = Envelope::Keeper { app: meta.a, skip_members_of: meta.kc, frame };
+        return Ok(Received { node: meta.n, envelope });
+    }
     let envelope = match (meta.c, meta.p) {
+        (Some(channel), _) if let Some(r) = meta.r => Envelope::Room(RoomEnvelope {
+            app: meta.a,
+            channel,
+            to: r.to,
+            skip: r.skip,
+            frame,
+            change: r.change,
+        }),
         (Some(channel), _) => Envelope::Channel(ChannelEvent {
             app: meta.a,
             channel,
@@ -323,6 +414,21 @@ mod tests {
         );
         assert_eq!(decode(&payload).unwrap().envelope, Envelope::Channel(signal));
 
+        let dm = Envelope::Device {
+            app: "a.b".into(),
+            device: "ada-phone".into(),
+            id: "d1".into(),
+            frame: Bytes::from_static(b"{\"event\":\"dm\"}"),
+        };
+        let (subject, payload) = encode("herald", "n", &dm);
+        assert_eq!(subject, "herald.e2e.a_2Eb");
+        assert_eq!(decode(&payload).unwrap().envelope, dm);
+        let keeper = Envelope::Keeper {
+            app: "app".into(),
+            skip_members_of: Some("c1".into()),
+            frame: Bytes::from_static(b"{}"),
+        };
+        assert_eq!(decode(&encode("herald", "n", &keeper).1).unwrap().envelope, keeper);
         let p = Envelope::Publication {
             app: "a".into(),
             subject: "s.x".into(),
@@ -331,6 +437,34 @@ mod tests {
         let (subject, payload) = encode("herald", "n", &p);
         assert_eq!(subject, "herald.pub.a.s_2Ex");
         assert_eq!(decode(&payload).unwrap().envelope, p);
+    }
+
+    /// Room envelopes (§8) travel on their channel's subject with their routing and change,
+    /// and a binary frame (newlines and all) comes back byte for byte.
+    #[test]
+    fn room_envelopes_round_trip() {
+        let frame =
+            Bytes::from(herald_proto::frames::encode_binary(br#"{"event":"room_message"}"#, b"\n\x00\xff\n"));
+        let r = Envelope::Room(RoomEnvelope {
+            app: "default".into(),
+            channel: "c1".into(),
+            to: Some("p2".into()),
+            skip: None,
+            frame,
+            change: Some(RoomChange::StreamCredit { stream_id: "s".into(), bytes: 7 }),
+        });
+        let (subject, payload) = encode("herald", "n", &r);
+        assert_eq!(subject, "herald.ch.c1");
+        assert_eq!(decode(&payload).unwrap().envelope, r);
+        let left = Envelope::Room(RoomEnvelope {
+            app: "default".into(),
+            channel: "c1".into(),
+            to: None,
+            skip: Some("p1".into()),
+            frame: Bytes::new(),
+            change: Some(RoomChange::Left { participant_id: "p1".into() }),
+        });
+        assert_eq!(decode(&encode("herald", "n", &left).1).unwrap().envelope, left);
     }
 
     #[test]

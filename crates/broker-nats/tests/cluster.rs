@@ -656,3 +656,143 @@ async fn a_nats_restart_loses_nothing_for_any_client() {
     a.publish(&ada.who, "after", json!("back")).unwrap();
     assert_eq!(bob.next(|e| e["event"] == "publication").await["data"], json!("back"));
 }
+
+/// §7 across nodes: a DM sent on node 0 reaches the connection of the addressed device on
+/// node 1, and a keeper on node 1 hears `keys_needed` for an encrypted channel created on
+/// node 0 (device and keeper envelopes travel over NATS).
+#[tokio::test]
+async fn dms_and_keeper_events_cross_nodes() {
+    let Some(url) = shared_nats().await else { return };
+    let cluster = Cluster::start(&url, 2).await;
+    let bundle =
+        |d: &str| json!({"identity": {"device_id": d}, "identity_signature": "s", "one_time_keys": []});
+    let (e0, e1) = (&cluster.engines[0], &cluster.engines[1]);
+    e0.register_device(&principal("ada"), "ada-phone", &bundle("ada-phone")).await.unwrap();
+    e1.register_device(&principal("bob"), "bob-phone", &bundle("bob-phone")).await.unwrap();
+    let ada = Client::connect(e0, "ada").await;
+    e0.attach_e2ee(&ada.conn, &ada.who, Some("ada-phone".into()));
+    let mut bob = Client::connect(e1, "bob").await;
+    e1.attach_e2ee(&bob.conn, &bob.who, Some("bob-phone".into()));
+    assert_eq!(e1.resume(&bob.conn).await, herald_engine::ResumeEnd::Done);
+    let mut keeper_who = principal("keeper");
+    keeper_who.grants = Grants::from_claim(Some(&["keeper".to_owned()]));
+    let (conn, mut rx) =
+        e1.connect(&keeper_who, &BTreeMap::new(), |_| Bytes::from_static(b"{}")).await.unwrap();
+    rx.recv().await.unwrap();
+    e1.attach_e2ee(&conn, &keeper_who, None);
+    let mut keeper = Client { who: keeper_who, conn, rx };
+
+    let to = vec![herald_proto::frames::DmTo {
+        user: "bob".into(),
+        device_id: "bob-phone".into(),
+        body: "olm-ct".into(),
+    }];
+    cluster
+        .on(0, e0.execute(&ada.who, Some(&ada.conn), Request::DmSend { to, client_id: None }))
+        .await
+        .unwrap();
+    let dm = bob.next(|e| e["event"] == "dm").await;
+    assert_eq!((dm["body"].as_str(), dm["from_device"].as_str()), (Some("olm-ct"), Some("ada-phone")));
+
+    let create = CreateChannel { encrypted: true, members: vec!["bob".into()], ..Default::default() };
+    let now = herald_engine::Clock::now_ms(&SystemClock);
+    let ch = cluster.on(0, e0.create_channel(&ada.who, create, now)).await.unwrap().channel.id;
+    let needed = keeper.next(|e| e["event"] == "keys_needed" && e["user"] == "bob").await;
+    assert_eq!((needed["channel"].as_str(), &needed["devices"]), (Some(ch.as_str()), &json!(["bob-phone"])));
+}
+
+/// The next room frame of `rx` matching `pred`: its JSON (the header of a binary frame) and
+/// the bytes after a binary frame's header.
+async fn next_room(rx: &mut mpsc::Receiver<Bytes>, pred: impl Fn(&Value) -> bool) -> (Value, Vec<u8>) {
+    let wait = async {
+        loop {
+            let frame = rx.recv().await.expect("connection closed");
+            let (v, bytes) = if herald_engine::rooms::is_binary_frame(&frame) {
+                let (h, b) = herald_proto::frames::parse_binary_frame(&frame).unwrap();
+                (Value::Object(h), b.to_vec())
+            } else {
+                (serde_json::from_slice::<Value>(&frame).unwrap(), Vec::new())
+            };
+            if pred(&v) {
+                return (v, bytes);
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, wait).await.expect("timed out waiting for a room frame")
+}
+
+/// Rooms span nodes (§8 over §10): presence, a direct message with an attachment and a
+/// credit-paced stream between participants on two nodes, all through NATS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_participants_messages_and_streams_cross_nodes() {
+    use herald_proto::rooms::RoomRequest;
+    let Some(url) = shared_nats().await else { return };
+    let cluster = Cluster::start(&url, 2).await;
+    let (e0, e1) = (cluster.engines[0].clone(), cluster.engines[1].clone());
+    let (mut ada, mut bob, id) = ada_and_bob(&cluster).await;
+    bob.next(|e| e["event"] == "channel_created").await;
+    let enter = |channel: &str| RoomRequest::Enter { channel: channel.to_owned(), attributes: None };
+    let ok = e0.execute_room(&ada.who, &ada.conn, enter(&id), None).await.unwrap();
+    let pa = serde_json::to_value(&ok).unwrap()["participant_id"].as_str().unwrap().to_owned();
+    let ok =
+        serde_json::to_value(e1.execute_room(&bob.who, &bob.conn, enter(&id), None).await.unwrap()).unwrap();
+    let pb = ok["participant_id"].as_str().unwrap().to_owned();
+    // Ada's enter reaches node 1 before or after Bob's: in his list, or as an event.
+    if ok["participants"].as_array().unwrap().len() < 2 {
+        let (added, _) = next_room(&mut bob.rx, |e| e["event"] == "participant_added").await;
+        assert_eq!(added["participant"]["participant_id"], pa.as_str());
+    }
+    let (added, _) = next_room(&mut ada.rx, |e| e["event"] == "participant_added").await;
+    assert_eq!(added["participant"]["participant_id"], pb.as_str());
+
+    let send = RoomRequest::Send {
+        channel: id.clone(),
+        to: pb.clone(),
+        kind: "file".into(),
+        message: json!({"n": 1}),
+    };
+    e0.execute_room(&ada.who, &ada.conn, send, Some(Bytes::from_static(b"\x00\nbytes\n"))).await.unwrap();
+    let (m, bytes) = next_room(&mut bob.rx, |e| e["event"] == "room_message").await;
+    assert_eq!(m["from"]["participant_id"], pa.as_str());
+    assert_eq!(bytes, b"\x00\nbytes\n");
+
+    // A stream from node 0 to node 1: the accept's credit crosses back to the writer's node.
+    let open = {
+        let (e0, who, id, pb) = (e0.clone(), ada.who.clone(), id.clone(), pb.clone());
+        let conn = std::sync::Arc::new(ada.conn);
+        let c2 = conn.clone();
+        (
+            tokio::spawn(async move {
+                let req = RoomRequest::StreamOpen { channel: id, to: pb, header: json!({}) };
+                e0.execute_room(&who, &c2, req, None).await.map(|ok| serde_json::to_value(ok).unwrap())
+            }),
+            conn,
+        )
+    };
+    let (req, _) = next_room(&mut bob.rx, |e| e["event"] == "stream_request").await;
+    let sid = req["stream_id"].as_str().unwrap().to_owned();
+    e1.execute_room(
+        &bob.who,
+        &bob.conn,
+        RoomRequest::StreamAccept { stream_id: sid.clone(), credit: Some(4) },
+        None,
+    )
+    .await
+    .unwrap();
+    let ok = open.0.await.unwrap().unwrap();
+    assert_eq!(ok["stream_id"], sid.as_str());
+    let ada_conn = open.1;
+    let chunk = || RoomRequest::StreamChunk { stream_id: sid.clone(), header: None };
+    e0.execute_room(&ada.who, &ada_conn, chunk(), Some(Bytes::from_static(b"abcd"))).await.unwrap();
+    let e = e0.execute_room(&ada.who, &ada_conn, chunk(), Some(Bytes::from_static(b"e"))).await.unwrap_err();
+    assert_eq!(e.code(), herald_proto::ErrorCode::RateLimited);
+    let (c, bytes) = next_room(&mut bob.rx, |e| e["event"] == "stream_chunk").await;
+    assert_eq!((c["stream_id"].as_str(), bytes.as_slice()), (Some(sid.as_str()), &b"abcd"[..]));
+
+    // Bob leaves on node 1: node 0 removes him and aborts the stream for Ada.
+    e1.execute_room(&bob.who, &bob.conn, RoomRequest::Leave { channel: id.clone() }, None).await.unwrap();
+    let (aborted, _) = next_room(&mut ada.rx, |e| e["event"] == "stream_aborted").await;
+    assert_eq!(aborted["stream_id"], sid.as_str());
+    let (removed, _) = next_room(&mut ada.rx, |e| e["event"] == "participant_removed").await;
+    assert_eq!(removed["participant"]["participant_id"], pb.as_str());
+}

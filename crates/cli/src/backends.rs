@@ -96,7 +96,14 @@ pub async fn open_node(config: ServeConfig) -> anyhow::Result<Node> {
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL store: {e}"))?,
             );
-            let blobs: DynBlobStore = Arc::new(pg_store.blob_store());
+            // With --blob-dir, blob files in directories every node mounts (§10); else bytea.
+            let blobs: DynBlobStore = if config.blob_dir.is_empty() {
+                Arc::new(pg_store.blob_store())
+            } else {
+                Arc::new(
+                    FsBlobStore::open_dirs(config.blob_dir.clone()).context("cannot open the blob store")?,
+                )
+            };
             let store: DynStore = pg_store.clone();
             if let Some(nats) = &nats {
                 nats.set_store(store.clone());
@@ -176,7 +183,14 @@ pub async fn open_embedded(config: ServeConfig) -> anyhow::Result<Node> {
         SqliteStore::open(sqlite, BrokerSink::new(broker.clone()))
             .with_context(|| format!("cannot open the store in {}", config.data.display()))?,
     );
-    let blobs = Arc::new(FsBlobStore::open(config.data.clone()).context("cannot open the blob store")?);
+    let blobs = Arc::new(
+        if config.blob_dir.is_empty() {
+            FsBlobStore::open(config.data.clone())
+        } else {
+            FsBlobStore::open_dirs(config.blob_dir.clone())
+        }
+        .context("cannot open the blob store")?,
+    );
     let node = Node::open(config, NodeBackends { store: store.clone(), blobs, broker }).await?;
     store.set_commit_observer(node.state.metrics().commit_observer());
     Ok(node)

@@ -11,6 +11,8 @@
 //! - [`append`]: C connections each sending `message.send` and awaiting its (durable) reply;
 //!   durable appends per second, ack latency, and the server's group-commit figures.
 //! - [`idle`]: K authenticated idle connections; the server's resident memory per connection.
+//! - [`presence`]: N participants entering one room at once; the time until each sees the
+//!   full count, and the frames the server sent for it.
 //!
 //! The generator shares the machine with the server, so it is kept cheap: received frames are
 //! classified by a byte-prefix scan ([`scan`]) instead of a JSON parse, latencies go into a few
@@ -26,10 +28,12 @@
 
 mod append;
 mod compare;
+mod e2ee;
 mod fanout;
 mod idle;
 mod net;
 mod peers;
+mod presence;
 mod report;
 mod scan;
 mod spawn;
@@ -90,9 +94,15 @@ enum Mode {
     Append(append::AppendArgs),
     /// Idle connections: the server's resident memory per authenticated idle connection.
     Idle(idle::IdleArgs),
+    /// Room presence at scale: N participants (one connection each) enter one room at once;
+    /// time until every one sees the full count, and the server's frames for it (/metrics).
+    Presence(presence::PresenceArgs),
     /// Fan-out against Herald and each peer (NATS, Socket.IO, MQTT, Redis) in turn, one
     /// table; `--sweep` over offered rates, `--csv` for the plot.
     Compare(compare::CompareArgs),
+    /// End-to-end encryption through the SDK: sealed channel messages/s end to end, DM
+    /// round-trip latency, keeper admission time into a channel with a long history.
+    E2ee(e2ee::E2eeArgs),
 }
 
 /// The options of [`BenchArgs`] that every mode may use, once the mode is taken out.
@@ -269,6 +279,14 @@ async fn run_mode(common: &Common, mode: Mode) -> anyhow::Result<Option<(report:
         Mode::Append(a) => {
             let ctx = common.herald_ctx(None).await?;
             Ok(Some((append::run(&ctx, a).await?, common.url.clone())))
+        }
+        Mode::Presence(a) => {
+            let ctx = common.herald_ctx(None).await?;
+            Ok(Some((presence::run(&ctx, a).await?, common.url.clone())))
+        }
+        Mode::E2ee(a) => {
+            let ctx = common.herald_ctx(None).await?;
+            e2ee::run(&ctx, a).await.map(|()| None)
         }
         Mode::Idle(a) => {
             let ctx = common.herald_ctx(None).await?;

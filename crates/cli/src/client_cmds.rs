@@ -11,7 +11,7 @@ use std::io::Write;
 pub struct Conn {
     /// Server URL.
     #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:7700")]
-    url: String,
+    pub url: String,
     /// Token (see `herald token`).
     #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -19,6 +19,24 @@ pub struct Conn {
     /// usual public ones (the certificate of a self-signed `serve --tls-cert`).
     #[arg(long, env = "HERALD_CA_FILE")]
     ca_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub e2ee: crate::e2ee_cmds::StateArgs,
+}
+
+impl Conn {
+    /// The token and the SDK configuration these flags describe.
+    pub(crate) fn client_config(&self) -> anyhow::Result<(String, herald_client::ClientConfig)> {
+        let token = self.token.as_deref().filter(|t| !t.is_empty()).context(
+            "no token: pass --token or set HERALD_TOKEN (mint one with `herald token --sub <user>`)",
+        )?;
+        let mut config = herald_client::ClientConfig::default();
+        if let Some(path) = &self.ca_file {
+            let pem =
+                std::fs::read(path).with_context(|| format!("cannot read --ca-file {}", path.display()))?;
+            config.add_root_certificate_pem(&pem).with_context(|| format!("--ca-file {}", path.display()))?;
+        }
+        Ok((token.to_owned(), config))
+    }
 }
 
 /// Commands that talk to a running server.
@@ -107,6 +125,10 @@ pub enum ChannelCmd {
         /// Initial members (repeatable).
         #[arg(long = "member")]
         members: Vec<String>,
+        /// End-to-end encrypted (needs --state): the genesis roster commit is signed by
+        /// this device and the first key sealed to every member and keeper device.
+        #[arg(long)]
+        encrypted: bool,
     },
     /// Join a channel by name or id.
     Join { channel: String },
@@ -124,21 +146,13 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
 }
 
 async fn connect(conn: &Conn) -> anyhow::Result<Client> {
-    let token =
-        conn.token.as_deref().filter(|t| !t.is_empty()).context(
-            "no token: pass --token or set HERALD_TOKEN (mint one with `herald token --sub <user>`)",
-        )?;
-    let mut config = herald_client::ClientConfig::default();
-    if let Some(path) = &conn.ca_file {
-        let pem = std::fs::read(path).with_context(|| format!("cannot read --ca-file {}", path.display()))?;
-        config.add_root_certificate_pem(&pem).with_context(|| format!("--ca-file {}", path.display()))?;
-    }
-    Client::connect_with(&conn.url, token, config)
+    let (token, config) = conn.client_config()?;
+    Client::connect_with(&conn.url, &token, config)
         .await
         .with_context(|| format!("cannot connect to {}", conn.url))
 }
 
-fn out(line: impl std::fmt::Display) -> anyhow::Result<()> {
+pub(crate) fn out(line: impl std::fmt::Display) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}")?;
     stdout.flush()?;
@@ -189,7 +203,8 @@ fn event_line(e: &Event) -> Option<String> {
         }
         Event::Ephemeral { from, subject, data, .. } => format!("{from} {subject} {data}"),
         Event::ResumeTruncated { from_seq, .. } => format!("(older than #{from_seq} not replayed)"),
-        Event::Publication { .. } => return None,
+        // Device and keeper events (§7) are not channel lines; the E2EE commands show them.
+        Event::Publication { .. } | Event::Dm { .. } | Event::KeysNeeded { .. } => return None,
     })
 }
 
@@ -198,7 +213,16 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Channel { cmd, conn } => {
             let client = connect(&conn).await?;
             match cmd {
-                ChannelCmd::Create { name, title, invite, members } => {
+                ChannelCmd::Create { name, members, encrypted: true, .. } => {
+                    client.close().await;
+                    let e = crate::e2ee_cmds::connect_e2ee(&conn, false, None).await?;
+                    let m: Vec<&str> = members.iter().map(String::as_str).collect();
+                    let ch = e.channels().create_encrypted_with(Some(&name), &m).await?;
+                    out(ch.id())?;
+                    e.close().await;
+                    return Ok(());
+                }
+                ChannelCmd::Create { name, title, invite, members, encrypted: false } => {
                     let ch = client
                         .channels()
                         .create_with(herald_client::CreateChannel {
@@ -232,11 +256,42 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<()> {
             }
             client.close().await;
         }
+        ClientCommand::Send { channel, text, conn, .. } if conn.e2ee.state.is_some() => {
+            let e = crate::e2ee_cmds::connect_e2ee(&conn, false, None).await?;
+            let m = e.channels().get(&channel).await?.send(&text).await?;
+            out(format!("{}\t#{}", m.id, m.seq))?;
+            e.close().await;
+        }
+        ClientCommand::History { channel, limit, conn, .. } if conn.e2ee.state.is_some() => {
+            let e = crate::e2ee_cmds::connect_e2ee(&conn, false, None).await?;
+            let all = e.channels().get(&channel).await?.history().await?;
+            let skip = all.len().saturating_sub(limit as usize);
+            for o in &all[skip..] {
+                out(crate::e2ee_cmds::opened_line(o))?;
+            }
+            e.close().await;
+        }
+        ClientCommand::Tail { channel, conn, .. } if conn.e2ee.state.is_some() => {
+            let e = crate::e2ee_cmds::connect_e2ee(&conn, false, None).await?;
+            let ch = e.channels().join(&channel).await?;
+            let mut messages = ch.messages();
+            eprintln!("herald: following {channel} ({}), decrypting", ch.id());
+            while let Some(o) = messages.next().await {
+                out(crate::e2ee_cmds::opened_line(&o))?;
+            }
+        }
         ClientCommand::Send { channel, text, reply_to, kind, client_id, conn } => {
             let client = connect(&conn).await?;
             let ch = member_channel(&client, &channel).await?;
             let m = ch
-                .send_with(SendMessage { content: text, kind: Some(kind), reply_to, client_id, author: None })
+                .send_with(SendMessage {
+                    content: text,
+                    kind: Some(kind),
+                    reply_to,
+                    client_id,
+                    author: None,
+                    epoch: None,
+                })
                 .await?;
             out(format!("{}\t#{}", m.id, m.seq))?;
             client.close().await;

@@ -6,6 +6,8 @@
 
 mod bench;
 mod client_cmds;
+mod e2ee_cmds;
+mod room_cmds;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -31,7 +33,13 @@ enum Command {
     Token(TokenArgs),
     #[command(flatten)]
     Client(client_cmds::ClientCommand),
-    /// Measure a server: fan-out, durable appends, idle connections; compare with peers.
+    /// Rooms (§8): list participants, send or broadcast typed JSON with attachments, stay in
+    /// a room printing its events (accepting streams into files), stream a file.
+    Room(room_cmds::RoomArgs),
+    #[command(flatten)]
+    E2ee(e2ee_cmds::E2eeCommand),
+    /// Measure a server: fan-out, durable appends, idle connections, end-to-end encryption;
+    /// compare with peers.
     Bench(bench::BenchArgs),
 }
 
@@ -143,6 +151,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args, &matches),
         Command::Token(args) => token(args),
         Command::Client(cmd) => client_cmds::run(cmd),
+        Command::Room(args) => room_cmds::run(args),
+        Command::E2ee(cmd) => e2ee_cmds::run(cmd),
         Command::Bench(args) => bench::run(args),
     };
     match result {

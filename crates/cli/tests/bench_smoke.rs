@@ -267,3 +267,17 @@ fn listen_address_is_found_in_plain_and_coloured_log_lines() {
     assert_eq!(listen_addr(coloured).as_deref(), Some("127.0.0.1:4243"));
     assert_eq!(listen_addr("something else listen=1.2.3.4:5"), None);
 }
+
+#[test]
+fn bench_presence_sees_every_participant_and_counts_the_servers_frames() {
+    let server = start_server();
+    let p = bench(&server, &["presence", "--participants", "30"]);
+    assert_eq!(p["mode"], "presence", "{p}");
+    assert_eq!(p["participants"], 30, "{p}");
+    assert_eq!(p["failed"], 0, "{p}");
+    assert!(p["all_seen_secs"].as_f64().is_some(), "{p}");
+    // Each participant hears of at most the 29 others (coalescing may fold some away).
+    let room_frames = p["server_room_frames"].as_u64().unwrap_or(0);
+    assert!(room_frames > 0 && room_frames <= 30 * 29, "{p}");
+    stop(server);
+}

@@ -97,9 +97,20 @@ fn serve_help_documents_every_option() {
         "--node-id",
         "--secret-file",
         "HERALD_SECRET",
+        "--dm-ttl",
+        "--dm-inbox-max",
+        "--blob-dir",
     ] {
         assert!(help.contains(flag), "serve --help lacks {flag}");
     }
+    // A duration that is not one is refused before anything starts, naming the flag.
+    let out = Command::new(BIN).args(["serve", "--dm-ttl", "soon"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--dm-ttl"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(help.contains("HERALD_LISTEN") && help.contains("HERALD_DATA"), "env vars are documented");
 }
 

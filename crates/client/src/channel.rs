@@ -23,7 +23,7 @@ pub struct Channel {
 /// [`Listener::cancel`] is called; dropping the handle leaves it running.
 #[derive(Debug)]
 pub struct Listener {
-    task: tokio::task::AbortHandle,
+    pub(crate) task: tokio::task::AbortHandle,
 }
 
 impl Listener {
@@ -93,6 +93,7 @@ impl Channel {
                 channel: self.channel(),
                 message_id: message_id.to_owned(),
                 content: content.to_owned(),
+                epoch: None,
             })
             .await?;
         Ok(ok.message)

@@ -96,6 +96,10 @@ impl Client {
         &self.inner.rest
     }
 
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
     pub(crate) fn command(&self, cmd: Command) -> Result<(), ClientError> {
         self.inner.commands.send(cmd).map_err(|_| ClientError::Closed)
     }

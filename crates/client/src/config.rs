@@ -41,6 +41,16 @@ pub struct ClientConfig {
     /// first) and resumes there with no gap and no duplicate; REST calls (log pages, blobs)
     /// follow it to the same node. Empty: always that one.
     pub fallback_urls: Vec<String>,
+    /// The E2EE device this client speaks for (PROTOCOL.md §7): declared on every
+    /// `connect`, so direct messages and key envelopes addressed to it reach this
+    /// connection. Set by [`crate::e2ee::E2ee::connect`]; the device must be registered
+    /// first (`PUT /v1/keys/devices/{id}`), else the server refuses the `connect`.
+    pub device: Option<String>,
+    /// For keeper connections (PROTOCOL.md §7): deliver log events of channels the user is
+    /// not a member of (the `member_left` a keeper is told about) unverified, instead of
+    /// taking their sparse seqs for a broken chain. Events of member channels are verified
+    /// as always.
+    pub keeper_events: bool,
 }
 
 impl Default for ClientConfig {
@@ -58,6 +68,8 @@ impl Default for ClientConfig {
             token_provider: None,
             root_certificates: Vec::new(),
             fallback_urls: Vec::new(),
+            device: None,
+            keeper_events: false,
         }
     }
 }

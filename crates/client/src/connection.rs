@@ -98,6 +98,8 @@ pub(crate) enum Command {
         sub_id: u64,
     },
     Listen(crate::event::Listener),
+    /// Room and stream traffic (§8), handled by [`crate::room::RoomDriver`].
+    Room(crate::room::RoomCommand),
     /// Deliver an event found outside the socket (a chain error of a log page).
     Emit(ClientEvent),
     Anchor {
@@ -171,6 +173,8 @@ pub(crate) struct Driver {
     /// The first `connect` answer, kept until the resume points are seeded: `connect`
     /// returns only then, so a restart right after it cannot lose a quiet channel.
     first_ok: Option<ConnectOk>,
+    /// Room replies and events, sorted out of the socket before the session sees them.
+    rooms: crate::room::RoomDriver,
 }
 
 impl Driver {
@@ -184,6 +188,8 @@ impl Driver {
     ) -> Driver {
         let Nodes { first: endpoint, fallbacks, rest_base } = nodes;
         let endpoints = std::iter::once(endpoint.clone()).chain(fallbacks).collect();
+        let device = config.device.clone();
+        let keeper_events = config.keeper_events;
         Driver {
             endpoint,
             endpoints,
@@ -193,13 +199,19 @@ impl Driver {
             tls,
             first_attempt: true,
             config,
-            session: Session::seeding(),
+            session: {
+                let mut s = Session::seeding();
+                s.set_device(device);
+                s.set_pass_foreign(keeper_events);
+                s
+            },
             commands,
             listeners: Vec::new(),
             backlog: Some(Vec::new()),
             subscriptions: HashMap::new(),
             ready: Some(ready),
             first_ok: None,
+            rooms: crate::room::RoomDriver::default(),
         }
     }
 
@@ -218,6 +230,8 @@ impl Driver {
         let mut attempt: u32 = 0;
         loop {
             let (end, was_ready) = self.connect_once().await;
+            // Participants do not outlive their connection.
+            self.rooms.disconnected();
             // Connected, then lost before the seeding answer: still a successful connect.
             if let Some(ok) = self.first_ok.take()
                 && let Some(ready) = self.ready.take()
@@ -446,6 +460,14 @@ impl Driver {
                             .await;
                         break End::Closed;
                     }
+                    Some(Command::Room(c)) => {
+                        if let Some(m) = self.rooms.command(c)
+                            && let Err(e) = sink.send(m).await
+                        {
+                            break End::Lost { reason: format!("write: {e}") };
+                        }
+                        Vec::new()
+                    }
                     Some(cmd) => self.command(cmd),
                 },
                 msg = stream.next() => {
@@ -456,7 +478,13 @@ impl Driver {
                     match msg {
                     None => break End::Lost { reason: "connection closed".into() },
                     Some(Err(e)) => break End::Lost { reason: format!("read: {e}") },
-                    Some(Ok(Message::Text(text))) => self.session.handle_text(text.as_str()),
+                    Some(Ok(Message::Text(text))) => {
+                        if self.rooms.handle_text(text.as_str()) {
+                            Vec::new()
+                        } else {
+                            self.session.handle_text(text.as_str())
+                        }
+                    }
                     Some(Ok(Message::Close(frame))) => {
                         let code = frame.as_ref().map(|f| u16::from(f.code));
                         // After `connect` was answered, 4401 means the token expired: with a
@@ -470,8 +498,8 @@ impl Driver {
                         };
                         break End::Lost { reason };
                     }
-                    Some(Ok(Message::Binary(_))) => {
-                        tracing::debug!("binary frame ignored");
+                    Some(Ok(Message::Binary(b))) => {
+                        self.rooms.handle_binary(&b);
                         Vec::new()
                     }
                     Some(Ok(_)) => Vec::new(),
@@ -515,6 +543,10 @@ impl Driver {
                 Vec::new()
             }
             Command::Emit(event) => vec![Output::Event(event)],
+            Command::Room(c) => {
+                self.rooms.offline(c);
+                Vec::new()
+            }
             Command::Anchor { channel, after, reply } => {
                 let _ = reply.send(self.session.anchor(&channel, after));
                 Vec::new()

@@ -31,6 +31,9 @@ pub enum ClientEvent {
     /// stream with [`crate::Client::events`] and page what was missed with
     /// [`crate::Channel::history`] or [`crate::Channel::log`].
     Lagged { capacity: usize },
+    /// A server push this SDK's protocol types do not describe, as JSON (the E2EE events
+    /// `dm` and `keys_needed` of PROTOCOL.md §7, read by [`crate::e2ee`]).
+    Raw(Arc<serde_json::Value>),
 }
 
 impl ClientEvent {

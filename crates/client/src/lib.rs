@@ -42,16 +42,22 @@
 //! - [`config`]: [`ClientConfig`] (backoff, timeouts, token provider). [`error`]: [`ClientError`].
 //! - `tls`: the one rustls configuration of `wss://` and `https://`.
 //! - [`token`]: [`TokenProvider`], reading a JWT's `exp`, when to refresh.
+//! - [`room`]: rooms (§8): [`room::Room`], room messages with attachments, streams with
+//!   credit ([`room::StreamWriter`], [`room::StreamReader`]).
+//! - [`e2ee`]: end-to-end encryption: the device and its state file, DMs, encrypted
+//!   channels and files, the keeper.
 //! - [`history`]: [`HistoryQueryExt`] constructors for [`HistoryQuery`].
 
 pub mod channel;
 pub mod client;
 pub mod config;
 mod connection;
+pub mod e2ee;
 pub mod error;
 pub mod event;
 pub mod history;
 pub mod rest;
+pub mod room;
 pub mod session;
 pub mod subscription;
 mod tls;

@@ -57,7 +57,7 @@ fn io(e: reqwest::Error) -> ClientError {
 
 /// Path segments are ids or names (`[a-z0-9_-]`, UUIDs, hex); anything else is escaped so a
 /// strange value cannot change the path.
-fn segment(s: &str) -> String {
+pub(crate) fn segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -72,6 +72,22 @@ fn segment(s: &str) -> String {
 impl Rest {
     pub(crate) fn new(http: reqwest::Client, base: CurrentBase, token: CurrentToken) -> Rest {
         Rest { http, base, token }
+    }
+
+    /// REST calls to `url` without a WebSocket (registering a device before the `connect`
+    /// that declares it), with the TLS roots of `config`.
+    pub(crate) fn standalone(
+        url: &str,
+        token: &str,
+        config: &crate::ClientConfig,
+    ) -> Result<Rest, ClientError> {
+        let endpoint = crate::connection::Endpoint::parse(url)?;
+        let tls = crate::tls::client_config(&config.root_certificates)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
+            .build()
+            .map_err(|e| ClientError::Tls(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Rest::new(http, CurrentBase::new(endpoint.http), CurrentToken::new(token.to_owned())))
     }
 
     async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
@@ -123,6 +139,51 @@ impl Rest {
 
     pub(crate) async fn put_blob(&self, channel: &str, bytes: Vec<u8>) -> Result<BlobRef, ClientError> {
         let url = format!("{}/v1/channels/{}/blobs", self.base.get(), segment(channel));
+        let resp = self
+            .http
+            .put(url)
+            .bearer_auth(self.token.get())
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await
+            .map_err(io)?;
+        let body = Self::check(resp).await?.bytes().await.map_err(io)?;
+        serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Protocol(format!("unreadable blob answer: {e}")))
+    }
+
+    /// A JSON call to `path` (under the base URL, `/v1/...`, segments already escaped with
+    /// [`segment`]) for the E2EE routes of PROTOCOL.md §7. An empty answer (`204`) is `null`.
+    pub(crate) async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}{path}", self.base.get());
+        let mut req = self.http.request(method, url).bearer_auth(self.token.get());
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.map_err(io)?;
+        let body = Self::check(resp).await?.bytes().await.map_err(io)?;
+        if body.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Protocol(format!("unreadable answer of {path}: {e}")))
+    }
+
+    /// `PUT /v1/channels/{id}/blobs?shard=<i>`: one shard of an erasure-coded file; the
+    /// server may place shard `i` in its blob directory `i mod n` (PROTOCOL.md §7).
+    pub(crate) async fn put_shard(
+        &self,
+        channel: &str,
+        shard: usize,
+        bytes: Vec<u8>,
+    ) -> Result<BlobRef, ClientError> {
+        let url = format!("{}/v1/channels/{}/blobs?shard={shard}", self.base.get(), segment(channel));
         let resp = self
             .http
             .put(url)

@@ -98,6 +98,12 @@ pub struct Session<W> {
     /// The verified head a channel had when the server truncated its replay: the anchor
     /// that a log page fetched to fill the hole must link to.
     truncated_at: HashMap<String, (u64, herald_proto::Hash32)>,
+    /// The device declared on every `connect` (PROTOCOL.md §7), if any.
+    device: Option<String>,
+    /// Pass log events of channels this user is not known to be a member of through
+    /// unverified and untracked: a keeper receives `member_left` of channels it is not in
+    /// (PROTOCOL.md §7), a sparse subset of their log that no chain can link.
+    pass_foreign: bool,
 }
 
 impl<W> Default for Session<W> {
@@ -114,6 +120,8 @@ impl<W> Default for Session<W> {
             seeding: None,
             subjects: BTreeMap::new(),
             truncated_at: HashMap::new(),
+            device: None,
+            pass_foreign: false,
         }
     }
 }
@@ -142,6 +150,16 @@ impl<W: Waiter> Session<W> {
     /// reconnecting is never delivered. The real client always uses this.
     pub fn seeding() -> Self {
         Session { seed_on_connect: true, ..Self::default() }
+    }
+
+    /// Declares `device` on every `connect` from now on.
+    pub fn set_device(&mut self, device: Option<String>) {
+        self.device = device;
+    }
+
+    /// See [`crate::ClientConfig::keeper_events`].
+    pub fn set_pass_foreign(&mut self, pass: bool) {
+        self.pass_foreign = pass;
     }
 
     /// Whether the `channel.list` that seeds the resume points is still unanswered.
@@ -227,7 +245,19 @@ impl<W: Waiter> Session<W> {
         self.phase = Phase::Connecting { id };
         let request = Request::Connect { token: token.to_owned(), resume: self.resume_points() };
         // Only strings and integers: encoding cannot fail.
-        encode(id, &request).unwrap_or_default()
+        let frame = encode(id, &request).unwrap_or_default();
+        match &self.device {
+            // The device this connection speaks for (PROTOCOL.md §7): DMs and envelopes
+            // addressed to it reach this connection.
+            Some(device) => match serde_json::from_str::<serde_json::Map<String, Value>>(&frame) {
+                Ok(mut map) => {
+                    map.insert("device".into(), Value::from(device.as_str()));
+                    serde_json::to_string(&map).unwrap_or(frame)
+                }
+                Err(_) => frame,
+            },
+            None => frame,
+        }
     }
 
     /// Queues or sends a request for a caller.
@@ -294,10 +324,17 @@ impl<W: Waiter> Session<W> {
         match parse_server_frame(text) {
             Ok(ServerFrame::Reply(reply)) => self.handle_reply(reply),
             Ok(ServerFrame::Event(event)) => self.handle_event(*event),
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable frame from server ignored");
-                Vec::new()
-            }
+            Err(e) => match serde_json::from_str::<Value>(text) {
+                // An event this SDK's protocol types do not know (the E2EE pushes `dm` and
+                // `keys_needed`, PROTOCOL.md §7): handed on raw, for `crate::e2ee`.
+                Ok(v) if v.get("event").and_then(Value::as_str).is_some() => {
+                    vec![Output::Event(ClientEvent::Raw(std::sync::Arc::new(v)))]
+                }
+                _ => {
+                    tracing::warn!(error = %e, "unreadable frame from server ignored");
+                    Vec::new()
+                }
+            },
         }
     }
 
@@ -403,6 +440,12 @@ impl<W: Waiter> Session<W> {
                 channel: channel.clone(),
                 from_seq: *from_seq,
             }));
+            return out;
+        }
+        let foreign = self.pass_foreign
+            && event.channel().is_some_and(|c| !self.channels.contains(c) && !self.cursors.contains_key(c));
+        if foreign {
+            out.push(Output::Event(ClientEvent::Event(Box::new(event))));
             return out;
         }
         if let Some(meta) = event.meta() {

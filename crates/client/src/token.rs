@@ -83,6 +83,27 @@ pub fn jwt_exp(token: &str) -> Option<u64> {
     serde_json::from_slice::<Exp>(&bytes).ok().map(|c| c.exp)
 }
 
+/// The `sub` claim (the user id) of a JWT, read without verifying it (the server does).
+pub fn jwt_sub(token: &str) -> Option<String> {
+    jwt_claims(token)?.get("sub")?.as_str().map(str::to_owned)
+}
+
+/// Whether a JWT's `grants` claim lists `grant`, read without verifying it.
+pub fn jwt_has_grant(token: &str, grant: &str) -> bool {
+    jwt_claims(token)
+        .and_then(|c| {
+            c.get("grants").and_then(|g| g.as_array()).map(|g| g.iter().any(|x| x.as_str() == Some(grant)))
+        })
+        .unwrap_or(false)
+}
+
+fn jwt_claims(token: &str) -> Option<serde_json::Value> {
+    let payload = token.split('.').nth(1)?;
+    let bytes =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// How long to wait before refreshing a token that expires at `exp_ms`, at `now_ms` (both
 /// milliseconds since the Unix epoch): 80% of the remaining lifetime, so a slow provider
 /// or a reconnect still has a fifth of it to spare. At most a year, so an absurd `exp`

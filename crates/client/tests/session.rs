@@ -419,3 +419,40 @@ fn seeded_resume_points_never_move_a_cursor_the_session_already_has() {
     let (frame, _) = connect(&mut s);
     assert_eq!(frame["resume"], json!({"ch": 3, "quiet": 9}));
 }
+
+#[test]
+fn connect_declares_the_device_and_unknown_events_arrive_raw() {
+    let mut s: Session<&str> = Session::new();
+    s.set_device(Some("ada-laptop".into()));
+    let (frame, _) = connect(&mut s);
+    assert_eq!(frame["op"], "connect");
+    assert_eq!(frame["device"], "ada-laptop");
+    assert_eq!(frame["token"], "tok");
+    // A push the protocol types cannot read is handed on as JSON, not dropped.
+    let got = events(s.handle_text(r#"{"event":"future_thing","x":1}"#));
+    assert_eq!(got, vec![ClientEvent::Raw(std::sync::Arc::new(json!({"event":"future_thing","x":1})))]);
+}
+
+#[test]
+fn a_keeper_session_passes_sparse_entries_of_foreign_channels_but_verifies_its_own() {
+    let mut chain = Chain::new("foreign");
+    let entries = chain.messages("ada", 5);
+    // An ordinary session takes a gap for a broken chain.
+    let mut s: Session<&str> = Session::new();
+    connect(&mut s);
+    feed(&mut s, &entries[0].event);
+    assert!(matches!(feed(&mut s, &entries[3].event)[..], [ClientEvent::ChainError(ChainError::Gap { .. })]));
+    // A keeper session delivers them (it is told of a few entries of channels it is not in).
+    let mut k: Session<&str> = Session::new();
+    k.set_pass_foreign(true);
+    connect(&mut k);
+    assert_eq!(delivered_seqs(&feed(&mut k, &entries[0].event)), vec![1]);
+    assert_eq!(delivered_seqs(&feed(&mut k, &entries[3].event)), vec![4]);
+    assert!(k.resume_points().is_empty(), "foreign channels are not resumed");
+    // A channel it is a member of (seeded) is verified as always.
+    k.seed("mine", 0);
+    let mut mine = Chain::new("mine");
+    let m = mine.messages("ada", 3);
+    feed(&mut k, &m[0].event);
+    assert!(matches!(feed(&mut k, &m[2].event)[..], [ClientEvent::ChainError(ChainError::Gap { .. })]));
+}

@@ -89,10 +89,30 @@ impl ChannelEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Envelope {
     Channel(ChannelEvent),
+    /// Room traffic (§8): presence changes, room messages, stream control and chunks.
+    Room(crate::rooms::RoomEnvelope),
     /// A publication for the subscribers of `(app, subject)`.
     Publication {
         app: String,
         subject: String,
+        frame: Bytes,
+    },
+    /// An event for the connections that declared device `device` of `app` (§7: a `dm`).
+    /// At most once like a signal: the DM itself waits in the device's inbox until acked.
+    Device {
+        app: String,
+        device: String,
+        /// The DM's id: a connection still sending its inbox drops a live copy of an entry it
+        /// sends from the inbox.
+        id: String,
+        frame: Bytes,
+    },
+    /// An event for the connections of `app` with the `keeper` grant (§7: `keys_needed`,
+    /// `member_left`). With `skip_members_of`, a keeper connection indexed under that channel
+    /// (a member, which gets the channel's own copy) is skipped.
+    Keeper {
+        app: String,
+        skip_members_of: Option<String>,
         frame: Bytes,
     },
 }

@@ -56,6 +56,11 @@ pub struct ConnShared {
     pub(crate) subjects: Mutex<Vec<String>>,
     /// The channels the hub indexes this connection under (its user's memberships).
     pub(crate) channels: Mutex<rustc_hash::FxHashSet<String>>,
+    /// The device this connection declared at `connect` (§7), and whether it holds the
+    /// `keeper` grant: set once, before the hub indexes it by them.
+    pub(crate) e2ee: Mutex<(Option<String>, bool)>,
+    /// While the device's inbox is being sent (§7): live DMs wait here (id, frame), in order.
+    dm_hold: Mutex<Option<Vec<(String, Bytes)>>>,
 }
 
 impl std::fmt::Debug for ConnShared {
@@ -101,6 +106,8 @@ impl ConnShared {
             resume: Mutex::new(HashMap::new()),
             subjects: Mutex::new(Vec::new()),
             channels: Mutex::new(rustc_hash::FxHashSet::default()),
+            e2ee: Mutex::new((None, false)),
+            dm_hold: Mutex::new(None),
         });
         (shared, rx)
     }
@@ -129,6 +136,41 @@ impl ConnShared {
                 }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Pushed::Closed,
+        }
+    }
+
+    /// The device this connection declared, if any.
+    pub fn device(&self) -> Option<String> {
+        self.e2ee.lock().0.clone()
+    }
+
+    /// Starts holding live DMs back (the inbox is about to be sent).
+    pub(crate) fn hold_dms(&self) {
+        *self.dm_hold.lock() = Some(Vec::new());
+    }
+
+    /// Queues a live DM, or holds it while the inbox is being sent (bounded like the queue).
+    pub(crate) fn push_dm(&self, id: &str, frame: &Bytes) -> Pushed {
+        let mut hold = self.dm_hold.lock();
+        if let Some(held) = hold.as_mut() {
+            if held.len() >= self.capacity {
+                drop(hold);
+                return if self.kick() { Pushed::Overflow } else { Pushed::Closed };
+            }
+            held.push((id.to_owned(), frame.clone()));
+            return Pushed::Held;
+        }
+        self.try_push(frame)
+    }
+
+    /// The inbox has been sent (its ids in `sent`): queues the DMs held meanwhile that it did
+    /// not contain, in arrival order, then lets live DMs through.
+    pub(crate) fn release_dms(&self, sent: &std::collections::HashSet<String>) {
+        let mut hold = self.dm_hold.lock();
+        for (id, frame) in hold.take().unwrap_or_default() {
+            if !sent.contains(&id) {
+                self.try_push(&frame);
+            }
         }
     }
 

@@ -23,6 +23,8 @@ pub enum EngineError {
     NotFound(String),
     #[error("channel name {0:?} is registered by another user")]
     NameTaken(String),
+    #[error("that epoch is not the channel's head epoch: fetch the new commits and seal again")]
+    StaleEpoch,
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("too many requests; retry in {retry_after_ms} ms")]
@@ -43,6 +45,7 @@ impl EngineError {
             EngineError::ChannelNotFound(_) => ErrorCode::ChannelNotFound,
             EngineError::NotFound(_) => ErrorCode::NotFound,
             EngineError::NameTaken(_) => ErrorCode::NameTaken,
+            EngineError::StaleEpoch => ErrorCode::StaleEpoch,
             EngineError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             EngineError::RateLimited { .. } => ErrorCode::RateLimited,
             EngineError::Internal => ErrorCode::Internal,
@@ -70,6 +73,8 @@ impl EngineError {
             StoreError::Forbidden(why) => EngineError::Forbidden(why.to_owned()),
             StoreError::NotAuthor => EngineError::NotAuthor,
             StoreError::NameTaken => EngineError::NameTaken(channel.to_owned()),
+            StoreError::StaleEpoch => EngineError::StaleEpoch,
+            StoreError::InboxFull => EngineError::RateLimited { retry_after_ms: 1000 },
             StoreError::Invalid(why) => EngineError::BadRequest(why),
             StoreError::Backend(why) => {
                 tracing::error!(error = %why, "store failure");

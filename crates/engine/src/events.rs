@@ -47,6 +47,7 @@ pub fn event_of(e: &StoredEntry, message: Option<&Message>) -> Event {
                     client_id: e.extra.client_id.clone(),
                     ts: format_ms(e.ts_ms),
                     edited_at: None,
+                    epoch: e.extra.epoch,
                     reactions: None,
                 },
             };
@@ -58,6 +59,7 @@ pub fn event_of(e: &StoredEntry, message: Option<&Message>) -> Event {
             message_id: e.reference.clone(),
             content: content(),
             edited_at: format_ms(e.ts_ms),
+            epoch: e.extra.epoch,
         },
         EntryKind::MessageDeleted => {
             Event::MessageDeleted { channel, meta: meta(e), message_id: e.reference.clone() }
@@ -95,7 +97,14 @@ pub fn event_of(e: &StoredEntry, message: Option<&Message>) -> Event {
             name: e.content.clone().filter(|n| !n.is_empty()).or_else(|| e.extra.name.clone()),
             title: e.extra.title.clone(),
         },
-        EntryKind::KeyRotated => Event::KeyRotated { channel, meta: meta(e), content: content() },
+        EntryKind::KeyRotated => Event::KeyRotated {
+            channel,
+            meta: meta(e),
+            content: content(),
+            epoch: e.reference.parse().unwrap_or_default(),
+            commit_hash: content(),
+            reference: e.reference.clone(),
+        },
     }
 }
 

@@ -60,6 +60,10 @@ struct Index {
     /// App → subject → subscribed connections by key (nested so a publish looks up by `&str`
     /// without building a key).
     subjects: HashMap<Arc<str>, HashMap<String, Subscribers>>,
+    /// (App, device id) → the connections that declared the device (§7).
+    devices: FxHashMap<(Arc<str>, String), FxHashMap<u64, Arc<ConnShared>>>,
+    /// App → connections with the `keeper` grant (§7).
+    keepers: FxHashMap<Arc<str>, FxHashMap<u64, Arc<ConnShared>>>,
     /// The latest membership changes, the newest last; `changes_seen` counts all ever made.
     recent: VecDeque<Change>,
     changes_seen: u64,
@@ -266,9 +270,61 @@ impl Hub {
         for ch in &channels {
             index.detach(conn, ch);
         }
+        let (device, keeper) = conn.e2ee.lock().clone();
+        if let Some(device) = device {
+            let key = (conn.app.clone(), device);
+            if let Some(conns) = index.devices.get_mut(&key) {
+                conns.remove(&conn.key);
+                if conns.is_empty() {
+                    index.devices.remove(&key);
+                }
+            }
+        }
+        if keeper && let Some(conns) = index.keepers.get_mut(&conn.app) {
+            conns.remove(&conn.key);
+            if conns.is_empty() {
+                index.keepers.remove(&conn.app);
+            }
+        }
         subjects.retain(|s| index.drop_subscriber(&conn.app, s, conn.key));
         self.stats.connections.fetch_sub(1, Ordering::Relaxed);
         subjects
+    }
+
+    /// Indexes a registered connection by the device it declared and its `keeper` grant (§7).
+    /// With a device, live DMs to it are held until [`ConnShared::release_dms`].
+    pub(crate) fn attach_e2ee(&self, conn: &Arc<ConnShared>, device: Option<String>, keeper: bool) {
+        if device.is_some() {
+            conn.hold_dms();
+        }
+        *conn.e2ee.lock() = (device.clone(), keeper);
+        let mut index = self.index.write();
+        if let Some(device) = device {
+            index.devices.entry((conn.app.clone(), device)).or_default().insert(conn.key, conn.clone());
+        }
+        if keeper {
+            index.keepers.entry(conn.app.clone()).or_default().insert(conn.key, conn.clone());
+        }
+    }
+
+    /// Delivers a DM frame to every connection of the device; returns how many.
+    fn deliver_device(&self, app: &str, device: &str, id: &str, frame: &Bytes) -> usize {
+        let index = self.index.read();
+        let Some(app) = self.apps.read().get(app).cloned() else { return 0 };
+        let Some(conns) = index.devices.get(&(app, device.to_owned())) else { return 0 };
+        conns.values().filter(|c| self.count(c.push_dm(id, frame))).count()
+    }
+
+    /// Delivers a frame to every keeper connection of the app (but members of `skip`).
+    fn deliver_keepers(&self, app: &str, skip: Option<&str>, frame: &Bytes) -> usize {
+        let index = self.index.read();
+        let Some(app) = self.apps.read().get(app).cloned() else { return 0 };
+        let Some(conns) = index.keepers.get(&app) else { return 0 };
+        conns
+            .values()
+            .filter(|c| skip.is_none_or(|ch| !c.channels.lock().contains(ch)))
+            .filter(|c| self.count(c.try_push(frame)))
+            .count()
     }
 
     /// Subscribes a connection to a subject; true if it is the subject's first subscriber on
@@ -422,6 +478,14 @@ impl BrokerSubscriber for Hub {
             Envelope::Publication { app, subject, frame } => {
                 self.publish(app, subject, frame);
             }
+            Envelope::Device { app, device, id, frame } => {
+                self.deliver_device(app, device, id, frame);
+            }
+            Envelope::Keeper { app, skip_members_of, frame } => {
+                self.deliver_keepers(app, skip_members_of.as_deref(), frame);
+            }
+            // Delivered by the node's `Rooms`, a subscriber of its own.
+            Envelope::Room(_) => {}
         }
     }
 }

@@ -18,6 +18,8 @@
 //! - [`ops`]: every request of PROTOCOL.md §4, with its authorisation and limits.
 //! - [`rules`]: who may write what, as the [`herald_store::Guard`] each write carries to the
 //!   store (which evaluates it atomically and decides nothing).
+//! - [`rooms`]: rooms of participants and streams (§8): a replica of every room on every
+//!   node, built from broker envelopes; coalesced presence; credit-based streams.
 //! - [`throttle`]: per (user, channel) throttles of `typing` and `read`.
 //! - [`error`]: [`EngineError`] and its one mapping to protocol error codes.
 //!
@@ -34,10 +36,12 @@
 
 pub mod broker;
 pub mod conn;
+pub mod e2ee;
 pub mod error;
 pub mod events;
 pub mod hub;
 pub mod ops;
+pub mod rooms;
 pub mod rules;
 pub mod throttle;
 
@@ -46,6 +50,7 @@ pub use conn::{ConnShared, Outbound, QueueLimits};
 pub use error::EngineError;
 pub use hub::Hub;
 pub use ops::{Backends, ConnHandle, Engine, EngineConfig, OkReply, ResumeEnd};
+pub use rooms::{RoomGuard, RoomOk, Rooms, RoomsConfig};
 
 use herald_proto::model::UserInfo;
 pub use herald_store::{CommitSink, Store};

@@ -53,6 +53,12 @@ pub struct EngineConfig {
     pub typing_interval_ms: u64,
     /// `read` of one user in one channel is accepted at most once per this many ms.
     pub read_interval_ms: u64,
+    /// DMs older than this are erased from their inbox (§7, `--dm-ttl`).
+    pub dm_ttl_ms: u64,
+    /// Entries one device inbox holds at most; `dm.send` past it is `rate_limited`.
+    pub dm_inbox_max: u64,
+    /// Rooms and streams (§8).
+    pub rooms: crate::rooms::RoomsConfig,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +74,9 @@ impl Default for EngineConfig {
             queue_bytes: 8 << 20,
             typing_interval_ms: 1000,
             read_interval_ms: 250,
+            dm_ttl_ms: 30 * 24 * 3600 * 1000,
+            dm_inbox_max: 10_000,
+            rooms: crate::rooms::RoomsConfig::default(),
         }
     }
 }
@@ -104,6 +113,7 @@ pub enum OkReply {
     ChannelList(ChannelListOk),
     Directory(DirectoryOk),
     History(HistoryPage),
+    DmSend(herald_proto::frames::DmSendOk),
 }
 
 /// Counters the server exports.
@@ -138,6 +148,32 @@ impl ConnHandle {
     }
 }
 
+impl Engine {
+    pub(crate) fn actor_of(who: &Principal) -> Actor {
+        Self::actor(who)
+    }
+
+    pub(crate) async fn lookup_channel(
+        &self,
+        who: &Principal,
+        channel: &str,
+    ) -> Result<Channel, EngineError> {
+        self.lookup(who, channel).await
+    }
+
+    pub(crate) async fn member(&self, who: &Principal, id: &str) -> Result<bool, EngineError> {
+        self.is_member(who, id).await
+    }
+
+    pub(crate) async fn apply_mutation(
+        &self,
+        m: Mutation,
+        channel: &str,
+    ) -> Result<herald_store::Applied, EngineError> {
+        self.apply(m, channel).await
+    }
+}
+
 impl std::ops::Deref for ConnHandle {
     type Target = ConnShared;
     fn deref(&self) -> &ConnShared {
@@ -164,16 +200,17 @@ type KnownUser = (String, String, Option<String>, &'static str);
 
 /// The node. Cheap to share: `Arc<Engine>`.
 pub struct Engine {
-    store: DynStore,
-    blobs: DynBlobStore,
-    broker: Arc<dyn Broker>,
-    hub: Arc<Hub>,
-    clock: Arc<dyn Clock>,
-    ids: Arc<dyn IdGen>,
-    config: EngineConfig,
+    pub(crate) store: DynStore,
+    pub(crate) blobs: DynBlobStore,
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) ids: Arc<dyn IdGen>,
+    pub(crate) config: EngineConfig,
     known_users: Mutex<HashSet<KnownUser>>,
     typing_throttle: Throttle,
     read_throttle: Throttle,
+    rooms: Arc<crate::rooms::Rooms>,
     pub stats: EngineStats,
 }
 
@@ -197,6 +234,7 @@ impl Engine {
         let typing_throttle = Throttle::new(config.typing_interval_ms);
         let read_throttle = Throttle::new(config.read_interval_ms);
         broker.subscribe(hub.clone());
+        let rooms = crate::rooms::Rooms::start(broker.clone(), ids.clone(), config.rooms.clone());
         Ok(Arc::new(Engine {
             store,
             blobs,
@@ -208,12 +246,18 @@ impl Engine {
             known_users: Mutex::new(HashSet::new()),
             typing_throttle,
             read_throttle,
+            rooms,
             stats: EngineStats::default(),
         }))
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// The room registry (§8).
+    pub fn rooms(&self) -> &Arc<crate::rooms::Rooms> {
+        &self.rooms
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -301,6 +345,15 @@ impl Engine {
     /// [`ResumeEnd::Failed`]: the caller must close the connection, since letting the held live
     /// events through would leave a silent hole.
     pub async fn resume(&self, conn: &ConnHandle) -> ResumeEnd {
+        // A declared device's inbox comes first (§7), then the channels' replays.
+        match self.send_inbox(conn).await {
+            Ok(true) => {}
+            Ok(false) => return ResumeEnd::Gone,
+            Err(e) => {
+                tracing::warn!(error = %e, "inbox delivery failed; closing the connection");
+                return ResumeEnd::Failed;
+            }
+        }
         let channels = std::mem::take(&mut *conn.resume.lock());
         for (channel, seq) in channels {
             let mut after = seq;
@@ -545,6 +598,7 @@ impl Engine {
                         &channel,
                     )
                     .await?;
+                self.tell_keepers(&who.app, &a).await;
                 let channel = a.channel.ok_or(EngineError::Internal)?;
                 Ok(OkReply::Channel(ChannelOk { channel }))
             }
@@ -561,7 +615,8 @@ impl Engine {
                     guard: rules::add_member(who),
                     ts_ms: now,
                 };
-                self.apply(m, &channel).await?;
+                let a = self.apply(m, &channel).await?;
+                self.tell_keepers(&who.app, &a).await;
                 Ok(OkReply::Empty(Empty {}))
             }
             Request::ChannelRemoveMember { channel, user } => {
@@ -604,7 +659,7 @@ impl Engine {
                 .send(who, &channel, message, now)
                 .await
                 .map(|message| OkReply::Message(MessageOk { message })),
-            Request::MessageEdit { channel, message_id, content } => {
+            Request::MessageEdit { channel, message_id, content, epoch } => {
                 Self::check_message_id(&message_id, "message")?;
                 self.check_content(&content)?;
                 let id = self.resolve(who, &channel).await?;
@@ -613,7 +668,7 @@ impl Engine {
                     channel: id,
                     message_id,
                     content,
-                    guard: rules::own(who),
+                    guard: herald_store::Guard { epoch, ..rules::own(who) },
                     ts_ms: now,
                 };
                 match self.apply(m, &channel).await?.outcome {
@@ -717,6 +772,18 @@ impl Engine {
             Request::History { channel, query } => {
                 self.history(who, &channel, &query).await.map(OkReply::History)
             }
+            Request::DmSend { to, client_id } => {
+                let device = conn
+                    .and_then(|c| c.device())
+                    .ok_or_else(|| bad("dm.send needs a connection that declared its device at connect"))?;
+                self.dm_send(who, &device, to, client_id).await.map(OkReply::DmSend)
+            }
+            Request::DmAck { ids } => {
+                let device = conn
+                    .and_then(|c| c.device())
+                    .ok_or_else(|| bad("dm.ack needs a connection that declared its device at connect"))?;
+                self.dm_ack(who, &device, ids).await.map(|()| OkReply::Empty(Empty {}))
+            }
         }
     }
 
@@ -736,17 +803,19 @@ impl Engine {
         now: i64,
     ) -> Result<OkReply, EngineError> {
         let id = self.resolve(who, channel).await?;
-        self.apply(
-            Mutation::RemoveMember {
-                actor: Self::actor(who),
-                channel: id,
-                guard: rules::remove_member(who, &user),
-                user,
-                ts_ms: now,
-            },
-            channel,
-        )
-        .await?;
+        let a = self
+            .apply(
+                Mutation::RemoveMember {
+                    actor: Self::actor(who),
+                    channel: id,
+                    guard: rules::remove_member(who, &user),
+                    user,
+                    ts_ms: now,
+                },
+                channel,
+            )
+            .await?;
+        self.tell_keepers(&who.app, &a).await;
         Ok(OkReply::Empty(Empty {}))
     }
 
@@ -815,6 +884,7 @@ impl Engine {
             ts_ms: now,
         };
         let a = self.apply(m, &label).await?;
+        self.tell_keepers(&who.app, &a).await;
         Ok(ChannelOk { channel: a.channel.ok_or(EngineError::Internal)? })
     }
 
@@ -847,7 +917,7 @@ impl Engine {
             }
         }
         let id = self.resolve(who, channel).await?;
-        let guard = rules::write(who);
+        let guard = herald_store::Guard { epoch: m.epoch, ..rules::write(who) };
         let mutation = Mutation::Send {
             actor,
             channel: id,
@@ -939,6 +1009,18 @@ impl Engine {
         channel: &str,
         bytes: Vec<u8>,
     ) -> Result<(String, usize), EngineError> {
+        self.put_blob_shard(who, channel, bytes, None).await
+    }
+
+    /// `PUT /v1/channels/{id}/blobs?shard=<i>`: shard `i` of an erasure-coded file, which a
+    /// blob store with several directories places by index ([`herald_store::BlobStore::put_shard`]).
+    pub async fn put_blob_shard(
+        &self,
+        who: &Principal,
+        channel: &str,
+        bytes: Vec<u8>,
+        shard: Option<u16>,
+    ) -> Result<(String, usize), EngineError> {
         if bytes.len() > self.config.max_blob_bytes {
             return Err(EngineError::PayloadTooLarge(format!(
                 "blob is {} bytes; the limit is {}",
@@ -957,7 +1039,11 @@ impl Engine {
             }
         }
         let size = bytes.len();
-        let blob_id = self.blobs.put(&id, bytes).await.map_err(|e| EngineError::from_store(e, channel))?;
+        let put = match shard {
+            Some(i) => self.blobs.put_shard(&id, bytes, u32::from(i)).await,
+            None => self.blobs.put(&id, bytes).await,
+        };
+        let blob_id = put.map_err(|e| EngineError::from_store(e, channel))?;
         Ok((blob_id, size))
     }
 

@@ -87,6 +87,28 @@ pub struct SendMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::names::UserId>))]
     pub author: Option<String>,
+    /// Encrypted channels (§7): the head key epoch the content is sealed under (required
+    /// there, refused in a plain channel).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::e2ee::lenient_opt_u64"
+    )]
+    pub epoch: Option<u64>,
+}
+
+/// One copy of a `dm.send`: the ciphertext for one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmTo {
+    pub user: String,
+    pub device_id: String,
+    pub body: String,
+}
+
+/// `ok` of `dm.send`: one id per `to` entry, in its order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmSendOk {
+    pub ids: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -138,7 +160,14 @@ pub enum Request {
         message: SendMessage,
     },
     #[serde(rename = "message.edit")]
-    MessageEdit { channel: String, message_id: String, content: String },
+    MessageEdit {
+        channel: String,
+        message_id: String,
+        content: String,
+        /// Encrypted channels (§7): the head epoch the new content is sealed under.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
+    },
     #[serde(rename = "message.delete")]
     MessageDelete { channel: String, message_id: String },
     #[serde(rename = "reaction.add")]
@@ -161,6 +190,16 @@ pub enum Request {
         #[serde(flatten)]
         query: HistoryQuery,
     },
+    /// A direct message to devices (§7): one ciphertext per device.
+    #[serde(rename = "dm.send")]
+    DmSend {
+        to: Vec<DmTo>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+    },
+    /// Erases entries of the connection's device inbox (§7).
+    #[serde(rename = "dm.ack")]
+    DmAck { ids: Vec<String> },
 }
 
 impl Request {
@@ -190,6 +229,8 @@ impl Request {
             Request::Typing { .. } => "typing",
             Request::Ephemeral { .. } => "ephemeral",
             Request::History { .. } => "history",
+            Request::DmSend { .. } => "dm.send",
+            Request::DmAck { .. } => "dm.ack",
         }
     }
 }
@@ -376,6 +417,9 @@ pub enum Event {
         message_id: String,
         content: String,
         edited_at: String,
+        /// Encrypted channels (§7): the epoch the new content is sealed under.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
     },
     MessageDeleted {
         channel: String,
@@ -429,8 +473,33 @@ pub enum Event {
         channel: String,
         #[serde(flatten)]
         meta: EntryMeta,
+        /// The entry's content: the commit hash (hex).
         #[serde(default)]
         content: String,
+        /// The new epoch (§7); the entry's `ref` is it in decimal.
+        #[serde(default)]
+        epoch: u64,
+        /// The commit's hash, as in `content`.
+        #[serde(default)]
+        commit_hash: String,
+        /// The entry's `ref`: the epoch as a decimal string.
+        #[serde(rename = "ref", default)]
+        reference: String,
+    },
+    /// A direct message to one device (§7), from its inbox or live.
+    Dm {
+        id: String,
+        from: String,
+        from_device: String,
+        body: String,
+        ts: String,
+    },
+    /// To keeper connections (§7): a member of an encrypted channel needs epoch keys for
+    /// these devices.
+    KeysNeeded {
+        channel: String,
+        user: String,
+        devices: Vec<String>,
     },
     ChannelDeleted {
         channel: String,
@@ -483,8 +552,9 @@ impl Event {
             | Event::MessageRead { channel, .. }
             | Event::Typing { channel, .. }
             | Event::Ephemeral { channel, .. }
-            | Event::ResumeTruncated { channel, .. } => Some(channel),
-            Event::Publication { .. } => None,
+            | Event::ResumeTruncated { channel, .. }
+            | Event::KeysNeeded { channel, .. } => Some(channel),
+            Event::Publication { .. } | Event::Dm { .. } => None,
         }
     }
 
@@ -532,7 +602,9 @@ impl Event {
             Event::ChannelCreated { channel, name, .. } => {
                 (channel, EntryKind::ChannelCreated, "", name.as_deref().unwrap_or(""))
             }
-            Event::KeyRotated { channel, content, .. } => (channel, EntryKind::KeyRotated, "", content),
+            Event::KeyRotated { channel, content, reference, .. } => {
+                (channel, EntryKind::KeyRotated, reference.as_str(), content)
+            }
             _ => return None,
         };
         Some(EntryRef {

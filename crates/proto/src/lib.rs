@@ -13,15 +13,18 @@
 //! - [`model`]: channels, messages, log entries, members as they travel on the wire.
 //! - [`frames`]: WebSocket requests, replies and events (§4), and the binary frame layout (§1).
 //! - [`time`]: RFC 3339 millisecond timestamps.
+//! - [`rooms`]: room and stream requests and events (§8), apart from the channel ops.
 
 pub mod chain;
+pub mod e2ee;
 pub mod error;
 pub mod frames;
 pub mod model;
 pub mod names;
+pub mod rooms;
 pub mod time;
 
 pub use chain::{ChainError, ChainVerifier, EntryKind, Hash32};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use model::*;
-pub use names::{ChannelName, ClientId, NameError, Subject, UserId};
+pub use names::{ChannelName, ClientId, DeviceId, NameError, Subject, UserId};

@@ -130,6 +130,10 @@ pub struct Message {
     pub ts: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edited_at: Option<String>,
+    /// Encrypted channels (§7): the key epoch the current content is sealed under; absent in
+    /// plain channels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
     /// Present in history (possibly empty); absent from the live `message` event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reactions: Option<Vec<ReactionView>>,

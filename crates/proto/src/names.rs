@@ -113,6 +113,14 @@ name_type!(
     |s| (1..=64).contains(&s.chars().count()) && !s.chars().any(char::is_control)
 );
 
+name_type!(
+    /// A device id (§7): 1–128 chars of `[A-Za-z0-9_.:-]`, unique within an app.
+    DeviceId,
+    "device id",
+    "1-128 characters of A-Z a-z 0-9 _ . : -",
+    |s| (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+);
+
 /// The rules above as JSON Schema, for the server's OpenAPI document: each name is a string
 /// with the pattern and length bounds of its rule (ECMA-262 regex, as OpenAPI wants).
 #[cfg(feature = "openapi")]
@@ -165,6 +173,13 @@ mod schema {
         "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,64}$",
         1,
         64
+    );
+    string_schema!(
+        DeviceId,
+        "A device id: 1-128 characters of A-Z a-z 0-9 _ . : -",
+        "^[A-Za-z0-9_.:-]{1,128}$",
+        1,
+        128
     );
 }
 

@@ -17,6 +17,60 @@ pub enum DurabilityMode {
     Relaxed,
 }
 
+/// A duration written `90s`, `15m`, `12h` or `30d` (a whole number and one unit), as flags,
+/// `HERALD_*` variables and TOML strings take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HumanDuration(pub std::time::Duration);
+
+impl std::str::FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let unit = s.chars().last().ok_or_else(|| "empty duration".to_owned())?;
+        let secs_per = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(format!("duration {s:?} must end in s, m, h or d (e.g. 30d, 12h, 90s)")),
+        };
+        let n: u64 = s[..s.len() - 1]
+            .parse()
+            .map_err(|_| format!("duration {s:?} must be a whole number and a unit (e.g. 30d, 12h, 90s)"))?;
+        let secs = n
+            .checked_mul(secs_per)
+            .filter(|&v| v > 0)
+            .ok_or_else(|| format!("duration {s:?} is out of range"))?;
+        Ok(HumanDuration(std::time::Duration::from_secs(secs)))
+    }
+}
+
+impl TryFrom<String> for HumanDuration {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<HumanDuration> for String {
+    fn from(d: HumanDuration) -> String {
+        let s = d.0.as_secs();
+        for (unit, per) in [('d', 86_400), ('h', 3600), ('m', 60)] {
+            if s.is_multiple_of(per) {
+                return format!("{}{unit}", s / per);
+            }
+        }
+        format!("{s}s")
+    }
+}
+
+impl std::fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from(*self))
+    }
+}
+
 /// A secret held in memory: its `Debug` never shows it.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(pub String);
@@ -110,6 +164,26 @@ pub struct ServeConfig {
     #[arg(long, env = "HERALD_MAX_BLOB_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_blob_bytes: usize,
 
+    /// A directory for blob files (SQLite store); repeat it (or separate with commas) to
+    /// spread the shards of erasure-coded files over several disks: `PUT …/blobs?shard=<i>`
+    /// writes into directory number i mod n, in the order given, so the k+m shards of one file
+    /// land on distinct disks when there are at least k+m directories. Reads look in every
+    /// directory; one that is missing or unreadable only makes its blobs `not_found`.
+    /// Default: the data directory's `blobs`.
+    #[arg(long = "blob-dir", env = "HERALD_BLOB_DIR", value_delimiter = ',', value_name = "DIR")]
+    #[serde(default)]
+    pub blob_dir: Vec<PathBuf>,
+
+    /// How long an undelivered direct message waits in a device's inbox before it is erased
+    /// (a whole number and s, m, h or d: 90s, 12h, 30d).
+    #[arg(long, env = "HERALD_DM_TTL", default_value = "30d", value_name = "DURATION")]
+    pub dm_ttl: HumanDuration,
+
+    /// Direct messages one device's inbox holds at most; a `dm.send` to a full inbox gets
+    /// `rate_limited` and stores nothing.
+    #[arg(long, env = "HERALD_DM_INBOX_MAX", default_value_t = 10_000)]
+    pub dm_inbox_max: u64,
+
     /// Largest history or log page (`limit`).
     #[arg(long, env = "HERALD_HISTORY_PAGE_MAX", default_value_t = 500)]
     pub history_page_max: u32,
@@ -173,6 +247,25 @@ pub struct ServeConfig {
     /// Subjects one connection may subscribe to.
     #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
     pub max_subscriptions: usize,
+
+    /// Largest attachment of a room message (room.send / room.broadcast as a binary frame) and
+    /// largest stream chunk, in bytes after the frame's JSON header; the limit itself is
+    /// allowed, more gets `payload_too_large`. Independent of --max-frame-bytes (which bounds
+    /// the JSON). Each connection's --queue-bytes is raised to hold at least one such frame.
+    #[arg(long, env = "HERALD_MAX_ATTACHMENT_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_attachment_bytes: usize,
+
+    /// Milliseconds: room presence (participant_added / _updated / _removed) is coalesced
+    /// per interval, each participant's latest state once (an enter and a leave inside one
+    /// interval may cancel out). 0: every change at once.
+    #[arg(long, env = "HERALD_PRESENCE_INTERVAL_MS", default_value_t = 100)]
+    pub presence_interval_ms: u64,
+
+    /// Above this many participants a room sends `presence_count` events instead of
+    /// per-participant ones, `room.enter` answers with the count, and the list is paged with
+    /// room.participants.
+    #[arg(long, env = "HERALD_PRESENCE_LIST_MAX", default_value_t = 1000)]
+    pub presence_list_max: usize,
 
     /// Most appends committed in one transaction (group commit), SQLite or PostgreSQL.
     #[arg(long, env = "HERALD_MAX_BATCH", default_value_t = 1024)]
@@ -301,5 +394,55 @@ mod tests {
         assert_eq!((c.rest_rate_per_sec, c.rest_rate_burst), (7, 9));
         let help = Wrap::command().render_long_help().to_string();
         assert!(help.contains("HERALD_REST_RATE_PER_SEC") && help.contains("HERALD_REST_RATE_BURST"));
+    }
+
+    #[test]
+    fn e2ee_flags_parse_from_flags_and_toml_and_refuse_bad_durations() {
+        use std::time::Duration;
+        let d = ServeConfig::default();
+        assert_eq!(d.dm_ttl.0, Duration::from_secs(30 * 86_400));
+        assert_eq!(d.dm_inbox_max, 10_000);
+        assert!(d.blob_dir.is_empty());
+        let (c, _) = parse(&[
+            "herald",
+            "--dm-ttl",
+            "12h",
+            "--dm-inbox-max",
+            "5",
+            "--blob-dir",
+            "/a",
+            "--blob-dir",
+            "/b,/c",
+        ]);
+        assert_eq!(c.dm_ttl.0, Duration::from_secs(12 * 3600));
+        assert_eq!(c.dm_inbox_max, 5);
+        assert_eq!(c.blob_dir, vec![PathBuf::from("/a"), PathBuf::from("/b"), PathBuf::from("/c")]);
+        assert_eq!("90s".parse::<HumanDuration>().unwrap().0, Duration::from_secs(90));
+        for bad in ["", "30", "d", "3w", "-1d", "0s", "1.5h"] {
+            assert!(bad.parse::<HumanDuration>().is_err(), "{bad:?} must be refused");
+        }
+        let wrong = Wrap::command().try_get_matches_from(["herald", "--dm-ttl", "soon"]);
+        assert!(wrong.is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "dm_ttl = \"90s\"\ndm_inbox_max = 7\nblob_dir = [\"/x\", \"/y\"]\n").unwrap();
+        let (c, m) = parse(&["herald"]);
+        let c = merge_toml(c, &m, &path).unwrap();
+        assert_eq!((c.dm_ttl.0, c.dm_inbox_max), (Duration::from_secs(90), 7));
+        assert_eq!(c.blob_dir, vec![PathBuf::from("/x"), PathBuf::from("/y")]);
+        std::fs::write(&path, "dm_ttl = \"forever\"\n").unwrap();
+        let (c, m) = parse(&["herald"]);
+        assert!(merge_toml(c, &m, &path).is_err());
+        let help = Wrap::command().render_long_help().to_string();
+        for s in [
+            "--dm-ttl",
+            "HERALD_DM_TTL",
+            "--dm-inbox-max",
+            "HERALD_DM_INBOX_MAX",
+            "--blob-dir",
+            "HERALD_BLOB_DIR",
+        ] {
+            assert!(help.contains(s), "--help must explain {s}");
+        }
     }
 }

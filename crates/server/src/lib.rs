@@ -29,6 +29,7 @@ pub mod limit;
 pub mod metrics;
 pub mod openapi;
 pub mod rest;
+pub mod rest_keys;
 pub mod tls;
 pub mod web;
 pub mod ws;
@@ -200,6 +201,14 @@ pub fn api_routes(blob_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(rest::put_blob).layer(DefaultBodyLimit::max(blob_limit)))
         .routes(routes!(rest::get_blob))
         .routes(routes!(rest::publish))
+        .routes(routes!(rest_keys::put_device, rest_keys::delete_device))
+        .routes(routes!(rest_keys::user_devices))
+        .routes(routes!(rest_keys::keepers))
+        .routes(routes!(rest_keys::claim))
+        .routes(routes!(rest_keys::dm_inbox))
+        .routes(routes!(rest_keys::dm_ack))
+        .routes(routes!(rest_keys::post_commit, rest_keys::commits))
+        .routes(routes!(rest_keys::post_envelopes, rest_keys::envelopes))
 }
 
 /// The router: REST, WebSocket, health, metrics and the OpenAPI document.
@@ -298,9 +307,21 @@ impl Node {
             max_subscriptions: config.max_subscriptions,
             max_blob_bytes: config.max_blob_bytes,
             queue_frames: config.queue_frames,
-            queue_bytes: config.queue_bytes,
+            // One largest room attachment must fit in a queue, or it would kick its addressee.
+            queue_bytes: config
+                .queue_bytes
+                .max(config.max_attachment_bytes.saturating_add(config.max_frame_bytes)),
+            rooms: herald_engine::RoomsConfig {
+                presence_interval_ms: config.presence_interval_ms,
+                presence_list_max: config.presence_list_max,
+                max_attachment_bytes: config.max_attachment_bytes,
+                max_message_bytes: config.max_content_bytes,
+                ..herald_engine::RoomsConfig::default()
+            },
             typing_interval_ms: config.typing_interval_ms,
             read_interval_ms: config.read_interval_ms,
+            dm_ttl_ms: u64::try_from(config.dm_ttl.0.as_millis()).unwrap_or(u64::MAX),
+            dm_inbox_max: config.dm_inbox_max,
             ..EngineConfig::default()
         };
         let NodeBackends { store, blobs, broker } = backends;
@@ -326,6 +347,8 @@ impl Node {
         let state = self.state.clone();
         let grace = std::time::Duration::from_secs(state.config().shutdown_grace_secs);
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+        // Expired DMs are erased periodically (§7, --dm-ttl); the task ends with `run`.
+        let sweeper = AbortOnDrop(tokio::spawn(sweep_dms(state.clone())));
         let drain_state = state.clone();
         let signal = async move {
             stop.await;
@@ -339,19 +362,56 @@ impl Node {
                 // The peer's address reaches the gateway (ConnectInfo), for the per-address cap.
                 let service =
                     app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| no_delay(tcp));
                 axum::serve(listener, service).with_graceful_shutdown(signal).await?
             }
         }
         let _ = stopped_rx.await;
+        drop(sweeper);
         state.engine().shutdown().await;
         tracing::info!("stopped");
         Ok(())
     }
 }
 
+/// Aborts its task when dropped: a task owned by the scope that spawned it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Erases the DMs older than `--dm-ttl`, every tenth of it (at least every second, at most
+/// every minute).
+async fn sweep_dms(state: AppState) {
+    let ttl = state.config().dm_ttl.0;
+    let period = (ttl / 10).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(60));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.engine().expire_dms().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(erased = n, "expired direct messages erased"),
+            Err(e) => tracing::warn!(error = %e, "could not erase expired direct messages"),
+        }
+    }
+}
+
 /// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when
 /// the future is first polled, so a SIGTERM that arrives right after start-up still drains
 /// instead of killing the process.
+/// Turns Nagle's algorithm off on an accepted socket. A reply often follows its own event as a
+/// second small write; with Nagle on, that write waits for the peer's delayed ACK (about 40 ms
+/// on Linux), so every `message.send` took 40 ms to be answered on loopback.
+pub(crate) fn no_delay(tcp: &tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+}
+
 pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

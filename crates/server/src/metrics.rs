@@ -145,6 +145,25 @@ impl Collector for EngineCollector {
             "Requests refused with rate_limited",
             self.gateway.rate_limited.load(Ordering::Relaxed),
         )?;
+        let rooms = &self.engine.rooms().stats;
+        gauge(
+            &mut encoder,
+            "herald_room_participants",
+            "Room participants (every node's, as this node's replica has them)",
+            rooms.participants.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "herald_room_frames",
+            "Room frames (presence, room messages, stream traffic) queued to this node's connections",
+            rooms.frames.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "herald_room_presence_coalesced",
+            "Presence changes folded into a later one by coalescing",
+            rooms.coalesced.load(Ordering::Relaxed),
+        )?;
         for source in self.backends.read().iter() {
             for f in source() {
                 let name = format!("herald_{}", f.name);

@@ -34,6 +34,7 @@ pub const BEARER: &str = "bearer";
         (name = "messages", description = "Messages, history and the raw hash-chained log"),
         (name = "blobs", description = "Raw bytes stored per channel"),
         (name = "subjects", description = "Pub/sub without storage"),
+        (name = "keys", description = "End-to-end encryption (§7): devices and keys, DM inboxes, commits and envelopes; every body opaque to the server"),
         (name = "operations", description = "Health, metrics, the WebSocket upgrade and this document"),
     ),
 )]

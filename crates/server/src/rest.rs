@@ -122,7 +122,7 @@ pub struct BlobPath {
     pub blob_id: String,
 }
 
-fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let body = body.map_err(body_error)?;
     // serde reads a struct from a JSON array too (`[null, null]` as the fields in order); a
     // body that is not an object is a client bug to report, not a request to guess at.
@@ -141,7 +141,7 @@ fn body_error(e: BytesRejection) -> ApiError {
     }
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(t)| t).map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))
 }
 
@@ -327,6 +327,7 @@ pub async fn remove_member(
         (status = 400, description = "`bad_request` (malformed body, `type`) or `invalid_name` (channel, `reply_to`, `client_id`)", body = ErrorBody),
         (status = 403, description = "`forbidden`: not a member, or `author` without the `server` grant", body = ErrorBody),
         (status = 404, description = "`channel_not_found`, or `not_found` (`reply_to`, a deleted `client_id`)", body = ErrorBody),
+        (status = 409, description = "`stale_epoch`: an encrypted channel's `epoch` is not the head epoch (§7)", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: content over `--max-content-bytes` or body over `--max-frame-bytes`", body = ErrorBody),
     ),
 )]
@@ -368,6 +369,9 @@ pub async fn history(
 pub struct EditBody {
     /// The new content.
     content: String,
+    /// Encrypted channels (§7): the head epoch the new content is sealed under.
+    #[serde(default, deserialize_with = "herald_proto::e2ee::lenient_opt_u64")]
+    epoch: Option<u64>,
 }
 
 /// `PATCH /v1/channels/{channel}/messages/{message_id}`: `message.edit`.
@@ -380,6 +384,7 @@ pub struct EditBody {
         (status = 400, description = "`bad_request` (malformed body) or `invalid_name` (channel, message id)", body = ErrorBody),
         (status = 403, description = "`not_author`, or `forbidden` (not a member)", body = ErrorBody),
         (status = 404, description = "`channel_not_found` or `not_found` (message)", body = ErrorBody),
+        (status = 409, description = "`stale_epoch`: an encrypted channel's `epoch` is not the head epoch (§7)", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: content over `--max-content-bytes` or body over `--max-frame-bytes`", body = ErrorBody),
     ),
 )]
@@ -390,7 +395,12 @@ pub async fn edit_message(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<MessageOk>, ApiError> {
     let b: EditBody = parse_json(body)?;
-    let req = Request::MessageEdit { channel: p.channel, message_id: p.message_id, content: b.content };
+    let req = Request::MessageEdit {
+        channel: p.channel,
+        message_id: p.message_id,
+        content: b.content,
+        epoch: b.epoch,
+    };
     Ok(Json(expect_reply!(run(&st, &who, req).await?, OkReply::Message)?))
 }
 
@@ -478,14 +488,24 @@ pub async fn publish(
     Ok(Json(EmptyOk {}))
 }
 
+/// Query of `PUT /v1/channels/{channel}/blobs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ShardQuery {
+    /// The index of an erasure-coded shard (§7): with several `--blob-dir`, shard i is written
+    /// into directory i mod n, so the shards of one file land on distinct disks.
+    #[param(minimum = 0, maximum = 65535)]
+    shard: Option<u16>,
+}
+
 /// `PUT /v1/channels/{channel}/blobs`: stores raw bytes.
 #[utoipa::path(
     put, path = "/v1/channels/{channel}/blobs", tag = "blobs",
-    params(ChannelPath),
+    params(ChannelPath, ShardQuery),
     request_body(content = Option<Vec<u8>>, content_type = "application/octet-stream", description = "The raw bytes, at most `--max-blob-bytes` (none: an empty blob)"),
     responses(
         (status = 201, description = "Stored (storing the same bytes again is harmless)", body = BlobStored),
-        (status = 400, description = "`invalid_name`: not a channel id or name", body = ErrorBody),
+        (status = 400, description = "`invalid_name`: not a channel id or name; `bad_request`: a bad `shard`", body = ErrorBody),
         (status = 403, description = "`forbidden`: not a member", body = ErrorBody),
         (status = 404, description = "`channel_not_found`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: over `--max-blob-bytes`", body = ErrorBody),
@@ -495,10 +515,12 @@ pub async fn put_blob(
     State(st): State<AppState>,
     Auth(who): Auth,
     Params(p): Params<ChannelPath>,
+    q: Result<Query<ShardQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<BlobStored>), ApiError> {
+    let q = query(q)?;
     let body = body.map_err(body_error)?;
-    let (blob_id, size) = st.engine().put_blob(&who, &p.channel, body.to_vec()).await?;
+    let (blob_id, size) = st.engine().put_blob_shard(&who, &p.channel, body.to_vec(), q.shard).await?;
     Ok((StatusCode::CREATED, Json(BlobStored { blob_id, size: size as u64 })))
 }
 

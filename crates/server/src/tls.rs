@@ -70,6 +70,7 @@ pub async fn serve(
                 }
             },
         };
+        crate::no_delay(&tcp);
         let acceptor = acceptor.clone();
         // The peer's address, as `axum::serve` with ConnectInfo gives it (the per-address cap).
         let with_peer = router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));

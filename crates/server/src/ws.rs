@@ -20,8 +20,11 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use herald_engine::events::to_bytes;
 use herald_engine::{ConnHandle, ConnShared, EngineError, Principal, ResumeEnd};
-use herald_proto::frames::{ConnectOk, RefreshOk, Request, RequestFrame, parse_request};
+use herald_proto::frames::{
+    BadFrame, ConnectOk, RefreshOk, Request, RequestFrame, decode_binary, parse_binary_frame, parse_request,
+};
 use herald_proto::names::looks_like_uuid;
+use herald_proto::rooms::{RoomRequest, RoomRequestFrame, parse_room_request, room_request_of_header};
 use herald_proto::{ErrorCode, ErrorDetail};
 use serde::Serialize;
 use serde_json::Value;
@@ -114,6 +117,10 @@ pub async fn upgrade(
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(|t| t.trim().to_owned());
     let max = st.config().max_frame_bytes;
+    // Binary frames carry room attachments up to --max-attachment-bytes besides their JSON
+    // header: such a frame just over the limit is answered `payload_too_large`, not dropped.
+    let hard =
+        max.saturating_mul(4).max(st.config().max_attachment_bytes.saturating_add(max).saturating_add(4096));
     // A small read buffer: tungstenite's default (128 KiB) kept per connection would cost
     // more than everything else an idle connection holds. Frames above the soft limit get
     // `payload_too_large`; far above it (4x) the socket is closed with 1009.
@@ -124,8 +131,8 @@ pub async fn upgrade(
     ws.read_buffer_size(4 * 1024)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(usize::MAX)
-        .max_message_size(max.saturating_mul(4))
-        .max_frame_size(max.saturating_mul(4))
+        .max_message_size(hard)
+        .max_frame_size(hard)
         .on_upgrade(move |socket| async move {
             let _addr_slot = addr_slot;
             gateway(socket, st, header_token).await
@@ -152,7 +159,12 @@ fn detail(code: ErrorCode, message: impl Into<String>) -> ErrorDetail {
     ErrorDetail { code, message: message.into(), retry_after_ms: None }
 }
 
+/// A queued frame as a WebSocket message: JSON text, or a §1 binary frame (room attachments
+/// and stream chunks).
 fn text(b: Bytes) -> Option<Message> {
+    if herald_engine::rooms::is_binary_frame(&b) {
+        return Some(Message::Binary(b));
+    }
     Utf8Bytes::try_from(b).ok().map(Message::Text)
 }
 
@@ -171,14 +183,31 @@ async fn reject(mut sink: Sink, id: &Value, message: String) {
     let _ = sink.send(close_msg(close::UNAUTHORIZED, "unauthorized")).await;
 }
 
+/// The optional `device` of a `connect` frame (§7), read beside the typed request so the
+/// shared `Request::Connect` keeps its shape. `Err` when it is there but not a string.
+fn connect_device(text: &str) -> Result<Option<String>, String> {
+    #[derive(serde::Deserialize)]
+    struct Device {
+        #[serde(default)]
+        device: Option<Value>,
+    }
+    match serde_json::from_str::<Device>(text).map(|d| d.device) {
+        Ok(None | Some(Value::Null)) | Err(_) => Ok(None),
+        Ok(Some(Value::String(s))) => Ok(Some(s)),
+        Ok(Some(_)) => Err("device must be a string".into()),
+    }
+}
+
 async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) {
     let _guard = st.track_connection();
     let (mut sink, mut stream) = socket.split();
     let timeout = Duration::from_secs(st.config().auth_timeout_secs);
     let first = tokio::time::timeout(timeout, stream.next()).await;
-    let (id, token, resume) = match first {
+    let (id, token, resume, device) = match first {
         Ok(Some(Ok(Message::Text(t)))) => match parse_request(t.as_str()) {
-            Ok(RequestFrame { id, request: Request::Connect { token, resume } }) => (id, token, resume),
+            Ok(RequestFrame { id, request: Request::Connect { token, resume, .. } }) => {
+                (id, token, resume, connect_device(t.as_str()))
+            }
             Ok(f) => return reject(sink, &f.id, "the first frame must be connect".into()).await,
             Err(bad) => return reject(sink, &bad.id, "the first frame must be connect".into()).await,
         },
@@ -203,6 +232,28 @@ async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) 
         let _ = sink.send(close_msg(close::TOO_MANY_CONNECTIONS, "too many connections")).await;
         return;
     };
+    // §7: a declared device must be the caller's own, live one; otherwise the same close as a
+    // bad token, after the error that says why.
+    let device = match device {
+        Ok(d) => d,
+        Err(message) => {
+            let frame = error_frame(&id, &detail(ErrorCode::BadRequest, message));
+            if let Some(m) = text(frame) {
+                let _ = sink.send(m).await;
+            }
+            let _ = sink.send(close_msg(close::UNAUTHORIZED, "bad device")).await;
+            return;
+        }
+    };
+    if let Some(d) = &device
+        && let Err(e) = st.engine().check_device(&who, d).await
+    {
+        if let Some(m) = text(error_frame(&id, &e.detail())) {
+            let _ = sink.send(m).await;
+        }
+        let _ = sink.send(close_msg(close::UNAUTHORIZED, "unknown device")).await;
+        return;
+    }
     let user = who.user.clone();
     let first =
         |conn_id: &str| to_bytes(&OkFrame { id: &id, ok: &ConnectOk { conn_id: conn_id.to_owned(), user } });
@@ -216,7 +267,10 @@ async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) 
             return;
         }
     };
+    st.engine().attach_e2ee(&conn, &who, device);
     tracing::debug!(user = %who.user.id, conn = %conn.conn_id, "connected");
+    // Removes this connection's room participants however the gateway ends.
+    let _rooms = st.engine().rooms().guard(conn.shared());
 
     let mut shutdown = st.shutdown_signal();
     let counters = st.metrics().gateway.clone();
@@ -382,6 +436,36 @@ fn frame_id(text: &str) -> Value {
     serde_json::from_str::<IdOnly>(text).map(|f| f.id).unwrap_or(Value::Null)
 }
 
+/// A text frame parsed as a channel op or as a room op (§8).
+enum Parsed {
+    Channel(RequestFrame),
+    Room(RoomRequestFrame),
+}
+
+/// A binary frame (§1) as a room request and the bytes after its header. The header is held
+/// to --max-frame-bytes, the bytes to --max-attachment-bytes (by the engine, which answers
+/// `payload_too_large`).
+fn binary_request(
+    b: &Bytes,
+    cfg: &crate::config::ServeConfig,
+) -> Result<(RoomRequestFrame, Bytes), BadFrame> {
+    let bad = |id: Value, code: ErrorCode, message: String| BadFrame { id, error: detail(code, message) };
+    let (header, body) =
+        decode_binary(b).map_err(|e| bad(Value::Null, ErrorCode::BadRequest, e.to_string()))?;
+    if header.len() > cfg.max_frame_bytes {
+        return Err(bad(
+            Value::Null,
+            ErrorCode::PayloadTooLarge,
+            format!("binary frame header is {} bytes; the limit is {}", header.len(), cfg.max_frame_bytes),
+        ));
+    }
+    let start = b.len() - body.len();
+    let (map, _) =
+        parse_binary_frame(b).map_err(|e| bad(Value::Null, ErrorCode::BadRequest, e.to_string()))?;
+    let frame = room_request_of_header(map)?;
+    Ok((frame, b.slice(start..)))
+}
+
 /// A token bucket: `rate` requests per second sustained, `burst` at once.
 struct Bucket {
     tokens: f64,
@@ -491,6 +575,18 @@ async fn read_loop(
     let mut bucket = Bucket::new(cfg.rate_per_sec, cfg.rate_burst);
     let mut bad_in_a_row = 0u32;
     let mut inflight: FuturesOrdered<Pending<'_>> = FuturesOrdered::new();
+    // Requests answered whenever they complete, out of order: `stream.open` waits up to 30 s
+    // for the other participant and must not hold back the connection's other requests.
+    let mut detached: futures::stream::FuturesUnordered<Pending<'_>> =
+        futures::stream::FuturesUnordered::new();
+    let room = |frame: RoomRequestFrame, bytes: Option<Bytes>| -> Pending<'_> {
+        Box::pin(async move {
+            match st.engine().execute_room(who, conn, frame.request, bytes).await {
+                Ok(ok) => to_bytes(&OkFrame { id: &frame.id, ok: &ok }),
+                Err(e) => error_frame(&frame.id, &e.detail()),
+            }
+        })
+    };
     let execute = |frame: RequestFrame| -> Pending<'_> {
         Box::pin(async move {
             match st.engine().execute(who, Some(conn), frame.request).await {
@@ -516,6 +612,7 @@ async fn read_loop(
             _ = shutdown.wait_for(|s| *s) => Next::Stop,
             () = &mut expiry => Next::Expired,
             Some(reply) = inflight.next(), if !inflight.is_empty() => Next::Reply(reply),
+            Some(reply) = detached.next(), if !detached.is_empty() => Next::Reply(reply),
             m = stream.next(), if inflight.len() < max_inflight => Next::Frame(m),
         };
         let msg = match next {
@@ -552,17 +649,45 @@ async fn read_loop(
         counters.frames_in.fetch_add(1, Ordering::Relaxed);
         let text = match msg {
             Message::Text(t) => t,
-            Message::Binary(_) => {
-                let e = detail(
-                    ErrorCode::BadRequest,
-                    "binary frames are reserved for attachments; no v1 op takes one",
-                );
-                inflight.push_back(ready(error_frame(&Value::Null, &e)));
+            Message::Binary(b) => {
+                let frame = match binary_request(&b, cfg) {
+                    Ok(f) => {
+                        bad_in_a_row = 0;
+                        f
+                    }
+                    Err(bad) => {
+                        bad_in_a_row += 1;
+                        inflight.push_back(ready(error_frame(&bad.id, &bad.error)));
+                        if bad_in_a_row >= MAX_BAD_FRAMES_IN_A_ROW {
+                            flush(&mut inflight, conn).await;
+                            return Some((close::BAD_FRAMES, "too many malformed frames"));
+                        }
+                        continue;
+                    }
+                };
+                if let Err(retry_after_ms) = bucket.take() {
+                    counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    let e = EngineError::RateLimited { retry_after_ms }.detail();
+                    inflight.push_back(ready(error_frame(&frame.0.id, &e)));
+                    continue;
+                }
+                if !flush(&mut inflight, conn).await {
+                    return None;
+                }
+                let reply = room(frame.0, Some(frame.1)).await;
+                if !conn.send(reply).await {
+                    return None;
+                }
                 continue;
             }
             Message::Close(_) => return None,
             Message::Ping(_) | Message::Pong(_) => continue,
         };
+        // The socket's own limit is raised for binary attachments; a text frame far over the
+        // text limit is still closed with 1009, as it was before attachments existed.
+        if text.len() > cfg.max_frame_bytes.saturating_mul(4) {
+            return Some((close::TOO_BIG, "frame too large"));
+        }
         if text.len() > cfg.max_frame_bytes {
             let e = detail(
                 ErrorCode::PayloadTooLarge,
@@ -572,8 +697,37 @@ async fn read_loop(
             inflight.push_back(ready(error_frame(&frame_id(text.as_str()), &e)));
             continue;
         }
-        let frame = match parse_request(text.as_str()) {
-            Ok(f) => {
+        let parsed = match parse_request(text.as_str()) {
+            Ok(f) => Ok(Parsed::Channel(f)),
+            Err(bad) => match parse_room_request(text.as_str()) {
+                Some(Ok(f)) => Ok(Parsed::Room(f)),
+                Some(Err(bad)) => Err(bad),
+                None => Err(bad),
+            },
+        };
+        let frame = match parsed {
+            Ok(Parsed::Room(f)) => {
+                bad_in_a_row = 0;
+                if let Err(retry_after_ms) = bucket.take() {
+                    counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    let e = EngineError::RateLimited { retry_after_ms }.detail();
+                    inflight.push_back(ready(error_frame(&f.id, &e)));
+                    continue;
+                }
+                if !flush(&mut inflight, conn).await {
+                    return None;
+                }
+                if matches!(f.request, RoomRequest::StreamOpen { .. }) {
+                    detached.push(room(f, None));
+                    continue;
+                }
+                let reply = room(f, None).await;
+                if !conn.send(reply).await {
+                    return None;
+                }
+                continue;
+            }
+            Ok(Parsed::Channel(f)) => {
                 bad_in_a_row = 0;
                 f
             }

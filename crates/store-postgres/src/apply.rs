@@ -314,6 +314,7 @@ impl<'a, 'b> Job<'a, 'b> {
                 p(e.extra.reply.as_ref().map(|r| r.author.clone())),
                 p(content.to_owned()),
                 p(salt.to_vec()),
+                p(e.extra.epoch.map(to_i64)),
             ],
         );
         let seq = e.seq;
@@ -348,6 +349,10 @@ impl<'a, 'b> Job<'a, 'b> {
         };
         let ch = self.row(channel).flatten().filter(|r| r.app == actor.app)?;
         check_creator(&ch, guard).ok()?;
+        // An encrypted channel's send checks its epoch against the head commit: not planned.
+        if ch.encrypted || guard.epoch.is_some() {
+            return None;
+        }
         self.app = actor.app.clone();
         let me = actor.user.id.as_str();
         let fresh = FreshSend::new(id, me, kind, content, client_id.as_deref(), *ts_ms);
@@ -409,6 +414,24 @@ impl<'a, 'b> Job<'a, 'b> {
         }
         check_creator(ch, guard)?;
         Ok(())
+    }
+
+    /// The head commit `(epoch, commit_hash)` of a channel (its row is locked by the batch, so
+    /// this is exact until the commit).
+    async fn head_commit(&mut self, ch: &str) -> JResult<Option<(u64, String)>> {
+        match self.query_opt(&self.st.head_commit, &[&ch]).await? {
+            None => Ok(None),
+            Some(r) => Ok(Some((rows::to_u64(r.try_get(0)?), r.try_get(1)?))),
+        }
+    }
+
+    /// The epoch condition of a `Send` / `Edit` guard (§7).
+    async fn check_epoch(&mut self, ch: &ChannelRow, guard: &Guard) -> JResult<()> {
+        if !ch.encrypted && guard.epoch.is_none() {
+            return Ok(());
+        }
+        let head = self.head_commit(&ch.id).await?.map(|(e, _)| e);
+        Ok(build::check_epoch(ch.encrypted, guard.epoch, head)?)
     }
 
     async fn message(&mut self, ch: &str, id: &str) -> JResult<Option<Message>> {
@@ -567,6 +590,8 @@ impl<'a, 'b> Job<'a, 'b> {
                     &st.del_reactions,
                     &st.del_members,
                     &st.del_client_ids,
+                    &st.del_commits,
+                    &st.del_envelopes,
                     &st.del_channel,
                 ] {
                     self.write(s, vec![p(ch.id.clone())]);
@@ -600,6 +625,7 @@ impl<'a, 'b> Job<'a, 'b> {
                     return Err(StoreError::NotMember.into());
                 }
                 check_creator(&ch, &guard)?;
+                self.check_epoch(&ch, &guard).await?;
                 if let Some(Some(original)) = original {
                     let original: String = original.try_get(0)?;
                     // The original may since have been deleted: then it is gone for good, and a
@@ -614,7 +640,8 @@ impl<'a, 'b> Job<'a, 'b> {
                 if reply_to.is_some() && reply.is_none() {
                     return Err(StoreError::NotFound("message").into());
                 }
-                let fresh = FreshSend::new(&id, me, &kind, &content, client_id.as_deref(), ts_ms);
+                let fresh = FreshSend::new(&id, me, &kind, &content, client_id.as_deref(), ts_ms)
+                    .with_epoch(guard.epoch);
                 let extra = fresh.extra(reply.clone());
                 let reference = reply_to.clone().unwrap_or_default();
                 let seq = self.append(&ch.id, EntryKind::Message, me, &reference, ts_ms, &content, extra);
@@ -635,11 +662,18 @@ impl<'a, 'b> Job<'a, 'b> {
                 self.check(&ch, &guard).await?;
                 let (author, _) = self.message_author(&ch.id, &message_id).await?;
                 check_author(&guard, &author)?;
-                let extra = EntryExtra::default();
+                self.check_epoch(&ch, &guard).await?;
+                let extra = EntryExtra { epoch: guard.epoch, ..Default::default() };
                 self.append(&ch.id, EntryKind::MessageEdited, &author, &message_id, ts_ms, &content, extra);
                 self.write(
                     &self.st.edit_message,
-                    vec![p(ch.id.clone()), p(message_id.clone()), p(content), p(ts_ms)],
+                    vec![
+                        p(ch.id.clone()),
+                        p(message_id.clone()),
+                        p(content),
+                        p(ts_ms),
+                        p(guard.epoch.map(to_i64)),
+                    ],
                 );
                 let outcome = self.message_outcome(&ch.id, &message_id, false, true).await?;
                 self.done(Some(&ch), outcome).await
@@ -692,6 +726,45 @@ impl<'a, 'b> Job<'a, 'b> {
                 self.write(&self.st.del_reaction, vec![p(ch.id.clone()), p(reaction_id.clone())]);
                 let extra = EntryExtra { message_id: Some(message_id), ..Default::default() };
                 self.append(&ch.id, EntryKind::ReactionDeleted, &user, &reaction_id, ts_ms, "", extra);
+                self.done(Some(&ch), Outcome::Done).await
+            }
+            Mutation::Rotate { actor, channel, commit, envelopes, guard, ts_ms } => {
+                let ch = self.channel(&actor.app, &channel).await?;
+                self.check(&ch, &guard).await?;
+                if !ch.encrypted {
+                    return Err(StoreError::Invalid("the channel is not encrypted".into()).into());
+                }
+                let head = self.head_commit(&ch.id).await?;
+                build::check_commit(&commit, head.as_ref().map(|(e, h)| (*e, h.as_str())))?;
+                let epoch = to_i64(commit.epoch);
+                self.write(
+                    &self.st.insert_commit,
+                    vec![
+                        p(ch.id.clone()),
+                        p(epoch),
+                        p(commit.prev_commit_hash.clone()),
+                        p(commit.commit_hash.clone()),
+                        p(commit.commit.to_string()),
+                    ],
+                );
+                for env in envelopes {
+                    self.write(
+                        &self.st.upsert_envelope,
+                        vec![p(ch.id.clone()), p(env.device_id), p(epoch), p(env.envelope.to_string())],
+                    );
+                }
+                let reference = commit.epoch.to_string();
+                let me = actor.user.id.clone();
+                let extra = EntryExtra::default();
+                self.append(
+                    &ch.id,
+                    EntryKind::KeyRotated,
+                    &me,
+                    &reference,
+                    ts_ms,
+                    &commit.commit_hash,
+                    extra,
+                );
                 self.done(Some(&ch), Outcome::Done).await
             }
             Mutation::Read { actor, channel, message_id, guard } => {

@@ -85,8 +85,12 @@
 //! `messages`; a hard delete deletes those rows (their TOAST chunks go with them) and keeps the
 //! entry's `content_hash` in `entries`, so the chain still verifies. After a batch that erased
 //! something the store runs `VACUUM` on `entry_contents` and `messages` in the background
-//! (debounced by `vacuum_debounce`, default 1 s), which removes the dead tuples. What
-//! PostgreSQL itself still retains, and for how long:
+//! (debounced by `vacuum_debounce`, default 1 s), which removes the dead tuples. End-to-end
+//! encryption state (`keys.rs`) is erased the same way: an acknowledged, expired or revoked
+//! DM's row in `dm_inbox`, a claimed one-time key's row and a revoked device's envelopes are
+//! deleted, and the same vacuum (which also covers `dm_inbox`, `one_time_keys` and
+//! `envelopes`) follows; the list below applies to that ciphertext too. What PostgreSQL itself
+//! still retains, and for how long:
 //!
 //! - **Dead tuples** of the deleted rows (and of earlier versions of an edited message) stay in
 //!   the heap and TOAST pages until that vacuum (or autovacuum) runs: about `vacuum_debounce`
@@ -121,6 +125,7 @@
 
 mod apply;
 mod blob;
+mod keys;
 mod rows;
 mod schema;
 pub mod scratch;
@@ -244,6 +249,8 @@ pub struct PgStore {
     vacuum: Mutex<Option<JoinHandle<()>>>,
     stop: watch::Sender<bool>,
     shared: Arc<writer::Shared>,
+    /// Wakes the vacuum task (the key store's erasures too).
+    vacuum_notify: Arc<Notify>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -285,7 +292,7 @@ impl PgStore {
         };
         let writer = tokio::spawn(w.run());
         let (stop, stopped) = watch::channel(false);
-        let vacuum = tokio::spawn(vacuum_task(pool.clone(), notify, stopped, config.vacuum_debounce));
+        let vacuum = tokio::spawn(vacuum_task(pool.clone(), notify.clone(), stopped, config.vacuum_debounce));
         Ok(PgStore {
             pool,
             config,
@@ -294,6 +301,7 @@ impl PgStore {
             vacuum: Mutex::new(Some(vacuum)),
             stop,
             shared,
+            vacuum_notify: notify,
         })
     }
 
@@ -349,7 +357,9 @@ async fn vacuum_task(pool: Pool, notify: Arc<Notify>, mut stop: watch::Receiver<
         }
         let r = async {
             let obj = pool.get().await.map_err(pool_error)?;
-            obj.batch_execute("VACUUM entry_contents, messages").await.map_err(db)
+            obj.batch_execute("VACUUM entry_contents, messages, dm_inbox, one_time_keys, envelopes")
+                .await
+                .map_err(db)
         };
         if let Err(e) = r.await {
             tracing::warn!(error = %e, "vacuum after a delete failed; it runs again after the next delete");
@@ -362,6 +372,10 @@ async fn vacuum_task(pool: Pool, notify: Arc<Notify>, mut stop: watch::Receiver<
 
 #[async_trait]
 impl Store for PgStore {
+    fn keys(&self) -> &dyn herald_store::keys::KeyStore {
+        self
+    }
+
     async fn apply(&self, m: Mutation) -> Result<Applied> {
         let tx = self.tx.lock().clone().ok_or(StoreError::Closed)?;
         let (reply, rx) = oneshot::channel();

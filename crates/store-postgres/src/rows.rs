@@ -40,7 +40,7 @@ pub fn hash32(v: Vec<u8>) -> Result<Hash32> {
 
 /// The columns of a message with its reply target, for [`message_row`].
 pub const MESSAGE_SELECT: &str = "SELECT m.id, m.seq, m.author, m.type, m.content, m.reply_to, \
-     m.reply_author, m.client_id, m.ts_ms, m.edited_ms, r.content, r.edited_ms \
+     m.reply_author, m.client_id, m.ts_ms, m.edited_ms, r.content, r.edited_ms, m.epoch \
      FROM messages m LEFT JOIN messages r ON r.channel_id = m.channel_id AND r.id = m.reply_to";
 
 pub fn message_row(r: &Row) -> Result<Message> {
@@ -64,19 +64,20 @@ pub fn message_row(r: &Row) -> Result<Message> {
         client_id: r.try_get(7).map_err(db)?,
         ts: format_ms(r.try_get(8).map_err(db)?),
         edited_at: edited_ms.map(format_ms),
+        epoch: r.try_get::<_, Option<i64>>(12).map_err(db)?.map(to_u64),
         reactions: None,
     })
 }
 
 /// The stored columns of an entry, in insert order.
 pub const ENTRY_COLS: &str = "channel_id, seq, kind, author, ref, ts_ms, content_hash, prev_hash, hash, \
-     x_id, x_msg_type, x_client_id, x_name, x_title, x_message_id, x_reply_author";
+     x_id, x_msg_type, x_client_id, x_name, x_title, x_message_id, x_reply_author, x_epoch";
 
 /// Entries with their content (absent once erased) and the current state of the message a
 /// `message` entry replies to, for [`entry_row`].
 pub const ENTRY_SELECT: &str = "SELECT e.channel_id, e.seq, e.kind, e.author, e.ref, e.ts_ms, \
      c.content, c.salt, e.content_hash, e.prev_hash, e.hash, e.x_id, e.x_msg_type, e.x_client_id, \
-     e.x_name, e.x_title, e.x_message_id, e.x_reply_author, r.content, r.edited_ms \
+     e.x_name, e.x_title, e.x_message_id, e.x_reply_author, r.content, r.edited_ms, e.x_epoch \
      FROM entries e LEFT JOIN entry_contents c ON c.channel_id = e.channel_id AND c.seq = e.seq \
      LEFT JOIN messages r ON e.kind = 'message' AND e.ref <> '' \
      AND r.channel_id = e.channel_id AND r.id = e.ref";
@@ -126,6 +127,7 @@ pub fn entry_row(r: &Row) -> Result<StoredEntry> {
             title: r.try_get(15).map_err(db)?,
             message_id: r.try_get(16).map_err(db)?,
             reply,
+            epoch: r.try_get::<_, Option<i64>>(20).map_err(db)?.map(to_u64),
         },
     })
 }

@@ -6,7 +6,7 @@ use herald_store::{Result, StoreError};
 use tokio_postgres::Client;
 
 /// The schema version this code writes and reads.
-pub const VERSION: i32 = 1;
+pub const VERSION: i32 = 2;
 
 /// The key of the advisory lock migrations run under (any constant unique to Herald).
 const MIGRATION_LOCK: i64 = 0x6865_7261_6c64_0001;
@@ -117,6 +117,83 @@ CREATE TABLE blobs (
 );
 "#;
 
+/// Version 2: end-to-end encryption (PROTOCOL.md §7), as in the SQLite backend. DM bodies and
+/// one-time keys live in rows that are deleted (not overwritten) when erased, then vacuumed.
+const V2: &str = r#"
+ALTER TABLE entries ADD COLUMN x_epoch bigint;
+ALTER TABLE messages ADD COLUMN epoch bigint;
+
+CREATE TABLE devices (
+    app                 text COLLATE "C" NOT NULL,
+    device_id           text COLLATE "C" NOT NULL,
+    user_id             text COLLATE "C" NOT NULL,
+    keeper              boolean NOT NULL,
+    revoked             boolean NOT NULL DEFAULT false,
+    identity            text NOT NULL,
+    identity_signature  text NOT NULL,
+    fallback_key        text,
+    PRIMARY KEY (app, device_id)
+);
+CREATE INDEX devices_user ON devices(app, user_id);
+
+-- Every key id ever uploaded (a re-upload is ignored); the key itself in one_time_keys until
+-- claimed (the row is then deleted).
+CREATE TABLE one_time_key_ids (
+    app        text COLLATE "C" NOT NULL,
+    device_id  text COLLATE "C" NOT NULL,
+    key_id     text COLLATE "C" NOT NULL,
+    PRIMARY KEY (app, device_id, key_id)
+);
+CREATE TABLE one_time_keys (
+    n          bigserial PRIMARY KEY,
+    app        text COLLATE "C" NOT NULL,
+    device_id  text COLLATE "C" NOT NULL,
+    key_id     text COLLATE "C" NOT NULL,
+    key        text NOT NULL
+);
+CREATE INDEX one_time_keys_device ON one_time_keys(app, device_id, n);
+
+CREATE TABLE dm_inbox (
+    n            bigserial PRIMARY KEY,
+    app          text COLLATE "C" NOT NULL,
+    device_id    text COLLATE "C" NOT NULL,
+    id           text COLLATE "C" NOT NULL,
+    to_user      text NOT NULL,
+    from_user    text NOT NULL,
+    from_device  text NOT NULL,
+    body         text NOT NULL,
+    ts_ms        bigint NOT NULL
+);
+CREATE INDEX dm_inbox_device ON dm_inbox(app, device_id, n);
+CREATE INDEX dm_inbox_ts ON dm_inbox(ts_ms);
+
+CREATE TABLE dm_client_ids (
+    app          text COLLATE "C" NOT NULL,
+    from_device  text COLLATE "C" NOT NULL,
+    client_id    text COLLATE "C" NOT NULL,
+    ids          text NOT NULL,
+    PRIMARY KEY (app, from_device, client_id)
+);
+
+CREATE TABLE commits (
+    channel_id        text COLLATE "C" NOT NULL,
+    epoch             bigint NOT NULL,
+    prev_commit_hash  text NOT NULL,
+    commit_hash       text NOT NULL,
+    body              text NOT NULL,
+    PRIMARY KEY (channel_id, epoch)
+);
+
+CREATE TABLE envelopes (
+    channel_id  text COLLATE "C" NOT NULL,
+    device_id   text COLLATE "C" NOT NULL,
+    epoch       bigint NOT NULL,
+    body        text NOT NULL,
+    PRIMARY KEY (channel_id, device_id, epoch)
+);
+CREATE INDEX envelopes_device ON envelopes(device_id);
+"#;
+
 /// Creates the schema on an empty database, or checks the version of an existing one. Runs in
 /// one transaction holding a transaction-scoped advisory lock: a second node starting at the
 /// same time waits, then finds the schema made.
@@ -134,6 +211,11 @@ pub async fn migrate(client: &mut Client) -> Result<()> {
     match version {
         None => {
             tx.batch_execute(V1).await.map_err(db)?;
+            tx.batch_execute(V2).await.map_err(db)?;
+            tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&VERSION]).await.map_err(db)?;
+        }
+        Some(1) => {
+            tx.batch_execute(V2).await.map_err(db)?;
             tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&VERSION]).await.map_err(db)?;
         }
         Some(VERSION) => {}

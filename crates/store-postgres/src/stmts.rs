@@ -53,13 +53,13 @@ statements! {
     // The entry and its content in one statement: one execution instead of two per entry.
     insert_entry = format!("WITH c AS (INSERT INTO entry_contents (channel_id, seq, content, salt) \
         VALUES ($1, $2, $17, $18)) INSERT INTO entries ({ENTRY_COLS}) VALUES \
-        ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)");
+        ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $19)");
     // A message: its entry, content and row in one statement.
     insert_send = format!("WITH c AS (INSERT INTO entry_contents (channel_id, seq, content, salt) \
         VALUES ($1, $2, $17, $18)), m AS (INSERT INTO messages (channel_id, id, seq, author, type, content, \
-        reply_to, reply_author, client_id, ts_ms) VALUES ($1, $10, $2, $4, $11, $17, $19, $16, $12, $6)) \
+        reply_to, reply_author, client_id, ts_ms, epoch) VALUES ($1, $10, $2, $4, $11, $17, $20, $16, $12, $6, $19)) \
         INSERT INTO entries ({ENTRY_COLS}) VALUES \
-        ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)");
+        ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $19)");
     del_entries = "DELETE FROM entries WHERE channel_id = $1";
     del_contents = "DELETE FROM entry_contents WHERE channel_id = $1";
     del_messages = "DELETE FROM messages WHERE channel_id = $1";
@@ -77,7 +77,14 @@ statements! {
         AND e.kind = 'message_edited' AND e.ref = $2 AND c.channel_id = e.channel_id AND c.seq = e.seq";
     del_reactions_of = "DELETE FROM reactions WHERE channel_id = $1 AND message_id = $2";
     del_message = "DELETE FROM messages WHERE channel_id = $1 AND id = $2";
-    edit_message = "UPDATE messages SET content = $3, edited_ms = $4 WHERE channel_id = $1 AND id = $2";
+    edit_message = "UPDATE messages SET content = $3, edited_ms = $4, epoch = $5 WHERE channel_id = $1 AND id = $2";
+    head_commit = "SELECT epoch, commit_hash FROM commits WHERE channel_id = $1 ORDER BY epoch DESC LIMIT 1";
+    insert_commit = "INSERT INTO commits (channel_id, epoch, prev_commit_hash, commit_hash, body) \
+        VALUES ($1, $2, $3, $4, $5)";
+    upsert_envelope = "INSERT INTO envelopes (channel_id, device_id, epoch, body) VALUES ($1, $2, $3, $4) \
+        ON CONFLICT (channel_id, device_id, epoch) DO UPDATE SET body = excluded.body";
+    del_commits = "DELETE FROM commits WHERE channel_id = $1";
+    del_envelopes = "DELETE FROM envelopes WHERE channel_id = $1";
     insert_reaction = "INSERT INTO reactions (id, channel_id, message_id, user_id, emoji, seq) \
         VALUES ($1, $2, $3, $4, $5, $6)";
     reaction_of = "SELECT user_id, message_id FROM reactions WHERE channel_id = $1 AND id = $2";

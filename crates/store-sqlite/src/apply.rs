@@ -138,7 +138,7 @@ impl<'a> Job<'a> {
         self.conn
             .prepare_cached(&format!(
                 "INSERT INTO entries ({}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
                 rows::ENTRY_COLS
             ))
             .and_then(|mut s| {
@@ -161,6 +161,7 @@ impl<'a> Job<'a> {
                     e.extra.title,
                     e.extra.message_id,
                     e.extra.reply.as_ref().map(|r| r.author.as_str()),
+                    e.extra.epoch.map(to_i64),
                 ])
             })
             .map_err(backend)?;
@@ -250,6 +251,15 @@ impl<'a> Job<'a> {
             return Err(StoreError::Forbidden("only the channel's creator or an admin may do this"));
         }
         Ok(())
+    }
+
+    /// The epoch condition of a `Send` / `Edit` guard (§7), against the head commit.
+    fn check_epoch(&self, ch: &ChannelRow, guard: &Guard) -> Result<()> {
+        if !ch.encrypted && guard.epoch.is_none() {
+            return Ok(());
+        }
+        let head = rows::head_commit(self.conn, &ch.id)?.map(|(e, _)| e);
+        build::check_epoch(ch.encrypted, guard.epoch, head)
     }
 
     fn conn_message(&self, ch: &str, id: &str) -> Result<Option<herald_proto::model::Message>> {
@@ -375,7 +385,9 @@ impl<'a> Job<'a> {
                 self.check(&ch, &guard)?;
                 let members = rows::member_ids(self.conn, &ch.id)?;
                 let before = ch.to_channel(self.head(&ch.id)?.0);
-                for table in ["entries", "messages", "reactions", "members", "client_ids"] {
+                for table in
+                    ["entries", "messages", "reactions", "members", "client_ids", "commits", "envelopes"]
+                {
                     self.execute(&format!("DELETE FROM {table} WHERE channel_id = ?1"), params![ch.id])?;
                 }
                 self.execute("DELETE FROM channels WHERE id = ?1", params![ch.id])?;
@@ -387,6 +399,7 @@ impl<'a> Job<'a> {
             Mutation::Send { actor, channel, id, kind, content, reply_to, client_id, guard, ts_ms } => {
                 let ch = self.channel(&actor.app, &channel)?;
                 self.check(&ch, &guard)?;
+                self.check_epoch(&ch, &guard)?;
                 let me = actor.user.id.as_str();
                 if let Some(cid) = &client_id {
                     let original: Option<String> = self
@@ -412,7 +425,8 @@ impl<'a> Job<'a> {
                     return Err(StoreError::NotFound("message"));
                 }
                 let reply_author = reply.as_ref().map(|r| r.author.clone());
-                let fresh = FreshSend::new(&id, me, &kind, &content, client_id.as_deref(), ts_ms);
+                let fresh = FreshSend::new(&id, me, &kind, &content, client_id.as_deref(), ts_ms)
+                    .with_epoch(guard.epoch);
                 let extra = fresh.extra(reply.clone());
                 let reference = reply_to.clone().unwrap_or_default();
                 let seq = self.append(&ch.id, EntryKind::Message, me, &reference, ts_ms, &content, extra)?;
@@ -420,7 +434,8 @@ impl<'a> Job<'a> {
                 let message = fresh.message(seq, reply);
                 self.execute(
                     "INSERT INTO messages (channel_id, id, seq, author, type, content, reply_to, \
-                     reply_author, client_id, ts_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     reply_author, client_id, ts_ms, epoch) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     params![
                         ch.id,
                         id,
@@ -431,7 +446,8 @@ impl<'a> Job<'a> {
                         reply_to,
                         reply_author,
                         client_id,
-                        ts_ms
+                        ts_ms,
+                        guard.epoch.map(to_i64)
                     ],
                 )?;
                 if let Some(cid) = &client_id {
@@ -449,11 +465,13 @@ impl<'a> Job<'a> {
                 self.check(&ch, &guard)?;
                 let (author, _) = self.message_author(&ch.id, &message_id)?;
                 check_author(&guard, &author)?;
-                let extra = EntryExtra::default();
+                self.check_epoch(&ch, &guard)?;
+                let extra = EntryExtra { epoch: guard.epoch, ..Default::default() };
                 self.append(&ch.id, EntryKind::MessageEdited, &author, &message_id, ts_ms, &content, extra)?;
                 self.execute(
-                    "UPDATE messages SET content = ?3, edited_ms = ?4 WHERE channel_id = ?1 AND id = ?2",
-                    params![ch.id, message_id, content, ts_ms],
+                    "UPDATE messages SET content = ?3, edited_ms = ?4, epoch = ?5 \
+                     WHERE channel_id = ?1 AND id = ?2",
+                    params![ch.id, message_id, content, ts_ms, guard.epoch.map(to_i64)],
                 )?;
                 let outcome = self.message_outcome(&ch.id, &message_id, false, true)?;
                 self.done(Some(&ch), outcome)
@@ -522,6 +540,47 @@ impl<'a> Job<'a> {
                 )?;
                 let extra = EntryExtra { message_id: Some(message_id), ..Default::default() };
                 self.append(&ch.id, EntryKind::ReactionDeleted, &user, &reaction_id, ts_ms, "", extra)?;
+                self.done(Some(&ch), Outcome::Done)
+            }
+            Mutation::Rotate { actor, channel, commit, envelopes, guard, ts_ms } => {
+                let ch = self.channel(&actor.app, &channel)?;
+                self.check(&ch, &guard)?;
+                if !ch.encrypted {
+                    return Err(StoreError::Invalid("the channel is not encrypted".into()));
+                }
+                let head = rows::head_commit(self.conn, &ch.id)?;
+                build::check_commit(&commit, head.as_ref().map(|(e, h)| (*e, h.as_str())))?;
+                let epoch = to_i64(commit.epoch);
+                self.execute(
+                    "INSERT INTO commits (channel_id, epoch, prev_commit_hash, commit_hash, body) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        ch.id,
+                        epoch,
+                        commit.prev_commit_hash,
+                        commit.commit_hash,
+                        commit.commit.to_string()
+                    ],
+                )?;
+                for env in &envelopes {
+                    self.execute(
+                        "INSERT OR REPLACE INTO envelopes (channel_id, device_id, epoch, body) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![ch.id, env.device_id, epoch, env.envelope.to_string()],
+                    )?;
+                }
+                let reference = commit.epoch.to_string();
+                let me = actor.user.id.as_str();
+                let extra = EntryExtra::default();
+                self.append(
+                    &ch.id,
+                    EntryKind::KeyRotated,
+                    me,
+                    &reference,
+                    ts_ms,
+                    &commit.commit_hash,
+                    extra,
+                )?;
                 self.done(Some(&ch), Outcome::Done)
             }
             Mutation::Read { actor, channel, message_id, guard } => {

@@ -52,6 +52,7 @@
 
 mod apply;
 mod blob;
+mod keys;
 mod rows;
 mod schema;
 mod writer;
@@ -128,6 +129,8 @@ pub struct SqliteStore {
     shared: Arc<writer::Shared>,
     readers: Arc<Mutex<Vec<Connection>>>,
     read_permits: Arc<Semaphore>,
+    /// The write connection of the end-to-end encryption tables (`keys.rs`).
+    keys_conn: keys::KeyConn,
 }
 
 /// The lock file in a data directory.
@@ -180,6 +183,11 @@ impl SqliteStore {
         .map_err(backend)?;
         conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&mut conn)?;
+        let keys_conn = Connection::open(&path).map_err(backend)?;
+        keys_conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        keys_conn
+            .execute_batch(&format!("PRAGMA synchronous = {sync}; PRAGMA secure_delete = ON;"))
+            .map_err(backend)?;
 
         let readers = (0..config.readers.max(1)).map(|_| open_reader(&path)).collect::<Result<Vec<_>>>()?;
         let n_readers = readers.len();
@@ -208,6 +216,7 @@ impl SqliteStore {
             shared,
             readers: Arc::new(Mutex::new(readers)),
             read_permits: Arc::new(Semaphore::new(n_readers)),
+            keys_conn: keys::KeyConn::new(keys_conn),
         })
     }
 
@@ -466,9 +475,14 @@ impl Store for SqliteStore {
         .await
     }
 
+    fn keys(&self) -> &dyn herald_store::keys::KeyStore {
+        self
+    }
+
     async fn close(&self) -> Result<()> {
         // Dropping the last sender lets the writer drain what is queued, then stop.
         drop(self.tx.lock().take());
+        self.keys_conn.close();
         let thread = self.thread.lock().take();
         if let Some(t) = thread {
             tokio::task::spawn_blocking(move || t.join())

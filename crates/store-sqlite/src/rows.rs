@@ -73,7 +73,7 @@ pub fn hash32(v: Vec<u8>) -> Result<Hash32> {
 
 /// The columns of a message with its reply target, for [`message_row`].
 pub const MESSAGE_SELECT: &str = "SELECT m.id, m.seq, m.author, m.type, m.content, m.reply_to, \
-     m.reply_author, m.client_id, m.ts_ms, m.edited_ms, r.content, r.edited_ms \
+     m.reply_author, m.client_id, m.ts_ms, m.edited_ms, r.content, r.edited_ms, m.epoch \
      FROM messages m LEFT JOIN messages r ON r.channel_id = m.channel_id AND r.id = m.reply_to";
 
 pub fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
@@ -97,6 +97,7 @@ pub fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
         client_id: r.get(7)?,
         ts: format_ms(r.get(8)?),
         edited_at: edited_ms.map(format_ms),
+        epoch: r.get::<_, Option<i64>>(12)?.map(to_u64),
         reactions: None,
     })
 }
@@ -123,16 +124,27 @@ pub fn reactions(conn: &Connection, channel_id: &str, message_id: &str) -> Resul
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
 }
 
+/// The head commit `(epoch, commit_hash)` of a channel, if it has one.
+pub fn head_commit(conn: &Connection, channel_id: &str) -> Result<Option<(u64, String)>> {
+    conn.prepare_cached(
+        "SELECT epoch, commit_hash FROM commits WHERE channel_id = ?1 ORDER BY epoch DESC LIMIT 1",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![channel_id], |r| Ok((to_u64(r.get(0)?), r.get::<_, String>(1)?))).optional()
+    })
+    .map_err(backend)
+}
+
 /// The stored columns of an entry, in insert order.
 pub const ENTRY_COLS: &str = "channel_id, seq, kind, author, ref, ts_ms, content, salt, \
      content_hash, prev_hash, hash, x_id, x_msg_type, x_client_id, x_name, x_title, x_message_id, \
-     x_reply_author";
+     x_reply_author, x_epoch";
 
 /// Entries with the current state of the message a `message` entry replies to, for
 /// [`entry_row`].
 pub const ENTRY_SELECT: &str = "SELECT e.channel_id, e.seq, e.kind, e.author, e.ref, e.ts_ms, \
      e.content, e.salt, e.content_hash, e.prev_hash, e.hash, e.x_id, e.x_msg_type, e.x_client_id, \
-     e.x_name, e.x_title, e.x_message_id, e.x_reply_author, r.content, r.edited_ms \
+     e.x_name, e.x_title, e.x_message_id, e.x_reply_author, r.content, r.edited_ms, e.x_epoch \
      FROM entries e LEFT JOIN messages r ON e.kind = 'message' AND e.ref <> '' \
      AND r.channel_id = e.channel_id AND r.id = e.ref";
 
@@ -188,6 +200,7 @@ pub fn entry_row(r: &Row<'_>) -> rusqlite::Result<RawEntry> {
             title: r.get(15)?,
             message_id: r.get(16)?,
             reply,
+            epoch: r.get::<_, Option<i64>>(20)?.map(to_u64),
         },
     })
 }

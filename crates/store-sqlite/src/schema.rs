@@ -5,7 +5,7 @@ use herald_store::{Result, StoreError};
 use rusqlite::Connection;
 
 /// The schema version this code writes and reads.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 const V1: &str = r#"
 CREATE TABLE channels (
@@ -95,14 +95,90 @@ CREATE TABLE client_ids (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 2: end-to-end encryption (PROTOCOL.md §7). The key epoch of encrypted messages
+/// and edits; devices and their one-time keys; DM inboxes; roster commits and key envelopes.
+/// Every table that holds ciphertext or keys is deleted from like a hard delete (secure_delete,
+/// then a `TRUNCATE` checkpoint).
+const V2: &str = r#"
+ALTER TABLE entries ADD COLUMN x_epoch INTEGER;
+ALTER TABLE messages ADD COLUMN epoch INTEGER;
+
+CREATE TABLE devices (
+    app                 TEXT NOT NULL,
+    device_id           TEXT NOT NULL,
+    user_id             TEXT NOT NULL,
+    keeper              INTEGER NOT NULL,
+    revoked             INTEGER NOT NULL DEFAULT 0,
+    identity            TEXT NOT NULL,
+    identity_signature  TEXT NOT NULL,
+    fallback_key        TEXT,
+    PRIMARY KEY (app, device_id)
+) WITHOUT ROWID;
+CREATE INDEX devices_user ON devices(app, user_id);
+
+-- A claimed key keeps its row (its key_id stays used) with `key` erased.
+CREATE TABLE one_time_keys (
+    n          INTEGER PRIMARY KEY,
+    app        TEXT NOT NULL,
+    device_id  TEXT NOT NULL,
+    key_id     TEXT NOT NULL,
+    key        TEXT
+);
+CREATE UNIQUE INDEX one_time_keys_id ON one_time_keys(app, device_id, key_id);
+CREATE INDEX one_time_keys_free ON one_time_keys(app, device_id, n) WHERE key IS NOT NULL;
+
+CREATE TABLE dm_inbox (
+    n            INTEGER PRIMARY KEY,
+    app          TEXT NOT NULL,
+    device_id    TEXT NOT NULL,
+    id           TEXT NOT NULL,
+    to_user      TEXT NOT NULL,
+    from_user    TEXT NOT NULL,
+    from_device  TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    ts_ms        INTEGER NOT NULL
+);
+CREATE INDEX dm_inbox_device ON dm_inbox(app, device_id, n);
+CREATE INDEX dm_inbox_ts ON dm_inbox(ts_ms);
+
+CREATE TABLE dm_client_ids (
+    app          TEXT NOT NULL,
+    from_device  TEXT NOT NULL,
+    client_id    TEXT NOT NULL,
+    ids          TEXT NOT NULL,
+    PRIMARY KEY (app, from_device, client_id)
+) WITHOUT ROWID;
+
+CREATE TABLE commits (
+    channel_id        TEXT NOT NULL,
+    epoch             INTEGER NOT NULL,
+    prev_commit_hash  TEXT NOT NULL,
+    commit_hash       TEXT NOT NULL,
+    body              TEXT NOT NULL,
+    PRIMARY KEY (channel_id, epoch)
+) WITHOUT ROWID;
+
+CREATE TABLE envelopes (
+    channel_id  TEXT NOT NULL,
+    device_id   TEXT NOT NULL,
+    epoch       INTEGER NOT NULL,
+    body        TEXT NOT NULL,
+    PRIMARY KEY (channel_id, device_id, epoch)
+) WITHOUT ROWID;
+CREATE INDEX envelopes_device ON envelopes(device_id);
+"#;
+
 /// Creates the schema on an empty database, or checks the version of an existing one.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend)?;
     match version {
-        0 => {
+        0 | 1 => {
             let tx =
                 conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-            tx.execute_batch(V1).map_err(backend)?;
+            if version == 0 {
+                tx.execute_batch(V1).map_err(backend)?;
+            }
+            tx.execute_batch(V2).map_err(backend)?;
             tx.pragma_update(None, "user_version", VERSION).map_err(backend)?;
             tx.commit().map_err(backend)
         }

@@ -17,6 +17,8 @@ pub struct FreshSend<'a> {
     pub content: &'a str,
     pub client_id: Option<&'a str>,
     pub ts_ms: i64,
+    /// Encrypted channels: the key epoch of the content.
+    pub epoch: Option<u64>,
 }
 
 impl<'a> FreshSend<'a> {
@@ -29,7 +31,12 @@ impl<'a> FreshSend<'a> {
         client_id: Option<&'a str>,
         ts_ms: i64,
     ) -> Self {
-        FreshSend { id, author, kind, content, client_id, ts_ms }
+        FreshSend { id, author, kind, content, client_id, ts_ms, epoch: None }
+    }
+
+    /// The same send, sealed under key epoch `epoch` (encrypted channels).
+    pub fn with_epoch(self, epoch: Option<u64>) -> Self {
+        FreshSend { epoch, ..self }
     }
 
     /// The facts of the `message` entry; `reply` is the snapshot of the replied-to message.
@@ -39,6 +46,7 @@ impl<'a> FreshSend<'a> {
             id: Some(self.id.to_owned()),
             msg_type: Some(self.kind.to_owned()),
             client_id: self.client_id.map(str::to_owned),
+            epoch: self.epoch,
             ..Default::default()
         }
     }
@@ -56,9 +64,35 @@ impl<'a> FreshSend<'a> {
             client_id: self.client_id.map(str::to_owned),
             ts: herald_proto::time::format_ms(self.ts_ms),
             edited_at: None,
+            epoch: self.epoch,
             reactions: None,
         }
     }
+}
+
+/// The checks of a `Send` / `Edit` guard's epoch (§7) against a channel: `head` is the
+/// channel's head epoch (`None` before its first commit). The one place every backend decides
+/// between `bad_request` and `stale_epoch`.
+pub fn check_epoch(encrypted: bool, want: Option<u64>, head: Option<u64>) -> crate::Result<()> {
+    match (encrypted, want) {
+        (false, None) => Ok(()),
+        (false, Some(_)) => Err(crate::StoreError::Invalid("epoch is only for encrypted channels".into())),
+        (true, None) => Err(crate::StoreError::Invalid(
+            "a message of an encrypted channel must carry the head epoch".into(),
+        )),
+        (true, Some(e)) if head == Some(e) => Ok(()),
+        (true, Some(_)) => Err(crate::StoreError::StaleEpoch),
+    }
+}
+
+/// The compare-and-swap of a commit (§7) against the channel's head commit `(epoch,
+/// commit_hash)`, if any.
+pub fn check_commit(commit: &crate::keys::Commit, head: Option<(u64, &str)>) -> crate::Result<()> {
+    let ok = match head {
+        None => commit.epoch == 0 && commit.prev_commit_hash == crate::keys::ZERO_COMMIT_HASH,
+        Some((epoch, hash)) => Some(commit.epoch) == epoch.checked_add(1) && commit.prev_commit_hash == hash,
+    };
+    if ok { Ok(()) } else { Err(crate::StoreError::StaleEpoch) }
 }
 
 /// What a reply shows of the message it replies to, as that message is now.

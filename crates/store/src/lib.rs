@@ -66,6 +66,11 @@ pub struct Guard {
     /// `Join` of a user who is not a member yet: the channel must be `open`, else
     /// [`StoreError::Forbidden`].
     pub open: bool,
+    /// `Send` / `Edit` (§7): the key epoch the content is sealed under. In an encrypted
+    /// channel it must be given and be the head epoch (the newest commit's) when the write
+    /// commits, else [`StoreError::StaleEpoch`] (also before the first commit); missing there,
+    /// or given in a plain channel, is [`StoreError::Invalid`].
+    pub epoch: Option<u64>,
 }
 
 impl Guard {
@@ -139,6 +144,20 @@ pub enum Mutation {
     Read { actor: Actor, channel: String, message_id: String, guard: Guard },
     /// Records a user's display name and kind (from their token). Appends nothing.
     UpsertUser { actor: Actor },
+    /// Posts a roster commit of an encrypted channel (§7) with its envelopes, appending a
+    /// `key_rotated` entry (`ref` = the epoch in decimal, content = `commit_hash`), as a
+    /// compare-and-swap: `commit.epoch` must be the head epoch + 1 (0 for the first, with
+    /// `prev_commit_hash` = [`keys::ZERO_COMMIT_HASH`]) and `prev_commit_hash` the head's
+    /// `commit_hash`, else [`StoreError::StaleEpoch`]. A plain channel is
+    /// [`StoreError::Invalid`].
+    Rotate {
+        actor: Actor,
+        channel: String,
+        commit: keys::Commit,
+        envelopes: Vec<keys::EnvelopeRow>,
+        guard: Guard,
+        ts_ms: i64,
+    },
 }
 
 impl Mutation {
@@ -156,6 +175,7 @@ impl Mutation {
             | Mutation::React { actor, .. }
             | Mutation::Unreact { actor, .. }
             | Mutation::Read { actor, .. }
+            | Mutation::Rotate { actor, .. }
             | Mutation::UpsertUser { actor } => actor,
         }
     }
@@ -173,7 +193,8 @@ impl Mutation {
             | Mutation::Delete { channel, .. }
             | Mutation::React { channel, .. }
             | Mutation::Unreact { channel, .. }
-            | Mutation::Read { channel, .. } => Some(channel),
+            | Mutation::Read { channel, .. }
+            | Mutation::Rotate { channel, .. } => Some(channel),
             Mutation::UpsertUser { .. } => None,
         }
     }
@@ -261,6 +282,8 @@ pub struct EntryExtra {
     /// `message` with a `reply_to`, as read by [`Store::log`]: the snapshot of the replied-to
     /// message at read time (content `None` once it was deleted). Appends may leave it `None`.
     pub reply: Option<herald_proto::model::ReplySnapshot>,
+    /// `message` / `message_edited` of an encrypted channel: the key epoch of the content.
+    pub epoch: Option<u64>,
 }
 
 /// A log entry as stored, with what is needed to rebuild its event.
@@ -378,6 +401,10 @@ pub enum StoreError {
     NotAuthor,
     #[error("channel name is registered by another user")]
     NameTaken,
+    #[error("that epoch is not the channel's head epoch")]
+    StaleEpoch,
+    #[error("a device inbox is full")]
+    InboxFull,
     #[error("{0}")]
     Invalid(String),
     #[error("storage backend: {0}")]
@@ -466,6 +493,10 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store can serve: its writer is running and a read reaches the data. `Err`
     /// says what is wrong (for `/healthz`); it must answer quickly and never hang.
     async fn health(&self) -> Result<()>;
+
+    /// The end-to-end encryption state of the same backend (§7): devices, inboxes, commits
+    /// and envelopes. Commits themselves are posted with [`Mutation::Rotate`].
+    fn keys(&self) -> &dyn keys::KeyStore;
 }
 
 /// Content-addressed blob storage, scoped by channel.
@@ -473,6 +504,13 @@ pub trait Store: Send + Sync + 'static {
 pub trait BlobStore: Send + Sync + 'static {
     /// Stores `bytes` durably; returns the lowercase hex BLAKE3 of the bytes.
     async fn put(&self, channel_id: &str, bytes: bytes_like::Bytes) -> Result<String>;
+    /// Stores shard `shard` of an erasure-coded file: a backend with several places (disks)
+    /// puts it in place `shard mod n`, so the shards of one file land in distinct places when
+    /// there are enough of them. The default is [`BlobStore::put`].
+    async fn put_shard(&self, channel_id: &str, bytes: bytes_like::Bytes, shard: u32) -> Result<String> {
+        let _ = shard;
+        self.put(channel_id, bytes).await
+    }
     /// The bytes of a blob, if the channel has it.
     async fn get(&self, channel_id: &str, blob_id: &str) -> Result<Option<bytes_like::Bytes>>;
     /// Removes every blob of a channel.
@@ -480,8 +518,11 @@ pub trait BlobStore: Send + Sync + 'static {
 }
 
 pub mod build;
+pub mod keys;
+mod keys_memory;
 pub mod memory;
 pub mod testkit;
+pub mod testkit_e2ee;
 
 /// Checks a blob store's channel id: only the characters of a UUID, so that a backend may use
 /// it as a directory name without it ever climbing out of the blob root. Every blob store

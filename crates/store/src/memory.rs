@@ -56,6 +56,8 @@ struct MessageRow {
     client_id: Option<String>,
     ts_ms: i64,
     edited_ms: Option<i64>,
+    /// Encrypted channels: the key epoch of the current content.
+    epoch: Option<u64>,
     /// The `seq` of every `message_edited` entry of this message, whose text a delete erases.
     edits: Vec<u64>,
     /// The reactions on this message by `seq` (their order in history).
@@ -101,6 +103,10 @@ struct ChannelData {
     /// `(author, client_id)` → message id; kept after a delete so a retry cannot bring the
     /// text back.
     client_ids: HashMap<(String, String), String>,
+    /// Roster commits (§7), in epoch order.
+    commits: Vec<crate::keys::Commit>,
+    /// Key envelopes by (epoch, device).
+    envelopes: BTreeMap<(u64, String), serde_json::Value>,
 }
 
 impl ChannelData {
@@ -113,7 +119,14 @@ impl ChannelData {
             message_ids: HashMap::new(),
             reactions: HashMap::new(),
             client_ids: HashMap::new(),
+            commits: Vec::new(),
+            envelopes: BTreeMap::new(),
         }
+    }
+
+    /// The head epoch (the newest commit's), if any.
+    fn head_epoch(&self) -> Option<u64> {
+        self.commits.last().map(|c| c.epoch)
     }
 
     fn head(&self) -> (u64, Hash32) {
@@ -177,6 +190,7 @@ impl ChannelData {
             client_id: m.client_id.clone(),
             ts: format_ms(m.ts_ms),
             edited_at: m.edited_ms.map(format_ms),
+            epoch: m.epoch,
             reactions: None,
         }
     }
@@ -263,6 +277,8 @@ struct State {
     users: HashMap<(String, String), UserRow>,
     /// Every reaction id in use, in any channel (SQLite's `reactions.id` primary key).
     reaction_ids: HashSet<String>,
+    /// Devices, inboxes (§7).
+    keys: crate::keys_memory::KeysState,
 }
 
 fn upsert_user(users: &mut HashMap<(String, String), UserRow>, actor: &Actor) {
@@ -414,6 +430,7 @@ impl State {
             Mutation::Send { actor, channel, id, kind, content, reply_to, client_id, guard, ts_ms } => {
                 let ch = self.channel_mut(&actor.app, &channel)?;
                 ch.check(&guard)?;
+                crate::build::check_epoch(ch.row.encrypted, guard.epoch, ch.head_epoch())?;
                 let me = actor.user.id.as_str();
                 if let Some(cid) = &client_id
                     && let Some(original) = ch.client_ids.get(&(me.to_owned(), cid.clone()))
@@ -442,7 +459,8 @@ impl State {
                     )));
                 }
                 let reply_author = reply.as_ref().map(|r| r.author.clone());
-                let fresh = FreshSend::new(&id, me, &kind, &content, client_id.as_deref(), ts_ms);
+                let fresh = FreshSend::new(&id, me, &kind, &content, client_id.as_deref(), ts_ms)
+                    .with_epoch(guard.epoch);
                 let extra = fresh.extra(reply);
                 let reference = reply_to.clone().unwrap_or_default();
                 let e = ch.append(
@@ -468,6 +486,7 @@ impl State {
                         client_id: client_id.clone(),
                         ts_ms,
                         edited_ms: None,
+                        epoch: guard.epoch,
                         edits: Vec::new(),
                         reactions: BTreeMap::new(),
                     },
@@ -484,19 +503,21 @@ impl State {
                 ch.check(&guard)?;
                 let author = ch.existing_message(&message_id)?.author.clone();
                 check_author(&guard, &author)?;
+                crate::build::check_epoch(ch.row.encrypted, guard.epoch, ch.head_epoch())?;
                 let e = ch.append(
                     EntryKind::MessageEdited,
                     &author,
                     &message_id,
                     ts_ms,
                     &content,
-                    EntryExtra::default(),
+                    EntryExtra { epoch: guard.epoch, ..Default::default() },
                     None,
                 );
                 let seq = e.seq;
                 if let Some(m) = ch.message_mut(&message_id) {
                     m.content = content;
                     m.edited_ms = Some(ts_ms);
+                    m.epoch = guard.epoch;
                     m.edits.push(seq);
                 }
                 let outcome = ch.message_outcome(&message_id, false, true)?;
@@ -578,6 +599,30 @@ impl State {
                 self.reaction_ids.remove(&reaction_id);
                 Ok(done(ch, vec![e], Outcome::Done))
             }
+            Mutation::Rotate { actor, channel, commit, envelopes, guard, ts_ms } => {
+                let ch = self.channel_mut(&actor.app, &channel)?;
+                ch.check(&guard)?;
+                if !ch.row.encrypted {
+                    return Err(StoreError::Invalid("the channel is not encrypted".into()));
+                }
+                let head = ch.commits.last().map(|c| (c.epoch, c.commit_hash.as_str()));
+                crate::build::check_commit(&commit, head)?;
+                let epoch = commit.epoch;
+                let e = ch.append(
+                    EntryKind::KeyRotated,
+                    &actor.user.id,
+                    &epoch.to_string(),
+                    ts_ms,
+                    &commit.commit_hash,
+                    EntryExtra::default(),
+                    None,
+                );
+                ch.commits.push(commit);
+                for env in envelopes {
+                    ch.envelopes.insert((epoch, env.device_id), env.envelope);
+                }
+                Ok(done(ch, vec![e], Outcome::Done))
+            }
             Mutation::Read { actor, channel, message_id, guard } => {
                 let ch = self.channel_mut(&actor.app, &channel)?;
                 let me = actor.user.id.as_str();
@@ -628,9 +673,86 @@ impl MemoryStore {
 }
 
 #[async_trait]
+impl crate::keys::KeyStore for MemoryStore {
+    async fn register_device(&self, d: crate::keys::DeviceUpload) -> Result<crate::keys::Registered> {
+        self.state.lock().keys.register(d)
+    }
+    async fn device_owner(&self, app: &str, device_id: &str) -> Result<Option<crate::keys::DeviceOwner>> {
+        Ok(self.state.lock().keys.owner(app, device_id))
+    }
+    async fn devices_of(&self, app: &str, user: &str) -> Result<Vec<crate::keys::DeviceRecord>> {
+        Ok(self.state.lock().keys.list(app, |d| d.user == user))
+    }
+    async fn keepers(&self, app: &str) -> Result<Vec<crate::keys::DeviceRecord>> {
+        Ok(self.state.lock().keys.list(app, |d| d.keeper))
+    }
+    async fn claim(&self, app: &str, user: &str, device_id: &str) -> Result<Option<crate::keys::Claimed>> {
+        Ok(self.state.lock().keys.claim(app, user, device_id))
+    }
+    async fn revoke_device(&self, app: &str, user: &str, device_id: &str) -> Result<()> {
+        let mut state = self.state.lock();
+        state.keys.revoke(app, user, device_id)?;
+        for ch in state.channels.values_mut().filter(|c| c.row.app == app) {
+            ch.envelopes.retain(|(_, d), _| d != device_id);
+        }
+        Ok(())
+    }
+    async fn dm_send(&self, s: crate::keys::DmSend) -> Result<crate::keys::DmSent> {
+        self.state.lock().keys.dm_send(s)
+    }
+    async fn dm_inbox(&self, app: &str, device_id: &str) -> Result<Vec<crate::keys::Dm>> {
+        Ok(self.state.lock().keys.inbox(app, device_id))
+    }
+    async fn dm_ack(&self, app: &str, device_id: &str, ids: &[String]) -> Result<u64> {
+        Ok(self.state.lock().keys.ack(app, device_id, ids))
+    }
+    async fn dm_expire(&self, before_ms: i64) -> Result<u64> {
+        Ok(self.state.lock().keys.expire(before_ms))
+    }
+    async fn commits(&self, channel_id: &str, after: Option<u64>) -> Result<Vec<crate::keys::Commit>> {
+        let state = self.state.lock();
+        let Some(ch) = state.channels.get(channel_id) else { return Ok(Vec::new()) };
+        Ok(ch.commits.iter().filter(|c| after.is_none_or(|a| c.epoch > a)).cloned().collect())
+    }
+    async fn put_envelopes(&self, channel_id: &str, envelopes: Vec<crate::keys::EnvelopeRow>) -> Result<()> {
+        let mut state = self.state.lock();
+        let Some(ch) = state.channels.get_mut(channel_id) else { return Err(StoreError::ChannelNotFound) };
+        if envelopes.iter().any(|e| !ch.commits.iter().any(|c| c.epoch == e.epoch)) {
+            return Err(StoreError::NotFound("epoch"));
+        }
+        for e in envelopes {
+            ch.envelopes.insert((e.epoch, e.device_id), e.envelope);
+        }
+        Ok(())
+    }
+    async fn envelopes_for(
+        &self,
+        channel_id: &str,
+        device_id: &str,
+    ) -> Result<Vec<crate::keys::EnvelopeRow>> {
+        let state = self.state.lock();
+        let Some(ch) = state.channels.get(channel_id) else { return Ok(Vec::new()) };
+        Ok(ch
+            .envelopes
+            .iter()
+            .filter(|((_, d), _)| d == device_id)
+            .map(|((epoch, d), env)| crate::keys::EnvelopeRow {
+                device_id: d.clone(),
+                epoch: *epoch,
+                envelope: env.clone(),
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
 impl Store for MemoryStore {
     async fn health(&self) -> Result<()> {
         if self.state.lock().closed { Err(StoreError::Closed) } else { Ok(()) }
+    }
+
+    fn keys(&self) -> &dyn crate::keys::KeyStore {
+        self
     }
 
     async fn apply(&self, m: Mutation) -> Result<Applied> {
@@ -854,6 +976,9 @@ impl Store for FailingLog {
     }
     async fn health(&self) -> Result<()> {
         self.inner.health().await
+    }
+    fn keys(&self) -> &dyn crate::keys::KeyStore {
+        &self.inner
     }
 }
 

@@ -270,6 +270,7 @@ where
         sink_order_is_commit_order(store.clone(), sink).await;
         expect(store.close().await, "close");
     }
+    crate::testkit_e2ee::run_all(|| open(RecordingSink::new())).await;
 }
 
 /// Entries of every kind get gapless seqs and a valid chain; the sink sees what `apply` returns.

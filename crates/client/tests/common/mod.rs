@@ -62,6 +62,7 @@ impl Chain {
             client_id: None,
             ts: ts.clone(),
             edited_at: None,
+            epoch: None,
             reactions: None,
         };
         let log = LogEntry {

@@ -36,6 +36,8 @@ pub enum Frame {
     /// A text frame that is not JSON (the server never should send one).
     Text(String),
     Close(Option<u16>),
+    /// A §1 binary frame: its JSON header and the bytes after it.
+    Binary(Value, Vec<u8>),
     /// The stream ended (or errored) without a close frame.
     End,
 }
@@ -53,6 +55,8 @@ pub struct Ws {
     closed: Option<Frame>,
     /// Every event received, in arrival order, whether consumed or not.
     seen: Vec<Value>,
+    /// The bytes of binary frames received, indexed by their header's `_attachment`.
+    attachments: Vec<Vec<u8>>,
 }
 
 impl Ws {
@@ -84,6 +88,7 @@ impl Ws {
             sync_subject: None,
             closed: None,
             seen: Vec::new(),
+            attachments: Vec::new(),
         }
     }
 
@@ -120,6 +125,31 @@ impl Ws {
             Err(e) => panic!("connect refused: {e}"),
         }
         ws
+    }
+
+    /// The bytes of a binary event (one whose header has `_attachment`); panics otherwise.
+    pub fn attachment(&self, event: &Value) -> &[u8] {
+        let i = event["_attachment"].as_u64().unwrap_or_else(|| panic!("not a binary frame: {event}"));
+        &self.attachments[i as usize]
+    }
+
+    /// Sends a request as a §1 binary frame with `bytes` after it; its `ok` or `error`.
+    pub async fn request_binary(&mut self, mut op: Value, bytes: &[u8]) -> Result<Value, Value> {
+        let id = self.next_id;
+        self.next_id += 1;
+        op["id"] = json!(id);
+        let header = op.to_string();
+        self.send_binary(herald_proto::frames::encode_binary(header.as_bytes(), bytes)).await;
+        self.reply(json!(id)).await
+    }
+
+    /// Sends a request without waiting for its reply; returns its id for [`Ws::reply`].
+    pub async fn send_request(&mut self, mut op: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        op["id"] = json!(id);
+        self.send_text(op.to_string()).await;
+        json!(id)
     }
 
     pub fn conn_id(&self) -> String {
@@ -159,6 +189,12 @@ impl Ws {
                         };
                     }
                     Some(Ok(WsMessage::Close(c))) => return Frame::Close(c.map(|c| u16::from(c.code))),
+                    Some(Ok(WsMessage::Binary(b))) => {
+                        return match herald_proto::frames::parse_binary_frame(&b) {
+                            Ok((header, bytes)) => Frame::Binary(Value::Object(header), bytes.to_vec()),
+                            Err(e) => Frame::Text(format!("unreadable binary frame: {e}")),
+                        };
+                    }
                     Some(Ok(_)) => continue,
                 }
             }
@@ -178,6 +214,17 @@ impl Ws {
                 self.events.push_back(v);
             }
             Frame::Json(v) => self.replies.push_back(v),
+            Frame::Binary(mut v, bytes) => {
+                // The bytes stay aside; the header names them (see `Ws::attachment`).
+                v["_attachment"] = json!(self.attachments.len());
+                self.attachments.push(bytes);
+                if v.get("event").is_some() {
+                    self.seen.push(v.clone());
+                    self.events.push_back(v);
+                } else {
+                    self.replies.push_back(v);
+                }
+            }
             other => panic!("connection ended while waiting: {other:?}"),
         }
     }
@@ -291,6 +338,7 @@ impl Ws {
                 Frame::Json(v) if v.get("event").is_some() => self.events.push_back(v),
                 Frame::Json(v) => self.replies.push_back(v),
                 Frame::Text(t) => panic!("non-JSON frame {t:?}"),
+                Frame::Binary(..) => {}
                 Frame::Close(code) => return code,
                 Frame::End => return None,
             }
@@ -404,6 +452,10 @@ impl Rest {
 
     pub async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Answer {
         self.run(self.req(reqwest::Method::PUT, path).body(bytes)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Answer {
+        self.run(self.req(reqwest::Method::PUT, path).json(&body)).await
     }
 
     /// `POST` with a raw body (for malformed JSON).

@@ -257,6 +257,7 @@ async fn fuzzed_frames_never_get_internal_and_the_server_keeps_answering() {
                         break false;
                     }
                     Frame::End => panic!("case {case}: connection dropped without a close frame"),
+                    Frame::Binary(h, _) => panic!("case {case}: unexpected binary frame {h}"),
                 }
             }
         } else {

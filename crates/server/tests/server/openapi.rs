@@ -27,6 +27,17 @@ const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/channels/{channel}/blobs"),
     ("get", "/v1/channels/{channel}/blobs/{blob_id}"),
     ("post", "/v1/publish"),
+    ("put", "/v1/keys/devices/{device_id}"),
+    ("delete", "/v1/keys/devices/{device_id}"),
+    ("get", "/v1/keys/users/{user}"),
+    ("get", "/v1/keys/keepers"),
+    ("post", "/v1/keys/claim"),
+    ("get", "/v1/dm/inbox"),
+    ("post", "/v1/dm/ack"),
+    ("post", "/v1/channels/{channel}/commits"),
+    ("get", "/v1/channels/{channel}/commits"),
+    ("post", "/v1/channels/{channel}/envelopes"),
+    ("get", "/v1/channels/{channel}/envelopes"),
 ];
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "patch"];
@@ -49,6 +60,7 @@ fn concrete(path: &str) -> String {
         .replace("{user}", "bob")
         .replace("{message_id}", "0190f5c2-7a1b-7cc3-9a4e-2b7d8c1e0f11")
         .replace("{blob_id}", &"ab".repeat(32))
+        .replace("{device_id}", "ada-phone")
 }
 
 async fn document(server: &TestServer) -> Value {
