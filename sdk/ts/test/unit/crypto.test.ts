@@ -69,3 +69,14 @@ test("files: any k of k+m shards recover the bytes; fewer fail", () => {
   assert.deepEqual(decryptFile(manifest, [null, shards[1], shards[2], null, shards[4], shards[5]]), data);
   assert.throws(() => decryptFile(manifest, [null, null, shards[2], null, shards[4], shards[5]]));
 });
+
+test("the shared channel-message vector (crates/crypto/tests/vectors) opens, and its pickled device loads", () => {
+  const v = JSON.parse(
+    readFileSync(new URL("../../../../../crates/crypto/tests/vectors/channel-message-v1.json", import.meta.url), "utf8"),
+  ) as { channel: string; device_id: string; device_pickle: string; pickle_key: string; epoch: number; epoch_key: string; identity_keys: object; plaintext: string; sealed: string };
+  assert.deepEqual(sealedInfo(v.sealed), { epoch: v.epoch, sender: v.device_id });
+  assert.equal(new TextDecoder().decode(openMessage(v.sealed, v.channel, unhex(v.epoch_key), v.identity_keys)), v.plaintext);
+  const device = Device.fromPickle(v.device_pickle, unhex(v.pickle_key));
+  assert.equal(device.deviceId(), v.device_id);
+  assert.deepEqual(JSON.parse(device.identityKeys()), v.identity_keys);
+});
