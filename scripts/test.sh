@@ -11,9 +11,12 @@
 # tests) and NATS (4222); for the peer smoke tests, NATS, Redis (6379) and Mosquitto (1883) on
 # loopback and `npm ci --prefix bench/peers/socketio`. What is absent is skipped with a printed
 # reason, unless HERALD_REQUIRE_SERVICES=1 / HERALD_BENCH_REQUIRE_PEERS=1 (CI sets both).
+# Then the TypeScript suites (scripts/test-ts.sh: the SDK, the web app, the browser end to end;
+# Node >= 20.10 and chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo test --workspace --locked
 bash scripts/schemathesis.sh
 bash scripts/test-python.sh
+bash scripts/test-ts.sh

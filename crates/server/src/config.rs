@@ -341,6 +341,18 @@ pub struct ServeConfig {
     /// one after another, in seq order).
     #[arg(long, env = "HERALD_WEBHOOK_CONCURRENCY", default_value_t = 16)]
     pub webhook_concurrency: usize,
+    /// Development mode: the chat app at `/` offers "sign in as <name>", backed by
+    /// `POST /dev/token?sub=<user>[&name=<display name>]`, which mints a one-day token with the
+    /// ordinary grants for anyone who can reach the server. Never on a server others can reach:
+    /// it hands out tokens for any user id. Off by default (then `/dev/*` does not exist).
+    #[arg(long, env = "HERALD_DEV")]
+    #[serde(default)]
+    pub dev: bool,
+
+    /// Do not serve the embedded chat app at `/` (the API, /healthz and /metrics stay).
+    #[arg(long, env = "HERALD_NO_WEB")]
+    #[serde(default)]
+    pub no_web: bool,
 }
 
 impl Default for ServeConfig {

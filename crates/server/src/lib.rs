@@ -21,6 +21,7 @@
 //! - [`metrics`]: Prometheus exposition.
 //! - [`webhooks`]: the webhook dispatcher (§9): durable, ordered per channel, retried.
 //! - [`tls`]: HTTPS/WSS with rustls when `--tls-cert`/`--tls-key` are given.
+//! - [`web`]: the chat app (`web/dist`, embedded) at `/`, and `--dev`'s token page.
 
 pub mod app_secret;
 pub mod auth;
@@ -34,6 +35,7 @@ pub mod rest;
 pub mod rest_keys;
 pub mod rest_moderation;
 pub mod tls;
+pub mod web;
 pub mod webhooks;
 pub mod ws;
 
@@ -67,6 +69,8 @@ struct Inner {
     live: AtomicUsize,
     all_gone: Notify,
     caps: caps::ConnCaps,
+    /// The HS256 secret, kept only with `--dev` so `/dev/token` can mint tokens.
+    dev_secret: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -105,6 +109,7 @@ impl AppState {
                 live: AtomicUsize::new(0),
                 all_gone: Notify::new(),
                 caps,
+                dev_secret: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -137,6 +142,16 @@ impl AppState {
 
     pub fn caps(&self) -> &caps::ConnCaps {
         &self.inner.caps
+    }
+
+    /// Lets `/dev/token` mint tokens with `secret` (only used with `--dev`).
+    pub fn set_dev_secret(&self, secret: Vec<u8>) {
+        let _ = self.inner.dev_secret.set(secret);
+    }
+
+    /// The secret `/dev/token` signs with, when `--dev` gave it one.
+    pub fn dev_secret(&self) -> Option<&[u8]> {
+        self.inner.dev_secret.get().map(Vec::as_slice)
     }
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
@@ -210,6 +225,12 @@ pub fn app(state: AppState) -> Router {
     let frame_limit = state.config().max_frame_bytes;
     let blob_limit = state.config().max_blob_bytes;
     let (router, _doc) = api_routes(blob_limit).split_for_parts();
+    let router = match (state.config().no_web, state.config().dev) {
+        (true, false) => router,
+        (true, true) => router.merge(web::dev_routes()),
+        (false, false) => router.merge(web::app_routes()),
+        (false, true) => router.merge(web::app_routes()).merge(web::dev_routes()),
+    };
     router
         .fallback(rest::not_found)
         .method_not_allowed_fallback(rest::method_not_allowed)
@@ -260,6 +281,7 @@ impl Node {
             (None, None) => None,
             _ => anyhow::bail!("--tls-cert and --tls-key go together: give both or neither"),
         };
+        let mut dev_secret = None;
         let verifier = match &config.jwt_public_key {
             Some(path) => {
                 let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -277,7 +299,11 @@ impl Node {
                         config.data.display()
                     )
                 })?;
-                auth::Verifier::hs256(&secret)
+                let verifier = auth::Verifier::hs256(&secret);
+                if config.dev {
+                    dev_secret = Some(secret);
+                }
+                verifier
             }
         };
         let app_secrets = app_secret::resolve_all(
@@ -288,6 +314,11 @@ impl Node {
         .with_context(|| {
             format!("cannot read or create the app secrets (data directory {})", config.data.display())
         })?;
+        if config.dev && dev_secret.is_none() {
+            anyhow::bail!(
+                "--dev mints tokens with the HS256 secret: it cannot be used with --jwt-public-key"
+            );
+        }
         let engine_config = EngineConfig {
             app_secrets: app_secrets.clone(),
             max_content_bytes: config.max_content_bytes,
@@ -332,6 +363,10 @@ impl Node {
         if let Some(w) = &webhooks {
             let w = w.clone();
             state.metrics().add_backend(Arc::new(move || w.figures()));
+        }
+        if let Some(secret) = dev_secret {
+            tracing::warn!("--dev: /dev/token mints a token for any user who asks; never expose this server");
+            state.set_dev_secret(secret);
         }
         Ok(Node { state, tls, webhooks })
     }

@@ -20,4 +20,5 @@ mod rest_limits;
 mod resume;
 mod rooms;
 mod subjects;
+mod web;
 mod webhooks;
