@@ -213,7 +213,8 @@ pub async fn directory(State(st): State<AppState>, Auth(who): Auth) -> Result<Js
     responses(
         (status = 200, description = "The channel and its members", body = ChannelInfo),
         (status = 400, description = "`invalid_name`: not a channel id or name", body = ErrorBody),
-        (status = 404, description = "`channel_not_found` (also for a channel the caller may not read)", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not a member (nor `channels:admin` / `server`)", body = ErrorBody),
+        (status = 404, description = "`channel_not_found` (also for a channel of another app)", body = ErrorBody),
     ),
 )]
 pub async fn get_channel(

@@ -100,20 +100,10 @@ pub async fn ban(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `{channel}` and `{user}`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
-pub struct BanPath {
-    /// A channel id or name.
-    pub channel: String,
-    /// A user id.
-    pub user: String,
-}
-
 /// `DELETE /v1/channels/{channel}/bans/{user}`: `channel.unban`.
 #[utoipa::path(
     delete, path = "/v1/channels/{channel}/bans/{user}", tag = "moderation",
-    params(BanPath),
+    params(crate::rest::MemberPath),
     responses(
         (status = 204, description = "No ban any more (also when there was none)"),
         (status = 400, description = "`invalid_name`", body = ErrorBody),
@@ -124,7 +114,7 @@ pub struct BanPath {
 pub async fn unban(
     State(st): State<AppState>,
     Auth(who): Auth,
-    Params(p): Params<BanPath>,
+    Params(p): Params<crate::rest::MemberPath>,
 ) -> Result<StatusCode, ApiError> {
     crate::rest::run(&st, &who, Request::ChannelUnban { channel: p.channel, user: p.user }).await?;
     Ok(StatusCode::NO_CONTENT)
