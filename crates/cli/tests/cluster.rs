@@ -513,27 +513,8 @@ async fn two_nodes_deliver_each_webhook_event_once_in_order() {
     );
     let t = token("ada");
     let http = reqwest::Client::new();
-    let ch: serde_json::Value = http
-        .post(format!("{}/v1/channels", cluster.url(0)))
-        .bearer_auth(&t)
-        .json(&serde_json::json!({"name": "hooked-cluster"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = ch["channel"]["id"].as_str().unwrap().to_owned();
-    for i in 0..10 {
-        let r = http
-            .post(format!("{}/v1/channels/{id}/messages", cluster.url(i % 2)))
-            .bearer_auth(&t)
-            .json(&serde_json::json!({"content": format!("m{i}")}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-    }
+    let urls = [cluster.url(0), cluster.url(1)];
+    let id = common::channel_with_messages(&http, &urls, &t, "hooked-cluster", 10).await;
     // channel_created, member_joined, 10 messages.
     let ours = |all: &[herald_testing::webhook::Received]| -> Vec<u64> {
         all.iter()

@@ -76,27 +76,7 @@ async fn webhook_events_survive_a_dead_receiver_and_a_sigkill() {
     let mut server = Server::start(cwd.path(), &args, &[]);
     let t = token(&data, "ada");
     let client = reqwest::Client::new();
-    let ch: serde_json::Value = client
-        .post(format!("{}/v1/channels", server.url()))
-        .bearer_auth(&t)
-        .json(&serde_json::json!({"name": "kept"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = ch["channel"]["id"].as_str().unwrap().to_owned();
-    for i in 0..10 {
-        let r = client
-            .post(format!("{}/v1/channels/{id}/messages", server.url()))
-            .bearer_auth(&t)
-            .json(&serde_json::json!({"content": format!("m{i}")}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-    }
+    let id = common::channel_with_messages(&client, &[server.url()], &t, "kept", 10).await;
     // Killed while every delivery is failing: nothing was delivered, nothing may be lost.
     server.signal("-KILL");
     let _ = server.wait_exit();

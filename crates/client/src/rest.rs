@@ -138,7 +138,21 @@ impl Rest {
     }
 
     pub(crate) async fn put_blob(&self, channel: &str, bytes: Vec<u8>) -> Result<BlobRef, ClientError> {
-        let url = format!("{}/v1/channels/{}/blobs", self.base.get(), segment(channel));
+        self.upload_blob(channel, None, bytes).await
+    }
+
+    /// `PUT /v1/channels/{id}/blobs[?shard=<i>]`, the one upload of [`Rest::put_blob`] and
+    /// [`Rest::put_shard`].
+    async fn upload_blob(
+        &self,
+        channel: &str,
+        shard: Option<usize>,
+        bytes: Vec<u8>,
+    ) -> Result<BlobRef, ClientError> {
+        let mut url = format!("{}/v1/channels/{}/blobs", self.base.get(), segment(channel));
+        if let Some(shard) = shard {
+            url.push_str(&format!("?shard={shard}"));
+        }
         let resp = self
             .http
             .put(url)
@@ -183,19 +197,7 @@ impl Rest {
         shard: usize,
         bytes: Vec<u8>,
     ) -> Result<BlobRef, ClientError> {
-        let url = format!("{}/v1/channels/{}/blobs?shard={shard}", self.base.get(), segment(channel));
-        let resp = self
-            .http
-            .put(url)
-            .bearer_auth(self.token.get())
-            .header("content-type", "application/octet-stream")
-            .body(bytes)
-            .send()
-            .await
-            .map_err(io)?;
-        let body = Self::check(resp).await?.bytes().await.map_err(io)?;
-        serde_json::from_slice(&body)
-            .map_err(|e| ClientError::Protocol(format!("unreadable blob answer: {e}")))
+        self.upload_blob(channel, Some(shard), bytes).await
     }
 
     /// `POST /v1/users/{user}/disconnect`.

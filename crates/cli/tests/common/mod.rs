@@ -88,3 +88,36 @@ pub fn token(data: &Path, sub: &str) -> String {
     assert!(out.status.success(), "token failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+/// Creates channel `name` over REST on `urls[0]` and posts `m0` … `m{n-1}` to it, message `i`
+/// through `urls[i % urls.len()]` (several nodes, or one); returns the channel id.
+pub async fn channel_with_messages(
+    http: &reqwest::Client,
+    urls: &[String],
+    token: &str,
+    name: &str,
+    n: usize,
+) -> String {
+    let ch: serde_json::Value = http
+        .post(format!("{}/v1/channels", urls[0]))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = ch["channel"]["id"].as_str().unwrap().to_owned();
+    for i in 0..n {
+        let r = http
+            .post(format!("{}/v1/channels/{id}/messages", urls[i % urls.len()]))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "content": format!("m{i}") }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    id
+}
