@@ -50,6 +50,7 @@
 //!   HPKE (RFC 9180, X25519-HKDF-SHA256 / HKDF-SHA256 / ChaCha20-Poly1305).
 //! * [`roster`]: [`EpochCommit`], [`SignedCommit`] and the [`RosterChain`]
 //!   verifier.
+//! * [`state`]: [`StateSealer`], the sealed `HST1` container of a device's state at rest.
 //! * [`file`](mod@file): chunked file encryption plus Reed-Solomon shards and the
 //!   [`FileManifest`].
 //! * `encoding` (private): base64 serde helpers and the signing transcript.
@@ -62,6 +63,7 @@ pub mod file;
 pub mod identity;
 pub mod olm;
 pub mod roster;
+pub mod state;
 
 pub use channel::{EpochKey, EpochKeyring, OpenedMessage, SealedMessage, open_message, seal_message};
 pub use envelope::{KeyEnvelope, seal_epoch_key, seal_for_members, seal_keyring};
@@ -70,6 +72,7 @@ pub use file::{EncodedFile, FileKey, FileManifest, FileParams, decrypt_file, enc
 pub use identity::{Device, IdentityKeys, KeyBundle, PickleKey, PinnedDevices, SignedKey, verify_ed25519};
 pub use olm::{OlmMessage, OlmSession};
 pub use roster::{CommitReason, EpochCommit, Member, RosterChain, SignedCommit};
+pub use state::{StateKdf, StateSealer, StateSecret};
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = CryptoError> = std::result::Result<T, E>;

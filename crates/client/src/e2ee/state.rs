@@ -9,27 +9,21 @@
 //!        | nonce[24] | XChaCha20-Poly1305(key, ad = "HST1" | kdf | salt, JSON)
 //! ```
 //!
-//! The Argon2id parameters are the `argon2` crate's defaults (19 MiB, 2 passes, 1 lane,
-//! OWASP's recommendation). The key is derived once when the file is opened; each write
-//! draws a fresh nonce. A write goes to `<file>.tmp`, is fsynced, renamed over the file,
+//! The container is herald-crypto's [`StateSealer`] (the same bytes the TypeScript and
+//! Python SDKs write): the Argon2id parameters are the `argon2` crate's defaults (19 MiB,
+//! 2 passes, 1 lane, OWASP's recommendation), the key is derived once when the file is
+//! opened, and each write draws a fresh nonce. A write goes to `<file>.tmp`, is fsynced, renamed over the file,
 //! and the directory is fsynced, so a crash leaves either the old or the new state, never
 //! a torn one. The JSON inside holds the vodozemac pickles encrypted once more under the
 //! same key (herald-crypto's own pickle format).
 
 use super::E2eeError;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use herald_crypto::{IdentityKeys, SignedCommit};
-use rand::RngCore;
+use herald_crypto::{CryptoError, IdentityKeys, SignedCommit, StateSealer, StateSecret};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
-
-const MAGIC: &[u8; 4] = b"HST1";
-const KDF_RAW: u8 = 0;
-const KDF_ARGON2ID: u8 = 1;
 
 /// Where the state file's key comes from.
 #[derive(Clone)]
@@ -74,23 +68,10 @@ impl StateKey {
         Err(E2eeError::State(format!("key file {path:?} must hold 32 bytes or 64 hex digits")))
     }
 
-    fn kdf(&self) -> u8 {
+    fn secret(&self) -> StateSecret<'_> {
         match self {
-            StateKey::Passphrase(_) => KDF_ARGON2ID,
-            StateKey::Key(_) => KDF_RAW,
-        }
-    }
-
-    fn derive(&self, salt: &[u8; 16]) -> Result<Zeroizing<[u8; 32]>, E2eeError> {
-        match self {
-            StateKey::Key(k) => Ok(k.clone()),
-            StateKey::Passphrase(p) => {
-                let mut out = Zeroizing::new([0u8; 32]);
-                argon2::Argon2::default()
-                    .hash_password_into(p.as_bytes(), salt, out.as_mut())
-                    .map_err(|e| E2eeError::State(format!("argon2id: {e}")))?;
-                Ok(out)
-            }
+            StateKey::Passphrase(p) => StateSecret::Passphrase(p.as_str()),
+            StateKey::Key(k) => StateSecret::Key(k),
         }
     }
 }
@@ -155,9 +136,7 @@ mod sig64 {
 /// the DMs those states decrypt would be lost).
 pub(crate) struct StateFile {
     path: PathBuf,
-    kdf: u8,
-    salt: [u8; 16],
-    key: Zeroizing<[u8; 32]>,
+    sealer: StateSealer,
     _lock: std::fs::File,
 }
 
@@ -187,42 +166,26 @@ impl StateFile {
         let lock = lock(path)?;
         match std::fs::read(path) {
             Ok(raw) => {
-                let bad = || E2eeError::State(format!("{path:?} is not a Herald device state file"));
-                if raw.len() < 4 + 1 + 16 + 24 + 16 || &raw[..4] != MAGIC {
-                    return Err(bad());
-                }
-                let kdf = raw[4];
-                if kdf != key.kdf() {
-                    return Err(E2eeError::State(format!(
-                        "{path:?} is encrypted with a {}, not a {}",
-                        kdf_name(kdf),
-                        kdf_name(key.kdf())
-                    )));
-                }
-                let mut salt = [0u8; 16];
-                salt.copy_from_slice(&raw[5..21]);
-                let derived = key.derive(&salt)?;
-                let nonce = XNonce::from_slice(&raw[21..45]);
-                let aead = XChaCha20Poly1305::new(derived.as_ref().into());
-                let plain = Zeroizing::new(
-                    aead.decrypt(nonce, Payload { msg: &raw[45..], aad: &raw[..21] }).map_err(|_| {
-                        E2eeError::State(format!(
-                            "cannot decrypt {path:?}: wrong passphrase or key, or the file was altered"
-                        ))
-                    })?,
-                );
+                let (sealer, plain) = StateSealer::open(&raw, key.secret()).map_err(|e| match e {
+                    CryptoError::Mismatch { expected, found, .. } => {
+                        E2eeError::State(format!("{path:?} is encrypted with a {expected}, not a {found}"))
+                    }
+                    CryptoError::Decrypt { .. } => E2eeError::State(format!(
+                        "cannot decrypt {path:?}: wrong passphrase or key, or the file was altered"
+                    )),
+                    CryptoError::Malformed { what: "state passphrase", reason } => {
+                        E2eeError::State(format!("argon2id: {reason}"))
+                    }
+                    _ => E2eeError::State(format!("{path:?} is not a Herald device state file")),
+                })?;
                 let state: Persisted = serde_json::from_slice(&plain)
                     .map_err(|e| E2eeError::State(format!("unreadable state in {path:?}: {e}")))?;
-                Ok((StateFile { path: path.to_owned(), kdf, salt, key: derived, _lock: lock }, Some(state)))
+                Ok((StateFile { path: path.to_owned(), sealer, _lock: lock }, Some(state)))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut salt = [0u8; 16];
-                rand::rngs::OsRng.fill_bytes(&mut salt);
-                let derived = key.derive(&salt)?;
-                Ok((
-                    StateFile { path: path.to_owned(), kdf: key.kdf(), salt, key: derived, _lock: lock },
-                    None,
-                ))
+                let sealer = StateSealer::create(&mut rand::rngs::OsRng, key.secret())
+                    .map_err(|e| E2eeError::State(format!("cannot derive the state key: {e}")))?;
+                Ok((StateFile { path: path.to_owned(), sealer, _lock: lock }, None))
             }
             Err(e) => Err(E2eeError::State(format!("cannot read {path:?}: {e}"))),
         }
@@ -230,7 +193,7 @@ impl StateFile {
 
     /// The 32-byte key, also used for herald-crypto's pickles inside the file.
     pub(crate) fn key(&self) -> &[u8; 32] {
-        &self.key
+        self.sealer.key()
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -243,19 +206,10 @@ impl StateFile {
         let json = Zeroizing::new(
             serde_json::to_vec(state).map_err(|e| E2eeError::State(format!("cannot encode state: {e}")))?,
         );
-        let mut header = Vec::with_capacity(21);
-        header.extend_from_slice(MAGIC);
-        header.push(self.kdf);
-        header.extend_from_slice(&self.salt);
-        let mut nonce = [0u8; 24];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let aead = XChaCha20Poly1305::new(self.key.as_ref().into());
-        let ct = aead
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: &json, aad: &header })
-            .map_err(|_| E2eeError::State("cannot encrypt state".into()))?;
-        let mut out = header;
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
+        let out = self
+            .sealer
+            .seal(&mut rand::rngs::OsRng, &json)
+            .map_err(|e| E2eeError::State(format!("cannot encrypt state: {e}")))?;
         let tmp = self.path.with_extension("tmp");
         let io = |e: std::io::Error| E2eeError::State(format!("cannot write {:?}: {e}", self.path));
         {
@@ -278,14 +232,6 @@ impl StateFile {
             }
         }
         Ok(())
-    }
-}
-
-fn kdf_name(kdf: u8) -> &'static str {
-    match kdf {
-        KDF_RAW => "key file",
-        KDF_ARGON2ID => "passphrase",
-        _ => "unknown key kind",
     }
 }
 
