@@ -58,7 +58,9 @@ pub mod wire;
 use async_nats::connection::State;
 use bytes::Bytes;
 use futures::StreamExt;
-use herald_engine::broker::{Broker, BrokerSubscriber, Envelope, WatchFuture};
+use herald_engine::broker::{
+    Broker, BrokerSubscriber, Envelope, RoomDirectory, RoomSnapshot, SnapshotFuture, WatchFuture,
+};
 use herald_store::{DynStore, Store};
 use parking_lot::{Mutex, RwLock};
 use sequencer::{FillStep, Sequencer, Verdict};
@@ -126,6 +128,18 @@ pub struct NatsConfig {
     /// `None`: never). One seen again is probed like a new one, its entries stamped before
     /// this window (less `clock_skew`) taken as delivered. Must exceed `clock_skew`.
     pub forget_after: Option<Duration>,
+    /// Largest message put back together from parts (default 80 MiB): a payload over the
+    /// server's `max_payload` (an attachment, a stream chunk) crosses as parts of it.
+    pub max_message_bytes: usize,
+    /// How often this node says it is alive (default 2 s).
+    pub heartbeat_interval: Duration,
+    /// A node not heard from for this long is gone (default 10 s): every other node removes
+    /// its room participants. Not applied while this node itself hears nothing (its own
+    /// heartbeats do not come back: it is the one cut off).
+    pub node_timeout: Duration,
+    /// How long a room snapshot waits for the other nodes' answers (default 1 s); it ends as
+    /// soon as every node known alive has answered.
+    pub room_sync_timeout: Duration,
 }
 
 impl NatsConfig {
@@ -148,6 +162,10 @@ impl NatsConfig {
             probe_window: 64,
             clock_skew: Duration::from_secs(2),
             forget_after: Some(Duration::from_secs(3600)),
+            max_message_bytes: 80 << 20,
+            heartbeat_interval: Duration::from_secs(2),
+            node_timeout: Duration::from_secs(10),
+            room_sync_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -203,6 +221,17 @@ pub struct NatsStats {
     pub channels: u64,
     /// Channels forgotten for being idle ([`NatsConfig::forget_after`]).
     pub channels_forgotten: u64,
+    /// Messages over the server's `max_payload` sent as parts.
+    pub split_messages: u64,
+    /// Messages whose parts could not be put back together (a part lost, or over
+    /// [`NatsConfig::max_message_bytes`]).
+    pub parts_lost: u64,
+    /// Other nodes heard from within [`NatsConfig::node_timeout`].
+    pub nodes: u64,
+    /// Nodes declared gone (silent past the timeout).
+    pub nodes_gone: u64,
+    /// Room snapshots asked of the other nodes.
+    pub room_snapshots: u64,
 }
 
 #[derive(Default)]
@@ -219,6 +248,10 @@ struct Counters {
     connects: AtomicU64,
     slow_consumers: AtomicU64,
     forgotten: AtomicU64,
+    split_messages: AtomicU64,
+    parts_lost: AtomicU64,
+    nodes_gone: AtomicU64,
+    room_snapshots: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -263,6 +296,16 @@ struct Inner {
     /// Store reads at once (fills and head checks): a reconnect that finds thousands of
     /// channels behind must not open thousands of queries together.
     reads: tokio::sync::Semaphore,
+    /// This node's rooms, which answer snapshots and hear of nodes gone.
+    rooms: RwLock<Option<Weak<dyn RoomDirectory>>>,
+    /// Other nodes → when last heard from.
+    nodes: Mutex<HashMap<String, Instant>>,
+    /// Nodes declared gone (one heard from again is back: the rooms resynchronise).
+    gone: Mutex<std::collections::HashSet<String>>,
+    /// When this node's own heartbeat last came back.
+    own_seen: Mutex<Instant>,
+    /// Ids of split messages.
+    next_split: AtomicU64,
 }
 
 fn now_ms() -> i64 {
@@ -345,6 +388,10 @@ impl NatsBroker {
         let e2ee = client.subscribe(wire::all_e2ee(&config.prefix)).await.map_err(|e| setup(&e))?;
         let sync_subject = wire::sync_subject(&config.prefix, &config.node_id);
         let sync = client.subscribe(sync_subject.clone()).await.map_err(|e| setup(&e))?;
+        let heartbeats =
+            client.subscribe(wire::heartbeat_subject(&config.prefix)).await.map_err(|e| setup(&e))?;
+        let room_questions =
+            client.subscribe(wire::rooms_subject(&config.prefix)).await.map_err(|e| setup(&e))?;
         let (outgoing, outgoing_rx) = mpsc::channel(config.outgoing_capacity.max(1));
         let probe = config.probe_window > 0;
         let skew = i64::try_from(config.clock_skew.as_millis()).unwrap_or(i64::MAX);
@@ -368,12 +415,20 @@ impl NatsBroker {
             events,
             runtime: tokio::runtime::Handle::current(),
             shutdown: CancellationToken::new(),
+            rooms: RwLock::new(None),
+            nodes: Mutex::new(HashMap::new()),
+            gone: Mutex::new(std::collections::HashSet::new()),
+            own_seen: Mutex::new(Instant::now()),
+            next_split: AtomicU64::new(0),
         });
         inner.spawn(inner.clone().read_channels(channels));
         inner.spawn(inner.clone().read_e2ee(e2ee));
         inner.spawn(inner.clone().read_syncs(sync));
         inner.spawn(inner.clone().send_outgoing(outgoing_rx));
         inner.spawn(inner.clone().check_after_events());
+        inner.spawn(inner.clone().read_heartbeats(heartbeats));
+        inner.spawn(inner.clone().heartbeat());
+        inner.spawn(inner.clone().answer_snapshots(room_questions));
         if let Some(every) = inner.config.sweep_interval {
             inner.spawn(inner.clone().sweep(every));
         }
@@ -414,6 +469,11 @@ impl NatsBroker {
             reconnects: get(&c.connects).saturating_sub(1),
             slow_consumers: get(&c.slow_consumers),
             channels_forgotten: get(&c.forgotten),
+            split_messages: get(&c.split_messages),
+            parts_lost: get(&c.parts_lost),
+            nodes: self.inner.nodes.lock().len() as u64,
+            nodes_gone: get(&c.nodes_gone),
+            room_snapshots: get(&c.room_snapshots),
             ..NatsStats::default()
         };
         for shard in &self.inner.shards {
@@ -536,6 +596,16 @@ impl Broker for NatsBroker {
             State::Connected => Ok(()),
             state => Err(format!("nats: {state} ({})", shown_url(&self.inner.config.url))),
         }
+    }
+
+    fn room_snapshot(&self, app: &str, channel: &str) -> SnapshotFuture {
+        let inner = self.inner.clone();
+        let (app, channel) = (app.to_owned(), channel.to_owned());
+        Box::pin(async move { inner.snapshot(&app, &channel).await })
+    }
+
+    fn serve_rooms(&self, rooms: Weak<dyn RoomDirectory>) {
+        *self.inner.rooms.write() = Some(rooms);
     }
 }
 
@@ -740,8 +810,170 @@ impl Inner {
                 tracing::debug!(error = %why, "nats: waiting for the connection before checking channels");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            // Whatever the other nodes said while this one heard nothing is unknown: they get
+            // a fresh timeout, and the rooms ask again.
+            let now = Instant::now();
+            for seen in self.nodes.lock().values_mut() {
+                *seen = now;
+            }
+            *self.own_seen.lock() = now;
+            if let Some(rooms) = self.room_directory() {
+                rooms.resync();
+            }
             self.check_heads(None).await;
         }
+    }
+
+    fn room_directory(&self) -> Option<Arc<dyn RoomDirectory>> {
+        self.rooms.read().as_ref().and_then(Weak::upgrade)
+    }
+
+    async fn publish_heartbeat(&self, hello: bool) {
+        let hb = wire::Heartbeat { n: self.config.node_id.clone(), h: hello };
+        let body = serde_json::to_vec(&hb).unwrap_or_default();
+        if let Err(e) = self.client.publish(wire::heartbeat_subject(&self.config.prefix), body.into()).await {
+            tracing::debug!(error = %e, "nats: heartbeat not sent");
+        }
+    }
+
+    /// Says this node is alive every interval, and declares gone the nodes silent for the
+    /// node timeout (unless this node's own heartbeats stopped coming back: then it is the
+    /// one cut off, and it declares nobody).
+    async fn heartbeat(self: Arc<Self>) {
+        self.publish_heartbeat(true).await;
+        let mut tick = tokio::time::interval(self.config.heartbeat_interval.max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            self.publish_heartbeat(false).await;
+            let now = Instant::now();
+            let timeout = self.config.node_timeout;
+            if now.duration_since(*self.own_seen.lock()) >= timeout {
+                continue;
+            }
+            let dead: Vec<String> = {
+                let mut nodes = self.nodes.lock();
+                let dead: Vec<String> = nodes
+                    .iter()
+                    .filter(|(_, seen)| now.duration_since(**seen) >= timeout)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for d in &dead {
+                    nodes.remove(d);
+                }
+                dead
+            };
+            for d in dead {
+                tracing::warn!(node = d, "nats: a node went silent; it is gone");
+                bump(&self.events.counters.nodes_gone);
+                {
+                    let mut gone = self.gone.lock();
+                    if gone.len() >= 10_000 {
+                        gone.clear();
+                    }
+                    gone.insert(d.clone());
+                }
+                if let Some(rooms) = self.room_directory() {
+                    rooms.node_gone(&d);
+                }
+            }
+        }
+    }
+
+    async fn read_heartbeats(self: Arc<Self>, mut sub: async_nats::Subscriber) {
+        while let Some(msg) = sub.next().await {
+            let Ok(hb) = serde_json::from_slice::<wire::Heartbeat>(&msg.payload) else {
+                bump(&self.events.counters.decode_errors);
+                continue;
+            };
+            let now = Instant::now();
+            if hb.n == self.config.node_id {
+                *self.own_seen.lock() = now;
+                continue;
+            }
+            let new = self.nodes.lock().insert(hb.n.clone(), now).is_none();
+            if new {
+                tracing::info!(node = hb.n, "nats: a node is alive");
+                if self.gone.lock().remove(&hb.n)
+                    && let Some(rooms) = self.room_directory()
+                {
+                    // Its participants were removed here; it still has them.
+                    rooms.resync();
+                }
+                if hb.h {
+                    // A new node: let it know this one at once.
+                    self.publish_heartbeat(false).await;
+                }
+            }
+        }
+    }
+
+    /// Answers other nodes' room snapshot questions with this node's participants.
+    async fn answer_snapshots(self: Arc<Self>, mut sub: async_nats::Subscriber) {
+        while let Some(msg) = sub.next().await {
+            let Some(reply) = msg.reply else { continue };
+            let Ok(q) = serde_json::from_slice::<wire::SnapshotQuery>(&msg.payload) else {
+                bump(&self.events.counters.decode_errors);
+                continue;
+            };
+            if q.n == self.config.node_id {
+                continue;
+            }
+            let participants =
+                self.room_directory().map(|r| r.local_participants(&q.a, &q.c)).unwrap_or_default();
+            let max = self.client.server_info().max_payload.saturating_sub(512).max(4096);
+            for page in wire::snapshot_pages(&self.config.node_id, participants, max) {
+                if let Err(e) = self.client.publish(reply.clone(), page).await {
+                    tracing::debug!(error = %e, "nats: a room snapshot answer was not sent");
+                }
+            }
+        }
+    }
+
+    /// Asks every other node for its participants of a room; answers when every node known
+    /// alive has answered, or at the snapshot timeout with the complete answers so far.
+    async fn snapshot(&self, app: &str, channel: &str) -> Result<Vec<RoomSnapshot>, String> {
+        if self.client.connection_state() != State::Connected {
+            return Err(format!("nats: not connected to {}", shown_url(&self.config.url)));
+        }
+        let expected: std::collections::HashSet<String> = self.nodes.lock().keys().cloned().collect();
+        if expected.is_empty() {
+            return Ok(Vec::new());
+        }
+        bump(&self.events.counters.room_snapshots);
+        let inbox = self.client.new_inbox();
+        let mut sub = self.client.subscribe(inbox.clone()).await.map_err(|e| format!("nats: {e}"))?;
+        let q =
+            wire::SnapshotQuery { n: self.config.node_id.clone(), a: app.to_owned(), c: channel.to_owned() };
+        let body = serde_json::to_vec(&q).unwrap_or_default();
+        self.client
+            .publish_with_reply(wire::rooms_subject(&self.config.prefix), inbox, body.into())
+            .await
+            .map_err(|e| format!("nats: {e}"))?;
+        let deadline = tokio::time::Instant::now() + self.config.room_sync_timeout;
+        let mut done = std::collections::HashSet::new();
+        let mut got: HashMap<String, Vec<herald_proto::rooms::Participant>> = HashMap::new();
+        while !expected.iter().all(|n| done.contains(n)) {
+            match tokio::time::timeout_at(deadline, sub.next()).await {
+                Ok(Some(msg)) => {
+                    let Ok(page) = serde_json::from_slice::<wire::SnapshotPage>(&msg.payload) else {
+                        continue;
+                    };
+                    got.entry(page.n.clone()).or_default().extend(page.p);
+                    if !page.m {
+                        done.insert(page.n);
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // Only complete answers: half a list would look like removals.
+        Ok(got
+            .into_iter()
+            .filter(|(n, _)| done.contains(n))
+            .map(|(node, participants)| RoomSnapshot { node, participants })
+            .collect())
     }
 
     async fn sweep(self: Arc<Self>, every: Duration) {
@@ -791,8 +1023,28 @@ impl Inner {
     }
 
     async fn read_channels(self: Arc<Self>, mut sub: async_nats::Subscriber) {
+        let mut parts = wire::Reassembler::new(self.config.max_message_bytes);
         while let Some(msg) = sub.next().await {
-            match wire::decode(&msg.payload) {
+            let decoded = match wire::decode_incoming(&msg.payload) {
+                Ok(wire::Incoming::Whole(r)) => Ok(r),
+                Ok(wire::Incoming::Part { node, id, index, count, bytes }) => {
+                    if node == self.config.node_id {
+                        continue;
+                    }
+                    let lost = parts.lost;
+                    let whole = parts.push(&node, id, index, count, &bytes);
+                    if parts.lost > lost {
+                        self.events.counters.parts_lost.fetch_add(parts.lost - lost, Ordering::Relaxed);
+                        tracing::warn!(node, "nats: a message sent in parts lost one; dropped");
+                    }
+                    match whole {
+                        Some(payload) => wire::decode(&payload),
+                        None => continue,
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match decoded {
                 Ok(r) if r.node == self.config.node_id => {}
                 Ok(r)
                     if matches!(
@@ -877,13 +1129,24 @@ impl Inner {
     async fn send_outgoing(self: Arc<Self>, mut rx: mpsc::Receiver<Envelope>) {
         let mut batch = Vec::with_capacity(256);
         while rx.recv_many(&mut batch, 256).await > 0 {
+            // The server's limit, as it said when this connection was made.
+            let max_payload = self.client.server_info().max_payload;
             for e in batch.drain(..) {
                 let (subject, payload) = wire::encode(&self.config.prefix, &self.config.node_id, &e);
-                match self.client.publish(subject, payload).await {
-                    Ok(()) => bump(&self.events.counters.published),
-                    Err(err) => {
-                        bump(&self.events.counters.publish_failed);
-                        tracing::warn!(error = %err, "nats: publish failed");
+                let parts = if max_payload > 0 && payload.len() > max_payload {
+                    bump(&self.events.counters.split_messages);
+                    let id = self.next_split.fetch_add(1, Ordering::Relaxed);
+                    wire::split(&self.config.node_id, id, payload, max_payload)
+                } else {
+                    vec![payload]
+                };
+                for part in parts {
+                    match self.client.publish(subject.clone(), part).await {
+                        Ok(()) => bump(&self.events.counters.published),
+                        Err(err) => {
+                            bump(&self.events.counters.publish_failed);
+                            tracing::warn!(error = %err, "nats: publish failed");
+                        }
                     }
                 }
             }

@@ -7,6 +7,9 @@
 //!   receipts, deletions).
 //! - `{prefix}.pub.{app}.{subject}`: publications to one subject of one app.
 //! - `{prefix}.sync.{node}`: a node's own round trips (see `NatsBroker::confirm`).
+//! - `{prefix}.node.hb`: every node's [`Heartbeat`], so each knows which nodes are alive.
+//! - `{prefix}.node.rooms`: [`SnapshotQuery`]s of a node that wants the others' participants
+//!   of a room, answered on its inbox with [`SnapshotPage`]s.
 //! - `{prefix}.e2e.{app}`: end-to-end encryption events (§7): a `dm` for the connections of
 //!   one device (`dv`, with the DM id `i`), or an event for the app's keepers (`k`, with the
 //!   channel whose members are skipped in `kc`). Every node subscribes to `{prefix}.e2e.>`.
@@ -28,6 +31,10 @@
 //!
 //! `c` (channel events) or `p` (publications) says which kind it is; `s`, `u`, `j`, `l` and
 //! `d` are left out when empty. `committed_at` does not travel: it is `None` on arrival.
+//!
+//! A payload larger than the NATS server's `max_payload` (an attachment, a stream chunk) is
+//! sent as parts ([`split`]): each a metadata line with `pt: [id, index, count]` and a slice,
+//! put back together by the receiver ([`Reassembler`]) before it is decoded.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use herald_engine::broker::{ChannelEvent, Envelope};
@@ -131,6 +138,75 @@ pub fn publication_subject(prefix: &str, app: &str, subject: &str) -> String {
     s
 }
 
+/// The subject of every node's heartbeats ([`Heartbeat`]).
+pub fn heartbeat_subject(prefix: &str) -> String {
+    format!("{prefix}.node.hb")
+}
+
+/// The subject of room snapshot questions ([`SnapshotQuery`]), answered on the asker's inbox
+/// with [`SnapshotPage`]s.
+pub fn rooms_subject(prefix: &str) -> String {
+    format!("{prefix}.node.rooms")
+}
+
+/// A node's heartbeat: `{"n": node, "h": true}` for its first (a hello, which every node
+/// that hears it answers at once with its own, so a new node knows the others at once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub n: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub h: bool,
+}
+
+/// Which participants of room `c` of app `a` the other nodes hold, asked by node `n`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotQuery {
+    pub n: String,
+    pub a: String,
+    pub c: String,
+}
+
+/// One page of a node's answer: its participants `p` of the room; `m` when more pages follow
+/// (each page fits the server's `max_payload`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPage {
+    pub n: String,
+    pub p: Vec<herald_proto::rooms::Participant>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub m: bool,
+}
+
+/// Cuts `participants` into pages whose JSON stays under `max` bytes (a page holds one at
+/// least, and there is always one page, maybe empty).
+pub fn snapshot_pages(
+    node: &str,
+    participants: Vec<herald_proto::rooms::Participant>,
+    max: usize,
+) -> Vec<Bytes> {
+    let mut pages: Vec<Vec<herald_proto::rooms::Participant>> = vec![Vec::new()];
+    let mut size = 0;
+    for p in participants {
+        let len = serde_json::to_vec(&p).map(|b| b.len()).unwrap_or(0) + 1;
+        if size + len > max && pages.last().is_some_and(|l| !l.is_empty()) {
+            pages.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        if let Some(last) = pages.last_mut() {
+            last.push(p);
+        }
+    }
+    let n = pages.len();
+    pages
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let page = SnapshotPage { n: node.to_owned(), p, m: i + 1 < n };
+            Bytes::from(serde_json::to_vec(&page).unwrap_or_default())
+        })
+        .collect()
+}
+
 /// The subject of a node's own round trips.
 pub fn sync_subject(prefix: &str, node: &str) -> String {
     format!("{prefix}.sync.{}", token(node))
@@ -174,6 +250,10 @@ struct Meta {
     /// `Envelope::Disconnect`: the user whose connections close.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     x: Option<String>,
+    /// A part of a message larger than the server's `max_payload`: `[message id, index,
+    /// count]` (see [`split`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pt: Option<[u64; 3]>,
 }
 
 /// The subject of an app's end-to-end encryption events.
@@ -306,6 +386,121 @@ pub enum DecodeError {
     Version(u8),
     #[error("neither a channel nor a subject")]
     NoTarget,
+    #[error("a part of a larger message (see `split`)")]
+    Part,
+}
+
+/// A message as it arrives: whole, or one part of one too large for a NATS message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    Whole(Received),
+    Part { node: String, id: u64, index: u64, count: u64, bytes: Bytes },
+}
+
+/// Cuts a payload made by [`encode`] that is larger than `max_payload` (the NATS server's
+/// limit) into parts that each fit: every part is a metadata line `{"v":1,"n":…,"a":"",
+/// "pt":[id,index,count]}`, `\n`, then its slice of the payload. `id` must be unique per
+/// sending node for a while (a counter). A payload that fits is returned as it is; with a
+/// `max_payload` too small for even a part's metadata, too.
+pub fn split(node: &str, id: u64, payload: Bytes, max_payload: usize) -> Vec<Bytes> {
+    if payload.len() <= max_payload {
+        return vec![payload];
+    }
+    let meta_of = |index: u64, count: u64| {
+        let m = Meta { v: VERSION, n: node.to_owned(), pt: Some([id, index, count]), ..Meta::default() };
+        serde_json::to_vec(&m).unwrap_or_default()
+    };
+    // The longest metadata line any part can have (index and count at their widest).
+    let overhead = meta_of(u64::MAX, u64::MAX).len() + 1;
+    let Some(room) = max_payload.checked_sub(overhead).filter(|r| *r >= 64) else {
+        return vec![payload];
+    };
+    let count = payload.len().div_ceil(room) as u64;
+    (0..count)
+        .map(|i| {
+            let start = i as usize * room;
+            let end = (start + room).min(payload.len());
+            let meta = meta_of(i, count);
+            let mut out = BytesMut::with_capacity(meta.len() + 1 + end - start);
+            out.put_slice(&meta);
+            out.put_u8(b'\n');
+            out.put_slice(&payload[start..end]);
+            out.freeze()
+        })
+        .collect()
+}
+
+/// Puts the parts of [`split`] messages back together. A node publishes from one task, in
+/// order, and NATS keeps one publisher's order toward one subscription, so a node's parts
+/// arrive one message after another: one partial message per sending node, at most
+/// `max_bytes` each. A part out of sequence (one was lost: a slow consumer, a reconnect)
+/// drops the partial message, counted in `lost`, as NATS would have lost a whole one.
+#[derive(Debug)]
+pub struct Reassembler {
+    max_bytes: usize,
+    partial: std::collections::HashMap<String, Partial>,
+    /// Messages given up: a part missing, or larger than `max_bytes`.
+    pub lost: u64,
+}
+
+#[derive(Debug)]
+struct Partial {
+    id: u64,
+    count: u64,
+    next: u64,
+    buf: BytesMut,
+}
+
+impl Reassembler {
+    pub fn new(max_bytes: usize) -> Reassembler {
+        Reassembler { max_bytes, partial: std::collections::HashMap::new(), lost: 0 }
+    }
+
+    /// Takes one part; the whole payload once its last part arrived.
+    pub fn push(&mut self, node: &str, id: u64, index: u64, count: u64, bytes: &[u8]) -> Option<Bytes> {
+        if index == 0 {
+            if self.partial.remove(node).is_some() {
+                self.lost += 1;
+            }
+            if count == 0 {
+                return None;
+            }
+            self.partial.insert(node.to_owned(), Partial { id, count, next: 0, buf: BytesMut::new() });
+        }
+        let Some(p) = self.partial.get_mut(node) else {
+            // The first part was lost: nothing to add this to.
+            return None;
+        };
+        if p.id != id || p.next != index || p.count != count || p.buf.len() + bytes.len() > self.max_bytes {
+            self.partial.remove(node);
+            self.lost += 1;
+            return None;
+        }
+        p.buf.put_slice(bytes);
+        p.next += 1;
+        if p.next < p.count {
+            return None;
+        }
+        self.partial.remove(node).map(|p| p.buf.freeze())
+    }
+
+    /// Forgets a node's partial message (the node is gone).
+    pub fn forget(&mut self, node: &str) {
+        self.partial.remove(node);
+    }
+}
+
+/// Reads a payload made by [`encode`] or [`split`].
+pub fn decode_incoming(payload: &Bytes) -> Result<Incoming, DecodeError> {
+    match decode(payload) {
+        Err(DecodeError::Part) => {}
+        other => return other.map(Incoming::Whole),
+    }
+    let nl = payload.iter().position(|&b| b == b'\n').ok_or(DecodeError::NoMetadata)?;
+    let meta: Meta =
+        serde_json::from_slice(&payload[..nl]).map_err(|e| DecodeError::BadMetadata(e.to_string()))?;
+    let [id, index, count] = meta.pt.ok_or(DecodeError::NoTarget)?;
+    Ok(Incoming::Part { node: meta.n, id, index, count, bytes: payload.slice(nl + 1..) })
 }
 
 /// Reads a payload made by [`encode`]. The frame shares `payload`'s memory.
@@ -315,6 +510,9 @@ pub fn decode(payload: &Bytes) -> Result<Received, DecodeError> {
         serde_json::from_slice(&payload[..nl]).map_err(|e| DecodeError::BadMetadata(e.to_string()))?;
     if meta.v != VERSION {
         return Err(DecodeError::Version(meta.v));
+    }
+    if meta.pt.is_some() {
+        return Err(DecodeError::Part);
     }
     let frame = payload.slice(nl + 1..);
     if let Some(user) = meta.x {
@@ -336,6 +534,7 @@ pub fn decode(payload: &Bytes) -> Result<Received, DecodeError> {
             skip: r.skip,
             frame,
             change: r.change,
+            node: Some(meta.n.clone()),
         }),
         (Some(channel), _) => Envelope::Channel(ChannelEvent {
             app: meta.a,
@@ -476,6 +675,7 @@ mod tests {
             skip: None,
             frame,
             change: Some(RoomChange::StreamCredit { stream_id: "s".into(), bytes: 7 }),
+            node: Some("n".into()),
         });
         let (subject, payload) = encode("herald", "n", &r);
         assert_eq!(subject, "herald.ch.c1");
@@ -487,8 +687,74 @@ mod tests {
             skip: Some("p1".into()),
             frame: Bytes::new(),
             change: Some(RoomChange::Left { participant_id: "p1".into() }),
+            node: Some("n".into()),
         });
         assert_eq!(decode(&encode("herald", "n", &left).1).unwrap().envelope, left);
+    }
+
+    /// A payload over `max_payload` goes as parts that each fit, and comes back whole, byte
+    /// for byte; a lost part loses that message only; one over the reassembly limit is lost.
+    #[test]
+    fn large_payloads_split_and_reassemble() {
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let frame = Bytes::from(herald_proto::frames::encode_binary(br#"{"event":"room_message"}"#, &bytes));
+        let r = Envelope::Room(RoomEnvelope {
+            app: "default".into(),
+            channel: "c1".into(),
+            to: Some("p2".into()),
+            skip: None,
+            frame,
+            change: None,
+            node: Some("node-a".into()),
+        });
+        let (_, payload) = encode("herald", "node-a", &r);
+        assert_eq!(split("node-a", 1, payload.clone(), payload.len()), vec![payload.clone()], "fits: as is");
+        let parts = split("node-a", 7, payload.clone(), 16 * 1024);
+        assert!(parts.len() > 10 && parts.iter().all(|p| p.len() <= 16 * 1024), "{}", parts.len());
+        let mut re = Reassembler::new(1 << 20);
+        let mut whole = None;
+        for (i, p) in parts.iter().enumerate() {
+            let Incoming::Part { node, id, index, count, bytes } = decode_incoming(p).unwrap() else {
+                panic!("a part")
+            };
+            assert_eq!((node.as_str(), id, index, count), ("node-a", 7, i as u64, parts.len() as u64));
+            assert!(matches!(decode(p), Err(DecodeError::Part)));
+            let out = re.push(&node, id, index, count, &bytes);
+            assert_eq!(out.is_some(), i + 1 == parts.len());
+            whole = out.or(whole);
+        }
+        let whole = whole.unwrap();
+        assert_eq!(whole, payload);
+        assert_eq!(decode(&whole).unwrap().envelope, r);
+        // A part lost: that message is dropped, the next one comes through.
+        let push_all = |re: &mut Reassembler, parts: &[Bytes], skip: Option<usize>| {
+            let mut out = None;
+            for (i, p) in parts.iter().enumerate() {
+                if Some(i) == skip {
+                    continue;
+                }
+                let Ok(Incoming::Part { node, id, index, count, bytes }) = decode_incoming(p) else {
+                    panic!()
+                };
+                out = re.push(&node, id, index, count, &bytes).or(out);
+            }
+            out
+        };
+        assert_eq!(push_all(&mut re, &split("node-a", 8, payload.clone(), 16 * 1024), Some(3)), None);
+        assert_eq!(re.lost, 1);
+        assert_eq!(
+            push_all(&mut re, &split("node-a", 9, payload.clone(), 16 * 1024), None),
+            Some(payload.clone())
+        );
+        let mut small = Reassembler::new(100_000);
+        assert_eq!(
+            push_all(&mut small, &split("node-a", 10, payload.clone(), 16 * 1024), None),
+            None,
+            "too large"
+        );
+        assert_eq!(small.lost, 1);
+        // Whole messages read through decode_incoming as before.
+        assert!(matches!(decode_incoming(&payload), Ok(Incoming::Whole(_))));
     }
 
     #[test]

@@ -82,6 +82,15 @@ pub async fn open_node(config: ServeConfig) -> anyhow::Result<Node> {
                     if let Some(id) = &config.node_id {
                         nats_config.node_id = id.clone();
                     }
+                    // A node silent this long is gone; it says it is alive five times as often.
+                    let timeout = std::time::Duration::from_millis(config.node_timeout_ms.max(50));
+                    nats_config.node_timeout = timeout;
+                    nats_config.heartbeat_interval = timeout / 5;
+                    // One largest attachment or stream chunk, with its header, crosses as parts.
+                    nats_config.max_message_bytes = config
+                        .max_attachment_bytes
+                        .saturating_add(config.max_frame_bytes)
+                        .saturating_add(64 * 1024);
                     let nats = NatsBroker::connect(nats_config).await.map_err(|e| anyhow::anyhow!("{e}"))?;
                     (nats.clone(), Some(nats))
                 }
@@ -164,6 +173,15 @@ fn nats_figures(s: &herald_broker_nats::NatsStats) -> Vec<BackendFigure> {
         F::counter("broker_reconnects", "Reconnections to NATS", s.reconnects),
         F::counter("broker_slow_consumers", "Slow-consumer reports from NATS", s.slow_consumers),
         F::gauge("broker_channels", "Channels the sequencer tracks", s.channels),
+        F::counter("broker_split_messages", "Messages over NATS max_payload sent in parts", s.split_messages),
+        F::counter(
+            "broker_parts_lost",
+            "Messages sent in parts that could not be put together",
+            s.parts_lost,
+        ),
+        F::gauge("broker_nodes", "Other nodes heard from within the node timeout", s.nodes),
+        F::counter("broker_nodes_gone", "Nodes declared gone (silent past the node timeout)", s.nodes_gone),
+        F::counter("broker_room_snapshots", "Room snapshots asked of the other nodes", s.room_snapshots),
     ]
 }
 

@@ -150,6 +150,39 @@ pub trait Broker: Send + Sync + 'static {
     fn health(&self) -> Result<(), String> {
         Ok(())
     }
+
+    /// The participants the other nodes hold of a room, for a node that becomes interested
+    /// in it (it may have started after they entered): each node answers with its own. The
+    /// in-process broker has no other nodes.
+    fn room_snapshot(&self, _app: &str, _channel: &str) -> SnapshotFuture {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+
+    /// The rooms of this node, which answer other nodes' [`Broker::room_snapshot`]s and hear
+    /// of nodes that went away. Held weakly.
+    fn serve_rooms(&self, _rooms: std::sync::Weak<dyn RoomDirectory>) {}
+}
+
+/// One node's participants of one room, as [`Broker::room_snapshot`] collects them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RoomSnapshot {
+    pub node: String,
+    pub participants: Vec<herald_proto::rooms::Participant>,
+}
+
+/// What [`Broker::room_snapshot`] returns.
+pub type SnapshotFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<RoomSnapshot>, String>> + Send>>;
+
+/// This node's rooms, as a networked broker asks about them (a node's [`crate::Rooms`]).
+pub trait RoomDirectory: Send + Sync + 'static {
+    /// This node's own participants of a room (those whose connection is here).
+    fn local_participants(&self, app: &str, channel: &str) -> Vec<herald_proto::rooms::Participant>;
+    /// `node` was not heard from for the broker's node timeout: its participants are gone.
+    fn node_gone(&self, node: &str);
+    /// Envelopes may have been lost (a reconnect), or a node thought gone is back: every room
+    /// with a participant here is to be synchronised again.
+    fn resync(&self);
 }
 
 /// What [`Broker::watch_subject`] returns.

@@ -21,6 +21,7 @@
 //!   store (which evaluates it atomically and decides nothing).
 //! - [`rooms`]: rooms of participants and streams (§8): a replica of every room on every
 //!   node, built from broker envelopes; coalesced presence; credit-based streams.
+//! - [`presence_outbox`]: room presence written to the store's outbox for the webhooks.
 //! - [`throttle`]: per (user, channel) throttles of `typing` and `read`.
 //! - [`error`]: [`EngineError`] and its one mapping to protocol error codes.
 //!
@@ -42,6 +43,7 @@ pub mod error;
 pub mod events;
 pub mod hub;
 pub mod ops;
+pub mod presence_outbox;
 pub mod private;
 pub mod rooms;
 pub mod rules;

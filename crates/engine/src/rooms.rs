@@ -37,6 +37,7 @@ use crate::conn::ConnShared;
 use crate::error::EngineError;
 use crate::events::to_bytes;
 use crate::ops::{ConnHandle, Engine};
+use crate::presence_outbox::{PresenceKind, PresenceRecorder};
 use crate::{IdGen, Principal};
 use bytes::Bytes;
 use herald_proto::ChannelName;
@@ -137,6 +138,9 @@ pub struct RoomEnvelope {
     /// The frame (text JSON, or a §1 binary frame); empty when there is nothing to deliver.
     pub frame: Bytes,
     pub change: Option<RoomChange>,
+    /// The node that published it, as a networked broker says on arrival (`None`: this node,
+    /// or the only one). It never travels inside the envelope: the broker knows its sender.
+    pub node: Option<String>,
 }
 
 /// Whether a queued frame is a §1 binary frame rather than JSON text. JSON frames start with
@@ -163,6 +167,10 @@ struct Entry {
     conn: Option<Arc<ConnShared>>,
     /// The change counter when it entered: it saw, in its enter reply, every change before.
     tick: u64,
+    /// Updates of a participant of this node so far (the webhook id of the next one).
+    updates: u64,
+    /// The node holding its connection, when another one (as the broker said).
+    node: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -209,12 +217,45 @@ struct State {
     /// Rooms with pending presence.
     dirty: HashSet<String>,
     tick: u64,
+    /// Rooms whose participants on other nodes this node asked for ([`Rooms::ensure_synced`]).
+    synced: HashSet<String>,
+    /// Rooms being synchronised now, and how to hear the end of it.
+    syncing: HashMap<String, Arc<tokio::sync::Notify>>,
+    /// Participants that left lately (at most [`LEFT_RECENT`]), so that an answer to a
+    /// synchronisation made before they left does not bring them back.
+    left_recent: std::collections::VecDeque<String>,
+    left_recent_set: HashSet<String>,
+}
+
+/// Participants remembered as left, for synchronisations in flight.
+const LEFT_RECENT: usize = 10_000;
+
+/// Rooms remembered as synchronised at most (then forgotten together, and asked again).
+const SYNCED_MAX: usize = 100_000;
+
+/// Longest wait of a caller for another's synchronisation of the same room (the broker's own
+/// timeout ends it sooner).
+const SYNC_WAIT: Duration = Duration::from_secs(10);
+
+impl State {
+    fn note_left(&mut self, pid: &str) {
+        if self.left_recent_set.insert(pid.to_owned()) {
+            self.left_recent.push_back(pid.to_owned());
+            if self.left_recent.len() > LEFT_RECENT
+                && let Some(old) = self.left_recent.pop_front()
+            {
+                self.left_recent_set.remove(&old);
+            }
+        }
+    }
 }
 
 /// Work the rooms task does outside broker deliveries.
 enum Task {
     /// A user left a channel (or it was deleted): remove these local participants.
     Remove(Vec<(String, String, String)>),
+    /// Synchronise these rooms (app, channel) with the other nodes again.
+    Resync(Vec<(String, String)>),
 }
 
 /// The room registry of a node. See the module doc.
@@ -224,6 +265,7 @@ pub struct Rooms {
     ids: Arc<dyn IdGen>,
     config: RoomsConfig,
     tasks: mpsc::UnboundedSender<Task>,
+    recorder: std::sync::OnceLock<Arc<PresenceRecorder>>,
     pub stats: RoomStats,
 }
 
@@ -269,9 +311,12 @@ impl Rooms {
             ids,
             config,
             tasks: tx,
+            recorder: std::sync::OnceLock::new(),
             stats: RoomStats::default(),
         });
         broker.subscribe(rooms.clone());
+        let directory: Arc<dyn crate::broker::RoomDirectory> = rooms.clone();
+        broker.serve_rooms(Arc::downgrade(&directory));
         tokio::spawn(run(Arc::downgrade(&rooms), rx));
         rooms
     }
@@ -296,6 +341,7 @@ impl Rooms {
             to: None,
             skip: None,
             frame: Bytes::new(),
+            node: None,
             change: Some(RoomChange::Left { participant_id: pid.to_owned() }),
         });
     }
@@ -312,7 +358,7 @@ impl Rooms {
             last_enter: 0,
             count_sent: None,
         });
-        let entry = Entry { p: me.clone(), conn: Some(conn.clone()), tick: u64::MAX };
+        let entry = Entry { p: me.clone(), conn: Some(conn.clone()), tick: u64::MAX, updates: 0, node: None };
         if room.participants.insert(me.participant_id.clone(), entry).is_none() {
             self.stats.participants.fetch_add(1, Ordering::Relaxed);
         }
@@ -431,10 +477,32 @@ impl Rooms {
                 let conn = room.participants.get(&participant.participant_id).and_then(|e| e.conn.clone());
                 if room
                     .participants
-                    .insert(participant.participant_id.clone(), Entry { p: participant.clone(), conn, tick })
+                    .insert(
+                        participant.participant_id.clone(),
+                        Entry {
+                            p: participant.clone(),
+                            conn: conn.clone(),
+                            tick,
+                            updates: 0,
+                            node: env.node.clone(),
+                        },
+                    )
                     .is_none()
                 {
                     self.stats.participants.fetch_add(1, Ordering::Relaxed);
+                }
+                if conn.is_some() {
+                    let ev = RoomEvent::ParticipantAdded {
+                        channel: env.channel.clone(),
+                        participant: participant.clone(),
+                    };
+                    self.record(
+                        &env.app,
+                        &env.channel,
+                        &participant.participant_id,
+                        PresenceKind::Added,
+                        &ev,
+                    );
                 }
                 self.note_pending(st, &env.channel, PendingKind::Added, participant.clone());
             }
@@ -447,23 +515,26 @@ impl Rooms {
                     return;
                 };
                 e.p = participant.clone();
+                if e.conn.is_some() {
+                    e.updates += 1;
+                    let k = e.updates;
+                    let ev = RoomEvent::ParticipantUpdated {
+                        channel: env.channel.clone(),
+                        participant: participant.clone(),
+                    };
+                    self.record(
+                        &env.app,
+                        &env.channel,
+                        &participant.participant_id,
+                        PresenceKind::Updated(k),
+                        &ev,
+                    );
+                }
                 self.note_pending(st, &env.channel, PendingKind::Updated, participant.clone());
             }
             RoomChange::Left { participant_id } => {
-                let Some(room) = st.rooms.get_mut(&env.channel) else { return };
-                let Some(gone) = room.participants.remove(participant_id) else { return };
-                self.stats.participants.fetch_sub(1, Ordering::Relaxed);
-                if let Some(c) = &gone.conn
-                    && let Some(list) = st.by_conn.get_mut(&c.key)
-                {
-                    list.retain(|(ch, pid)| !(ch == &env.channel && pid == participant_id));
-                }
-                self.note_pending(st, &env.channel, PendingKind::Removed, gone.p);
-                self.abort_streams_of(st, participant_id);
-                if st.rooms.get(&env.channel).is_some_and(|r| r.participants.is_empty()) {
-                    st.rooms.remove(&env.channel);
-                    st.dirty.remove(&env.channel);
-                }
+                st.note_left(participant_id);
+                self.remove_participant(st, &env.channel, participant_id, false);
             }
             RoomChange::StreamOpened { stream_id, writer, reader } => {
                 st.streams.insert(
@@ -502,6 +573,165 @@ impl Rooms {
                 }
             }
         }
+    }
+
+    /// Writes a change of a participant of this node to the webhooks' presence outbox, when
+    /// webhooks want presence ([`Rooms::record_presence`]).
+    fn record(&self, app: &str, channel: &str, pid: &str, kind: PresenceKind, ev: &RoomEvent) {
+        if let Some(r) = self.recorder.get() {
+            let data = String::from_utf8(to_bytes(ev).to_vec()).unwrap_or_default();
+            r.record(app, channel, pid, kind, data);
+        }
+    }
+
+    /// Takes a participant out of the replica: presence to the others, its streams ended, the
+    /// room forgotten when empty. Its removal goes to the webhooks' outbox when it was this
+    /// node's, or when `record_remote` (a dead node's, removed by every surviving node: the
+    /// outbox keeps one row per id).
+    fn remove_participant(&self, st: &mut State, channel: &str, pid: &str, record_remote: bool) -> bool {
+        let Some(room) = st.rooms.get_mut(channel) else { return false };
+        let Some(gone) = room.participants.remove(pid) else { return false };
+        let app = room.app.clone();
+        self.stats.participants.fetch_sub(1, Ordering::Relaxed);
+        if gone.conn.is_some() || record_remote {
+            let ev =
+                RoomEvent::ParticipantRemoved { channel: channel.to_owned(), participant: gone.p.clone() };
+            self.record(&app, channel, pid, PresenceKind::Removed, &ev);
+        }
+        if let Some(c) = &gone.conn
+            && let Some(list) = st.by_conn.get_mut(&c.key)
+        {
+            list.retain(|(ch, p)| !(ch == channel && p == pid));
+        }
+        self.note_pending(st, channel, PendingKind::Removed, gone.p);
+        self.abort_streams_of(st, pid);
+        if st.rooms.get(channel).is_some_and(|r| r.participants.is_empty()) {
+            st.rooms.remove(channel);
+            st.dirty.remove(channel);
+            // An empty room is synchronised again on the next interest (cheap, and keeps
+            // `synced` as small as the rooms in use).
+            st.synced.remove(channel);
+        }
+        true
+    }
+
+    /// Before this node's first interest in a room (an enter, a participant list), asks the
+    /// other nodes for their participants of it: a node that started after they entered has
+    /// not seen their envelopes. Once per room while it has participants here; a broker that
+    /// cannot answer leaves the room unsynchronised, to try again next time.
+    /// Concurrent callers share one question (a room of thousands entering a fresh node asks
+    /// once).
+    pub async fn ensure_synced(&self, app: &str, channel: &str) {
+        let flight = {
+            let mut st = self.state.lock();
+            if st.synced.contains(channel) {
+                return;
+            }
+            match st.syncing.get(channel) {
+                Some(n) => Err(n.clone()),
+                None => {
+                    let n = Arc::new(tokio::sync::Notify::new());
+                    st.syncing.insert(channel.to_owned(), n.clone());
+                    Ok(n)
+                }
+            }
+        };
+        match flight {
+            Err(other) => {
+                let done = other.notified();
+                tokio::pin!(done);
+                done.as_mut().enable();
+                // The flight may have ended between the lock and `enable`.
+                if !self.state.lock().syncing.contains_key(channel) {
+                    return;
+                }
+                let _ = tokio::time::timeout(SYNC_WAIT, done).await;
+            }
+            Ok(mine) => {
+                if let Err(e) = self.sync_room(app, channel).await {
+                    tracing::warn!(channel, error = %e, "rooms: cannot ask the other nodes for the room's participants");
+                }
+                self.state.lock().syncing.remove(channel);
+                mine.notify_waiters();
+            }
+        }
+    }
+
+    /// Asks every other node for its participants of `channel` and merges the answers: those
+    /// not known are added (presence to the local participants), those a node no longer lists
+    /// (known since before the question) are removed.
+    async fn sync_room(&self, app: &str, channel: &str) -> Result<(), String> {
+        let asked_at = self.state.lock().tick;
+        let snapshots = self.broker.room_snapshot(app, channel).await?;
+        let mut st = self.state.lock();
+        for snap in snapshots {
+            let listed: HashSet<&str> = snap.participants.iter().map(|p| p.participant_id.as_str()).collect();
+            let stale: Vec<String> = st
+                .rooms
+                .get(channel)
+                .map(|r| {
+                    r.participants
+                        .iter()
+                        .filter(|(pid, e)| {
+                            e.node.as_deref() == Some(snap.node.as_str())
+                                && e.tick <= asked_at
+                                && !listed.contains(pid.as_str())
+                        })
+                        .map(|(pid, _)| pid.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for pid in stale {
+                self.remove_participant(&mut st, channel, &pid, false);
+            }
+            for p in snap.participants {
+                if st.left_recent_set.contains(&p.participant_id) {
+                    continue;
+                }
+                let known =
+                    st.rooms.get(channel).is_some_and(|r| r.participants.contains_key(&p.participant_id));
+                if known {
+                    continue;
+                }
+                st.tick += 1;
+                let tick = st.tick;
+                let room = st.rooms.entry(channel.to_owned()).or_insert_with(|| Room {
+                    app: app.to_owned(),
+                    participants: BTreeMap::new(),
+                    pending: BTreeMap::new(),
+                    last_enter: 0,
+                    count_sent: None,
+                });
+                room.last_enter = tick;
+                room.participants.insert(
+                    p.participant_id.clone(),
+                    Entry { p: p.clone(), conn: None, tick, updates: 0, node: Some(snap.node.clone()) },
+                );
+                self.stats.participants.fetch_add(1, Ordering::Relaxed);
+                self.note_pending(&mut st, channel, PendingKind::Added, p);
+            }
+        }
+        if st.synced.len() >= SYNCED_MAX {
+            // Rooms asked about but never entered here are not forgotten otherwise.
+            st.synced.clear();
+        }
+        st.synced.insert(channel.to_owned());
+        drop(st);
+        if self.config.presence_interval_ms == 0 {
+            self.flush();
+        }
+        Ok(())
+    }
+
+    /// From now on, every presence change of this node's participants is written to the
+    /// webhooks' outbox by `recorder` (set once; later calls change nothing).
+    pub fn record_presence(&self, recorder: Arc<PresenceRecorder>) {
+        let _ = self.recorder.set(recorder);
+    }
+
+    /// The presence recorder, if webhooks want presence.
+    pub fn presence_recorder(&self) -> Option<&Arc<PresenceRecorder>> {
+        self.recorder.get()
     }
 
     /// A participant is gone: its streams end, the other side (if here) hears why.
@@ -565,6 +795,59 @@ impl Rooms {
             .filter(|(_, e)| e.conn.is_some() && user.is_none_or(|u| u == e.p.user))
             .map(|(pid, _)| (room.app.clone(), channel.to_owned(), pid.clone()))
             .collect()
+    }
+}
+
+impl crate::broker::RoomDirectory for Rooms {
+    fn local_participants(&self, app: &str, channel: &str) -> Vec<Participant> {
+        let st = self.state.lock();
+        let Some(room) = st.rooms.get(channel).filter(|r| r.app == app) else { return Vec::new() };
+        room.participants.values().filter(|e| e.conn.is_some()).map(|e| e.p.clone()).collect()
+    }
+
+    fn node_gone(&self, node: &str) {
+        let mut st = self.state.lock();
+        let gone: Vec<(String, String)> = st
+            .rooms
+            .iter()
+            .flat_map(|(ch, r)| {
+                r.participants
+                    .iter()
+                    .filter(|(_, e)| e.node.as_deref() == Some(node))
+                    .map(move |(pid, _)| (ch.clone(), pid.clone()))
+            })
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            node,
+            participants = gone.len(),
+            "rooms: a node went silent; its participants are removed"
+        );
+        for (channel, pid) in gone {
+            st.note_left(&pid);
+            self.remove_participant(&mut st, &channel, &pid, true);
+        }
+        drop(st);
+        if self.config.presence_interval_ms == 0 {
+            self.flush();
+        }
+    }
+
+    fn resync(&self) {
+        let mut st = self.state.lock();
+        st.synced.clear();
+        let rooms: Vec<(String, String)> = st
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.participants.values().any(|e| e.conn.is_some()))
+            .map(|(ch, r)| (r.app.clone(), ch.clone()))
+            .collect();
+        drop(st);
+        if !rooms.is_empty() {
+            let _ = self.tasks.send(Task::Resync(rooms));
+        }
     }
 }
 
@@ -649,6 +932,14 @@ async fn run(rooms: Weak<Rooms>, mut tasks: mpsc::UnboundedReceiver<Task>) {
                             }
                             rooms.left(&app, &channel, &pid);
                         }
+                    }
+                    Task::Resync(list) => {
+                        // Not inline: the flush timer keeps running meanwhile.
+                        tokio::spawn(async move {
+                            for (app, channel) in list {
+                                rooms.ensure_synced(&app, &channel).await;
+                            }
+                        });
                     }
                 }
             }
@@ -778,6 +1069,7 @@ impl Engine {
                 let attributes = attributes.unwrap_or_default();
                 check_attributes(&attributes)?;
                 let id = self.room_channel(who, &channel).await?;
+                rooms.ensure_synced(&who.app, &id).await;
                 self.enter(who, conn, id, attributes)
             }
             RoomRequest::Update { channel, attributes } => {
@@ -790,6 +1082,7 @@ impl Engine {
                     to: None,
                     skip: None,
                     frame: Bytes::new(),
+                    node: None,
                     change: Some(RoomChange::Updated { participant: me }),
                 });
                 Ok(empty())
@@ -802,6 +1095,7 @@ impl Engine {
             }
             RoomRequest::Participants { channel, after, limit } => {
                 let id = self.room_channel(who, &channel).await?;
+                rooms.ensure_synced(&who.app, &id).await;
                 let limit = limit.unwrap_or(DEFAULT_PAGE).clamp(1, rooms.config.participants_page_max.max(1))
                     as usize;
                 let st = rooms.state.lock();
@@ -841,6 +1135,7 @@ impl Engine {
                     to: Some(to),
                     skip: None,
                     frame,
+                    node: None,
                     change: None,
                 });
                 Ok(empty())
@@ -857,6 +1152,7 @@ impl Engine {
                     to: None,
                     skip,
                     frame,
+                    node: None,
                     change: None,
                 });
                 Ok(empty())
@@ -888,6 +1184,7 @@ impl Engine {
                     to: Some(to.clone()),
                     skip: None,
                     frame: to_bytes(&ev),
+                    node: None,
                     change: Some(RoomChange::StreamOpened {
                         stream_id: stream_id.clone(),
                         writer: me.participant_id,
@@ -910,6 +1207,7 @@ impl Engine {
                             to: Some(to),
                             skip: None,
                             frame: to_bytes(&ev),
+                            node: None,
                             change: Some(RoomChange::StreamEnded { stream_id, rejected: false }),
                         });
                         Err(not_found("the participant did not accept the stream in time"))
@@ -926,6 +1224,7 @@ impl Engine {
                     to: Some(writer),
                     skip: None,
                     frame: to_bytes(&ev),
+                    node: None,
                     change: Some(RoomChange::StreamAccepted { stream_id, credit }),
                 });
                 Ok(empty())
@@ -938,6 +1237,7 @@ impl Engine {
                     to: None,
                     skip: None,
                     frame: Bytes::new(),
+                    node: None,
                     change: Some(RoomChange::StreamEnded { stream_id, rejected: true }),
                 });
                 Ok(empty())
@@ -951,6 +1251,7 @@ impl Engine {
                     to: Some(writer),
                     skip: None,
                     frame: to_bytes(&ev),
+                    node: None,
                     change: Some(RoomChange::StreamCredit { stream_id, bytes: n }),
                 });
                 Ok(empty())
@@ -987,6 +1288,7 @@ impl Engine {
                     to: Some(reader),
                     skip: None,
                     frame: room_frame(&ev, Some(&payload)),
+                    node: None,
                     change: None,
                 });
                 Ok(empty())
@@ -1000,6 +1302,7 @@ impl Engine {
                     to: Some(other),
                     skip: None,
                     frame: to_bytes(&ev),
+                    node: None,
                     change: Some(RoomChange::StreamEnded { stream_id, rejected: false }),
                 });
                 Ok(empty())
@@ -1025,6 +1328,7 @@ impl Engine {
                 to: None,
                 skip: None,
                 frame: Bytes::new(),
+                node: None,
                 change: Some(RoomChange::Updated { participant: me }),
             });
             return Ok(self.enter_ok(&channel, pid));
@@ -1044,6 +1348,7 @@ impl Engine {
             to: None,
             skip: None,
             frame: Bytes::new(),
+            node: None,
             change: Some(RoomChange::Entered { participant: me }),
         });
         Ok(self.enter_ok(&channel, pid))
@@ -1055,6 +1360,7 @@ impl Engine {
         let Some(room) = st.rooms.get(channel) else {
             return RoomOk::Enter(EnterOk {
                 participant_id: pid,
+                channel: channel.to_owned(),
                 participants: Some(Vec::new()),
                 count: None,
             });
@@ -1062,12 +1368,18 @@ impl Engine {
         if room.participants.len() > rooms.config.presence_list_max {
             RoomOk::Enter(EnterOk {
                 participant_id: pid,
+                channel: channel.to_owned(),
                 participants: None,
                 count: Some(room.participants.len() as u64),
             })
         } else {
             let list = room.participants.values().map(|e| e.p.clone()).collect();
-            RoomOk::Enter(EnterOk { participant_id: pid, participants: Some(list), count: None })
+            RoomOk::Enter(EnterOk {
+                participant_id: pid,
+                channel: channel.to_owned(),
+                participants: Some(list),
+                count: None,
+            })
         }
     }
 
@@ -1150,6 +1462,7 @@ mod tests {
             to: None,
             skip: None,
             frame: Bytes::new(),
+            node: None,
             change: Some(c),
         })
     }
@@ -1266,5 +1579,158 @@ mod tests {
         );
         let at_l = drain(&mut rx);
         assert!(at_l.iter().any(|e| matches!(e, RoomEvent::ParticipantAdded { participant, .. } if participant.participant_id == "m")), "{at_l:?}");
+    }
+
+    /// A broker standing for other nodes: deliveries as the in-process one, and a canned
+    /// answer to room snapshots.
+    struct Others {
+        local: Arc<LocalBroker>,
+        answer: Mutex<Vec<crate::broker::RoomSnapshot>>,
+    }
+
+    impl Broker for Others {
+        fn publish(&self, envelopes: &[Envelope]) {
+            self.local.publish(envelopes);
+        }
+        fn subscribe(&self, subscriber: Arc<dyn BrokerSubscriber>) {
+            self.local.subscribe(subscriber);
+        }
+        fn room_snapshot(&self, _app: &str, _channel: &str) -> crate::broker::SnapshotFuture {
+            Box::pin(std::future::ready(Ok(self.answer.lock().clone())))
+        }
+    }
+
+    fn remote(c: RoomChange, node: &str) -> Envelope {
+        Envelope::Room(RoomEnvelope {
+            app: "app".into(),
+            channel: "ch".into(),
+            to: None,
+            skip: None,
+            frame: Bytes::new(),
+            change: Some(c),
+            node: Some(node.into()),
+        })
+    }
+
+    fn with_others() -> (Arc<Rooms>, Arc<Others>, mpsc::Receiver<Bytes>) {
+        let config = RoomsConfig { presence_interval_ms: 3_600_000, ..RoomsConfig::default() };
+        let others = Arc::new(Others { local: LocalBroker::new(), answer: Mutex::new(Vec::new()) });
+        let rooms = Rooms::start(others.clone(), Arc::new(Ids(AtomicU64::new(0))), config);
+        let hub = Hub::new(QueueLimits { frames: 1024, bytes: 1 << 20 });
+        let (conn, rx) = hub.new_conn("c1".into(), "app", "u-l");
+        let me = participant("l", json_obj());
+        rooms.note_local("app", "ch", &me, &conn);
+        rooms.receive(&change(RoomChange::Entered { participant: me }));
+        rooms.flush();
+        (rooms, others, rx)
+    }
+
+    fn pids(rooms: &Rooms) -> Vec<String> {
+        let st = rooms.state.lock();
+        st.rooms.get("ch").map(|r| r.participants.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// A synchronisation adds what another node holds and this one never saw, and drops what
+    /// that node no longer lists (known from before the question); other nodes' participants
+    /// and this node's stay.
+    #[tokio::test]
+    async fn a_snapshot_adds_the_unseen_and_drops_what_a_node_no_longer_lists() {
+        let (rooms, others, mut rx) = with_others();
+        rooms.receive(&remote(RoomChange::Entered { participant: participant("x", json_obj()) }, "n2"));
+        rooms.receive(&remote(RoomChange::Entered { participant: participant("z", json_obj()) }, "n3"));
+        rooms.flush();
+        drain(&mut rx);
+        *others.answer.lock() = vec![crate::broker::RoomSnapshot {
+            node: "n2".into(),
+            participants: vec![participant("y", json_obj())],
+        }];
+        rooms.ensure_synced("app", "ch").await;
+        assert_eq!(pids(&rooms), vec!["l", "y", "z"]);
+        rooms.flush();
+        let got = drain(&mut rx);
+        assert!(got.iter().any(|e| matches!(e, RoomEvent::ParticipantAdded { participant, .. } if participant.participant_id == "y")), "{got:?}");
+        assert!(got.iter().any(|e| matches!(e, RoomEvent::ParticipantRemoved { participant, .. } if participant.participant_id == "x")), "{got:?}");
+        // Synchronised: not asked again until a resync.
+        *others.answer.lock() = Vec::new();
+        rooms.ensure_synced("app", "ch").await;
+        assert_eq!(pids(&rooms), vec!["l", "y", "z"]);
+        // A participant that left is not brought back by an answer made before it left.
+        rooms.receive(&remote(RoomChange::Left { participant_id: "y".into() }, "n2"));
+        *others.answer.lock() = vec![crate::broker::RoomSnapshot {
+            node: "n2".into(),
+            participants: vec![participant("y", json_obj())],
+        }];
+        crate::broker::RoomDirectory::resync(&*rooms);
+        rooms.state.lock().synced.clear();
+        rooms.ensure_synced("app", "ch").await;
+        assert_eq!(pids(&rooms), vec!["l", "z"]);
+    }
+
+    /// A node gone: its participants leave every other node's replica, with presence to the
+    /// local participants; the others stay. This node answers snapshots with its own only.
+    #[tokio::test]
+    async fn a_gone_nodes_participants_are_removed() {
+        let (rooms, _others, mut rx) = with_others();
+        rooms.receive(&remote(RoomChange::Entered { participant: participant("x", json_obj()) }, "n2"));
+        rooms.receive(&remote(RoomChange::Entered { participant: participant("w", json_obj()) }, "n2"));
+        rooms.receive(&remote(RoomChange::Entered { participant: participant("z", json_obj()) }, "n3"));
+        rooms.flush();
+        drain(&mut rx);
+        let dir: &dyn crate::broker::RoomDirectory = &*rooms;
+        let mine = dir.local_participants("app", "ch");
+        assert_eq!(mine.iter().map(|p| p.participant_id.as_str()).collect::<Vec<_>>(), vec!["l"]);
+        assert!(dir.local_participants("other-app", "ch").is_empty());
+        dir.node_gone("n2");
+        assert_eq!(pids(&rooms), vec!["l", "z"]);
+        rooms.flush();
+        let removed: Vec<String> = drain(&mut rx)
+            .into_iter()
+            .filter_map(|e| match e {
+                RoomEvent::ParticipantRemoved { participant, .. } => Some(participant.participant_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(removed, vec!["w", "x"]);
+        dir.node_gone("n9");
+        assert_eq!(pids(&rooms), vec!["l", "z"], "an unknown node changes nothing");
+    }
+
+    /// With a recorder, this node's participants' changes reach the store's presence outbox
+    /// with stable ids, in order; other nodes' participants are not written (their node does).
+    #[tokio::test]
+    async fn presence_of_local_participants_goes_to_the_outbox() {
+        let (rooms, mut rx) = setup(1000);
+        let store: herald_store::DynStore =
+            Arc::new(herald_store::memory::MemoryStore::new(Arc::new(herald_store::NullSink)));
+        let events: HashSet<String> = ["participant_added", "participant_updated", "participant_removed"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let recorder = PresenceRecorder::start(
+            store.clone(),
+            Arc::new(crate::SystemClock),
+            events,
+            100,
+            Box::new(|_| {}),
+        );
+        rooms.record_presence(recorder.clone());
+        let hub = Hub::new(QueueLimits { frames: 64, bytes: 1 << 20 });
+        let (conn, _rx2) = hub.new_conn("c2".into(), "app", "u-m");
+        let m = participant("m", json_obj());
+        rooms.note_local("app", "ch", &m, &conn);
+        rooms.receive(&change(RoomChange::Entered { participant: m }));
+        rooms.receive(&change(RoomChange::Updated {
+            participant: participant("m", serde_json::json!({"v": 1})),
+        }));
+        rooms.receive(&remote(RoomChange::Entered { participant: participant("x", json_obj()) }, "n2"));
+        rooms.receive(&change(RoomChange::Left { participant_id: "m".into() }));
+        assert!(recorder.flush(Duration::from_secs(10)).await, "written");
+        let rows = store.hooks().unwrap().hook_presence("http://h", "ch", 100).await.unwrap();
+        let keys: Vec<&str> = rows.iter().map(|r| r.event.key.as_str()).collect();
+        assert_eq!(keys, vec!["ch:m:added", "ch:m:updated:1", "ch:m:removed"]);
+        let data: Value = serde_json::from_str(&rows[1].event.data).unwrap();
+        assert_eq!(data["event"], "participant_updated");
+        assert_eq!(data["participant"]["attributes"]["v"], 1);
+        drain(&mut rx);
     }
 }

@@ -206,6 +206,10 @@ fn cap(s: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnterOk {
     pub participant_id: String,
+    /// The channel id of the room (the request may have named it by its name). Empty from a
+    /// server that predates it.
+    #[serde(default)]
+    pub channel: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub participants: Option<Vec<Participant>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

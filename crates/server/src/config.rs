@@ -133,6 +133,12 @@ pub struct ServeConfig {
     #[serde(default)]
     pub node_id: Option<String>,
 
+    /// With a NATS broker: milliseconds after which a node not heard from is gone, and the
+    /// other nodes remove its room participants (nodes say they are alive five times per
+    /// timeout).
+    #[arg(long, env = "HERALD_NODE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub node_timeout_ms: u64,
+
     /// Read the token secret (HS256, at least 32 characters) from this file instead of the
     /// data directory's `secret`, so every node of a deployment verifies the same tokens.
     /// The variable HERALD_SECRET, holding the secret itself, takes precedence over both.
@@ -319,7 +325,7 @@ pub struct ServeConfig {
 
     /// Only these events go to the webhooks (comma-separated; default: all of message,
     /// message_edited, message_deleted, member_joined, member_left, channel_created,
-    /// channel_deleted).
+    /// channel_deleted, participant_added, participant_updated, participant_removed).
     #[arg(long, env = "HERALD_WEBHOOK_EVENTS", value_name = "EVENT,...", value_delimiter = ',')]
     #[serde(default)]
     pub webhook_events: Vec<String>,
@@ -341,6 +347,12 @@ pub struct ServeConfig {
     /// one after another, in seq order).
     #[arg(long, env = "HERALD_WEBHOOK_CONCURRENCY", default_value_t = 16)]
     pub webhook_concurrency: usize,
+
+    /// Room presence events (participant_added / _updated / _removed) this node keeps queued
+    /// toward the store's webhook outbox at most; while the store is slow or down, events past
+    /// this are dropped (counted in herald_webhook_presence_dropped_total).
+    #[arg(long, env = "HERALD_WEBHOOK_PRESENCE_QUEUE", default_value_t = 100_000)]
+    pub webhook_presence_queue: usize,
     /// Development mode: the chat app at `/` offers "sign in as <name>", backed by
     /// `POST /dev/token?sub=<user>[&name=<display name>]`, which mints a one-day token with the
     /// ordinary grants for anyone who can reach the server. Never on a server others can reach:

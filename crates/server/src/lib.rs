@@ -401,6 +401,16 @@ impl Node {
             }
         }
         let _ = stopped_rx.await;
+        // The removals of the connections just closed go to the webhooks' presence outbox
+        // before the store closes.
+        if let Some(r) = state.engine().rooms().presence_recorder()
+            && !r.flush(std::time::Duration::from_secs(5)).await
+        {
+            tracing::warn!(
+                pending = r.pending(),
+                "stopping with presence events not yet in the webhook outbox"
+            );
+        }
         if let Some(w) = &self.webhooks {
             w.stop().await;
         }

@@ -19,6 +19,13 @@
 //!   dies leaves its lease to expire ([`LEASE_MS`]), then another node takes over from the
 //!   durable cursor.
 //!
+//! - **Room presence** (`participant_added/updated/removed`), which keeps no log, goes through
+//!   the store's presence outbox: the node hosting the participant writes each change
+//!   ([`herald_engine::presence_outbox`]), each webhook delivers a room's rows in outbox order
+//!   (one task per room, under a lease `presence:<channel>`) and acknowledges each; the first
+//!   webhook's sweep prunes rows every webhook acknowledged. Ids are
+//!   `<channel>:<participant>:added|updated:<k>|removed`.
+//!
 //! Work is found two ways: the broker's envelopes (every node sees every commit) mark a
 //! channel at once, and a sweep every [`SWEEP`] asks the store for channels behind their
 //! cursor (after a restart, for events another node committed, or that a lost lease left).
@@ -41,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// The events a webhook may receive; all of them unless `--webhook-events` lists fewer.
-pub const EVENTS: [&str; 7] = [
+pub const EVENTS: [&str; 10] = [
     "message",
     "message_edited",
     "message_deleted",
@@ -49,7 +56,19 @@ pub const EVENTS: [&str; 7] = [
     "member_left",
     "channel_created",
     "channel_deleted",
+    "participant_added",
+    "participant_updated",
+    "participant_removed",
 ];
+
+/// The room presence events among [`EVENTS`].
+pub const PRESENCE_EVENTS: [&str; 3] = ["participant_added", "participant_updated", "participant_removed"];
+
+/// The lease name of a room's presence deliveries (distinct from its channel's log deliveries,
+/// which proceed independently).
+fn presence_lease(channel: &str) -> String {
+    format!("presence:{channel}")
+}
 
 /// How long a node holds a channel's delivery lease without renewing it.
 pub const LEASE_MS: i64 = 30_000;
@@ -71,6 +90,15 @@ pub struct WebhookConfig {
     pub concurrency: usize,
     /// This node's name in the lease rows.
     pub node: String,
+    /// Presence events queued toward the outbox at most (`--webhook-presence-queue`).
+    pub presence_queue: usize,
+}
+
+impl WebhookConfig {
+    /// The presence events wanted (none: presence is not recorded).
+    pub fn presence_events(&self) -> HashSet<String> {
+        PRESENCE_EVENTS.iter().filter(|e| self.events.contains(**e)).map(|e| (*e).to_owned()).collect()
+    }
 }
 
 impl WebhookConfig {
@@ -103,6 +131,7 @@ impl WebhookConfig {
             timeout: Duration::from_secs(c.webhook_timeout_secs.max(1)),
             concurrency: c.webhook_concurrency.max(1),
             node,
+            presence_queue: c.webhook_presence_queue.max(1),
         })
     }
 }
@@ -117,6 +146,7 @@ pub struct WebhookStats {
 /// The running dispatcher: one task per webhook, and its channel tasks.
 pub struct Webhooks {
     hooks: Vec<Arc<Hook>>,
+    recorder: Option<Arc<herald_engine::presence_outbox::PresenceRecorder>>,
     stats: Arc<WebhookStats>,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -154,6 +184,20 @@ struct HookState {
     deleted_running: bool,
     /// Channel → events known to wait (head − cursor), for `herald_webhook_pending`.
     pending: HashMap<String, u64>,
+    /// Rooms with presence events to deliver (channel → app), not yet handed to a task.
+    presence_dirty: BTreeMap<String, String>,
+    /// Rooms a presence task is delivering → whether new events arrived meanwhile.
+    presence_running: HashMap<String, bool>,
+}
+
+impl HookState {
+    fn mark_presence(&mut self, app: &str, channel: &str) {
+        if let Some(again) = self.presence_running.get_mut(channel) {
+            *again = true;
+        } else {
+            self.presence_dirty.insert(channel.to_owned(), app.to_owned());
+        }
+    }
 }
 
 /// Marks channels as they commit, on every node (a [`BrokerSubscriber`]).
@@ -222,17 +266,59 @@ impl Webhooks {
             })
             .collect();
         engine.broker().subscribe(Arc::new(Watcher(hooks.clone())));
+        let presence = config.presence_events();
+        if !presence.is_empty() {
+            let marked = hooks.clone();
+            let on_written: herald_engine::presence_outbox::OnWritten = Box::new(move |rooms| {
+                for h in &marked {
+                    {
+                        let mut st = h.state.lock();
+                        for (app, channel) in rooms {
+                            st.mark_presence(app, channel);
+                        }
+                    }
+                    h.wake.notify_one();
+                }
+            });
+            let recorder = herald_engine::presence_outbox::PresenceRecorder::start(
+                store.clone(),
+                Arc::new(herald_engine::SystemClock),
+                presence,
+                config.presence_queue,
+                on_written,
+            );
+            engine.rooms().record_presence(recorder);
+        }
+        let recorder = engine.rooms().presence_recorder().cloned();
         for h in &hooks {
             tracing::info!(url = h.url, node = config.node, "webhook delivery started");
             tasks.spawn(h.clone().run());
         }
-        Ok(Webhooks { hooks, stats, stop, tasks })
+        Ok(Webhooks { hooks, recorder, stats, stop, tasks })
     }
 
     /// The figures of `/metrics`.
     pub fn figures(&self) -> Vec<BackendFigure> {
         let pending: u64 = self.hooks.iter().map(|h| h.state.lock().pending.values().sum::<u64>()).sum();
-        vec![
+        let mut figures = Vec::new();
+        if let Some(r) = &self.recorder {
+            figures.push(BackendFigure::gauge(
+                "webhook_presence_queued",
+                "Room presence events queued toward the webhook outbox on this node",
+                r.pending() as u64,
+            ));
+            figures.push(BackendFigure::counter(
+                "webhook_presence_written",
+                "Room presence events written to the webhook outbox by this node",
+                r.stats.written.load(Ordering::Relaxed),
+            ));
+            figures.push(BackendFigure::counter(
+                "webhook_presence_dropped",
+                "Room presence events dropped: the queue toward the outbox was full",
+                r.stats.dropped.load(Ordering::Relaxed),
+            ));
+        }
+        figures.extend([
             BackendFigure::gauge(
                 "webhook_pending",
                 "Webhook events known to await delivery on this node (head minus cursor per channel)",
@@ -248,7 +334,8 @@ impl Webhooks {
                 "Webhook POSTs that failed (no answer, or not 2xx) and will be retried",
                 self.stats.failed.load(Ordering::Relaxed),
             ),
-        ]
+        ]);
+        figures
     }
 
     /// Stops every task: deliveries in flight are abandoned (their cursor is not advanced, so
@@ -278,9 +365,29 @@ impl Hook {
         }
     }
 
-    /// Marks every channel the store says is behind, and the outbox of deleted channels.
+    /// Marks every channel the store says is behind, the outbox of deleted channels, and the
+    /// rooms with presence events not delivered; the first webhook also prunes the presence
+    /// outbox of what every webhook has delivered.
     async fn sweep(&self) {
         let Ok(hooks) = self.hooks() else { return };
+        if !self.config.presence_events().is_empty() {
+            match hooks.presence_backlog(&self.url, 10_000).await {
+                Ok(rooms) => {
+                    let mut st = self.state.lock();
+                    for (app, channel) in rooms {
+                        st.mark_presence(&app, &channel);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(url = self.url, error = %e, "webhook sweep: cannot read the presence outbox")
+                }
+            }
+            if self.config.urls.first() == Some(&self.url)
+                && let Err(e) = hooks.prune_presence(&self.config.urls).await
+            {
+                tracing::warn!(error = %e, "webhook sweep: cannot prune the presence outbox");
+            }
+        }
         match hooks.hook_backlog(&self.url, 10_000).await {
             Ok(backlog) => {
                 let mut st = self.state.lock();
@@ -300,7 +407,7 @@ impl Hook {
 
     /// Starts a task for each marked channel that has none.
     fn launch(self: &Arc<Self>) {
-        let (channels, deleted) = {
+        let (channels, deleted, rooms) = {
             let mut st = self.state.lock();
             let channels: Vec<(String, String)> = std::mem::take(&mut st.dirty).into_iter().collect();
             for (c, _) in &channels {
@@ -311,8 +418,16 @@ impl Hook {
                 st.deleted_dirty = false;
                 st.deleted_running = true;
             }
-            (channels, deleted)
+            let rooms: Vec<(String, String)> = std::mem::take(&mut st.presence_dirty).into_iter().collect();
+            for (c, _) in &rooms {
+                st.presence_running.insert(c.clone(), false);
+            }
+            (channels, deleted, rooms)
         };
+        for (channel, app) in rooms {
+            let h = self.clone();
+            self.tasks.spawn(async move { h.presence_task(channel, app).await });
+        }
         for (channel, app) in channels {
             let h = self.clone();
             self.tasks.spawn(async move { h.channel_task(channel, app).await });
@@ -340,6 +455,63 @@ impl Hook {
                     st.running.remove(&channel);
                     return;
                 }
+            }
+        }
+    }
+
+    async fn presence_task(self: Arc<Self>, channel: String, app: String) {
+        let Ok(_slot) = self.slots.clone().acquire_owned().await else { return };
+        loop {
+            if self.stop.is_cancelled() {
+                return;
+            }
+            if let Err(e) = self.drain_presence(&channel, &app).await {
+                // The store failed: the next sweep finds the room's events again.
+                tracing::warn!(url = self.url, channel, error = %e, "webhook presence delivery paused");
+            }
+            let mut st = self.state.lock();
+            match st.presence_running.get_mut(&channel) {
+                Some(again) if *again => *again = false,
+                _ => {
+                    st.presence_running.remove(&channel);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Delivers every presence event of the room `channel` this webhook has not acknowledged,
+    /// in outbox order.
+    async fn drain_presence(&self, channel: &str, app: &str) -> Result<(), String> {
+        let hooks = self.hooks()?;
+        let lease_name = presence_lease(channel);
+        let Some(mut lease) = self.claim(&lease_name).await? else {
+            // Another node delivers this room's presence; the sweep looks again later.
+            return Ok(());
+        };
+        loop {
+            let rows = hooks.hook_presence(&self.url, channel, PAGE).await.map_err(|e| e.to_string())?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            for row in rows {
+                let e = &row.event;
+                if self.config.events.contains(&e.event) {
+                    let data =
+                        serde_json::from_str::<serde_json::Value>(&e.data).unwrap_or(serde_json::Value::Null);
+                    let mut body = serde_json::Map::new();
+                    body.insert("app".into(), e.app.clone().into());
+                    body.insert("event".into(), e.event.clone().into());
+                    body.insert("channel".into(), e.channel.clone().into());
+                    body.insert("ts".into(), herald_proto::time::format_ms(e.ts_ms).into());
+                    body.insert("data".into(), data);
+                    let app = if e.app.is_empty() { app } else { e.app.as_str() };
+                    match self.deliver_leased(app, &lease_name, &e.key, body, &mut lease).await {
+                        Delivery::Done => {}
+                        Delivery::Stopped | Delivery::LeaseLost => return Ok(()),
+                    }
+                }
+                hooks.ack_hook_presence(&self.url, row.n).await.map_err(|e| e.to_string())?;
             }
         }
     }
@@ -421,8 +593,21 @@ impl Hook {
         self.state.lock().deleted_running = false;
     }
 
-    /// POSTs one event until a 2xx, backing off between attempts.
+    /// POSTs one event until a 2xx, backing off between attempts, under the channel's lease.
     async fn deliver(
+        &self,
+        app: &str,
+        channel: &str,
+        id: &str,
+        body: serde_json::Map<String, serde_json::Value>,
+        lease: &mut i64,
+    ) -> Delivery {
+        self.deliver_leased(app, channel, id, body, lease).await
+    }
+
+    /// POSTs one event until a 2xx, backing off between attempts, renewing the lease named
+    /// `channel` (a channel id, or a room's [`presence_lease`]).
+    async fn deliver_leased(
         &self,
         app: &str,
         channel: &str,

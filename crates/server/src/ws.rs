@@ -372,6 +372,18 @@ async fn write_batch_alive(sink: &mut Sink, batch: &mut Vec<Bytes>, live: &Liven
     }
 }
 
+/// Resolves once the peer has been silent for two ping intervals (never, without pings).
+async fn ping_deadline(ping: Option<Duration>, live: &Liveness) {
+    let Some(every) = ping else { return std::future::pending().await };
+    loop {
+        let silent = live.silent_for();
+        if silent >= every * 2 {
+            return;
+        }
+        tokio::time::sleep(every * 2 - silent).await;
+    }
+}
+
 async fn write_loop(
     sink: &mut Sink,
     rx: &mut mpsc::Receiver<Bytes>,
@@ -405,8 +417,17 @@ async fn write_loop(
                 if silent >= every * 2 {
                     return WriterEnd::Close(close::PING_TIMEOUT, "no answer to ping");
                 }
-                if silent >= every && sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    return WriterEnd::Gone;
+                if silent >= every {
+                    // A peer that stopped reading may leave no room for the ping: the deadline
+                    // still ends it.
+                    tokio::select! {
+                        r = sink.send(Message::Ping(Bytes::new())) => if r.is_err() {
+                            return WriterEnd::Gone;
+                        },
+                        () = ping_deadline(ping, live) => {
+                            return WriterEnd::Close(close::PING_TIMEOUT, "no answer to ping");
+                        }
+                    }
                 }
                 continue;
             }
@@ -421,6 +442,9 @@ async fn write_loop(
             biased;
             _ = &mut kicked => return WriterEnd::Kicked,
             ok = write_batch_alive(sink, &mut batch, live) => ok,
+            // A write stuck on a peer that stopped reading (a vanished client, a stopped
+            // process) must not hold the connection past the ping timeout.
+            () = ping_deadline(ping, live) => return WriterEnd::Close(close::PING_TIMEOUT, "no answer to ping"),
         };
         if !ok {
             return WriterEnd::Gone;

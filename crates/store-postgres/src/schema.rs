@@ -6,7 +6,7 @@ use herald_store::{Result, StoreError};
 use tokio_postgres::Client;
 
 /// The schema version this code writes and reads.
-pub const VERSION: i32 = 3;
+pub const VERSION: i32 = 4;
 
 /// The key of the advisory lock migrations run under (any constant unique to Herald).
 const MIGRATION_LOCK: i64 = 0x6865_7261_6c64_0001;
@@ -232,6 +232,26 @@ CREATE TABLE IF NOT EXISTS hook_leases (
 );
 "#;
 
+/// Version 4: the webhooks' room presence outbox (`hooks.rs`): presence events written by
+/// the node hosting the participant, acknowledged per webhook, pruned once every webhook has.
+const V4: &str = r#"
+CREATE TABLE IF NOT EXISTS hook_presence (
+    n           bigserial PRIMARY KEY,
+    key         text COLLATE "C" NOT NULL UNIQUE,
+    app         text COLLATE "C" NOT NULL,
+    channel_id  text COLLATE "C" NOT NULL,
+    event       text NOT NULL,
+    data        text NOT NULL,
+    ts_ms       bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hook_presence_channel ON hook_presence(channel_id, n);
+CREATE TABLE IF NOT EXISTS hook_presence_acks (
+    hook  text COLLATE "C" NOT NULL,
+    n     bigint NOT NULL,
+    PRIMARY KEY (hook, n)
+);
+"#;
+
 /// Creates the schema on an empty database, or checks the version of an existing one. Runs in
 /// one transaction holding a transaction-scoped advisory lock: a second node starting at the
 /// same time waits, then finds the schema made.
@@ -247,14 +267,17 @@ pub async fn migrate(client: &mut Client) -> Result<()> {
         .map_err(db)?
         .and_then(|r| r.get(0));
     match version {
-        None | Some(1) | Some(2) => {
+        None | Some(1) | Some(2) | Some(3) => {
             if version.is_none() {
                 tx.batch_execute(V1).await.map_err(db)?;
             }
             if version.is_none_or(|v| v < 2) {
                 tx.batch_execute(V2).await.map_err(db)?;
             }
-            tx.batch_execute(V3).await.map_err(db)?;
+            if version.is_none_or(|v| v < 3) {
+                tx.batch_execute(V3).await.map_err(db)?;
+            }
+            tx.batch_execute(V4).await.map_err(db)?;
             tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&VERSION]).await.map_err(db)?;
         }
         Some(VERSION) => {}

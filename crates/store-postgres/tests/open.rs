@@ -68,7 +68,7 @@ async fn the_commit_observer_sees_each_commit() {
 }
 
 /// A database at schema version 2 (main's E2EE schema, before the webhook and ban tables)
-/// upgrades in place to version 3 on open, keeping its rows.
+/// upgrades in place to the current version on open, keeping its rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_2_database_upgrades_in_place() {
     let Some(db) = ScratchDb::or_skip("a_version_2_database_upgrades_in_place") else { return };
@@ -78,7 +78,7 @@ async fn a_version_2_database_upgrades_in_place() {
     let task = tokio::spawn(conn);
     client
         .batch_execute(
-            "DROP TABLE hook_cursors, hook_deleted, hook_acks, hook_leases, channel_bans;
+            "DROP TABLE hook_cursors, hook_deleted, hook_acks, hook_leases, channel_bans, hook_presence, hook_presence_acks;
              INSERT INTO users (app, id, name, kind) VALUES ('a', 'u', NULL, 'user');
              UPDATE schema_version SET version = 2;",
         )
@@ -86,13 +86,60 @@ async fn a_version_2_database_upgrades_in_place() {
         .unwrap();
     let store = PgStore::open(PgConfig::new(db.url()), Arc::new(NullSink)).await.unwrap();
     let v: i32 = client.query_one("SELECT max(version) FROM schema_version", &[]).await.unwrap().get(0);
-    assert_eq!(v, 3);
-    for t in ["hook_cursors", "hook_deleted", "hook_acks", "hook_leases", "channel_bans"] {
+    assert_eq!(v, 4);
+    for t in [
+        "hook_cursors",
+        "hook_deleted",
+        "hook_acks",
+        "hook_leases",
+        "channel_bans",
+        "hook_presence",
+        "hook_presence_acks",
+    ] {
         let r: Option<String> = client.query_one("SELECT to_regclass($1)::text", &[&t]).await.unwrap().get(0);
         assert!(r.is_some(), "{t} missing after the upgrade");
     }
     let n: i64 = client.query_one("SELECT count(*) FROM users", &[]).await.unwrap().get(0);
     assert_eq!(n, 1);
+    drop(store);
+    drop(client);
+    task.abort();
+}
+
+/// A database at schema version 3 (webhooks without the presence outbox) upgrades in place to
+/// version 4 on open, keeping its webhook cursors, and the outbox works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_database_upgrades_in_place() {
+    let Some(db) = ScratchDb::or_skip("a_version_3_database_upgrades_in_place") else { return };
+    let store = PgStore::open(PgConfig::new(db.url()), Arc::new(NullSink)).await.unwrap();
+    drop(store);
+    let (client, conn) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls).await.unwrap();
+    let task = tokio::spawn(conn);
+    client
+        .batch_execute(
+            "DROP TABLE hook_presence, hook_presence_acks;
+             INSERT INTO hook_cursors (hook, channel_id, seq) VALUES ('h', 'c', 7);
+             DELETE FROM schema_version; INSERT INTO schema_version (version) VALUES (3);",
+        )
+        .await
+        .unwrap();
+    let store = PgStore::open(PgConfig::new(db.url()), Arc::new(NullSink)).await.unwrap();
+    let v: i32 = client.query_one("SELECT max(version) FROM schema_version", &[]).await.unwrap().get(0);
+    assert_eq!(v, 4);
+    use herald_store::hooks::{HookStore as _, PresenceOutbox as _};
+    let hooks = herald_store::Store::hooks(&store).unwrap();
+    assert_eq!(hooks.hook_cursor("h", "c").await.unwrap(), 7, "version 3's cursors survive");
+    let e = herald_store::hooks::PresenceEvent {
+        key: "c:p:added".into(),
+        app: "a".into(),
+        channel: "c".into(),
+        event: "participant_added".into(),
+        data: "{}".into(),
+        ts_ms: 1,
+    };
+    hooks.add_presence(&[e.clone()]).await.unwrap();
+    let rows = hooks.hook_presence("h", "c", 10).await.unwrap();
+    assert_eq!(rows.iter().map(|r| &r.event).collect::<Vec<_>>(), vec![&e]);
     drop(store);
     drop(client);
     task.abort();

@@ -1,5 +1,5 @@
 //! [`HookStore`] on SQLite: the webhooks' delivery state in four tables of the same database
-//! (schema version 3, `schema.rs`), with `channel_bans` (moderation: [`herald_store::Mutation::Ban`]), written by the writer.
+//! (schema version 3, `schema.rs`), the presence outbox in two more (version 4), with `channel_bans` (moderation: [`herald_store::Mutation::Ban`]), written by the writer.
 //! Cursors, acknowledgements and leases are written through a connection of their own, not the
 //! group-commit writer (SQLite serializes the two; each of these writes is one short
 //! transaction, durable like the store's commits); the outbox row of a deleted channel is
@@ -7,7 +7,9 @@
 
 use crate::{SqliteStore, backend};
 use async_trait::async_trait;
-use herald_store::hooks::{DeletedChannel, HookBacklog, HookStore};
+use herald_store::hooks::{
+    DeletedChannel, HookBacklog, HookStore, PresenceEvent, PresenceOutbox, PresenceRow,
+};
 use herald_store::{Result, StoreError, seq_from_db, seq_to_db};
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -154,6 +156,109 @@ impl HookStore for SqliteStore {
                 params![hook, ch, node, until_ms, now_ms],
             )?;
             Ok(n > 0)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl PresenceOutbox for SqliteStore {
+    async fn add_presence(&self, events: &[PresenceEvent]) -> Result<()> {
+        let events = events.to_vec();
+        self.hook_write(move |c| {
+            let mut s = c.prepare_cached(
+                "INSERT OR IGNORE INTO hook_presence (key, app, channel_id, event, data, ts_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for e in &events {
+                s.execute(params![e.key, e.app, e.channel, e.event, e.data, e.ts_ms])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn presence_backlog(&self, hook: &str, limit: u32) -> Result<Vec<(String, String)>> {
+        let hook = hook.to_owned();
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT app, channel_id FROM hook_presence p \
+                     WHERE NOT EXISTS (SELECT 1 FROM hook_presence_acks a WHERE a.hook = ?1 AND a.n = p.n) \
+                     GROUP BY app, channel_id ORDER BY min(n) LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = s.query_map(params![hook, limit], |r| Ok((r.get(0)?, r.get(1)?))).map_err(backend)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn hook_presence(&self, hook: &str, channel_id: &str, limit: u32) -> Result<Vec<PresenceRow>> {
+        let (hook, ch) = (hook.to_owned(), channel_id.to_owned());
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT n, key, app, channel_id, event, data, ts_ms FROM hook_presence p \
+                     WHERE channel_id = ?2 \
+                     AND NOT EXISTS (SELECT 1 FROM hook_presence_acks a WHERE a.hook = ?1 AND a.n = p.n) \
+                     ORDER BY n LIMIT ?3",
+                )
+                .map_err(backend)?;
+            let rows = s
+                .query_map(params![hook, ch, limit], |r| {
+                    Ok(PresenceRow {
+                        n: seq_from_db(r.get(0)?),
+                        event: PresenceEvent {
+                            key: r.get(1)?,
+                            app: r.get(2)?,
+                            channel: r.get(3)?,
+                            event: r.get(4)?,
+                            data: r.get(5)?,
+                            ts_ms: r.get(6)?,
+                        },
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn ack_hook_presence(&self, hook: &str, n: u64) -> Result<()> {
+        let (hook, n) = (hook.to_owned(), seq_to_db(n));
+        self.hook_write(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO hook_presence_acks (hook, n) \
+                 SELECT ?1, n FROM hook_presence WHERE n = ?2",
+                params![hook, n],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn prune_presence(&self, hooks: &[String]) -> Result<u64> {
+        if hooks.is_empty() {
+            return Ok(0);
+        }
+        let mut hooks = hooks.to_vec();
+        hooks.sort();
+        hooks.dedup();
+        self.hook_write(move |c| {
+            let marks = (0..hooks.len()).map(|i| format!("?{}", i + 1)).collect::<Vec<_>>().join(", ");
+            let n = c.execute(
+                &format!(
+                    "DELETE FROM hook_presence WHERE n IN (SELECT n FROM hook_presence_acks \
+                     WHERE hook IN ({marks}) GROUP BY n HAVING count(DISTINCT hook) = {})",
+                    hooks.len()
+                ),
+                rusqlite::params_from_iter(hooks.iter()),
+            )?;
+            if n > 0 {
+                c.execute("DELETE FROM hook_presence_acks WHERE n NOT IN (SELECT n FROM hook_presence)", [])?;
+            }
+            Ok(n as u64)
         })
         .await
     }

@@ -5,7 +5,7 @@ use herald_store::{Result, StoreError};
 use rusqlite::Connection;
 
 /// The schema version this code writes and reads.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 const V1: &str = r#"
 CREATE TABLE channels (
@@ -205,11 +205,31 @@ CREATE TABLE IF NOT EXISTS hook_leases (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 4: the webhooks' room presence outbox (`hooks.rs`): presence events written by
+/// the node hosting the participant, acknowledged per webhook, pruned once every webhook has.
+const V4: &str = r#"
+CREATE TABLE IF NOT EXISTS hook_presence (
+    n           INTEGER PRIMARY KEY AUTOINCREMENT,
+    key         TEXT NOT NULL UNIQUE,
+    app         TEXT NOT NULL,
+    channel_id  TEXT NOT NULL,
+    event       TEXT NOT NULL,
+    data        TEXT NOT NULL,
+    ts_ms       INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hook_presence_channel ON hook_presence(channel_id, n);
+CREATE TABLE IF NOT EXISTS hook_presence_acks (
+    hook  TEXT NOT NULL,
+    n     INTEGER NOT NULL,
+    PRIMARY KEY (hook, n)
+) WITHOUT ROWID;
+"#;
+
 /// Creates the schema on an empty database, or checks the version of an existing one.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend)?;
     match version {
-        0..=2 => {
+        0..=3 => {
             let tx =
                 conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
             if version == 0 {
@@ -218,7 +238,10 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             if version <= 1 {
                 tx.execute_batch(V2).map_err(backend)?;
             }
-            tx.execute_batch(V3).map_err(backend)?;
+            if version <= 2 {
+                tx.execute_batch(V3).map_err(backend)?;
+            }
+            tx.execute_batch(V4).map_err(backend)?;
             tx.pragma_update(None, "user_version", VERSION).map_err(backend)?;
             tx.commit().map_err(backend)
         }
@@ -240,14 +263,20 @@ mod tests {
         s.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
     }
 
-    /// A database left at version 2 (main's E2EE schema) or 1 upgrades in place to version 3.
+    /// A database left at version 3 (webhooks without presence), 2 (main's E2EE schema) or 1
+    /// upgrades in place to version 4.
     #[test]
     fn older_versions_upgrade_in_place() {
-        for old in [1, 2] {
+        for old in [1, 2, 3] {
             let mut conn = Connection::open_in_memory().unwrap();
             conn.execute_batch(V1).unwrap();
-            if old == 2 {
+            if old >= 2 {
                 conn.execute_batch(V2).unwrap();
+            }
+            if old >= 3 {
+                conn.execute_batch(V3).unwrap();
+                conn.execute("INSERT INTO hook_cursors (hook, channel_id, seq) VALUES ('h', 'c', 7)", [])
+                    .unwrap();
             }
             conn.pragma_update(None, "user_version", old).unwrap();
             conn.execute("INSERT INTO users (app, id, name, kind) VALUES ('a', 'u', NULL, 'user')", [])
@@ -256,11 +285,23 @@ mod tests {
             let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
             assert_eq!(v, VERSION);
             let t = tables(&conn);
-            for name in ["devices", "envelopes", "channel_bans", "hook_cursors", "hook_leases"] {
+            for name in [
+                "devices",
+                "envelopes",
+                "channel_bans",
+                "hook_cursors",
+                "hook_leases",
+                "hook_presence",
+                "hook_presence_acks",
+            ] {
                 assert!(t.iter().any(|x| x == name), "version {old}: {name} missing");
             }
             let n: i64 = conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0)).unwrap();
             assert_eq!(n, 1, "rows survive");
+            if old == 3 {
+                let seq: i64 = conn.query_row("SELECT seq FROM hook_cursors", [], |r| r.get(0)).unwrap();
+                assert_eq!(seq, 7, "version 3's webhook cursors survive");
+            }
             migrate(&mut conn).unwrap();
         }
     }

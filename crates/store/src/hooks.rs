@@ -13,6 +13,10 @@
 //! Webhooks are named by their URL: a new URL starts with no cursor, so it receives every
 //! event still stored.
 //!
+//! Room presence keeps no log either: the node hosting a participant's connection writes its
+//! changes to the presence outbox ([`PresenceOutbox`]), whose rows each webhook acknowledges
+//! one by one and which is pruned once every configured webhook has acknowledged a row.
+//!
 //! [`Mutation::DeleteChannel`]: crate::Mutation::DeleteChannel
 
 use crate::Result;
@@ -43,7 +47,7 @@ pub struct DeletedChannel {
 /// The webhook state of a store. Every write resolves only once durable (as
 /// [`crate::Store::apply`] does).
 #[async_trait]
-pub trait HookStore: Send + Sync {
+pub trait HookStore: PresenceOutbox + Send + Sync {
     /// The highest `seq` of `channel_id` delivered to `hook` (0 when none).
     async fn hook_cursor(&self, hook: &str, channel_id: &str) -> Result<u64>;
 
@@ -71,4 +75,55 @@ pub trait HookStore: Send + Sync {
         now_ms: i64,
         until_ms: i64,
     ) -> Result<bool>;
+}
+
+/// A room presence event (`participant_added` / `participant_updated` /
+/// `participant_removed`) waiting in the presence outbox for the webhooks. Rooms keep no log,
+/// so the node hosting the participant's connection writes each change here; every webhook
+/// acknowledges each row once it delivered it ([`HookStore::ack_hook_presence`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceEvent {
+    /// The webhook `id` of the event, unique in the outbox: a second write of the same key is
+    /// ignored (several nodes removing a dead node's participant write one row).
+    pub key: String,
+    pub app: String,
+    /// The channel id of the room.
+    pub channel: String,
+    /// `participant_added`, `participant_updated` or `participant_removed`.
+    pub event: String,
+    /// The event as the WebSocket carries it (JSON text).
+    pub data: String,
+    /// When it happened (ms since the epoch).
+    pub ts_ms: i64,
+}
+
+/// A row of the presence outbox: its place in the outbox (increasing in write order on one
+/// node) and the event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceRow {
+    pub n: u64,
+    pub event: PresenceEvent,
+}
+
+/// The presence outbox of a store (schema version 4 on SQLite and PostgreSQL). Every write
+/// resolves only once durable.
+#[async_trait]
+pub trait PresenceOutbox: Send + Sync {
+    /// Appends `events`, in order, in one transaction; an event whose `key` is already in the
+    /// outbox is skipped.
+    async fn add_presence(&self, events: &[PresenceEvent]) -> Result<()>;
+
+    /// Rooms (app, channel id) with events `hook` has not acknowledged, at most `limit`.
+    async fn presence_backlog(&self, hook: &str, limit: u32) -> Result<Vec<(String, String)>>;
+
+    /// The events of `channel_id` that `hook` has not acknowledged, oldest first, at most
+    /// `limit`.
+    async fn hook_presence(&self, hook: &str, channel_id: &str, limit: u32) -> Result<Vec<PresenceRow>>;
+
+    /// `hook` delivered the row `n`.
+    async fn ack_hook_presence(&self, hook: &str, n: u64) -> Result<()>;
+
+    /// Deletes the rows every one of `hooks` acknowledged (and their acknowledgements);
+    /// answers how many rows went.
+    async fn prune_presence(&self, hooks: &[String]) -> Result<u64>;
 }

@@ -264,6 +264,7 @@ where
     case!(delete_channel_removes_everything);
     case!(members_and_memberships);
     case!(webhook_state);
+    case!(presence_outbox);
     case!(moderator_delete_records_who);
     case!(bans_keep_a_user_out_until_they_expire);
     {
@@ -1352,6 +1353,71 @@ pub async fn webhook_state(s: &dyn Store, _sink: &RecordingSink) {
     assert!(expect(h.claim_hook(b, &ch2, "n2", 1_600, 3_000).await, "claim"), "leases are per webhook");
     assert!(!expect(h.claim_hook(a, &ch2, "n2", 2_999, 4_000).await, "still held"));
     assert!(expect(h.claim_hook(a, &ch2, "n2", 3_001, 4_000).await, "expired"), "taken once expired");
+}
+
+/// The room presence outbox ([`crate::hooks::PresenceOutbox`]): rows come back per room in
+/// write order until each webhook acknowledges them, a key written twice is one row, and a
+/// row goes only once every listed webhook acknowledged it.
+pub async fn presence_outbox(s: &dyn Store, _sink: &RecordingSink) {
+    use crate::hooks::PresenceEvent;
+    let h = s.hooks().unwrap_or_else(|| panic!("every backend has webhook state"));
+    let (a, b) = ("http://a.example/hook", "http://b.example/hook");
+    let ev = |key: &str, channel: &str, event: &str| PresenceEvent {
+        key: key.to_owned(),
+        app: "app".to_owned(),
+        channel: channel.to_owned(),
+        event: event.to_owned(),
+        data: format!(r#"{{"event":"{event}","key":"{key}"}}"#),
+        ts_ms: 1_700_000_000_000,
+    };
+    assert!(expect(h.presence_backlog(a, 100).await, "backlog").is_empty());
+    let first = vec![
+        ev("r1:p1:added", "r1", "participant_added"),
+        ev("r2:p2:added", "r2", "participant_added"),
+        ev("r1:p1:updated:1", "r1", "participant_updated"),
+    ];
+    expect(h.add_presence(&first).await, "add");
+    // The same removal written by two nodes is one row.
+    expect(h.add_presence(&[ev("r1:p1:removed", "r1", "participant_removed")]).await, "add");
+    expect(
+        h.add_presence(&[ev("r1:p1:removed", "r1", "participant_removed"), ev("r1:p1:added", "r1", "x")])
+            .await,
+        "add again",
+    );
+    expect(h.add_presence(&[]).await, "add nothing");
+    let keys =
+        |rows: &[crate::hooks::PresenceRow]| rows.iter().map(|r| r.event.key.clone()).collect::<Vec<_>>();
+    let r1 = expect(h.hook_presence(a, "r1", 100).await, "rows");
+    assert_eq!(keys(&r1), vec!["r1:p1:added", "r1:p1:updated:1", "r1:p1:removed"], "write order per room");
+    assert_eq!(r1[0].event, first[0], "read back as written");
+    assert!(r1.windows(2).all(|w| w[0].n < w[1].n), "n increases");
+    assert_eq!(keys(&expect(h.hook_presence(a, "r1", 2).await, "rows")).len(), 2, "limit");
+    let mut rooms = expect(h.presence_backlog(a, 100).await, "backlog");
+    rooms.sort();
+    assert_eq!(rooms, vec![("app".to_owned(), "r1".to_owned()), ("app".to_owned(), "r2".to_owned())]);
+    assert_eq!(expect(h.presence_backlog(a, 1).await, "backlog").len(), 1, "limit");
+    for r in &r1 {
+        expect(h.ack_hook_presence(a, r.n).await, "ack");
+    }
+    expect(h.ack_hook_presence(a, r1[0].n).await, "ack twice");
+    assert!(expect(h.hook_presence(a, "r1", 100).await, "rows").is_empty(), "acknowledged");
+    assert_eq!(
+        expect(h.presence_backlog(a, 100).await, "backlog"),
+        vec![("app".to_owned(), "r2".to_owned())]
+    );
+    assert_eq!(expect(h.hook_presence(b, "r1", 100).await, "rows").len(), 3, "acks are per webhook");
+    // Pruning: only rows every listed webhook acknowledged.
+    let both = vec![a.to_owned(), b.to_owned()];
+    assert_eq!(expect(h.prune_presence(&both).await, "prune"), 0, "b has acknowledged nothing");
+    assert_eq!(expect(h.prune_presence(&[a.to_owned()]).await, "prune"), 3, "a has every row of r1");
+    assert!(expect(h.hook_presence(b, "r1", 100).await, "rows").is_empty(), "pruned rows are gone");
+    assert_eq!(keys(&expect(h.hook_presence(b, "r2", 100).await, "rows")), vec!["r2:p2:added"]);
+    assert_eq!(expect(h.prune_presence(&[]).await, "prune"), 0, "no webhook prunes nothing");
+    let r2 = expect(h.hook_presence(b, "r2", 100).await, "rows");
+    expect(h.ack_hook_presence(a, r2[0].n).await, "ack");
+    expect(h.ack_hook_presence(b, r2[0].n).await, "ack");
+    assert_eq!(expect(h.prune_presence(&both).await, "prune"), 1);
+    assert!(expect(h.presence_backlog(b, 100).await, "backlog").is_empty());
 }
 
 /// A delete whose guard does not ask for the author (a moderator's) erases the message like

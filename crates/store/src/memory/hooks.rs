@@ -3,9 +3,9 @@
 use super::MemoryStore;
 use crate::Result;
 use crate::StoreError;
-use crate::hooks::{DeletedChannel, HookBacklog, HookStore};
+use crate::hooks::{DeletedChannel, HookBacklog, HookStore, PresenceEvent, PresenceOutbox, PresenceRow};
 use async_trait::async_trait;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The webhooks' part of the memory store's state.
 #[derive(Debug, Default)]
@@ -18,6 +18,12 @@ pub(super) struct HookState {
     acked: HashSet<(String, String)>,
     /// (webhook, channel) → (node, until ms).
     leases: HashMap<(String, String), (String, i64)>,
+    /// The presence outbox: n → event, and the keys in it.
+    presence: BTreeMap<u64, PresenceEvent>,
+    presence_keys: HashSet<String>,
+    next_presence: u64,
+    /// (webhook, n) delivered.
+    presence_acks: HashSet<(String, u64)>,
 }
 
 fn key(hook: &str, channel: &str) -> (String, String) {
@@ -96,5 +102,86 @@ impl HookStore for MemoryStore {
             return Ok(true);
         }
         Ok(false)
+    }
+}
+
+#[async_trait]
+impl PresenceOutbox for MemoryStore {
+    async fn add_presence(&self, events: &[PresenceEvent]) -> Result<()> {
+        let mut state = self.state.lock();
+        if state.closed {
+            return Err(StoreError::Closed);
+        }
+        let h = &mut state.hooks;
+        for e in events {
+            if h.presence_keys.insert(e.key.clone()) {
+                h.next_presence += 1;
+                h.presence.insert(h.next_presence, e.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn presence_backlog(&self, hook: &str, limit: u32) -> Result<Vec<(String, String)>> {
+        let state = self.state.lock();
+        let h = &state.hooks;
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut seen = HashSet::new();
+        for (n, e) in &h.presence {
+            if out.len() >= limit as usize {
+                break;
+            }
+            if !h.presence_acks.contains(&(hook.to_owned(), *n)) && seen.insert(e.channel.clone()) {
+                out.push((e.app.clone(), e.channel.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn hook_presence(&self, hook: &str, channel_id: &str, limit: u32) -> Result<Vec<PresenceRow>> {
+        let state = self.state.lock();
+        let h = &state.hooks;
+        Ok(h.presence
+            .iter()
+            .filter(|(n, e)| e.channel == channel_id && !h.presence_acks.contains(&(hook.to_owned(), **n)))
+            .take(limit as usize)
+            .map(|(n, e)| PresenceRow { n: *n, event: e.clone() })
+            .collect())
+    }
+
+    async fn ack_hook_presence(&self, hook: &str, n: u64) -> Result<()> {
+        let mut state = self.state.lock();
+        if state.closed {
+            return Err(StoreError::Closed);
+        }
+        if state.hooks.presence.contains_key(&n) {
+            state.hooks.presence_acks.insert((hook.to_owned(), n));
+        }
+        Ok(())
+    }
+
+    async fn prune_presence(&self, hooks: &[String]) -> Result<u64> {
+        let mut state = self.state.lock();
+        if state.closed {
+            return Err(StoreError::Closed);
+        }
+        if hooks.is_empty() {
+            return Ok(0);
+        }
+        let h = &mut state.hooks;
+        let done: Vec<u64> = h
+            .presence
+            .keys()
+            .copied()
+            .filter(|n| hooks.iter().all(|hook| h.presence_acks.contains(&(hook.clone(), *n))))
+            .collect();
+        for n in &done {
+            if let Some(e) = h.presence.remove(n) {
+                h.presence_keys.remove(&e.key);
+            }
+        }
+        let gone: HashSet<u64> = done.iter().copied().collect();
+        h.presence_acks.retain(|(_, n)| !gone.contains(n));
+        Ok(done.len() as u64)
     }
 }
