@@ -51,16 +51,14 @@ fn err(e: herald_crypto::CryptoError) -> PyErr {
 /// serde dependency).
 macro_rules! from_json {
     ($what:expr, $json:expr) => {
-        serde_json::from_str($json)
-            .map_err(|e| CryptoError::new_err(format!("unreadable {}: {e}", $what)))
+        serde_json::from_str($json).map_err(|e| CryptoError::new_err(format!("unreadable {}: {e}", $what)))
     };
 }
 
 /// The JSON form of a herald-crypto type.
 macro_rules! to_json {
     ($what:expr, $v:expr) => {
-        serde_json::to_string($v)
-            .map_err(|e| CryptoError::new_err(format!("cannot encode {}: {e}", $what)))
+        serde_json::to_string($v).map_err(|e| CryptoError::new_err(format!("cannot encode {}: {e}", $what)))
     };
 }
 
@@ -157,7 +155,11 @@ impl Device {
 
     /// An Olm session with `peer` (identity JSON, already pinned) from a one-time or
     /// fallback key claimed from the server (`SignedKey` JSON), whose signature is verified.
-    fn create_outbound_session(&self, peer_identity_json: &str, claimed_key_json: &str) -> PyResult<OlmSession> {
+    fn create_outbound_session(
+        &self,
+        peer_identity_json: &str,
+        claimed_key_json: &str,
+    ) -> PyResult<OlmSession> {
         let peer: IdentityKeys = from_json!("identity keys", peer_identity_json)?;
         let claimed: SignedKey = from_json!("claimed key", claimed_key_json)?;
         Ok(OlmSession { inner: self.inner.create_outbound_session(&peer, &claimed).map_err(err)? })
@@ -322,7 +324,12 @@ impl EpochKeyring {
 
     /// Verifies a sealed message of this channel against the sender's identity JSON and
     /// decrypts it with the key of its epoch.
-    fn open<'py>(&self, py: Python<'py>, sealed: &str, sender_identity_json: &str) -> PyResult<Bound<'py, PyBytes>> {
+    fn open<'py>(
+        &self,
+        py: Python<'py>,
+        sealed: &str,
+        sender_identity_json: &str,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let sender: IdentityKeys = from_json!("identity keys", sender_identity_json)?;
         let m = SealedMessage::parse(sealed).map_err(err)?;
         let key = self.inner.get(m.epoch()).map_err(err)?;
