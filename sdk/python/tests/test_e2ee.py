@@ -386,7 +386,7 @@ async def test_the_space_api_and_a_broken_chain(devices: Devices, server: Herald
     # The same topic through a man in the middle that rewrites the first sealed message:
     # the chain check refuses it before anything is decrypted.
     tail = first.content[-ORIGINAL_TAIL_LEN:].encode()
-    forged = bytes(b"A" if c != ord("A") else ord("B") for c in tail)
+    forged = bytes(ord("A") if c != ord("A") else ord("B") for c in tail)
     async with rewriting_proxy(server.addr, tail, forged) as url:
         ada = await devices("ada", url=url)
         with pytest.raises(herald.ChainError):

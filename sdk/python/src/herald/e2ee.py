@@ -963,9 +963,9 @@ class E2ee:
         try:
             genesis = json.loads(hc.sign_commit(hc.genesis_commit(cid, _j(roster)), live.device))
             admins = [json.loads(live.device.identity_keys_json())]
-            for m in roster:
-                if str(m["user"]).startswith(KEEPER_PREFIX):
-                    admins += [i for i in identities if i["device_id"] in m["devices"]]
+            for entry in roster:
+                if str(entry["user"]).startswith(KEEPER_PREFIX):
+                    admins += [i for i in identities if i["device_id"] in entry["devices"]]
             key = hc.generate_epoch_key()
             envelopes = self._seal_to(cid, 0, key, identities)
             body = {
@@ -1181,7 +1181,13 @@ class E2ee:
             if c is None:
                 return
             epoch = row.get("epoch")
-            if not isinstance(epoch, int) or c.keyring.contains(epoch) or env.get("epoch") != epoch:
+            if (
+                not isinstance(epoch, int)
+                or c.keyring.contains(epoch)
+                or env.get("epoch") != epoch
+                or epoch not in c.commits
+            ):
+                # Held already, inconsistent, or for an epoch whose commit is not verified.
                 continue
             # Who sealed it: a device of the roster (any verified epoch) or an admin.
             owner = None
@@ -1533,15 +1539,9 @@ class EncryptedChannel:
         the hash chain of the log is verified first (see :meth:`verified_messages`)."""
         return [await self.open(m) for m in await self.verified_messages(after=after)]
 
-    async def messages(self) -> AsyncIterator[Opened]:
-        """New messages of this channel as they arrive, opened (or why not)."""
-        events = self.e2ee.client.events()
-        try:
-            async for ev in events:
-                if isinstance(ev, MessageEvent) and ev.channel == self.id:
-                    yield await self.open(ev.message)
-        finally:
-            events.close()
+    def messages(self) -> EncryptedMessages:
+        """New messages of this channel from now on, opened (or why not), as they arrive."""
+        return EncryptedMessages(self, self.e2ee.client.events())
 
     async def add_member(self, user: str) -> None:
         """``channel.add_member``, then admits them as a keeper does: a commit listing their
@@ -1628,6 +1628,31 @@ class EncryptedChannel:
             raise _crypto(e) from e
 
 
+class EncryptedMessages(AsyncIterator[Opened]):
+    """New messages of one encrypted channel, opened: from :meth:`EncryptedChannel.messages`
+    (the event stream is taken when it is made, so nothing sent after is missed)."""
+
+    def __init__(self, channel: EncryptedChannel, events: EventStream) -> None:
+        self._channel = channel
+        self._events = events
+
+    def __aiter__(self) -> EncryptedMessages:
+        return self
+
+    async def __anext__(self) -> Opened:
+        async for ev in self._events:
+            if isinstance(ev, MessageEvent) and ev.channel == self._channel.id:
+                return await self._channel.open(ev.message)
+        raise StopAsyncIteration
+
+    async def next(self, timeout: float | None = None) -> Opened:
+        """The next one, within ``timeout`` seconds (``TimeoutError`` otherwise)."""
+        return await asyncio.wait_for(self.__anext__(), timeout)
+
+    def close(self) -> None:
+        self._events.close()
+
+
 class Space:
     """Encrypted channels named by topic, the seed's shape::
 
@@ -1707,6 +1732,7 @@ __all__ = [
     "E2eeError",
     "EncryptedChannel",
     "EncryptedChannelError",
+    "EncryptedMessages",
     "FingerprintMismatchError",
     "IdentityChangedError",
     "Opened",
