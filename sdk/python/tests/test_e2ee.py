@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ import herald_crypto
 import pytest
 
 import herald
-from conftest import TIMEOUT, HeraldServer, fast, within
+from conftest import REPO, TIMEOUT, HeraldServer, fast, within
 from herald import e2ee
 from herald.e2ee import E2ee, StateKey
 from herald.sync_e2ee import connect as sync_connect
@@ -440,3 +443,30 @@ def test_the_sync_facade(server: HeraldServer, tmp_path: Path) -> None:
         gch = grace.encrypted_channel("notes")
         opened: list[Any] = [o for o in gch.history() if isinstance(o, e2ee.OpenedMessage)]
         assert [json.loads(o.plaintext) for o in opened] == [{"n": 1}]
+
+
+def test_the_notes_example_as_a_process(server: HeraldServer, tmp_path: Path) -> None:
+    (tmp_path / "pass").write_text("correct horse battery staple\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env |= {
+        "HERALD_URL": server.url,
+        "HERALD_TOKEN": server.token("ada"),
+        "HERALD_STATE": str(tmp_path / "ada.state"),
+        "HERALD_STATE_PASSPHRASE_FILE": str(tmp_path / "pass"),
+    }
+    script = str(REPO / "examples/python/e2ee_notes.py")
+    for note in ("remember the milk", "and the eggs"):
+        out = subprocess.run(
+            [sys.executable, script, "journal", note],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=TIMEOUT * 4,
+        )
+        assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "ada: remember the milk",
+        "ada: and the eggs",
+    ]
+    assert not grep(server.data, b"remember the milk")
