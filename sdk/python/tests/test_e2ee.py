@@ -134,6 +134,37 @@ async def test_dms_wait_in_the_inbox_and_are_read_once(
         assert b"grace-phone" not in raw
 
 
+async def test_a_dm_reaches_the_senders_other_devices(server: HeraldServer, tmp_path: Path) -> None:
+    opened: list[E2ee] = []
+    try:
+        for user, device in (("grace", "grace-phone"), ("ada", "ada-laptop"), ("ada", "ada-phone")):
+            opened.append(
+                await within(
+                    E2ee.connect(
+                        server.url,
+                        server.token(user),
+                        state=tmp_path / f"{device}.state",
+                        key=PASS,
+                        device_id=device,
+                        config=fast(),
+                    )
+                )
+            )
+        grace, laptop, phone = opened
+        ids = await within(laptop.send_dm("grace", "seen on every device"))
+        assert len(ids) == 2  # Grace's phone and Ada's own phone, not the laptop itself
+        for c in (grace, phone):
+            dm = await next_dm(c.dms())
+            assert (dm.from_, dm.from_device, dm.text) == (
+                "ada",
+                "ada-laptop",
+                "seen on every device",
+            )
+    finally:
+        for c in opened:
+            await c.close()
+
+
 async def test_a_redelivered_dm_is_not_handled_twice(devices: Devices) -> None:
     grace = await devices("grace", "grace-phone")
     ada = await devices("ada", "ada-laptop")

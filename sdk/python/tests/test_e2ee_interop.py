@@ -255,6 +255,10 @@ async def test_a_python_state_file_opens_in_the_rust_cli_and_back(
     ch = await within(ada.create_encrypted("shared", members=["grace"]))
     await within(ch.send("written by python"))
     await within(ada.send_dm("grace", "dm from python"))
+    # While Python holds the device, the Rust CLI is refused the file (the same flock).
+    busy = await cli.run("ada", "history", "shared", state=state)
+    assert busy.returncode != 0
+    assert "in use by another process" in busy.stderr, busy.stderr
     await ada.close()
     # The Rust CLI uses the very same device from the Python-written file.
     await cli.ok("ada", "send", "shared", "written by rust", state=state)
