@@ -212,6 +212,23 @@ async def test_an_encrypted_channel_shared_by_python_and_rust(
     assert (await tail.line(lambda s: "live to rust" in s)).endswith("grace: live to rust")
     tail.stop()
 
+    # Files both ways: put in Python, got by Rust; put by Rust, got in Python.
+    data = bytes(i % 251 for i in range(300_000))
+    fmsg, _ = await within(pch.put_file(data, "from-python.bin"))
+    out = cli.dir / "got-by-rust.bin"
+    await cli.ok("ada", "file", "get", "py-plans", fmsg.id, str(out))
+    assert out.read_bytes() == data
+    src = cli.dir / "from-rust.bin"
+    src.write_bytes(data[::-1])
+    rid = (await cli.ok("ada", "file", "put", "py-plans", str(src))).strip()
+    rmsg = next(
+        o for o in await within(pch.history()) if isinstance(o, e2ee.OpenedMessage) and o.id == rid
+    )
+    manifest = rmsg.file()
+    assert manifest is not None
+    assert manifest["name"] == "from-rust.bin"
+    assert await within(pch.get_file(manifest)) == data[::-1]
+
     # An altered ciphertext under Grace's name: the Rust side says it cannot open it.
     good = await within(pch.send("pay alice 10"))
     body = good.content
