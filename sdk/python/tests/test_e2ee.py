@@ -218,6 +218,28 @@ async def test_a_changed_identity_is_refused(devices: Devices) -> None:
     assert ada.pin_status("grace-phone") is True
 
 
+async def test_a_changed_pin_blocks_sends_until_verified_out_of_band(devices: Devices) -> None:
+    grace = await devices("grace", "grace-phone")
+    ada = await devices("ada", "ada-laptop")
+    stream = grace.dms()
+    await within(ada.send_dm("grace", "first"))
+    assert (await next_dm(stream)).text == "first"
+    # Ada's pin is of other keys than the directory now shows (as after a reset of
+    # Grace's device, or a lying server): every send to Grace is refused.
+    real = ada._live.pins["grace-phone"].identity
+    ada._live.pins["grace-phone"].identity = json.loads(
+        herald_crypto.Device.generate("grace-phone").identity_keys_json()
+    )
+    with pytest.raises(e2ee.IdentityChangedError):
+        await within(ada.send_dm("grace", "refused"))
+    # Ada checks the fingerprint out of band: the pin is replaced, old sessions dropped.
+    await within(ada.verify_device("grace", "grace-phone", e2ee.fingerprint(real)))
+    assert ada.pin_status("grace-phone") is True
+    assert "grace-phone" not in ada._live.sessions
+    await within(ada.send_dm("grace", "after verification"))
+    assert (await next_dm(stream)).text == "after verification"
+
+
 async def test_the_state_file_is_sealed_locked_and_refuses_a_wrong_key(
     devices: Devices, server: HeraldServer
 ) -> None:
