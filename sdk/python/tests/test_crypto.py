@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import herald_crypto
 import pytest
 
+import herald_crypto
 from conftest import REPO
 
 VECTOR: dict[str, Any] = json.loads(

@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import herald_crypto
 import pytest
 
 import herald
+import herald_crypto
 from conftest import REPO, TIMEOUT, HeraldServer, fast, within
 from herald import e2ee
 from herald.e2ee import E2ee, StateKey

@@ -1,7 +1,7 @@
 """End-to-end encryption in the Python SDK: the Rust SDK's ``herald_client::e2ee`` behaviour
 (docs/protocol.md §L), talking the same routes (§I), with every byte of crypto from the
-Rust ``herald-crypto`` itself through its PyO3 binding (``herald_crypto``, built from
-``crates/crypto-py``).
+Rust ``herald-crypto`` itself through its PyO3 binding (``herald_crypto``, the extension
+built from ``crates/crypto-py`` into this package).
 
 - :class:`E2ee`: a client with a device. ``connect`` opens (or creates) the device state,
   registers the device and tops up its one-time keys, then connects declaring it.
@@ -40,12 +40,14 @@ from pathlib import Path
 from typing import Any
 
 import blake3
-import herald_crypto as hc
 import httpx
 
-from .client import Channel, Client, ClientConfig, Endpoint, EventStream
+import herald_crypto as hc
+
+from .client import Channel, Client, ClientConfig, Endpoint, EventStream, TokenProvider
 from .errors import (
     ChannelNotFoundError,
+    ConnectError,
     HeraldError,
     IntegrityError,
     NotFoundError,
@@ -152,6 +154,21 @@ def _jwt_sub(token: str) -> str | None:
         return None
     sub = claims.get("sub") if isinstance(claims, dict) else None
     return sub if isinstance(sub, str) and sub else None
+
+
+def _same_user(provider: TokenProvider, user: str, first: str) -> TokenProvider:
+    """``provider`` as the client calls it: the token already fetched for the first attempt
+    (not asked twice in a row), then fresh ones, each checked to be ``user``'s."""
+    pending: list[str] = [first]
+
+    async def checked() -> str:
+        token = pending.pop() if pending else await provider()
+        sub = _jwt_sub(token)
+        if sub != user:
+            raise ProtocolError(f"the token provider gave a token of {sub!r}, not of {user!r}")
+        return token
+
+    return checked
 
 
 def _j(v: Any) -> str:
@@ -545,8 +562,9 @@ class E2ee:
     async def connect(
         cls,
         url: str,
-        token: str,
+        token: str = "",
         *,
+        token_provider: TokenProvider | None = None,
         state: str | os.PathLike[str],
         key: StateKey,
         device_id: str | None = None,
@@ -557,11 +575,27 @@ class E2ee:
         """Opens the state file (creating a device on first use: ``device_id``, else a
         random ``d-<16 hex>``), registers the device (``PUT /v1/keys/devices/{id}``, topping
         up its one-time keys when fewer than ``min_one_time_keys`` are left), then connects
-        declaring it."""
+        declaring it.
+
+        With a ``token_provider`` (an async callable, as for :meth:`herald.Client.connect`)
+        the token is asked of it: once here (its ``sub`` names the state's user, and it
+        carries the registration), then at every reconnect and at 80% of each token's life
+        (``auth.refresh``); ``token`` is then only the fallback should that first call fail.
+        A token it returns for another user is refused (that attempt fails and is retried
+        with backoff), so the device never speaks for someone else."""
         path = Path(state)
+        if token_provider is not None:
+            try:
+                timeout = (config or ClientConfig()).connect_timeout
+                token = await asyncio.wait_for(token_provider(), timeout)
+            except Exception as e:
+                if not token:
+                    raise ConnectError(f"token provider failed: {e!r}") from e
+                log.warning("token provider failed (%r); using the token given to connect", e)
         user = _jwt_sub(token)
         if user is None:
             raise ProtocolError("the token names no user (sub)")
+        provider = None if token_provider is None else _same_user(token_provider, user, token)
         file, persisted = await asyncio.to_thread(_StateFile.open, path, key)
         try:
             if persisted is not None:
@@ -602,7 +636,7 @@ class E2ee:
             finally:
                 await http.aclose()
             config.device = live.device.device_id
-            client = await Client.connect(url, token, config=config)
+            client = await Client.connect(url, token, token_provider=provider, config=config)
         except BaseException:
             file.close()
             raise

@@ -13,11 +13,12 @@ an event loop in a daemon thread runs the async calls)::
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from .client import ClientConfig
+from .client import ClientConfig, TokenProvider
 from .e2ee import (
     DEFAULT_ONE_TIME_KEYS,
     Dm,
@@ -35,8 +36,9 @@ from .sync import _Loop
 
 def connect(
     url: str,
-    token: str,
+    token: str = "",
     *,
+    token_provider: Callable[[], str] | None = None,
     state: str | os.PathLike[str],
     key: StateKey,
     device_id: str | None = None,
@@ -44,13 +46,22 @@ def connect(
     one_time_keys: int = DEFAULT_ONE_TIME_KEYS,
     min_one_time_keys: int = DEFAULT_ONE_TIME_KEYS // 2,
 ) -> SyncE2ee:
-    """:meth:`herald.e2ee.E2ee.connect`, blocking."""
+    """:meth:`herald.e2ee.E2ee.connect`, blocking; ``token_provider`` is a plain function
+    here (it runs in a worker thread, so it may block on an HTTP call)."""
     loop = _Loop()
+    provider: TokenProvider | None = None
+    if token_provider is not None:
+        fetch = token_provider
+
+        async def provider() -> str:
+            return await asyncio.to_thread(fetch)
+
     try:
         e2ee = loop.run(
             E2ee.connect(
                 url,
                 token,
+                token_provider=provider,
                 state=state,
                 key=key,
                 device_id=device_id,
