@@ -165,6 +165,183 @@ async def test_a_dm_reaches_the_senders_other_devices(server: HeraldServer, tmp_
             await c.close()
 
 
+class DroppingProxy:
+    """A TCP proxy to the server that cuts the connection of any HTTP request naming
+    ``needle`` while armed (a network failure at a chosen request); everything else, the
+    WebSocket included, passes through byte for byte."""
+
+    def __init__(self, upstream: str, needle: bytes) -> None:
+        self.upstream = upstream
+        self.needle = needle
+        self.armed = False
+        self.dropped = 0
+        self.url = ""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> DroppingProxy:
+        host, port = self.upstream.rsplit(":", 1)
+
+        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, up: bool) -> None:
+            try:
+                while data := await r.read(65536):
+                    if up and self.armed and self.needle in data:
+                        self.dropped += 1
+                        break
+                    w.write(data)
+                    await w.drain()
+            except ConnectionError:
+                pass
+            finally:
+                w.close()
+
+        async def handle(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+            sr, sw = await asyncio.open_connection(host, int(port))
+
+            async def both() -> None:
+                # Either direction ending ends the other: a cut request closes the
+                # client's side too, as a dead network would.
+                ups = asyncio.create_task(pump(cr, sw, True))
+                downs = asyncio.create_task(pump(sr, cw, False))
+                await asyncio.wait({ups, downs}, return_when=asyncio.FIRST_COMPLETED)
+                cw.close()
+                sw.close()
+                for t in (ups, downs):
+                    t.cancel()
+
+            task = asyncio.create_task(both())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self._server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        addr = self._server.sockets[0].getsockname()
+        self.url = f"http://{addr[0]}:{addr[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+
+async def test_a_dm_whose_handling_the_network_cut_is_read_on_the_next_connection(
+    devices: Devices, server: HeraldServer
+) -> None:
+    grace = await devices("grace", "grace-phone")
+    await devices.close(grace)
+    ada = await devices("ada", "ada-laptop")
+    [dm_id] = await within(ada.send_dm("grace", "kept for later"))
+    # Grace reads her inbox through a proxy that cuts the one request handling the DM
+    # needs: the lookup of Ada's devices (she has not pinned Ada yet).
+    async with DroppingProxy(server.addr, b"GET /v1/keys/users/ada ") as proxy:
+        grace = await devices("grace", url=proxy.url)
+        proxy.armed = True
+        got = await grace.dms().next(TIMEOUT)
+        assert proxy.dropped == 1
+        assert isinstance(got, e2ee.DmFailure), got
+        assert (got.id, got.from_, got.from_device, got.transient) == (
+            dm_id,
+            "ada",
+            "ada-laptop",
+            True,
+        )
+        # Not acknowledged, not marked handled: still in the inbox.
+        inbox = await within(
+            grace._rest.json("GET", "/v1/dm/inbox", params={"device": "grace-phone"})
+        )
+        assert [d["id"] for d in inbox["dms"]] == [dm_id]
+        await devices.close(grace)
+    # The next connection (the network back) reads it, once.
+    grace = await devices("grace")
+    stream = grace.dms()
+    dm = await next_dm(stream)
+    assert (dm.id, dm.text) == (dm_id, "kept for later")
+    await within(ada.send_dm("grace", "and the next"))
+    assert (await next_dm(stream)).text == "and the next"
+
+
+async def test_connect_with_a_token_provider(devices: Devices, server: HeraldServer) -> None:
+    """``E2ee.connect(token_provider=…)``: asked once to connect (not twice in a row),
+    then at 80% of each token's life; the connection and REST outlive the first token; a
+    token of another user is refused, and the client connects again once the provider
+    gives the right user's."""
+    issued: list[str] = []
+    wanted = asyncio.Event()
+    want_calls = 0
+    user = "ada"
+
+    async def provider() -> str:
+        token = server.token(user, ttl="3s")
+        issued.append(token)
+        if len(issued) >= want_calls:
+            wanted.set()
+        return token
+
+    async def calls(n: int) -> None:
+        nonlocal want_calls
+        want_calls = n
+        wanted.clear()
+        if len(issued) >= n:
+            return
+        await within(wanted.wait())
+
+    grace = await devices("grace", "grace-phone")
+    ada = await within(
+        E2ee.connect(
+            server.url,
+            token_provider=provider,
+            state=devices.state("ada"),
+            key=PASS,
+            device_id="ada-laptop",
+            config=fast(),
+        )
+    )
+    try:
+        assert len(issued) == 1
+        assert ada.user == "ada"
+        events = ada.client.events()
+        # Two refreshes: by the second, the token ada connected with (3 s) has expired.
+        await calls(3)
+
+        async def refreshed() -> None:
+            # The provider has answered; the auth.refresh carrying its token is answered
+            # a round trip later.
+            while ada.client.token != issued[2]:
+                await ada.client.ping()
+
+        await within(refreshed())
+        await within(ada.send_dm("grace", "still here"))  # REST (key claim) and WebSocket
+        assert (await next_dm(grace.dms())).text == "still here"
+        assert not any(isinstance(e, herald.Disconnected) for e in drain(events))
+
+        # A token of someone else is never used: the reconnect after a restart fails
+        # while the provider gives bob's, and succeeds once it gives ada's again.
+        user = "bob"
+        before = len(issued)
+        server.restart()
+        await calls(before + 2)
+        assert not ada.client.connected
+        user = "ada"
+        await within(wait_connected(events))
+        assert ada.client.user.id == "ada"
+        await within(ada.send_dm("grace", "back"))
+    finally:
+        await ada.close()
+
+
+def drain(events: herald.EventStream) -> list[herald.Event]:
+    """The events already waiting in ``events``, without waiting for more."""
+    return list(events._items)
+
+
+async def wait_connected(events: herald.EventStream) -> None:
+    async for ev in events:
+        if isinstance(ev, herald.Connected):
+            return
+    raise AssertionError("stream ended before Connected")
+
+
 async def test_a_redelivered_dm_is_not_handled_twice(devices: Devices) -> None:
     grace = await devices("grace", "grace-phone")
     ada = await devices("ada", "ada-laptop")
@@ -483,7 +660,10 @@ def test_the_sync_facade(server: HeraldServer, tmp_path: Path) -> None:
             server.url, server.token("ada"), state=tmp_path / "a.state", key=PASS, device_id="a1"
         ) as ada,
         sync_connect(
-            server.url, server.token("grace"), state=tmp_path / "g.state", key=PASS
+            server.url,
+            token_provider=lambda: server.token("grace"),  # a plain function here
+            state=tmp_path / "g.state",
+            key=PASS,
         ) as grace,
     ):
         ada.send_dm("grace", "hello from a script")
