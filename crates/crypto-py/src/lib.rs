@@ -5,7 +5,9 @@
 //! construction. What this crate must never do: hold logic of its own, log or format a
 //! secret, or be a dependency of the server.
 //!
-//! Built with maturin (`crates/crypto-py/pyproject.toml`); `[lib] test = false`, because a
+//! Built with maturin by the Python SDK's own build (`sdk/python/pyproject.toml`, whose
+//! `manifest-path` is this crate) into `herald_crypto._native`, next to the Python half in
+//! `sdk/python/src/herald_crypto`; `[lib] test = false`, because a
 //! Python extension is linked by the interpreter that imports it, not into a Rust test
 //! binary: its tests are `sdk/python/tests/test_crypto.py`, against the vector that
 //! `crates/crypto/tests/interop_vector.rs` checks on the Rust side.
