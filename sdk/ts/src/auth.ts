@@ -127,7 +127,8 @@ export async function joinPrivateChannel(conn: PrivateJoinConn, name: string, au
     const connId = conn.info?.conn_id;
     if (!connId) continue;
     const signature = auth ?? (fetchFn ? await authorizeChannel(conn.opts, fetchFn, { socketId: connId, channelName: name }) : undefined);
-    if (conn.info?.conn_id !== connId) continue; // reconnected while the backend signed
+    // Dropped or reconnected while the backend signed: that signature is for a dead connection.
+    if (!conn.connected || conn.info?.conn_id !== connId) continue;
     const fields: Record<string, unknown> = { channel: name };
     if (signature !== undefined) fields.auth = signature;
     try {

@@ -558,8 +558,10 @@ export class Room {
   private resync(): void {
     if (this.resyncing) return;
     this.resyncing = true;
-    this.largeCount = undefined;
     this.participants()
+      .then(() => {
+        this.largeCount = undefined;
+      })
       .catch(() => undefined)
       .finally(() => {
         this.resyncing = false;
