@@ -116,8 +116,8 @@ export class RoomDriver implements FrameHook {
   private static drivers = new WeakMap<Connection, RoomDriver>();
   private nextId = FIRST_ROOM_ID;
   private pending = new Map<number, Pending>();
-  /** Rooms by channel id (known once resolved). */
-  private byChannel = new Map<string, Room>();
+  /** Rooms by channel id (known once resolved; a name and the id make two handles, both fed). */
+  private byChannel = new Map<string, Set<Room>>();
   /** Handles by the reference they were made with. */
   private handles = new Map<string, Room>();
   private streams = new Map<string, StreamEnd>();
@@ -128,7 +128,7 @@ export class RoomDriver implements FrameHook {
     conn.on("disconnected", ((e: { reason: string }) => this.disconnected(e.reason)) as (p: never) => void);
     conn.on("closed", (() => this.disconnected("the client is closed")) as (p: never) => void);
     conn.on("connected", (() => {
-      for (const room of new Set([...this.handles.values()])) room.reconnected();
+      for (const room of this.handles.values()) room.reconnected();
     }) as (p: never) => void);
   }
 
@@ -148,14 +148,16 @@ export class RoomDriver implements FrameHook {
     if (!r) {
       r = new Room(this, channel, opts);
       this.handles.set(channel, r);
-      if (UUID.test(channel)) this.byChannel.set(channel.toLowerCase(), r);
+      if (UUID.test(channel)) this.bind(r, channel.toLowerCase());
     }
     return r;
   }
 
   /** Records which channel id a handle stands for. */
   bind(room: Room, channelId: string): void {
-    this.byChannel.set(channelId, room);
+    let set = this.byChannel.get(channelId);
+    if (!set) this.byChannel.set(channelId, (set = new Set()));
+    set.add(room);
   }
 
   get timeoutMs(): number {
@@ -240,7 +242,7 @@ export class RoomDriver implements FrameHook {
       return;
     }
     if (typeof event.channel !== "string") return;
-    this.byChannel.get(event.channel)?.handle(event, bytes);
+    for (const room of this.byChannel.get(event.channel) ?? []) room.handle(event, bytes);
   }
 
   private dispatchStream(streamId: string, event: AnyEvent, bytes: Uint8Array | undefined): void {
@@ -275,7 +277,7 @@ export class RoomDriver implements FrameHook {
     this.streams.clear();
     this.early.clear();
     for (const s of streams) s.gone(err);
-    for (const room of new Set([...this.handles.values()])) room.dropped(reason);
+    for (const room of this.handles.values()) room.dropped(reason);
   }
 }
 

@@ -36,6 +36,12 @@ async function connect(sub: string, kind: "human" | "agent" | "service", name?: 
   return c;
 }
 
+/** Resolves once `got` has a message for which `pred` holds (already, or when it comes). */
+async function arrived(room: Room, got: RoomMessage[], pred: (m: RoomMessage) => boolean): Promise<void> {
+  if (got.some(pred)) return;
+  await room.waitFor("message", pred);
+}
+
 /** Collects a room's messages in order. */
 function inbox(room: Room): RoomMessage[] {
   const got: RoomMessage[] = [];
@@ -114,9 +120,9 @@ test("a direct message with a 1 MiB attachment arrives byte-identical at the add
   const to = ar.remoteParticipants.find((p) => p.user === "bot") as Participant;
   const bytes = random(1024 * 1024);
 
-  const arrived = br.waitFor("message", (m) => m.type === "file");
+  const fileCame = br.waitFor("message", (m) => m.type === "file");
   await ar.messaging.sendMessage(to, "file", { name: "weights.bin", sha256: sha256(bytes) }, bytes);
-  const m = await arrived;
+  const m = await fileCame;
   assert.equal(m.from.user, "ada");
   assert.equal(m.from.kind, "human");
   assert.equal(m.channel, channelId);
@@ -132,6 +138,7 @@ test("a direct message with a 1 MiB attachment arrives byte-identical at the add
   await ar.messaging.broadcastMessage("marker", { n: 1 });
   await svcBroadcast;
   assert.deepEqual(svcGot.map((x) => x.type), ["marker"]);
+  await arrived(br, botGot, (x) => x.type === "marker");
   assert.deepEqual(botGot.map((x) => x.type), ["file", "marker"]);
   assert.deepEqual(adaGot, [], "the sender gets neither");
 
@@ -163,7 +170,7 @@ test("broadcast reaches every other participant and not the sender", async () =>
   await atAda;
   assert.deepEqual(adaGot.map((m) => `${m.from.user}:${m.type}`), ["bot:reply"]);
   assert.deepEqual(botGot.map((m) => m.type), ["news"]);
-  await sr.waitFor("message", (m) => m.type === "reply");
+  await arrived(sr, svcGot, (m) => m.type === "reply");
   assert.deepEqual(svcGot.map((m) => m.type), ["news", "reply"]);
 });
 
