@@ -186,6 +186,12 @@ test("limits and rules: an attachment over the limit, a send before entering, an
   const grace = await connect("grace", "human");
   await grace.space.joinChannel("lab");
   await assert.rejects(grace.room("lab").messaging.broadcastMessage("x", {}), (e: unknown) => e instanceof ForbiddenError, "not entered");
+  // messaging.enable() enters (with no attributes), after which sends go through.
+  const hello = ar.waitFor("message", (m) => m.type === "hello" && m.from.user === "grace");
+  await grace.room("lab").messaging.enable();
+  assert.ok(grace.room("lab").entered);
+  await grace.room("lab").messaging.broadcastMessage("hello", {});
+  await hello;
   await assert.rejects(ar.messaging.sendMessage("no-such-participant", "x", {}), (e: unknown) => (e as { code?: string }).code === "not_found");
   // Not a member: entering is forbidden and never joins.
   const other = await connect("mallory", "human");
