@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The Python SDK's checks (sdk/python): installs the package with its dev tools into a venv,
-# builds the herald-crypto bindings (crates/crypto-py, PyO3) into it with maturin, then ruff
-# (lint and format), mypy --strict, and pytest against a real `herald serve` that the tests
-# start on port 0 (so `herald` is built first unless HERALD_BIN names one).
+# The Python SDK's checks (sdk/python): installs the package with its dev tools into a venv
+# exactly as a user does (`pip install ./sdk/python`: maturin builds the herald-crypto
+# bindings, crates/crypto-py, into the same package; a release build, needs the Rust
+# toolchain), then ruff (lint and format), mypy --strict, and pytest against a real
+# `herald serve` that the tests start on port 0 (so `herald` is built first unless
+# HERALD_BIN names one).
 #
 # Environment (all optional):
 #   HERALD_PY_VENV    the venv to use (default /var/tmp/herald-py-venv; created on first use)
@@ -19,9 +21,13 @@ if [ ! -x "$venv/bin/python" ]; then
     echo "test-python.sh: creating the venv $venv" >&2
     python3 -m venv "$venv"
 fi
+# The bindings were once a package of their own (herald-crypto); a venv that still has it
+# would shadow or, uninstalled later, delete the copy herald-client now ships.
+if "$venv/bin/python" -m pip show --quiet herald-crypto >/dev/null 2>&1; then
+    "$venv/bin/python" -m pip uninstall --quiet --yes herald-crypto
+fi
+echo "==> pip install ./sdk/python[dev] (builds the herald_crypto extension)" >&2
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "./sdk/python[dev]"
-echo "==> maturin develop (crates/crypto-py)" >&2
-VIRTUAL_ENV="$venv" "$venv/bin/maturin" develop --quiet --locked -m crates/crypto-py/Cargo.toml
 
 if [ -z "${HERALD_BIN:-}" ]; then
     cargo build --quiet --locked -p herald-cli

@@ -1,6 +1,6 @@
 // Browser end to end: Ada and Grace in two Chromium contexts against a real `herald serve --dev`:
-// sign in, create/join, chat, reply, edit, react, delete, typing, receipts, reload keeps history,
-// a server restart loses and doubles nothing. Screenshots of the main screens go to docs/screenshots.
+// sign in, create/join, chat, reply, edit, react, delete, typing, receipts, presence (online,
+// away, gone), reload keeps history, a server restart loses and doubles nothing. Screenshots of the main screens go to docs/screenshots.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
@@ -69,9 +69,19 @@ test("Ada and Grace chat in the browser, through a server restart", async () => 
   await grace.fill("#new-channel", "general");
   await grace.press("#new-channel", "Enter");
   await msg(grace, "Hello Grace!").waitFor({ timeout: T });
-  // Presence: each sees the other online.
+  // Presence (the rooms of §8): each sees the other online in #general, and the count.
   await ada.locator('#online .person[data-user="grace"]').waitFor({ timeout: T });
-  await grace.locator('#online .person[data-user="ada"]').waitFor({ timeout: T });
+  await grace.locator('#online .person[data-user="ada"][data-status="active"]').waitFor({ timeout: T });
+  await grace.waitForFunction(() => document.querySelector("#online-count")?.textContent === "2 online", null, { timeout: T });
+  // Ada's tab goes to the background: Grace sees her away, then back.
+  const setHidden = (hidden) => {
+    Object.defineProperty(document, "hidden", { value: hidden, configurable: true });
+    document.dispatchEvent(new Event("visibilitychange"));
+  };
+  await ada.evaluate(setHidden, true);
+  await grace.locator('#online .person[data-user="ada"][data-status="away"]').waitFor({ timeout: T });
+  await ada.evaluate(setHidden, false);
+  await grace.locator('#online .person[data-user="ada"][data-status="active"]').waitFor({ timeout: T });
 
   // A second channel with an unread count on Grace's side.
   await ada.fill("#new-channel", "random");
@@ -167,6 +177,9 @@ test("Ada and Grace chat in the browser, through a server restart", async () => 
   await ada.waitForSelector("#banner[hidden]", { state: "attached", timeout: 30_000 });
   await grace.waitForSelector("#banner[hidden]", { state: "attached", timeout: 30_000 });
   await msg(grace, "Sent while the server was down").waitFor({ timeout: T });
+  // Presence survives the restart: the SDK entered the rooms again on both sides.
+  await grace.locator('#online .person[data-user="ada"]').waitFor({ timeout: T });
+  await ada.locator('#online .person[data-user="grace"]').waitFor({ timeout: T });
   await send(grace, "Back online");
   await msg(ada, "Back online").waitFor({ timeout: T });
 
@@ -190,4 +203,12 @@ test("Ada and Grace chat in the browser, through a server restart", async () => 
   await grace.click('#channels a[data-channel="random"]');
   await msg(grace, "lunch").waitFor({ timeout: T });
   await grace.locator('#channels a[data-channel="random"] .badge').waitFor({ state: "detached", timeout: T });
+
+  // Ada is online in #random too; when she closes her tab, Grace sees her gone.
+  await grace.locator('#online .person[data-user="ada"]').waitFor({ timeout: T });
+  await grace.waitForFunction(() => document.querySelector("#online-title")?.textContent === "Online in #random", null, { timeout: T });
+  await ada.context().close();
+  await grace.locator('#online .person[data-user="ada"]').waitFor({ state: "detached", timeout: T });
+  await grace.waitForFunction(() => document.querySelector("#online-count")?.textContent === "1 online", null, { timeout: T });
+  assert.deepEqual(await grace.$$eval("#online .person", (els) => els.map((e) => e.getAttribute("data-user"))), ["grace"]);
 });

@@ -1,10 +1,11 @@
 /**
  * Herald's chat app: sign in with a token (or, on a server started with `--dev`, with a name),
  * channels with unread counts, history with infinite scroll, send/edit/delete/reply/react,
- * typing, read receipts, a banner while reconnecting. Everything goes through the SDK.
+ * typing, read receipts, presence per channel (rooms), a banner while reconnecting. Everything
+ * goes through the SDK.
  */
 import "./style.css";
-import { Herald, HeraldError, type ChannelSummary, type Message, type Space } from "@herald-chat/client";
+import { Herald, HeraldError, type ChannelSummary, type Message, type Room, type Space } from "@herald-chat/client";
 
 const TOKEN_KEY = "herald.token";
 const QUICK_EMOJI = ["👍", "❤️", "😂", "🎉", "👀", "🚀"];
@@ -158,6 +159,7 @@ const els = {
   file: h("input", { id: "file-input", type: "file", multiple: true, hidden: true }) as HTMLInputElement,
   upload: h("div", { class: "upload", id: "upload", hidden: true }),
   online: h("div", { class: "online", id: "online" }),
+  onlineTitle: h("div", { class: "section", id: "online-title" }, "Online"),
 };
 
 // ---------------------------------------------------------------- files
@@ -249,44 +251,86 @@ async function uploadFiles(files: FileList | File[]): Promise<void> {
 
 // ---------------------------------------------------------------- presence
 
-/** Who is online: each app instance announces itself on a pub/sub subject (never stored). */
-const PRESENCE = "herald.presence";
-const seen = new Map<string, { name: string; at: number }>();
-let presenceTimer: ReturnType<typeof setInterval> | undefined;
+/**
+ * Who is online, per channel: the app enters the room (PROTOCOL.md §8) of every channel it is
+ * a member of, with `{status: "active" | "away"}` (away while the tab is hidden); the sidebar
+ * lists the participants of the open channel, one line per user. The SDK enters the rooms
+ * again after a reconnect; a closed tab leaves them (its connection ends).
+ */
+const rooms = new Map<string, { room: Room; off: Array<() => void> }>();
+let myName = "";
 
-async function startPresence(c: Herald, name: string): Promise<void> {
-  await c.message.subscribe(PRESENCE, (data) => {
-    const d = data as { user?: unknown; name?: unknown; online?: unknown; ask?: unknown };
-    if (typeof d.user !== "string") return;
-    if (d.online === false) seen.delete(d.user);
-    else seen.set(d.user, { name: typeof d.name === "string" ? d.name : d.user, at: Date.now() });
-    // A newcomer asks who is there: everyone answers once.
-    if (d.ask === true && d.user !== me) void announce(c, name, false);
-    renderOnline();
-  });
-  await announce(c, name, true);
-  presenceTimer = setInterval(() => {
-    void announce(c, name, false);
-    const stale = Date.now() - 50_000;
-    for (const [u, v] of seen) if (v.at < stale) seen.delete(u);
-    renderOnline();
-  }, 20_000);
-  c.realtime.on("connected", () => void announce(c, name, true));
-  window.addEventListener("pagehide", () => void c.message.publish(PRESENCE, { user: me, online: false }).catch(() => undefined));
+function status(): "active" | "away" {
+  return document.hidden ? "away" : "active";
 }
 
-async function announce(c: Herald, name: string, ask: boolean): Promise<void> {
-  await c.message.publish(PRESENCE, { user: me, name, online: true, ask }).catch(() => undefined);
+function syncRooms(): void {
+  const c = client;
+  if (!c) return;
+  for (const id of chans.keys()) {
+    if (rooms.has(id)) continue;
+    const room = c.room(id);
+    const rerender = () => {
+      if (id === active) renderOnline();
+    };
+    const off = [
+      room.on("participant_added", rerender),
+      room.on("participant_updated", rerender),
+      room.on("participant_removed", rerender),
+      room.on("presence_count", rerender),
+      room.on("entered", rerender),
+      room.on("disconnected", rerender),
+    ];
+    rooms.set(id, { room, off });
+    room.enter({ status: status() }).catch(() => {
+      // Not a member any more (or offline: the next refresh enters again).
+      off.forEach((f) => f());
+      rooms.delete(id);
+    });
+  }
+  for (const [id, r] of rooms) {
+    if (chans.has(id)) continue;
+    r.off.forEach((f) => f());
+    rooms.delete(id);
+    r.room.leave().catch(() => undefined);
+  }
 }
 
 function renderOnline(): void {
-  const users = [...seen.entries()].sort((a, b) => a[1].name.localeCompare(b[1].name));
-  els.online.replaceChildren(
-    ...users.map(([u, v]) =>
-      h("div", { class: "person", "data-user": u }, h("span", { class: "dot" }), h("span", {}, v.name), u === me ? h("span", { class: "muted" }, " (you)") : null),
+  const c = active ? chans.get(active) : undefined;
+  const room = active ? rooms.get(active)?.room : undefined;
+  const people = new Map<string, { name: string; status: string }>();
+  if (room?.entered) {
+    people.set(me, { name: myName, status: status() });
+    for (const p of room.remoteParticipants) {
+      const st = p.attributes.status === "away" ? "away" : "active";
+      const prev = people.get(p.user);
+      // One line per user: active on any of their connections wins.
+      if (!prev || prev.status === "away") people.set(p.user, { name: p.name ?? c?.names.get(p.user) ?? p.user, status: p.user === me ? status() : st });
+    }
+  }
+  const list = [...people.entries()].sort((a, b) => (a[0] === me ? -1 : b[0] === me ? 1 : a[1].name.localeCompare(b[1].name)));
+  const count = room?.entered ? (room.listComplete ? people.size : room.presenceCount) : 0;
+  els.onlineTitle.textContent = c ? `Online in #${chanLabel(c.summary)}` : "Online";
+  const nodes: Node[] = list.map(([u, v]) =>
+    h(
+      "div",
+      { class: `person ${v.status}`, "data-user": u, "data-status": v.status, title: v.status === "away" ? `${v.name} is away` : `${v.name} is here` },
+      h("span", { class: "dot" }),
+      h("span", {}, v.name),
+      u === me ? h("span", { class: "muted" }, " (you)") : null,
     ),
   );
+  if (room && !room.listComplete) nodes.push(h("div", { class: "person muted" }, `${room.presenceCount} in this room`));
+  els.online.replaceChildren(...nodes);
+  const badge = document.getElementById("online-count");
+  if (badge) badge.textContent = count > 0 ? `${count} online` : "";
 }
+
+document.addEventListener("visibilitychange", () => {
+  for (const { room } of rooms.values()) if (room.entered) room.update({ status: status() }).catch(() => undefined);
+  renderOnline();
+});
 
 async function start(token: string): Promise<void> {
   const c = await Herald.connect({ url: location.origin, token, reconnect: true });
@@ -294,6 +338,7 @@ async function start(token: string): Promise<void> {
   client = c;
   me = c.me?.user.id ?? "";
   const name = c.me?.user.name ?? me;
+  myName = name;
   c.realtime.on("disconnected", () => showBanner("Reconnecting…"));
   c.realtime.on("reconnecting", (e) => showBanner(`Connection lost. Reconnecting (attempt ${e.attempt})…`));
   c.realtime.on("connected", () => hideBanner());
@@ -326,7 +371,7 @@ async function start(token: string): Promise<void> {
         ),
         h("div", { class: "section" }, "Channels"),
         els.list,
-        h("div", { class: "section" }, "Online"),
+        els.onlineTitle,
         els.online,
         h(
           "div",
@@ -392,7 +437,6 @@ async function start(token: string): Promise<void> {
   els.scroller.addEventListener("scroll", () => {
     if (els.scroller.scrollTop < 120) void loadOlder();
   });
-  void startPresence(c, name);
   await refreshChannels();
   const first = [...chans.keys()][0];
   if (first) await open(first);
@@ -433,6 +477,7 @@ async function refreshChannels(): Promise<void> {
   }
   for (const id of [...chans.keys()]) if (!list.some((s) => s.id === id)) chans.delete(id);
   renderList();
+  syncRooms();
 }
 
 function renderList(): void {
@@ -519,7 +564,9 @@ async function open(id: string): Promise<void> {
   els.header.replaceChildren(
     h("h2", {}, h("span", { class: "hash" }, "#"), chanLabel(c.summary)),
     h("span", { class: "muted", id: "member-count" }, `${members.length} member${members.length === 1 ? "" : "s"}`),
+    h("span", { class: "online-count", id: "online-count" }),
   );
+  renderOnline();
   els.composer.disabled = false;
   els.composer.placeholder = `Message #${chanLabel(c.summary)}`;
   if (!c.loaded) {

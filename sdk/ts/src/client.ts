@@ -13,7 +13,8 @@ import {
   ProtocolError,
   type ChainError,
 } from "./errors.js";
-import type { UnknownEvent } from "./frames.js";
+import { parseServerFrame, type ServerFrame, type UnknownEvent } from "./frames.js";
+import type { PrivateChannelOptions } from "./auth.js";
 import { Session, type ConnectOk, type Output } from "./session.js";
 import { jwtExpMs, refreshDelayMs } from "./token.js";
 
@@ -32,7 +33,7 @@ export type WebSocketCtor = new (url: string) => WebSocketLike;
 
 export type TokenProvider = () => string | Promise<string>;
 
-export interface ConnectOptions {
+export interface ConnectOptions extends PrivateChannelOptions {
   /** The server: `http(s)://host:port` or `ws(s)://host:port` (`/v1/ws` is added). */
   url: string;
   /** A JWT (PROTOCOL.md §2). Give this or `tokenProvider`. */
@@ -73,6 +74,17 @@ interface PendingCall {
 }
 
 type Listener = (payload: never) => void;
+
+/**
+ * Takes frames before the session does (rooms.ts: room replies, room events and every binary
+ * frame, which the session never sees).
+ */
+export interface FrameHook {
+  /** A parsed text frame; true when the hook took it. */
+  frame(frame: ServerFrame): boolean;
+  /** A binary frame (PROTOCOL.md §1). */
+  binary(bytes: Uint8Array): void;
+}
 
 const OPEN = 1;
 
@@ -212,8 +224,14 @@ export class Connection {
     ws.onmessage = (ev) => {
       if (this.socket !== ws) return;
       this.lastHeard = Date.now();
-      if (typeof ev.data === "string") this.apply(this.session.handleText(ev.data));
-      // Binary frames (room attachments, §8) are not used by this SDK yet.
+      if (typeof ev.data === "string") {
+        const frame = parseServerFrame(ev.data);
+        if (frame && this.hooks.some((h) => h.frame(frame))) return;
+        this.apply(this.session.handleFrame(frame));
+      } else {
+        const bytes = ev.data instanceof ArrayBuffer ? new Uint8Array(ev.data) : ArrayBuffer.isView(ev.data) ? new Uint8Array(ev.data.buffer, ev.data.byteOffset, ev.data.byteLength) : undefined;
+        if (bytes) for (const h of this.hooks) h.binary(bytes);
+      }
     };
     ws.onerror = () => {
       // Followed by `close`, where the reconnect is decided.
@@ -486,6 +504,20 @@ export class Connection {
     }
     this.apply(this.session.shutdown(() => (error instanceof ClosedError ? error : new ClosedError(error.message))));
     this.emit("closed", { error });
+  }
+
+  private hooks: FrameHook[] = [];
+
+  /** Adds a {@link FrameHook} (rooms.ts); it sees every frame before the session. */
+  addHook(hook: FrameHook): void {
+    this.hooks.push(hook);
+  }
+
+  /** Writes a raw frame if the connection is up (connected and answered); false otherwise. */
+  sendFrame(data: string | Uint8Array): boolean {
+    if (!this.socket || this.socket.readyState !== OPEN || !this.session.ready) return false;
+    this.socket.send(data);
+    return true;
   }
 
   /** Emits a synthetic event to local listeners (e.g. history pages feed no events). */

@@ -34,6 +34,8 @@ import type {
   KeyRotatedEvent,
 } from "./frames.js";
 import type { ConnectOk } from "./session.js";
+import { RoomDriver, type Room, type RoomOptions } from "./rooms.js";
+import { isPrivateChannel, joinPrivateChannel } from "./auth.js";
 import type { ChainError } from "./errors.js";
 
 export * from "./errors.js";
@@ -42,6 +44,30 @@ export { ChainVerifier, contentHash, entryHash, verifyEntry, type EntryFields, t
 export { Session, type Output, type ConnectOk } from "./session.js";
 export { endpoints, type ConnectOptions, type WebSocketLike, type WebSocketCtor, type TokenProvider } from "./client.js";
 export { jwtExpMs, refreshDelayMs } from "./token.js";
+export {
+  Room,
+  RoomMessaging,
+  StreamWriter,
+  StreamReader,
+  IncomingStream,
+  CHUNK_BYTES,
+  DEFAULT_STREAM_CREDIT,
+  type Participant,
+  type Attributes,
+  type EnterResult,
+  type RoomMessage,
+  type RoomEvents,
+  type RoomEventName,
+  type RoomOptions,
+} from "./rooms.js";
+export {
+  isPrivateChannel,
+  PRIVATE_PREFIX,
+  type PrivateChannelOptions,
+  type ChannelAuthorizer,
+  type ChannelAuthRequest,
+  type AuthHeaders,
+} from "./auth.js";
 
 /** Every event `client.realtime.on` knows, by its camelCase name, with its payload. */
 export interface RealtimeEvents {
@@ -370,10 +396,23 @@ export class Spaces {
     return this.createChannel(opts);
   }
 
-  /** Joins an open channel by name or id. */
+  /**
+   * Joins an open channel by name or id. A `private-…` name is joined with a signature from
+   * the `authorizer` or `authEndpoint` of the connect options (see {@link joinPrivate}).
+   */
   async joinChannel(nameOrId: string): Promise<Space> {
+    if (isPrivateChannel(nameOrId)) return this.joinPrivate(nameOrId);
     const ok = await this.conn.request("channel.join", { channel: nameOrId });
     return new Space(this.conn, ok.channel as Channel);
+  }
+
+  /**
+   * Joins a `private-…` channel by name: with `auth` when given (signed for `client.me.conn_id`),
+   * else asking the `authorizer` / `authEndpoint` to sign the current `conn_id` (signed again
+   * if a reconnect changes it meanwhile). Membership is stored: a reconnect needs no rejoin.
+   */
+  async joinPrivate(name: string, auth?: string): Promise<Space> {
+    return new Space(this.conn, await joinPrivateChannel(this.conn, name, auth));
   }
 
   /** The caller's channels with unread counts and heads. */
@@ -414,6 +453,14 @@ export class Herald {
     const client = new Herald(conn);
     await conn.start();
     return client;
+  }
+
+  /**
+   * A channel (its id, its name, or a {@link Space}) used as a room of participants: presence,
+   * messages with attachments, streams. The same handle for the same reference.
+   */
+  room(channel: string | { id: string }, opts: RoomOptions = {}): Room {
+    return RoomDriver.of(this.connection).room(typeof channel === "string" ? channel : channel.id, opts);
   }
 
   /** Who this connection is: `{conn_id, user}` of the last `connect`. */

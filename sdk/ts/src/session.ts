@@ -22,6 +22,7 @@ import {
   isLogEvent,
   parseServerFrame,
   type Reply,
+  type ServerFrame,
   type UnknownEvent,
   type User,
 } from "./frames.js";
@@ -154,7 +155,11 @@ export class Session<W extends Waiter = Waiter> {
 
   /** Feeds one text frame from the server. */
   handleText(text: string): Output<W>[] {
-    const frame = parseServerFrame(text);
+    return this.handleFrame(parseServerFrame(text));
+  }
+
+  /** Feeds one parsed text frame (the driver parses once, so room frames can be taken first). */
+  handleFrame(frame: ServerFrame | null): Output<W>[] {
     if (!frame) return [];
     return frame.kind === "reply" ? this.handleReply(frame.reply) : this.handleEvent(frame.event);
   }

@@ -4,6 +4,11 @@ protocol's codes; a sync facade (:mod:`herald.sync`) for scripts; and helpers fo
 (:func:`sign_channel`, :func:`verify_webhook`, :class:`RestClient`).
 
 ``import herald; client = await herald.Client.connect(url, token)``
+
+End-to-end encryption (devices, DMs, encrypted channels, files, the seed's ``Space``) is
+:mod:`herald.e2ee` (blocking twin :mod:`herald.sync_e2ee`), over ``herald_crypto``, the
+PyO3 bindings of the Rust ``herald-crypto`` that ``pip install ./sdk/python`` builds into
+the same package; the rest of the SDK does not import them.
 """
 
 from .auth import parse_webhook, sign_channel, verify_webhook, webhook_signature
