@@ -126,7 +126,6 @@ async fn a_version_3_database_upgrades_in_place() {
     let store = PgStore::open(PgConfig::new(db.url()), Arc::new(NullSink)).await.unwrap();
     let v: i32 = client.query_one("SELECT max(version) FROM schema_version", &[]).await.unwrap().get(0);
     assert_eq!(v, 4);
-    use herald_store::hooks::{HookStore as _, PresenceOutbox as _};
     let hooks = herald_store::Store::hooks(&store).unwrap();
     assert_eq!(hooks.hook_cursor("h", "c").await.unwrap(), 7, "version 3's cursors survive");
     let e = herald_store::hooks::PresenceEvent {
