@@ -1026,7 +1026,7 @@ impl Inner {
         let mut parts = wire::Reassembler::new(self.config.max_message_bytes);
         while let Some(msg) = sub.next().await {
             let decoded = match wire::decode_incoming(&msg.payload) {
-                Ok(wire::Incoming::Whole(r)) => Ok(r),
+                Ok(wire::Incoming::Whole(r)) => Ok(*r),
                 Ok(wire::Incoming::Part { node, id, index, count, bytes }) => {
                     if node == self.config.node_id {
                         continue;

@@ -393,7 +393,7 @@ pub enum DecodeError {
 /// A message as it arrives: whole, or one part of one too large for a NATS message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
-    Whole(Received),
+    Whole(Box<Received>),
     Part { node: String, id: u64, index: u64, count: u64, bytes: Bytes },
 }
 
@@ -494,7 +494,7 @@ impl Reassembler {
 pub fn decode_incoming(payload: &Bytes) -> Result<Incoming, DecodeError> {
     match decode(payload) {
         Err(DecodeError::Part) => {}
-        other => return other.map(Incoming::Whole),
+        other => return other.map(|r| Incoming::Whole(Box::new(r))),
     }
     let nl = payload.iter().position(|&b| b == b'\n').ok_or(DecodeError::NoMetadata)?;
     let meta: Meta =

@@ -136,7 +136,7 @@ async fn a_version_3_database_upgrades_in_place() {
         data: "{}".into(),
         ts_ms: 1,
     };
-    hooks.add_presence(&[e.clone()]).await.unwrap();
+    hooks.add_presence(std::slice::from_ref(&e)).await.unwrap();
     let rows = hooks.hook_presence("h", "c", 10).await.unwrap();
     assert_eq!(rows.iter().map(|r| &r.event).collect::<Vec<_>>(), vec![&e]);
     drop(store);
