@@ -35,6 +35,10 @@ import type {
 } from "./frames.js";
 import type { ConnectOk } from "./session.js";
 import type { ChainError } from "./errors.js";
+// End-to-end encryption (docs/protocol.md §O).
+import { E2ee, type E2eeOptions, type DirectMessage, type DirectMessageFailure } from "./e2ee/e2ee.js";
+import { EncryptedSpace, createEncryptedChannel } from "./e2ee/channel.js";
+export * from "./e2ee/index.js";
 
 export * from "./errors.js";
 export * from "./frames.js";
@@ -135,7 +139,27 @@ export class Realtime {
 
 /** `client.message`: pub/sub subjects (never stored, §4). */
 export class Messaging {
-  constructor(private readonly conn: Connection) {}
+  constructor(
+    private readonly conn: Connection,
+    private readonly e2ee?: E2ee,
+  ) {}
+
+  /**
+   * An end-to-end encrypted direct message to `"user:<id>"`: one Olm ciphertext per device of
+   * the user and of one's own other devices, kept in the server's offline inbox until each
+   * device acknowledges it (§O). Needs `Herald.connect({..., e2ee})`. Resolves with the copies' ids.
+   */
+  async send(to: string, payload: Uint8Array | string): Promise<string[]> {
+    if (!this.e2ee) throw new HeraldError("e2ee_disabled", "direct messages need a device: connect with the `e2ee` option");
+    if (!to.startsWith("user:") || to.length <= 5) throw new HeraldError("bad_request", `send to "user:<id>", not ${JSON.stringify(to)}`);
+    return this.e2ee.sendDm(to.slice(5), payload);
+  }
+
+  /** Every direct message of this device, decrypted (inbox first), or with why it cannot be (`failure`). */
+  onDirect(cb: (dm: DirectMessage | undefined, failure: DirectMessageFailure | undefined) => void): () => void {
+    if (!this.e2ee) throw new HeraldError("e2ee_disabled", "direct messages need a device: connect with the `e2ee` option");
+    return this.e2ee.onDm(cb);
+  }
 
   /**
    * Subscribes to `subject` (resubscribed after every reconnect); `cb` gets each publication.
@@ -356,13 +380,43 @@ export class Space {
 
 /** `client.space`: creating, joining and listing channels. */
 export class Spaces {
-  constructor(private readonly conn: Connection) {}
+  constructor(
+    private readonly conn: Connection,
+    private readonly e2ee?: E2ee,
+  ) {}
 
-  /** Creates a channel (a second create of one's own name is a harmless join). */
-  async createChannel(nameOrOptions: string | CreateChannelOptions): Promise<Space> {
-    const opts = typeof nameOrOptions === "string" ? { name: nameOrOptions } : nameOrOptions;
+  /**
+   * Creates a channel (a second create of one's own name is a harmless join). With
+   * `{encrypted: true}` (needs the `e2ee` option) it is end-to-end encrypted: the genesis
+   * roster commit is posted and an {@link EncryptedSpace} returned (§O).
+   */
+  createChannel(name: string, options: CreateChannelOptions & { encrypted: true }): Promise<EncryptedSpace>;
+  createChannel(nameOrOptions: (CreateChannelOptions & { encrypted: true })): Promise<EncryptedSpace>;
+  createChannel(nameOrOptions: string | CreateChannelOptions, options?: CreateChannelOptions): Promise<Space>;
+  async createChannel(nameOrOptions: string | CreateChannelOptions, options: CreateChannelOptions = {}): Promise<Space | EncryptedSpace> {
+    const opts = typeof nameOrOptions === "string" ? { ...options, name: nameOrOptions } : { ...nameOrOptions, ...options };
+    if (opts.encrypted && !this.e2ee) throw new HeraldError("e2ee_disabled", "an encrypted channel needs a device: connect with the `e2ee` option");
     const ok = await this.conn.request("channel.create", { ...opts });
-    return new Space(this.conn, ok.channel as Channel);
+    const space = new Space(this.conn, ok.channel as Channel);
+    if (opts.encrypted && this.e2ee) return createEncryptedChannel(this.e2ee, space, opts.members ?? []);
+    return space;
+  }
+
+  /** An encrypted channel the caller is a member of (by id or name), its roster and keys synced when there. */
+  async encrypted(idOrName: string): Promise<EncryptedSpace> {
+    if (!this.e2ee) throw new HeraldError("e2ee_disabled", "an encrypted channel needs a device: connect with the `e2ee` option");
+    const space = await this.get(idOrName);
+    if (!space.channel.encrypted) throw new HeraldError("bad_request", `channel ${JSON.stringify(space.id)} is not encrypted`);
+    const e = new EncryptedSpace(this.e2ee, space);
+    await e.sync().catch(() => undefined);
+    return e;
+  }
+
+  /** Joins an open encrypted channel; its keys may come later, from a keeper (`waitForKeys`). */
+  async joinEncrypted(nameOrId: string): Promise<EncryptedSpace> {
+    if (!this.e2ee) throw new HeraldError("e2ee_disabled", "an encrypted channel needs a device: connect with the `e2ee` option");
+    const space = await this.joinChannel(nameOrId);
+    return new EncryptedSpace(this.e2ee, space);
   }
 
   /** Creates an unnamed channel (a group or a DM room) with these members. */
@@ -402,17 +456,40 @@ export class Herald {
   readonly message: Messaging;
   readonly realtime: Realtime;
 
-  private constructor(readonly connection: Connection) {
-    this.space = new Spaces(connection);
-    this.message = new Messaging(connection);
+  private constructor(
+    readonly connection: Connection,
+    /** The end-to-end encryption device, with the `e2ee` option (§O). */
+    readonly e2ee?: E2ee,
+  ) {
+    this.space = new Spaces(connection, e2ee);
+    this.message = new Messaging(connection, e2ee);
     this.realtime = new Realtime(connection);
   }
 
-  /** Connects; resolves once the server answered `connect` (rejects with `UnauthorizedError` for a bad token). */
-  static async connect(opts: ConnectOptions): Promise<Herald> {
-    const conn = new Connection(opts);
-    const client = new Herald(conn);
-    await conn.start();
+  /**
+   * Connects; resolves once the server answered `connect` (rejects with `UnauthorizedError` for
+   * a bad token). With `e2ee`, the device state is opened (or created) and the device
+   * registered first, then declared on every `connect`.
+   */
+  static async connect(opts: ConnectOptions & { e2ee?: E2eeOptions }): Promise<Herald> {
+    if (!opts.e2ee) {
+      const conn = new Connection(opts);
+      const client = new Herald(conn);
+      await conn.start();
+      return client;
+    }
+    const probe = new Connection(opts);
+    const token = opts.token ?? (await opts.tokenProvider?.()) ?? "";
+    const e2ee = await E2ee.open(probe, token, opts.e2ee);
+    const conn = new Connection({ ...opts, token, connectFields: { ...(opts.connectFields ?? {}), device: e2ee.deviceId } });
+    e2ee.attach(conn);
+    const client = new Herald(conn, e2ee);
+    try {
+      await conn.start();
+    } catch (err) {
+      await e2ee.close();
+      throw err;
+    }
     return client;
   }
 
@@ -441,6 +518,8 @@ export class Herald {
 
   close(): void {
     this.connection.close();
+    // Pending state writes finish; the store's lock is released.
+    void this.e2ee?.close();
   }
 }
 
