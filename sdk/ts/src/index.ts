@@ -35,10 +35,17 @@ import type {
 } from "./frames.js";
 import type { ConnectOk } from "./session.js";
 import type { ChainError } from "./errors.js";
-// End-to-end encryption (docs/protocol.md §O).
-import { E2ee, type E2eeOptions, type DirectMessage, type DirectMessageFailure } from "./e2ee/e2ee.js";
-import { EncryptedSpace, createEncryptedChannel } from "./e2ee/channel.js";
-export * from "./e2ee/index.js";
+// End-to-end encryption (docs/protocol.md §O): types only here, so an app that does not
+// encrypt never bundles the WebAssembly; the device comes from `@herald-chat/client/e2ee`.
+import type { E2ee, DirectMessage, DirectMessageFailure } from "./e2ee/e2ee.js";
+import type { EncryptedSpace } from "./e2ee/channel.js";
+export type { E2ee, DirectMessage, DirectMessageFailure } from "./e2ee/e2ee.js";
+export type { EncryptedSpace, DecryptedMessage } from "./e2ee/channel.js";
+
+/** What `e2ee(options)` of `@herald-chat/client/e2ee` gives `Herald.connect`: opens the device. */
+export interface E2eeProvider {
+  open(conn: Connection, token: string): Promise<E2ee>;
+}
 
 export * from "./errors.js";
 export * from "./frames.js";
@@ -398,7 +405,7 @@ export class Spaces {
     if (opts.encrypted && !this.e2ee) throw new HeraldError("e2ee_disabled", "an encrypted channel needs a device: connect with the `e2ee` option");
     const ok = await this.conn.request("channel.create", { ...opts });
     const space = new Space(this.conn, ok.channel as Channel);
-    if (opts.encrypted && this.e2ee) return createEncryptedChannel(this.e2ee, space, opts.members ?? []);
+    if (opts.encrypted && this.e2ee) return this.e2ee.encryptedSpace(space, { create: opts.members ?? [] });
     return space;
   }
 
@@ -407,16 +414,14 @@ export class Spaces {
     if (!this.e2ee) throw new HeraldError("e2ee_disabled", "an encrypted channel needs a device: connect with the `e2ee` option");
     const space = await this.get(idOrName);
     if (!space.channel.encrypted) throw new HeraldError("bad_request", `channel ${JSON.stringify(space.id)} is not encrypted`);
-    const e = new EncryptedSpace(this.e2ee, space);
-    await e.sync().catch(() => undefined);
-    return e;
+    return this.e2ee.encryptedSpace(space, { sync: true });
   }
 
   /** Joins an open encrypted channel; its keys may come later, from a keeper (`waitForKeys`). */
   async joinEncrypted(nameOrId: string): Promise<EncryptedSpace> {
     if (!this.e2ee) throw new HeraldError("e2ee_disabled", "an encrypted channel needs a device: connect with the `e2ee` option");
     const space = await this.joinChannel(nameOrId);
-    return new EncryptedSpace(this.e2ee, space);
+    return this.e2ee.encryptedSpace(space);
   }
 
   /** Creates an unnamed channel (a group or a DM room) with these members. */
@@ -468,10 +473,11 @@ export class Herald {
 
   /**
    * Connects; resolves once the server answered `connect` (rejects with `UnauthorizedError` for
-   * a bad token). With `e2ee`, the device state is opened (or created) and the device
-   * registered first, then declared on every `connect`.
+   * a bad token). With `e2ee` (`e2ee({store, secret})` of `@herald-chat/client/e2ee`), the
+   * device state is opened (or created) and the device registered first, then declared on
+   * every `connect`.
    */
-  static async connect(opts: ConnectOptions & { e2ee?: E2eeOptions }): Promise<Herald> {
+  static async connect(opts: ConnectOptions & { e2ee?: E2eeProvider }): Promise<Herald> {
     if (!opts.e2ee) {
       const conn = new Connection(opts);
       const client = new Herald(conn);
@@ -480,7 +486,7 @@ export class Herald {
     }
     const probe = new Connection(opts);
     const token = opts.token ?? (await opts.tokenProvider?.()) ?? "";
-    const e2ee = await E2ee.open(probe, token, opts.e2ee);
+    const e2ee = await opts.e2ee.open(probe, token);
     const conn = new Connection({ ...opts, token, connectFields: { ...(opts.connectFields ?? {}), device: e2ee.deviceId } });
     e2ee.attach(conn);
     const client = new Herald(conn, e2ee);

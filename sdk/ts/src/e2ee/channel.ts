@@ -648,11 +648,3 @@ export class EncryptedSpace {
     return this.plain.leave();
   }
 }
-
-/** Creates an encrypted channel and its genesis commit (or syncs the existing roster of one's own name). */
-export async function createEncryptedChannel(e2ee: E2ee, plain: Space, members: string[]): Promise<EncryptedSpace> {
-  const space = new EncryptedSpace(e2ee, plain);
-  const keys = new ChannelKeys(e2ee);
-  if ((await keys.createGenesis(plain.id, members)) === "existed") await space.sync();
-  return space;
-}

@@ -22,6 +22,8 @@ import {
 } from "../wasm/herald_crypto_wasm.js";
 import { StateFile, type IdentityKeys, type Persisted, type PersistedPin, type SignedCommit, type StateSecret } from "./state.js";
 import type { StateStore } from "./store.js";
+import type { Space } from "../index.js";
+import { ChannelKeys, EncryptedSpace } from "./channel.js";
 
 export const DEFAULT_ONE_TIME_KEYS = 50;
 const HANDLED_DMS_MAX = 10_000;
@@ -294,6 +296,26 @@ export class E2ee {
 
   warn(message: string): void {
     this.opts.onWarning?.(message);
+  }
+
+  /**
+   * The encrypted handle of `plain`: with `create`, posts the genesis (the caller's, those
+   * members' and the keepers' devices; a channel that has a roster already is synced);
+   * with `sync`, fetches its roster and keys (a missing roster is no error: a keeper or the
+   * creator may post it later).
+   */
+  async encryptedSpace(plain: Space, opts: { create?: string[]; sync?: boolean } = {}): Promise<EncryptedSpace> {
+    const space = new EncryptedSpace(this, plain);
+    if (opts.create) {
+      if ((await new ChannelKeys(this).createGenesis(plain.id, opts.create)) === "existed") await space.sync();
+    } else if (opts.sync) {
+      try {
+        await space.sync();
+      } catch (e) {
+        if (!(e instanceof E2eeError)) throw e;
+      }
+    }
+    return space;
   }
 
   /** @internal */

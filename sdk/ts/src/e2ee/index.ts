@@ -1,4 +1,17 @@
-/** The end-to-end encryption layer's public surface (docs/protocol.md §O). */
+/**
+ * `@herald-chat/client/e2ee`: the end-to-end encryption device (docs/protocol.md §O).
+ *
+ * ```ts
+ * const client = await Herald.connect({ url, token, e2ee: e2ee({ store, secret: { passphrase } }) });
+ * ```
+ */
+import type { Connection } from "../client.js";
+import { E2ee, type E2eeOptions } from "./e2ee.js";
+
+/** The `e2ee` option of `Herald.connect`: opens (or creates) and registers this device. */
+export function e2ee(options: E2eeOptions): { open(conn: Connection, token: string): Promise<E2ee> } {
+  return { open: (conn, token) => E2ee.open(conn, token, options) };
+}
 export {
   E2ee,
   E2eeError,

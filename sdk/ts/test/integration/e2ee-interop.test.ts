@@ -10,7 +10,8 @@ import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Herald, MemoryStateStore, EncryptedSpace, type DecryptedMessage } from "../../src/index.js";
+import { Herald } from "../../src/index.js";
+import { e2ee, MemoryStateStore, type EncryptedSpace, type DecryptedMessage } from "../../src/e2ee/index.js";
 import { HeraldServer, heraldBin } from "../support/server.js";
 import { Inbox, dmPush, type DmItem } from "../support/e2ee.js";
 
@@ -79,7 +80,7 @@ async function stop(child: ChildProcess): Promise<void> {
 }
 
 async function ts(user: string, deviceId: string): Promise<Herald> {
-  const c = await Herald.connect({ url: server.url, token: server.token(user), e2ee: { store: new MemoryStateStore(), secret: { passphrase: PASS }, deviceId } });
+  const c = await Herald.connect({ url: server.url, token: server.token(user), e2ee: e2ee({ store: new MemoryStateStore(), secret: { passphrase: PASS }, deviceId }) });
   clients.push(c);
   return c;
 }

@@ -10,10 +10,11 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Herald, MemoryStateStore, FileStateStore, IdentityChangedError, EncryptedSpace, type E2eeOptions } from "../../src/index.js";
+import { Herald } from "../../src/index.js";
+import { e2ee, MemoryStateStore, FileStateStore, IdentityChangedError, EncryptedSpace, type E2eeOptions } from "../../src/e2ee/index.js";
 import { HeraldServer } from "../support/server.js";
 import { Inbox, dmPush, type DmItem, type MsgBox } from "../support/e2ee.js";
-import type { DecryptedMessage } from "../../src/index.js";
+import type { DecryptedMessage } from "../../src/e2ee/index.js";
 
 let server: HeraldServer;
 let dir: string;
@@ -33,8 +34,8 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function connect(user: string, e2ee: E2eeOptions, extra: { fetch?: typeof fetch } = {}): Promise<Herald> {
-  const c = await Herald.connect({ url: server.url, token: server.token(user), e2ee, ...extra });
+async function connect(user: string, opts: E2eeOptions, extra: { fetch?: typeof fetch } = {}): Promise<Herald> {
+  const c = await Herald.connect({ url: server.url, token: server.token(user), e2ee: e2ee(opts), ...extra });
   open.push(c);
   return c;
 }
@@ -122,11 +123,11 @@ test("state in a file survives a restart; a second process is refused; wrong pas
   assert.equal(raw.subarray(0, 4).toString(), "HST1");
   assert.equal(raw[4], 1, "kdf byte 1: Argon2id of a passphrase");
   await assert.rejects(
-    Herald.connect({ url: server.url, token: server.token("carol"), e2ee: { store: new MemoryStateStore(new Uint8Array(raw)), secret: { passphrase: "wrong" } } }),
+    Herald.connect({ url: server.url, token: server.token("carol"), e2ee: e2ee({ store: new MemoryStateStore(new Uint8Array(raw)), secret: { passphrase: "wrong" } }) }),
     /wrong passphrase or key/,
   );
   await assert.rejects(
-    Herald.connect({ url: server.url, token: server.token("carol"), e2ee: { store: new MemoryStateStore(new Uint8Array(raw)), secret: { key: key32(1) } } }),
+    Herald.connect({ url: server.url, token: server.token("carol"), e2ee: e2ee({ store: new MemoryStateStore(new Uint8Array(raw)), secret: { key: key32(1) } }) }),
     /passphrase/,
   );
   // The same device comes back with its Olm session: the next DM (not a pre-key one) decrypts.

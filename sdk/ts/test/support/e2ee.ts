@@ -1,5 +1,5 @@
 /** Helpers of the E2EE tests: a collector that awaits items with a timeout (no sleeps). */
-import type { DirectMessage, DirectMessageFailure, DecryptedMessage } from "../../src/index.js";
+import type { DirectMessage, DirectMessageFailure, DecryptedMessage } from "../../src/e2ee/index.js";
 
 /** Collects items pushed by a callback; `next(pred, ms)` resolves with the first match or rejects after `ms`. */
 export class Inbox<T> {
