@@ -19,7 +19,7 @@ fn json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, JsE
     serde_json::from_str(text).map_err(|e| JsError::new(&format!("malformed {what}: {e}")))
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String, JsError> {
+fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, JsError> {
     serde_json::to_string(v).map_err(|e| JsError::new(&e.to_string()))
 }
 

@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Herald } from "../../src/index.js";
-import { e2ee, MemoryStateStore, type EncryptedSpace, type DecryptedMessage } from "../../src/e2ee/index.js";
+import { e2ee, FileStateStore, MemoryStateStore, type EncryptedSpace, type DecryptedMessage } from "../../src/e2ee/index.js";
 import { HeraldServer, heraldBin } from "../support/server.js";
 import { Inbox, dmPush, type DmItem } from "../support/e2ee.js";
 
@@ -180,4 +180,23 @@ test("a TS member is admitted by the Rust keeper while the Rust creator is offli
   assert.match(history, /gus: gus was admitted\n$/);
   assert.ok(!keeper.lines.items.some((l) => l.startsWith("failed")), keeper.lines.items.join("\n"));
   await stop(keeper.child);
+});
+
+test("a state file written by the TS SDK is the Rust SDK's: the CLI opens it and speaks as that device", async () => {
+  const path = join(dir, "hank.state");
+  const hank = await Herald.connect({ url: server.url, token: server.token("hank"), e2ee: e2ee({ store: await FileStateStore.open(path), secret: { passphrase: PASS }, deviceId: "hank-ts" }) });
+  const fp = hank.e2ee!.fingerprint();
+  const ivy = await ts("ivy", "ivy-ts");
+  await hank.message.send("user:ivy", "from hank in typescript");
+  hank.close();
+  await hank.e2ee!.close();
+  const list = await cli("hank", ["device", "list"]);
+  assert.equal(list, `hank-ts\t${fp}\tone_time_keys=50\tthis device\n`);
+  // The Rust CLI continues the Olm session the TS SDK started (ratchet state from the file).
+  const box = new Inbox<DmItem>();
+  ivy.message.onDirect(dmPush(box));
+  await cli("hank", ["dm", "ivy", "from hank in rust"]);
+  await box.next((x) => x.dm?.text === "from hank in typescript", 20_000, "TS DM");
+  const got = await box.next((x) => x.dm?.text === "from hank in rust" || x.failure !== undefined, 20_000, "Rust DM on the same device");
+  assert.equal(got.dm?.from_device, "hank-ts", JSON.stringify(got.failure));
 });

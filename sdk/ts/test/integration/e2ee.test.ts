@@ -148,9 +148,9 @@ test("a pinned device whose keys change is refused; a one-time key swapped by th
     const res = await fetch(input, init);
     const url = String(input);
     if (tamper === "identity" && url.includes("/v1/keys/users/erin")) {
-      const body = (await res.json()) as { devices: Array<{ identity: { ed25519: string } }> };
+      const body = (await res.json()) as { devices: Array<{ identity: { device_id: string; ed25519: string } }> };
       const other = (await eve.e2ee!.listDevices("frank"))[0]!;
-      for (const d of body.devices) d.identity = { ...other.identity, device_id: (d.identity as { device_id: string }).device_id } as never;
+      for (const d of body.devices) d.identity = { ...other.identity, device_id: d.identity.device_id };
       return new Response(JSON.stringify(body), { status: 200, headers: { "content-type": "application/json" } });
     }
     if (tamper === "otk" && url.endsWith("/v1/keys/claim")) {
