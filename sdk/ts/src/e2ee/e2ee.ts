@@ -12,7 +12,6 @@
  */
 import type { Connection } from "../client.js";
 import { HeraldError } from "../errors.js";
-import { loadCrypto } from "../crypto.js";
 import {
   WasmDevice,
   WasmKeyring,
@@ -232,7 +231,7 @@ export class E2ee {
    * `Herald.connect` before the socket opens, which then declares the device.
    */
   static async open(conn: Connection, token: string, opts: E2eeOptions): Promise<E2ee> {
-    await loadCrypto();
+    // The WebAssembly is loaded by `e2ee()` (./index.ts), which calls this.
     const user = jwtSub(token);
     if (!user) throw new E2eeError("the token names no user (sub)");
     const { file, state } = await StateFile.open(opts.store, opts.secret);

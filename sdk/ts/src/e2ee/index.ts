@@ -6,11 +6,17 @@
  * ```
  */
 import type { Connection } from "../client.js";
+import { loadCrypto } from "../crypto.js";
 import { E2ee, type E2eeOptions } from "./e2ee.js";
 
 /** The `e2ee` option of `Herald.connect`: opens (or creates) and registers this device. */
 export function e2ee(options: E2eeOptions): { open(conn: Connection, token: string): Promise<E2ee> } {
-  return { open: (conn, token) => E2ee.open(conn, token, options) };
+  return {
+    open: async (conn, token) => {
+      await loadCrypto();
+      return E2ee.open(conn, token, options);
+    },
+  };
 }
 export {
   E2ee,
@@ -27,4 +33,5 @@ export {
 } from "./e2ee.js";
 export { EncryptedSpace, ChannelKeys, FILE_TYPE, KEEPER_PREFIX, type DecryptedMessage, type FileManifest, type UnopenableReason } from "./channel.js";
 export { StateFile, type StateSecret, type IdentityKeys, type RosterMember, type SignedCommit, type Persisted } from "./state.js";
-export { FileStateStore, IndexedDbStateStore, MemoryStateStore, webCryptoStateKey, type StateStore } from "./store.js";
+export { IndexedDbStateStore, MemoryStateStore, webCryptoStateKey, type StateStore } from "./store.js";
+export { FileStateStore } from "./node-store.js";
