@@ -110,7 +110,13 @@ impl WasmDevice {
     /// Seals the 32-byte epoch `key` of `channel` to `recipient` (JSON `IdentityKeys`): the
     /// JSON `KeyEnvelope`.
     #[wasm_bindgen(js_name = sealEpochKey)]
-    pub fn seal_epoch_key(&self, channel: &str, epoch: u64, key: &[u8], recipient: &str) -> Result<String, JsError> {
+    pub fn seal_epoch_key(
+        &self,
+        channel: &str,
+        epoch: u64,
+        key: &[u8],
+        recipient: &str,
+    ) -> Result<String, JsError> {
         let recipient: IdentityKeys = json(recipient, "identity keys")?;
         let key = EpochKey::from_bytes(key32(key, "epoch key")?);
         to_json(&herald_crypto::seal_epoch_key(&mut OsRng, &self.0, channel, epoch, &key, &recipient)?)
@@ -296,7 +302,12 @@ impl WasmKeyring {
     /// Opens an envelope (JSON `KeyEnvelope`) sealed to `recipient` by `sender` (JSON
     /// `IdentityKeys`) and adds its key.
     #[wasm_bindgen(js_name = openEnvelopeInto)]
-    pub fn open_envelope_into(&mut self, envelope: &str, recipient: &WasmDevice, sender: &str) -> Result<(), JsError> {
+    pub fn open_envelope_into(
+        &mut self,
+        envelope: &str,
+        recipient: &WasmDevice,
+        sender: &str,
+    ) -> Result<(), JsError> {
         let envelope: KeyEnvelope = json(envelope, "key envelope")?;
         let sender: IdentityKeys = json(sender, "identity keys")?;
         Ok(envelope.open_into(&recipient.0, &sender, &mut self.0)?)
@@ -429,7 +440,11 @@ impl std::fmt::Debug for WasmStateSealer {
     }
 }
 
-fn secret<'a>(passphrase: Option<&'a str>, key: Option<&[u8]>, buf: &'a mut [u8; 32]) -> Result<StateSecret<'a>, JsError> {
+fn secret<'a>(
+    passphrase: Option<&'a str>,
+    key: Option<&[u8]>,
+    buf: &'a mut [u8; 32],
+) -> Result<StateSecret<'a>, JsError> {
     match (passphrase, key) {
         (Some(p), None) => Ok(StateSecret::Passphrase(p)),
         (None, Some(k)) => {
@@ -454,7 +469,11 @@ impl WasmStateSealer {
     /// Opens a container: the sealer (to seal new versions) and the plaintext, as
     /// [`OpenedState`]. Errors name the cause: not a container, the other kind of secret,
     /// or a wrong secret / altered bytes.
-    pub fn open(raw: &[u8], passphrase: Option<String>, key: Option<Vec<u8>>) -> Result<OpenedState, JsError> {
+    pub fn open(
+        raw: &[u8],
+        passphrase: Option<String>,
+        key: Option<Vec<u8>>,
+    ) -> Result<OpenedState, JsError> {
         let mut buf = [0u8; 32];
         let s = secret(passphrase.as_deref(), key.as_deref(), &mut buf)?;
         let r = StateSealer::open(raw, s);

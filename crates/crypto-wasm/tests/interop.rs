@@ -94,7 +94,8 @@ fn rust_made_e2ee_fixture_for_the_typescript_sdk_opens_natively() {
         let key = EpochKey::generate(&mut OsRng);
         let envelope =
             seal_epoch_key(&mut OsRng, &sender, E2EE_CHANNEL, 2, &key, &recipient.identity_keys()).unwrap();
-        let both = Member { user: "rust".into(), devices: vec!["rust-sender".into(), "rust-recipient".into()] };
+        let both =
+            Member { user: "rust".into(), devices: vec!["rust-sender".into(), "rust-recipient".into()] };
         let genesis = EpochCommit::genesis(E2EE_CHANNEL, vec![both.clone()]).sign(&sender);
         let mut chain = RosterChain::new(&[sender.identity_keys()], genesis.clone()).unwrap();
         let c1 = chain.next_commit(vec![both.clone()], CommitReason::Rotate).sign(&sender);
@@ -140,7 +141,8 @@ fn rust_made_e2ee_fixture_for_the_typescript_sdk_opens_natively() {
     .unwrap();
     assert_eq!(&plain[..], STATE.as_bytes());
     let mut recipient =
-        Device::from_pickle(v["recipient_pickle"].as_str().unwrap(), &PickleKey::from_bytes(pickle_key)).unwrap();
+        Device::from_pickle(v["recipient_pickle"].as_str().unwrap(), &PickleKey::from_bytes(pickle_key))
+            .unwrap();
     let sender: IdentityKeys = serde_json::from_value(v["sender_identity"].clone()).unwrap();
     let envelope: KeyEnvelope = serde_json::from_value(v["envelope"].clone()).unwrap();
     assert_eq!(hex(envelope.open(&recipient, &sender).unwrap().as_bytes()), v["epoch_key"].as_str().unwrap());
