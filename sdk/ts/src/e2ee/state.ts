@@ -113,6 +113,7 @@ export class StateFile {
    * over a newer one. Resolves once this version is stored.
    */
   save(state: Persisted): Promise<void> {
+    if (this.closing) return Promise.reject(new Error("the device state is closed"));
     const plain = new TextEncoder().encode(JSON.stringify(state));
     const sealed = this.sealer.seal(plain);
     plain.fill(0);
@@ -122,9 +123,15 @@ export class StateFile {
     return next;
   }
 
-  async close(): Promise<void> {
-    await this.writing;
-    await this.store.close?.();
-    this.sealer.free();
+  private closing: Promise<void> | undefined;
+
+  /** Waits for pending writes, releases the store and forgets the key; once (later calls share it). */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await this.writing;
+      await this.store.close?.();
+      this.sealer.free();
+    })();
+    return this.closing;
   }
 }
