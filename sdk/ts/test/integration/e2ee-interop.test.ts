@@ -191,7 +191,8 @@ test("a state file written by the TS SDK is the Rust SDK's: the CLI opens it and
   hank.close();
   await hank.e2ee!.close();
   const list = await cli("hank", ["device", "list"]);
-  assert.equal(list, `hank-ts\t${fp}\tone_time_keys=50\tthis device\n`);
+  // "pinned": sending a DM pinned one's own devices too, as the Rust SDK does.
+  assert.equal(list, `hank-ts\t${fp}\tone_time_keys=50\tpinned\n`);
   // The Rust CLI continues the Olm session the TS SDK started (ratchet state from the file).
   const box = new Inbox<DmItem>();
   ivy.message.onDirect(dmPush(box));
