@@ -7,7 +7,7 @@
  */
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, existsSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, existsSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Herald } from "../../src/index.js";
@@ -120,6 +120,8 @@ test("state in a file survives a restart; a second process is refused; wrong pas
   await carol.e2ee!.close();
   assert.ok(!existsSync(`${path}.lock`), "the lock is released");
   const raw = readFileSync(path);
+  assert.equal(statSync(path).mode & 0o777, 0o600, "only the owner reads the state");
+  assert.ok(!existsSync(`${path}.tmp`), "the temporary file was renamed over the state");
   assert.equal(raw.subarray(0, 4).toString(), "HST1");
   assert.equal(raw[4], 1, "kdf byte 1: Argon2id of a passphrase");
   await assert.rejects(
@@ -218,7 +220,23 @@ test("an encrypted channel with two TS members: sealed on the wire, opened, remo
 
 test("adding a member seals every earlier key to them; encrypted files round-trip with shards lost", async () => {
   const hal = await connect("hal", { store: new MemoryStateStore(), secret: { key: key32(8) }, deviceId: "hal-1" });
-  const ivy = await connect("ivy", { store: new MemoryStateStore(), secret: { key: key32(9) }, deviceId: "ivy-1" });
+  // Ivy's blob downloads go through a fetch that loses the shards listed in `lost` (a 404, as
+  // for a blob directory gone) or alters those in `altered`.
+  const lost = new Set<string>();
+  const altered = new Set<string>();
+  const flaky: typeof fetch = async (input, init) => {
+    const url = String(input);
+    const hash = /\/blobs\/([0-9a-f]{64})$/.exec(url)?.[1];
+    if (hash && lost.has(hash)) return new Response(JSON.stringify({ error: { code: "not_found", message: "gone" } }), { status: 404, headers: { "content-type": "application/json" } });
+    const res = await fetch(input, init);
+    if (hash && altered.has(hash)) {
+      const b = new Uint8Array(await res.arrayBuffer());
+      b[0] = (b[0] ?? 0) ^ 1;
+      return new Response(b, { status: 200, headers: { "content-type": "application/octet-stream" } });
+    }
+    return res;
+  };
+  const ivy = await connect("ivy", { store: new MemoryStateStore(), secret: { key: key32(9) }, deviceId: "ivy-1" }, { fetch: flaky });
   const ch = await hal.space.createChannel("e2ee-files", { encrypted: true });
   await ch.sendMessage("before ivy");
   await ch.addMember("ivy");
@@ -236,4 +254,29 @@ test("adding a member seals every earlier key to them; encrypted files round-tri
   const m2 = EncryptedSpace.fileOf(fileMsg)!;
   assert.equal(m2.name, "photo.bin");
   assert.deepEqual(await ich.getFile(m2), data);
+  // Any 4 of 6: one shard lost and one altered still rebuild; a third gone does not.
+  lost.add(m2.shard_hashes[0]!);
+  altered.add(m2.shard_hashes[3]!);
+  assert.deepEqual(await ich.getFile(m2), data);
+  lost.add(m2.shard_hashes[5]!);
+  await assert.rejects(ich.getFile(m2), /cannot be rebuilt/);
+});
+
+test("a DM reaches every device of the peer and the sender's other devices", async () => {
+  const kim1 = await connect("kim", { store: new MemoryStateStore(), secret: { key: key32(10) }, deviceId: "kim-phone" });
+  const kim2 = await connect("kim", { store: new MemoryStateStore(), secret: { key: key32(11) }, deviceId: "kim-laptop" });
+  const leo = await connect("leo", { store: new MemoryStateStore(), secret: { key: key32(12) }, deviceId: "leo-1" });
+  const [b1, b2, bl] = [new Inbox<DmItem>(), new Inbox<DmItem>(), new Inbox<DmItem>()];
+  kim1.message.onDirect(dmPush(b1));
+  kim2.message.onDirect(dmPush(b2));
+  leo.message.onDirect(dmPush(bl));
+  assert.equal((await leo.message.send("user:kim", "to both of kim's")).length, 2);
+  await b1.next((x) => x.dm?.text === "to both of kim's", 15_000, "kim-phone copy");
+  await b2.next((x) => x.dm?.text === "to both of kim's", 15_000, "kim-laptop copy");
+  // Kim's phone answers: Leo gets it, and so does Kim's laptop (her other device).
+  assert.equal((await kim1.message.send("user:leo", "from kim's phone")).length, 2);
+  await bl.next((x) => x.dm?.text === "from kim's phone", 15_000, "leo's copy");
+  const mine = await b2.next((x) => x.dm?.text === "from kim's phone", 15_000, "kim-laptop's own copy");
+  assert.equal(mine.dm?.from_device, "kim-phone");
+  assert.ok(!b1.items.some((x) => x.dm?.text === "from kim's phone"), "not to the sending device itself");
 });
