@@ -52,6 +52,14 @@
 //!   64 in one transaction, PostgreSQL's subtransaction cache overflows); one per run raised
 //!   `append_bench 256 16 5 1` from a median of 9.4k to 10.6k appends/s on a 2-core machine,
 //!   at the price of a second round trip for a run that has a refused send in it.
+//! - Such a run is first sent as three statements whatever its length: the savepoint, every
+//!   send's checks as one query over arrays (`unnest … WITH ORDINALITY`, answering the first
+//!   send that fails them), and every send's rows (entry, content, message, client id) as one
+//!   `INSERT … SELECT FROM unnest(…)` per table in one statement. A statement costs PostgreSQL
+//!   far more than a row, and four statements per send was most of a send's time there. Only
+//!   if that insert fails without a check naming the send (two sends of the run with one
+//!   `client_id`) is the run rolled back and sent as the pipeline of per-send statements above,
+//!   which finds the send.
 //! - Any other job runs its reads one by one; its writes are queued and sent with its next
 //!   read, and its last writes with the next job's savepoint and first read (undone, and the job
 //!   answered alone, if they fail).

@@ -60,6 +60,31 @@ statements! {
         reply_to, reply_author, client_id, ts_ms, epoch) VALUES ($1, $10, $2, $4, $11, $17, $20, $16, $12, $6, $19)) \
         INSERT INTO entries ({ENTRY_COLS}) VALUES \
         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $19)");
+    // A planned run of sends in two statements instead of four per send (see `writer.rs`):
+    // the first planned send whose checks fail (1-based; no row: all pass) ...
+    run_checks = "SELECT t.i FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+        WITH ORDINALITY AS t(ch, member, author, cid, i) \
+        WHERE (t.member IS NOT NULL AND NOT EXISTS (SELECT 1 FROM members m \
+            WHERE m.channel_id = t.ch AND m.user_id = t.member)) \
+        OR (t.cid IS NOT NULL AND EXISTS (SELECT 1 FROM client_ids k \
+            WHERE k.channel_id = t.ch AND k.author = t.author AND k.client_id = t.cid)) \
+        ORDER BY t.i LIMIT 1";
+    // ... and every send's entry, content, message row and client id, from arrays.
+    run_inserts = format!("WITH t AS (SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], \
+        $5::text[], $6::int8[], $7::bytea[], $8::bytea[], $9::bytea[], $10::text[], $11::text[], $12::text[], \
+        $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::bytea[], $19::int8[]) \
+        AS t(channel_id, seq, kind, author, ref, ts_ms, content_hash, prev_hash, hash, x_id, x_msg_type, \
+        x_client_id, x_name, x_title, x_message_id, x_reply_author, content, salt, x_epoch)), \
+        c AS (INSERT INTO entry_contents (channel_id, seq, content, salt) \
+            SELECT channel_id, seq, content, salt FROM t), \
+        m AS (INSERT INTO messages (channel_id, id, seq, author, type, content, reply_to, reply_author, \
+            client_id, ts_ms, epoch) SELECT channel_id, x_id, seq, author, x_msg_type, content, NULL, \
+            x_reply_author, x_client_id, ts_ms, x_epoch FROM t), \
+        k AS (INSERT INTO client_ids (channel_id, author, client_id, message_id) \
+            SELECT channel_id, author, x_client_id, x_id FROM t WHERE x_client_id IS NOT NULL) \
+        INSERT INTO entries ({ENTRY_COLS}) SELECT channel_id, seq, kind, author, ref, ts_ms, content_hash, \
+        prev_hash, hash, x_id, x_msg_type, x_client_id, x_name, x_title, x_message_id, x_reply_author, x_epoch \
+        FROM t");
     del_entries = "DELETE FROM entries WHERE channel_id = $1";
     del_contents = "DELETE FROM entry_contents WHERE channel_id = $1";
     del_messages = "DELETE FROM messages WHERE channel_id = $1";

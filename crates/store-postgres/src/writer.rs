@@ -367,9 +367,117 @@ impl Writer {
         }
     }
 
-    /// Sends the planned run in one pipeline; the index of the first plan not answered as
-    /// planned, if any.
+    /// Sends the planned run; the index of the first plan not answered as planned, if any.
+    ///
+    /// First as three statements whatever the run's length (`SAVEPOINT run`, the checks of
+    /// every send in one query over arrays, every insert in one statement over arrays): a
+    /// statement costs PostgreSQL far more than a row. If that insert fails (two sends of the
+    /// run with one `client_id`, or anything else that names no send), the run is rolled back
+    /// and sent again statement by statement, which finds the send that fails.
     async fn run_plans(
+        &self,
+        client: &Object,
+        st: &Stmts,
+        plans: &mut [(SendPlan, Applied, Vec<Write<'_>>, Undo)],
+    ) -> std::result::Result<Option<usize>, Fail> {
+        match self.run_plans_bulk(client, st, plans).await? {
+            Bulk::Done => Ok(None),
+            Bulk::Refused(k) => Ok(Some(k)),
+            Bulk::Unknown => {
+                client.batch_execute("ROLLBACK TO SAVEPOINT run").await?;
+                self.run_plans_each(client, st, plans).await
+            }
+        }
+    }
+
+    async fn run_plans_bulk(
+        &self,
+        client: &Object,
+        st: &Stmts,
+        plans: &[(SendPlan, Applied, Vec<Write<'_>>, Undo)],
+    ) -> std::result::Result<Bulk, Fail> {
+        let n = plans.len();
+        let mut a = BulkRows::with_capacity(n);
+        for (plan, applied, _, _) in plans {
+            let [e] = applied.entries.as_slice() else { return Ok(Bulk::Unknown) };
+            a.check_ch.push(plan.channel.clone());
+            a.check_member.push(plan.member.clone());
+            a.check_author.push(plan.client_id.as_ref().map(|(au, _)| au.clone()));
+            a.check_cid.push(plan.client_id.as_ref().map(|(_, c)| c.clone()));
+            a.push(e);
+        }
+        type P<'p> = &'p (dyn tokio_postgres::types::ToSql + Sync);
+        let check_params: [P<'_>; 4] = [&a.check_ch, &a.check_member, &a.check_author, &a.check_cid];
+        let insert_params: [P<'_>; 19] = [
+            &a.ch,
+            &a.seq,
+            &a.kind,
+            &a.author,
+            &a.reference,
+            &a.ts,
+            &a.content_hash,
+            &a.prev_hash,
+            &a.hash,
+            &a.id,
+            &a.msg_type,
+            &a.client_id,
+            &a.name,
+            &a.title,
+            &a.message_id,
+            &a.reply_author,
+            &a.content,
+            &a.salt,
+            &a.epoch,
+        ];
+        let checks = client.query(&st.run_checks, &check_params);
+        let inserts = client.execute(&st.run_inserts, &insert_params);
+        // In this order on the wire: tokio-postgres sends each statement on its first poll.
+        let (sp, checks, inserts) = {
+            let mut sp = Box::pin(futures::future::maybe_done(client.batch_execute("SAVEPOINT run")));
+            let mut checks = Box::pin(futures::future::maybe_done(checks));
+            let mut inserts = Box::pin(futures::future::maybe_done(inserts));
+            futures::future::poll_fn(|cx| {
+                let a = sp.as_mut().poll(cx).is_ready();
+                let b = checks.as_mut().poll(cx).is_ready();
+                let c = inserts.as_mut().poll(cx).is_ready();
+                if a && b && c { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+            })
+            .await;
+            (sp.as_mut().take_output(), checks.as_mut().take_output(), inserts.as_mut().take_output())
+        };
+        let (Some(sp), Some(checks), Some(inserts)) = (sp, checks, inserts) else {
+            return Err(Fail::Store(StoreError::Backend(
+                "postgres: a pipelined statement lost its answer".into(),
+            )));
+        };
+        // A lost connection or a conflict is the whole batch's, not a send's.
+        let sp = match sp {
+            Err(e) if batch_wide(&e) => return Err(Fail::Db(e)),
+            other => other,
+        };
+        let checks = match checks {
+            Err(e) if batch_wide(&e) => return Err(Fail::Db(e)),
+            other => other,
+        };
+        let inserts = match inserts {
+            Err(e) if batch_wide(&e) => return Err(Fail::Db(e)),
+            other => other,
+        };
+        sp?;
+        let Ok(rows) = checks else { return Ok(Bulk::Unknown) };
+        if let Some(row) = rows.first() {
+            let i: i64 = row.try_get(0)?;
+            return Ok(match usize::try_from(i - 1) {
+                Ok(k) if k < n => Bulk::Refused(k),
+                _ => Bulk::Unknown,
+            });
+        }
+        Ok(if inserts.is_ok() { Bulk::Done } else { Bulk::Unknown })
+    }
+
+    /// Sends the planned run in one pipeline, each send's checks and writes as their own
+    /// statements; the index of the first plan not answered as planned, if any.
+    async fn run_plans_each(
         &self,
         client: &Object,
         st: &Stmts,
@@ -420,6 +528,76 @@ impl Writer {
             }
         }
         Ok(None)
+    }
+}
+
+/// How a run sent as three statements went.
+enum Bulk {
+    /// Every check passed and every row is written.
+    Done,
+    /// This send's checks failed (the first such).
+    Refused(usize),
+    /// Something failed that names no send: run them one by one.
+    Unknown,
+}
+
+/// The columns of a planned run, one array per column (`run_checks`, `run_inserts`).
+#[derive(Default)]
+struct BulkRows {
+    check_ch: Vec<String>,
+    check_member: Vec<Option<String>>,
+    check_author: Vec<Option<String>>,
+    check_cid: Vec<Option<String>>,
+    ch: Vec<String>,
+    seq: Vec<i64>,
+    kind: Vec<&'static str>,
+    author: Vec<String>,
+    reference: Vec<String>,
+    ts: Vec<i64>,
+    content_hash: Vec<Vec<u8>>,
+    prev_hash: Vec<Vec<u8>>,
+    hash: Vec<Vec<u8>>,
+    id: Vec<Option<String>>,
+    msg_type: Vec<Option<String>>,
+    client_id: Vec<Option<String>>,
+    name: Vec<Option<String>>,
+    title: Vec<Option<String>>,
+    message_id: Vec<Option<String>>,
+    reply_author: Vec<Option<String>>,
+    content: Vec<String>,
+    salt: Vec<Vec<u8>>,
+    epoch: Vec<Option<i64>>,
+}
+
+impl BulkRows {
+    fn with_capacity(n: usize) -> Self {
+        let mut b = BulkRows::default();
+        b.ch.reserve(n);
+        b.content.reserve(n);
+        b
+    }
+
+    /// The entry's columns, as `Job::append` writes them one by one.
+    fn push(&mut self, e: &herald_store::StoredEntry) {
+        self.ch.push(e.channel_id.clone());
+        self.seq.push(rows::to_i64(e.seq));
+        self.kind.push(e.kind.as_str());
+        self.author.push(e.author.clone());
+        self.reference.push(e.reference.clone());
+        self.ts.push(e.ts_ms);
+        self.content_hash.push(e.content_hash.to_vec());
+        self.prev_hash.push(e.prev_hash.to_vec());
+        self.hash.push(e.hash.to_vec());
+        self.id.push(e.extra.id.clone());
+        self.msg_type.push(e.extra.msg_type.clone());
+        self.client_id.push(e.extra.client_id.clone());
+        self.name.push(e.extra.name.clone());
+        self.title.push(e.extra.title.clone());
+        self.message_id.push(e.extra.message_id.clone());
+        self.reply_author.push(e.extra.reply.as_ref().map(|r| r.author.clone()));
+        self.content.push(e.content.clone().unwrap_or_default());
+        self.salt.push(e.salt.unwrap_or_default().to_vec());
+        self.epoch.push(e.extra.epoch.map(rows::to_i64));
     }
 }
 

@@ -80,3 +80,112 @@ def test_a_fresh_device_round_trips_through_its_pickle() -> None:
     assert sealed != again, "a fresh nonce each time"
     opened = herald_crypto.open_message(sealed, channel, epoch_key, device.identity_keys_json())
     assert opened == b"\x00binary\xff"
+
+
+def _ident(d: herald_crypto.Device) -> str:
+    return d.identity_keys_json()
+
+
+def test_olm_sessions_from_a_claimed_key_and_a_pre_key_message() -> None:
+    ada, grace = herald_crypto.Device.generate("ada-1"), herald_crypto.Device.generate("grace-1")
+    bundle = json.loads(grace.publish_bundle(3))
+    herald_crypto.verify_bundle(json.dumps(bundle))
+    assert len(bundle["one_time_keys"]) == 3
+    claimed = json.dumps(bundle["one_time_keys"][0])
+    out = ada.create_outbound_session(_ident(grace), claimed)
+    first = out.encrypt(b"hello")
+    assert json.loads(first)["pre_key"] is True
+    inbound, plain = grace.create_inbound_session(_ident(ada), first)
+    assert plain == b"hello"
+    assert inbound.session_id == out.session_id
+    assert inbound.matches(first)
+    # The one-time key is used up: the same pre-key message does not make a second session.
+    with pytest.raises(herald_crypto.CryptoError):
+        grace.create_inbound_session(_ident(ada), first)
+    assert out.decrypt(inbound.encrypt(b"back")) == b"back"
+    # Pickled sessions keep going.
+    key = b"\x07" * 32
+    again = herald_crypto.OlmSession.from_pickle(out.pickle(key), key)
+    assert inbound.decrypt(again.encrypt(b"after restore")) == b"after restore"
+    # A claimed key signed by someone else is refused.
+    other = json.loads(herald_crypto.Device.generate("grace-1").publish_bundle(1))
+    with pytest.raises(herald_crypto.CryptoError):
+        ada.create_outbound_session(_ident(grace), json.dumps(other["one_time_keys"][0]))
+
+
+def test_pins_refuse_a_device_id_with_other_keys() -> None:
+    pins = herald_crypto.PinnedDevices()
+    a = json.loads(herald_crypto.Device.generate("dev").publish_bundle(0))
+    b = json.loads(herald_crypto.Device.generate("dev").publish_bundle(0))
+    pins.pin(json.dumps(a))
+    pins.pin(json.dumps(a))
+    assert len(pins) == 1
+    with pytest.raises(herald_crypto.CryptoError, match="already pinned"):
+        pins.pin(json.dumps(b))
+
+
+def test_envelopes_rosters_and_keyrings() -> None:
+    admin, member = herald_crypto.Device.generate("a1"), herald_crypto.Device.generate("m1")
+    members = [{"user": "a", "devices": ["a1"]}, {"user": "m", "devices": ["m1"]}]
+    genesis = herald_crypto.sign_commit(
+        herald_crypto.genesis_commit("c", json.dumps(members)), admin
+    )
+    chain = herald_crypto.RosterChain(json.dumps([json.loads(_ident(admin))]), genesis)
+    assert chain.epoch == 0
+    assert chain.is_member_device(0, "m1")
+    remove = json.dumps({"kind": "remove", "users": ["m"]})
+    nxt = chain.next_commit(json.dumps(members[:1]), remove)
+    # Only an admin's commit extends the chain; a refused one leaves it unchanged.
+    with pytest.raises(herald_crypto.CryptoError, match="not a pinned channel admin"):
+        chain.apply(herald_crypto.sign_commit(nxt, member))
+    signed = herald_crypto.sign_commit(nxt, admin)
+    herald_crypto.verify_commit(signed, _ident(admin))
+    chain.apply(signed)
+    assert chain.epoch == 1
+    assert chain.head_hash() == herald_crypto.commit_hash(signed)
+    assert not chain.is_member_device(1, "m1")
+    key = herald_crypto.generate_epoch_key()
+    env = herald_crypto.seal_epoch_key(admin, "c", 1, key, _ident(member))
+    herald_crypto.verify_envelope(env, _ident(admin))
+    assert herald_crypto.open_envelope(env, member, _ident(admin)) == key
+    forged = json.loads(env)
+    forged["epoch"] = 2
+    with pytest.raises(herald_crypto.CryptoError):
+        herald_crypto.open_envelope(json.dumps(forged), member, _ident(admin))
+    ring = herald_crypto.EpochKeyring("c")
+    ring.insert(1, key)
+    with pytest.raises(herald_crypto.CryptoError):
+        ring.insert(1, herald_crypto.generate_epoch_key())
+    sealed = ring.seal(admin, 1, b"text")
+    assert ring.open(sealed, _ident(admin)) == b"text"
+    with pytest.raises(herald_crypto.CryptoError):
+        ring.open(sealed, _ident(member))
+
+
+def test_files_rebuild_from_any_k_shards() -> None:
+    data = bytes(i % 251 for i in range(200_000))
+    manifest, shards = herald_crypto.encrypt_file("n.bin", "application/octet-stream", data)
+    assert len(shards) == 6
+    some: list[bytes | None] = list(shards)
+    some[1] = None
+    some[4] = None
+    assert herald_crypto.decrypt_file(manifest, some) == data
+    some[0] = None
+    with pytest.raises(herald_crypto.CryptoError, match="not enough intact shards"):
+        herald_crypto.decrypt_file(manifest, some)
+
+
+def test_the_state_container() -> None:
+    sealer = herald_crypto.StateSealer.create(passphrase="pw")
+    assert sealer.kdf == "passphrase"
+    raw = sealer.seal(b'{"user":"ada"}')
+    assert raw[:4] == b"HST1"
+    again, plain = herald_crypto.StateSealer.open(raw, passphrase="pw")
+    assert plain == b'{"user":"ada"}'
+    assert again.key() == sealer.key()
+    with pytest.raises(herald_crypto.DecryptError):
+        herald_crypto.StateSealer.open(raw, passphrase="wrong")
+    with pytest.raises(herald_crypto.MismatchError):
+        herald_crypto.StateSealer.open(raw, key=b"\x01" * 32)
+    with pytest.raises(herald_crypto.CryptoError, match="exactly one"):
+        herald_crypto.StateSealer.create()

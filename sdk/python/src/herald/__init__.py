@@ -4,6 +4,10 @@ protocol's codes; a sync facade (:mod:`herald.sync`) for scripts; and helpers fo
 (:func:`sign_channel`, :func:`verify_webhook`, :class:`RestClient`).
 
 ``import herald; client = await herald.Client.connect(url, token)``
+
+End-to-end encryption (devices, DMs, encrypted channels, files, the seed's ``Space``) is
+:mod:`herald.e2ee` (blocking twin :mod:`herald.sync_e2ee`); it needs the ``herald_crypto``
+bindings (``pip install ./crates/crypto-py``), which the rest of the SDK does not.
 """
 
 from .auth import parse_webhook, sign_channel, verify_webhook, webhook_signature

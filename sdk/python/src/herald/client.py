@@ -107,6 +107,9 @@ class ClientConfig:
     fallback_urls: list[str] = field(default_factory=list)
     # For wss:// and https:// with a private CA; None uses the system's trust store.
     ssl_context: ssl.SSLContext | None = None
+    # The E2EE device this client speaks for (PROTOCOL.md §7), declared on every connect.
+    # Set by herald.e2ee.E2ee.connect; the device must be registered first.
+    device: str | None = None
 
     def backoff(self, attempt: int, unit: float) -> float:
         """The delay before reconnect attempt ``attempt`` (1-based); ``unit`` in [0, 1)."""
@@ -499,7 +502,7 @@ class Client:
         self._ws = ws
         queue: asyncio.Queue[str | bytes] = asyncio.Queue()
         self._outq = queue
-        queue.put_nowait(self._session.connect(self._token))
+        queue.put_nowait(self._session.connect(self._token, device=self.config.device))
         writer = asyncio.create_task(self._writer(ws, queue))
         refresher = asyncio.create_task(self._refresher(provider)) if provider else None
         end: _End | None = None

@@ -162,12 +162,15 @@ class Session(Generic[W]):
 
     # -- outbound ---------------------------------------------------------------------
 
-    def connect(self, token: str) -> str:
-        """Starts a connection: the ``connect`` frame to send first, with resume points."""
+    def connect(self, token: str, *, device: str | None = None) -> str:
+        """Starts a connection: the ``connect`` frame to send first, with resume points
+        (and the E2EE ``device`` the connection speaks for, if any)."""
         i = self._take_id()
         self._connecting = i
         self._ready = False
         frame: dict[str, Any] = {"id": i, "op": "connect", "token": token}
+        if device is not None:
+            frame["device"] = device
         points = self.resume_points()
         if points:
             frame["resume"] = dict(sorted(points.items()))

@@ -1,0 +1,528 @@
+"""End-to-end encryption in Python (``herald.e2ee``) against a real ``herald serve``: DMs
+with one side offline, encrypted channels (members added and removed, tampering surfaced),
+the ``Space`` API with a broken chain, files, the state file and its lock, the sync facade.
+The interop with the Rust SDK (the ``herald`` CLI as a process) is in test_e2ee_interop.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import herald_crypto
+import pytest
+
+import herald
+from conftest import REPO, TIMEOUT, HeraldServer, fast, within
+from herald import e2ee
+from herald.e2ee import E2ee, StateKey
+from herald.sync_e2ee import connect as sync_connect
+
+PASS = StateKey(passphrase="correct horse battery staple")
+
+
+class Devices:
+    """Opens E2EE clients for a test (each user's state file in the test's directory) and
+    closes them after it."""
+
+    def __init__(self, server: HeraldServer, dir: Path) -> None:
+        self.server = server
+        self.dir = dir
+        self.open: list[E2ee] = []
+
+    def state(self, user: str) -> Path:
+        return self.dir / f"{user}.state"
+
+    async def __call__(
+        self, user: str, device: str | None = None, *, url: str | None = None
+    ) -> E2ee:
+        c = await within(
+            E2ee.connect(
+                url or self.server.url,
+                self.server.token(user),
+                state=self.state(user),
+                key=PASS,
+                device_id=device,
+                config=fast(),
+            )
+        )
+        self.open.append(c)
+        return c
+
+    async def close(self, c: E2ee) -> None:
+        await c.close()
+        self.open.remove(c)
+
+
+@pytest.fixture
+async def devices(server: HeraldServer, tmp_path: Path) -> AsyncIterator[Devices]:
+    d = Devices(server, tmp_path)
+    yield d
+    for c in list(d.open):
+        await c.close()
+
+
+async def next_dm(stream: e2ee.DmStream) -> e2ee.Dm:
+    got = await stream.next(TIMEOUT)
+    assert isinstance(got, e2ee.Dm), f"not readable: {got}"
+    return got
+
+
+async def next_opened(
+    it: AsyncIterator[e2ee.Opened], pred: Callable[[e2ee.Opened], bool] = lambda _: True
+) -> e2ee.Opened:
+    async def find() -> e2ee.Opened:
+        async for o in it:
+            if pred(o):
+                return o
+        raise AssertionError("stream ended")
+
+    return await asyncio.wait_for(find(), TIMEOUT)
+
+
+def grep(dir: Path, needle: bytes) -> bool:
+    return any(p.is_file() and needle in p.read_bytes() for p in dir.rglob("*"))
+
+
+async def test_dms_wait_in_the_inbox_and_are_read_once(
+    devices: Devices, server: HeraldServer
+) -> None:
+    grace = await devices("grace", "grace-phone")
+    await devices.close(grace)
+    ada = await devices("ada", "ada-laptop")
+    # Grace is offline: the DMs wait in her inbox.
+    ids = await within(ada.send_dm("grace", "the eagle lands at dawn"))
+    assert len(ids) == 1
+    await within(ada.send_dm("grace", b"bring a torch"))
+
+    grace = await devices("grace")
+    assert grace.device_id == "grace-phone"
+    stream = grace.dms()
+    first = await next_dm(stream)
+    assert (first.from_, first.from_device, first.text) == (
+        "ada",
+        "ada-laptop",
+        "the eagle lands at dawn",
+    )
+    assert (await next_dm(stream)).payload == b"bring a torch"
+    # Live, and the answer goes the other way on the session Grace's side created.
+    await within(ada.send_dm("grace", "live one"))
+    assert (await next_dm(stream)).text == "live one"
+    back = ada.dms()
+    await within(grace.send_dm("ada", "torch packed"))
+    assert (await next_dm(back)).text == "torch packed"
+
+    # Acknowledged after the state was saved: a restart reads nothing again.
+    await devices.close(grace)
+    grace = await devices("grace")
+    inbox = await within(grace._rest.json("GET", "/v1/dm/inbox", params={"device": "grace-phone"}))
+    assert inbox["dms"] == []
+    await within(ada.send_dm("grace", "after the restart"))
+    assert (await next_dm(grace.dms())).text == "after the restart"
+    # Nothing in the clear, neither on the server's disk nor in the state files.
+    assert not grep(server.data, b"eagle lands")
+    for state in devices.dir.glob("*.state"):
+        raw = state.read_bytes()
+        assert b"bring a torch" not in raw
+        assert b"grace-phone" not in raw
+
+
+async def test_a_dm_reaches_the_senders_other_devices(server: HeraldServer, tmp_path: Path) -> None:
+    opened: list[E2ee] = []
+    try:
+        for user, device in (("grace", "grace-phone"), ("ada", "ada-laptop"), ("ada", "ada-phone")):
+            opened.append(
+                await within(
+                    E2ee.connect(
+                        server.url,
+                        server.token(user),
+                        state=tmp_path / f"{device}.state",
+                        key=PASS,
+                        device_id=device,
+                        config=fast(),
+                    )
+                )
+            )
+        grace, laptop, phone = opened
+        ids = await within(laptop.send_dm("grace", "seen on every device"))
+        assert len(ids) == 2  # Grace's phone and Ada's own phone, not the laptop itself
+        for c in (grace, phone):
+            dm = await next_dm(c.dms())
+            assert (dm.from_, dm.from_device, dm.text) == (
+                "ada",
+                "ada-laptop",
+                "seen on every device",
+            )
+    finally:
+        for c in opened:
+            await c.close()
+
+
+async def test_a_redelivered_dm_is_not_handled_twice(devices: Devices) -> None:
+    grace = await devices("grace", "grace-phone")
+    ada = await devices("ada", "ada-laptop")
+    stream = grace.dms()
+    await within(ada.send_dm("grace", "once"))
+    dm = await next_dm(stream)
+    # The same copy delivered again (as after a lost ack) is skipped: the next thing the
+    # stream yields is the next message, not a second "once" nor a failure.
+    raw = {"id": dm.id, "from": "ada", "from_device": "ada-laptop", "body": "{}", "ts": ""}
+    stream._queue.append(raw)
+    await within(ada.send_dm("grace", "twice"))
+    assert (await next_dm(stream)).text == "twice"
+
+
+async def test_an_undecryptable_dm_is_surfaced_not_dropped(devices: Devices) -> None:
+    grace = await devices("grace", "grace-phone")
+    ada = await devices("ada", "ada-laptop")
+    stream = grace.dms()
+    # A body that is no Olm message of any session: sent raw, around the SDK.
+    body = json.dumps({"pre_key": False, "body": "AAAA"})
+    await within(
+        ada.client.request(
+            "dm.send", to=[{"user": "grace", "device_id": "grace-phone", "body": body}]
+        )
+    )
+    got = await stream.next(TIMEOUT)
+    assert isinstance(got, e2ee.DmFailure)
+    assert "no Olm session" in got.reason
+    assert not got.transient
+
+
+async def test_a_changed_identity_is_refused(devices: Devices) -> None:
+    ada = await devices("ada", "ada-laptop")
+    await devices.close(await devices("grace", "grace-phone"))
+    listed = await within(ada.list_devices("grace"))
+    assert ada._pin_all("grace", listed)[0]["device_id"] == "grace-phone"
+    assert ada.pin_status("grace-phone") is False
+    # What a lying key directory would show: the same device id with other keys.
+    other = json.loads(herald_crypto.Device.generate("grace-phone").identity_keys_json())
+    forged = [{**listed[0], "identity": other}]
+    with pytest.raises(e2ee.IdentityChangedError):
+        ada._pin_all("grace", forged)
+    # The same device listed under another user is refused too.
+    with pytest.raises(e2ee.IdentityChangedError):
+        ada._pin_all("mallory", listed)
+    # An out-of-band check with the wrong fingerprint is refused; the right one verifies.
+    with pytest.raises(e2ee.FingerprintMismatchError):
+        await within(ada.verify_device("grace", "grace-phone", "00" * 32))
+    fp = e2ee.fingerprint(listed[0]["identity"])
+    await within(ada.verify_device("grace", "grace-phone", fp))
+    assert ada.pin_status("grace-phone") is True
+
+
+async def test_a_changed_pin_blocks_sends_until_verified_out_of_band(devices: Devices) -> None:
+    grace = await devices("grace", "grace-phone")
+    ada = await devices("ada", "ada-laptop")
+    stream = grace.dms()
+    await within(ada.send_dm("grace", "first"))
+    assert (await next_dm(stream)).text == "first"
+    # Ada's pin is of other keys than the directory now shows (as after a reset of
+    # Grace's device, or a lying server): every send to Grace is refused.
+    real = ada._live.pins["grace-phone"].identity
+    ada._live.pins["grace-phone"].identity = json.loads(
+        herald_crypto.Device.generate("grace-phone").identity_keys_json()
+    )
+    with pytest.raises(e2ee.IdentityChangedError):
+        await within(ada.send_dm("grace", "refused"))
+    # Ada checks the fingerprint out of band: the pin is replaced, old sessions dropped.
+    await within(ada.verify_device("grace", "grace-phone", e2ee.fingerprint(real)))
+    assert ada.pin_status("grace-phone") is True
+    assert "grace-phone" not in ada._live.sessions
+    await within(ada.send_dm("grace", "after verification"))
+    assert (await next_dm(stream)).text == "after verification"
+
+
+async def test_the_state_file_is_sealed_locked_and_refuses_a_wrong_key(
+    devices: Devices, server: HeraldServer
+) -> None:
+    ada = await devices("ada", "ada-laptop")
+    path = devices.state("ada")
+    raw = path.read_bytes()
+    assert raw[:4] == b"HST1"
+    assert raw[4] == 1
+    assert path.stat().st_mode & 0o777 == 0o600
+    # The container opens with herald-crypto and holds the Rust SDK's JSON shape.
+    _, plain = herald_crypto.StateSealer.open(raw, passphrase="correct horse battery staple")
+    state = json.loads(plain)
+    assert set(state) == {
+        "user",
+        "device_id",
+        "device",
+        "sessions",
+        "pins",
+        "channels",
+        "handled_dms",
+    }
+    assert state["device"].startswith("hdev1.")
+    # One device, one process.
+    with pytest.raises(e2ee.StateError, match="in use by another process"):
+        await devices("ada")
+    await devices.close(ada)
+    with pytest.raises(e2ee.StateError, match="wrong passphrase"):
+        await E2ee.connect(
+            server.url, server.token("ada"), state=path, key=StateKey(passphrase="wrong")
+        )
+    with pytest.raises(e2ee.StateError, match="another kind of key"):
+        await E2ee.connect(server.url, server.token("ada"), state=path, key=StateKey(key=b"k" * 32))
+    with pytest.raises(e2ee.StateError, match="belongs to user 'ada'"):
+        await E2ee.connect(server.url, server.token("grace"), state=path, key=PASS)
+    altered = bytearray(raw)
+    altered[-1] ^= 1
+    path.write_bytes(bytes(altered))
+    with pytest.raises(e2ee.StateError, match="altered"):
+        await E2ee.connect(server.url, server.token("ada"), state=path, key=PASS)
+    # A refused file is never replaced.
+    assert path.read_bytes() == bytes(altered)
+
+
+async def test_one_time_keys_are_topped_up(devices: Devices) -> None:
+    grace = await devices("grace", "grace-phone")
+    mine = (await within(grace.list_devices("grace")))[0]
+    assert mine["one_time_keys"] == 50
+    # Claims use keys up; the next start uploads new ones up to 50.
+    for _ in range(30):
+        await within(
+            grace._rest.json(
+                "POST",
+                "/v1/keys/claim",
+                json={"devices": [{"user": "grace", "device_id": "grace-phone"}]},
+            )
+        )
+    assert (await within(grace.list_devices("grace")))[0]["one_time_keys"] == 20
+    await devices.close(grace)
+    grace = await devices("grace")
+    assert (await within(grace.list_devices("grace")))[0]["one_time_keys"] == 50
+
+
+async def test_an_encrypted_channel_between_python_members(
+    devices: Devices, server: HeraldServer
+) -> None:
+    await devices.close(await devices("grace", "grace-phone"))
+    ada = await devices("ada", "ada-laptop")
+    ch = await within(ada.create_encrypted("plans", members=["grace"]))
+    assert ch.epoch == 0
+    assert {m["user"] for m in ch.members()} == {"ada", "grace"}
+    await within(ch.send("sealed one"))
+    grace = await devices("grace")
+    gch = await within(grace.encrypted_channel("plans"))
+    history = await within(gch.history())
+    assert [o.text for o in history if isinstance(o, e2ee.OpenedMessage)] == ["sealed one"]
+    # Live both ways.
+    live = ch.messages()
+    await within(gch.send("from grace", type="chat.text"))
+    # (The stream starts with what arrived since connect: Ada's own message first.)
+    got = await next_opened(live, lambda o: o.author == "grace")
+    assert isinstance(got, e2ee.OpenedMessage)
+    assert (got.author, got.device, got.text, got.type) == (
+        "grace",
+        "grace-phone",
+        "from grace",
+        "chat.text",
+    )
+    # The server stores only ciphertext.
+    page = await within(ada.client.rest.log(ch.id, 0, 100))
+    contents = [e.get("content") or "" for e in page["entries"]]
+    assert any(c.startswith("hm1.") for c in contents)
+    assert not grep(server.data, b"sealed one")
+
+    # Removing Grace rotates: a new epoch whose key she never gets.
+    await within(ch.remove_member("grace"))
+    assert ch.epoch == 1
+    assert {m["user"] for m in ch.members()} == {"ada"}
+    after = await within(ch.send("after grace left"))
+    opened = await within(gch.open(after))
+    assert isinstance(opened, e2ee.Unopenable)
+    assert opened.reason == e2ee.NO_KEY
+    # Ada still reads everything, Grace's message included.
+    texts = [o.text for o in await within(ch.history()) if isinstance(o, e2ee.OpenedMessage)]
+    assert texts == ["sealed one", "from grace", "after grace left"]
+
+
+async def test_an_added_member_reads_the_history(devices: Devices) -> None:
+    ada = await devices("ada", "ada-laptop")
+    grace = await devices("grace", "grace-phone")
+    ch = await within(ada.create_encrypted("later"))
+    await within(ch.send("before grace"))
+    await within(ch.add_member("grace"))
+    assert ch.epoch == 1
+    gch = await within(grace.encrypted_channel("later"))
+    texts = [o.text for o in await within(gch.history()) if isinstance(o, e2ee.OpenedMessage)]
+    assert texts == ["before grace"]
+    await within(gch.send("hello all"))
+    texts = [o.text for o in await within(ch.history()) if isinstance(o, e2ee.OpenedMessage)]
+    assert texts == ["before grace", "hello all"]
+
+
+async def test_tampered_and_forged_messages_are_unopenable(devices: Devices) -> None:
+    ada = await devices("ada", "ada-laptop")
+    grace = await devices("grace", "grace-phone")
+    ch = await within(ada.create_encrypted("ledger", members=["grace"]))
+    good = await within(ch.send("pay alice 10"))
+    # An altered ciphertext, sent around the SDK under Ada's name.
+    body = good.content
+    flipped = "A" if body[40] != "A" else "B"
+    altered = body[:40] + flipped + body[41:]
+    await within(ch.channel.send(altered, epoch=0))
+    # Grace seals under her device but the message is not hers to claim: a well-formed
+    # sealed message of a device that is no member's at that epoch.
+    outsider = herald_crypto.Device.generate("mallory-1")
+    key = ada._live.channels[ch.id].keyring.get(0)
+    forged = herald_crypto.seal_message(outsider, ch.id, 0, key, b"pay mallory")
+    await within(ch.channel.send(forged, epoch=0))
+    await within(ch.channel.send("not sealed at all", epoch=0))
+    gch = await within(grace.encrypted_channel("ledger"))
+    history = await within(gch.history())
+    assert len(history) == 4, "nothing dropped"
+    assert isinstance(history[0], e2ee.OpenedMessage)
+    assert history[0].text == "pay alice 10"
+    reasons = [o.reason for o in history[1:] if isinstance(o, e2ee.Unopenable)]
+    assert reasons == [e2ee.BAD_SIGNATURE, e2ee.NOT_MEMBER, e2ee.MALFORMED]
+
+
+ORIGINAL_TAIL_LEN = 12
+
+
+@contextlib.asynccontextmanager
+async def rewriting_proxy(upstream: str, original: bytes, forged: bytes) -> AsyncIterator[str]:
+    """A TCP proxy to ``upstream`` that rewrites ``original`` into ``forged`` (same length)
+    in every byte the server sends."""
+    host, port = upstream.rsplit(":", 1)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, tamper: bool) -> None:
+        try:
+            while data := await r.read(1 << 20):
+                w.write(data.replace(original, forged) if tamper else data)
+                await w.drain()
+        except ConnectionError:
+            pass
+        finally:
+            w.close()
+
+    async def handle(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        sr, sw = await asyncio.open_connection(host, int(port))
+        for t in (pump(cr, sw, False), pump(sr, cw, True)):
+            task = asyncio.create_task(t)
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    addr = srv.sockets[0].getsockname()
+    try:
+        yield f"http://{addr[0]}:{addr[1]}"
+    finally:
+        srv.close()
+        for task in list(tasks):
+            task.cancel()
+
+
+async def test_the_space_api_and_a_broken_chain(devices: Devices, server: HeraldServer) -> None:
+    ada = await devices("ada", "ada-laptop")
+    space = ada.space()
+    first = await within(space.post_encrypted_message("general", "chat.text", {"text": "hi"}))
+    await within(space.post_encrypted_message("general", "chat.text", [1, 2, 3]))
+    msgs = await within(space.get_messages("general"))
+    assert [m.type for m in msgs] == ["chat.text", "chat.text"]
+    assert all(m.content.startswith("hm1.") for m in msgs)
+    assert [await within(space.decrypt_message_data(m, "general")) for m in msgs] == [
+        {"text": "hi"},
+        [1, 2, 3],
+    ]
+    later = await within(space.get_messages("general", from_=first.seq))
+    assert [m.id for m in later] == [msgs[1].id]
+    with pytest.raises(herald.ChannelNotFoundError):
+        await within(space.get_messages("nowhere"))
+    await devices.close(ada)
+
+    # The same topic through a man in the middle that rewrites the first sealed message:
+    # the chain check refuses it before anything is decrypted.
+    tail = first.content[-ORIGINAL_TAIL_LEN:].encode()
+    forged = bytes(ord("A") if c != ord("A") else ord("B") for c in tail)
+    async with rewriting_proxy(server.addr, tail, forged) as url:
+        ada = await devices("ada", url=url)
+        with pytest.raises(herald.ChainError):
+            await within(ada.space().get_messages("general"))
+
+
+async def test_encrypted_files(devices: Devices) -> None:
+    ada = await devices("ada", "ada-laptop")
+    grace = await devices("grace", "grace-phone")
+    ch = await within(ada.create_encrypted("files", members=["grace"]))
+    data = bytes(i % 251 for i in range(300_000))
+    msg, manifest = await within(ch.put_file(data, "notes.bin"))
+    assert msg.type == e2ee.FILE_TYPE
+    assert len(manifest["shard_hashes"]) == 6
+    gch = await within(grace.encrypted_channel("files"))
+    opened = await within(gch.open(msg))
+    assert isinstance(opened, e2ee.OpenedMessage)
+    got_manifest = opened.file()
+    assert got_manifest is not None
+    assert got_manifest["name"] == "notes.bin"
+    assert await within(gch.get_file(got_manifest)) == data
+    # With too few shards the error says how many survive.
+    gone = {**got_manifest, "shard_hashes": ["0" * 64] * 3 + got_manifest["shard_hashes"][3:]}
+    with pytest.raises(e2ee.EncryptedChannelError, match="3 of 6 shards survive, 4 needed"):
+        await within(gch.get_file(gone))
+
+
+def test_the_sync_facade(server: HeraldServer, tmp_path: Path) -> None:
+    with sync_connect(
+        server.url, server.token("grace"), state=tmp_path / "g.state", key=PASS, device_id="g1"
+    ) as grace:
+        assert grace.device_id == "g1"
+    with (
+        sync_connect(
+            server.url, server.token("ada"), state=tmp_path / "a.state", key=PASS, device_id="a1"
+        ) as ada,
+        sync_connect(
+            server.url, server.token("grace"), state=tmp_path / "g.state", key=PASS
+        ) as grace,
+    ):
+        ada.send_dm("grace", "hello from a script")
+        got = grace.dms().next(TIMEOUT)
+        assert isinstance(got, e2ee.Dm)
+        assert got.text == "hello from a script"
+        space = ada.space()
+        space.post_encrypted_message("notes", "note", {"n": 1})
+        msgs = space.get_messages("notes")
+        assert [space.decrypt_message_data(m, "notes") for m in msgs] == [{"n": 1}]
+        ch = ada.encrypted_channel("notes")
+        ch.add_member("grace")
+        gch = grace.encrypted_channel("notes")
+        opened: list[Any] = [o for o in gch.history() if isinstance(o, e2ee.OpenedMessage)]
+        assert [json.loads(o.plaintext) for o in opened] == [{"n": 1}]
+
+
+def test_the_notes_example_as_a_process(server: HeraldServer, tmp_path: Path) -> None:
+    (tmp_path / "pass").write_text("correct horse battery staple\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env |= {
+        "HERALD_URL": server.url,
+        "HERALD_TOKEN": server.token("ada"),
+        "HERALD_STATE": str(tmp_path / "ada.state"),
+        "HERALD_STATE_PASSPHRASE_FILE": str(tmp_path / "pass"),
+    }
+    script = str(REPO / "examples/python/e2ee_notes.py")
+    for note in ("remember the milk", "and the eggs"):
+        out = subprocess.run(
+            [sys.executable, script, "journal", note],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=TIMEOUT * 4,
+        )
+        assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "ada: remember the milk",
+        "ada: and the eggs",
+    ]
+    assert not grep(server.data, b"remember the milk")
