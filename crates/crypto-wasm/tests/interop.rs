@@ -147,7 +147,7 @@ fn rust_made_e2ee_fixture_for_the_typescript_sdk_opens_natively() {
     let envelope: KeyEnvelope = serde_json::from_value(v["envelope"].clone()).unwrap();
     assert_eq!(hex(envelope.open(&recipient, &sender).unwrap().as_bytes()), v["epoch_key"].as_str().unwrap());
     let commits: Vec<SignedCommit> = serde_json::from_value(v["commits"].clone()).unwrap();
-    let mut chain = RosterChain::new(&[sender.clone()], commits[0].clone()).unwrap();
+    let mut chain = RosterChain::new(std::slice::from_ref(&sender), commits[0].clone()).unwrap();
     for c in &commits[1..] {
         chain.apply(c).unwrap();
     }
