@@ -11,7 +11,8 @@ import { mkdtempSync, readFileSync, rmSync, existsSync, statSync } from "node:fs
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Herald } from "../../src/index.js";
-import { e2ee, MemoryStateStore, FileStateStore, IdentityChangedError, EncryptedSpace, type E2eeOptions } from "../../src/e2ee/index.js";
+import { e2ee, MemoryStateStore, FileStateStore, IndexedDbStateStore, webCryptoStateKey, IdentityChangedError, EncryptedSpace, type E2eeOptions } from "../../src/e2ee/index.js";
+import { FakeIdbFactory } from "../support/e2ee-fake-idb.js";
 import { HeraldServer } from "../support/server.js";
 import { Inbox, dmPush, type DmItem, type MsgBox } from "../support/e2ee.js";
 import type { DecryptedMessage } from "../../src/e2ee/index.js";
@@ -279,4 +280,35 @@ test("a DM reaches every device of the peer and the sender's other devices", asy
   const mine = await b2.next((x) => x.dm?.text === "from kim's phone", 15_000, "kim-laptop's own copy");
   assert.equal(mine.dm?.from_device, "kim-phone");
   assert.ok(!b1.items.some((x) => x.dm?.text === "from kim's phone"), "not to the sending device itself");
+});
+
+test("the browser stores (over an in-memory IndexedDB): a WebCrypto-wrapped key and the sealed state survive a reload", async () => {
+  const factory = new FakeIdbFactory() as unknown as IDBFactory;
+  const key = await webCryptoStateKey("mia", { factory });
+  assert.equal(key.length, 32);
+  // The wrapping key is non-extractable; the same key comes back on the next "page load".
+  const stored = (factory as unknown as FakeIdbFactory).dbs.get("herald-e2ee")?.get("state")?.get("key:mia") as { wrapper: CryptoKey; wrapped: Uint8Array };
+  assert.equal(stored.wrapper.extractable, false);
+  await assert.rejects(globalThis.crypto.subtle.exportKey("raw", stored.wrapper));
+  assert.notDeepEqual(stored.wrapped.slice(0, 32), key);
+  assert.deepEqual(await webCryptoStateKey("mia", { factory }), key);
+  const nia = await connect("nia", { store: new MemoryStateStore(), secret: { key: key32(13) }, deviceId: "nia-1" });
+  const mia = await connect("mia", { store: await IndexedDbStateStore.open("mia", { factory }), secret: { key }, deviceId: "mia-1" });
+  await nia.message.send("user:mia", "into indexeddb");
+  const box = new Inbox<DmItem>();
+  const off = mia.message.onDirect(dmPush(box));
+  await box.next((x) => x.dm?.text === "into indexeddb", 15_000, "DM");
+  off();
+  mia.close();
+  await mia.e2ee!.close();
+  const raw = await (await IndexedDbStateStore.open("mia", { factory })).load();
+  assert.equal(new TextDecoder().decode(raw!.slice(0, 4)), "HST1");
+  // Reload: the same device with its session (the next DM is not a pre-key one).
+  const again = await connect("mia", { store: await IndexedDbStateStore.open("mia", { factory }), secret: { key: await webCryptoStateKey("mia", { factory }) } });
+  assert.equal(again.e2ee!.deviceId, "mia-1");
+  const box2 = new Inbox<DmItem>();
+  again.message.onDirect(dmPush(box2));
+  await nia.message.send("user:mia", "after reload");
+  const got = await box2.next((x) => x.dm !== undefined || x.failure !== undefined, 15_000, "DM after reload");
+  assert.equal(got.dm?.text, "after reload", JSON.stringify(got.failure));
 });
