@@ -312,3 +312,22 @@ test("the browser stores (over an in-memory IndexedDB): a WebCrypto-wrapped key 
   const got = await box2.next((x) => x.dm !== undefined || x.failure !== undefined, 15_000, "DM after reload");
   assert.equal(got.dm?.text, "after reload", JSON.stringify(got.failure));
 });
+
+test("one-time keys are topped up once fewer than the minimum are left", async () => {
+  const otk = await connect("otto", { store: new MemoryStateStore(), secret: { key: key32(14) }, deviceId: "otto-1", oneTimeKeys: 4, minOneTimeKeys: 3 });
+  assert.equal((await otk.e2ee!.listDevices("otto"))[0]?.one_time_keys, 4);
+  const box = new Inbox<DmItem>();
+  otk.message.onDirect(dmPush(box));
+  const senders = await Promise.all(["pia", "quin"].map((u, i) => connect(u, { store: new MemoryStateStore(), secret: { key: key32(20 + i) }, deviceId: `${u}-1` })));
+  for (const s of senders) await s.message.send("user:otto", `from ${s.e2ee!.user}`);
+  await box.next((x) => x.dm?.text === "from quin", 15_000, "second DM");
+  // Two keys claimed (2 left < 3): the device uploads new ones up to 4 after its inbound session.
+  const deadline = Date.now() + 10_000;
+  let left = -1;
+  while (Date.now() < deadline) {
+    // Each check is a request to the server, awaited; the top-up runs after the DM was handed over.
+    left = (await otk.e2ee!.listDevices("otto"))[0]?.one_time_keys ?? -1;
+    if (left === 4) break;
+  }
+  assert.equal(left, 4);
+});
