@@ -37,6 +37,17 @@ import type { ConnectOk } from "./session.js";
 import { RoomDriver, type Room, type RoomOptions } from "./rooms.js";
 import { isPrivateChannel, joinPrivateChannel } from "./auth.js";
 import type { ChainError } from "./errors.js";
+// End-to-end encryption (docs/protocol.md §O): types only here, so an app that does not
+// encrypt never bundles the WebAssembly; the device comes from `@herald-chat/client/e2ee`.
+import type { E2ee, DirectMessage, DirectMessageFailure } from "./e2ee/e2ee.js";
+import type { EncryptedSpace } from "./e2ee/channel.js";
+export type { E2ee, DirectMessage, DirectMessageFailure } from "./e2ee/e2ee.js";
+export type { EncryptedSpace, DecryptedMessage } from "./e2ee/channel.js";
+
+/** What `e2ee(options)` of `@herald-chat/client/e2ee` gives `Herald.connect`: opens the device. */
+export interface E2eeProvider {
+  open(conn: Connection, token: string): Promise<E2ee>;
+}
 
 export * from "./errors.js";
 export * from "./frames.js";
@@ -161,7 +172,27 @@ export class Realtime {
 
 /** `client.message`: pub/sub subjects (never stored, §4). */
 export class Messaging {
-  constructor(private readonly conn: Connection) {}
+  constructor(
+    private readonly conn: Connection,
+    private readonly e2ee?: E2ee,
+  ) {}
+
+  /**
+   * An end-to-end encrypted direct message to `"user:<id>"`: one Olm ciphertext per device of
+   * the user and of one's own other devices, kept in the server's offline inbox until each
+   * device acknowledges it (§O). Needs `Herald.connect({..., e2ee})`. Resolves with the copies' ids.
+   */
+  async send(to: string, payload: Uint8Array | string): Promise<string[]> {
+    if (!this.e2ee) throw new HeraldError("e2ee_disabled", "direct messages need a device: connect with the `e2ee` option");
+    if (!to.startsWith("user:") || to.length <= 5) throw new HeraldError("bad_request", `send to "user:<id>", not ${JSON.stringify(to)}`);
+    return this.e2ee.sendDm(to.slice(5), payload);
+  }
+
+  /** Every direct message of this device, decrypted (inbox first), or with why it cannot be (`failure`). */
+  onDirect(cb: (dm: DirectMessage | undefined, failure: DirectMessageFailure | undefined) => void): () => void {
+    if (!this.e2ee) throw new HeraldError("e2ee_disabled", "direct messages need a device: connect with the `e2ee` option");
+    return this.e2ee.onDm(cb);
+  }
 
   /**
    * Subscribes to `subject` (resubscribed after every reconnect); `cb` gets each publication.
@@ -382,13 +413,41 @@ export class Space {
 
 /** `client.space`: creating, joining and listing channels. */
 export class Spaces {
-  constructor(private readonly conn: Connection) {}
+  constructor(
+    private readonly conn: Connection,
+    private readonly e2ee?: E2ee,
+  ) {}
 
-  /** Creates a channel (a second create of one's own name is a harmless join). */
-  async createChannel(nameOrOptions: string | CreateChannelOptions): Promise<Space> {
-    const opts = typeof nameOrOptions === "string" ? { name: nameOrOptions } : nameOrOptions;
+  /**
+   * Creates a channel (a second create of one's own name is a harmless join). With
+   * `{encrypted: true}` (needs the `e2ee` option) it is end-to-end encrypted: the genesis
+   * roster commit is posted and an {@link EncryptedSpace} returned (§O).
+   */
+  createChannel(name: string, options: CreateChannelOptions & { encrypted: true }): Promise<EncryptedSpace>;
+  createChannel(nameOrOptions: (CreateChannelOptions & { encrypted: true })): Promise<EncryptedSpace>;
+  createChannel(nameOrOptions: string | CreateChannelOptions, options?: CreateChannelOptions): Promise<Space>;
+  async createChannel(nameOrOptions: string | CreateChannelOptions, options: CreateChannelOptions = {}): Promise<Space | EncryptedSpace> {
+    const opts = typeof nameOrOptions === "string" ? { ...options, name: nameOrOptions } : { ...nameOrOptions, ...options };
+    if (opts.encrypted && !this.e2ee) throw new HeraldError("e2ee_disabled", "an encrypted channel needs a device: connect with the `e2ee` option");
     const ok = await this.conn.request("channel.create", { ...opts });
-    return new Space(this.conn, ok.channel as Channel);
+    const space = new Space(this.conn, ok.channel as Channel);
+    if (opts.encrypted && this.e2ee) return this.e2ee.encryptedSpace(space, { create: opts.members ?? [] });
+    return space;
+  }
+
+  /** An encrypted channel the caller is a member of (by id or name), its roster and keys synced when there. */
+  async encrypted(idOrName: string): Promise<EncryptedSpace> {
+    if (!this.e2ee) throw new HeraldError("e2ee_disabled", "an encrypted channel needs a device: connect with the `e2ee` option");
+    const space = await this.get(idOrName);
+    if (!space.channel.encrypted) throw new HeraldError("bad_request", `channel ${JSON.stringify(space.id)} is not encrypted`);
+    return this.e2ee.encryptedSpace(space, { sync: true });
+  }
+
+  /** Joins an open encrypted channel; its keys may come later, from a keeper (`waitForKeys`). */
+  async joinEncrypted(nameOrId: string): Promise<EncryptedSpace> {
+    if (!this.e2ee) throw new HeraldError("e2ee_disabled", "an encrypted channel needs a device: connect with the `e2ee` option");
+    const space = await this.joinChannel(nameOrId);
+    return this.e2ee.encryptedSpace(space);
   }
 
   /** Creates an unnamed channel (a group or a DM room) with these members. */
@@ -441,17 +500,41 @@ export class Herald {
   readonly message: Messaging;
   readonly realtime: Realtime;
 
-  private constructor(readonly connection: Connection) {
-    this.space = new Spaces(connection);
-    this.message = new Messaging(connection);
+  private constructor(
+    readonly connection: Connection,
+    /** The end-to-end encryption device, with the `e2ee` option (§O). */
+    readonly e2ee?: E2ee,
+  ) {
+    this.space = new Spaces(connection, e2ee);
+    this.message = new Messaging(connection, e2ee);
     this.realtime = new Realtime(connection);
   }
 
-  /** Connects; resolves once the server answered `connect` (rejects with `UnauthorizedError` for a bad token). */
-  static async connect(opts: ConnectOptions): Promise<Herald> {
-    const conn = new Connection(opts);
-    const client = new Herald(conn);
-    await conn.start();
+  /**
+   * Connects; resolves once the server answered `connect` (rejects with `UnauthorizedError` for
+   * a bad token). With `e2ee` (`e2ee({store, secret})` of `@herald-chat/client/e2ee`), the
+   * device state is opened (or created) and the device registered first, then declared on
+   * every `connect`.
+   */
+  static async connect(opts: ConnectOptions & { e2ee?: E2eeProvider }): Promise<Herald> {
+    if (!opts.e2ee) {
+      const conn = new Connection(opts);
+      const client = new Herald(conn);
+      await conn.start();
+      return client;
+    }
+    const probe = new Connection(opts);
+    const token = opts.token ?? (await opts.tokenProvider?.()) ?? "";
+    const e2ee = await opts.e2ee.open(probe, token);
+    const conn = new Connection({ ...opts, token, connectFields: { ...(opts.connectFields ?? {}), device: e2ee.deviceId } });
+    e2ee.attach(conn);
+    const client = new Herald(conn, e2ee);
+    try {
+      await conn.start();
+    } catch (err) {
+      await e2ee.close();
+      throw err;
+    }
     return client;
   }
 
@@ -488,6 +571,8 @@ export class Herald {
 
   close(): void {
     this.connection.close();
+    // Pending state writes finish; the store's lock is released.
+    void this.e2ee?.close();
   }
 }
 

@@ -61,6 +61,92 @@ export class EncryptedFile {
 if (Symbol.dispose) EncryptedFile.prototype[Symbol.dispose] = EncryptedFile.prototype.free;
 
 /**
+ * The result of [`WasmDevice::create_inbound_session`].
+ */
+export class InboundSession {
+    static __wrap(ptr) {
+        const obj = Object.create(InboundSession.prototype);
+        obj.__wbg_ptr = ptr;
+        InboundSessionFinalization.register(obj, obj.__wbg_ptr, obj);
+        return obj;
+    }
+    __destroy_into_raw() {
+        const ptr = this.__wbg_ptr;
+        this.__wbg_ptr = 0;
+        InboundSessionFinalization.unregister(this);
+        return ptr;
+    }
+    free() {
+        const ptr = this.__destroy_into_raw();
+        wasm.__wbg_inboundsession_free(ptr, 0);
+    }
+    /**
+     * The decrypted first message.
+     * @returns {Uint8Array}
+     */
+    get plaintext() {
+        const ret = wasm.inboundsession_plaintext(this.__wbg_ptr);
+        var v1 = getArrayU8FromWasm0(ret[0], ret[1]).slice();
+        wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
+        return v1;
+    }
+    /**
+     * The new session (once: a second call fails).
+     * @returns {WasmOlmSession}
+     */
+    takeSession() {
+        const ret = wasm.inboundsession_takeSession(this.__wbg_ptr);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        return WasmOlmSession.__wrap(ret[0]);
+    }
+}
+if (Symbol.dispose) InboundSession.prototype[Symbol.dispose] = InboundSession.prototype.free;
+
+/**
+ * The result of [`WasmStateSealer::open`].
+ */
+export class OpenedState {
+    static __wrap(ptr) {
+        const obj = Object.create(OpenedState.prototype);
+        obj.__wbg_ptr = ptr;
+        OpenedStateFinalization.register(obj, obj.__wbg_ptr, obj);
+        return obj;
+    }
+    __destroy_into_raw() {
+        const ptr = this.__wbg_ptr;
+        this.__wbg_ptr = 0;
+        OpenedStateFinalization.unregister(this);
+        return ptr;
+    }
+    free() {
+        const ptr = this.__destroy_into_raw();
+        wasm.__wbg_openedstate_free(ptr, 0);
+    }
+    /**
+     * @returns {Uint8Array}
+     */
+    get plaintext() {
+        const ret = wasm.openedstate_plaintext(this.__wbg_ptr);
+        var v1 = getArrayU8FromWasm0(ret[0], ret[1]).slice();
+        wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
+        return v1;
+    }
+    /**
+     * @returns {WasmStateSealer}
+     */
+    takeSealer() {
+        const ret = wasm.openedstate_takeSealer(this.__wbg_ptr);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        return WasmStateSealer.__wrap(ret[0]);
+    }
+}
+if (Symbol.dispose) OpenedState.prototype[Symbol.dispose] = OpenedState.prototype.free;
+
+/**
  * A device: its identity keys and its one-time keys (PROTOCOL.md §7).
  */
 export class WasmDevice {
@@ -79,6 +165,56 @@ export class WasmDevice {
     free() {
         const ptr = this.__destroy_into_raw();
         wasm.__wbg_wasmdevice_free(ptr, 0);
+    }
+    /**
+     * An inbound Olm session from `peer`'s pre-key message (JSON `OlmMessage`), with the
+     * plaintext. Consumes the one-time key (pickle the device afterwards).
+     * @param {string} peer
+     * @param {string} message
+     * @returns {InboundSession}
+     */
+    createInboundSession(peer, message) {
+        let ptr0, len0, ptr1, len1;
+        try {
+            ptr0 = passStringToWasm0(peer, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len0 = WASM_VECTOR_LEN;
+            ptr1 = passStringToWasm0(message, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len1 = WASM_VECTOR_LEN;
+        } catch (e) {
+            if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+            if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+            throw e;
+        }
+        const ret = wasm.wasmdevice_createInboundSession(this.__wbg_ptr, ptr0, len0, ptr1, len1);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        return InboundSession.__wrap(ret[0]);
+    }
+    /**
+     * An outbound Olm session with `peer` (JSON `IdentityKeys`, pinned by the caller) from
+     * a key claimed for it (JSON `SignedKey`); the key's signature by `peer` is checked.
+     * @param {string} peer
+     * @param {string} claimed
+     * @returns {WasmOlmSession}
+     */
+    createOutboundSession(peer, claimed) {
+        let ptr0, len0, ptr1, len1;
+        try {
+            ptr0 = passStringToWasm0(peer, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len0 = WASM_VECTOR_LEN;
+            ptr1 = passStringToWasm0(claimed, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len1 = WASM_VECTOR_LEN;
+        } catch (e) {
+            if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+            if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+            throw e;
+        }
+        const ret = wasm.wasmdevice_createOutboundSession(this.__wbg_ptr, ptr0, len0, ptr1, len1);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        return WasmOlmSession.__wrap(ret[0]);
     }
     /**
      * @returns {string}
@@ -156,6 +292,33 @@ export class WasmDevice {
         return this;
     }
     /**
+     * Opens an envelope (JSON `KeyEnvelope`) sealed to this device by `sender` (JSON
+     * `IdentityKeys`, pinned), checking its signature: the 32-byte epoch key.
+     * @param {string} envelope
+     * @param {string} sender
+     * @returns {Uint8Array}
+     */
+    openEnvelope(envelope, sender) {
+        let ptr0, len0, ptr1, len1;
+        try {
+            ptr0 = passStringToWasm0(envelope, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len0 = WASM_VECTOR_LEN;
+            ptr1 = passStringToWasm0(sender, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len1 = WASM_VECTOR_LEN;
+        } catch (e) {
+            if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+            if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+            throw e;
+        }
+        const ret = wasm.wasmdevice_openEnvelope(this.__wbg_ptr, ptr0, len0, ptr1, len1);
+        if (ret[3]) {
+            throw takeFromExternrefTable0(ret[2]);
+        }
+        var v3 = getArrayU8FromWasm0(ret[0], ret[1]).slice();
+        wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
+        return v3;
+    }
+    /**
      * The device's secret state, encrypted under a 32-byte key.
      * @param {Uint8Array | number[]} key
      * @returns {string}
@@ -203,8 +366,863 @@ export class WasmDevice {
             wasm.__wbindgen_free(deferred2_0, deferred2_1, 1);
         }
     }
+    /**
+     * Seals the 32-byte epoch `key` of `channel` to `recipient` (JSON `IdentityKeys`): the
+     * JSON `KeyEnvelope`.
+     * @param {string} channel
+     * @param {bigint} epoch
+     * @param {Uint8Array | number[]} key
+     * @param {string} recipient
+     * @returns {string}
+     */
+    sealEpochKey(channel, epoch, key, recipient) {
+        let deferred6_0;
+        let deferred6_1;
+        try {
+            const val4 = BigInt.asIntN(64, epoch);
+            let ptr0, len0, ptr1, len1, ptr2, len2;
+            try {
+                ptr0 = passStringToWasm0(channel, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+                len0 = WASM_VECTOR_LEN;
+                ptr1 = passArray8ToWasm0(key, wasm.__wbindgen_malloc);
+                len1 = WASM_VECTOR_LEN;
+                ptr2 = passStringToWasm0(recipient, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+                len2 = WASM_VECTOR_LEN;
+            } catch (e) {
+                if (ptr2) { wasm.__wbindgen_free(ptr2, len2 * 1, 1); }
+                if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+                if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+                throw e;
+            }
+            const ret = wasm.wasmdevice_sealEpochKey(this.__wbg_ptr, ptr0, len0, val4, ptr1, len1, ptr2, len2);
+            var ptr5 = ret[0];
+            var len5 = ret[1];
+            if (ret[3]) {
+                ptr5 = 0; len5 = 0;
+                throw takeFromExternrefTable0(ret[2]);
+            }
+            deferred6_0 = ptr5;
+            deferred6_1 = len5;
+            return getStringFromWasm0(ptr5, len5);
+        } finally {
+            wasm.__wbindgen_free(deferred6_0, deferred6_1, 1);
+        }
+    }
+    /**
+     * Signs an unsigned commit (JSON `EpochCommit`): the JSON `SignedCommit`.
+     * @param {string} commit
+     * @returns {string}
+     */
+    signCommit(commit) {
+        let deferred3_0;
+        let deferred3_1;
+        try {
+            const ptr0 = passStringToWasm0(commit, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            const len0 = WASM_VECTOR_LEN;
+            const ret = wasm.wasmdevice_signCommit(this.__wbg_ptr, ptr0, len0);
+            var ptr2 = ret[0];
+            var len2 = ret[1];
+            if (ret[3]) {
+                ptr2 = 0; len2 = 0;
+                throw takeFromExternrefTable0(ret[2]);
+            }
+            deferred3_0 = ptr2;
+            deferred3_1 = len2;
+            return getStringFromWasm0(ptr2, len2);
+        } finally {
+            wasm.__wbindgen_free(deferred3_0, deferred3_1, 1);
+        }
+    }
+    /**
+     * An Ed25519 signature by this device over `message`.
+     * @param {Uint8Array | number[]} message
+     * @returns {Uint8Array}
+     */
+    sign(message) {
+        const ptr0 = passArray8ToWasm0(message, wasm.__wbindgen_malloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.wasmdevice_sign(this.__wbg_ptr, ptr0, len0);
+        var v2 = getArrayU8FromWasm0(ret[0], ret[1]).slice();
+        wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
+        return v2;
+    }
 }
 if (Symbol.dispose) WasmDevice.prototype[Symbol.dispose] = WasmDevice.prototype.free;
+
+/**
+ * A channel's epoch keys (herald-crypto's `EpochKeyring`).
+ */
+export class WasmKeyring {
+    __destroy_into_raw() {
+        const ptr = this.__wbg_ptr;
+        this.__wbg_ptr = 0;
+        WasmKeyringFinalization.unregister(this);
+        return ptr;
+    }
+    free() {
+        const ptr = this.__destroy_into_raw();
+        wasm.__wbg_wasmkeyring_free(ptr, 0);
+    }
+    /**
+     * The epochs held, ascending.
+     * @returns {BigUint64Array}
+     */
+    epochs() {
+        const ret = wasm.wasmkeyring_epochs(this.__wbg_ptr);
+        var v1 = getArrayU64FromWasm0(ret[0], ret[1]).slice();
+        wasm.__wbindgen_free(ret[0], ret[1] * 8, 8);
+        return v1;
+    }
+    /**
+     * The key of `epoch` (an error when it is not held).
+     * @param {bigint} epoch
+     * @returns {Uint8Array}
+     */
+    get(epoch) {
+        const ret = wasm.wasmkeyring_get(this.__wbg_ptr, epoch);
+        if (ret[3]) {
+            throw takeFromExternrefTable0(ret[2]);
+        }
+        var v1 = getArrayU8FromWasm0(ret[0], ret[1]).slice();
+        wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
+        return v1;
+    }
+    /**
+     * @param {bigint} epoch
+     * @returns {boolean}
+     */
+    has(epoch) {
+        const ret = wasm.wasmkeyring_has(this.__wbg_ptr, epoch);
+        return ret !== 0;
+    }
+    /**
+     * Adds the 32-byte key of `epoch` (the same key again is accepted, another is refused).
+     * @param {bigint} epoch
+     * @param {Uint8Array | number[]} key
+     */
+    insert(epoch, key) {
+        const val2 = BigInt.asIntN(64, epoch);
+        const ptr0 = passArray8ToWasm0(key, wasm.__wbindgen_malloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.wasmkeyring_insert(this.__wbg_ptr, val2, ptr0, len0);
+        if (ret[1]) {
+            throw takeFromExternrefTable0(ret[0]);
+        }
+    }
+    /**
+     * @param {string} channel
+     */
+    constructor(channel) {
+        const ptr0 = passStringToWasm0(channel, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.wasmkeyring_new(ptr0, len0);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        this.__wbg_ptr = ret[0];
+        WasmKeyringFinalization.register(this, this.__wbg_ptr, this);
+        return this;
+    }
+    /**
+     * Opens an envelope (JSON `KeyEnvelope`) sealed to `recipient` by `sender` (JSON
+     * `IdentityKeys`) and adds its key.
+     * @param {string} envelope
+     * @param {WasmDevice} recipient
+     * @param {string} sender
+     */
+    openEnvelopeInto(envelope, recipient, sender) {
+        _assertClass(recipient, WasmDevice);
+        let ptr0, len0, ptr1, len1;
+        try {
+            ptr0 = passStringToWasm0(envelope, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len0 = WASM_VECTOR_LEN;
+            ptr1 = passStringToWasm0(sender, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len1 = WASM_VECTOR_LEN;
+        } catch (e) {
+            if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+            if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+            throw e;
+        }
+        const ret = wasm.wasmkeyring_openEnvelopeInto(this.__wbg_ptr, ptr0, len0, recipient.__wbg_ptr, ptr1, len1);
+        if (ret[1]) {
+            throw takeFromExternrefTable0(ret[0]);
+        }
+    }
+    /**
+     * Opens a sealed message with the key of its epoch, checking the signature of the sender
+     * (JSON `IdentityKeys`, pinned by the caller).
+     * @param {string} sealed
+     * @param {string} sender_identity
+     * @returns {Uint8Array}
+     */
+    open(sealed, sender_identity) {
+        let ptr0, len0, ptr1, len1;
+        try {
+            ptr0 = passStringToWasm0(sealed, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len0 = WASM_VECTOR_LEN;
+            ptr1 = passStringToWasm0(sender_identity, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len1 = WASM_VECTOR_LEN;
+        } catch (e) {
+            if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+            if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+            throw e;
+        }
+        const ret = wasm.wasmkeyring_open(this.__wbg_ptr, ptr0, len0, ptr1, len1);
+        if (ret[3]) {
+            throw takeFromExternrefTable0(ret[2]);
+        }
+        var v3 = getArrayU8FromWasm0(ret[0], ret[1]).slice();
+        wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
+        return v3;
+    }
+    /**
+     * Seals `plaintext` with the key of `epoch`, signed by `sender`: the `hm1.` string.
+     * @param {WasmDevice} sender
+     * @param {bigint} epoch
+     * @param {Uint8Array | number[]} plaintext
+     * @returns {string}
+     */
+    seal(sender, epoch, plaintext) {
+        let deferred4_0;
+        let deferred4_1;
+        try {
+            _assertClass(sender, WasmDevice);
+            const val2 = BigInt.asIntN(64, epoch);
+            const ptr0 = passArray8ToWasm0(plaintext, wasm.__wbindgen_malloc);
+            const len0 = WASM_VECTOR_LEN;
+            const ret = wasm.wasmkeyring_seal(this.__wbg_ptr, sender.__wbg_ptr, val2, ptr0, len0);
+            var ptr3 = ret[0];
+            var len3 = ret[1];
+            if (ret[3]) {
+                ptr3 = 0; len3 = 0;
+                throw takeFromExternrefTable0(ret[2]);
+            }
+            deferred4_0 = ptr3;
+            deferred4_1 = len3;
+            return getStringFromWasm0(ptr3, len3);
+        } finally {
+            wasm.__wbindgen_free(deferred4_0, deferred4_1, 1);
+        }
+    }
+}
+if (Symbol.dispose) WasmKeyring.prototype[Symbol.dispose] = WasmKeyring.prototype.free;
+
+/**
+ * An Olm session with one peer device (herald-crypto's `OlmSession`).
+ */
+export class WasmOlmSession {
+    static __wrap(ptr) {
+        const obj = Object.create(WasmOlmSession.prototype);
+        obj.__wbg_ptr = ptr;
+        WasmOlmSessionFinalization.register(obj, obj.__wbg_ptr, obj);
+        return obj;
+    }
+    __destroy_into_raw() {
+        const ptr = this.__wbg_ptr;
+        this.__wbg_ptr = 0;
+        WasmOlmSessionFinalization.unregister(this);
+        return ptr;
+    }
+    free() {
+        const ptr = this.__destroy_into_raw();
+        wasm.__wbg_wasmolmsession_free(ptr, 0);
+    }
+    /**
+     * Decrypts a JSON `OlmMessage`.
+     * @param {string} message
+     * @returns {Uint8Array}
+     */
+    decrypt(message) {
+        const ptr0 = passStringToWasm0(message, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.wasmolmsession_decrypt(this.__wbg_ptr, ptr0, len0);
+        if (ret[3]) {
+            throw takeFromExternrefTable0(ret[2]);
+        }
+        var v2 = getArrayU8FromWasm0(ret[0], ret[1]).slice();
+        wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
+        return v2;
+    }
+    /**
+     * Encrypts `plaintext`: the JSON `OlmMessage` (a DM body).
+     * @param {Uint8Array | number[]} plaintext
+     * @returns {string}
+     */
+    encrypt(plaintext) {
+        let deferred3_0;
+        let deferred3_1;
+        try {
+            const ptr0 = passArray8ToWasm0(plaintext, wasm.__wbindgen_malloc);
+            const len0 = WASM_VECTOR_LEN;
+            const ret = wasm.wasmolmsession_encrypt(this.__wbg_ptr, ptr0, len0);
+            var ptr2 = ret[0];
+            var len2 = ret[1];
+            if (ret[3]) {
+                ptr2 = 0; len2 = 0;
+                throw takeFromExternrefTable0(ret[2]);
+            }
+            deferred3_0 = ptr2;
+            deferred3_1 = len2;
+            return getStringFromWasm0(ptr2, len2);
+        } finally {
+            wasm.__wbindgen_free(deferred3_0, deferred3_1, 1);
+        }
+    }
+    /**
+     * @param {string} pickled
+     * @param {Uint8Array | number[]} key
+     * @returns {WasmOlmSession}
+     */
+    static fromPickle(pickled, key) {
+        let ptr0, len0, ptr1, len1;
+        try {
+            ptr0 = passStringToWasm0(pickled, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len0 = WASM_VECTOR_LEN;
+            ptr1 = passArray8ToWasm0(key, wasm.__wbindgen_malloc);
+            len1 = WASM_VECTOR_LEN;
+        } catch (e) {
+            if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+            if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+            throw e;
+        }
+        const ret = wasm.wasmolmsession_fromPickle(ptr0, len0, ptr1, len1);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        return WasmOlmSession.__wrap(ret[0]);
+    }
+    /**
+     * @returns {boolean}
+     */
+    hasReceivedMessage() {
+        const ret = wasm.wasmolmsession_hasReceivedMessage(this.__wbg_ptr);
+        return ret !== 0;
+    }
+    /**
+     * Whether a pre-key message (JSON `OlmMessage`) belongs to this session.
+     * @param {string} message
+     * @returns {boolean}
+     */
+    matches(message) {
+        const ptr0 = passStringToWasm0(message, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.wasmolmsession_matches(this.__wbg_ptr, ptr0, len0);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        return ret[0] !== 0;
+    }
+    /**
+     * @returns {string}
+     */
+    peerDevice() {
+        let deferred1_0;
+        let deferred1_1;
+        try {
+            const ret = wasm.wasmolmsession_peerDevice(this.__wbg_ptr);
+            deferred1_0 = ret[0];
+            deferred1_1 = ret[1];
+            return getStringFromWasm0(ret[0], ret[1]);
+        } finally {
+            wasm.__wbindgen_free(deferred1_0, deferred1_1, 1);
+        }
+    }
+    /**
+     * The session's state, encrypted under a 32-byte key (`hses1.`).
+     * @param {Uint8Array | number[]} key
+     * @returns {string}
+     */
+    pickle(key) {
+        let deferred3_0;
+        let deferred3_1;
+        try {
+            const ptr0 = passArray8ToWasm0(key, wasm.__wbindgen_malloc);
+            const len0 = WASM_VECTOR_LEN;
+            const ret = wasm.wasmolmsession_pickle(this.__wbg_ptr, ptr0, len0);
+            var ptr2 = ret[0];
+            var len2 = ret[1];
+            if (ret[3]) {
+                ptr2 = 0; len2 = 0;
+                throw takeFromExternrefTable0(ret[2]);
+            }
+            deferred3_0 = ptr2;
+            deferred3_1 = len2;
+            return getStringFromWasm0(ptr2, len2);
+        } finally {
+            wasm.__wbindgen_free(deferred3_0, deferred3_1, 1);
+        }
+    }
+    /**
+     * @returns {string}
+     */
+    sessionId() {
+        let deferred1_0;
+        let deferred1_1;
+        try {
+            const ret = wasm.wasmolmsession_sessionId(this.__wbg_ptr);
+            deferred1_0 = ret[0];
+            deferred1_1 = ret[1];
+            return getStringFromWasm0(ret[0], ret[1]);
+        } finally {
+            wasm.__wbindgen_free(deferred1_0, deferred1_1, 1);
+        }
+    }
+}
+if (Symbol.dispose) WasmOlmSession.prototype[Symbol.dispose] = WasmOlmSession.prototype.free;
+
+/**
+ * Pinned device identities (herald-crypto's `PinnedDevices`): a device re-pinned to other
+ * keys, or a key claimed by two devices, is refused.
+ */
+export class WasmPins {
+    __destroy_into_raw() {
+        const ptr = this.__wbg_ptr;
+        this.__wbg_ptr = 0;
+        WasmPinsFinalization.unregister(this);
+        return ptr;
+    }
+    free() {
+        const ptr = this.__destroy_into_raw();
+        wasm.__wbg_wasmpins_free(ptr, 0);
+    }
+    /**
+     * The pinned identity of `device_id` (JSON), or an error when it is not pinned.
+     * @param {string} device_id
+     * @returns {string}
+     */
+    get(device_id) {
+        let deferred3_0;
+        let deferred3_1;
+        try {
+            const ptr0 = passStringToWasm0(device_id, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            const len0 = WASM_VECTOR_LEN;
+            const ret = wasm.wasmpins_get(this.__wbg_ptr, ptr0, len0);
+            var ptr2 = ret[0];
+            var len2 = ret[1];
+            if (ret[3]) {
+                ptr2 = 0; len2 = 0;
+                throw takeFromExternrefTable0(ret[2]);
+            }
+            deferred3_0 = ptr2;
+            deferred3_1 = len2;
+            return getStringFromWasm0(ptr2, len2);
+        } finally {
+            wasm.__wbindgen_free(deferred3_0, deferred3_1, 1);
+        }
+    }
+    constructor() {
+        const ret = wasm.wasmpins_new();
+        this.__wbg_ptr = ret;
+        WasmPinsFinalization.register(this, this.__wbg_ptr, this);
+        return this;
+    }
+    /**
+     * Verifies a bundle (JSON `KeyBundle`; its one-time keys may be empty) and pins its
+     * identity: the pinned `IdentityKeys` (JSON).
+     * @param {string} bundle
+     * @returns {string}
+     */
+    pin(bundle) {
+        let deferred3_0;
+        let deferred3_1;
+        try {
+            const ptr0 = passStringToWasm0(bundle, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            const len0 = WASM_VECTOR_LEN;
+            const ret = wasm.wasmpins_pin(this.__wbg_ptr, ptr0, len0);
+            var ptr2 = ret[0];
+            var len2 = ret[1];
+            if (ret[3]) {
+                ptr2 = 0; len2 = 0;
+                throw takeFromExternrefTable0(ret[2]);
+            }
+            deferred3_0 = ptr2;
+            deferred3_1 = len2;
+            return getStringFromWasm0(ptr2, len2);
+        } finally {
+            wasm.__wbindgen_free(deferred3_0, deferred3_1, 1);
+        }
+    }
+    /**
+     * @returns {number}
+     */
+    get size() {
+        const ret = wasm.wasmpins_size(this.__wbg_ptr);
+        return ret >>> 0;
+    }
+}
+if (Symbol.dispose) WasmPins.prototype[Symbol.dispose] = WasmPins.prototype.free;
+
+/**
+ * A verified roster chain (herald-crypto's `RosterChain`).
+ */
+export class WasmRosterChain {
+    static __wrap(ptr) {
+        const obj = Object.create(WasmRosterChain.prototype);
+        obj.__wbg_ptr = ptr;
+        WasmRosterChainFinalization.register(obj, obj.__wbg_ptr, obj);
+        return obj;
+    }
+    __destroy_into_raw() {
+        const ptr = this.__wbg_ptr;
+        this.__wbg_ptr = 0;
+        WasmRosterChainFinalization.unregister(this);
+        return ptr;
+    }
+    free() {
+        const ptr = this.__destroy_into_raw();
+        wasm.__wbg_wasmrosterchain_free(ptr, 0);
+    }
+    /**
+     * Verifies `commit` (JSON `SignedCommit`) extends the chain and makes it the head; on
+     * error the chain is unchanged.
+     * @param {string} commit
+     */
+    apply(commit) {
+        const ptr0 = passStringToWasm0(commit, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.wasmrosterchain_apply(this.__wbg_ptr, ptr0, len0);
+        if (ret[1]) {
+            throw takeFromExternrefTable0(ret[0]);
+        }
+    }
+    /**
+     * @returns {string}
+     */
+    get channel() {
+        let deferred1_0;
+        let deferred1_1;
+        try {
+            const ret = wasm.wasmrosterchain_channel(this.__wbg_ptr);
+            deferred1_0 = ret[0];
+            deferred1_1 = ret[1];
+            return getStringFromWasm0(ret[0], ret[1]);
+        } finally {
+            wasm.__wbindgen_free(deferred1_0, deferred1_1, 1);
+        }
+    }
+    /**
+     * Whether `commit` would be accepted, without applying it.
+     * @param {string} commit
+     */
+    checkNext(commit) {
+        const ptr0 = passStringToWasm0(commit, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.wasmrosterchain_checkNext(this.__wbg_ptr, ptr0, len0);
+        if (ret[1]) {
+            throw takeFromExternrefTable0(ret[0]);
+        }
+    }
+    /**
+     * @returns {WasmRosterChain}
+     */
+    clone() {
+        const ret = wasm.wasmrosterchain_clone(this.__wbg_ptr);
+        return WasmRosterChain.__wrap(ret);
+    }
+    /**
+     * @returns {bigint}
+     */
+    get epoch() {
+        const ret = wasm.wasmrosterchain_epoch(this.__wbg_ptr);
+        return BigInt.asUintN(64, ret);
+    }
+    /**
+     * @returns {string}
+     */
+    headHash() {
+        let deferred1_0;
+        let deferred1_1;
+        try {
+            const ret = wasm.wasmrosterchain_headHash(this.__wbg_ptr);
+            deferred1_0 = ret[0];
+            deferred1_1 = ret[1];
+            return getStringFromWasm0(ret[0], ret[1]);
+        } finally {
+            wasm.__wbindgen_free(deferred1_0, deferred1_1, 1);
+        }
+    }
+    /**
+     * The head commit (JSON `SignedCommit`).
+     * @returns {string}
+     */
+    head() {
+        let deferred2_0;
+        let deferred2_1;
+        try {
+            const ret = wasm.wasmrosterchain_head(this.__wbg_ptr);
+            var ptr1 = ret[0];
+            var len1 = ret[1];
+            if (ret[3]) {
+                ptr1 = 0; len1 = 0;
+                throw takeFromExternrefTable0(ret[2]);
+            }
+            deferred2_0 = ptr1;
+            deferred2_1 = len1;
+            return getStringFromWasm0(ptr1, len1);
+        } finally {
+            wasm.__wbindgen_free(deferred2_0, deferred2_1, 1);
+        }
+    }
+    /**
+     * @param {bigint} epoch
+     * @param {string} device
+     * @returns {boolean}
+     */
+    isMemberDevice(epoch, device) {
+        const val2 = BigInt.asIntN(64, epoch);
+        const ptr0 = passStringToWasm0(device, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.wasmrosterchain_isMemberDevice(this.__wbg_ptr, val2, ptr0, len0);
+        return ret !== 0;
+    }
+    /**
+     * The members of `epoch` (JSON `[Member]`), or `undefined` when it was not verified.
+     * @param {bigint} epoch
+     * @returns {string | undefined}
+     */
+    membersAt(epoch) {
+        const ret = wasm.wasmrosterchain_membersAt(this.__wbg_ptr, epoch);
+        if (ret[3]) {
+            throw takeFromExternrefTable0(ret[2]);
+        }
+        let v1;
+        if (ret[0] !== 0) {
+            v1 = getStringFromWasm0(ret[0], ret[1]);
+            wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
+        }
+        return v1;
+    }
+    /**
+     * The members of the head epoch (JSON `[Member]`).
+     * @returns {string}
+     */
+    members() {
+        let deferred2_0;
+        let deferred2_1;
+        try {
+            const ret = wasm.wasmrosterchain_members(this.__wbg_ptr);
+            var ptr1 = ret[0];
+            var len1 = ret[1];
+            if (ret[3]) {
+                ptr1 = 0; len1 = 0;
+                throw takeFromExternrefTable0(ret[2]);
+            }
+            deferred2_0 = ptr1;
+            deferred2_1 = len1;
+            return getStringFromWasm0(ptr1, len1);
+        } finally {
+            wasm.__wbindgen_free(deferred2_0, deferred2_1, 1);
+        }
+    }
+    /**
+     * A chain from its genesis (JSON `SignedCommit`), trusting `admins` (JSON `[IdentityKeys]`)
+     * as the only signers.
+     * @param {string} admins
+     * @param {string} genesis
+     */
+    constructor(admins, genesis) {
+        let ptr0, len0, ptr1, len1;
+        try {
+            ptr0 = passStringToWasm0(admins, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len0 = WASM_VECTOR_LEN;
+            ptr1 = passStringToWasm0(genesis, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len1 = WASM_VECTOR_LEN;
+        } catch (e) {
+            if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+            if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+            throw e;
+        }
+        const ret = wasm.wasmrosterchain_new(ptr0, len0, ptr1, len1);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        this.__wbg_ptr = ret[0];
+        WasmRosterChainFinalization.register(this, this.__wbg_ptr, this);
+        return this;
+    }
+    /**
+     * The unsigned commit of the next epoch (JSON `EpochCommit`) with `members` (JSON
+     * `[Member]`) and `reason` (JSON `CommitReason`, e.g. `{"kind":"remove","users":["bob"]}`).
+     * @param {string} members
+     * @param {string} reason
+     * @returns {string}
+     */
+    nextCommit(members, reason) {
+        let deferred4_0;
+        let deferred4_1;
+        try {
+            let ptr0, len0, ptr1, len1;
+            try {
+                ptr0 = passStringToWasm0(members, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+                len0 = WASM_VECTOR_LEN;
+                ptr1 = passStringToWasm0(reason, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+                len1 = WASM_VECTOR_LEN;
+            } catch (e) {
+                if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+                if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+                throw e;
+            }
+            const ret = wasm.wasmrosterchain_nextCommit(this.__wbg_ptr, ptr0, len0, ptr1, len1);
+            var ptr3 = ret[0];
+            var len3 = ret[1];
+            if (ret[3]) {
+                ptr3 = 0; len3 = 0;
+                throw takeFromExternrefTable0(ret[2]);
+            }
+            deferred4_0 = ptr3;
+            deferred4_1 = len3;
+            return getStringFromWasm0(ptr3, len3);
+        } finally {
+            wasm.__wbindgen_free(deferred4_0, deferred4_1, 1);
+        }
+    }
+}
+if (Symbol.dispose) WasmRosterChain.prototype[Symbol.dispose] = WasmRosterChain.prototype.free;
+
+/**
+ * The sealed `HST1` container of a device's state (herald-crypto's `StateSealer`).
+ */
+export class WasmStateSealer {
+    static __wrap(ptr) {
+        const obj = Object.create(WasmStateSealer.prototype);
+        obj.__wbg_ptr = ptr;
+        WasmStateSealerFinalization.register(obj, obj.__wbg_ptr, obj);
+        return obj;
+    }
+    __destroy_into_raw() {
+        const ptr = this.__wbg_ptr;
+        this.__wbg_ptr = 0;
+        WasmStateSealerFinalization.unregister(this);
+        return ptr;
+    }
+    free() {
+        const ptr = this.__destroy_into_raw();
+        wasm.__wbg_wasmstatesealer_free(ptr, 0);
+    }
+    /**
+     * A sealer for a new container, from a passphrase (Argon2id) or a 32-byte key.
+     * @param {string | null} [passphrase]
+     * @param {Uint8Array | number[] | null} [key]
+     * @returns {WasmStateSealer}
+     */
+    static create(passphrase, key) {
+        let ptr0, len0, ptr1, len1;
+        try {
+            ptr0 = isLikeNone(passphrase) ? 0 : passStringToWasm0(passphrase, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len0 = WASM_VECTOR_LEN;
+            ptr1 = isLikeNone(key) ? 0 : passArray8ToWasm0(key, wasm.__wbindgen_malloc);
+            len1 = WASM_VECTOR_LEN;
+        } catch (e) {
+            if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+            if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+            throw e;
+        }
+        const ret = wasm.wasmstatesealer_create(ptr0, len0, ptr1, len1);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        return WasmStateSealer.__wrap(ret[0]);
+    }
+    /**
+     * "passphrase" or "key file".
+     * @returns {string}
+     */
+    get kdf() {
+        let deferred1_0;
+        let deferred1_1;
+        try {
+            const ret = wasm.wasmstatesealer_kdf(this.__wbg_ptr);
+            deferred1_0 = ret[0];
+            deferred1_1 = ret[1];
+            return getStringFromWasm0(ret[0], ret[1]);
+        } finally {
+            wasm.__wbindgen_free(deferred1_0, deferred1_1, 1);
+        }
+    }
+    /**
+     * The derived 32-byte key (the pickles inside the state are made under it).
+     * @returns {Uint8Array}
+     */
+    key() {
+        const ret = wasm.wasmstatesealer_key(this.__wbg_ptr);
+        var v1 = getArrayU8FromWasm0(ret[0], ret[1]).slice();
+        wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
+        return v1;
+    }
+    /**
+     * Opens a container: the sealer (to seal new versions) and the plaintext, as
+     * [`OpenedState`]. Errors name the cause: not a container, the other kind of secret,
+     * or a wrong secret / altered bytes.
+     * @param {Uint8Array | number[]} raw
+     * @param {string | null} [passphrase]
+     * @param {Uint8Array | number[] | null} [key]
+     * @returns {OpenedState}
+     */
+    static open(raw, passphrase, key) {
+        let ptr0, len0, ptr1, len1, ptr2, len2;
+        try {
+            ptr0 = passArray8ToWasm0(raw, wasm.__wbindgen_malloc);
+            len0 = WASM_VECTOR_LEN;
+            ptr1 = isLikeNone(passphrase) ? 0 : passStringToWasm0(passphrase, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len1 = WASM_VECTOR_LEN;
+            ptr2 = isLikeNone(key) ? 0 : passArray8ToWasm0(key, wasm.__wbindgen_malloc);
+            len2 = WASM_VECTOR_LEN;
+        } catch (e) {
+            if (ptr2) { wasm.__wbindgen_free(ptr2, len2 * 1, 1); }
+            if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+            if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+            throw e;
+        }
+        const ret = wasm.wasmstatesealer_open(ptr0, len0, ptr1, len1, ptr2, len2);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        return OpenedState.__wrap(ret[0]);
+    }
+    /**
+     * A new container of `plaintext` (fresh nonce, same salt and key).
+     * @param {Uint8Array | number[]} plaintext
+     * @returns {Uint8Array}
+     */
+    seal(plaintext) {
+        const ptr0 = passArray8ToWasm0(plaintext, wasm.__wbindgen_malloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.wasmstatesealer_seal(this.__wbg_ptr, ptr0, len0);
+        if (ret[3]) {
+            throw takeFromExternrefTable0(ret[2]);
+        }
+        var v2 = getArrayU8FromWasm0(ret[0], ret[1]).slice();
+        wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
+        return v2;
+    }
+}
+if (Symbol.dispose) WasmStateSealer.prototype[Symbol.dispose] = WasmStateSealer.prototype.free;
+
+/**
+ * The hash of a signed commit (JSON `SignedCommit`): 64 lowercase hex digits.
+ * @param {string} commit
+ * @returns {string}
+ */
+export function commitHash(commit) {
+    let deferred3_0;
+    let deferred3_1;
+    try {
+        const ptr0 = passStringToWasm0(commit, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.commitHash(ptr0, len0);
+        var ptr2 = ret[0];
+        var len2 = ret[1];
+        if (ret[3]) {
+            ptr2 = 0; len2 = 0;
+            throw takeFromExternrefTable0(ret[2]);
+        }
+        deferred3_0 = ptr2;
+        deferred3_1 = len2;
+        return getStringFromWasm0(ptr2, len2);
+    } finally {
+        wasm.__wbindgen_free(deferred3_0, deferred3_1, 1);
+    }
+}
 
 /**
  * Decrypts a file from its manifest and shards; a missing shard is `null`/`undefined`.
@@ -276,6 +1294,42 @@ export function generateEpochKey() {
     var v1 = getArrayU8FromWasm0(ret[0], ret[1]).slice();
     wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
     return v1;
+}
+
+/**
+ * The genesis commit of `channel` with `members` (JSON `[Member]`), unsigned (JSON `EpochCommit`).
+ * @param {string} channel
+ * @param {string} members
+ * @returns {string}
+ */
+export function genesisCommit(channel, members) {
+    let deferred4_0;
+    let deferred4_1;
+    try {
+        let ptr0, len0, ptr1, len1;
+        try {
+            ptr0 = passStringToWasm0(channel, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len0 = WASM_VECTOR_LEN;
+            ptr1 = passStringToWasm0(members, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len1 = WASM_VECTOR_LEN;
+        } catch (e) {
+            if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+            if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+            throw e;
+        }
+        const ret = wasm.genesisCommit(ptr0, len0, ptr1, len1);
+        var ptr3 = ret[0];
+        var len3 = ret[1];
+        if (ret[3]) {
+            ptr3 = 0; len3 = 0;
+            throw takeFromExternrefTable0(ret[2]);
+        }
+        deferred4_0 = ptr3;
+        deferred4_1 = len3;
+        return getStringFromWasm0(ptr3, len3);
+    } finally {
+        wasm.__wbindgen_free(deferred4_0, deferred4_1, 1);
+    }
 }
 
 /**
@@ -381,6 +1435,66 @@ export function sealedInfo(sealed) {
         return getStringFromWasm0(ptr2, len2);
     } finally {
         wasm.__wbindgen_free(deferred3_0, deferred3_1, 1);
+    }
+}
+
+/**
+ * Verifies every signature of a key bundle (JSON `KeyBundle`) and rejects weak keys.
+ * @param {string} bundle
+ */
+export function verifyBundle(bundle) {
+    const ptr0 = passStringToWasm0(bundle, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+    const len0 = WASM_VECTOR_LEN;
+    const ret = wasm.verifyBundle(ptr0, len0);
+    if (ret[1]) {
+        throw takeFromExternrefTable0(ret[0]);
+    }
+}
+
+/**
+ * Verifies a signed commit's signature by `signer` (JSON `IdentityKeys`).
+ * @param {string} commit
+ * @param {string} signer
+ */
+export function verifyCommit(commit, signer) {
+    let ptr0, len0, ptr1, len1;
+    try {
+        ptr0 = passStringToWasm0(commit, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+        len0 = WASM_VECTOR_LEN;
+        ptr1 = passStringToWasm0(signer, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+        len1 = WASM_VECTOR_LEN;
+    } catch (e) {
+        if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+        if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+        throw e;
+    }
+    const ret = wasm.verifyCommit(ptr0, len0, ptr1, len1);
+    if (ret[1]) {
+        throw takeFromExternrefTable0(ret[0]);
+    }
+}
+
+/**
+ * Verifies a key envelope's signature (JSON `KeyEnvelope`) against its sender's pinned
+ * identity (JSON `IdentityKeys`).
+ * @param {string} envelope
+ * @param {string} sender
+ */
+export function verifyEnvelope(envelope, sender) {
+    let ptr0, len0, ptr1, len1;
+    try {
+        ptr0 = passStringToWasm0(envelope, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+        len0 = WASM_VECTOR_LEN;
+        ptr1 = passStringToWasm0(sender, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+        len1 = WASM_VECTOR_LEN;
+    } catch (e) {
+        if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+        if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+        throw e;
+    }
+    const ret = wasm.verifyEnvelope(ptr0, len0, ptr1, len1);
+    if (ret[1]) {
+        throw takeFromExternrefTable0(ret[0]);
     }
 }
 function __wbg_get_imports() {
@@ -511,9 +1625,30 @@ function __wbg_get_imports() {
 const EncryptedFileFinalization = (typeof FinalizationRegistry === 'undefined')
     ? { register: () => {}, unregister: () => {} }
     : new FinalizationRegistry(ptr => wasm.__wbg_encryptedfile_free(ptr, 1));
+const InboundSessionFinalization = (typeof FinalizationRegistry === 'undefined')
+    ? { register: () => {}, unregister: () => {} }
+    : new FinalizationRegistry(ptr => wasm.__wbg_inboundsession_free(ptr, 1));
+const OpenedStateFinalization = (typeof FinalizationRegistry === 'undefined')
+    ? { register: () => {}, unregister: () => {} }
+    : new FinalizationRegistry(ptr => wasm.__wbg_openedstate_free(ptr, 1));
 const WasmDeviceFinalization = (typeof FinalizationRegistry === 'undefined')
     ? { register: () => {}, unregister: () => {} }
     : new FinalizationRegistry(ptr => wasm.__wbg_wasmdevice_free(ptr, 1));
+const WasmKeyringFinalization = (typeof FinalizationRegistry === 'undefined')
+    ? { register: () => {}, unregister: () => {} }
+    : new FinalizationRegistry(ptr => wasm.__wbg_wasmkeyring_free(ptr, 1));
+const WasmOlmSessionFinalization = (typeof FinalizationRegistry === 'undefined')
+    ? { register: () => {}, unregister: () => {} }
+    : new FinalizationRegistry(ptr => wasm.__wbg_wasmolmsession_free(ptr, 1));
+const WasmPinsFinalization = (typeof FinalizationRegistry === 'undefined')
+    ? { register: () => {}, unregister: () => {} }
+    : new FinalizationRegistry(ptr => wasm.__wbg_wasmpins_free(ptr, 1));
+const WasmRosterChainFinalization = (typeof FinalizationRegistry === 'undefined')
+    ? { register: () => {}, unregister: () => {} }
+    : new FinalizationRegistry(ptr => wasm.__wbg_wasmrosterchain_free(ptr, 1));
+const WasmStateSealerFinalization = (typeof FinalizationRegistry === 'undefined')
+    ? { register: () => {}, unregister: () => {} }
+    : new FinalizationRegistry(ptr => wasm.__wbg_wasmstatesealer_free(ptr, 1));
 
 function addToExternrefTable0(obj) {
     const idx = wasm.__externref_table_alloc();
@@ -527,9 +1662,22 @@ function _assertClass(instance, klass) {
     }
 }
 
+function getArrayU64FromWasm0(ptr, len) {
+    ptr = ptr >>> 0;
+    return getBigUint64ArrayMemory0().subarray(ptr / 8, ptr / 8 + len);
+}
+
 function getArrayU8FromWasm0(ptr, len) {
     ptr = ptr >>> 0;
     return getUint8ArrayMemory0().subarray(ptr / 1, ptr / 1 + len);
+}
+
+let cachedBigUint64ArrayMemory0 = null;
+function getBigUint64ArrayMemory0() {
+    if (cachedBigUint64ArrayMemory0 === null || cachedBigUint64ArrayMemory0.byteLength === 0) {
+        cachedBigUint64ArrayMemory0 = new BigUint64Array(wasm.memory.buffer);
+    }
+    return cachedBigUint64ArrayMemory0;
 }
 
 let cachedDataViewMemory0 = null;
@@ -660,6 +1808,7 @@ function __wbg_finalize_init(instance, module) {
     wasmInstance = instance;
     wasm = instance.exports;
     wasmModule = module;
+    cachedBigUint64ArrayMemory0 = null;
     cachedDataViewMemory0 = null;
     cachedUint8ArrayMemory0 = null;
     wasm.__wbindgen_start();
