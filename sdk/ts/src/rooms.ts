@@ -56,6 +56,8 @@ export interface Participant {
 /** `room.enter`'s answer: the list (the caller included), or only the count past the server's list limit. */
 export interface EnterResult {
   participant_id: string;
+  /** The room's channel id (absent from a server that predates it). */
+  channel?: string;
   participants?: Participant[];
   count?: number;
 }
