@@ -281,8 +281,8 @@ pub struct ServeConfig {
     #[arg(long, env = "HERALD_AUTH_TIMEOUT_SECS", default_value_t = 10)]
     pub auth_timeout_secs: u64,
 
-    /// Seconds of silence after which a WebSocket is pinged; a peer silent for twice this long
-    /// is closed with code 4000. 0 disables pings.
+    /// Seconds of silence after which a WebSocket is pinged; a peer that has not answered the
+    /// ping an interval later is closed with code 4000. 0 disables pings.
     #[arg(long, env = "HERALD_PING_INTERVAL_SECS", default_value_t = 30)]
     pub ping_interval_secs: u64,
 

@@ -81,7 +81,17 @@ impl Liveness {
     }
 
     fn silent_for(&self) -> Duration {
-        self.base.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+        self.base.elapsed().saturating_sub(self.last_heard())
+    }
+
+    /// When the peer was last heard from, since `base`.
+    fn last_heard(&self) -> Duration {
+        Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Now, since `base`, in the same milliseconds as [`Liveness::last_heard`].
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.base.elapsed().as_millis() as u64)
     }
 }
 
@@ -399,9 +409,15 @@ async fn write_loop(
     // One kick future for the connection's life, not a new `Notified` per batch.
     let kicked = conn.kicked();
     tokio::pin!(kicked);
-    // A peer silent for one interval is pinged; silent for two, it is gone (a dead TCP peer
-    // sends no FIN, and would otherwise hold its connection forever).
+    // A peer silent for one interval is pinged; if it has not answered by the next tick (an
+    // interval later), it is gone (a dead TCP peer sends no FIN, and would otherwise hold its
+    // connection forever): closed after two to three intervals of silence.
     let mut ticker = ping.map(|p| tokio::time::interval_at(tokio::time::Instant::now() + p, p));
+    // When the last ping went out (since `live`'s base). A peer is closed only after a ping it
+    // has had a whole interval to answer: "silent for two intervals" alone closed a peer whose
+    // last frame came just after a tick without ever pinging it (the tick before saw it silent
+    // for a hair under one interval).
+    let mut pinged_at: Option<Duration> = None;
     loop {
         let tick = async {
             match ticker.as_mut() {
@@ -417,10 +433,15 @@ async fn write_loop(
             n = rx.recv_many(&mut batch, WRITE_BATCH) => n,
             _ = tick => {
                 let (Some(every), silent) = (ping, live.silent_for()) else { continue };
-                if silent >= every * 2 {
+                let unanswered = pinged_at.filter(|at| live.last_heard() < *at);
+                // The next tick after the ping (ticks are an interval apart, give or take).
+                if let Some(at) = unanswered
+                    && live.now().saturating_sub(at) >= every - every / 4
+                {
                     return WriterEnd::Close(close::PING_TIMEOUT, "no answer to ping");
                 }
-                if silent >= every {
+                if silent >= every && unanswered.is_none() {
+                    pinged_at = Some(live.now());
                     // A peer that stopped reading may leave no room for the ping: the deadline
                     // still ends it.
                     tokio::select! {
