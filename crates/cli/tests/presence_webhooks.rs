@@ -262,8 +262,8 @@ async fn removed_within(
 
 /// A participant whose connection vanishes without a close (a raw client that entered and
 /// then neither reads nor answers pings; a `herald room join` process stopped with SIGSTOP)
-/// is removed within the ping timeout (twice `--ping-interval-secs`), and the webhook hears of
-/// it.
+/// is removed by the ping timeout (a ping unanswered for an interval: two to three
+/// `--ping-interval-secs` of silence), and the webhook hears of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_participant_is_removed_within_the_ping_timeout() {
     use futures::{SinkExt, StreamExt};
@@ -281,7 +281,9 @@ async fn a_vanished_participant_is_removed_within_the_ping_timeout() {
             "--data",
             &data_s,
             "--ping-interval-secs",
-            "1",
+            // Two, not one: the healthy clients of the test (ada's) must answer each ping
+            // within an interval on a loaded CI machine, or their room events stop.
+            "2",
             "--presence-interval-ms",
             "10",
             "--webhook",
@@ -314,8 +316,8 @@ async fn a_vanished_participant_is_removed_within_the_ping_timeout() {
         }
     };
     // `raw` is kept (the TCP connection stays open) but never read again: no pong goes out.
-    let took = removed_within(&mut events, &bob_pid, Duration::from_secs(10)).await;
-    assert!(took >= Duration::from_millis(900), "removed by the ping timeout, not at once: {took:?}");
+    let took = removed_within(&mut events, &bob_pid, Duration::from_secs(20)).await;
+    assert!(took >= Duration::from_millis(1900), "removed by the ping timeout, not at once: {took:?}");
 
     // A process stopped with SIGSTOP: its socket stays open, it answers nothing.
     let mut join = Command::new(BIN)
@@ -342,7 +344,7 @@ async fn a_vanished_participant_is_removed_within_the_ping_timeout() {
     let cat_pid = entered["participant_id"].as_str().unwrap().to_owned();
     let stopped = Command::new("kill").args(["-STOP", &join.id().to_string()]).status().unwrap();
     assert!(stopped.success());
-    removed_within(&mut events, &cat_pid, Duration::from_secs(10)).await;
+    removed_within(&mut events, &cat_pid, Duration::from_secs(20)).await;
     let _ = Command::new("kill").args(["-KILL", &join.id().to_string()]).status();
     let _ = join.wait();
 
