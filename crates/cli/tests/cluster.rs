@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::Server;
+use common::{Server, nats_addr, services};
 use futures::StreamExt;
 use herald_broker_nats::testing::PrivateNats;
 use herald_client::{Channel, Client, ClientConfig, ClientEvent, CreateChannel, Event, SendMessage};
@@ -25,34 +25,6 @@ use std::time::Duration;
 const SECRET: &str = "cluster-test-secret-0123456789abcdef0123456789";
 const APP_SECRET: &str = "cluster-app-secret-0123456789abcdef0123456789";
 const WAIT: Duration = Duration::from_secs(60);
-
-fn listening(addr: &str) -> bool {
-    std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(500)).is_ok()
-}
-
-/// Whether the machine's PostgreSQL and NATS answer; if not, a test skips (or fails in CI).
-fn services() -> bool {
-    let pg = std::env::var("HERALD_TEST_PG_ADDR").unwrap_or_else(|_| "127.0.0.1:5432".into());
-    let nats = nats_addr();
-    let missing: Vec<&str> = [(pg.as_str(), "PostgreSQL"), (nats.as_str(), "NATS")]
-        .into_iter()
-        .filter(|(addr, _)| !listening(addr))
-        .map(|(_, name)| name)
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("{} not reachable", missing.join(" and "));
-    if std::env::var("HERALD_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
-        panic!("{why}, and HERALD_REQUIRE_SERVICES=1");
-    }
-    eprintln!("skipped: {why}");
-    false
-}
-
-fn nats_addr() -> String {
-    std::env::var("HERALD_TEST_NATS").unwrap_or_else(|_| "127.0.0.1:4222".into())
-}
 
 fn token(sub: &str) -> String {
     let claims = Claims {

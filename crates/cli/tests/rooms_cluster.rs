@@ -12,7 +12,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::Server;
+use common::{Server, nats_addr, services};
 use herald_client::room::{RoomEvents, RoomIncoming};
 use herald_client::{Client, ClientConfig, CreateChannel};
 use herald_proto::rooms::RoomEvent;
@@ -25,32 +25,6 @@ use std::time::Duration;
 const SECRET: &str = "rooms-cluster-secret-0123456789abcdef0123456789";
 const APP_SECRET: &str = "rooms-cluster-app-secret-0123456789abcdef01234";
 const WAIT: Duration = Duration::from_secs(30);
-
-fn listening(addr: &str) -> bool {
-    std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(500)).is_ok()
-}
-
-fn nats_addr() -> String {
-    std::env::var("HERALD_TEST_NATS").unwrap_or_else(|_| "127.0.0.1:4222".into())
-}
-
-fn services() -> bool {
-    let pg = std::env::var("HERALD_TEST_PG_ADDR").unwrap_or_else(|_| "127.0.0.1:5432".into());
-    let missing: Vec<&str> = [(pg.as_str(), "PostgreSQL"), (nats_addr().as_str(), "NATS")]
-        .into_iter()
-        .filter(|(addr, _)| !listening(addr))
-        .map(|(_, name)| name)
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("{} not reachable", missing.join(" and "));
-    if std::env::var("HERALD_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
-        panic!("{why}, and HERALD_REQUIRE_SERVICES=1");
-    }
-    eprintln!("skipped: {why}");
-    false
-}
 
 fn token(sub: &str) -> String {
     let claims = Claims {

@@ -121,3 +121,32 @@ pub async fn channel_with_messages(
     }
     id
 }
+
+/// Whether something accepts TCP connections at `addr` (within 0.5 s).
+pub fn listening(addr: &str) -> bool {
+    std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(500)).is_ok()
+}
+
+/// Whether the machine's PostgreSQL and NATS answer; if not, a test skips (or fails in CI).
+pub fn services() -> bool {
+    let pg = std::env::var("HERALD_TEST_PG_ADDR").unwrap_or_else(|_| "127.0.0.1:5432".into());
+    let nats = nats_addr();
+    let missing: Vec<&str> = [(pg.as_str(), "PostgreSQL"), (nats.as_str(), "NATS")]
+        .into_iter()
+        .filter(|(addr, _)| !listening(addr))
+        .map(|(_, name)| name)
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("{} not reachable", missing.join(" and "));
+    if std::env::var("HERALD_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+        panic!("{why}, and HERALD_REQUIRE_SERVICES=1");
+    }
+    eprintln!("skipped: {why}");
+    false
+}
+
+pub fn nats_addr() -> String {
+    std::env::var("HERALD_TEST_NATS").unwrap_or_else(|_| "127.0.0.1:4222".into())
+}
