@@ -304,6 +304,8 @@ struct Inner {
     gone: Mutex<std::collections::HashSet<String>>,
     /// When this node's own heartbeat last came back.
     own_seen: Mutex<Instant>,
+    /// When this node started listening to heartbeats.
+    started: Instant,
     /// Ids of split messages.
     next_split: AtomicU64,
 }
@@ -419,6 +421,7 @@ impl NatsBroker {
             nodes: Mutex::new(HashMap::new()),
             gone: Mutex::new(std::collections::HashSet::new()),
             own_seen: Mutex::new(Instant::now()),
+            started: Instant::now(),
             next_split: AtomicU64::new(0),
         });
         inner.spawn(inner.clone().read_channels(channels));
@@ -606,6 +609,24 @@ impl Broker for NatsBroker {
 
     fn serve_rooms(&self, rooms: Weak<dyn RoomDirectory>) {
         *self.inner.rooms.write() = Some(rooms);
+    }
+
+    fn node_id(&self) -> Option<String> {
+        Some(self.inner.config.node_id.clone())
+    }
+
+    /// Known once this node has listened for a whole node timeout (every live node said it is
+    /// alive meanwhile) and while its own heartbeats come back (a node cut off from NATS
+    /// cannot tell who is alive).
+    fn live_nodes(&self) -> Option<Vec<String>> {
+        let timeout = self.inner.config.node_timeout;
+        let now = Instant::now();
+        if now.duration_since(self.inner.started) < timeout
+            || now.duration_since(*self.inner.own_seen.lock()) >= timeout
+        {
+            return None;
+        }
+        Some(self.inner.nodes.lock().keys().cloned().collect())
     }
 }
 

@@ -238,6 +238,98 @@ async fn presence_survives_a_dead_receiver_and_a_sigkill() {
     drop(server);
 }
 
+/// The server is killed with SIGKILL while participants are in a room: nothing removed them
+/// then, so the restarted server writes their removals (each once, with their latest
+/// attributes), and a participant who had left is not removed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participants_present_at_a_sigkill_are_removed_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap().to_owned();
+    let receiver = WebhookReceiver::start(|_| 200).await;
+    let hook = receiver.url();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        &data_s,
+        "--webhook",
+        &hook,
+        "--webhook-events",
+        "participant_added,participant_updated,participant_removed",
+        "--webhook-retry-ms",
+        "20",
+        "--webhook-max-backoff-ms",
+        "200",
+    ];
+    let mut server = Server::start(dir.path(), &args, &[]);
+    let (ada_t, bob_t, cat_t) = (token(&data, "ada"), token(&data, "bob"), token(&data, "cat"));
+    herald(&server, &ada_t, &["channel", "create", "lobby", "--member", "bob", "--member", "cat"]);
+    let ws = format!("ws://{}", server.addr);
+    let ada = Client::connect(&ws, &ada_t).await.unwrap();
+    let bob = Client::connect(&ws, &bob_t).await.unwrap();
+    let cat = Client::connect(&ws, &cat_t).await.unwrap();
+    let a = ada.room("lobby").enter(attrs(json!({"v": 1}))).await.unwrap();
+    let b = bob.room("lobby").enter(attrs(json!({"v": 1}))).await.unwrap();
+    bob.room("lobby").update(attrs(json!({"v": 2}))).await.unwrap();
+    let c = cat.room("lobby").enter(attrs(json!({"v": 1}))).await.unwrap();
+    cat.room("lobby").leave().await.unwrap();
+    let (pa, pb, pc) = (a.participant_id.clone(), b.participant_id.clone(), c.participant_id.clone());
+    // Everything delivered before the kill: bob's update and cat's removal among it.
+    receiver
+        .wait_until(WAIT, |all| {
+            story(all, &pb).iter().any(|e| e.0 == "participant_updated" && e.1 == json!(2))
+                && story(all, &pc).iter().any(|e| e.0 == "participant_removed")
+                && story(all, &pa).iter().any(|e| e.0 == "participant_added")
+        })
+        .await;
+    server.signal("-KILL");
+    let _ = server.wait_exit();
+    drop(server);
+    drop((ada, bob, cat));
+    let server = Server::start(dir.path(), &args, &[]);
+    let all = receiver
+        .wait_until(WAIT, |all| {
+            [&pa, &pb].iter().all(|p| story(all, p).iter().any(|e| e.0 == "participant_removed"))
+        })
+        .await;
+    assert_eq!(
+        story(&all, &pb),
+        vec![
+            ("participant_added".to_owned(), json!(1)),
+            ("participant_updated".to_owned(), json!(2)),
+            ("participant_removed".to_owned(), json!(2)),
+        ],
+        "removed after the restart, with the attributes it had"
+    );
+    assert_eq!(
+        story(&all, &pa).iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+        vec!["participant_added", "participant_removed"]
+    );
+    // Killed and started once more with nobody present: nobody is removed again. Ada entering
+    // anew shows the third run's dispatcher delivering.
+    drop(server);
+    let server = Server::start(dir.path(), &args, &[]);
+    let ada = Client::connect(&format!("ws://{}", server.addr), &ada_t).await.unwrap();
+    let again = ada.room("lobby").enter(attrs(json!({"v": 9}))).await.unwrap();
+    let after = receiver
+        .wait_until(WAIT, |all| story(all, &again.participant_id).iter().any(|e| e.0 == "participant_added"))
+        .await;
+    let removals = |p: &str| {
+        first_accepted(&after)
+            .iter()
+            .filter(|r| {
+                r.json["event"] == "participant_removed"
+                    && r.json["data"]["participant"]["participant_id"] == p
+            })
+            .count()
+    };
+    for p in [&pa, &pb, &pc] {
+        assert_eq!(removals(p), 1, "{p} removed once");
+    }
+    ada.close().await;
+}
+
 /// Waits for `participant_removed` of `pid` among `events`, within `within`.
 async fn removed_within(
     events: &mut herald_client::room::RoomEvents,

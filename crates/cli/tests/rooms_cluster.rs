@@ -2,7 +2,8 @@
 //! node started after participants entered on another learns them; a node killed with
 //! SIGKILL has its participants removed by the others after the node timeout; the participant
 //! lists and `presence_count` agree on every node; attachments larger than NATS's
-//! `max_payload` (1 MiB by default) cross nodes byte for byte.
+//! `max_payload` (1 MiB by default) cross nodes byte for byte; a node started after the last
+//! one died writes the removals it left.
 //!
 //! Uses the machine's PostgreSQL (127.0.0.1:5432, or `HERALD_TEST_PG`) and NATS
 //! (127.0.0.1:4222, or `HERALD_TEST_NATS`); without them a test prints why and passes, unless
@@ -237,6 +238,71 @@ async fn late_nodes_learn_the_room_and_a_dead_nodes_participants_leave() {
     }
     cy.close().await;
     dan.close().await;
+}
+
+/// The only node is killed with participants present, and a new node (another id, another
+/// data directory) starts: once it has listened for a node timeout without hearing of the
+/// dead one, it writes the removals the dead node left in the store, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_started_after_the_last_one_died_writes_its_removals() {
+    if !services() {
+        return;
+    }
+    let db = ScratchDb::create(&scratch::admin_url()).unwrap();
+    let receiver = herald_testing::WebhookReceiver::start(|_| 200).await;
+    let hook = receiver.url();
+    let mut nodes = Nodes::new(
+        &db.url(),
+        &[
+            "--node-timeout-ms",
+            "1500",
+            "--webhook",
+            &hook,
+            "--webhook-events",
+            "participant_added,participant_removed",
+            "--webhook-retry-ms",
+            "20",
+        ],
+    );
+    let n0 = nodes.start();
+    let ada = connect(&nodes.ws(n0), "ada").await;
+    let bob = connect(&nodes.ws(n0), "bob").await;
+    ada.channels()
+        .create_with(CreateChannel {
+            name: Some("lobby".into()),
+            members: vec!["bob".to_owned()],
+            ..CreateChannel::default()
+        })
+        .await
+        .unwrap();
+    let pa = ada.room("lobby").enter(serde_json::Map::new()).await.unwrap().participant_id;
+    let pb = bob.room("lobby").enter(serde_json::Map::new()).await.unwrap().participant_id;
+    let added = |pid: &str| format!(":{pid}:added");
+    let removal = |pid: &str| format!(":{pid}:removed");
+    receiver
+        .wait_until(WAIT, |all| {
+            [&pa, &pb].iter().all(|p| all.iter().any(|r| r.accepted() && r.id().ends_with(&added(p))))
+        })
+        .await;
+    nodes.kill(n0);
+    drop((ada, bob));
+    let _n1 = nodes.start();
+    let all = receiver
+        .wait_until(WAIT, |all| {
+            [&pa, &pb].iter().all(|p| all.iter().any(|r| r.accepted() && r.id().ends_with(&removal(p))))
+        })
+        .await;
+    for p in [&pa, &pb] {
+        let mut accepted: Vec<&str> = all
+            .iter()
+            .filter(|r| r.accepted())
+            .map(|r| r.id())
+            .filter(|id| id.contains(p.as_str()))
+            .collect();
+        accepted.dedup();
+        assert_eq!(accepted.len(), 2, "{p}: one added, one removed: {accepted:?}");
+        assert!(accepted[1].ends_with(":removed"), "{accepted:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

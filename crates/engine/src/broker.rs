@@ -161,6 +161,20 @@ pub trait Broker: Send + Sync + 'static {
     /// The rooms of this node, which answer other nodes' [`Broker::room_snapshot`]s and hear
     /// of nodes that went away. Held weakly.
     fn serve_rooms(&self, _rooms: std::sync::Weak<dyn RoomDirectory>) {}
+
+    /// This node's id in a deployment of several nodes (as [`RoomDirectory::node_gone`] names
+    /// nodes); `None` for the in-process broker.
+    fn node_id(&self) -> Option<String> {
+        None
+    }
+
+    /// The other nodes alive, as far as this node can tell: for writing off what dead nodes
+    /// left in the store (their participants' removals). `None` while the broker cannot tell
+    /// yet (a networked broker that has not listened for a whole node timeout). The
+    /// in-process broker is the only node: no other is alive.
+    fn live_nodes(&self) -> Option<Vec<String>> {
+        Some(Vec::new())
+    }
 }
 
 /// One node's participants of one room, as [`Broker::room_snapshot`] collects them.

@@ -579,8 +579,19 @@ impl Rooms {
     /// webhooks want presence ([`Rooms::record_presence`]).
     fn record(&self, app: &str, channel: &str, pid: &str, kind: PresenceKind, ev: &RoomEvent) {
         if let Some(r) = self.recorder.get() {
-            let data = String::from_utf8(to_bytes(ev).to_vec()).unwrap_or_default();
-            r.record(app, channel, pid, kind, data);
+            let json = |ev: &RoomEvent| String::from_utf8(to_bytes(ev).to_vec()).unwrap_or_default();
+            // What its removal will say, should this node die first (presence_outbox's doc).
+            let removal = match ev {
+                RoomEvent::ParticipantAdded { channel, participant }
+                | RoomEvent::ParticipantUpdated { channel, participant } => {
+                    Some(json(&RoomEvent::ParticipantRemoved {
+                        channel: channel.clone(),
+                        participant: participant.clone(),
+                    }))
+                }
+                _ => None,
+            };
+            r.record(app, channel, pid, kind, json(ev), removal);
         }
     }
 
@@ -806,6 +817,14 @@ impl crate::broker::RoomDirectory for Rooms {
     }
 
     fn node_gone(&self, node: &str) {
+        // The participants it left in the store, this node's replica knowing them or not
+        // (presence_outbox's doc).
+        if let (Some(r), Ok(rt)) = (self.recorder.get(), tokio::runtime::Handle::try_current()) {
+            let (r, node) = (r.clone(), node.to_owned());
+            rt.spawn(async move {
+                r.close_node(&node).await;
+            });
+        }
         let mut st = self.state.lock();
         let gone: Vec<(String, String)> = st
             .rooms
@@ -1709,6 +1728,7 @@ mod tests {
         let recorder = PresenceRecorder::start(
             store.clone(),
             Arc::new(crate::SystemClock),
+            "n1".to_owned(),
             events,
             100,
             Box::new(|_| {}),

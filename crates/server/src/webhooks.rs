@@ -280,14 +280,28 @@ impl Webhooks {
                     h.wake.notify_one();
                 }
             });
+            // The participants' node is the broker's id in a deployment of several nodes (as
+            // other nodes name it when it dies), else this node's webhook name.
+            let broker = engine.broker().clone();
+            let node = broker.node_id().unwrap_or_else(|| config.node.clone());
             let recorder = herald_engine::presence_outbox::PresenceRecorder::start(
                 store.clone(),
                 Arc::new(herald_engine::SystemClock),
+                node,
                 presence,
                 config.presence_queue,
                 on_written,
             );
-            engine.rooms().record_presence(recorder);
+            engine.rooms().record_presence(recorder.clone());
+            // Removals of participants that a node killed (this one's previous run among them)
+            // left present.
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = recorder.close_dead_nodes(broker.as_ref()) => {}
+                }
+            });
         }
         let recorder = engine.rooms().presence_recorder().cloned();
         for h in &hooks {

@@ -7,7 +7,7 @@
 use crate::{PgStore, db};
 use async_trait::async_trait;
 use herald_store::hooks::{
-    DeletedChannel, HookBacklog, HookStore, PresenceEvent, PresenceOutbox, PresenceRow,
+    DeletedChannel, HookBacklog, HookStore, PresenceEvent, PresenceOutbox, PresenceRow, PresenceWrite,
 };
 use herald_store::{Result, seq_from_db, seq_to_db};
 
@@ -133,33 +133,150 @@ impl HookStore for PgStore {
 
 #[async_trait]
 impl PresenceOutbox for PgStore {
-    async fn add_presence(&self, events: &[PresenceEvent]) -> Result<()> {
-        if events.is_empty() {
+    async fn write_presence(&self, writes: &[PresenceWrite]) -> Result<()> {
+        if writes.is_empty() {
             return Ok(());
         }
-        // One statement: the rows commit together, in order (`n` follows the array order).
-        let mut cols: [Vec<&str>; 5] = Default::default();
-        let mut ts: Vec<i64> = Vec::with_capacity(events.len());
-        for e in events {
-            cols[0].push(&e.key);
-            cols[1].push(&e.app);
-            cols[2].push(&e.channel);
-            cols[3].push(&e.event);
-            cols[4].push(&e.data);
-            ts.push(e.ts_ms);
+        // Three statements in one transaction: the events in order (`n` follows the array
+        // order), then each participant's last state in the batch (a later write of a
+        // participant replaces an earlier one, so only the last one matters).
+        let mut ev: [Vec<String>; 5] = Default::default();
+        let mut ts: Vec<i64> = Vec::new();
+        let mut last: std::collections::BTreeMap<(&str, &str), Option<(&str, &PresenceEvent)>> =
+            std::collections::BTreeMap::new();
+        for w in writes {
+            match w {
+                PresenceWrite::Event(e) => {
+                    for (col, v) in ev.iter_mut().zip([&e.key, &e.app, &e.channel, &e.event, &e.data]) {
+                        col.push(v.clone());
+                    }
+                    ts.push(e.ts_ms);
+                }
+                PresenceWrite::Present { channel, participant, node, removal } => {
+                    last.insert((channel, participant), Some((node, removal)));
+                }
+                PresenceWrite::Absent { channel, participant } => {
+                    last.insert((channel, participant), None);
+                }
+            }
         }
-        let (cols, ts) = (&cols, &ts);
+        let mut present: [Vec<String>; 7] = Default::default();
+        let mut absent: [Vec<String>; 2] = Default::default();
+        for ((channel, participant), state) in &last {
+            match state {
+                Some((node, r)) => {
+                    for (col, v) in present.iter_mut().zip([
+                        *channel,
+                        *participant,
+                        *node,
+                        r.key.as_str(),
+                        r.app.as_str(),
+                        r.event.as_str(),
+                        r.data.as_str(),
+                    ]) {
+                        col.push(v.to_owned());
+                    }
+                }
+                None => {
+                    absent[0].push((*channel).to_owned());
+                    absent[1].push((*participant).to_owned());
+                }
+            }
+        }
+        self.key_tx(false, move |tx| {
+            Box::pin(async move {
+                if !ts.is_empty() {
+                    tx.execute(
+                        "INSERT INTO hook_presence (key, app, channel_id, event, data, ts_ms) \
+                         SELECT k, a, c, e, d, t FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
+                         $5::text[], $6::bigint[]) WITH ORDINALITY AS x(k, a, c, e, d, t, o) ORDER BY o \
+                         ON CONFLICT (key) DO NOTHING",
+                        &[&ev[0], &ev[1], &ev[2], &ev[3], &ev[4], &ts],
+                    )
+                    .await
+                    .map_err(db)?;
+                }
+                if !present[0].is_empty() {
+                    tx.execute(
+                        "INSERT INTO hook_presence_open (channel_id, participant, node, key, app, event, data) \
+                         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                         $6::text[], $7::text[]) \
+                         ON CONFLICT (channel_id, participant) DO UPDATE SET node = excluded.node, \
+                         key = excluded.key, app = excluded.app, event = excluded.event, data = excluded.data",
+                        &[&present[0], &present[1], &present[2], &present[3], &present[4], &present[5], &present[6]],
+                    )
+                    .await
+                    .map_err(db)?;
+                }
+                if !absent[0].is_empty() {
+                    tx.execute(
+                        "DELETE FROM hook_presence_open o USING unnest($1::text[], $2::text[]) AS x(c, p) \
+                         WHERE o.channel_id = x.c AND o.participant = x.p",
+                        &[&absent[0], &absent[1]],
+                    )
+                    .await
+                    .map_err(db)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn close_presence(&self, node: &str, now_ms: i64) -> Result<Vec<(String, String)>> {
+        let node = node.to_owned();
+        self.key_tx(false, move |tx| {
+            Box::pin(async move {
+                // Locks the node's rows first: two nodes closing one dead node write each
+                // removal once (the outbox key is unique besides).
+                let rows = tx
+                    .query(
+                        "DELETE FROM hook_presence_open WHERE node = $1 \
+                         RETURNING channel_id, participant, key, app, event, data",
+                        &[&node],
+                    )
+                    .await
+                    .map_err(db)?;
+                let mut gone: Vec<(String, String, String, String, String, String)> = rows
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+                    .collect();
+                gone.sort();
+                let mut cols: [Vec<&str>; 5] = Default::default();
+                let mut rooms: Vec<(String, String)> = Vec::new();
+                for (channel, _, key, app, event, data) in &gone {
+                    for (col, v) in cols.iter_mut().zip([key, app, channel, event, data]) {
+                        col.push(v);
+                    }
+                    let room = (app.clone(), channel.clone());
+                    if !rooms.contains(&room) {
+                        rooms.push(room);
+                    }
+                }
+                if !gone.is_empty() {
+                    tx.execute(
+                        "INSERT INTO hook_presence (key, app, channel_id, event, data, ts_ms) \
+                         SELECT k, a, c, e, d, $6 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
+                         $5::text[]) WITH ORDINALITY AS x(k, a, c, e, d, o) ORDER BY o \
+                         ON CONFLICT (key) DO NOTHING",
+                        &[&cols[0], &cols[1], &cols[2], &cols[3], &cols[4], &now_ms],
+                    )
+                    .await
+                    .map_err(db)?;
+                }
+                Ok(rooms)
+            })
+        })
+        .await
+    }
+
+    async fn present_nodes(&self) -> Result<Vec<String>> {
         self.read(|c| async move {
-            let s = c
-                .prepare_cached(
-                    "INSERT INTO hook_presence (key, app, channel_id, event, data, ts_ms) \
-                     SELECT k, a, c, e, d, t FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
-                     $5::text[], $6::bigint[]) WITH ORDINALITY AS x(k, a, c, e, d, t, o) ORDER BY o \
-                     ON CONFLICT (key) DO NOTHING",
-                )
+            let rows = c
+                .query("SELECT DISTINCT node FROM hook_presence_open ORDER BY node", &[])
                 .await
                 .map_err(db)?;
-            c.execute(&s, &[&cols[0], &cols[1], &cols[2], &cols[3], &cols[4], ts]).await.map_err(db).map(drop)
+            Ok(rows.iter().map(|r| r.get(0)).collect())
         })
         .await
     }

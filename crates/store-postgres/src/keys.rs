@@ -58,7 +58,7 @@ fn dm_row(r: &Row) -> Result<Dm> {
 impl PgStore {
     /// Runs `f` in one transaction on a pooled connection, within `op_timeout`; with `erase`,
     /// wakes the vacuum after the commit.
-    async fn key_tx<T, F>(&self, erase: bool, f: F) -> Result<T>
+    pub(crate) async fn key_tx<T, F>(&self, erase: bool, f: F) -> Result<T>
     where
         F: for<'t> FnOnce(&'t tokio_postgres::Transaction<'t>) -> futures::future::BoxFuture<'t, Result<T>>,
     {

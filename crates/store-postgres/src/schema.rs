@@ -6,7 +6,7 @@ use herald_store::{Result, StoreError};
 use tokio_postgres::Client;
 
 /// The schema version this code writes and reads.
-pub const VERSION: i32 = 4;
+pub const VERSION: i32 = 5;
 
 /// The key of the advisory lock migrations run under (any constant unique to Herald).
 const MIGRATION_LOCK: i64 = 0x6865_7261_6c64_0001;
@@ -252,6 +252,22 @@ CREATE TABLE IF NOT EXISTS hook_presence_acks (
 );
 "#;
 
+/// Version 5: the participants present on each node (`hooks.rs`), whose removals are written
+/// to the presence outbox when their node is found dead or restarts.
+const V5: &str = r#"
+CREATE TABLE IF NOT EXISTS hook_presence_open (
+    channel_id   text COLLATE "C" NOT NULL,
+    participant  text COLLATE "C" NOT NULL,
+    node         text COLLATE "C" NOT NULL,
+    key          text COLLATE "C" NOT NULL,
+    app          text COLLATE "C" NOT NULL,
+    event        text NOT NULL,
+    data         text NOT NULL,
+    PRIMARY KEY (channel_id, participant)
+);
+CREATE INDEX IF NOT EXISTS hook_presence_open_node ON hook_presence_open(node);
+"#;
+
 /// Creates the schema on an empty database, or checks the version of an existing one. Runs in
 /// one transaction holding a transaction-scoped advisory lock: a second node starting at the
 /// same time waits, then finds the schema made.
@@ -267,7 +283,7 @@ pub async fn migrate(client: &mut Client) -> Result<()> {
         .map_err(db)?
         .and_then(|r| r.get(0));
     match version {
-        None | Some(1) | Some(2) | Some(3) => {
+        None | Some(1) | Some(2) | Some(3) | Some(4) => {
             if version.is_none() {
                 tx.batch_execute(V1).await.map_err(db)?;
             }
@@ -277,7 +293,10 @@ pub async fn migrate(client: &mut Client) -> Result<()> {
             if version.is_none_or(|v| v < 3) {
                 tx.batch_execute(V3).await.map_err(db)?;
             }
-            tx.batch_execute(V4).await.map_err(db)?;
+            if version.is_none_or(|v| v < 4) {
+                tx.batch_execute(V4).await.map_err(db)?;
+            }
+            tx.batch_execute(V5).await.map_err(db)?;
             tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&VERSION]).await.map_err(db)?;
         }
         Some(VERSION) => {}

@@ -78,7 +78,7 @@ async fn a_version_2_database_upgrades_in_place() {
     let task = tokio::spawn(conn);
     client
         .batch_execute(
-            "DROP TABLE hook_cursors, hook_deleted, hook_acks, hook_leases, channel_bans, hook_presence, hook_presence_acks;
+            "DROP TABLE hook_cursors, hook_deleted, hook_acks, hook_leases, channel_bans, hook_presence, hook_presence_acks, hook_presence_open;
              INSERT INTO users (app, id, name, kind) VALUES ('a', 'u', NULL, 'user');
              UPDATE schema_version SET version = 2;",
         )
@@ -86,7 +86,7 @@ async fn a_version_2_database_upgrades_in_place() {
         .unwrap();
     let store = PgStore::open(PgConfig::new(db.url()), Arc::new(NullSink)).await.unwrap();
     let v: i32 = client.query_one("SELECT max(version) FROM schema_version", &[]).await.unwrap().get(0);
-    assert_eq!(v, 4);
+    assert_eq!(v, 5);
     for t in [
         "hook_cursors",
         "hook_deleted",
@@ -95,6 +95,7 @@ async fn a_version_2_database_upgrades_in_place() {
         "channel_bans",
         "hook_presence",
         "hook_presence_acks",
+        "hook_presence_open",
     ] {
         let r: Option<String> = client.query_one("SELECT to_regclass($1)::text", &[&t]).await.unwrap().get(0);
         assert!(r.is_some(), "{t} missing after the upgrade");
@@ -107,7 +108,7 @@ async fn a_version_2_database_upgrades_in_place() {
 }
 
 /// A database at schema version 3 (webhooks without the presence outbox) upgrades in place to
-/// version 4 on open, keeping its webhook cursors, and the outbox works.
+/// version 5 on open, keeping its webhook cursors, and the outbox works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_3_database_upgrades_in_place() {
     let Some(db) = ScratchDb::or_skip("a_version_3_database_upgrades_in_place") else { return };
@@ -117,7 +118,7 @@ async fn a_version_3_database_upgrades_in_place() {
     let task = tokio::spawn(conn);
     client
         .batch_execute(
-            "DROP TABLE hook_presence, hook_presence_acks;
+            "DROP TABLE hook_presence, hook_presence_acks, hook_presence_open;
              INSERT INTO hook_cursors (hook, channel_id, seq) VALUES ('h', 'c', 7);
              DELETE FROM schema_version; INSERT INTO schema_version (version) VALUES (3);",
         )
@@ -125,7 +126,7 @@ async fn a_version_3_database_upgrades_in_place() {
         .unwrap();
     let store = PgStore::open(PgConfig::new(db.url()), Arc::new(NullSink)).await.unwrap();
     let v: i32 = client.query_one("SELECT max(version) FROM schema_version", &[]).await.unwrap().get(0);
-    assert_eq!(v, 4);
+    assert_eq!(v, 5);
     let hooks = herald_store::Store::hooks(&store).unwrap();
     assert_eq!(hooks.hook_cursor("h", "c").await.unwrap(), 7, "version 3's cursors survive");
     let e = herald_store::hooks::PresenceEvent {
@@ -139,6 +140,56 @@ async fn a_version_3_database_upgrades_in_place() {
     hooks.add_presence(std::slice::from_ref(&e)).await.unwrap();
     let rows = hooks.hook_presence("h", "c", 10).await.unwrap();
     assert_eq!(rows.iter().map(|r| &r.event).collect::<Vec<_>>(), vec![&e]);
+    drop(store);
+    drop(client);
+    task.abort();
+}
+
+/// A database at schema version 4 (the presence outbox without the participants present)
+/// upgrades in place to version 5, keeping its outbox rows, and the participants present are
+/// kept and written off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_4_database_upgrades_in_place() {
+    use herald_store::hooks::{PresenceEvent, PresenceWrite};
+    let Some(db) = ScratchDb::or_skip("a_version_4_database_upgrades_in_place") else { return };
+    let store = PgStore::open(PgConfig::new(db.url()), Arc::new(NullSink)).await.unwrap();
+    drop(store);
+    let (client, conn) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls).await.unwrap();
+    let task = tokio::spawn(conn);
+    client
+        .batch_execute(
+            "DROP TABLE hook_presence_open;
+             INSERT INTO hook_presence (key, app, channel_id, event, data, ts_ms)
+                 VALUES ('c:p0:added', 'a', 'c', 'participant_added', '{}', 1);
+             DELETE FROM schema_version; INSERT INTO schema_version (version) VALUES (4);",
+        )
+        .await
+        .unwrap();
+    let store = PgStore::open(PgConfig::new(db.url()), Arc::new(NullSink)).await.unwrap();
+    let v: i32 = client.query_one("SELECT max(version) FROM schema_version", &[]).await.unwrap().get(0);
+    assert_eq!(v, 5);
+    let hooks = herald_store::Store::hooks(&store).unwrap();
+    let removal = PresenceEvent {
+        key: "c:p1:removed".into(),
+        app: "a".into(),
+        channel: "c".into(),
+        event: "participant_removed".into(),
+        data: "{}".into(),
+        ts_ms: 1,
+    };
+    hooks
+        .write_presence(&[PresenceWrite::Present {
+            channel: "c".into(),
+            participant: "p1".into(),
+            node: "n".into(),
+            removal,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(hooks.close_presence("n", 9).await.unwrap(), vec![("a".to_owned(), "c".to_owned())]);
+    let keys: Vec<String> =
+        hooks.hook_presence("h", "c", 10).await.unwrap().into_iter().map(|r| r.event.key).collect();
+    assert_eq!(keys, vec!["c:p0:added".to_owned(), "c:p1:removed".to_owned()], "version 4's rows survive");
     drop(store);
     drop(client);
     task.abort();

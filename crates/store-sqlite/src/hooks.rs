@@ -8,7 +8,7 @@
 use crate::{SqliteStore, backend};
 use async_trait::async_trait;
 use herald_store::hooks::{
-    DeletedChannel, HookBacklog, HookStore, PresenceEvent, PresenceOutbox, PresenceRow,
+    DeletedChannel, HookBacklog, HookStore, PresenceEvent, PresenceOutbox, PresenceRow, PresenceWrite,
 };
 use herald_store::{Result, StoreError, seq_from_db, seq_to_db};
 use parking_lot::Mutex;
@@ -163,17 +163,73 @@ impl HookStore for SqliteStore {
 
 #[async_trait]
 impl PresenceOutbox for SqliteStore {
-    async fn add_presence(&self, events: &[PresenceEvent]) -> Result<()> {
-        let events = events.to_vec();
+    async fn write_presence(&self, writes: &[PresenceWrite]) -> Result<()> {
+        let writes = writes.to_vec();
         self.hook_write(move |c| {
-            let mut s = c.prepare_cached(
+            let mut event = c.prepare_cached(
                 "INSERT OR IGNORE INTO hook_presence (key, app, channel_id, event, data, ts_ms) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            for e in &events {
-                s.execute(params![e.key, e.app, e.channel, e.event, e.data, e.ts_ms])?;
+            let mut present = c.prepare_cached(
+                "INSERT OR REPLACE INTO hook_presence_open \
+                 (channel_id, participant, node, key, app, event, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut absent = c.prepare_cached(
+                "DELETE FROM hook_presence_open WHERE channel_id = ?1 AND participant = ?2",
+            )?;
+            for w in &writes {
+                match w {
+                    PresenceWrite::Event(e) => {
+                        event.execute(params![e.key, e.app, e.channel, e.event, e.data, e.ts_ms])?;
+                    }
+                    PresenceWrite::Present { channel, participant, node, removal: r } => {
+                        present.execute(params![
+                            channel,
+                            participant,
+                            node,
+                            r.key,
+                            r.app,
+                            r.event,
+                            r.data
+                        ])?;
+                    }
+                    PresenceWrite::Absent { channel, participant } => {
+                        absent.execute(params![channel, participant])?;
+                    }
+                }
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn close_presence(&self, node: &str, now_ms: i64) -> Result<Vec<(String, String)>> {
+        let node = node.to_owned();
+        self.hook_write(move |c| {
+            let mut rooms = c.prepare_cached(
+                "SELECT DISTINCT app, channel_id FROM hook_presence_open WHERE node = ?1 ORDER BY app, channel_id",
+            )?;
+            let rooms =
+                rooms.query_map(params![node], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO hook_presence (key, app, channel_id, event, data, ts_ms) \
+                 SELECT key, app, channel_id, event, data, ?2 FROM hook_presence_open WHERE node = ?1 \
+                 ORDER BY channel_id, participant",
+            )?
+            .execute(params![node, now_ms])?;
+            c.prepare_cached("DELETE FROM hook_presence_open WHERE node = ?1")?.execute(params![node])?;
+            Ok(rooms)
+        })
+        .await
+    }
+
+    async fn present_nodes(&self) -> Result<Vec<String>> {
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached("SELECT DISTINCT node FROM hook_presence_open ORDER BY node")
+                .map_err(backend)?;
+            let rows = s.query_map([], |r| r.get(0)).map_err(backend)?;
+            rows.collect::<rusqlite::Result<Vec<String>>>().map_err(backend)
         })
         .await
     }

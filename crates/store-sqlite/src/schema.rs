@@ -5,7 +5,7 @@ use herald_store::{Result, StoreError};
 use rusqlite::Connection;
 
 /// The schema version this code writes and reads.
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 const V1: &str = r#"
 CREATE TABLE channels (
@@ -225,11 +225,27 @@ CREATE TABLE IF NOT EXISTS hook_presence_acks (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 5: the participants present on each node (`hooks.rs`), whose removals are written
+/// to the presence outbox when their node is found dead or restarts.
+const V5: &str = r#"
+CREATE TABLE IF NOT EXISTS hook_presence_open (
+    channel_id   TEXT NOT NULL,
+    participant  TEXT NOT NULL,
+    node         TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    app          TEXT NOT NULL,
+    event        TEXT NOT NULL,
+    data         TEXT NOT NULL,
+    PRIMARY KEY (channel_id, participant)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS hook_presence_open_node ON hook_presence_open(node);
+"#;
+
 /// Creates the schema on an empty database, or checks the version of an existing one.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend)?;
     match version {
-        0..=3 => {
+        0..=4 => {
             let tx =
                 conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
             if version == 0 {
@@ -241,7 +257,10 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             if version <= 2 {
                 tx.execute_batch(V3).map_err(backend)?;
             }
-            tx.execute_batch(V4).map_err(backend)?;
+            if version <= 3 {
+                tx.execute_batch(V4).map_err(backend)?;
+            }
+            tx.execute_batch(V5).map_err(backend)?;
             tx.pragma_update(None, "user_version", VERSION).map_err(backend)?;
             tx.commit().map_err(backend)
         }
@@ -263,11 +282,11 @@ mod tests {
         s.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
     }
 
-    /// A database left at version 3 (webhooks without presence), 2 (main's E2EE schema) or 1
-    /// upgrades in place to version 4.
+    /// A database left at version 4 (presence without the present participants), 3 (webhooks
+    /// without presence), 2 (main's E2EE schema) or 1 upgrades in place to version 5.
     #[test]
     fn older_versions_upgrade_in_place() {
-        for old in [1, 2, 3] {
+        for old in [1, 2, 3, 4] {
             let mut conn = Connection::open_in_memory().unwrap();
             conn.execute_batch(V1).unwrap();
             if old >= 2 {
@@ -277,6 +296,9 @@ mod tests {
                 conn.execute_batch(V3).unwrap();
                 conn.execute("INSERT INTO hook_cursors (hook, channel_id, seq) VALUES ('h', 'c', 7)", [])
                     .unwrap();
+            }
+            if old >= 4 {
+                conn.execute_batch(V4).unwrap();
             }
             conn.pragma_update(None, "user_version", old).unwrap();
             conn.execute("INSERT INTO users (app, id, name, kind) VALUES ('a', 'u', NULL, 'user')", [])
@@ -293,12 +315,13 @@ mod tests {
                 "hook_leases",
                 "hook_presence",
                 "hook_presence_acks",
+                "hook_presence_open",
             ] {
                 assert!(t.iter().any(|x| x == name), "version {old}: {name} missing");
             }
             let n: i64 = conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0)).unwrap();
             assert_eq!(n, 1, "rows survive");
-            if old == 3 {
+            if old >= 3 {
                 let seq: i64 = conn.query_row("SELECT seq FROM hook_cursors", [], |r| r.get(0)).unwrap();
                 assert_eq!(seq, 7, "version 3's webhook cursors survive");
             }

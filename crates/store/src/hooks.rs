@@ -105,13 +105,43 @@ pub struct PresenceRow {
     pub event: PresenceEvent,
 }
 
-/// The presence outbox of a store (schema version 4 on SQLite and PostgreSQL). Every write
-/// resolves only once durable.
+/// One write to the presence outbox, applied in order within [`PresenceOutbox::write_presence`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PresenceWrite {
+    /// An event for the webhooks (skipped when its `key` is already in the outbox).
+    Event(PresenceEvent),
+    /// `participant` of `channel` is present on `node`. The store keeps it, with `removal` (its
+    /// `participant_removed`), until an [`PresenceWrite::Absent`] or until
+    /// [`PresenceOutbox::close_presence`] of its node turns `removal` into an outbox event: a
+    /// node killed with participants present leaves their removals to whoever starts next.
+    Present { channel: String, participant: String, node: String, removal: PresenceEvent },
+    /// `participant` of `channel` is no longer present (its removal was written, or it never
+    /// will be).
+    Absent { channel: String, participant: String },
+}
+
+/// The presence outbox of a store (schema version 4 on SQLite and PostgreSQL; the present
+/// participants of [`PresenceWrite::Present`] since version 5). Every write resolves only once
+/// durable.
 #[async_trait]
 pub trait PresenceOutbox: Send + Sync {
+    /// Applies `writes`, in order, in one transaction.
+    async fn write_presence(&self, writes: &[PresenceWrite]) -> Result<()>;
+
     /// Appends `events`, in order, in one transaction; an event whose `key` is already in the
     /// outbox is skipped.
-    async fn add_presence(&self, events: &[PresenceEvent]) -> Result<()>;
+    async fn add_presence(&self, events: &[PresenceEvent]) -> Result<()> {
+        let writes: Vec<PresenceWrite> = events.iter().cloned().map(PresenceWrite::Event).collect();
+        self.write_presence(&writes).await
+    }
+
+    /// Turns every participant still present on `node` into its removal in the outbox (with
+    /// `ts_ms` = `now_ms`; a removal whose key is already there is skipped) and forgets them,
+    /// in one transaction. Answers the rooms (app, channel id) it wrote to, each once.
+    async fn close_presence(&self, node: &str, now_ms: i64) -> Result<Vec<(String, String)>>;
+
+    /// The nodes with participants present, each once.
+    async fn present_nodes(&self) -> Result<Vec<String>>;
 
     /// Rooms (app, channel id) with events `hook` has not acknowledged, at most `limit`.
     async fn presence_backlog(&self, hook: &str, limit: u32) -> Result<Vec<(String, String)>>;

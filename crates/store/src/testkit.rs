@@ -265,6 +265,7 @@ where
     case!(members_and_memberships);
     case!(webhook_state);
     case!(presence_outbox);
+    case!(present_participants);
     case!(moderator_delete_records_who);
     case!(bans_keep_a_user_out_until_they_expire);
     {
@@ -1418,6 +1419,91 @@ pub async fn presence_outbox(s: &dyn Store, _sink: &RecordingSink) {
     expect(h.ack_hook_presence(b, r2[0].n).await, "ack");
     assert_eq!(expect(h.prune_presence(&both).await, "prune"), 1);
     assert!(expect(h.presence_backlog(b, 100).await, "backlog").is_empty());
+}
+
+/// The participants present ([`crate::hooks::PresenceWrite::Present`]): kept per node until
+/// absent; closing a node writes the removals of those still present, once, and forgets them;
+/// the last write of a participant in a batch wins.
+pub async fn present_participants(s: &dyn Store, _sink: &RecordingSink) {
+    use crate::hooks::{PresenceEvent, PresenceWrite};
+    let h = s.hooks().unwrap_or_else(|| panic!("every backend has webhook state"));
+    let hook = "http://a.example/hook";
+    let ev = |channel: &str, p: &str, event: &str, suffix: &str| PresenceEvent {
+        key: format!("{channel}:{p}:{suffix}"),
+        app: "app".to_owned(),
+        channel: channel.to_owned(),
+        event: event.to_owned(),
+        data: format!(r#"{{"event":"{event}","p":"{p}"}}"#),
+        ts_ms: 1_000,
+    };
+    let present = |channel: &str, p: &str, node: &str| PresenceWrite::Present {
+        channel: channel.to_owned(),
+        participant: p.to_owned(),
+        node: node.to_owned(),
+        removal: ev(channel, p, "participant_removed", "removed"),
+    };
+    let absent = |channel: &str, p: &str| PresenceWrite::Absent {
+        channel: channel.to_owned(),
+        participant: p.to_owned(),
+    };
+    assert!(expect(h.present_nodes().await, "nodes").is_empty());
+    expect(
+        h.write_presence(&[
+            PresenceWrite::Event(ev("r1", "p1", "participant_added", "added")),
+            present("r1", "p1", "n1"),
+            present("r1", "p2", "n1"),
+            present("r2", "p3", "n1"),
+            present("r1", "p4", "n2"),
+            // Entered and left within one batch: not present.
+            present("r2", "p5", "n1"),
+            absent("r2", "p5"),
+            // Left, then entered again: present.
+            absent("r2", "p6"),
+            present("r2", "p6", "n2"),
+        ])
+        .await,
+        "write",
+    );
+    assert_eq!(expect(h.present_nodes().await, "nodes"), vec!["n1".to_owned(), "n2".to_owned()]);
+    // p2 left normally: its removal is an ordinary event, and it is no longer present.
+    expect(
+        h.write_presence(&[
+            PresenceWrite::Event(ev("r1", "p2", "participant_removed", "removed")),
+            absent("r1", "p2"),
+        ])
+        .await,
+        "leave",
+    );
+    let mut rooms = expect(h.close_presence("n1", 5_000).await, "close n1");
+    rooms.sort();
+    assert_eq!(rooms, vec![("app".to_owned(), "r1".to_owned()), ("app".to_owned(), "r2".to_owned())]);
+    let keys = |rows: Vec<crate::hooks::PresenceRow>| {
+        rows.into_iter().map(|r| (r.event.key, r.event.event, r.event.ts_ms)).collect::<Vec<_>>()
+    };
+    let removed =
+        |c: &str, p: &str, ts: i64| (format!("{c}:{p}:removed"), "participant_removed".to_owned(), ts);
+    assert_eq!(
+        keys(expect(h.hook_presence(hook, "r1", 100).await, "rows")),
+        vec![
+            ("r1:p1:added".to_owned(), "participant_added".to_owned(), 1_000),
+            removed("r1", "p2", 1_000),
+            removed("r1", "p1", 5_000),
+        ],
+        "the closed node's present participant removed, stamped with the closing time"
+    );
+    assert_eq!(
+        keys(expect(h.hook_presence(hook, "r2", 100).await, "rows")),
+        vec![removed("r2", "p3", 5_000)]
+    );
+    assert_eq!(expect(h.present_nodes().await, "nodes"), vec!["n2".to_owned()], "n1 forgotten");
+    assert!(expect(h.close_presence("n1", 6_000).await, "close again").is_empty(), "nothing left of n1");
+    // A removal already written (another node closing n2 first) is not written twice.
+    expect(h.add_presence(&[ev("r1", "p4", "participant_removed", "removed")]).await, "removal");
+    assert_eq!(expect(h.close_presence("n2", 7_000).await, "close n2").len(), 2);
+    let r1 = keys(expect(h.hook_presence(hook, "r1", 100).await, "rows"));
+    assert_eq!(r1.iter().filter(|k| k.0 == "r1:p4:removed").count(), 1, "one row per key");
+    assert_eq!(keys(expect(h.hook_presence(hook, "r2", 100).await, "rows")).len(), 2, "p3 and p6");
+    assert!(expect(h.present_nodes().await, "nodes").is_empty());
 }
 
 /// A delete whose guard does not ask for the author (a moderator's) erases the message like

@@ -3,7 +3,9 @@
 use super::MemoryStore;
 use crate::Result;
 use crate::StoreError;
-use crate::hooks::{DeletedChannel, HookBacklog, HookStore, PresenceEvent, PresenceOutbox, PresenceRow};
+use crate::hooks::{
+    DeletedChannel, HookBacklog, HookStore, PresenceEvent, PresenceOutbox, PresenceRow, PresenceWrite,
+};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -24,6 +26,17 @@ pub(super) struct HookState {
     next_presence: u64,
     /// (webhook, n) delivered.
     presence_acks: HashSet<(String, u64)>,
+    /// (channel, participant) → (node, its removal): the participants present.
+    present: BTreeMap<(String, String), (String, PresenceEvent)>,
+}
+
+impl HookState {
+    fn add_event(&mut self, e: &PresenceEvent) {
+        if self.presence_keys.insert(e.key.clone()) {
+            self.next_presence += 1;
+            self.presence.insert(self.next_presence, e.clone());
+        }
+    }
 }
 
 fn key(hook: &str, channel: &str) -> (String, String) {
@@ -107,19 +120,53 @@ impl HookStore for MemoryStore {
 
 #[async_trait]
 impl PresenceOutbox for MemoryStore {
-    async fn add_presence(&self, events: &[PresenceEvent]) -> Result<()> {
+    async fn write_presence(&self, writes: &[PresenceWrite]) -> Result<()> {
         let mut state = self.state.lock();
         if state.closed {
             return Err(StoreError::Closed);
         }
         let h = &mut state.hooks;
-        for e in events {
-            if h.presence_keys.insert(e.key.clone()) {
-                h.next_presence += 1;
-                h.presence.insert(h.next_presence, e.clone());
+        for w in writes {
+            match w {
+                PresenceWrite::Event(e) => h.add_event(e),
+                PresenceWrite::Present { channel, participant, node, removal } => {
+                    h.present.insert((channel.clone(), participant.clone()), (node.clone(), removal.clone()));
+                }
+                PresenceWrite::Absent { channel, participant } => {
+                    h.present.remove(&(channel.clone(), participant.clone()));
+                }
             }
         }
         Ok(())
+    }
+
+    async fn close_presence(&self, node: &str, now_ms: i64) -> Result<Vec<(String, String)>> {
+        let mut state = self.state.lock();
+        if state.closed {
+            return Err(StoreError::Closed);
+        }
+        let h = &mut state.hooks;
+        let gone: Vec<(String, String)> =
+            h.present.iter().filter(|(_, (n, _))| n == node).map(|(k, _)| k.clone()).collect();
+        let mut rooms = Vec::new();
+        for k in gone {
+            if let Some((_, mut removal)) = h.present.remove(&k) {
+                removal.ts_ms = now_ms;
+                let room = (removal.app.clone(), removal.channel.clone());
+                if !rooms.contains(&room) {
+                    rooms.push(room);
+                }
+                h.add_event(&removal);
+            }
+        }
+        Ok(rooms)
+    }
+
+    async fn present_nodes(&self) -> Result<Vec<String>> {
+        let state = self.state.lock();
+        let nodes: std::collections::BTreeSet<String> =
+            state.hooks.present.values().map(|(n, _)| n.clone()).collect();
+        Ok(nodes.into_iter().collect())
     }
 
     async fn presence_backlog(&self, hook: &str, limit: u32) -> Result<Vec<(String, String)>> {
