@@ -96,8 +96,10 @@ pub async fn open_node(config: ServeConfig) -> anyhow::Result<Node> {
                 }
             };
             let pg = PgConfig {
-                pool_size: config.pg_pool.max(2),
+                // Each writer holds a connection while it commits: leave some for the reads.
+                pool_size: config.pg_pool.max(config.pg_writers.saturating_add(2)),
                 max_batch: config.max_batch.max(1),
+                writers: config.pg_writers.clamp(1, 64),
                 ..PgConfig::new(&url)
             };
             let pg_store = Arc::new(

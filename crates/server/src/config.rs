@@ -128,6 +128,12 @@ pub struct ServeConfig {
     #[arg(long, env = "HERALD_PG_POOL", default_value_t = 16)]
     pub pg_pool: usize,
 
+    /// Writer tasks committing to PostgreSQL side by side, each on its own connection of the
+    /// pool; a channel's writes always go to the same one, so their transactions lock
+    /// disjoint channels (with --store postgres://…).
+    #[arg(long, env = "HERALD_PG_WRITERS", default_value_t = 2)]
+    pub pg_writers: usize,
+
     /// Name of this node on the NATS broker and in its logs (default: a random id per start).
     #[arg(long, env = "HERALD_NODE_ID")]
     #[serde(default)]

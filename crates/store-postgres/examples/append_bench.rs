@@ -1,9 +1,9 @@
 //! Appends per second from one `PgStore` with many concurrent senders, on a scratch database
 //! of the server at `HERALD_TEST_PG` (default `postgres://postgres@127.0.0.1:5432/postgres`).
 //!
-//! `cargo run --release -p herald-store-postgres --example append_bench -- [senders] [channels] [seconds] [nodes] [max_batch]`
-//! (defaults 256, 16, 5, 1, the config's default). With `nodes` > 1, that many stores share the database and the
-//! senders are spread over them.
+//! `cargo run --release -p herald-store-postgres --example append_bench -- [senders] [channels] [seconds] [nodes] [max_batch] [writers]`
+//! (defaults 256, 16, 5, 1, the config's defaults). With `nodes` > 1, that many stores share the database and the
+//! senders are spread over them; `writers` is each store's writer tasks (`PgConfig::writers`).
 
 use herald_proto::model::Policy;
 use herald_store::testkit::{self, user};
@@ -21,13 +21,17 @@ async fn main() -> Result<(), String> {
     let channels = args.get(1).copied().unwrap_or(16).max(1);
     let seconds = args.get(2).copied().unwrap_or(5) as u64;
     let nodes = args.get(3).copied().unwrap_or(1).max(1);
-    let max_batch = args.get(4).copied();
+    let max_batch = args.get(4).copied().filter(|b| *b > 0);
+    let writers = args.get(5).copied();
     let db = ScratchDb::create(&admin_url())?;
     let mut stores = Vec::new();
     for _ in 0..nodes {
         let mut config = PgConfig::new(db.url());
         if let Some(b) = max_batch {
             config.max_batch = b;
+        }
+        if let Some(w) = writers {
+            config.writers = w;
         }
         let s = PgStore::open(config, Arc::new(NullSink)).await.map_err(|e| e.to_string())?;
         stores.push(Arc::new(s));
@@ -65,8 +69,9 @@ async fn main() -> Result<(), String> {
     let (jobs, commits) = stats.iter().fold((0, 0), |(j, c), s| (j + s.jobs, c + s.commits));
     println!(
         "{n} appends in {elapsed:.2} s: {:.0} appends/s ({senders} senders, {channels} channels, {nodes} node(s), \
-         {} errors, mean batch {:.1})",
+         {} writer(s) each, {} errors, mean batch {:.1})",
         n as f64 / elapsed,
+        writers.unwrap_or(PgConfig::new("").writers),
         errors.load(Ordering::Relaxed),
         jobs as f64 / commits.max(1) as f64
     );

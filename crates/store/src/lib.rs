@@ -449,6 +449,8 @@ pub struct HistoryRange {
 
 /// Receives every committed [`Applied`], in commit order, on the committing thread, before the
 /// caller of `apply` is answered. It must not block: it hands events to queues and returns.
+/// A backend with several writers (PostgreSQL's `writers`) calls it from each of them at once;
+/// a channel's commits always come from one writer, so the order holds per channel.
 pub trait CommitSink: Send + Sync + 'static {
     fn committed(&self, applied: &Applied);
 }
