@@ -415,7 +415,9 @@ function checkKeys(c: Chan, es: EncryptedSpace): void {
   }
   if (c.waitingForKeys) return;
   c.waitingForKeys = true;
-  void spaceOf(c).then((s) => s.sendEphemeral(KEYS_REQUEST, { device: secure?.e2ee?.deviceId ?? "" }).catch(() => undefined));
+  spaceOf(c)
+    .then((s) => s.sendEphemeral(KEYS_REQUEST, { device: secure?.e2ee?.deviceId ?? "" }))
+    .catch(() => undefined);
   if (c.summary.id === active) renderHeader(c);
   es.waitForKeys(undefined, 10 * 60_000).then(
     () => {
@@ -789,6 +791,7 @@ async function start(tok: string): Promise<void> {
               onclick: () => {
                 localStorage.removeItem(TOKEN_KEY);
                 client?.close();
+                secure?.close();
                 location.reload();
               },
             },
