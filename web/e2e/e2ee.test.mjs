@@ -99,6 +99,7 @@ test("Ada and Grace in an end-to-end encrypted channel and a DM, in the browser"
   // asks for it; Ada's app, the creator's, seals every key to Grace's new device.
   const { page: grace0, requests: graceRequests } = await signIn("grace");
   let grace = grace0;
+  assert.ok(!graceRequests.some((p) => p.endsWith(".wasm")), "nothing encrypted opened yet: no wasm");
   await grace.fill("#new-channel", "secret");
   await grace.press("#new-channel", "Enter");
   await grace.waitForSelector('#channels a.chan.active[data-channel="secret"] .lock', { timeout: T });
@@ -177,6 +178,7 @@ test("Ada and Grace in an end-to-end encrypted channel and a DM, in the browser"
   await msg(grace, "waited in your inbox").waitFor({ timeout: T });
   await send(grace, "Read it. Replying live.");
   await msg(ada, "Replying live.").waitFor({ timeout: T });
+  await ada.screenshot({ path: `${shots}/e2ee-dm.png` });
   // The server erased the acknowledged DM; Grace's copy is in her browser, encrypted, and survives a reload.
   await grace.reload();
   await grace.click('#dms a[data-dm="ada"]');

@@ -77,7 +77,8 @@ impl Asset {
         if fresh {
             return (StatusCode::NOT_MODIFIED, common).into_response();
         }
-        (common, [(header::CONTENT_TYPE, HeaderValue::from_static(self.content_type))], self.bytes).into_response()
+        (common, [(header::CONTENT_TYPE, HeaderValue::from_static(self.content_type))], self.bytes)
+            .into_response()
     }
 }
 

@@ -26,7 +26,10 @@ async fn the_app_is_served_at_root_with_its_assets_and_api_routes_are_untouched(
     // first used: served with the type streaming compilation needs, and revalidated by ETag.
     let e2ee = get(format!("{}/assets/e2ee.js", server.url())).await;
     assert_eq!(e2ee.status(), 200);
-    assert!(e2ee.text().await.unwrap().contains("herald_crypto.wasm"), "e2ee.js loads the wasm by its served name");
+    assert!(
+        e2ee.text().await.unwrap().contains("herald_crypto.wasm"),
+        "e2ee.js loads the wasm by its served name"
+    );
     let wasm = get(format!("{}/assets/herald_crypto.wasm", server.url())).await;
     assert_eq!(wasm.status(), 200);
     assert_eq!(wasm.headers()["content-type"], "application/wasm");
@@ -36,7 +39,9 @@ async fn the_app_is_served_at_root_with_its_assets_and_api_routes_are_untouched(
     let http = reqwest::Client::new();
     let again = within(
         "revalidate",
-        http.get(format!("{}/assets/herald_crypto.wasm", server.url())).header("if-none-match", etag.clone()).send(),
+        http.get(format!("{}/assets/herald_crypto.wasm", server.url()))
+            .header("if-none-match", etag.clone())
+            .send(),
     )
     .await
     .unwrap();
@@ -45,7 +50,9 @@ async fn the_app_is_served_at_root_with_its_assets_and_api_routes_are_untouched(
     assert!(again.bytes().await.unwrap().is_empty());
     let changed = within(
         "stale",
-        http.get(format!("{}/assets/herald_crypto.wasm", server.url())).header("if-none-match", "\"other\"").send(),
+        http.get(format!("{}/assets/herald_crypto.wasm", server.url()))
+            .header("if-none-match", "\"other\"")
+            .send(),
     )
     .await
     .unwrap();
