@@ -3,7 +3,8 @@
 // are fetched only then); Grace joins and gets the keys from Ada's app; they write both ways;
 // the server's copy is ciphertext; an encrypted image shows inline on Grace's side; a message
 // that cannot be decrypted is shown as such; Grace reloads and still reads everything (her
-// device lives in IndexedDB); a DM sent while Grace is offline reaches her when she is back.
+// device lives in IndexedDB); a DM sent while Grace is offline reaches her when she is back;
+// a member who joins while the creator is away is admitted when the creator's app returns.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
@@ -184,4 +185,21 @@ test("Ada and Grace in an end-to-end encrypted channel and a DM, in the browser"
   await grace.click('#dms a[data-dm="ada"]');
   await msg(grace, "waited in your inbox").waitFor({ timeout: T });
   await msg(grace, "Replying live.").waitFor({ timeout: T });
+
+  // Lin joins while Ada, the creator, is away: no one can admit her, she waits; when Ada's app
+  // comes back and opens #secret, it admits the member who is missing from the roster.
+  const adaContext = ada.context();
+  await ada.close();
+  const { page: lin } = await signIn("lin");
+  await lin.fill("#new-channel", "secret");
+  await lin.press("#new-channel", "Enter");
+  await lin.locator("#keys-wait").waitFor({ timeout: T });
+  const back = await adaContext.newPage();
+  await back.goto(server.url);
+  await msg(back, "launch code").waitFor({ timeout: T });
+  await lin.locator("#keys-wait").waitFor({ state: "detached", timeout: T });
+  await msg(lin, "launch code").waitFor({ timeout: T });
+  await msg(lin, "only relays ciphertext").waitFor({ timeout: T });
+  await send(lin, "Hello from Lin, admitted later.");
+  await msg(back, "admitted later").waitFor({ timeout: T });
 });

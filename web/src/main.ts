@@ -376,7 +376,7 @@ function encOf(c: Chan): Promise<EncryptedSpace> {
       const es = await sc.space.encrypted(c.summary.id);
       es.onMessage((m) => onSealedMessage(c, m));
       c.es = es;
-      checkKeys(c, es);
+      admitMissing(c, es);
       return es;
     })();
     opening.set(c.summary.id, p);
@@ -430,6 +430,20 @@ function checkKeys(c: Chan, es: EncryptedSpace): void {
       if (c.summary.id === active) renderHeader(c);
     },
   );
+}
+
+/**
+ * The creator's side, when the channel is opened here: members who joined while this app was
+ * away (their requests are signals, not stored) and are not in the roster yet are admitted.
+ */
+function admitMissing(c: Chan, es: EncryptedSpace): void {
+  void spaceOf(c)
+    .then(async (s) => {
+      if (s.channel.created_by !== me) return;
+      const inRoster = new Set(es.roster().map((r) => r.user));
+      for (const m of await s.members()) if (!inRoster.has(m.user)) admit(c, m.user);
+    })
+    .catch(() => undefined);
 }
 
 /** The creator's side: seal every key of `c` to `user`'s current devices (idempotent). */
@@ -1001,7 +1015,8 @@ async function open(id: string): Promise<void> {
     // The E2EE code and the device load now, the first time they are needed.
     renderMessages(c, "Loading end-to-end encryption…");
     try {
-      await encOf(c);
+      // Asks for the keys while this device has none (again after an earlier wait gave up).
+      checkKeys(c, await encOf(c));
     } catch (e) {
       renderMessages(c, `End-to-end encryption is unavailable: ${e instanceof Error ? e.message : String(e)}`);
       return;
