@@ -173,6 +173,7 @@ const els = {
   dmList: h("nav", { class: "channels", id: "dms" }),
   newDm: h("input", { id: "new-dm", placeholder: "Message a user id…", autocomplete: "off" }) as HTMLInputElement,
   file: h("input", { id: "file-input", type: "file", multiple: true, hidden: true }) as HTMLInputElement,
+  attach: h("button", { class: "ghost attach", id: "attach", title: "Attach files", onclick: () => els.file.click() }, "📎"),
   upload: h("div", { class: "upload", id: "upload", hidden: true }),
   uploadLabel: h("span", { id: "upload-label" }),
   uploadBar: h("progress", { id: "upload-progress", max: "100", value: "0" }) as HTMLProgressElement,
@@ -564,6 +565,16 @@ function onDirect(dm: DirectMessage | undefined, failure: DirectMessageFailure |
   else if (failure) addDm(failure.from, { id: failure.id, from: failure.from, text: "", ts: new Date().toISOString(), failed: failure.reason });
 }
 
+/** A user's display name, as a channel shared with them knows it. */
+function displayName(user: string): string {
+  if (user === me) return myName;
+  for (const c of chans.values()) {
+    const n = c.names.get(user);
+    if (n) return n;
+  }
+  return user;
+}
+
 function renderDmList(): void {
   const peers = [...dms.keys()].sort();
   els.dmList.replaceChildren(
@@ -582,7 +593,7 @@ function renderDmList(): void {
           },
         },
         h("span", { class: "hash lock" }, "🔒"),
-        h("span", { class: "label" }, peer === me ? `${peer} (your devices)` : peer),
+        h("span", { class: "label" }, peer === me ? `${myName} (your other devices)` : displayName(peer)),
         unread > 0 ? h("span", { class: "badge" }, String(unread)) : null,
       );
     }),
@@ -601,13 +612,15 @@ async function openDm(peer: string): Promise<void> {
   renderList();
   renderDmList();
   els.header.replaceChildren(
-    h("h2", {}, h("span", { class: "hash" }, "@"), peer),
+    h("h2", {}, h("span", { class: "hash" }, "@"), peer === me ? `${myName} (your other devices)` : displayName(peer)),
     h("span", { class: "e2ee-badge", id: "e2ee-badge", title: "Olm sessions between devices; the server stores ciphertext only" }, "🔒 End-to-end encrypted"),
   );
   els.onlineTitle.textContent = "Online";
   els.online.replaceChildren();
   els.composer.disabled = true;
   els.composer.placeholder = `Message @${peer}`;
+  // DMs carry text only.
+  els.attach.hidden = true;
   renderDm(peer);
   try {
     await secureClient();
@@ -621,7 +634,7 @@ async function openDm(peer: string): Promise<void> {
 
 function renderDm(peer: string): void {
   const lines = dms.get(peer) ?? [];
-  const nodes: Node[] = [h("div", { class: "start muted" }, `Direct messages with ${peer}, end-to-end encrypted. Kept in this browser only.`)];
+  const nodes: Node[] = [h("div", { class: "start muted" }, `Direct messages with ${displayName(peer)} (${peer}), end-to-end encrypted. Kept in this browser only.`)];
   let prev: DmLine | undefined;
   for (const l of lines) {
     const grouped = prev && prev.from === l.from && Date.parse(l.ts) - Date.parse(prev.ts) < 5 * 60_000;
@@ -633,7 +646,7 @@ function renderDm(peer: string): void {
         h(
           "div",
           { class: "body" },
-          grouped ? null : h("div", { class: "meta" }, h("strong", { class: "author" }, l.from === me ? myName : l.from), h("span", { class: "muted" }, time(l.ts))),
+          grouped ? null : h("div", { class: "meta" }, h("strong", { class: "author" }, displayName(l.from)), h("span", { class: "muted" }, time(l.ts))),
           l.failed
             ? h("div", { class: "content undecryptable", title: l.failed }, "🔒 This message could not be decrypted")
             : h("div", { class: "content" }, l.text),
@@ -827,7 +840,7 @@ async function start(tok: string): Promise<void> {
           h(
             "div",
             { class: "box" },
-            h("button", { class: "ghost attach", id: "attach", title: "Attach files", onclick: () => els.file.click() }, "📎"),
+            els.attach,
             els.file,
             els.composer,
             h("button", { id: "send", onclick: () => void submit() }, "Send"),
@@ -993,6 +1006,7 @@ async function open(id: string): Promise<void> {
   if (!c) return;
   active = id;
   activeDm = undefined;
+  els.attach.hidden = false;
   replyTo = undefined;
   editing = undefined;
   renderContext();
