@@ -41,9 +41,13 @@ function recordRequests(context) {
   return urls;
 }
 
+/** Everything any page printed to its console: checked for plaintext at the end. */
+const consoleLines = [];
+
 async function signIn(name) {
   const context = await browser.newContext({ viewport: { width: 1180, height: 760 } });
   const requests = recordRequests(context);
+  context.on("console", (m) => consoleLines.push(m.text()));
   const page = await context.newPage();
   page.on("dialog", (d) => void d.accept());
   await page.goto(server.url);
@@ -202,4 +206,9 @@ test("Ada and Grace in an end-to-end encrypted channel and a DM, in the browser"
   await msg(lin, "only relays ciphertext").waitFor({ timeout: T });
   await send(lin, "Hello from Lin, admitted later.");
   await msg(back, "admitted later").waitFor({ timeout: T });
+
+  // No page logged a plaintext of the channel or the DMs.
+  for (const plain of ["4-8-15", "Sealed both ways", "relays ciphertext", "waited in your inbox", "Replying live", "admitted later"]) {
+    assert.ok(!consoleLines.some((l) => l.includes(plain)), `logged: ${consoleLines.find((l) => l.includes(plain))}`);
+  }
 });
