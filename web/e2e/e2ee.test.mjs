@@ -4,7 +4,8 @@
 // the server's copy is ciphertext; an encrypted image shows inline on Grace's side; a message
 // that cannot be decrypted is shown as such; Grace reloads and still reads everything (her
 // device lives in IndexedDB); a DM sent while Grace is offline reaches her when she is back;
-// a member who joins while the creator is away is admitted when the creator's app returns.
+// a member who joins while the creator is away is admitted when the creator's app returns; a
+// second tab of one user waits for the device rather than sharing it.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
@@ -164,6 +165,13 @@ test("Ada and Grace in an end-to-end encrypted channel and a DM, in the browser"
   await imageLoaded(grace, "sunrise.png");
   assert.deepEqual(await texts(grace), before);
   await grace.waitForFunction((d) => document.querySelector("#device")?.textContent === d, device, { timeout: T });
+
+  // A second tab of Grace's waits for the device (a Web Lock) instead of writing its state too.
+  const second = await grace0.context().newPage();
+  await second.goto(server.url);
+  await second.locator(".toast", { hasText: "open in another tab" }).waitFor({ timeout: T });
+  assert.equal(await second.textContent("#device"), "");
+  await second.close();
 
   // A DM while Grace is offline: her page closes (Ada sees her leave), Ada writes.
   await grace.close();

@@ -334,9 +334,34 @@ let token = "";
 const DEVICE_KEY = (user: string) => `herald.device.${user}`;
 const KEYS_REQUEST = "herald.e2ee.keys_request";
 
+/**
+ * One page at a time per device: two tabs writing one state would each roll the Olm ratchets
+ * back for the other. A Web Lock named after the user is held for the page's life; a second
+ * tab waits for it (told why) and takes the device over when the first one closes.
+ */
+function deviceLock(user: string): Promise<void> {
+  const locks = (navigator as Navigator & { locks?: LockManager }).locks;
+  if (!locks) return Promise.resolve();
+  return new Promise<void>((resolve, reject) => {
+    const told = setTimeout(() => toast("End-to-end encryption is open in another tab of this browser: it starts here once that tab is closed."), 2000);
+    locks
+      .request(`herald-device:${user}`, () => {
+        clearTimeout(told);
+        resolve();
+        // Held until this page goes away.
+        return new Promise<void>(() => undefined);
+      })
+      .catch((e: unknown) => {
+        clearTimeout(told);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      });
+  });
+}
+
 function secureClient(): Promise<Herald> {
   if (secure) return Promise.resolve(secure);
   securing ??= (async () => {
+    await deviceLock(me);
     const m = await import("@herald-chat/client/e2ee");
     const slot = `user:${me}`;
     const [store, key] = await Promise.all([m.IndexedDbStateStore.open(slot), m.webCryptoStateKey(slot)]);
