@@ -374,7 +374,10 @@ function secureClient(): Promise<Herald> {
     secure = c;
     localStorage.setItem(DEVICE_KEY(me), c.e2ee?.deviceId ?? "");
     const device = document.getElementById("device");
-    if (device) device.textContent = `🔒 device ${c.e2ee?.deviceId ?? ""}`;
+    if (device) {
+      device.textContent = `🔒 device ${c.e2ee?.deviceId ?? ""}`;
+      device.title = `This browser's device. Fingerprint: ${c.e2ee?.fingerprint() ?? ""}`;
+    }
     await loadDmArchive();
     c.message.onDirect((dm, failure) => onDirect(dm, failure));
     return c;
