@@ -22,6 +22,41 @@ async fn the_app_is_served_at_root_with_its_assets_and_api_routes_are_untouched(
     assert!(js.text().await.unwrap().contains("/v1/ws"), "the bundle carries the SDK");
     let css = get(format!("{}/assets/app.css", server.url())).await;
     assert_eq!(css.status(), 200);
+    // The E2EE code and herald-crypto's WebAssembly, fetched by the app only when encryption is
+    // first used: served with the type streaming compilation needs, and revalidated by ETag.
+    let e2ee = get(format!("{}/assets/e2ee.js", server.url())).await;
+    assert_eq!(e2ee.status(), 200);
+    assert!(
+        e2ee.text().await.unwrap().contains("herald_crypto.wasm"),
+        "e2ee.js loads the wasm by its served name"
+    );
+    let wasm = get(format!("{}/assets/herald_crypto.wasm", server.url())).await;
+    assert_eq!(wasm.status(), 200);
+    assert_eq!(wasm.headers()["content-type"], "application/wasm");
+    assert_eq!(wasm.headers()["cache-control"], "no-cache");
+    let etag = wasm.headers()["etag"].clone();
+    assert_eq!(&wasm.bytes().await.unwrap()[..4], b"\0asm", "a WebAssembly module");
+    let http = reqwest::Client::new();
+    let again = within(
+        "revalidate",
+        http.get(format!("{}/assets/herald_crypto.wasm", server.url()))
+            .header("if-none-match", etag.clone())
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.status(), 304);
+    assert_eq!(again.headers()["etag"], etag);
+    assert!(again.bytes().await.unwrap().is_empty());
+    let changed = within(
+        "stale",
+        http.get(format!("{}/assets/herald_crypto.wasm", server.url()))
+            .header("if-none-match", "\"other\"")
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(changed.status(), 200);
     // Unknown paths still answer the protocol's 404, /healthz still plain `ok`.
     Rest::user(&server, "ada").get("/assets/nope.js").await.assert_error(404, "not_found");
     assert_eq!(get(format!("{}/healthz", server.url())).await.text().await.unwrap(), "ok");

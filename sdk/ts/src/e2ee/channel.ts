@@ -583,17 +583,35 @@ export class EncryptedSpace {
   /**
    * Encrypts `bytes`, erasure-codes them into 4 data + 2 parity shards, uploads each as a blob
    * (`?shard=i`, checking the stored id against the manifest), and sends the manifest (with
-   * the file key) sealed as a message of type `herald.file`.
+   * the file key) sealed as a message of type `herald.file`. `onProgress` gets (sent, total)
+   * bytes of the shards (which together are larger than the file: parity and tags): byte by
+   * byte where the platform reports upload progress (browsers), else after each shard.
    */
-  async putFile(bytes: Uint8Array, opts: { name?: string; type?: string; dataShards?: number; parityShards?: number } = {}): Promise<{ message: Message; manifest: FileManifest }> {
+  async putFile(
+    bytes: Uint8Array,
+    opts: { name?: string; type?: string; dataShards?: number; parityShards?: number; onProgress?: (sent: number, total: number) => void } = {},
+  ): Promise<{ message: Message; manifest: FileManifest }> {
     const f = encryptFile(opts.name ?? "file", opts.type ?? "application/octet-stream", bytes, opts.dataShards ?? 4, opts.parityShards ?? 2);
     let manifest: FileManifest;
     try {
       manifest = JSON.parse(f.manifest) as FileManifest;
-      for (let i = 0; i < f.shardCount; i++) {
-        const res = await this.e2ee.connection.rest("PUT", `/v1/channels/${enc(this.id)}/blobs?shard=${i}`, f.shard(i));
-        const r = (await res.json()) as { blob_id?: string };
+      const shards = Array.from({ length: f.shardCount }, (_, i) => f.shard(i));
+      const total = shards.reduce((n, s) => n + s.length, 0);
+      let done = 0;
+      const onProgress = opts.onProgress;
+      for (let i = 0; i < shards.length; i++) {
+        const shard = shards[i]!;
+        const path = `/v1/channels/${enc(this.id)}/blobs?shard=${i}`;
+        let r: { blob_id?: string };
+        if (onProgress && typeof XMLHttpRequest !== "undefined") {
+          const base = done;
+          r = ((await this.e2ee.connection.restWithProgress("PUT", path, shard, (sent) => onProgress(base + Math.min(sent, shard.length), total))) ?? {}) as { blob_id?: string };
+        } else {
+          r = (await (await this.e2ee.connection.rest("PUT", path, shard)).json()) as { blob_id?: string };
+        }
         if (r.blob_id !== manifest.shard_hashes[i]) throw new E2eeError(`the server stored shard ${i} under another id`, "protocol");
+        done += shard.length;
+        onProgress?.(done, total);
       }
     } finally {
       f.free();

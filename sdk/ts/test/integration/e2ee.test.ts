@@ -243,8 +243,16 @@ test("adding a member seals every earlier key to them; encrypted files round-tri
   await ch.addMember("ivy");
   assert.equal(ch.epoch, 1);
   const data = Uint8Array.from({ length: 100_000 }, (_, i) => (i * 7) % 256);
-  const { message, manifest } = await ch.putFile(data, { name: "photo.bin", type: "application/octet-stream" });
+  const progress: Array<[number, number]> = [];
+  const { message, manifest } = await ch.putFile(data, { name: "photo.bin", type: "application/octet-stream", onProgress: (sent, total) => progress.push([sent, total]) });
   assert.equal(message.type, "herald.file");
+  // Progress: after each of the 6 shards (no XMLHttpRequest in Node), rising to the total, which
+  // is more than the file (parity shards).
+  assert.equal(progress.length, 6);
+  const total = progress[0]![1];
+  assert.ok(total > data.length, `${total} shard bytes for ${data.length} file bytes`);
+  assert.ok(progress.every(([s, t], i) => t === total && s > (progress[i - 1]?.[0] ?? 0)), JSON.stringify(progress));
+  assert.equal(progress[5]![0], total);
   assert.equal(manifest.k, 4);
   assert.equal(manifest.shard_hashes.length, 6);
 
