@@ -119,6 +119,7 @@ pub fn app_routes() -> Router<AppState> {
         .route("/assets/e2ee.js", get(e2ee_js))
         .route("/assets/herald_crypto.wasm", get(crypto_wasm))
 }
+
 #[derive(Debug, Deserialize)]
 struct DevTokenQuery {
     sub: String,
