@@ -9,10 +9,11 @@ built from ``crates/crypto-py`` into this package).
   ones; each decrypted, the state saved, then acknowledged. A DM that cannot be read is
   yielded as :class:`DmFailure`, never dropped.
 - Encrypted channels: :meth:`E2ee.create_encrypted`, :meth:`E2ee.join_encrypted`,
-  :meth:`E2ee.encrypted_channel`; :class:`EncryptedChannel` seals, opens (signature, roster
-  membership at the epoch, author, hash chain), adds and removes members with signed
-  commits and envelopes, and puts and gets encrypted erasure-coded files. A message that
-  cannot be opened is an :class:`Unopenable` with its reason, never dropped.
+  :meth:`E2ee.encrypted_channel`; :class:`EncryptedChannel` seals (sends and edits), opens
+  (signature, roster membership at the epoch, author, hash chain; messages, edited messages
+  and live edits alike), adds and removes members with signed commits and envelopes, and
+  puts and gets encrypted erasure-coded files. A message that cannot be opened is an
+  :class:`Unopenable` with its reason, never dropped.
 - :class:`Space`: the seed-shaped conveniences over encrypted channels named by topic.
 
 The state file is the Rust SDK's: the ``HST1`` container of ``herald_crypto.StateSealer``
@@ -34,7 +35,7 @@ import logging
 import os
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ from .errors import (
     ServerError,
     StaleEpochError,
 )
-from .events import Connected, MessageEvent, UnknownEvent
+from .events import Connected, MessageEdited, MessageEvent, UnknownEvent
 from .models import Message
 from .rest import Rest, segment
 
@@ -466,7 +467,9 @@ class DmFailure:
 
 @dataclass(frozen=True)
 class OpenedMessage:
-    """A channel message opened and verified."""
+    """A channel message opened and verified. ``edited_at`` is set when the content is an
+    edit's (history shows a message's newest content): ``device`` and ``epoch`` are then
+    those of the edit, which was opened with the same checks as a message."""
 
     id: str
     seq: int
@@ -476,6 +479,7 @@ class OpenedMessage:
     type: str
     plaintext: bytes
     ts: str
+    edited_at: str | None = None
 
     @property
     def text(self) -> str:
@@ -493,6 +497,27 @@ class OpenedMessage:
         return m if isinstance(m, dict) else None
 
 
+@dataclass(frozen=True)
+class OpenedEdit:
+    """A live edit (a ``message_edited`` event, :class:`~herald.events.MessageEdited`)
+    opened and verified: ``message_id`` is the edited message, ``plaintext`` its new
+    content, ``seq`` the edit's own log entry, ``author`` the editor (the server lets only
+    a message's author edit it; history, :meth:`EncryptedChannel.verified_messages`, also
+    checks the edit's author against the message's)."""
+
+    message_id: str
+    seq: int
+    author: str
+    device: str
+    epoch: int
+    plaintext: bytes
+    edited_at: str
+
+    @property
+    def text(self) -> str:
+        return self.plaintext.decode("utf-8", "replace")
+
+
 # Why a message cannot be opened (the Rust SDK's UnopenableReason).
 MALFORMED = "malformed"
 NO_KEY = "no_key"
@@ -504,23 +529,38 @@ IDENTITY = "identity"
 
 @dataclass(frozen=True)
 class Unopenable:
-    """A message that could not be opened, and why: ``reason`` is one of ``malformed``,
-    ``no_key``, ``not_member``, ``author_mismatch``, ``bad_signature``, ``identity``."""
+    """A message (or an edit of one) that could not be opened, and why: ``reason`` is one
+    of ``malformed``, ``no_key``, ``not_member``, ``author_mismatch``, ``bad_signature``,
+    ``identity``. ``edited_at`` is set when the content that failed is an edit's (an edited
+    message of history, or a live edit: then ``seq`` is the edit's entry)."""
 
     message_id: str
     seq: int
     author: str
     reason: str
     detail: str
+    edited_at: str | None = None
 
     def __str__(self) -> str:
+        what = "message" if self.edited_at is None else "edit of message"
         return (
-            f"message {self.message_id} (seq {self.seq}, by {self.author}): "
+            f"{what} {self.message_id} (seq {self.seq}, by {self.author}): "
             f"{self.reason}: {self.detail}"
         )
 
 
 Opened = OpenedMessage | Unopenable
+# What :meth:`EncryptedChannel.events` yields: new messages and live edits, opened or not.
+OpenedEvent = OpenedMessage | OpenedEdit | Unopenable
+
+
+class _Refused(Exception):
+    """Why sealed content does not open (inside :meth:`EncryptedChannel._unseal` only)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
 
 
 def _is_transient(e: BaseException) -> bool:
@@ -1464,8 +1504,32 @@ class EncryptedChannel:
         """Seals ``plaintext`` with the head epoch's key and sends it (``message.send``
         with ``epoch``); ``type`` is plaintext metadata. On ``stale_epoch`` it syncs and
         seals again (up to 5 times)."""
-        data = plaintext.encode() if isinstance(plaintext, str) else bytes(plaintext)
         client_id = secrets.token_hex(12)
+
+        async def send(epoch: int, content: str) -> Message:
+            return await self.channel.send(content, type=type, client_id=client_id, epoch=epoch)
+
+        return await self._sealed(plaintext, send)
+
+    async def edit(self, message_id: str, plaintext: bytes | str) -> Message:
+        """Replaces the content of one's own message ``message_id`` with ``plaintext``,
+        sealed exactly as :meth:`send` seals (this device, the head epoch's key), in a
+        ``message.edit`` with ``epoch``; on ``stale_epoch`` it syncs and seals again (up to 5
+        times). The server lets only the author edit: anyone else gets
+        :class:`~herald.errors.NotAuthorError` (``not_author``). Returns the message as the
+        server now has it (sealed, with ``edited_at`` and the edit's ``epoch``)."""
+
+        async def edit(epoch: int, content: str) -> Message:
+            return await self.channel.edit(message_id, content, epoch=epoch)
+
+        return await self._sealed(plaintext, edit)
+
+    async def _sealed(
+        self, plaintext: bytes | str, request: Callable[[int, str], Awaitable[Message]]
+    ) -> Message:
+        """Seals ``plaintext`` under the head epoch and makes ``request(epoch, sealed)``,
+        syncing and sealing again after a ``stale_epoch`` (up to 5 tries in all)."""
+        data = plaintext.encode() if isinstance(plaintext, str) else bytes(plaintext)
         synced = False
         for _ in range(_RETRIES):
             c = self.e2ee._live.channels.get(self.id)
@@ -1489,7 +1553,7 @@ class EncryptedChannel:
                 continue
             epoch, content = sealed
             try:
-                return await self.channel.send(content, type=type, client_id=client_id, epoch=epoch)
+                return await request(epoch, content)
             except StaleEpochError:
                 await self.sync()
                 synced = True
@@ -1498,18 +1562,40 @@ class EncryptedChannel:
         )
 
     async def open(self, m: Message) -> Opened:
-        """Opens one message: parses the sealed form, finds the epoch key (syncing once if
-        missing), checks the sealing device was a member at that epoch and is the author's,
-        verifies its signature against its pin and decrypts. Never raises for a message
-        that does not open: returns :class:`Unopenable`."""
-
-        def fail(reason: str, detail: str) -> Unopenable:
-            return Unopenable(m.id, m.seq, m.author, reason, detail)
-
+        """Opens one message (its newest content: an edited one's is the edit's, and the
+        result then carries ``edited_at``): parses the sealed form, finds the epoch key
+        (syncing once if missing), checks the sealing device was a member at that epoch and
+        is the author's, verifies its signature against its pin and decrypts. Never raises
+        for a message that does not open: returns :class:`Unopenable`."""
         try:
-            epoch, sender = hc.sealed_header(m.content)
+            epoch, sender, plaintext = await self._unseal(m.content, m.author)
+        except _Refused as e:
+            return Unopenable(m.id, m.seq, m.author, e.reason, e.detail, m.edited_at)
+        return OpenedMessage(
+            m.id, m.seq, m.author, sender, epoch, m.type, plaintext, m.ts, m.edited_at
+        )
+
+    async def open_edit(self, edit: MessageEdited) -> OpenedEdit | Unopenable:
+        """Opens a live edit (a ``message_edited`` event of this channel) with the same
+        checks as :meth:`open`, the editor (the entry's author) standing for the author.
+        Never raises for an edit that does not open: returns :class:`Unopenable` (with
+        ``edited_at``, and the edit's ``seq``)."""
+        author = edit.meta.author
+        try:
+            epoch, sender, plaintext = await self._unseal(edit.content, author)
+        except _Refused as e:
+            return Unopenable(edit.message_id, edit.seq, author, e.reason, e.detail, edit.edited_at)
+        return OpenedEdit(
+            edit.message_id, edit.seq, author, sender, epoch, plaintext, edit.edited_at
+        )
+
+    async def _unseal(self, content: str, author: str) -> tuple[int, str, bytes]:
+        """``(epoch, sealing device, plaintext)`` of sealed ``content`` claimed by
+        ``author``, after every check of :meth:`open`; raises :class:`_Refused` otherwise."""
+        try:
+            epoch, sender = hc.sealed_header(content)
         except hc.CryptoError as e:
-            return fail(MALFORMED, f"not a sealed message: {e}")
+            raise _Refused(MALFORMED, f"not a sealed message: {e}") from e
         live = self.e2ee._live
         c = live.channels.get(self.id)
         if c is None or not c.keyring.contains(epoch) or epoch not in c.commits:
@@ -1517,53 +1603,59 @@ class EncryptedChannel:
                 await self.sync()
             except HeraldError as e:
                 log.debug("sync before opening failed: %s", e)
+        no_key = f"no key for epoch {epoch} (not sealed to this device)"
         c = live.channels.get(self.id)
         if c is None:
-            return fail(NO_KEY, f"no key for epoch {epoch} (not sealed to this device)")
+            raise _Refused(NO_KEY, no_key)
         members = c.members_at(epoch)
         if members is None:
-            return fail(NO_KEY, f"no key for epoch {epoch} (not sealed to this device)")
+            raise _Refused(NO_KEY, no_key)
         member = next((mm for mm in members if sender in mm["devices"]), None)
         if member is None:
-            return fail(NOT_MEMBER, f"sender device {sender!r} is not a member at epoch {epoch}")
+            raise _Refused(NOT_MEMBER, f"sender device {sender!r} is not a member at epoch {epoch}")
         if not c.keyring.contains(epoch):
-            return fail(NO_KEY, f"no key for epoch {epoch} (not sealed to this device)")
+            raise _Refused(NO_KEY, no_key)
         owner = str(member["user"])
-        if _owner_user(owner) != m.author:
-            return fail(
+        if _owner_user(owner) != author:
+            raise _Refused(
                 AUTHOR_MISMATCH,
                 f"sealed by device {sender!r} of {owner!r}, "
-                f"but the server names {m.author!r} as its author",
+                f"but the server names {author!r} as its author",
             )
         try:
             identity = await self.e2ee._peer(_owner_user(owner), sender)
         except HeraldError as e:
-            return fail(IDENTITY, f"sender identity: {e}")
+            raise _Refused(IDENTITY, f"sender identity: {e}") from e
         try:
-            plaintext = c.keyring.open(m.content, _j(identity))
+            plaintext = c.keyring.open(content, _j(identity))
         except hc.CryptoError as e:
-            return fail(BAD_SIGNATURE, f"bad signature or ciphertext: {e}")
-        return OpenedMessage(m.id, m.seq, m.author, sender, epoch, m.type, plaintext, m.ts)
+            raise _Refused(BAD_SIGNATURE, f"bad signature or ciphertext: {e}") from e
+        return epoch, sender, plaintext
 
     async def verified_messages(self, *, after: int = 0, from_: str | None = None) -> list[Message]:
         """The channel's messages after seq ``after`` (and from time ``from_``, RFC 3339),
-        oldest first, still sealed, after the whole log's hash chain was verified (a broken
-        link raises :class:`~herald.ChainError`); a message whose content differs from its
-        verified log entry raises :class:`~herald.errors.IntegrityError`."""
-        chained: dict[int, str | None] = {}
-        async for e in self.channel.iter_log(0, page=500):
-            if e.kind == "message":
-                chained[e.seq] = e.content
+        oldest first, still sealed (an edited one with its newest content), after the whole
+        log's hash chain was verified (a broken link raises :class:`~herald.ChainError`).
+        Each message is checked against its verified log entry: the same author, and the
+        same content, or for an edited message the content of its newest ``message_edited``
+        entry, whose author must be the message's; anything else raises
+        :class:`~herald.errors.IntegrityError`. (A message or edit newer than the log read
+        first makes the log be read on once before it is judged.)"""
+        log_ = _VerifiedLog()
+        await log_.read(self.channel)
         out: list[Message] = []
         cursor = after
         while True:
             page = await self.channel.history(limit=500, after=cursor, from_=from_)
             for m in page.messages:
                 cursor = max(cursor, m.seq)
-                if m.edited_at is None and m.seq in chained and chained[m.seq] != m.content:
-                    raise IntegrityError(
-                        f"message at seq {m.seq} differs from its verified log entry"
-                    )
+                problem = log_.check(m)
+                if problem is not None and not log_.caught_up:
+                    await log_.read(self.channel)
+                    log_.caught_up = True
+                    problem = log_.check(m)
+                if problem is not None:
+                    raise IntegrityError(f"message at seq {m.seq} {problem}")
                 out.append(m)
             if not page.has_more or not page.messages:
                 return out
@@ -1574,8 +1666,15 @@ class EncryptedChannel:
         return [await self.open(m) for m in await self.verified_messages(after=after)]
 
     def messages(self) -> EncryptedMessages:
-        """New messages of this channel from now on, opened (or why not), as they arrive."""
+        """New messages of this channel from now on, opened (or why not), as they arrive
+        (edits are in :meth:`events`)."""
         return EncryptedMessages(self, self.e2ee.client.events())
+
+    def events(self) -> EncryptedEvents:
+        """New messages and edits of this channel from now on, as they arrive, each opened:
+        :class:`OpenedMessage`, :class:`OpenedEdit` (a ``message_edited`` event), or
+        :class:`Unopenable` with why (``edited_at`` set for an edit)."""
+        return EncryptedEvents(self, self.e2ee.client.events())
 
     async def add_member(self, user: str) -> None:
         """``channel.add_member``, then admits them as a keeper does: a commit listing their
@@ -1662,6 +1761,53 @@ class EncryptedChannel:
             raise _crypto(e) from e
 
 
+class _VerifiedLog:
+    """What :meth:`EncryptedChannel.verified_messages` checks history against: the verified
+    log's ``message`` entries (by seq) and each message's newest ``message_edited`` entry (by
+    message id, the entry's ``ref``), as ``(content, author)``."""
+
+    def __init__(self) -> None:
+        self.messages: dict[int, tuple[str | None, str]] = {}
+        self.edits: dict[str, tuple[str | None, str]] = {}
+        self.caught_up = False
+        self._after = 0
+        self._anchor: tuple[int, bytes] | None = None
+
+    async def read(self, channel: Channel) -> None:
+        """Reads (and verifies) the log on from where the last read ended."""
+        while True:
+            page = await channel.log(self._after, 500, anchor=self._anchor)
+            for e in page.entries:
+                if e.kind == "message":
+                    self.messages[e.seq] = (e.content, e.author)
+                elif e.kind == "message_edited":
+                    self.edits[e.ref] = (e.content, e.author)
+            if page.entries:
+                last = page.entries[-1]
+                self._after, self._anchor = last.seq, (last.seq, bytes.fromhex(last.hash))
+            if not page.entries or not page.has_more:
+                return
+
+    def check(self, m: Message) -> str | None:
+        """Why ``m`` does not match the log read so far, or None."""
+        entry = self.messages.get(m.seq)
+        if entry is None:
+            return "is not in the verified log"
+        content, author = entry
+        if author != m.author:
+            return f"names {m.author!r} as its author, its verified log entry {author!r}"
+        if m.edited_at is None:
+            return None if content == m.content else "differs from its verified log entry"
+        edit = self.edits.get(m.id)
+        if edit is None:
+            return "is edited, but the verified log has no edit of it"
+        if edit[1] != author:
+            return f"was edited by {edit[1]!r}, not by its author {author!r}"
+        if edit[0] != m.content:
+            return "differs from its newest verified edit"
+        return None
+
+
 class EncryptedMessages(AsyncIterator[Opened]):
     """New messages of one encrypted channel, opened: from :meth:`EncryptedChannel.messages`
     (the event stream is taken when it is made, so nothing sent after is missed)."""
@@ -1687,12 +1833,40 @@ class EncryptedMessages(AsyncIterator[Opened]):
         self._events.close()
 
 
+class EncryptedEvents(AsyncIterator[OpenedEvent]):
+    """New messages and edits of one encrypted channel, opened: from
+    :meth:`EncryptedChannel.events` (the event stream is taken when it is made)."""
+
+    def __init__(self, channel: EncryptedChannel, events: EventStream) -> None:
+        self._channel = channel
+        self._events = events
+
+    def __aiter__(self) -> EncryptedEvents:
+        return self
+
+    async def __anext__(self) -> OpenedEvent:
+        async for ev in self._events:
+            if isinstance(ev, MessageEvent) and ev.channel == self._channel.id:
+                return await self._channel.open(ev.message)
+            if isinstance(ev, MessageEdited) and ev.channel == self._channel.id:
+                return await self._channel.open_edit(ev)
+        raise StopAsyncIteration
+
+    async def next(self, timeout: float | None = None) -> OpenedEvent:
+        """The next one, within ``timeout`` seconds (``TimeoutError`` otherwise)."""
+        return await asyncio.wait_for(self.__anext__(), timeout)
+
+    def close(self) -> None:
+        self._events.close()
+
+
 class Space:
     """Encrypted channels named by topic, the seed's shape::
 
         space = e2ee.space()
-        await space.post_encrypted_message("general", "chat.text", {"text": "hi"})
-        for msg in await space.get_messages("general"):
+        sent = await space.post_encrypted_message("general", "chat.text", {"text": "hi"})
+        await space.edit_encrypted_message("general", sent.id, {"text": "hi all"})
+        for msg in await space.get_messages("general"):  # edited ones: newest data
             print(await space.decrypt_message_data(msg, "general"))
 
     ``data`` travels as its JSON (sealed); ``decrypt_message_data`` gives back the JSON
@@ -1723,8 +1897,13 @@ class Space:
         """Seals ``data`` (as JSON; bytes as they are) for ``topic`` with message type
         ``type`` and sends it; creates the topic's channel on first use."""
         ch = await self.channel(topic, create=True)
-        body = bytes(data) if isinstance(data, (bytes, bytearray)) else _j(data).encode()
-        return await ch.send(body, type=type)
+        return await ch.send(_data_bytes(data), type=type)
+
+    async def edit_encrypted_message(self, topic: str, message_id: str, data: Any) -> Message:
+        """Replaces the data of one's own message ``message_id`` of ``topic`` with ``data``,
+        sealed as :meth:`post_encrypted_message` seals it (the message keeps its type)."""
+        ch = await self.channel(topic)
+        return await ch.edit(message_id, _data_bytes(data))
 
     async def get_messages(self, topic: str, *, from_: int | str | None = None) -> list[Message]:
         """The topic's messages, oldest first, still sealed: after seq ``from_`` (an int) or
@@ -1734,10 +1913,12 @@ class Space:
             return await ch.verified_messages(from_=from_)
         return await ch.verified_messages(after=from_ or 0)
 
-    async def decrypt_message_data(self, msg: Message, topic: str) -> Any:
-        """The data of ``msg`` (see the class docs); raises :class:`UnopenableError` with the
-        reason when it cannot be opened."""
-        opened = await (await self.channel(topic)).open(msg)
+    async def decrypt_message_data(self, msg: Message | MessageEdited, topic: str) -> Any:
+        """The data of ``msg`` (see the class docs), a message (an edited one gives its
+        newest data) or a live edit (a ``message_edited`` event); raises
+        :class:`UnopenableError` with the reason when it cannot be opened."""
+        ch = await self.channel(topic)
+        opened = await (ch.open_edit(msg) if isinstance(msg, MessageEdited) else ch.open(msg))
         if isinstance(opened, Unopenable):
             raise UnopenableError(opened)
         try:
@@ -1748,6 +1929,11 @@ class Space:
             return json.loads(text)
         except ValueError:
             return text
+
+
+def _data_bytes(data: Any) -> bytes:
+    """What the :class:`Space` seals for ``data``: its JSON, bytes as they are."""
+    return bytes(data) if isinstance(data, (bytes, bytearray)) else _j(data).encode()
 
 
 __all__ = [
@@ -1766,10 +1952,13 @@ __all__ = [
     "E2eeError",
     "EncryptedChannel",
     "EncryptedChannelError",
+    "EncryptedEvents",
     "EncryptedMessages",
     "FingerprintMismatchError",
     "IdentityChangedError",
     "Opened",
+    "OpenedEdit",
+    "OpenedEvent",
     "OpenedMessage",
     "ServerError",
     "Space",

@@ -14,6 +14,7 @@ an event loop in a daemon thread runs the async calls)::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,10 +27,16 @@ from .e2ee import (
     DmStream,
     E2ee,
     EncryptedChannel,
+    EncryptedEvents,
+    EncryptedMessages,
     Opened,
+    OpenedEdit,
+    OpenedEvent,
     Space,
     StateKey,
+    Unopenable,
 )
+from .events import MessageEdited
 from .models import Message
 from .sync import _Loop
 
@@ -178,8 +185,22 @@ class SyncEncryptedChannel:
     def send(self, plaintext: bytes | str, *, type: str | None = None) -> Message:
         return self._loop.run(self.channel.send(plaintext, type=type))
 
+    def edit(self, message_id: str, plaintext: bytes | str) -> Message:
+        return self._loop.run(self.channel.edit(message_id, plaintext))
+
     def open(self, message: Message) -> Opened:
         return self._loop.run(self.channel.open(message))
+
+    def open_edit(self, edit: MessageEdited) -> OpenedEdit | Unopenable:
+        return self._loop.run(self.channel.open_edit(edit))
+
+    def messages(self) -> SyncEncryptedMessages:
+        """New messages from now on, opened (:meth:`EncryptedChannel.messages`)."""
+        return SyncEncryptedMessages(self.channel.messages(), self._loop)
+
+    def events(self) -> SyncEncryptedEvents:
+        """New messages and edits from now on, opened (:meth:`EncryptedChannel.events`)."""
+        return SyncEncryptedEvents(self.channel.events(), self._loop)
 
     def history(self, *, after: int = 0) -> list[Opened]:
         return self._loop.run(self.channel.history(after=after))
@@ -202,6 +223,44 @@ class SyncEncryptedChannel:
         return self._loop.run(self.channel.get_file(manifest))
 
 
+class SyncEncryptedMessages:
+    """Iterate it, or :meth:`next` with a timeout; :meth:`close` when done."""
+
+    def __init__(self, stream: EncryptedMessages, loop: _Loop) -> None:
+        self._stream = stream
+        self._loop = loop
+
+    def __iter__(self) -> Iterator[Opened]:
+        return self._loop.iterate(self._stream)
+
+    def next(self, timeout: float | None = None) -> Opened:
+        return self._loop.run(self._stream.next(timeout))
+
+    def close(self) -> None:
+        # On the loop's thread: the stream wakes its reader through asyncio primitives.
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            self._loop.loop.call_soon_threadsafe(self._stream.close)
+
+
+class SyncEncryptedEvents:
+    """Iterate it, or :meth:`next` with a timeout; :meth:`close` when done."""
+
+    def __init__(self, stream: EncryptedEvents, loop: _Loop) -> None:
+        self._stream = stream
+        self._loop = loop
+
+    def __iter__(self) -> Iterator[OpenedEvent]:
+        return self._loop.iterate(self._stream)
+
+    def next(self, timeout: float | None = None) -> OpenedEvent:
+        return self._loop.run(self._stream.next(timeout))
+
+    def close(self) -> None:
+        # On the loop's thread: the stream wakes its reader through asyncio primitives.
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            self._loop.loop.call_soon_threadsafe(self._stream.close)
+
+
 class SyncSpace:
     """The blocking twin of :class:`herald.e2ee.Space`."""
 
@@ -212,8 +271,11 @@ class SyncSpace:
     def post_encrypted_message(self, topic: str, type: str, data: Any) -> Message:
         return self._loop.run(self.space.post_encrypted_message(topic, type, data))
 
+    def edit_encrypted_message(self, topic: str, message_id: str, data: Any) -> Message:
+        return self._loop.run(self.space.edit_encrypted_message(topic, message_id, data))
+
     def get_messages(self, topic: str, *, from_: int | str | None = None) -> list[Message]:
         return self._loop.run(self.space.get_messages(topic, from_=from_))
 
-    def decrypt_message_data(self, msg: Message, topic: str) -> Any:
+    def decrypt_message_data(self, msg: Message | MessageEdited, topic: str) -> Any:
         return self._loop.run(self.space.decrypt_message_data(msg, topic))
