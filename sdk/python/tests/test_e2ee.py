@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 
 import herald
 import herald_crypto
-from conftest import REPO, TIMEOUT, HeraldServer, fast, within
+from conftest import REPO, TIMEOUT, HeraldServer, fast, next_of, within
 from herald import e2ee
 from herald.e2ee import E2ee, StateKey
 from herald.sync_e2ee import connect as sync_connect
@@ -564,6 +565,151 @@ async def test_tampered_and_forged_messages_are_unopenable(devices: Devices) -> 
     assert reasons == [e2ee.BAD_SIGNATURE, e2ee.NOT_MEMBER, e2ee.MALFORMED]
 
 
+async def test_an_edit_in_an_encrypted_channel_is_sealed_and_opened(
+    devices: Devices, server: HeraldServer
+) -> None:
+    ada = await devices("ada", "ada-laptop")
+    bob = await devices("bob", "bob-phone")
+    ch = await within(ada.create_encrypted("drafts", members=["bob"]))
+    sent = await within(ch.send("first draft of the plan", type="chat.text"))
+    gch = await within(bob.encrypted_channel("drafts"))
+    live = gch.events()
+    raw = bob.client.events()
+
+    edited = await within(ch.edit(sent.id, "the final plan"))
+    assert (edited.id, edited.seq, edited.epoch) == (sent.id, sent.seq, 0)
+    assert edited.edited_at is not None
+    assert edited.content.startswith("hm1.")
+    assert edited.content != sent.content
+
+    # Bob sees it live, opened: the stream skips nothing (Ada's message first).
+    first = await within(live.next(TIMEOUT))
+    assert isinstance(first, e2ee.OpenedMessage)
+    assert (first.id, first.text, first.edited_at) == (sent.id, "first draft of the plan", None)
+    got = await within(live.next(TIMEOUT))
+    assert isinstance(got, e2ee.OpenedEdit), got
+    assert (got.message_id, got.author, got.device, got.epoch, got.text) == (
+        sent.id,
+        "ada",
+        "ada-laptop",
+        0,
+        "the final plan",
+    )
+    assert got.edited_at == edited.edited_at
+    event = await next_of(raw, herald.MessageEdited)
+    assert got.seq == event.seq > sent.seq
+    assert event.epoch == 0
+
+    # History (both sides) opens the newest content, and says it was edited.
+    for c in (ch, gch):
+        [opened] = await within(c.history())
+        assert isinstance(opened, e2ee.OpenedMessage), opened
+        assert (opened.id, opened.seq, opened.author, opened.type, opened.text) == (
+            sent.id,
+            sent.seq,
+            "ada",
+            "chat.text",
+            "the final plan",
+        )
+        assert opened.edited_at == edited.edited_at
+        assert (opened.device, opened.epoch) == ("ada-laptop", 0)
+
+    # The server has only ciphertext: REST history with Ada's token, its data directory.
+    async with herald.RestClient(server.url, server.token("ada")) as rest:
+        page = await within(rest.history(ch.id))
+    [stored] = page.messages
+    assert stored.id == sent.id
+    assert stored.edited_at == edited.edited_at
+    assert stored.content == edited.content
+    assert stored.content.startswith("hm1.")
+    assert "final plan" not in stored.content
+    assert not grep(server.data, b"the final plan")
+    assert not grep(server.data, b"first draft")
+
+    # Only the author edits: Bob's sealed edit of Ada's message is refused, nothing changes.
+    with pytest.raises(herald.NotAuthorError):
+        await within(gch.edit(sent.id, "bob was here"))
+    [still] = await within(gch.history())
+    assert isinstance(still, e2ee.OpenedMessage)
+    assert still.text == "the final plan"
+
+    # An edit event whose content another member's device sealed (Bob's own message,
+    # well formed, signed, under the right epoch) does not open as Ada's edit, live or as
+    # the content of her message in history.
+    bobs = await within(gch.send("bob's own words"))
+    forged = dataclasses.replace(event, content=bobs.content)
+    refused = await within(gch.open_edit(forged))
+    assert isinstance(refused, e2ee.Unopenable), refused
+    assert (refused.message_id, refused.seq, refused.author, refused.reason) == (
+        sent.id,
+        event.seq,
+        "ada",
+        e2ee.AUTHOR_MISMATCH,
+    )
+    assert refused.edited_at == event.edited_at
+    as_history = dataclasses.replace(stored, content=bobs.content)
+    in_history = await within(ch.open(as_history))
+    assert isinstance(in_history, e2ee.Unopenable)
+    assert (in_history.reason, in_history.edited_at) == (e2ee.AUTHOR_MISMATCH, edited.edited_at)
+    # Sealed by a device of nobody in the roster, or not sealed at all.
+    outsider = herald_crypto.Device.generate("mallory-1")
+    key = ada._live.channels[ch.id].keyring.get(0)
+    sealed = herald_crypto.seal_message(outsider, ch.id, 0, key, b"pay mallory")
+    for content, reason in ((sealed, e2ee.NOT_MEMBER), ("plain words", e2ee.MALFORMED)):
+        refused = await within(gch.open_edit(dataclasses.replace(event, content=content)))
+        assert isinstance(refused, e2ee.Unopenable)
+        assert refused.reason == reason
+    # The real edit still opens from the same event.
+    assert isinstance(await within(gch.open_edit(event)), e2ee.OpenedEdit)
+    live.close()
+
+
+async def test_history_checks_an_edited_message_against_its_verified_edit(
+    devices: Devices,
+) -> None:
+    ada = await devices("ada", "ada-laptop")
+    ch = await within(ada.create_encrypted("checked"))
+    sent = await within(ch.send("v1"))
+    await within(ch.edit(sent.id, "v2"))
+    await within(ch.edit(sent.id, "v3"))
+    [m] = await within(ch.verified_messages())
+    log_ = e2ee._VerifiedLog()
+    await within(log_.read(ch.channel))
+    assert log_.check(m) is None
+    # What a server could show instead: the first content marked edited, an older edit,
+    # or another author; each is refused by the check history runs.
+    newest = log_.edits[sent.id]
+    assert newest == (m.content, "ada")
+    assert log_.check(dataclasses.replace(m, content=sent.content)) == (
+        "differs from its newest verified edit"
+    )
+    assert "as its author" in (log_.check(dataclasses.replace(m, author="bob")) or "")
+    assert log_.check(dataclasses.replace(m, seq=m.seq + 100)) == "is not in the verified log"
+    unedited = dataclasses.replace(m, id="m-other", edited_at="2026-01-01T00:00:00Z")
+    assert log_.check(unedited) == "is edited, but the verified log has no edit of it"
+    opened = await within(ch.history())
+    assert [o.text for o in opened if isinstance(o, e2ee.OpenedMessage)] == ["v3"]
+
+
+async def test_an_edit_after_a_rotation_it_missed_seals_again(devices: Devices) -> None:
+    ada = await devices("ada", "ada-laptop")
+    ch = await within(ada.create_encrypted("rotating"))
+    sent = await within(ch.send("at epoch 0"))
+    # Ada's view falls one commit behind (as when another admin rotated): her edit is
+    # sealed at epoch 0, answered stale_epoch, synced and sealed again at epoch 1.
+    c = ada._live.channels[ch.id]
+    behind = c.chain.copy()
+    await within(ch.rotate())
+    c.chain = behind
+    del c.commits[1]
+    assert ch.epoch == 0
+    edited = await within(ch.edit(sent.id, "at epoch 1"))
+    assert (edited.epoch, ch.epoch) == (1, 1)
+    [opened] = await within(ch.history())
+    assert isinstance(opened, e2ee.OpenedMessage)
+    assert (opened.text, opened.epoch, opened.seq) == ("at epoch 1", 1, sent.seq)
+
+
 ORIGINAL_TAIL_LEN = 12
 
 
@@ -671,7 +817,7 @@ def test_the_sync_facade(server: HeraldServer, tmp_path: Path) -> None:
         assert isinstance(got, e2ee.Dm)
         assert got.text == "hello from a script"
         space = ada.space()
-        space.post_encrypted_message("notes", "note", {"n": 1})
+        note = space.post_encrypted_message("notes", "note", {"n": 1})
         msgs = space.get_messages("notes")
         assert [space.decrypt_message_data(m, "notes") for m in msgs] == [{"n": 1}]
         ch = ada.encrypted_channel("notes")
@@ -679,6 +825,23 @@ def test_the_sync_facade(server: HeraldServer, tmp_path: Path) -> None:
         gch = grace.encrypted_channel("notes")
         opened: list[Any] = [o for o in gch.history() if isinstance(o, e2ee.OpenedMessage)]
         assert [json.loads(o.plaintext) for o in opened] == [{"n": 1}]
+        # Edits, blocking: through the Space and the channel, live and in history.
+        events = gch.events()
+        space.edit_encrypted_message("notes", note.id, {"n": 2})
+        seen = events.next(TIMEOUT)
+        assert isinstance(seen, e2ee.OpenedEdit), seen
+        assert (seen.message_id, json.loads(seen.plaintext)) == (note.id, {"n": 2})
+        ch.edit(note.id, b'{"n": 3}')
+        seen = events.next(TIMEOUT)
+        assert isinstance(seen, e2ee.OpenedEdit)
+        assert seen.text == '{"n": 3}'
+        events.close()
+        [edited] = space.get_messages("notes")
+        assert edited.edited_at is not None
+        assert space.decrypt_message_data(edited, "notes") == {"n": 3}
+        [o] = gch.history()
+        assert isinstance(o, e2ee.OpenedMessage)
+        assert (o.edited_at, o.text) == (edited.edited_at, '{"n": 3}')
 
 
 def test_the_notes_example_as_a_process(server: HeraldServer, tmp_path: Path) -> None:

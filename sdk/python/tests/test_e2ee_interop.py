@@ -1,8 +1,9 @@
 """Python and Rust end-to-end encryption together: the Rust SDK runs as the ``herald`` CLI,
 a separate process with its own state file, against the same ``herald serve``. DMs both
 ways, encrypted channels created on either side with members on both, a Python member
-admitted by the Rust keeper while the creator is offline, tampering surfaced on the Rust
-side, and a state file written by Python that the Rust CLI opens (and back)."""
+admitted by the Rust keeper while the creator is offline, a Python edit read by Rust,
+tampering surfaced on the Rust side, and a state file written by Python that the Rust CLI
+opens (and back)."""
 
 from __future__ import annotations
 
@@ -198,12 +199,16 @@ async def test_an_encrypted_channel_shared_by_python_and_rust(
 
     # Created by Python, with the Rust member in its genesis.
     pch = await within(grace.create_encrypted("py-plans", members=["ada"]))
-    await within(pch.send("python genesis"))
+    first = await within(pch.send("python genesis"))
     await cli.ok("ada", "send", "py-plans", "rust reply")
     history = await cli.ok("ada", "history", "py-plans")
     assert history.strip().splitlines()[0].endswith("grace: python genesis"), history
     texts = [o.text for o in await within(pch.history()) if isinstance(o, e2ee.OpenedMessage)]
     assert texts == ["python genesis", "rust reply"]
+    # An edit sealed in Python opens in the Rust SDK's history as the message's content.
+    await within(pch.edit(first.id, "python genesis, edited"))
+    history = await cli.ok("ada", "history", "py-plans")
+    assert history.strip().splitlines()[0].endswith("grace: python genesis, edited"), history
 
     # Live, Python to a Rust tail.
     tail = cli.follow("ada", "tail", "py-plans")
