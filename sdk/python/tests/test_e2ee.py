@@ -687,8 +687,15 @@ async def test_history_checks_an_edited_message_against_its_verified_edit(
     assert log_.check(dataclasses.replace(m, seq=m.seq + 100)) == "is not in the verified log"
     unedited = dataclasses.replace(m, id="m-other", edited_at="2026-01-01T00:00:00Z")
     assert log_.check(unedited) == "is edited, but the verified log has no edit of it"
+    # An edit made after the log was read: judged after reading on (anchored where the
+    # first read ended), as verified_messages does.
+    await within(ch.edit(sent.id, "v4"))
+    [m4] = (await within(ch.channel.history(after=0))).messages
+    assert log_.check(m4) == "differs from its newest verified edit"
+    await within(log_.read(ch.channel))
+    assert log_.check(m4) is None
     opened = await within(ch.history())
-    assert [o.text for o in opened if isinstance(o, e2ee.OpenedMessage)] == ["v3"]
+    assert [o.text for o in opened if isinstance(o, e2ee.OpenedMessage)] == ["v4"]
 
 
 async def test_an_edit_after_a_rotation_it_missed_seals_again(devices: Devices) -> None:

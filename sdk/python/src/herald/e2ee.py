@@ -1639,8 +1639,8 @@ class EncryptedChannel:
         Each message is checked against its verified log entry: the same author, and the
         same content, or for an edited message the content of its newest ``message_edited``
         entry, whose author must be the message's; anything else raises
-        :class:`~herald.errors.IntegrityError`. (A message or edit newer than the log read
-        first makes the log be read on once before it is judged.)"""
+        :class:`~herald.errors.IntegrityError`. (A message that does not match the log read so
+        far, as one sent or edited since, makes the log be read on before it is judged.)"""
         log_ = _VerifiedLog()
         await log_.read(self.channel)
         out: list[Message] = []
@@ -1650,9 +1650,9 @@ class EncryptedChannel:
             for m in page.messages:
                 cursor = max(cursor, m.seq)
                 problem = log_.check(m)
-                if problem is not None and not log_.caught_up:
+                if problem is not None:
+                    # Sent or edited since the log was read: read on, then judge.
                     await log_.read(self.channel)
-                    log_.caught_up = True
                     problem = log_.check(m)
                 if problem is not None:
                     raise IntegrityError(f"message at seq {m.seq} {problem}")
@@ -1769,7 +1769,6 @@ class _VerifiedLog:
     def __init__(self) -> None:
         self.messages: dict[int, tuple[str | None, str]] = {}
         self.edits: dict[str, tuple[str | None, str]] = {}
-        self.caught_up = False
         self._after = 0
         self._anchor: tuple[int, bytes] | None = None
 
