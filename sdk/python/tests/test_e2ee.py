@@ -1,6 +1,7 @@
 """End-to-end encryption in Python (``herald.e2ee``) against a real ``herald serve``: DMs
-with one side offline, encrypted channels (members added and removed, tampering surfaced),
-the ``Space`` API with a broken chain, files, the state file and its lock, the sync facade.
+with one side offline, encrypted channels (members added and removed, tampering surfaced,
+edits sealed, opened and checked), the ``Space`` API with a broken chain, files, the state
+file and its lock, the sync facade.
 The interop with the Rust SDK (the ``herald`` CLI as a process) is in test_e2ee_interop.py.
 """
 
