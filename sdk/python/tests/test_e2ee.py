@@ -575,6 +575,7 @@ async def test_an_edit_in_an_encrypted_channel_is_sealed_and_opened(
     sent = await within(ch.send("first draft of the plan", type="chat.text"))
     gch = await within(bob.encrypted_channel("drafts"))
     live = gch.events()
+    only_edits = gch.edits()
     raw = bob.client.events()
 
     edited = await within(ch.edit(sent.id, "the final plan"))
@@ -597,6 +598,7 @@ async def test_an_edit_in_an_encrypted_channel_is_sealed_and_opened(
         "the final plan",
     )
     assert got.edited_at == edited.edited_at
+    assert await within(only_edits.next(TIMEOUT)) == got  # edits only: the message skipped
     event = await next_of(raw, herald.MessageEdited)
     assert got.seq == event.seq > sent.seq
     assert event.epoch == 0
@@ -663,6 +665,7 @@ async def test_an_edit_in_an_encrypted_channel_is_sealed_and_opened(
     # The real edit still opens from the same event.
     assert isinstance(await within(gch.open_edit(event)), e2ee.OpenedEdit)
     live.close()
+    only_edits.close()
 
 
 async def test_history_checks_an_edited_message_against_its_verified_edit(
@@ -835,6 +838,7 @@ def test_the_sync_facade(server: HeraldServer, tmp_path: Path) -> None:
         assert [json.loads(o.plaintext) for o in opened] == [{"n": 1}]
         # Edits, blocking: through the Space and the channel, live and in history.
         events = gch.events()
+        edits = gch.edits()
         space.edit_encrypted_message("notes", note.id, {"n": 2})
         seen = events.next(TIMEOUT)
         assert isinstance(seen, e2ee.OpenedEdit), seen
@@ -844,6 +848,9 @@ def test_the_sync_facade(server: HeraldServer, tmp_path: Path) -> None:
         assert isinstance(seen, e2ee.OpenedEdit)
         assert seen.text == '{"n": 3}'
         events.close()
+        both = [edits.next(TIMEOUT), edits.next(TIMEOUT)]
+        assert [e.text for e in both if isinstance(e, e2ee.OpenedEdit)] == ['{"n":2}', '{"n": 3}']
+        edits.close()
         [edited] = space.get_messages("notes")
         assert edited.edited_at is not None
         assert space.decrypt_message_data(edited, "notes") == {"n": 3}

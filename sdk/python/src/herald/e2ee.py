@@ -1670,6 +1670,12 @@ class EncryptedChannel:
         (edits are in :meth:`events`)."""
         return EncryptedMessages(self, self.e2ee.client.events())
 
+    def edits(self) -> EncryptedEdits:
+        """Edits of this channel's messages from now on (``message_edited``), each opened
+        (:meth:`open_edit`): :class:`OpenedEdit`, or :class:`Unopenable` with why (the Rust
+        SDK's ``edits()``; :meth:`events` has messages and edits in their order)."""
+        return EncryptedEdits(self, self.e2ee.client.events())
+
     def events(self) -> EncryptedEvents:
         """New messages and edits of this channel from now on, as they arrive, each opened:
         :class:`OpenedMessage`, :class:`OpenedEdit` (a ``message_edited`` event), or
@@ -1832,6 +1838,31 @@ class EncryptedMessages(AsyncIterator[Opened]):
         self._events.close()
 
 
+class EncryptedEdits(AsyncIterator[OpenedEdit | Unopenable]):
+    """Edits of one encrypted channel's messages, opened: from :meth:`EncryptedChannel.edits`
+    (the event stream is taken when it is made)."""
+
+    def __init__(self, channel: EncryptedChannel, events: EventStream) -> None:
+        self._channel = channel
+        self._events = events
+
+    def __aiter__(self) -> EncryptedEdits:
+        return self
+
+    async def __anext__(self) -> OpenedEdit | Unopenable:
+        async for ev in self._events:
+            if isinstance(ev, MessageEdited) and ev.channel == self._channel.id:
+                return await self._channel.open_edit(ev)
+        raise StopAsyncIteration
+
+    async def next(self, timeout: float | None = None) -> OpenedEdit | Unopenable:
+        """The next one, within ``timeout`` seconds (``TimeoutError`` otherwise)."""
+        return await asyncio.wait_for(self.__anext__(), timeout)
+
+    def close(self) -> None:
+        self._events.close()
+
+
 class EncryptedEvents(AsyncIterator[OpenedEvent]):
     """New messages and edits of one encrypted channel, opened: from
     :meth:`EncryptedChannel.events` (the event stream is taken when it is made)."""
@@ -1951,6 +1982,7 @@ __all__ = [
     "E2eeError",
     "EncryptedChannel",
     "EncryptedChannelError",
+    "EncryptedEdits",
     "EncryptedEvents",
     "EncryptedMessages",
     "FingerprintMismatchError",

@@ -27,6 +27,7 @@ from .e2ee import (
     DmStream,
     E2ee,
     EncryptedChannel,
+    EncryptedEdits,
     EncryptedEvents,
     EncryptedMessages,
     Opened,
@@ -198,6 +199,10 @@ class SyncEncryptedChannel:
         """New messages from now on, opened (:meth:`EncryptedChannel.messages`)."""
         return SyncEncryptedMessages(self.channel.messages(), self._loop)
 
+    def edits(self) -> SyncEncryptedEdits:
+        """Edits from now on, opened (:meth:`EncryptedChannel.edits`)."""
+        return SyncEncryptedEdits(self.channel.edits(), self._loop)
+
     def events(self) -> SyncEncryptedEvents:
         """New messages and edits from now on, opened (:meth:`EncryptedChannel.events`)."""
         return SyncEncryptedEvents(self.channel.events(), self._loop)
@@ -234,6 +239,25 @@ class SyncEncryptedMessages:
         return self._loop.iterate(self._stream)
 
     def next(self, timeout: float | None = None) -> Opened:
+        return self._loop.run(self._stream.next(timeout))
+
+    def close(self) -> None:
+        # On the loop's thread: the stream wakes its reader through asyncio primitives.
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            self._loop.loop.call_soon_threadsafe(self._stream.close)
+
+
+class SyncEncryptedEdits:
+    """Iterate it, or :meth:`next` with a timeout; :meth:`close` when done."""
+
+    def __init__(self, stream: EncryptedEdits, loop: _Loop) -> None:
+        self._stream = stream
+        self._loop = loop
+
+    def __iter__(self) -> Iterator[OpenedEdit | Unopenable]:
+        return self._loop.iterate(self._stream)
+
+    def next(self, timeout: float | None = None) -> OpenedEdit | Unopenable:
         return self._loop.run(self._stream.next(timeout))
 
     def close(self) -> None:
