@@ -645,8 +645,13 @@ async fn a_nats_restart_loses_nothing_for_any_client() {
     for broker in &cluster.brokers {
         let s = broker.stats();
         assert!(s.reconnects >= 1, "{s:?}");
-        assert!(s.head_checks >= 1, "{s:?}");
     }
+    // The check after the reconnect runs whatever else filled the gap first (the queued
+    // messages flushing on reconnect can reveal it sooner): it may complete after the logs.
+    eventually("each broker checks the heads after its reconnect", || {
+        cluster.brokers.iter().all(|b| b.stats().head_checks >= 1)
+    })
+    .await;
     assert!(cluster.engines[1].health().await.is_ok());
 
     // And everything works as before.

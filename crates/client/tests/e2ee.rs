@@ -4,10 +4,10 @@
 //! several devices per user, files, restarts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use herald_client::ClientConfig;
 use herald_client::e2ee::{
     E2ee, E2eeConfig, E2eeError, Keeper, KeeperAction, KeeperConfig, StateKey, UnopenableReason,
 };
+use herald_client::{ClientConfig, HistoryQueryExt};
 use herald_testing::TestServer;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -527,4 +527,52 @@ async fn a_keeper_back_from_downtime_seals_keys_to_a_device_registered_meanwhile
     assert_eq!(history[0].as_ref().unwrap().text(), "written before the tablet");
     assert!(t_channel.members().iter().any(|m| m.user == "grace" && m.devices.len() == 2));
     task.abort();
+}
+
+/// Ada edits her message in an encrypted channel: Bob sees the edit live and in history,
+/// opened, with the new plaintext; the server holds only the sealed edit; Bob cannot edit
+/// Ada's message; an edit sealed by another member's device does not open as hers.
+#[tokio::test]
+async fn edits_in_an_encrypted_channel_are_sealed_and_opened_with_the_authors_checks() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bob = device(&server, dir.path(), "bob", "bob-phone").await;
+    let ada = device(&server, dir.path(), "ada", "ada-laptop").await;
+    let channel = within(ada.channels().create_encrypted_with(Some("drafts"), &["bob"])).await.unwrap();
+    let b_channel = within(bob.channels().get(channel.id())).await.unwrap();
+    within(b_channel.sync()).await.unwrap();
+    let mut edits = b_channel.edits();
+    let sent = within(channel.send("first draft")).await.unwrap();
+    let edited = within(channel.edit(&sent.id, "the final text")).await.unwrap();
+    assert!(edited.edited_at.is_some());
+    assert!(edited.content.starts_with("hm1.") && !edited.content.contains("final"), "{}", edited.content);
+
+    let live = within(edits.next()).await.unwrap().unwrap();
+    assert_eq!((live.id.as_str(), live.text().as_str()), (sent.id.as_str(), "the final text"));
+    assert_eq!(live.author, "ada");
+    assert!(live.edited_at.is_some());
+    let history = within(b_channel.history()).await.unwrap();
+    let opened: Vec<(String, bool)> =
+        history.iter().map(|o| o.as_ref().map(|m| (m.text(), m.edited_at.is_some())).unwrap()).collect();
+    assert_eq!(opened, [("the final text".to_owned(), true)]);
+
+    // What the server keeps and serves: the sealed edit only.
+    let raw = within(channel.inner().history(herald_client::HistoryQuery::latest(10))).await.unwrap();
+    assert_eq!(raw.messages.len(), 1);
+    assert!(raw.messages[0].content.starts_with("hm1."));
+    assert!(!raw.messages[0].content.contains("final") && !raw.messages[0].content.contains("draft"));
+    assert!(grep(server.data_dir(), "the final text").is_empty(), "no plaintext on the server's disk");
+
+    // Only the author edits (`not_author`).
+    let refused = within(b_channel.edit(&sent.id, "bob was here")).await.unwrap_err();
+    assert!(
+        matches!(&refused, E2eeError::Client(e) if e.code() == Some(herald_proto::ErrorCode::NotAuthor)),
+        "{refused:?}"
+    );
+    // Content sealed by Bob's device, presented as an edit of Ada's message, is refused.
+    let bobs = within(b_channel.send("bob's words")).await.unwrap();
+    let mut forged = raw.messages[0].clone();
+    forged.content = bobs.content.clone();
+    let err = within(b_channel.open(&forged)).await.unwrap_err();
+    assert!(matches!(err.reason, UnopenableReason::AuthorMismatch { .. }), "{err:?}");
 }

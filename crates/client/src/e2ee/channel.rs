@@ -58,6 +58,8 @@ pub struct OpenedMessage {
     pub kind: String,
     pub plaintext: Vec<u8>,
     pub ts: String,
+    /// When its content was last edited (the plaintext is the edited one), if ever.
+    pub edited_at: Option<String>,
 }
 
 impl OpenedMessage {
@@ -575,6 +577,46 @@ impl EncryptedChannel {
             rand::rngs::OsRng.fill_bytes(&mut b);
             hex::encode(b)
         };
+        self.sealed_request(plaintext, "message.send", |content, epoch| Request::MessageSend {
+            channel: self.id().to_owned(),
+            message: SendMessage {
+                content,
+                kind: kind.map(str::to_owned),
+                client_id: Some(client_id.clone()),
+                epoch: Some(epoch),
+                ..SendMessage::default()
+            },
+        })
+        .await
+    }
+
+    /// Replaces the content of one's own message `message_id` with `text`, sealed with the
+    /// head epoch's key (`message.edit` with `epoch`); on `stale_epoch` it syncs and seals
+    /// again. Members see a `message_edited` ([`EncryptedChannel::edits`]); another user's
+    /// message is `not_author`.
+    pub async fn edit(&self, message_id: &str, text: &str) -> Result<Message, E2eeError> {
+        self.edit_sealed(message_id, text.as_bytes()).await
+    }
+
+    /// [`EncryptedChannel::edit`] with bytes.
+    pub async fn edit_sealed(&self, message_id: &str, plaintext: &[u8]) -> Result<Message, E2eeError> {
+        self.sealed_request(plaintext, "message.edit", |content, epoch| Request::MessageEdit {
+            channel: self.id().to_owned(),
+            message_id: message_id.to_owned(),
+            content,
+            epoch: Some(epoch),
+        })
+        .await
+    }
+
+    /// Seals `plaintext` under the head epoch and sends `request(sealed, epoch)`, syncing
+    /// and sealing again when the epoch moved (`stale_epoch`) or its key is not here yet.
+    async fn sealed_request(
+        &self,
+        plaintext: &[u8],
+        op: &str,
+        request: impl Fn(String, u64) -> Request,
+    ) -> Result<Message, E2eeError> {
         let mut synced = false;
         for _ in 0..5 {
             let sealed = {
@@ -611,21 +653,11 @@ impl EncryptedChannel {
                 synced = true;
                 continue;
             };
-            let request = Request::MessageSend {
-                channel: self.id().to_owned(),
-                message: SendMessage {
-                    content,
-                    kind: kind.map(str::to_owned),
-                    client_id: Some(client_id.clone()),
-                    epoch: Some(epoch),
-                    ..SendMessage::default()
-                },
-            };
-            match self.e2ee.client.request(request).await {
+            match self.e2ee.client.request(request(content, epoch)).await {
                 Ok(ok) => {
                     let m = ok.get("message").cloned().unwrap_or(Value::Null);
                     return serde_json::from_value(m)
-                        .map_err(|e| E2eeError::Protocol(format!("unreadable message.send answer: {e}")));
+                        .map_err(|e| E2eeError::Protocol(format!("unreadable {op} answer: {e}")));
                 }
                 Err(e) if is_stale(&e) => {
                     self.sync().await?;
@@ -695,6 +727,7 @@ impl EncryptedChannel {
             kind: m.kind.clone(),
             plaintext,
             ts: m.ts.clone(),
+            edited_at: m.edited_at.clone(),
         })
     }
 
@@ -757,6 +790,14 @@ impl EncryptedChannel {
     /// New messages of this channel as they arrive, opened.
     pub fn messages(&self) -> EncryptedMessages {
         EncryptedMessages { channel: self.clone(), events: self.e2ee.client.events() }
+    }
+
+    /// Edits of this channel's messages as they arrive (`message_edited`), opened with the
+    /// checks of a message: the new content must be sealed by a device of the message's
+    /// author. Each is an [`OpenedMessage`] with `id` the edited message's id, the new
+    /// plaintext, `edited_at` set and `seq` the edit's own log entry.
+    pub fn edits(&self) -> EncryptedEdits {
+        EncryptedEdits { channel: self.clone(), events: self.e2ee.client.events() }
     }
 
     /// Removes `user` from the channel (`channel.remove_member`) and rotates: a commit
@@ -978,6 +1019,40 @@ impl E2ee {
             self.rest().json(Method::POST, &path, Some(&json!({ "envelopes": chunk }))).await?;
         }
         Ok(())
+    }
+}
+
+/// Edits of one encrypted channel's messages, opened: from [`EncryptedChannel::edits`].
+pub struct EncryptedEdits {
+    channel: EncryptedChannel,
+    events: EventStream,
+}
+
+impl EncryptedEdits {
+    /// The next edit in the channel (`None` once the client is closed).
+    pub async fn next(&mut self) -> Option<Opened> {
+        loop {
+            let event = self.events.recv().await?;
+            if let ClientEvent::Event(e) = event
+                && let Event::MessageEdited { channel, meta, message_id, content, edited_at, epoch } = *e
+                && channel == self.channel.id()
+            {
+                let edited = Message {
+                    id: message_id,
+                    seq: meta.seq,
+                    author: meta.author,
+                    kind: String::new(),
+                    content,
+                    reply_to: None,
+                    client_id: None,
+                    ts: meta.ts,
+                    edited_at: Some(edited_at),
+                    epoch,
+                    reactions: None,
+                };
+                return Some(self.channel.open(&edited).await);
+            }
+        }
     }
 }
 

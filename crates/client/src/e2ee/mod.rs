@@ -33,8 +33,8 @@ mod keeper;
 mod state;
 
 pub use channel::{
-    EncryptedChannel, EncryptedChannels, EncryptedMessages, FILE_TYPE, FileRef, Opened, OpenedMessage,
-    Unopenable, UnopenableReason,
+    EncryptedChannel, EncryptedChannels, EncryptedEdits, EncryptedMessages, FILE_TYPE, FileRef, Opened,
+    OpenedMessage, Unopenable, UnopenableReason,
 };
 pub use dm::{Dm, DmFailure, DmStream};
 pub use keeper::{Keeper, KeeperAction, KeeperConfig};
