@@ -1,10 +1,10 @@
 /**
  * Edits in an encrypted channel against a real `herald serve`: Ada edits her message, sealed
  * as a send is; Bob sees the edit live, opened; history shows the new plaintext with
- * `edited_at` while the server holds only the sealed form; Bob cannot edit Ada's message
- * (`NotAuthorError`); an edit whose content was sealed by another member's device does not
- * open; an edit made while this device's head epoch is behind (a keeper rotated) is sealed
- * again with the new head after `stale_epoch`.
+ * `edited_at` (checked against the log's newest edit entry) while the server holds only the
+ * sealed form; Bob cannot edit Ada's message (`NotAuthorError`); an edit whose content was
+ * sealed by another member's device does not open; an edit made while this device's head
+ * epoch is behind (a keeper rotated) is sealed again with the new head after `stale_epoch`.
  */
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -97,6 +97,16 @@ test("Ada edits her encrypted message: Bob sees it live and opened, history has 
     assert.ok(m.edited_at);
     assert.equal(m.epoch, 0);
   }
+
+  // A server presenting the original sealed content as the edited message's current one (a
+  // replay Ada's signature would not catch) is refused: it is not the log's newest edit.
+  const realHistory = ch.plain.history.bind(ch.plain);
+  ch.plain.history = async (o) => {
+    const p = await realHistory(o);
+    return { ...p, messages: p.messages.map((m) => (m.id === sent.id ? { ...m, content: sent.content } : m)) };
+  };
+  await assert.rejects(ch.history({ limit: 10 }), /differs from its verified log entry/);
+  ch.plain.history = realHistory;
 
   // What the server holds (REST history with Ada's token): sealed, no plaintext old or new.
   const raw = (await stored("ada", ch.id)).find((m) => m.id === sent.id);
