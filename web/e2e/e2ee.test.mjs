@@ -1,7 +1,8 @@
 // Browser end to end, encrypted: Ada and Grace in two Chromium contexts against a real
 // `herald serve --dev`. Ada creates an end-to-end encrypted channel (the E2EE code and the wasm
 // are fetched only then); Grace joins and gets the keys from Ada's app; they write both ways;
-// the server's copy is ciphertext; an encrypted image shows inline on Grace's side; a message
+// the server's copy is ciphertext; Ada edits a message and Grace sees the new text, still
+// sealed on the server; an encrypted image shows inline on Grace's side; a message
 // that cannot be decrypted is shown as such; Grace reloads and still reads everything (her
 // device lives in IndexedDB); a DM sent while Grace is offline reaches her when she is back;
 // a member who joins while the creator is away is admitted when the creator's app returns; a
@@ -127,6 +128,26 @@ test("Ada and Grace in an end-to-end encrypted channel and a DM, in the browser"
     for (const plain of ["launch code", "4-8-15", "Sealed both ways", "ciphertext"]) assert.ok(!m.content.includes(plain), `no plaintext in ${m.content.slice(0, 40)}…`);
   }
 
+  // Ada edits her first message (the ✎ button): sealed again in her page, opened live in
+  // Grace's, marked edited; the server's copy stays sealed.
+  await msg(ada, "launch code").hover();
+  await msg(ada, "launch code").locator('[data-action="edit"]').click();
+  assert.equal(await ada.inputValue("#composer"), "The launch code is 4-8-15-16-23-42");
+  await ada.fill("#composer", "The launch code changed: 7-7-7-1-9");
+  await ada.press("#composer", "Enter");
+  await msg(grace, "7-7-7-1-9").locator(".edited").waitFor({ timeout: T });
+  await msg(ada, "7-7-7-1-9").locator(".edited").waitFor({ timeout: T });
+  assert.ok(!(await texts(grace)).some((t) => t.includes("4-8-15")), "Grace's page shows the new text only");
+  const afterEdit = (await rest("ada", `/v1/channels/${channel.id}/messages?limit=50`)).messages;
+  const first = stored.reduce((a, b) => (a.seq < b.seq ? a : b));
+  const editedStored = afterEdit.find((m) => m.id === first.id);
+  assert.ok(editedStored.edited_at, "the server marks it edited");
+  assert.ok(editedStored.content.startsWith("hm1."), `sealed: ${editedStored.content.slice(0, 20)}`);
+  for (const plain of ["7-7-7", "changed", "launch code", "4-8-15"]) assert.ok(!editedStored.content.includes(plain), `no plaintext in ${editedStored.content.slice(0, 40)}…`);
+  // Grace is offered no edit of Ada's message.
+  await msg(grace, "7-7-7-1-9").hover();
+  assert.equal(await msg(grace, "7-7-7-1-9").locator('[data-action="edit"]').count(), 0);
+
   // An encrypted image: encrypted and erasure-coded in Ada's page (with a progress bar),
   // decrypted in Grace's into an object URL and shown inline.
   await ada.evaluate(() => {
@@ -216,7 +237,7 @@ test("Ada and Grace in an end-to-end encrypted channel and a DM, in the browser"
   await msg(back, "admitted later").waitFor({ timeout: T });
 
   // No page logged a plaintext of the channel or the DMs.
-  for (const plain of ["4-8-15", "Sealed both ways", "relays ciphertext", "waited in your inbox", "Replying live", "admitted later"]) {
+  for (const plain of ["4-8-15", "7-7-7-1-9", "Sealed both ways", "relays ciphertext", "waited in your inbox", "Replying live", "admitted later"]) {
     assert.ok(!consoleLines.some((l) => l.includes(plain)), `logged: ${consoleLines.find((l) => l.includes(plain))}`);
   }
 });

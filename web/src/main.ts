@@ -404,6 +404,7 @@ function encOf(c: Chan): Promise<EncryptedSpace> {
       const sc = await secureClient();
       const es = await sc.space.encrypted(c.summary.id);
       es.onMessage((m) => onSealedMessage(c, m));
+      es.onMessageEdited((m) => onSealedEdit(c, m));
       c.es = es;
       admitMissing(c, es);
       return es;
@@ -432,6 +433,25 @@ function onSealedMessage(c: Chan, m: DecryptedMessage): void {
     renderMessages(c);
     if (stick) scrollToBottom();
     markRead(c);
+  }
+}
+
+/** A live edit of an encrypted channel's message, opened by the SDK against its author (or why not). */
+function onSealedEdit(c: Chan, m: DecryptedMessage): void {
+  const i = c.messages.findIndex((x) => x.id === m.id);
+  const old = c.messages[i];
+  if (!old) return;
+  // What the edit does not carry (the message's place, type, reply, reactions) stays the message's.
+  const opened = toMsg(m);
+  const next: Msg = { ...old, content: opened.content, edited_at: opened.edited_at, reactions: old.reactions };
+  if (opened.epoch !== undefined) next.epoch = opened.epoch;
+  if (opened.unopenable) next.unopenable = opened.unopenable;
+  else delete next.unopenable;
+  c.messages[i] = next;
+  if (c.summary.id === active) {
+    const stick = nearBottom();
+    renderMessages(c);
+    if (stick) scrollToBottom();
   }
 }
 
@@ -1185,7 +1205,7 @@ function renderMessage(c: Chan, m: Msg, grouped: boolean, seenBy: string[] | und
     { class: "actions" },
     ...QUICK_EMOJI.slice(0, 3).map((e) => h("button", { class: "ghost", title: `React ${e}`, onclick: () => void toggleReaction(c, m, e) }, e)),
     h("button", { class: "ghost", title: "Reply", "data-action": "reply", onclick: () => startReply(m) }, "↩"),
-    mine && editable(c, m) ? h("button", { class: "ghost", title: "Edit", "data-action": "edit", onclick: () => startEdit(m) }, "✎") : null,
+    mine && editable(m) ? h("button", { class: "ghost", title: "Edit", "data-action": "edit", onclick: () => startEdit(m) }, "✎") : null,
     mine ? h("button", { class: "ghost danger", title: "Delete", "data-action": "delete", onclick: () => void remove(c, m) }, "🗑") : null,
   );
   return h(
@@ -1245,9 +1265,9 @@ async function remove(c: Chan, m: Msg): Promise<void> {
   await (await spaceOf(c)).deleteMessage(m.id);
 }
 
-/** Editing re-seals in an encrypted channel, which the SDK does not offer: plain text messages only. */
-function editable(c: Chan, m: Msg): boolean {
-  return !c.encrypted && m.type !== "file";
+/** Text messages can be edited; in an encrypted channel the SDK seals the new text (`EncryptedSpace.edit`), so only ones that opened. */
+function editable(m: Msg): boolean {
+  return m.type !== "file" && m.manifest === undefined && m.unopenable === undefined;
 }
 
 /** What a reply quotes: in an encrypted channel the server's snapshot is ciphertext, so the opened message is used. */
@@ -1310,7 +1330,8 @@ async function submit(): Promise<void> {
   }
   const c = active ? chans.get(active) : undefined;
   if (!c || !text) return;
-  const space: Pick<Space, "sendMessage" | "editMessage"> | EncryptedSpace = (await isEncrypted(c)) ? await encOf(c) : await spaceOf(c);
+  const es = (await isEncrypted(c)) ? await encOf(c) : undefined;
+  const space = es ?? (await spaceOf(c));
   els.composer.value = "";
   autosize();
   const target = editing;
@@ -1318,7 +1339,8 @@ async function submit(): Promise<void> {
   cancelContext();
   typingSent = false;
   try {
-    if (target && "editMessage" in space) await space.editMessage(target.id, text);
+    if (target && es) await es.edit(target.id, text);
+    else if (target) await (await spaceOf(c)).editMessage(target.id, text);
     else await space.sendMessage(text, parent ? { replyTo: parent.id } : {});
   } catch (e) {
     toast(e instanceof HeraldError ? `${e.message}` : String(e));
@@ -1398,15 +1420,8 @@ function wireEvents(c: Herald): void {
   c.realtime.on("messageEdited", (e) => {
     const ch = chans.get(e.channel);
     const m = ch?.messages.find((x) => x.id === e.message_id);
-    if (!ch || !m) return;
-    if (ch.es) {
-      // Edited by another client: the new content is sealed too.
-      void ch.es.open({ ...m, content: e.content, edited_at: e.edited_at }).then((o) => {
-        Object.assign(m, toMsg(o), { reactions: m.reactions });
-        rerender(e.channel);
-      });
-      return;
-    }
+    // An encrypted channel's edits are opened by its EncryptedSpace (onSealedEdit).
+    if (!ch || !m || ch.encrypted || ch.es) return;
     m.content = e.content;
     m.edited_at = e.edited_at;
     rerender(e.channel);
@@ -1490,7 +1505,7 @@ els.composer.addEventListener("keydown", (e) => {
     cancelContext();
   } else if (e.key === "ArrowUp" && els.composer.value === "") {
     const c = active ? chans.get(active) : undefined;
-    const mine = c && !c.encrypted ? c.messages.filter((m) => m.author === me && m.type !== "file").pop() : undefined;
+    const mine = c ? c.messages.filter((m) => m.author === me && editable(m)).pop() : undefined;
     if (mine) {
       e.preventDefault();
       startEdit(mine);

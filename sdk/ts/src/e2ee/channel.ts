@@ -7,7 +7,7 @@
  */
 import { ChainVerifier, type EntryKind } from "../chain.js";
 import { HeraldError, StaleEpochError } from "../errors.js";
-import { parseTsMs, type Channel, type Message, type MessageEvent } from "../frames.js";
+import { parseTsMs, type Channel, type Message, type MessageEditedEvent, type MessageEvent } from "../frames.js";
 import type { Space } from "../index.js";
 import { randomId } from "../client.js";
 import {
@@ -30,11 +30,17 @@ export const FILE_TYPE = "herald.file";
 
 const enc = (p: string) => encodeURIComponent(p);
 const ZERO_HASH = "0".repeat(64);
+/** How many messages an `EncryptedSpace` remembers (id → the message), so a live edit is opened against its message's author. */
+const SEEN_MAX = 2_000;
 
 /** Why a message cannot be opened (the Rust SDK's `UnopenableReason`). */
 export type UnopenableReason = "malformed" | "no_key" | "not_member" | "author_mismatch" | "bad_signature" | "identity";
 
-/** A message of an encrypted channel: opened (`text`, `plaintext`) or not (`unopenable`). */
+/**
+ * A message of an encrypted channel: opened (`text`, `plaintext`) or not (`unopenable`). An
+ * edited message (history, or a live edit from `onMessageEdited`) has `edited_at`, and its
+ * `content`, `text`, `sealed`, `device` and `epoch` are those of the newest content.
+ */
 export interface DecryptedMessage extends Message {
   /** The sealed `hm1.` string the server holds (`content` is the decrypted text, or "" when unopenable). */
   sealed: string;
@@ -345,6 +351,12 @@ export class EncryptedSpace {
   private readonly verifier = new ChainVerifier();
   /** Verified log: seq → message content (for history's check). */
   private readonly logContent = new Map<number, string | undefined>();
+  /** Verified log: message id → the content of its newest `message_edited` entry (for history's check). */
+  private readonly logEdits = new Map<string, string | undefined>();
+  /** Messages seen (history, live), newest last: what a live edit is opened against. */
+  private readonly seen = new Map<string, Message>();
+  /** Live messages and edits are opened one at a time, in the order they came. */
+  private queue: Promise<void> = Promise.resolve();
 
   constructor(
     readonly e2ee: E2ee,
@@ -430,8 +442,35 @@ export class EncryptedSpace {
     return this.sendSealed(bytes, opts);
   }
 
-  private async sendSealed(plaintext: Uint8Array, opts: { type?: string; replyTo?: string; clientId?: string }): Promise<Message> {
+  private sendSealed(plaintext: Uint8Array, opts: { type?: string; replyTo?: string; clientId?: string }): Promise<Message> {
     const clientId = opts.clientId ?? randomId();
+    return this.sealAndRequest(plaintext, "message.send", (content, epoch) => {
+      const fields: Record<string, unknown> = { channel: this.id, content, client_id: clientId, epoch };
+      if (opts.type) fields.type = opts.type;
+      if (opts.replyTo) fields.reply_to = opts.replyTo;
+      return fields;
+    });
+  }
+
+  /**
+   * Replaces the content of this user's message `messageId` (`message.edit` with `epoch`),
+   * sealed exactly as a send is: this device, the channel, the head epoch and its key; on
+   * `stale_epoch` syncs and seals again. Another user's message is refused by the server
+   * (`NotAuthorError`, code `not_author`). Resolves with the server's message (its `content`
+   * is the sealed form).
+   */
+  edit(messageId: string, body: string | Uint8Array): Promise<Message> {
+    const bytes = typeof body === "string" ? new TextEncoder().encode(body) : body;
+    return this.sealAndRequest(bytes, "message.edit", (content, epoch) => ({ channel: this.id, message_id: messageId, content, epoch }));
+  }
+
+  /** `edit`, under the name `Space` gives it. */
+  editMessage(messageId: string, body: string | Uint8Array): Promise<Message> {
+    return this.edit(messageId, body);
+  }
+
+  /** Seals `plaintext` with the head epoch and sends `op` with the fields `build` makes; on `stale_epoch` syncs and seals again (5 tries). */
+  private async sealAndRequest(plaintext: Uint8Array, op: "message.send" | "message.edit", build: (content: string, epoch: number) => Record<string, unknown>): Promise<Message> {
     let synced = false;
     for (let attempt = 0; attempt < 5; attempt++) {
       const c = this.e2ee.channels.get(this.id);
@@ -443,11 +482,8 @@ export class EncryptedSpace {
         continue;
       }
       const content = c.keyring.seal(this.e2ee.device, epoch, plaintext);
-      const fields: Record<string, unknown> = { channel: this.id, content, client_id: clientId, epoch: Number(epoch) };
-      if (opts.type) fields.type = opts.type;
-      if (opts.replyTo) fields.reply_to = opts.replyTo;
       try {
-        const ok = await this.e2ee.connection.request("message.send", fields);
+        const ok = await this.e2ee.connection.request(op, build(content, Number(epoch)));
         return ok.message as Message;
       } catch (err) {
         if (!isStale(err)) throw err;
@@ -462,7 +498,8 @@ export class EncryptedSpace {
    * Opens one message: the sealed form parses; the epoch's commit and key are here (else one
    * sync, then `no_key`); the sealing device is in that epoch's roster (`not_member`); its
    * roster user is the author (`author_mismatch`); its signature against its pin and the
-   * AEAD (`bad_signature`).
+   * AEAD (`bad_signature`). An edited message (with `edited_at`, as history gives it) is
+   * opened the same way: its content is the newest, sealed by a device of its author.
    */
   async open(m: Message): Promise<DecryptedMessage> {
     const fail = (reason: UnopenableReason, detail: string, device?: string): DecryptedMessage => ({
@@ -521,6 +558,7 @@ export class EncryptedSpace {
       for (const en of page.entries) {
         this.verifier.check({ channel: this.id, seq: en.seq, kind: en.kind, author: en.author, ref: en.ref ?? "", ts_ms: parseTsMs(en.ts), content: en.content, salt: en.salt, content_hash: en.content_hash, prev_hash: en.prev_hash, hash: en.hash });
         if (en.kind === "message") this.logContent.set(en.seq, en.content);
+        if (en.kind === "message_edited" && en.ref) this.logEdits.set(en.ref, en.content);
         after = en.seq;
       }
       if (!page.has_more || page.entries.length === 0) break;
@@ -530,28 +568,92 @@ export class EncryptedSpace {
   /**
    * One page of history (the options of `Space.history`), each message opened or with why
    * not. The log's hash chain is verified first (a broken link throws `ChainError`), and a
-   * message whose content differs from its verified log entry is refused.
+   * message whose content differs from its verified log entry (for an edited message: its
+   * newest `message_edited` entry) is refused.
    */
   async history(opts: { limit?: number; before?: number; after?: number } = {}): Promise<{ messages: DecryptedMessage[]; has_more: boolean }> {
     await this.verifyLog();
     const page = await this.plain.history(opts);
+    let differs = page.messages.filter((m) => !this.matchesLog(m));
+    if (differs.length > 0) {
+      // An edit may have been committed between the log read and the page: read the log again.
+      await this.verifyLog();
+      differs = differs.filter((m) => !this.matchesLog(m));
+    }
+    const bad = differs[0];
+    if (bad) throw new E2eeError(`message at seq ${bad.seq} differs from its verified log entry`, "protocol");
     const messages: DecryptedMessage[] = [];
     for (const m of page.messages) {
-      const logged = this.logContent.get(m.seq);
-      if (m.edited_at === undefined && this.logContent.has(m.seq) && logged !== undefined && logged !== m.content) {
-        throw new E2eeError(`message at seq ${m.seq} differs from its verified log entry`, "protocol");
-      }
+      this.remember(m);
       messages.push(await this.open(m));
     }
     return { messages, has_more: page.has_more };
   }
 
+  /** Whether `m`'s content is that of its verified log entry (true when the log has not reached it). */
+  private matchesLog(m: Message): boolean {
+    if (m.edited_at === undefined) {
+      const logged = this.logContent.get(m.seq);
+      return !this.logContent.has(m.seq) || logged === undefined || logged === m.content;
+    }
+    const edited = this.logEdits.get(m.id);
+    return !this.logEdits.has(m.id) || edited === undefined || edited === m.content;
+  }
+
+  private remember(m: Message): void {
+    this.seen.delete(m.id);
+    this.seen.set(m.id, m);
+    if (this.seen.size > SEEN_MAX) {
+      const oldest = this.seen.keys().next().value;
+      if (oldest !== undefined) this.seen.delete(oldest);
+    }
+  }
+
+  /** Runs `task` after the ones before it; one that throws (a callback's error) is reported to `onWarning` and does not stop the next. */
+  private enqueue(task: () => Promise<void>): void {
+    this.queue = this.queue.then(task).catch((err: unknown) => this.e2ee.warn(`channel ${this.id}: a message callback failed: ${msg(err)}`));
+  }
+
   /** Calls `cb` with every new message of the channel, opened (or why not), in order. */
   onMessage(cb: (m: DecryptedMessage, e: MessageEvent) => void): () => void {
-    let chain: Promise<void> = Promise.resolve();
     return this.plain.onMessage((m, e) => {
-      chain = chain.then(async () => cb(await this.open(m), e));
+      this.remember(m);
+      this.enqueue(async () => cb(await this.open(m), e));
     });
+  }
+
+  /**
+   * Opens a `message_edited` event: the message with its new content, checked as `open`
+   * checks a message, against the author of the edited message (`original`, else the message
+   * as this handle last saw it in `history` or live, else the event's `author`). Without a
+   * known message, `seq` and `ts` are the edit entry's and `type` is "".
+   */
+  openEdit(e: MessageEditedEvent, original?: Message): Promise<DecryptedMessage> {
+    const known = original ?? this.seen.get(e.message_id);
+    const base: Message = known ?? { id: e.message_id, seq: e.seq, author: e.author, type: "", content: "", ts: e.ts };
+    const { epoch: _stale, ...rest } = base;
+    return this.open({ ...rest, content: e.content, edited_at: e.edited_at, ...(e.epoch !== undefined ? { epoch: e.epoch } : {}) });
+  }
+
+  /**
+   * Calls `cb` with every live edit of a message of the channel, opened (`openEdit`) or with
+   * why not, in order with the messages of `onMessage`.
+   */
+  onMessageEdited(cb: (m: DecryptedMessage, e: MessageEditedEvent) => void): () => void {
+    // Messages are remembered as they come, so an edit is opened against its message's author.
+    const offMessages = this.plain.onMessage((m) => this.remember(m));
+    const offEdits = this.plain.onMessageEdited((e) => {
+      this.enqueue(async () => {
+        const opened = await this.openEdit(e);
+        const known = this.seen.get(e.message_id);
+        if (known) this.remember({ ...known, content: e.content, edited_at: e.edited_at, ...(e.epoch !== undefined ? { epoch: e.epoch } : {}) });
+        cb(opened, e);
+      });
+    });
+    return () => {
+      offMessages();
+      offEdits();
+    };
   }
 
   /** Adds `user` (`channel.add_member`) and admits them: a signed `add` commit and every held key sealed to their devices. */
