@@ -287,8 +287,10 @@ async fn a_node_started_after_the_last_one_died_writes_its_removals() {
     nodes.kill(n0);
     drop((ada, bob));
     let _n1 = nodes.start();
+    // The dead node still holds the room's delivery lease (30 s from its last renewal, docs
+    // §K.3): the removals go out once it expired.
     let all = receiver
-        .wait_until(WAIT, |all| {
+        .wait_until(Duration::from_secs(90), |all| {
             [&pa, &pb].iter().all(|p| all.iter().any(|r| r.accepted() && r.id().ends_with(&removal(p))))
         })
         .await;

@@ -735,31 +735,26 @@ impl EncryptedChannel {
     /// chain of the whole log is verified first (a broken link fails the call), and every
     /// message must match its verified log entry.
     pub async fn history(&self) -> Result<Vec<Opened>, E2eeError> {
-        let mut chained: BTreeMap<u64, Option<String>> = BTreeMap::new();
-        let mut after = 0;
-        loop {
-            let page = self.channel.log(after, 500).await?;
-            for e in &page.entries {
-                if e.kind == herald_proto::EntryKind::Message {
-                    chained.insert(e.seq, e.content.clone());
-                }
-                after = e.seq;
-            }
-            if !page.has_more || page.entries.is_empty() {
-                break;
-            }
-        }
+        let mut log = VerifiedLog::default();
+        self.read_log(&mut log).await?;
         let mut out = Vec::new();
         let mut after = 0;
         loop {
             let page = self.channel.history(HistoryQuery::after(after, 500)).await?;
             for m in &page.messages {
                 after = after.max(m.seq);
-                if m.edited_at.is_none()
-                    && chained.get(&m.seq).is_some_and(|c| c.as_deref() != Some(m.content.as_str()))
-                {
+                // An edit committed after the log was read: read on once before refusing.
+                if !log.matches(m) {
+                    self.read_log(&mut log).await?;
+                }
+                if !log.matches(m) {
+                    let what = if m.edited_at.is_some() {
+                        "its newest verified edit"
+                    } else {
+                        "its verified log entry"
+                    };
                     return Err(E2eeError::Client(ClientError::Protocol(format!(
-                        "message at seq {} differs from its verified log entry",
+                        "message at seq {} differs from {what}",
                         m.seq
                     ))));
                 }
@@ -770,6 +765,28 @@ impl EncryptedChannel {
             }
         }
         Ok(out)
+    }
+
+    /// Reads the log past what `log` holds.
+    async fn read_log(&self, log: &mut VerifiedLog) -> Result<(), E2eeError> {
+        loop {
+            let page = self.channel.log(log.after, 500).await?;
+            for e in &page.entries {
+                match e.kind {
+                    herald_proto::EntryKind::Message => {
+                        log.messages.insert(e.seq, (e.content.clone(), e.author.clone()));
+                    }
+                    herald_proto::EntryKind::MessageEdited => {
+                        log.edits.insert(e.reference.clone(), (e.content.clone(), e.author.clone()));
+                    }
+                    _ => {}
+                }
+                log.after = e.seq;
+            }
+            if !page.has_more || page.entries.is_empty() {
+                return Ok(());
+            }
+        }
     }
 
     /// Calls `f` with every new message of this channel, opened (or why not), from a task
@@ -1019,6 +1036,31 @@ impl E2ee {
             self.rest().json(Method::POST, &path, Some(&json!({ "envelopes": chunk }))).await?;
         }
         Ok(())
+    }
+}
+
+/// What [`EncryptedChannel::history`] read of the log: each message entry's content and
+/// author by `seq`, and each message's newest edit by message id.
+#[derive(Default)]
+struct VerifiedLog {
+    after: u64,
+    messages: BTreeMap<u64, (Option<String>, String)>,
+    edits: std::collections::HashMap<String, (Option<String>, String)>,
+}
+
+impl VerifiedLog {
+    /// `m` is what the log says: an unedited message its entry's content and author, an
+    /// edited one its newest edit's content, by its author. A message not in the log yet
+    /// does not match.
+    fn matches(&self, m: &Message) -> bool {
+        let Some((content, author)) = self.messages.get(&m.seq) else { return false };
+        if author != &m.author {
+            return false;
+        }
+        if m.edited_at.is_none() {
+            return content.as_deref() == Some(m.content.as_str());
+        }
+        self.edits.get(&m.id).is_some_and(|(c, a)| a == &m.author && c.as_deref() == Some(m.content.as_str()))
     }
 }
 
