@@ -1,42 +1,22 @@
 // Browser end to end: Ada and Grace in two Chromium contexts against a real `herald serve --dev`:
 // sign in, create/join, chat, reply, edit, react, delete, typing, receipts, presence (online,
 // away, gone), reload keeps history, a server restart loses and doubles nothing. Screenshots of the main screens go to docs/screenshots.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
-import { mkdirSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { resolve, dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { HeraldServer } from "./server.mjs";
+import { mkdirSync } from "node:fs";
+import { browserSuite } from "./server.mjs";
 import { gradientPng } from "./png.mjs";
 
-// The committed screenshots are refreshed with UPDATE_SCREENSHOTS=1; otherwise they go to a
-// temporary directory, so a test run changes no tracked file.
-const shots = process.env.UPDATE_SCREENSHOTS === "1"
-  ? resolve(dirname(fileURLToPath(import.meta.url)), "../../docs/screenshots")
-  : mkdtempSync(join(tmpdir(), "herald-shots-"));
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const suite = browserSuite(chromium);
+const shots = suite.shots;
 const T = 15_000;
 
-let server;
-let browser;
-
-before(async () => {
-  server = await HeraldServer.start();
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-dev-shm-usage"] });
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.dispose();
-});
-
 async function signIn(name, { shot } = {}) {
-  const context = await browser.newContext({ viewport: { width: 1180, height: 760 } });
+  const context = await suite.browser.newContext({ viewport: { width: 1180, height: 760 } });
   const page = await context.newPage();
   page.on("dialog", (d) => void d.accept());
-  await page.goto(server.url);
+  await page.goto(suite.server.url);
   await page.waitForSelector("#dev-user", { timeout: T });
   if (shot) await page.screenshot({ path: `${shots}/signin.png` });
   await page.fill("#dev-user", name);
@@ -168,12 +148,12 @@ test("Ada and Grace chat in the browser, through a server restart", async () => 
   assert.deepEqual(await messages(grace), before);
 
   // A server restart: the banner shows, a message sent meanwhile is delivered once, nothing lost.
-  await server.stop();
+  await suite.server.stop();
   await ada.waitForSelector("#banner:not([hidden])", { timeout: T });
   await grace.waitForSelector("#banner:not([hidden])", { timeout: T });
   await ada.screenshot({ path: `${shots}/reconnecting.png` });
   await send(ada, "Sent while the server was down");
-  await server.startAgain();
+  await suite.server.startAgain();
   await ada.waitForSelector("#banner[hidden]", { state: "attached", timeout: 30_000 });
   await grace.waitForSelector("#banner[hidden]", { state: "attached", timeout: 30_000 });
   await msg(grace, "Sent while the server was down").waitFor({ timeout: T });

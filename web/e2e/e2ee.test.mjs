@@ -7,34 +7,16 @@
 // device lives in IndexedDB); a DM sent while Grace is offline reaches her when she is back;
 // a member who joins while the creator is away is admitted when the creator's app returns; a
 // second tab of one user waits for the device rather than sharing it.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
-import { mkdirSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { resolve, dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { HeraldServer } from "./server.mjs";
+import { mkdirSync } from "node:fs";
+import { browserSuite } from "./server.mjs";
 import { gradientPng } from "./png.mjs";
 
-const shots = process.env.UPDATE_SCREENSHOTS === "1"
-  ? resolve(dirname(fileURLToPath(import.meta.url)), "../../docs/screenshots")
-  : mkdtempSync(join(tmpdir(), "herald-shots-"));
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const suite = browserSuite(chromium);
+const shots = suite.shots;
 const T = 20_000;
-
-let server;
-let browser;
-
-before(async () => {
-  server = await HeraldServer.start();
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-dev-shm-usage"] });
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.dispose();
-});
 
 /** Every URL the pages of `context` requested, for the lazy-loading checks. */
 function recordRequests(context) {
@@ -47,12 +29,12 @@ function recordRequests(context) {
 const consoleLines = [];
 
 async function signIn(name) {
-  const context = await browser.newContext({ viewport: { width: 1180, height: 760 } });
+  const context = await suite.browser.newContext({ viewport: { width: 1180, height: 760 } });
   const requests = recordRequests(context);
   context.on("console", (m) => consoleLines.push(m.text()));
   const page = await context.newPage();
   page.on("dialog", (d) => void d.accept());
-  await page.goto(server.url);
+  await page.goto(suite.server.url);
   await page.waitForSelector("#dev-user", { timeout: T });
   await page.fill("#dev-user", name);
   await page.click("#dev-signin");
@@ -72,8 +54,8 @@ function msg(page, text) {
 const texts = (page) => page.$$eval("#messages article.msg .content", (els) => els.map((e) => e.textContent ?? ""));
 
 async function rest(user, path, init = {}) {
-  const t = await fetch(`${server.url}/dev/token?sub=${user}`, { method: "POST" }).then((r) => r.json());
-  const res = await fetch(`${server.url}${path}`, { ...init, headers: { authorization: `Bearer ${t.token}`, "content-type": "application/json", ...(init.headers ?? {}) } });
+  const t = await fetch(`${suite.server.url}/dev/token?sub=${user}`, { method: "POST" }).then((r) => r.json());
+  const res = await fetch(`${suite.server.url}${path}`, { ...init, headers: { authorization: `Bearer ${t.token}`, "content-type": "application/json", ...(init.headers ?? {}) } });
   const body = await res.json();
   assert.ok(res.ok, `${path}: ${res.status} ${JSON.stringify(body)}`);
   return body;
@@ -189,7 +171,7 @@ test("Ada and Grace in an end-to-end encrypted channel and a DM, in the browser"
 
   // A second tab of Grace's waits for the device (a Web Lock) instead of writing its state too.
   const second = await grace0.context().newPage();
-  await second.goto(server.url);
+  await second.goto(suite.server.url);
   await second.locator(".toast", { hasText: "open in another tab" }).waitFor({ timeout: T });
   assert.equal(await second.textContent("#device"), "");
   await second.close();
@@ -206,7 +188,7 @@ test("Ada and Grace in an end-to-end encrypted channel and a DM, in the browser"
 
   // Grace comes back (same browser profile): the inbox is read, the DM is there, unread.
   grace = await grace0.context().newPage();
-  await grace.goto(server.url);
+  await grace.goto(suite.server.url);
   await grace.locator('#dms a[data-dm="ada"] .badge', { hasText: "1" }).waitFor({ timeout: T });
   await grace.click('#dms a[data-dm="ada"]');
   await msg(grace, "waited in your inbox").waitFor({ timeout: T });
@@ -228,7 +210,7 @@ test("Ada and Grace in an end-to-end encrypted channel and a DM, in the browser"
   await lin.press("#new-channel", "Enter");
   await lin.locator("#keys-wait").waitFor({ timeout: T });
   const back = await adaContext.newPage();
-  await back.goto(server.url);
+  await back.goto(suite.server.url);
   await msg(back, "launch code").waitFor({ timeout: T });
   await lin.locator("#keys-wait").waitFor({ state: "detached", timeout: T });
   await msg(lin, "launch code").waitFor({ timeout: T });

@@ -1,6 +1,7 @@
 // A real `herald serve --dev` for the browser tests: port 0, a temporary data directory, the
 // address read from its log line. The binary: HERALD_BIN, else ${CARGO_TARGET_DIR:-target}/debug/herald.
 import { spawn } from "node:child_process";
+import { before, after } from "node:test";
 import { mkdtempSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
@@ -83,4 +84,32 @@ export class HeraldServer {
     }
     rmSync(this.data, { recursive: true, force: true });
   }
+}
+
+/**
+ * What the browser suites share: a real server and a Chromium (Debian's, or `$CHROMIUM`),
+ * started before the suite and closed after it, and where screenshots go: docs/screenshots
+ * with UPDATE_SCREENSHOTS=1 (refreshing the committed ones), else a temporary directory, so a
+ * test run changes no tracked file. Call it at the top level of a test file.
+ */
+export function browserSuite(chromium) {
+  const suite = {
+    server: undefined,
+    browser: undefined,
+    shots: process.env.UPDATE_SCREENSHOTS === "1"
+      ? resolve(repo, "docs/screenshots")
+      : mkdtempSync(join(tmpdir(), "herald-shots-")),
+  };
+  before(async () => {
+    suite.server = await HeraldServer.start();
+    suite.browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+      args: ["--no-sandbox", "--disable-dev-shm-usage"],
+    });
+  });
+  after(async () => {
+    await suite.browser?.close();
+    await suite.server?.dispose();
+  });
+  return suite;
 }

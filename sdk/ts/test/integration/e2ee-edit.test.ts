@@ -6,47 +6,27 @@
  * sealed by another member's device does not open; an edit made while this device's head
  * epoch is behind (a keeper rotated) is sealed again with the new head after `stale_epoch`.
  */
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Herald, NotAuthorError, type MessageEditedEvent, type KeyRotatedEvent } from "../../src/index.js";
 import { e2ee, MemoryStateStore, EncryptedSpace, type DecryptedMessage } from "../../src/e2ee/index.js";
-import { HeraldServer, heraldBin } from "../support/server.js";
-import { Inbox } from "../support/e2ee.js";
+import { heraldBin } from "../support/server.js";
+import { E2eeSuite, Inbox } from "../support/e2ee.js";
 
-let server: HeraldServer;
-let dir: string;
-const clients: Herald[] = [];
-const children: ChildProcess[] = [];
 const PASS = "correct horse battery staple";
-
-before(async () => {
-  server = await HeraldServer.start();
-  dir = mkdtempSync(join(tmpdir(), "herald-ts-edit-"));
-});
-
-after(async () => {
-  for (const c of clients) {
-    c.close();
-    await c.e2ee?.close();
-  }
-  for (const ch of children) if (ch.exitCode === null && ch.signalCode === null) ch.kill("SIGKILL");
-  await server?.dispose();
-  rmSync(dir, { recursive: true, force: true });
-});
+const suite = new E2eeSuite("herald-ts-edit-");
 
 async function connect(user: string, deviceId: string): Promise<Herald> {
-  const c = await Herald.connect({ url: server.url, token: server.token(user), e2ee: e2ee({ store: new MemoryStateStore(), secret: { passphrase: PASS }, deviceId }) });
-  clients.push(c);
+  const c = await Herald.connect({ url: suite.server.url, token: suite.server.token(user), e2ee: e2ee({ store: new MemoryStateStore(), secret: { passphrase: PASS }, deviceId }) });
+  suite.clients.push(c);
   return c;
 }
 
 /** The server's stored messages of `channel`, read over REST with `user`'s token. */
 async function stored(user: string, channel: string): Promise<Array<{ id: string; content: string; edited_at?: string; epoch?: number }>> {
-  const res = await fetch(`${server.url}/v1/channels/${channel}/messages?limit=50`, { headers: { authorization: `Bearer ${server.token(user)}` } });
+  const res = await fetch(`${suite.server.url}/v1/channels/${channel}/messages?limit=50`, { headers: { authorization: `Bearer ${suite.server.token(user)}` } });
   assert.equal(res.status, 200);
   return ((await res.json()) as { messages: Array<{ id: string; content: string; edited_at?: string; epoch?: number }> }).messages;
 }
@@ -149,12 +129,12 @@ test("Ada edits her encrypted message: Bob sees it live and opened, history has 
 
 /** `herald keeper` as `user` with the keeper grant; resolves once it says it is ready. */
 async function keeper(user: string): Promise<ChildProcess> {
-  const env: NodeJS.ProcessEnv = { ...process.env, HERALD_URL: server.url, HERALD_TOKEN: server.token(user, { grants: ["keeper"] }), HERALD_STATE_PASSPHRASE: PASS, NO_COLOR: "1" };
+  const env: NodeJS.ProcessEnv = { ...process.env, HERALD_URL: suite.server.url, HERALD_TOKEN: suite.server.token(user, { grants: ["keeper"] }), HERALD_STATE_PASSPHRASE: PASS, NO_COLOR: "1" };
   delete env.HERALD_STATE_PASSPHRASE_FILE;
   delete env.HERALD_STATE_KEY_FILE;
   delete env.HERALD_STATE;
-  const child = spawn(heraldBin(), ["keeper", "--state", join(dir, `${user}.state`)], { env, stdio: ["ignore", "pipe", "pipe"] });
-  children.push(child);
+  const child = spawn(heraldBin(), ["keeper", "--state", join(suite.dir, `${user}.state`)], { env, stdio: ["ignore", "pipe", "pipe"] });
+  suite.children.push(child);
   const lines = new Inbox<string>();
   for (const stream of [child.stdout, child.stderr]) {
     let buf = "";

@@ -4,37 +4,20 @@
  * with a TS and a Rust member (created on either side, messages both ways), and a TS member
  * admitted by the Rust keeper (`herald keeper`) while the Rust creator is offline.
  */
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFile, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Herald } from "../../src/index.js";
 import { e2ee, FileStateStore, MemoryStateStore, type EncryptedSpace, type DecryptedMessage } from "../../src/e2ee/index.js";
-import { HeraldServer, heraldBin } from "../support/server.js";
-import { Inbox, dmPush, type DmItem } from "../support/e2ee.js";
+import { heraldBin } from "../support/server.js";
+import { E2eeSuite, Inbox, dmPush, type DmItem } from "../support/e2ee.js";
 
-let server: HeraldServer;
-let dir: string;
-const clients: Herald[] = [];
-const children: ChildProcess[] = [];
 const PASS = "correct horse battery staple";
-
-before(async () => {
-  server = await HeraldServer.start();
-  dir = mkdtempSync(join(tmpdir(), "herald-ts-interop-"));
-});
-
-after(async () => {
-  for (const c of clients) c.close();
-  for (const ch of children) if (ch.exitCode === null) ch.kill("SIGKILL");
-  await server?.dispose();
-  rmSync(dir, { recursive: true, force: true });
-});
+const suite = new E2eeSuite("herald-ts-interop-");
 
 function env(user: string, grants: string[] = []): NodeJS.ProcessEnv {
-  const e: NodeJS.ProcessEnv = { ...process.env, HERALD_URL: server.url, HERALD_TOKEN: server.token(user, { grants }), HERALD_STATE_PASSPHRASE: PASS, NO_COLOR: "1" };
+  const e: NodeJS.ProcessEnv = { ...process.env, HERALD_URL: suite.server.url, HERALD_TOKEN: suite.server.token(user, { grants }), HERALD_STATE_PASSPHRASE: PASS, NO_COLOR: "1" };
   delete e.HERALD_STATE_PASSPHRASE_FILE;
   delete e.HERALD_STATE_KEY_FILE;
   delete e.HERALD_STATE;
@@ -44,7 +27,7 @@ function env(user: string, grants: string[] = []): NodeJS.ProcessEnv {
 /** `herald <args> --state <user>.state` as `user`; resolves with stdout, rejects with stderr. */
 function cli(user: string, args: string[], grants: string[] = []): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(heraldBin(), [...args, "--state", join(dir, `${user}.state`)], { env: env(user, grants), timeout: 60_000 }, (err, stdout, stderr) => {
+    execFile(heraldBin(), [...args, "--state", join(suite.dir, `${user}.state`)], { env: env(user, grants), timeout: 60_000 }, (err, stdout, stderr) => {
       if (err) reject(new Error(`herald ${args.join(" ")} as ${user}: ${String(err)}\n${stderr}`));
       else resolve(stdout);
     });
@@ -53,8 +36,8 @@ function cli(user: string, args: string[], grants: string[] = []): Promise<strin
 
 /** A long-running `herald` command; its stdout and stderr lines (`stderr: …`) in an Inbox. */
 function follow(user: string, args: string[], grants: string[] = []): { child: ChildProcess; lines: Inbox<string> } {
-  const child = spawn(heraldBin(), [...args, "--state", join(dir, `${user}.state`)], { env: env(user, grants), stdio: ["ignore", "pipe", "pipe"] });
-  children.push(child);
+  const child = spawn(heraldBin(), [...args, "--state", join(suite.dir, `${user}.state`)], { env: env(user, grants), stdio: ["ignore", "pipe", "pipe"] });
+  suite.children.push(child);
   const lines = new Inbox<string>();
   const pipe = (stream: NodeJS.ReadableStream | null, prefix: string) => {
     let buf = "";
@@ -80,8 +63,8 @@ async function stop(child: ChildProcess): Promise<void> {
 }
 
 async function ts(user: string, deviceId: string): Promise<Herald> {
-  const c = await Herald.connect({ url: server.url, token: server.token(user), e2ee: e2ee({ store: new MemoryStateStore(), secret: { passphrase: PASS }, deviceId }) });
-  clients.push(c);
+  const c = await Herald.connect({ url: suite.server.url, token: suite.server.token(user), e2ee: e2ee({ store: new MemoryStateStore(), secret: { passphrase: PASS }, deviceId }) });
+  suite.clients.push(c);
   return c;
 }
 
@@ -183,8 +166,8 @@ test("a TS member is admitted by the Rust keeper while the Rust creator is offli
 });
 
 test("a state file written by the TS SDK is the Rust SDK's: the CLI opens it and speaks as that device", async () => {
-  const path = join(dir, "hank.state");
-  const hank = await Herald.connect({ url: server.url, token: server.token("hank"), e2ee: e2ee({ store: await FileStateStore.open(path), secret: { passphrase: PASS }, deviceId: "hank-ts" }) });
+  const path = join(suite.dir, "hank.state");
+  const hank = await Herald.connect({ url: suite.server.url, token: suite.server.token("hank"), e2ee: e2ee({ store: await FileStateStore.open(path), secret: { passphrase: PASS }, deviceId: "hank-ts" }) });
   const fp = hank.e2ee!.fingerprint();
   const ivy = await ts("ivy", "ivy-ts");
   await hank.message.send("user:ivy", "from hank in typescript");

@@ -5,39 +5,21 @@
  * swapped one-time keys refused, encrypted channels with two TS members (sealed on the wire,
  * verified, removal rotates the key), unopenable messages surfaced, encrypted files.
  */
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, existsSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { Herald } from "../../src/index.js";
 import { e2ee, MemoryStateStore, FileStateStore, IndexedDbStateStore, webCryptoStateKey, IdentityChangedError, EncryptedSpace, type E2eeOptions } from "../../src/e2ee/index.js";
 import { FakeIdbFactory } from "../support/e2ee-fake-idb.js";
-import { HeraldServer } from "../support/server.js";
-import { Inbox, dmPush, type DmItem, type MsgBox } from "../support/e2ee.js";
+import { E2eeSuite, Inbox, dmPush, type DmItem, type MsgBox } from "../support/e2ee.js";
 import type { DecryptedMessage } from "../../src/e2ee/index.js";
 
-let server: HeraldServer;
-let dir: string;
-const open: Herald[] = [];
-
-before(async () => {
-  server = await HeraldServer.start();
-  dir = mkdtempSync(join(tmpdir(), "herald-ts-e2ee-"));
-});
-
-after(async () => {
-  for (const c of open) {
-    c.close();
-    await c.e2ee?.close();
-  }
-  await server?.dispose();
-  rmSync(dir, { recursive: true, force: true });
-});
+const suite = new E2eeSuite("herald-ts-e2ee-");
 
 async function connect(user: string, opts: E2eeOptions, extra: { fetch?: typeof fetch } = {}): Promise<Herald> {
-  const c = await Herald.connect({ url: server.url, token: server.token(user), e2ee: e2ee(opts), ...extra });
-  open.push(c);
+  const c = await Herald.connect({ url: suite.server.url, token: suite.server.token(user), e2ee: e2ee(opts), ...extra });
+  suite.clients.push(c);
   return c;
 }
 
@@ -106,7 +88,7 @@ test("DMs TS→TS reach an offline device through the inbox; ack after save; red
 });
 
 test("state in a file survives a restart; a second process is refused; wrong passphrase refused", async () => {
-  const path = join(dir, "carol.state");
+  const path = join(suite.dir, "carol.state");
   const store = await FileStateStore.open(path);
   const opts = { store, secret: { passphrase: "carol pass" }, deviceId: "carol-1" };
   const carol = await connect("carol", opts);
@@ -126,11 +108,11 @@ test("state in a file survives a restart; a second process is refused; wrong pas
   assert.equal(raw.subarray(0, 4).toString(), "HST1");
   assert.equal(raw[4], 1, "kdf byte 1: Argon2id of a passphrase");
   await assert.rejects(
-    Herald.connect({ url: server.url, token: server.token("carol"), e2ee: e2ee({ store: new MemoryStateStore(new Uint8Array(raw)), secret: { passphrase: "wrong" } }) }),
+    Herald.connect({ url: suite.server.url, token: suite.server.token("carol"), e2ee: e2ee({ store: new MemoryStateStore(new Uint8Array(raw)), secret: { passphrase: "wrong" } }) }),
     /wrong passphrase or key/,
   );
   await assert.rejects(
-    Herald.connect({ url: server.url, token: server.token("carol"), e2ee: e2ee({ store: new MemoryStateStore(new Uint8Array(raw)), secret: { key: key32(1) } }) }),
+    Herald.connect({ url: suite.server.url, token: suite.server.token("carol"), e2ee: e2ee({ store: new MemoryStateStore(new Uint8Array(raw)), secret: { key: key32(1) } }) }),
     /passphrase/,
   );
   // The same device comes back with its Olm session: the next DM (not a pre-key one) decrypts.

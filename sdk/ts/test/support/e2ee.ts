@@ -1,5 +1,40 @@
-/** Helpers of the E2EE tests: a collector that awaits items with a timeout (no sleeps). */
+/** Helpers of the E2EE tests: the suites' shared lifecycle, a collector that awaits items with a timeout (no sleeps). */
+import { before, after } from "node:test";
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Herald } from "../../src/index.js";
 import type { DirectMessage, DirectMessageFailure, DecryptedMessage } from "../../src/e2ee/index.js";
+import { HeraldServer } from "./server.js";
+
+/**
+ * What the E2EE integration suites share: one real `herald serve` and a scratch directory for
+ * the suite, and the clients and child processes its tests open, all closed when it ends.
+ * Construct it at the top level of a test file (it registers the `before`/`after` hooks).
+ */
+export class E2eeSuite {
+  server!: HeraldServer;
+  dir!: string;
+  readonly clients: Herald[] = [];
+  readonly children: ChildProcess[] = [];
+
+  constructor(prefix: string) {
+    before(async () => {
+      this.server = await HeraldServer.start();
+      this.dir = mkdtempSync(join(tmpdir(), prefix));
+    });
+    after(async () => {
+      for (const c of this.clients) {
+        c.close();
+        await c.e2ee?.close();
+      }
+      for (const ch of this.children) if (ch.exitCode === null && ch.signalCode === null) ch.kill("SIGKILL");
+      await this.server?.dispose();
+      if (this.dir) rmSync(this.dir, { recursive: true, force: true });
+    });
+  }
+}
 
 /** Collects items pushed by a callback; `next(pred, ms)` resolves with the first match or rejects after `ms`. */
 export class Inbox<T> {
