@@ -79,6 +79,7 @@ pub async fn open_node(config: ServeConfig) -> anyhow::Result<Node> {
                 BrokerChoice::Nats(url) => {
                     // Without --node-id the broker names itself (a fresh UUIDv7).
                     let mut nats_config = NatsConfig::new(&url);
+                    nats_config.prefix = config.nats_prefix.clone();
                     if let Some(id) = &config.node_id {
                         nats_config.node_id = id.clone();
                     }

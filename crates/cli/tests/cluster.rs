@@ -47,6 +47,8 @@ struct Cluster {
     nodes: Vec<Option<Server>>,
     /// More `serve` arguments for every node.
     extra: Vec<String>,
+    /// This cluster's NATS subject prefix (one deployment per test).
+    prefix: String,
 }
 
 impl Cluster {
@@ -61,6 +63,7 @@ impl Cluster {
             broker: broker.into(),
             nodes: Vec::new(),
             extra: extra.iter().map(|a| a.to_string()).collect(),
+            prefix: common::nats_prefix(),
         };
         for i in 0..n {
             let node = c.spawn(i, "127.0.0.1:0");
@@ -73,8 +76,18 @@ impl Cluster {
         let data: PathBuf = self.dir.path().join(format!("node{i}"));
         std::fs::create_dir_all(&data).unwrap();
         let data = data.to_str().unwrap().to_owned();
-        let mut args =
-            vec!["--listen", listen, "--data", &data, "--store", &self.store, "--broker", &self.broker];
+        let mut args = vec![
+            "--listen",
+            listen,
+            "--data",
+            &data,
+            "--store",
+            &self.store,
+            "--broker",
+            &self.broker,
+            "--nats-prefix",
+            &self.prefix,
+        ];
         args.extend(self.extra.iter().map(String::as_str));
         Server::start(
             self.dir.path(),

@@ -94,6 +94,8 @@ fn serve_help_documents_every_option() {
         "--store",
         "--broker",
         "--pg-pool",
+        "--pg-writers",
+        "--nats-prefix",
         "--node-id",
         "--secret-file",
         "HERALD_SECRET",
@@ -120,6 +122,20 @@ fn serve_help_documents_every_option() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(help.contains("HERALD_LISTEN") && help.contains("HERALD_DATA"), "env vars are documented");
+    // A NATS prefix that is not subject tokens is refused at start, before any connection.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .args(["--store", "postgres://postgres@127.0.0.1:1/none", "--broker", "nats://127.0.0.1:1"])
+        .args(["--nats-prefix", "two words.>"])
+        .env_remove("HERALD_LISTEN")
+        .env_remove("HERALD_DATA")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("prefix"), "{err}");
 }
 
 #[tokio::test]

@@ -46,6 +46,8 @@ struct Nodes {
     store: String,
     extra: Vec<String>,
     nodes: Vec<Option<Server>>,
+    /// These nodes' NATS subject prefix (one deployment per test).
+    prefix: String,
 }
 
 impl Nodes {
@@ -55,6 +57,7 @@ impl Nodes {
             store: store.into(),
             extra: extra.iter().map(|a| a.to_string()).collect(),
             nodes: Vec::new(),
+            prefix: common::nats_prefix(),
         }
     }
 
@@ -65,8 +68,18 @@ impl Nodes {
         std::fs::create_dir_all(&data).unwrap();
         let data = data.to_str().unwrap().to_owned();
         let broker = format!("nats://{}", nats_addr());
-        let mut args =
-            vec!["--listen", "127.0.0.1:0", "--data", &data, "--store", &self.store, "--broker", &broker];
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            &data,
+            "--store",
+            &self.store,
+            "--broker",
+            &broker,
+            "--nats-prefix",
+            &self.prefix,
+        ];
         args.extend(self.extra.iter().map(String::as_str));
         let server = Server::start(
             self.dir.path(),

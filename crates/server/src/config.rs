@@ -124,6 +124,13 @@ pub struct ServeConfig {
     )]
     pub broker: String,
 
+    /// The first tokens of every NATS subject this deployment uses (with --broker nats://…):
+    /// the nodes with the same NATS and prefix are one deployment, so two deployments (say
+    /// staging and production) sharing a NATS server need two prefixes. Tokens of
+    /// `[A-Za-z0-9_-]` joined by `.`.
+    #[arg(long, env = "HERALD_NATS_PREFIX", default_value = "herald")]
+    pub nats_prefix: String,
+
     /// Connections this node keeps to PostgreSQL (with --store postgres://…).
     #[arg(long, env = "HERALD_PG_POOL", default_value_t = 16)]
     pub pg_pool: usize,

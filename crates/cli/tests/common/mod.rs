@@ -147,6 +147,14 @@ pub fn services() -> bool {
     false
 }
 
+/// A NATS subject prefix of its own for one test's nodes (`--nats-prefix`): the tests of a
+/// binary run at once on one NATS, and nodes sharing a prefix are one deployment.
+pub fn nats_prefix() -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("test_{}_{n}", std::process::id())
+}
+
 pub fn nats_addr() -> String {
     std::env::var("HERALD_TEST_NATS").unwrap_or_else(|_| "127.0.0.1:4222".into())
 }
