@@ -619,10 +619,8 @@ impl Broker for NatsBroker {
     /// alive meanwhile) and while its own heartbeats come back (a node cut off from NATS
     /// cannot tell who is alive).
     fn live_nodes(&self) -> Option<Vec<String>> {
-        let timeout = self.inner.config.node_timeout;
         let now = Instant::now();
-        if now.duration_since(self.inner.started) < timeout
-            || now.duration_since(*self.inner.own_seen.lock()) >= timeout
+        if now.duration_since(self.inner.started) < self.inner.config.node_timeout || self.inner.cut_off(now)
         {
             return None;
         }
@@ -845,6 +843,12 @@ impl Inner {
         }
     }
 
+    /// This node's own heartbeats stopped coming back for the node timeout: it is the one cut
+    /// off, and cannot tell who else is alive.
+    fn cut_off(&self, now: Instant) -> bool {
+        now.duration_since(*self.own_seen.lock()) >= self.config.node_timeout
+    }
+
     fn room_directory(&self) -> Option<Arc<dyn RoomDirectory>> {
         self.rooms.read().as_ref().and_then(Weak::upgrade)
     }
@@ -870,7 +874,7 @@ impl Inner {
             self.publish_heartbeat(false).await;
             let now = Instant::now();
             let timeout = self.config.node_timeout;
-            if now.duration_since(*self.own_seen.lock()) >= timeout {
+            if self.cut_off(now) {
                 continue;
             }
             let dead: Vec<String> = {

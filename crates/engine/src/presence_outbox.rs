@@ -262,29 +262,20 @@ impl PresenceRecorder {
     /// node's previous run) and forgets them; retried with backoff until the store answers
     /// (false once it is closed).
     pub async fn close_node(&self, node: &str) -> bool {
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let Some(h) = self.store.hooks() else { return false };
-            match h.close_presence(node, self.clock.now_ms()).await {
-                Ok(rooms) => {
-                    if !rooms.is_empty() {
-                        tracing::info!(
-                            node,
-                            rooms = rooms.len(),
-                            "webhooks: removals written for the participants a stopped node left"
-                        );
-                        (self.on_written)(&rooms);
-                    }
-                    return true;
-                }
-                Err(herald_store::StoreError::Closed) => return false,
-                Err(e) => {
-                    tracing::warn!(error = %e, node, "cannot write the removals a stopped node left; retrying")
-                }
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+        let Some(h) = self.store.hooks() else { return false };
+        let what = format!("cannot write the removals node {node} left");
+        let Some(rooms) = until_answered(&what, || h.close_presence(node, self.clock.now_ms())).await else {
+            return false;
+        };
+        if !rooms.is_empty() {
+            tracing::info!(
+                node,
+                rooms = rooms.len(),
+                "webhooks: removals written for the participants a stopped node left"
+            );
+            (self.on_written)(&rooms);
         }
+        true
     }
 
     /// At start, once `broker` can tell which nodes are alive: writes off every other node
@@ -297,16 +288,8 @@ impl PresenceRecorder {
         let Some(h) = self.store.hooks() else { return };
         // The nodes present first, then the live ones: a node that wrote rows had said it is
         // alive before, so it is in the answer read after.
-        let present = loop {
-            match h.present_nodes().await {
-                Ok(p) => break p,
-                Err(herald_store::StoreError::Closed) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the nodes with participants present; retrying")
-                }
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        };
+        let what = "cannot read the nodes with participants present";
+        let Some(present) = until_answered(what, || h.present_nodes()).await else { return };
         let Some(live) = broker.live_nodes() else { return };
         for node in present {
             if node != self.node && !live.contains(&node) && !self.close_node(&node).await {
@@ -330,7 +313,7 @@ impl PresenceRecorder {
         true
     }
 
-    /// Events queued or being written.
+    /// Writes queued or being written (events, and which participants are present).
     pub fn pending(&self) -> usize {
         let q = self.queue.lock();
         q.items.len() + usize::from(q.in_flight)
@@ -365,6 +348,24 @@ impl PresenceRecorder {
     }
 }
 
+/// Runs `op` until the store answers it, backing off from 50 ms to 5 s after each failure
+/// (logged: `what`); `None` once the store is closed.
+async fn until_answered<T, Fut>(what: &str, mut op: impl FnMut() -> Fut) -> Option<T>
+where
+    Fut: std::future::Future<Output = herald_store::Result<T>>,
+{
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Ok(v) => return Some(v),
+            Err(herald_store::StoreError::Closed) => return None,
+            Err(e) => tracing::warn!(error = %e, "{what}; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
 async fn writer(recorder: Weak<PresenceRecorder>) {
     // What this node's previous run (same id) left present goes before anything of this run.
     if let Some(r) = recorder.upgrade() {
@@ -383,21 +384,15 @@ async fn writer(recorder: Weak<PresenceRecorder>) {
             let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
             continue;
         }
-        let mut backoff = Duration::from_millis(50);
-        let written = loop {
-            let Some(h) = r.store.hooks() else {
-                tracing::warn!("this store keeps no webhook state: presence events dropped");
-                break false;
-            };
-            match h.write_presence(&batch).await {
-                Ok(()) => break true,
-                Err(herald_store::StoreError::Closed) => break false,
-                Err(e) => {
-                    tracing::warn!(error = %e, rows = batch.len(), "cannot write the webhook presence outbox; retrying");
-                }
+        let written = match r.store.hooks() {
+            Some(h) => {
+                let what = format!("cannot write {} rows to the webhook presence outbox", batch.len());
+                until_answered(&what, || h.write_presence(&batch)).await.is_some()
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            None => {
+                tracing::warn!("this store keeps no webhook state: presence events dropped");
+                false
+            }
         };
         let counter = if written { &r.stats.written } else { &r.stats.dropped };
         let events = batch.iter().filter(|w| matches!(w, PresenceWrite::Event(_))).count();

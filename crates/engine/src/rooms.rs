@@ -197,6 +197,12 @@ struct Room {
     count_sent: Option<u64>,
 }
 
+impl Room {
+    fn new(app: String) -> Room {
+        Room { app, participants: BTreeMap::new(), pending: BTreeMap::new(), last_enter: 0, count_sent: None }
+    }
+}
+
 struct StreamRec {
     channel: String,
     writer: String,
@@ -351,13 +357,7 @@ impl Rooms {
     fn note_local(&self, app: &str, channel: &str, me: &Participant, conn: &Arc<ConnShared>) {
         let mut st = self.state.lock();
         st.by_conn.entry(conn.key).or_default().push((channel.to_owned(), me.participant_id.clone()));
-        let room = st.rooms.entry(channel.to_owned()).or_insert_with(|| Room {
-            app: app.to_owned(),
-            participants: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            last_enter: 0,
-            count_sent: None,
-        });
+        let room = st.rooms.entry(channel.to_owned()).or_insert_with(|| Room::new(app.to_owned()));
         let entry = Entry { p: me.clone(), conn: Some(conn.clone()), tick: u64::MAX, updates: 0, node: None };
         if room.participants.insert(me.participant_id.clone(), entry).is_none() {
             self.stats.participants.fetch_add(1, Ordering::Relaxed);
@@ -465,13 +465,7 @@ impl Rooms {
         let tick = st.tick;
         match change {
             RoomChange::Entered { participant } => {
-                let room = st.rooms.entry(env.channel.clone()).or_insert_with(|| Room {
-                    app: env.app.clone(),
-                    participants: BTreeMap::new(),
-                    pending: BTreeMap::new(),
-                    last_enter: 0,
-                    count_sent: None,
-                });
+                let room = st.rooms.entry(env.channel.clone()).or_insert_with(|| Room::new(env.app.clone()));
                 room.last_enter = tick;
                 // The local connection was noted by the op before publishing (see `enter`).
                 let conn = room.participants.get(&participant.participant_id).and_then(|e| e.conn.clone());
@@ -706,13 +700,7 @@ impl Rooms {
                 }
                 st.tick += 1;
                 let tick = st.tick;
-                let room = st.rooms.entry(channel.to_owned()).or_insert_with(|| Room {
-                    app: app.to_owned(),
-                    participants: BTreeMap::new(),
-                    pending: BTreeMap::new(),
-                    last_enter: 0,
-                    count_sent: None,
-                });
+                let room = st.rooms.entry(channel.to_owned()).or_insert_with(|| Room::new(app.to_owned()));
                 room.last_enter = tick;
                 room.participants.insert(
                     p.participant_id.clone(),

@@ -99,6 +99,11 @@ impl WebhookConfig {
     pub fn presence_events(&self) -> HashSet<String> {
         PRESENCE_EVENTS.iter().filter(|e| self.events.contains(**e)).map(|e| (*e).to_owned()).collect()
     }
+
+    /// Whether any presence event is wanted.
+    pub fn wants_presence(&self) -> bool {
+        PRESENCE_EVENTS.iter().any(|e| self.events.contains(*e))
+    }
 }
 
 impl WebhookConfig {
@@ -384,7 +389,7 @@ impl Hook {
     /// outbox of what every webhook has delivered.
     async fn sweep(&self) {
         let Ok(hooks) = self.hooks() else { return };
-        if !self.config.presence_events().is_empty() {
+        if self.config.wants_presence() {
             match hooks.presence_backlog(&self.url, 10_000).await {
                 Ok(rooms) => {
                     let mut st = self.state.lock();

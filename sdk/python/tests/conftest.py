@@ -8,6 +8,7 @@ The binary comes from ``HERALD_BIN``, else ``${CARGO_TARGET_DIR:-<repo>/target}/
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import threading
@@ -201,3 +202,37 @@ async def next_of(
 
 async def within(aw: Awaitable[T]) -> T:
     return await asyncio.wait_for(aw, TIMEOUT)
+
+
+@contextlib.asynccontextmanager
+async def rewriting_proxy(upstream: str, original: bytes, forged: bytes) -> AsyncIterator[str]:
+    """A TCP proxy to ``upstream`` that rewrites ``original`` into ``forged`` (same length)
+    in every byte the server sends (frames are uncompressed and, server to client, unmasked)."""
+    host, port = upstream.rsplit(":", 1)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, tamper: bool) -> None:
+        try:
+            while data := await r.read(1 << 20):
+                w.write(data.replace(original, forged) if tamper else data)
+                await w.drain()
+        except ConnectionError:
+            pass
+        finally:
+            w.close()
+
+    async def handle(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        sr, sw = await asyncio.open_connection(host, int(port))
+        for t in (pump(cr, sw, False), pump(sr, cw, True)):
+            task = asyncio.create_task(t)
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    addr = srv.sockets[0].getsockname()
+    try:
+        yield f"http://{addr[0]}:{addr[1]}"
+    finally:
+        srv.close()
+        for task in list(tasks):
+            task.cancel()

@@ -8,7 +8,6 @@ The interop with the Rust SDK (the ``herald`` CLI as a process) is in test_e2ee_
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import os
@@ -22,7 +21,7 @@ import pytest
 
 import herald
 import herald_crypto
-from conftest import REPO, TIMEOUT, HeraldServer, fast, next_of, within
+from conftest import REPO, TIMEOUT, HeraldServer, fast, next_of, rewriting_proxy, within
 from herald import e2ee
 from herald.e2ee import E2ee, StateKey
 from herald.sync_e2ee import connect as sync_connect
@@ -722,40 +721,6 @@ async def test_an_edit_after_a_rotation_it_missed_seals_again(devices: Devices) 
 
 
 ORIGINAL_TAIL_LEN = 12
-
-
-@contextlib.asynccontextmanager
-async def rewriting_proxy(upstream: str, original: bytes, forged: bytes) -> AsyncIterator[str]:
-    """A TCP proxy to ``upstream`` that rewrites ``original`` into ``forged`` (same length)
-    in every byte the server sends."""
-    host, port = upstream.rsplit(":", 1)
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, tamper: bool) -> None:
-        try:
-            while data := await r.read(1 << 20):
-                w.write(data.replace(original, forged) if tamper else data)
-                await w.drain()
-        except ConnectionError:
-            pass
-        finally:
-            w.close()
-
-    async def handle(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-        sr, sw = await asyncio.open_connection(host, int(port))
-        for t in (pump(cr, sw, False), pump(sr, cw, True)):
-            task = asyncio.create_task(t)
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
-    addr = srv.sockets[0].getsockname()
-    try:
-        yield f"http://{addr[0]}:{addr[1]}"
-    finally:
-        srv.close()
-        for task in list(tasks):
-            task.cancel()
 
 
 async def test_the_space_api_and_a_broken_chain(devices: Devices, server: HeraldServer) -> None:

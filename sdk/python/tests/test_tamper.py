@@ -3,51 +3,13 @@ entry, live and in a log page, instead of delivering it (PROTOCOL.md §5)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-
 import pytest
 
 import herald
-from conftest import Clients, HeraldServer, next_of, within
+from conftest import Clients, HeraldServer, next_of, rewriting_proxy, within
 
 # Same length, so frame headers and Content-Length stay right and only the text changes.
 ORIGINAL, FORGED = b"pay alice 10", b"pay mallory!"
-
-
-@contextlib.asynccontextmanager
-async def tampering_proxy(upstream: str) -> AsyncIterator[str]:
-    """A TCP proxy to ``upstream`` (host:port) that rewrites ORIGINAL into FORGED in every
-    byte the server sends (frames are uncompressed and, server to client, unmasked)."""
-    host, port = upstream.rsplit(":", 1)
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, tamper: bool) -> None:
-        try:
-            while data := await r.read(65536):
-                w.write(data.replace(ORIGINAL, FORGED) if tamper else data)
-                await w.drain()
-        except ConnectionError:
-            pass
-        finally:
-            w.close()
-
-    async def handle(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-        sr, sw = await asyncio.open_connection(host, int(port))
-        for t in (pump(cr, sw, False), pump(sr, cw, True)):
-            task = asyncio.create_task(t)
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    addr = server.sockets[0].getsockname()
-    try:
-        yield f"http://{addr[0]}:{addr[1]}"
-    finally:
-        server.close()
-        for task in list(tasks):
-            task.cancel()
 
 
 async def test_a_rewritten_entry_is_refused_live_and_in_the_log(
@@ -56,7 +18,7 @@ async def test_a_rewritten_entry_is_refused_live_and_in_the_log(
     bob = await connect("bob")
     ch = await within(bob.create_channel("ledger"))
     await within(ch.add_member("ada"))
-    async with tampering_proxy(server.addr) as url:
+    async with rewriting_proxy(server.addr, ORIGINAL, FORGED) as url:
         ada = await within(herald.Client.connect(url, server.token("ada")))
         try:
             events = ada.events()
