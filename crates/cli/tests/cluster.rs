@@ -12,43 +12,25 @@
 
 mod common;
 
-use common::{Server, nats_addr, services};
+use common::{Deployment, Server, nats_addr, services};
 use futures::StreamExt;
 use herald_broker_nats::testing::PrivateNats;
 use herald_client::{Channel, Client, ClientConfig, ClientEvent, CreateChannel, Event, SendMessage};
-use herald_server::auth::{Claims, mint_hs256, now_secs};
 use herald_store_postgres::scratch::{self, PrivateCluster, ScratchDb};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
-const SECRET: &str = "cluster-test-secret-0123456789abcdef0123456789";
-const APP_SECRET: &str = "cluster-app-secret-0123456789abcdef0123456789";
 const WAIT: Duration = Duration::from_secs(60);
 
 fn token(sub: &str) -> String {
-    let claims = Claims {
-        sub: sub.into(),
-        name: None,
-        kind: None,
-        exp: now_secs() + 3600,
-        iat: Some(now_secs()),
-        app: None,
-        grants: None,
-    };
-    mint_hs256(SECRET.as_bytes(), &claims).unwrap()
+    common::deployment_token(sub)
 }
 
 /// Nodes over one database and one NATS.
 struct Cluster {
-    dir: tempfile::TempDir,
-    store: String,
-    broker: String,
+    /// Holds the nodes' data directories.
+    _deployment: Deployment,
     nodes: Vec<Option<Server>>,
-    /// More `serve` arguments for every node.
-    extra: Vec<String>,
-    /// This cluster's NATS subject prefix (one deployment per test).
-    prefix: String,
 }
 
 impl Cluster {
@@ -57,43 +39,9 @@ impl Cluster {
     }
 
     fn start_with(n: usize, store: &str, broker: &str, extra: &[&str]) -> Cluster {
-        let mut c = Cluster {
-            dir: tempfile::tempdir().unwrap(),
-            store: store.into(),
-            broker: broker.into(),
-            nodes: Vec::new(),
-            extra: extra.iter().map(|a| a.to_string()).collect(),
-            prefix: common::nats_prefix(),
-        };
-        for i in 0..n {
-            let node = c.spawn(i, "127.0.0.1:0");
-            c.nodes.push(Some(node));
-        }
-        c
-    }
-
-    fn spawn(&self, i: usize, listen: &str) -> Server {
-        let data: PathBuf = self.dir.path().join(format!("node{i}"));
-        std::fs::create_dir_all(&data).unwrap();
-        let data = data.to_str().unwrap().to_owned();
-        let mut args = vec![
-            "--listen",
-            listen,
-            "--data",
-            &data,
-            "--store",
-            &self.store,
-            "--broker",
-            &self.broker,
-            "--nats-prefix",
-            &self.prefix,
-        ];
-        args.extend(self.extra.iter().map(String::as_str));
-        Server::start(
-            self.dir.path(),
-            &args,
-            &[("HERALD_SECRET", SECRET), ("HERALD_APP_SECRET", APP_SECRET), ("HERALD_LOG", "info")],
-        )
+        let deployment = Deployment::new(store, broker, extra);
+        let nodes = (0..n).map(|i| Some(deployment.spawn(i, "127.0.0.1:0"))).collect();
+        Cluster { _deployment: deployment, nodes }
     }
 
     fn url(&self, i: usize) -> String {
@@ -518,7 +466,7 @@ async fn two_nodes_deliver_each_webhook_event_once_in_order() {
     assert_eq!(ours(&all), (1..=12).collect::<Vec<u64>>(), "each event once, in seq order");
     for r in &all {
         assert!(herald_proto::private::verify_webhook(
-            APP_SECRET.as_bytes(),
+            common::DEPLOYMENT_APP_SECRET.as_bytes(),
             &r.body,
             r.signature.as_deref().unwrap()
         ));

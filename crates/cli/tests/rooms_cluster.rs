@@ -13,80 +13,36 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Server, nats_addr, services};
+use common::{Deployment, Server, nats_addr, services};
 use herald_client::room::{RoomEvents, RoomIncoming};
 use herald_client::{Client, ClientConfig, CreateChannel};
 use herald_proto::rooms::RoomEvent;
-use herald_server::auth::{Claims, mint_hs256, now_secs};
 use herald_store_postgres::scratch::{self, ScratchDb};
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
-const SECRET: &str = "rooms-cluster-secret-0123456789abcdef0123456789";
-const APP_SECRET: &str = "rooms-cluster-app-secret-0123456789abcdef01234";
 const WAIT: Duration = Duration::from_secs(30);
 
 fn token(sub: &str) -> String {
-    let claims = Claims {
-        sub: sub.into(),
-        name: None,
-        kind: None,
-        exp: now_secs() + 3600,
-        iat: Some(now_secs()),
-        app: None,
-        grants: None,
-    };
-    mint_hs256(SECRET.as_bytes(), &claims).unwrap()
+    common::deployment_token(sub)
 }
 
 /// Nodes over one database and one NATS, started one at a time.
 struct Nodes {
-    dir: tempfile::TempDir,
-    store: String,
-    extra: Vec<String>,
+    deployment: Deployment,
     nodes: Vec<Option<Server>>,
-    /// These nodes' NATS subject prefix (one deployment per test).
-    prefix: String,
 }
 
 impl Nodes {
     fn new(store: &str, extra: &[&str]) -> Nodes {
-        Nodes {
-            dir: tempfile::tempdir().unwrap(),
-            store: store.into(),
-            extra: extra.iter().map(|a| a.to_string()).collect(),
-            nodes: Vec::new(),
-            prefix: common::nats_prefix(),
-        }
+        let broker = format!("nats://{}", nats_addr());
+        Nodes { deployment: Deployment::new(store, &broker, extra), nodes: Vec::new() }
     }
 
     /// Starts the next node; its index.
     fn start(&mut self) -> usize {
         let i = self.nodes.len();
-        let data: PathBuf = self.dir.path().join(format!("node{i}"));
-        std::fs::create_dir_all(&data).unwrap();
-        let data = data.to_str().unwrap().to_owned();
-        let broker = format!("nats://{}", nats_addr());
-        let mut args = vec![
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            &data,
-            "--store",
-            &self.store,
-            "--broker",
-            &broker,
-            "--nats-prefix",
-            &self.prefix,
-        ];
-        args.extend(self.extra.iter().map(String::as_str));
-        let server = Server::start(
-            self.dir.path(),
-            &args,
-            &[("HERALD_SECRET", SECRET), ("HERALD_APP_SECRET", APP_SECRET), ("HERALD_LOG", "info")],
-        );
-        self.nodes.push(Some(server));
+        self.nodes.push(Some(self.deployment.spawn(i, "127.0.0.1:0")));
         i
     }
 

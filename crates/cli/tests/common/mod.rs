@@ -158,3 +158,76 @@ pub fn nats_prefix() -> String {
 pub fn nats_addr() -> String {
     std::env::var("HERALD_TEST_NATS").unwrap_or_else(|_| "127.0.0.1:4222".into())
 }
+
+/// The token secret every node of a test [`Deployment`] is provisioned with (`HERALD_SECRET`).
+pub const DEPLOYMENT_SECRET: &str = "deployment-test-secret-0123456789abcdef0123456789";
+/// The app secret every node of a test [`Deployment`] shares (`HERALD_APP_SECRET`).
+pub const DEPLOYMENT_APP_SECRET: &str = "deployment-app-secret-0123456789abcdef0123456789";
+
+/// A token for `sub` (an hour) that every node of a [`Deployment`] accepts.
+pub fn deployment_token(sub: &str) -> String {
+    use herald_server::auth::{Claims, mint_hs256, now_secs};
+    let claims = Claims {
+        sub: sub.into(),
+        name: None,
+        kind: None,
+        exp: now_secs() + 3600,
+        iat: Some(now_secs()),
+        app: None,
+        grants: None,
+    };
+    mint_hs256(DEPLOYMENT_SECRET.as_bytes(), &claims).unwrap()
+}
+
+/// `herald serve` nodes of one deployment over a shared store and broker: each in a data
+/// directory of its own under `dir`, all on a NATS subject prefix of the deployment's own,
+/// provisioned with [`DEPLOYMENT_SECRET`] and [`DEPLOYMENT_APP_SECRET`].
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    store: String,
+    broker: String,
+    /// More `serve` arguments for every node.
+    extra: Vec<String>,
+    prefix: String,
+}
+
+impl Deployment {
+    pub fn new(store: &str, broker: &str, extra: &[&str]) -> Deployment {
+        Deployment {
+            dir: tempfile::tempdir().unwrap(),
+            store: store.into(),
+            broker: broker.into(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+            prefix: nats_prefix(),
+        }
+    }
+
+    /// Starts node `i` (data directory `node<i>`) listening on `listen`.
+    pub fn spawn(&self, i: usize, listen: &str) -> Server {
+        let data = self.dir.path().join(format!("node{i}"));
+        std::fs::create_dir_all(&data).unwrap();
+        let data = data.to_str().unwrap().to_owned();
+        let mut args = vec![
+            "--listen",
+            listen,
+            "--data",
+            &data,
+            "--store",
+            &self.store,
+            "--broker",
+            &self.broker,
+            "--nats-prefix",
+            &self.prefix,
+        ];
+        args.extend(self.extra.iter().map(String::as_str));
+        Server::start(
+            self.dir.path(),
+            &args,
+            &[
+                ("HERALD_SECRET", DEPLOYMENT_SECRET),
+                ("HERALD_APP_SECRET", DEPLOYMENT_APP_SECRET),
+                ("HERALD_LOG", "info"),
+            ],
+        )
+    }
+}
