@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import blake3
 import httpx
@@ -59,6 +59,8 @@ from .errors import (
 from .events import Connected, MessageEdited, MessageEvent, UnknownEvent
 from .models import Message
 from .rest import Rest, segment
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("herald.e2ee")
 
@@ -1813,81 +1815,63 @@ class _VerifiedLog:
         return None
 
 
-class EncryptedMessages(AsyncIterator[Opened]):
+class _OpenedStream(AsyncIterator[_T]):
+    """Events of one encrypted channel, opened (the event stream is taken when it is made, so
+    nothing sent after is missed); :meth:`_opened` picks and opens them."""
+
+    def __init__(self, channel: EncryptedChannel, events: EventStream) -> None:
+        self._channel = channel
+        self._events = events
+
+    def __aiter__(self) -> _OpenedStream[_T]:
+        return self
+
+    async def _opened(self, ev: object) -> _T | None:
+        """``ev`` opened, or ``None`` when this stream does not carry it."""
+        raise NotImplementedError
+
+    async def __anext__(self) -> _T:
+        async for ev in self._events:
+            if getattr(ev, "channel", None) == self._channel.id:
+                opened = await self._opened(ev)
+                if opened is not None:
+                    return opened
+        raise StopAsyncIteration
+
+    async def next(self, timeout: float | None = None) -> _T:
+        """The next one, within ``timeout`` seconds (``TimeoutError`` otherwise)."""
+        return await asyncio.wait_for(self.__anext__(), timeout)
+
+    def close(self) -> None:
+        self._events.close()
+
+
+class EncryptedMessages(_OpenedStream[Opened]):
     """New messages of one encrypted channel, opened: from :meth:`EncryptedChannel.messages`
     (the event stream is taken when it is made, so nothing sent after is missed)."""
 
-    def __init__(self, channel: EncryptedChannel, events: EventStream) -> None:
-        self._channel = channel
-        self._events = events
-
-    def __aiter__(self) -> EncryptedMessages:
-        return self
-
-    async def __anext__(self) -> Opened:
-        async for ev in self._events:
-            if isinstance(ev, MessageEvent) and ev.channel == self._channel.id:
-                return await self._channel.open(ev.message)
-        raise StopAsyncIteration
-
-    async def next(self, timeout: float | None = None) -> Opened:
-        """The next one, within ``timeout`` seconds (``TimeoutError`` otherwise)."""
-        return await asyncio.wait_for(self.__anext__(), timeout)
-
-    def close(self) -> None:
-        self._events.close()
+    async def _opened(self, ev: object) -> Opened | None:
+        return await self._channel.open(ev.message) if isinstance(ev, MessageEvent) else None
 
 
-class EncryptedEdits(AsyncIterator[OpenedEdit | Unopenable]):
+class EncryptedEdits(_OpenedStream[OpenedEdit | Unopenable]):
     """Edits of one encrypted channel's messages, opened: from :meth:`EncryptedChannel.edits`
     (the event stream is taken when it is made)."""
 
-    def __init__(self, channel: EncryptedChannel, events: EventStream) -> None:
-        self._channel = channel
-        self._events = events
-
-    def __aiter__(self) -> EncryptedEdits:
-        return self
-
-    async def __anext__(self) -> OpenedEdit | Unopenable:
-        async for ev in self._events:
-            if isinstance(ev, MessageEdited) and ev.channel == self._channel.id:
-                return await self._channel.open_edit(ev)
-        raise StopAsyncIteration
-
-    async def next(self, timeout: float | None = None) -> OpenedEdit | Unopenable:
-        """The next one, within ``timeout`` seconds (``TimeoutError`` otherwise)."""
-        return await asyncio.wait_for(self.__anext__(), timeout)
-
-    def close(self) -> None:
-        self._events.close()
+    async def _opened(self, ev: object) -> OpenedEdit | Unopenable | None:
+        return await self._channel.open_edit(ev) if isinstance(ev, MessageEdited) else None
 
 
-class EncryptedEvents(AsyncIterator[OpenedEvent]):
+class EncryptedEvents(_OpenedStream[OpenedEvent]):
     """New messages and edits of one encrypted channel, opened: from
     :meth:`EncryptedChannel.events` (the event stream is taken when it is made)."""
 
-    def __init__(self, channel: EncryptedChannel, events: EventStream) -> None:
-        self._channel = channel
-        self._events = events
-
-    def __aiter__(self) -> EncryptedEvents:
-        return self
-
-    async def __anext__(self) -> OpenedEvent:
-        async for ev in self._events:
-            if isinstance(ev, MessageEvent) and ev.channel == self._channel.id:
-                return await self._channel.open(ev.message)
-            if isinstance(ev, MessageEdited) and ev.channel == self._channel.id:
-                return await self._channel.open_edit(ev)
-        raise StopAsyncIteration
-
-    async def next(self, timeout: float | None = None) -> OpenedEvent:
-        """The next one, within ``timeout`` seconds (``TimeoutError`` otherwise)."""
-        return await asyncio.wait_for(self.__anext__(), timeout)
-
-    def close(self) -> None:
-        self._events.close()
+    async def _opened(self, ev: object) -> OpenedEvent | None:
+        if isinstance(ev, MessageEvent):
+            return await self._channel.open(ev.message)
+        if isinstance(ev, MessageEdited):
+            return await self._channel.open_edit(ev)
+        return None
 
 
 class Space:

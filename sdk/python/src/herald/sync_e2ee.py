@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .client import ClientConfig, TokenProvider
 from .e2ee import (
@@ -27,15 +27,13 @@ from .e2ee import (
     DmStream,
     E2ee,
     EncryptedChannel,
-    EncryptedEdits,
-    EncryptedEvents,
-    EncryptedMessages,
     Opened,
     OpenedEdit,
     OpenedEvent,
     Space,
     StateKey,
     Unopenable,
+    _OpenedStream,
 )
 from .events import MessageEdited
 from .models import Message
@@ -82,6 +80,9 @@ def connect(
         loop.stop()
         raise
     return SyncE2ee(e2ee, loop)
+
+
+_T = TypeVar("_T")
 
 
 class SyncE2ee:
@@ -228,17 +229,17 @@ class SyncEncryptedChannel:
         return self._loop.run(self.channel.get_file(manifest))
 
 
-class SyncEncryptedMessages:
+class _SyncOpenedStream(Generic[_T]):
     """Iterate it, or :meth:`next` with a timeout; :meth:`close` when done."""
 
-    def __init__(self, stream: EncryptedMessages, loop: _Loop) -> None:
+    def __init__(self, stream: _OpenedStream[_T], loop: _Loop) -> None:
         self._stream = stream
         self._loop = loop
 
-    def __iter__(self) -> Iterator[Opened]:
+    def __iter__(self) -> Iterator[_T]:
         return self._loop.iterate(self._stream)
 
-    def next(self, timeout: float | None = None) -> Opened:
+    def next(self, timeout: float | None = None) -> _T:
         return self._loop.run(self._stream.next(timeout))
 
     def close(self) -> None:
@@ -247,42 +248,17 @@ class SyncEncryptedMessages:
             self._loop.loop.call_soon_threadsafe(self._stream.close)
 
 
-class SyncEncryptedEdits:
-    """Iterate it, or :meth:`next` with a timeout; :meth:`close` when done."""
-
-    def __init__(self, stream: EncryptedEdits, loop: _Loop) -> None:
-        self._stream = stream
-        self._loop = loop
-
-    def __iter__(self) -> Iterator[OpenedEdit | Unopenable]:
-        return self._loop.iterate(self._stream)
-
-    def next(self, timeout: float | None = None) -> OpenedEdit | Unopenable:
-        return self._loop.run(self._stream.next(timeout))
-
-    def close(self) -> None:
-        # On the loop's thread: the stream wakes its reader through asyncio primitives.
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            self._loop.loop.call_soon_threadsafe(self._stream.close)
+class SyncEncryptedMessages(_SyncOpenedStream[Opened]):
+    """New messages of one encrypted channel, opened (:class:`herald.e2ee.EncryptedMessages`)."""
 
 
-class SyncEncryptedEvents:
-    """Iterate it, or :meth:`next` with a timeout; :meth:`close` when done."""
+class SyncEncryptedEdits(_SyncOpenedStream[OpenedEdit | Unopenable]):
+    """Edits of one encrypted channel's messages, opened (:class:`herald.e2ee.EncryptedEdits`)."""
 
-    def __init__(self, stream: EncryptedEvents, loop: _Loop) -> None:
-        self._stream = stream
-        self._loop = loop
 
-    def __iter__(self) -> Iterator[OpenedEvent]:
-        return self._loop.iterate(self._stream)
-
-    def next(self, timeout: float | None = None) -> OpenedEvent:
-        return self._loop.run(self._stream.next(timeout))
-
-    def close(self) -> None:
-        # On the loop's thread: the stream wakes its reader through asyncio primitives.
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            self._loop.loop.call_soon_threadsafe(self._stream.close)
+class SyncEncryptedEvents(_SyncOpenedStream[OpenedEvent]):
+    """New messages and edits of one encrypted channel, opened
+    (:class:`herald.e2ee.EncryptedEvents`)."""
 
 
 class SyncSpace:
