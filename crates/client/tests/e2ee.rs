@@ -569,6 +569,8 @@ async fn edits_in_an_encrypted_channel_are_sealed_and_opened_with_the_authors_ch
         matches!(&refused, E2eeError::Client(e) if e.code() == Some(herald_proto::ErrorCode::NotAuthor)),
         "{refused:?}"
     );
+    let unchanged = within(b_channel.history()).await.unwrap();
+    assert_eq!(unchanged[0].as_ref().unwrap().text(), "the final text", "a refused edit changes nothing");
     // Content sealed by Bob's device, presented as an edit of Ada's message, is refused.
     let bobs = within(b_channel.send("bob's words")).await.unwrap();
     let mut forged = raw.messages[0].clone();

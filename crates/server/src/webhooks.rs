@@ -323,7 +323,7 @@ impl Webhooks {
         if let Some(r) = &self.recorder {
             figures.push(BackendFigure::gauge(
                 "webhook_presence_queued",
-                "Room presence events queued toward the webhook outbox on this node",
+                "Room presence writes queued toward the webhook outbox on this node (events, and which participants are present)",
                 r.pending() as u64,
             ));
             figures.push(BackendFigure::counter(
