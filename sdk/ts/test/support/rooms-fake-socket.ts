@@ -1,5 +1,5 @@
 /** A WebSocket double that also takes and sends binary frames (§1), for the room unit tests. */
-import type { WebSocketLike } from "../../src/client.js";
+import { Opened, SocketDouble } from "./fake-socket.js";
 import { encodeBinaryFrame, parseBinaryFrame } from "../../src/frames.js";
 
 export interface Sent {
@@ -7,52 +7,31 @@ export interface Sent {
   bytes?: Uint8Array;
 }
 
-export class BinarySocket implements WebSocketLike {
-  static all: BinarySocket[] = [];
-  private static waiters: Array<(s: BinarySocket) => void> = [];
-  readyState = 0;
-  sent: Sent[] = [];
-  private sentWaiters: Array<() => void> = [];
-  onopen: ((ev: unknown) => void) | null = null;
-  onmessage: ((ev: { data: unknown }) => void) | null = null;
-  onclose: ((ev: { code: number; reason: string }) => void) | null = null;
-  onerror: ((ev: unknown) => void) | null = null;
-  binaryType = "blob";
+export class BinarySocket extends SocketDouble<Sent> {
+  private static opened = new Opened<BinarySocket>();
 
-  constructor(readonly url: string) {
-    BinarySocket.all.push(this);
-    const w = BinarySocket.waiters;
-    BinarySocket.waiters = [];
-    queueMicrotask(() => w.forEach((f) => f(this)));
+  static get all(): BinarySocket[] {
+    return BinarySocket.opened.all;
+  }
+
+  constructor(url: string) {
+    super(url);
+    BinarySocket.opened.add(this);
   }
 
   static reset(): void {
-    BinarySocket.all = [];
-    BinarySocket.waiters = [];
+    BinarySocket.opened.reset();
   }
 
   static next(count: number): Promise<BinarySocket> {
-    const existing = BinarySocket.all[count];
-    if (existing) return Promise.resolve(existing);
-    return new Promise((resolve) => BinarySocket.waiters.push(resolve));
+    return BinarySocket.opened.next(count);
   }
 
-  open(): void {
-    this.readyState = 1;
-    this.onopen?.({});
-  }
-
-  send(data: string | ArrayBufferLike | Uint8Array): void {
-    if (this.readyState !== 1) throw new Error("send on a socket that is not open");
-    if (typeof data === "string") this.sent.push({ frame: JSON.parse(data) as Record<string, unknown> });
-    else {
-      const parsed = parseBinaryFrame(data instanceof Uint8Array ? data : new Uint8Array(data));
-      if (!parsed) throw new Error("unreadable binary frame sent");
-      this.sent.push({ frame: parsed.header, bytes: parsed.bytes.slice() });
-    }
-    const w = this.sentWaiters;
-    this.sentWaiters = [];
-    w.forEach((f) => f());
+  protected parse(data: string | ArrayBufferLike | Uint8Array): Sent {
+    if (typeof data === "string") return { frame: JSON.parse(data) as Record<string, unknown> };
+    const parsed = parseBinaryFrame(data instanceof Uint8Array ? data : new Uint8Array(data));
+    if (!parsed) throw new Error("unreadable binary frame sent");
+    return { frame: parsed.header, bytes: parsed.bytes.slice() };
   }
 
   /** Frames sent with this op, oldest first. */
@@ -61,25 +40,12 @@ export class BinarySocket implements WebSocketLike {
   }
 
   /** Resolves with the `n`th frame (0-based) sent with `op`, waiting for it. */
-  async frame(op: string, n = 0, timeoutMs = 2000): Promise<Sent> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const f = this.frames(op)[n];
-      if (f) return f;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no ${op} frame #${n}; sent: ${JSON.stringify(this.sent.map((s) => s.frame))}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.sentWaiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
-  }
-
-  push(obj: unknown): void {
-    this.onmessage?.({ data: JSON.stringify(obj) });
+  frame(op: string, n = 0, timeoutMs = 2000): Promise<Sent> {
+    return this.waitSent(
+      () => this.frames(op)[n],
+      timeoutMs,
+      () => `no ${op} frame #${n}; sent: ${JSON.stringify(this.sent.map((s) => s.frame))}`,
+    );
   }
 
   pushBinary(header: Record<string, unknown>, bytes: Uint8Array): void {
@@ -93,15 +59,5 @@ export class BinarySocket implements WebSocketLike {
 
   fail(s: Sent, code: string, message = code): void {
     this.push({ id: s.frame.id, error: { code, message } });
-  }
-
-  close(code = 1000, reason = ""): void {
-    if (this.readyState === 3) return;
-    this.readyState = 3;
-    queueMicrotask(() => this.onclose?.({ code, reason }));
-  }
-
-  drop(code = 1006, reason = ""): void {
-    this.close(code, reason);
   }
 }
