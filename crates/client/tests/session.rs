@@ -148,7 +148,16 @@ fn tampered_entry_becomes_a_chain_error_and_is_not_delivered() {
     if let Event::Message { message, .. } = &mut tampered {
         message.content = "pay 1000 to mallory".into();
     }
+    // On the wire the content is checked through the entry hash (docs/protocol.md §B: its
+    // content_hash is computed from salt and content, not sent)...
     let got = feed(&mut s, &tampered);
+    assert!(
+        matches!(&got[..], [ClientEvent::ChainError(ChainError::HashMismatch { seq: 3, .. })]),
+        "{got:?}"
+    );
+    // ...and in the full form (an older server's), against the content_hash it carries.
+    let full = tampered.to_full_json().to_string();
+    let got = events(s.handle_text(&full));
     assert!(
         matches!(&got[..], [ClientEvent::ChainError(ChainError::ContentMismatch { seq: 3, .. })]),
         "{got:?}"

@@ -16,7 +16,6 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 fn principal(user: &str) -> Principal {
     Principal {
@@ -47,7 +46,7 @@ async fn nodes(n: usize) -> Vec<Arc<Engine>> {
 struct Client {
     who: Principal,
     conn: ConnHandle,
-    rx: mpsc::Receiver<Bytes>,
+    rx: herald_engine::OutboundRx,
 }
 
 impl Client {
@@ -108,7 +107,7 @@ async fn events_cross_nodes_through_the_broker() {
     let m = bob.next(|e| e["event"] == "message").await;
     assert_eq!(m["message"]["content"], "from a");
     b.execute(&bob.who, Some(&bob.conn), send(&id, "from b")).await.unwrap();
-    let m = ada.next(|e| e["event"] == "message" && e["message"]["author"] == "bob").await;
+    let m = ada.next(|e| e["event"] == "message" && e["author"] == "bob").await;
     assert_eq!(m["message"]["content"], "from b");
 
     // Signals cross, and skip only the sender.

@@ -166,6 +166,28 @@ pub struct EntryRef<'a> {
     pub hash: &'a str,
 }
 
+/// The `(content_hash, hash)` an entry's fields give: `content_hash` computed from the salt and
+/// content when it has a salt (taken as given otherwise), `hash` from `prev_hash` and the fields.
+/// `None` if a field it needs is missing or malformed. This fills in what a compact event leaves
+/// out (docs/protocol.md §B); it checks nothing: [`verify_entry`] does.
+pub fn complete_entry(e: &EntryRef<'_>) -> Option<(Hash32, Hash32)> {
+    let ch = match (e.content, e.salt) {
+        (Some(content), Some(salt)) => content_hash(&salt_from_hex(salt)?, content),
+        _ => hash_from_hex(e.content_hash)?,
+    };
+    let prev = hash_from_hex(e.prev_hash)?;
+    let fields = EntryFields {
+        seq: e.seq,
+        kind: e.kind,
+        channel_id: e.channel_id,
+        author: e.author,
+        reference: e.reference,
+        ts_ms: e.ts_ms,
+        content_hash: &ch,
+    };
+    Some((ch, entry_hash(&prev, &fields)))
+}
+
 /// Checks one entry on its own: content against `content_hash`, fields against `hash`.
 /// Returns the parsed `(prev_hash, hash)`.
 pub fn verify_entry(e: &EntryRef<'_>) -> Result<(Hash32, Hash32), ChainError> {

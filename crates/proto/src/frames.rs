@@ -408,20 +408,121 @@ pub struct LogPage {
     pub has_more: bool,
 }
 
-/// The chain fields every event that is a log entry carries.
+/// The chain fields of an event that is a log entry.
 ///
-/// Beyond PROTOCOL.md's `seq`, `hash`, `prev_hash`, `ts`, `author`, Herald also sends the
-/// entry's `salt` and `content_hash` so a client can recompute `hash` from the event alone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// On the wire (docs/protocol.md §B) an event carries `seq`, `hash`, `prev_hash`, `ts`,
+/// `author` and `salt`, and `content_hash` only without a salt (a tombstone, whose salt and
+/// content are erased): with a salt it is `BLAKE3(salt ‖ content)`, which a receiver computes
+/// ([`Event::complete`], which [`parse_server_frame`] calls) and then checks through `hash`.
+/// Deserializing accepts the full form too (`content_hash` present, checked as before) and an
+/// event without `hash` (computed then; the link to the next entry still checks it).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct EntryMeta {
     pub seq: u64,
+    /// Sent; computed by [`Event::complete`] if a sender left it out.
+    #[serde(default)]
     pub hash: String,
     pub prev_hash: String,
     pub ts: String,
     pub author: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub salt: Option<String>,
+    /// Serialized only without `salt`; empty until computed otherwise.
+    #[serde(default)]
     pub content_hash: String,
+}
+
+impl Serialize for EntryMeta {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut m = s.serialize_struct("EntryMeta", 6)?;
+        m.serialize_field("seq", &self.seq)?;
+        m.serialize_field("hash", &self.hash)?;
+        m.serialize_field("prev_hash", &self.prev_hash)?;
+        m.serialize_field("ts", &self.ts)?;
+        m.serialize_field("author", &self.author)?;
+        match &self.salt {
+            Some(salt) => m.serialize_field("salt", salt)?,
+            None => m.serialize_field("content_hash", &self.content_hash)?,
+        }
+        m.end()
+    }
+}
+
+/// The `message` of a `message` event on the wire: the message view without the `seq`,
+/// `author` and `ts` that the event carries as its entry's (docs/protocol.md §B).
+mod event_message {
+    use crate::model::{Message, ReplySnapshot};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize)]
+    struct Out<'a> {
+        id: &'a str,
+        #[serde(rename = "type")]
+        kind: &'a str,
+        content: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reply_to: Option<&'a ReplySnapshot>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
+    }
+
+    pub fn serialize<S: Serializer>(m: &Message, s: S) -> Result<S::Ok, S::Error> {
+        Out {
+            id: &m.id,
+            kind: &m.kind,
+            content: &m.content,
+            reply_to: m.reply_to.as_ref(),
+            client_id: m.client_id.as_deref(),
+            epoch: m.epoch,
+        }
+        .serialize(s)
+    }
+
+    /// The full view is accepted too; what is left out stays empty (`seq` 0) until
+    /// [`super::Event::complete`] copies it from the entry.
+    #[derive(Deserialize)]
+    struct In {
+        id: String,
+        #[serde(default)]
+        seq: u64,
+        #[serde(default)]
+        author: String,
+        #[serde(rename = "type")]
+        kind: String,
+        content: String,
+        #[serde(default)]
+        reply_to: Option<ReplySnapshot>,
+        #[serde(default)]
+        client_id: Option<String>,
+        #[serde(default)]
+        ts: String,
+        #[serde(default)]
+        edited_at: Option<String>,
+        #[serde(default)]
+        epoch: Option<u64>,
+        #[serde(default)]
+        reactions: Option<Vec<crate::model::ReactionView>>,
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Message, D::Error> {
+        let m = In::deserialize(d)?;
+        Ok(Message {
+            id: m.id,
+            seq: m.seq,
+            author: m.author,
+            kind: m.kind,
+            content: m.content,
+            reply_to: m.reply_to,
+            client_id: m.client_id,
+            ts: m.ts,
+            edited_at: m.edited_at,
+            epoch: m.epoch,
+            reactions: m.reactions,
+        })
+    }
 }
 
 /// A server push.
@@ -434,6 +535,7 @@ pub enum Event {
         channel: String,
         #[serde(flatten)]
         meta: EntryMeta,
+        #[serde(with = "event_message")]
         message: Message,
     },
     MessageEdited {
@@ -603,6 +705,71 @@ impl Event {
         }
     }
 
+    fn meta_mut(&mut self) -> Option<&mut EntryMeta> {
+        match self {
+            Event::Message { meta, .. }
+            | Event::MessageEdited { meta, .. }
+            | Event::MessageDeleted { meta, .. }
+            | Event::Reaction { meta, .. }
+            | Event::ReactionDeleted { meta, .. }
+            | Event::MemberJoined { meta, .. }
+            | Event::MemberLeft { meta, .. }
+            | Event::ChannelCreated { meta, .. }
+            | Event::KeyRotated { meta, .. } => Some(meta),
+            _ => None,
+        }
+    }
+
+    /// Fills in what the wire leaves out of a log event (docs/protocol.md §B): the message
+    /// view's `seq`, `author` and `ts` (the entry's), `content_hash` from `salt` and the
+    /// content, and `hash` from the event's fields. Fields already there are kept, so a full
+    /// event is checked against them by the verifier as before; an event that cannot be
+    /// completed (no salt and no `content_hash`, malformed hex or time) keeps them empty, which
+    /// the verifier reports as malformed.
+    pub fn complete(&mut self) {
+        if let Event::Message { meta, message, .. } = self {
+            if message.seq == 0 {
+                message.seq = meta.seq;
+            }
+            if message.author.is_empty() {
+                message.author.clone_from(&meta.author);
+            }
+            if message.ts.is_empty() {
+                message.ts.clone_from(&meta.ts);
+            }
+        }
+        let Some(meta) = self.meta() else { return };
+        if !meta.hash.is_empty() && !meta.content_hash.is_empty() {
+            return;
+        }
+        let Some((content_hash, hash)) = self.entry_ref().and_then(|e| crate::chain::complete_entry(&e))
+        else {
+            return;
+        };
+        if let Some(meta) = self.meta_mut() {
+            if meta.content_hash.is_empty() {
+                meta.content_hash = crate::chain::to_hex(&content_hash);
+            }
+            if meta.hash.is_empty() {
+                meta.hash = crate::chain::to_hex(&hash);
+            }
+        }
+    }
+
+    /// The event as JSON with every field, those the WebSocket leaves out included
+    /// (`content_hash`, the message view's `seq`, `author`, `ts`): the `data` of a webhook
+    /// body, whose receiver does not follow the chain.
+    pub fn to_full_json(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let (Some(meta), Some(obj)) = (self.meta(), v.as_object_mut()) {
+            obj.insert("content_hash".into(), meta.content_hash.clone().into());
+            if let Event::Message { message, .. } = self {
+                obj.insert("message".into(), serde_json::to_value(message).unwrap_or(Value::Null));
+            }
+        }
+        v
+    }
+
     /// The event as a log entry for the chain verifier, or `None` if it is not a log entry (or
     /// its timestamp is unreadable, which the verifier's caller treats as a broken entry).
     pub fn entry_ref(&self) -> Option<EntryRef<'_>> {
@@ -663,7 +830,9 @@ pub enum ServerFrame {
 pub fn parse_server_frame(text: &str) -> Result<ServerFrame, serde_json::Error> {
     let v: Value = serde_json::from_str(text)?;
     if v.get("event").is_some() {
-        Ok(ServerFrame::Event(Box::new(serde_json::from_value(v)?)))
+        let mut event: Event = serde_json::from_value(v)?;
+        event.complete();
+        Ok(ServerFrame::Event(Box::new(event)))
     } else {
         Ok(ServerFrame::Reply(serde_json::from_value(v)?))
     }
@@ -752,6 +921,123 @@ mod tests {
         assert_eq!(f.request, Request::Typing { channel: "c".into(), is_typing: true });
         let f = parse_request(r#"{"id":3,"op":"ping"}"#).unwrap();
         assert_eq!(f.request, Request::Ping {});
+    }
+
+    /// A `message` event as the server builds it: every field filled, hashes computed.
+    fn full_message_event(content: &str, salt: Option<[u8; 16]>) -> Event {
+        use crate::chain::{EntryFields, content_hash, entry_hash, to_hex};
+        let (channel, ts) = ("0193b2c4-7f1e-7000-8000-000000000001", "2026-12-07T01:14:06.123Z");
+        let ch = match salt {
+            Some(s) => content_hash(&s, content),
+            None => [7u8; 32],
+        };
+        let prev = [9u8; 32];
+        let fields = EntryFields {
+            seq: 12,
+            kind: EntryKind::Message,
+            channel_id: channel,
+            author: "ada",
+            reference: "",
+            ts_ms: crate::time::parse_ms(ts).unwrap(),
+            content_hash: &ch,
+        };
+        let meta = EntryMeta {
+            seq: 12,
+            hash: to_hex(&entry_hash(&prev, &fields)),
+            prev_hash: to_hex(&prev),
+            ts: ts.into(),
+            author: "ada".into(),
+            salt: salt.map(|s| to_hex(&s)),
+            content_hash: to_hex(&ch),
+        };
+        let message = Message {
+            id: "0193b2c4-7f1e-7000-8000-0000000000aa".into(),
+            seq: 12,
+            author: "ada".into(),
+            kind: "chat.text".into(),
+            content: if salt.is_some() { content.into() } else { String::new() },
+            reply_to: None,
+            client_id: Some("c-1".into()),
+            ts: ts.into(),
+            edited_at: None,
+            epoch: None,
+            reactions: None,
+        };
+        Event::Message { channel: channel.into(), meta, message }
+    }
+
+    /// docs/protocol.md §B: the wire leaves out the `content_hash` of an entry with a salt and
+    /// the message view's `seq`, `author`, `ts`; a client's parse puts them back, equal to the
+    /// server's.
+    #[test]
+    fn message_event_is_compact_on_the_wire_and_completes_on_parse() {
+        let full = full_message_event(r#"{"t":1,"p":"xxxxxxxx"}"#, Some([3; 16]));
+        let wire = serde_json::to_string(&full).unwrap();
+        let v: Value = serde_json::from_str(&wire).unwrap();
+        assert!(v.get("content_hash").is_none() && v["hash"] == full.meta().unwrap().hash, "{wire}");
+        for absent in ["seq", "author", "ts"] {
+            assert!(v["message"].get(absent).is_none(), "{wire}");
+        }
+        assert_eq!(v["message"]["client_id"], "c-1");
+        match parse_server_frame(&wire).unwrap() {
+            ServerFrame::Event(e) => assert_eq!(*e, full),
+            other => panic!("unexpected {other:?}"),
+        }
+        // The full form (an older server's, or a webhook's `data`) parses to the same event.
+        let complete = full.to_full_json();
+        assert!(complete["hash"].is_string() && complete["message"]["seq"] == 12);
+        match parse_server_frame(&complete.to_string()).unwrap() {
+            ServerFrame::Event(e) => assert_eq!(*e, full),
+            other => panic!("unexpected {other:?}"),
+        }
+        let saved = serde_json::to_string(&full.to_full_json()).unwrap().len() - wire.len();
+        assert!(saved > 130, "only {saved} bytes saved");
+    }
+
+    /// A tombstone has no salt: its `content_hash` is on the wire, and the hash completes
+    /// through it.
+    #[test]
+    fn tombstone_event_carries_its_content_hash() {
+        let full = full_message_event("", None);
+        let wire = serde_json::to_string(&full).unwrap();
+        let v: Value = serde_json::from_str(&wire).unwrap();
+        assert!(v.get("salt").is_none() && v["content_hash"].is_string(), "{wire}");
+        match parse_server_frame(&wire).unwrap() {
+            ServerFrame::Event(e) => assert_eq!(*e, full),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// A changed content changes the computed `content_hash`, so the entry no longer matches
+    /// its `hash` (refused at once, as before); without `hash` the computed one differs, so the
+    /// next entry's `prev_hash` would not link; neither salt nor `content_hash` leaves the
+    /// hashes empty (malformed).
+    #[test]
+    fn completed_hashes_follow_the_fields() {
+        use crate::chain::{ChainError, verify_entry};
+        let full = full_message_event("original", Some([5; 16]));
+        let wire = serde_json::to_string(&full).unwrap();
+        let tampered = wire.replace("original", "tampered");
+        let ServerFrame::Event(c) = parse_server_frame(&tampered).unwrap() else { panic!("not an event") };
+        let e = c.entry_ref().unwrap();
+        assert!(matches!(verify_entry(&e), Err(ChainError::HashMismatch { .. })), "{:?}", verify_entry(&e));
+
+        let mut v: Value = serde_json::from_str(&tampered).unwrap();
+        v.as_object_mut().unwrap().remove("hash");
+        let ServerFrame::Event(d) = parse_server_frame(&v.to_string()).unwrap() else {
+            panic!("not an event")
+        };
+        assert_ne!(d.meta().unwrap().hash, full.meta().unwrap().hash);
+        assert!(verify_entry(&d.entry_ref().unwrap()).is_ok());
+
+        let mut v: Value = serde_json::from_str(&wire).unwrap();
+        v.as_object_mut().unwrap().remove("hash");
+        v.as_object_mut().unwrap().remove("salt");
+        let ServerFrame::Event(d) = parse_server_frame(&v.to_string()).unwrap() else {
+            panic!("not an event")
+        };
+        assert!(d.meta().unwrap().hash.is_empty());
+        assert!(matches!(verify_entry(&d.entry_ref().unwrap()), Err(ChainError::Malformed { .. })));
     }
 
     #[test]

@@ -726,7 +726,7 @@ fn now_ms() -> i64 {
 
 /// The body of a log event (without its `id`), and the event's name.
 fn log_body(app: &str, e: &StoredEntry) -> (String, serde_json::Map<String, serde_json::Value>) {
-    let data = serde_json::to_value(event_of(e, None)).unwrap_or(serde_json::Value::Null);
+    let data = event_of(e, None).to_full_json();
     let name = data.get("event").and_then(|v| v.as_str()).unwrap_or(e.kind.as_str()).to_owned();
     let mut body = serde_json::Map::new();
     body.insert("app".into(), app.into());

@@ -468,8 +468,10 @@ impl Rest {
 /// Verifies a pushed event against the chain if it is a log entry; returns its verdict
 /// (`None` for events that are not log entries).
 pub fn verify_event(v: &mut ChainVerifier, event: &Value) -> Option<Verdict> {
-    let ev: Event =
+    let mut ev: Event =
         serde_json::from_value(event.clone()).unwrap_or_else(|e| panic!("event {event} does not parse: {e}"));
+    // The wire leaves out what the event's fields give (docs/protocol.md §B), as a client does.
+    ev.complete();
     ev.meta()?;
     let r = ev.entry_ref().unwrap_or_else(|| panic!("log event without a readable entry: {event}"));
     Some(v.check(&r).unwrap_or_else(|e| panic!("chain error on {event}: {e}")))
