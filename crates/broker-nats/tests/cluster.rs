@@ -23,7 +23,6 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 const SHARED_NATS: &str = "127.0.0.1:4222";
 const WAIT: Duration = Duration::from_secs(10);
@@ -146,7 +145,7 @@ impl Cluster {
 struct Client {
     who: Principal,
     conn: ConnHandle,
-    rx: mpsc::Receiver<Bytes>,
+    rx: herald_engine::OutboundRx,
 }
 
 impl Client {
@@ -730,7 +729,7 @@ async fn dms_and_keeper_events_cross_nodes() {
 
 /// The next room frame of `rx` matching `pred`: its JSON (the header of a binary frame) and
 /// the bytes after a binary frame's header.
-async fn next_room(rx: &mut mpsc::Receiver<Bytes>, pred: impl Fn(&Value) -> bool) -> (Value, Vec<u8>) {
+async fn next_room(rx: &mut herald_engine::OutboundRx, pred: impl Fn(&Value) -> bool) -> (Value, Vec<u8>) {
     let wait = async {
         loop {
             let frame = rx.recv().await.expect("connection closed");

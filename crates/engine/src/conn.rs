@@ -3,10 +3,10 @@
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 /// One serialized frame (JSON text) ready for the socket; shared by every recipient.
 pub type Outbound = Bytes;
@@ -17,6 +17,106 @@ pub type Outbound = Bytes;
 pub struct QueueLimits {
     pub frames: usize,
     pub bytes: usize,
+}
+
+/// A connection's outbound queue: frames in order, bounded in frames by the hub's limits.
+///
+/// Not a `tokio::sync::mpsc` channel: that allocates its first block of 32 slots (over 1 KiB)
+/// when made and keeps it for the connection's life, while most connections are idle; this
+/// queue holds no memory while empty (`bench idle`). One consumer (the socket writer), woken
+/// through `ready`, whose stored permit covers a push between its check and its wait.
+struct Queue {
+    frames: VecDeque<Bytes>,
+    /// The receiver closed or dropped: pushes fail, what is queued can still be taken.
+    closed: bool,
+}
+
+/// Frames a queue keeps room for once drained; above it the buffer is released.
+const QUEUE_KEEP: usize = 16;
+
+/// Why [`OutboundRx::try_recv`] returned nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryRecvError {
+    Empty,
+    /// Closed and drained.
+    Closed,
+}
+
+/// The receiving end of a connection's outbound queue: the socket writer drains it.
+pub struct OutboundRx {
+    conn: Arc<ConnShared>,
+}
+
+impl std::fmt::Debug for OutboundRx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundRx").field("conn", &self.conn.conn_id).finish()
+    }
+}
+
+impl OutboundRx {
+    /// Takes up to `limit` frames into `buf`, waiting for at least one; 0 once the queue is
+    /// closed and empty.
+    pub async fn recv_many(&mut self, buf: &mut Vec<Bytes>, limit: usize) -> usize {
+        loop {
+            match self.take(buf, limit.max(1)) {
+                Ok(n) => return n,
+                Err(TryRecvError::Closed) => return 0,
+                Err(TryRecvError::Empty) => self.conn.ready.notified().await,
+            }
+        }
+    }
+
+    /// The next frame, waiting for one; `None` once the queue is closed and empty.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        let mut one = Vec::with_capacity(1);
+        (self.recv_many(&mut one, 1).await > 0).then(|| one.pop()).flatten()
+    }
+
+    /// The next frame if one is queued.
+    pub fn try_recv(&mut self) -> Result<Bytes, TryRecvError> {
+        let mut one = Vec::with_capacity(1);
+        self.take(&mut one, 1)?;
+        one.pop().ok_or(TryRecvError::Empty)
+    }
+
+    /// Frames queued now.
+    pub fn len(&self) -> usize {
+        self.conn.queue.lock().frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Refuses further frames; those already queued can still be taken.
+    pub fn close(&mut self) {
+        self.conn.queue.lock().closed = true;
+        // A paced sender waiting for room learns it is closed.
+        self.conn.drained.notify_waiters();
+    }
+
+    fn take(&mut self, buf: &mut Vec<Bytes>, limit: usize) -> Result<usize, TryRecvError> {
+        let mut q = self.conn.queue.lock();
+        if q.frames.is_empty() {
+            return Err(if q.closed { TryRecvError::Closed } else { TryRecvError::Empty });
+        }
+        let n = limit.min(q.frames.len());
+        buf.extend(q.frames.drain(..n));
+        if q.frames.is_empty() && q.frames.capacity() > QUEUE_KEEP {
+            q.frames = VecDeque::new();
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for OutboundRx {
+    fn drop(&mut self) {
+        let mut q = self.conn.queue.lock();
+        q.closed = true;
+        q.frames.clear();
+        drop(q);
+        self.conn.drained.notify_waiters();
+    }
 }
 
 /// Live events held back during a replay, with their total size kept as they arrive (not
@@ -41,7 +141,9 @@ pub struct ConnShared {
     pub conn_id: String,
     pub app: Arc<str>,
     pub user: Arc<str>,
-    tx: mpsc::Sender<Outbound>,
+    queue: Mutex<Queue>,
+    /// Signalled on every push: the socket writer waits on it.
+    ready: Notify,
     capacity: usize,
     max_bytes: usize,
     /// Bytes queued and not yet taken by the writer ([`ConnShared::dequeued`]).
@@ -89,15 +191,15 @@ impl ConnShared {
         app: Arc<str>,
         user: Arc<str>,
         limits: QueueLimits,
-    ) -> (Arc<ConnShared>, mpsc::Receiver<Outbound>) {
+    ) -> (Arc<ConnShared>, OutboundRx) {
         let capacity = limits.frames.max(1);
-        let (tx, rx) = mpsc::channel(capacity);
         let shared = Arc::new(ConnShared {
             key,
             conn_id,
             app,
             user,
-            tx,
+            queue: Mutex::new(Queue { frames: VecDeque::new(), closed: false }),
+            ready: Notify::new(),
             capacity,
             max_bytes: limits.bytes.max(1),
             queued_bytes: AtomicUsize::new(0),
@@ -112,7 +214,34 @@ impl ConnShared {
             e2ee: Mutex::new((None, false)),
             dm_hold: Mutex::new(None),
         });
+        let rx = OutboundRx { conn: shared.clone() };
         (shared, rx)
+    }
+
+    /// Appends a frame if the queue has room (frames; bytes are checked by the callers).
+    fn enqueue(&self, frame: &Bytes) -> Result<(), Pushed> {
+        let mut q = self.queue.lock();
+        if q.closed {
+            return Err(Pushed::Closed);
+        }
+        if q.frames.len() >= self.capacity {
+            return Err(Pushed::Overflow);
+        }
+        q.frames.push_back(frame.clone());
+        // Counted under the lock, so the writer never takes a frame before its bytes are in.
+        self.queued_bytes.fetch_add(frame.len(), Ordering::Relaxed);
+        drop(q);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Free frame slots in the queue.
+    fn room(&self) -> usize {
+        self.capacity.saturating_sub(self.queue.lock().frames.len())
+    }
+
+    fn is_closed(&self) -> bool {
+        self.queue.lock().closed
     }
 
     /// Queues a frame without waiting. A full queue kicks the connection: a consumer that far
@@ -126,19 +255,16 @@ impl ConnShared {
         if self.queued_bytes.load(Ordering::Relaxed) + frame.len() > self.max_bytes {
             return if self.kick() { Pushed::Overflow } else { Pushed::Closed };
         }
-        match self.tx.try_send(frame.clone()) {
-            Ok(()) => {
-                self.queued_bytes.fetch_add(frame.len(), Ordering::Relaxed);
-                Pushed::Queued
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        match self.enqueue(frame) {
+            Ok(()) => Pushed::Queued,
+            Err(Pushed::Overflow) => {
                 if self.kick() {
                     Pushed::Overflow
                 } else {
                     Pushed::Closed
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Pushed::Closed,
+            Err(other) => other,
         }
     }
 
@@ -201,19 +327,25 @@ impl ConnShared {
     }
 
     /// Queues a frame, waiting for room (replies and replays: the connection's own work).
+    /// False if the connection went away.
     pub async fn send(&self, frame: Bytes) -> bool {
-        let len = frame.len();
-        let ok = self.tx.send(frame).await.is_ok();
-        if ok {
-            self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        loop {
+            // Registered before the attempt, so a drain between a full queue and the wait
+            // still wakes us.
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            match self.enqueue(&frame) {
+                Ok(()) => return true,
+                Err(Pushed::Overflow) => drained.await,
+                Err(_) => return false,
+            }
         }
-        ok
     }
 
     /// Called by the socket writer with the bytes it has taken off the queue.
     pub fn dequeued(&self, bytes: usize) {
-        // Saturating: a frame's bytes are added right after it is queued, so the writer may
-        // take it a moment before they are counted.
+        // Saturating, should a caller ever count a frame twice.
         let _ = self
             .queued_bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| Some(q.saturating_sub(bytes)));
@@ -231,11 +363,11 @@ impl ConnShared {
     pub async fn send_paced(&self, frame: Bytes) -> bool {
         let reserve = self.capacity / 2;
         loop {
-            if self.is_kicked() || self.tx.is_closed() {
+            if self.is_kicked() || self.is_closed() {
                 return false;
             }
             let room = |c: &ConnShared| {
-                c.tx.capacity() > reserve && c.queued_bytes.load(Ordering::Relaxed) <= c.max_bytes / 2
+                c.room() > reserve && c.queued_bytes.load(Ordering::Relaxed) <= c.max_bytes / 2
             };
             if room(self) {
                 return self.send(frame).await;
@@ -245,7 +377,7 @@ impl ConnShared {
             // Registered before the re-check, so a drain between the check and the await
             // still wakes us.
             drained.as_mut().enable();
-            if room(self) || self.tx.is_closed() {
+            if room(self) || self.is_closed() {
                 continue;
             }
             tokio::select! {

@@ -20,14 +20,13 @@
 //! membership change) are short and O(1) per connection and channel touched.
 
 use crate::broker::{BrokerSubscriber, Envelope};
-use crate::conn::{ConnShared, Outbound, Pushed, QueueLimits};
+use crate::conn::{ConnShared, OutboundRx, Pushed, QueueLimits};
 use bytes::Bytes;
 use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::mpsc;
 
 /// Membership changes remembered for registrations in flight.
 pub const RECENT_CHANGES: usize = 4096;
@@ -203,12 +202,7 @@ impl Hub {
     }
 
     /// Creates a connection that receives nothing yet; [`Hub::register`] makes it live.
-    pub(crate) fn new_conn(
-        &self,
-        conn_id: String,
-        app: &str,
-        user: &str,
-    ) -> (Arc<ConnShared>, mpsc::Receiver<Outbound>) {
+    pub(crate) fn new_conn(&self, conn_id: String, app: &str, user: &str) -> (Arc<ConnShared>, OutboundRx) {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let app = self.intern(app);
         ConnShared::new(key, conn_id, app, Arc::from(user), self.limits)

@@ -50,7 +50,7 @@ pub mod rules;
 pub mod throttle;
 
 pub use broker::{Broker, BrokerSink, Envelope, LocalBroker, WatchFuture};
-pub use conn::{ConnShared, Outbound, QueueLimits};
+pub use conn::{ConnShared, Outbound, OutboundRx, QueueLimits, TryRecvError};
 pub use error::EngineError;
 pub use hub::Hub;
 pub use ops::{Backends, ConnHandle, Engine, EngineConfig, OkReply, ResumeEnd};

@@ -2,7 +2,7 @@
 //! limits, appends through the store, and resume.
 
 use crate::broker::{Broker, ChannelEvent, Envelope};
-use crate::conn::{ConnShared, Outbound, QueueLimits};
+use crate::conn::{ConnShared, OutboundRx, QueueLimits};
 use crate::error::EngineError;
 use crate::events::{event_of, to_bytes};
 use crate::hub::Hub;
@@ -23,7 +23,6 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::mpsc;
 
 /// How long a `subscribe` waits for the broker to confirm its subscription before it fails
 /// with `internal` (a networked broker that is down must not hang the request).
@@ -325,7 +324,7 @@ impl Engine {
         who: &Principal,
         resume: &BTreeMap<String, u64>,
         first: impl FnOnce(&str) -> Bytes,
-    ) -> Result<(ConnHandle, mpsc::Receiver<Outbound>), EngineError> {
+    ) -> Result<(ConnHandle, OutboundRx), EngineError> {
         self.note_user(who).await?;
         let (shared, rx) = self.hub.new_conn(self.ids.new_id(), &who.app, &who.user.id);
         // The queue is empty and nobody else can reach it yet: this cannot fail for want of room.

@@ -1476,7 +1476,7 @@ mod tests {
 
     /// A registry whose timer never fires during a test (flushes are called by hand), with
     /// one local participant `l` whose frames the test reads.
-    fn setup(list_max: usize) -> (Arc<Rooms>, mpsc::Receiver<Bytes>) {
+    fn setup(list_max: usize) -> (Arc<Rooms>, crate::OutboundRx) {
         let config = RoomsConfig {
             presence_interval_ms: 3_600_000,
             presence_list_max: list_max,
@@ -1496,7 +1496,7 @@ mod tests {
         Value::Object(Map::new())
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<RoomEvent> {
+    fn drain(rx: &mut crate::OutboundRx) -> Vec<RoomEvent> {
         let mut out = Vec::new();
         while let Ok(b) = rx.try_recv() {
             out.push(serde_json::from_slice(&b).unwrap());
@@ -1619,7 +1619,7 @@ mod tests {
         })
     }
 
-    fn with_others() -> (Arc<Rooms>, Arc<Others>, mpsc::Receiver<Bytes>) {
+    fn with_others() -> (Arc<Rooms>, Arc<Others>, crate::OutboundRx) {
         let config = RoomsConfig { presence_interval_ms: 3_600_000, ..RoomsConfig::default() };
         let others = Arc::new(Others { local: LocalBroker::new(), answer: Mutex::new(Vec::new()) });
         let rooms = Rooms::start(others.clone(), Arc::new(Ids(AtomicU64::new(0))), config);

@@ -33,7 +33,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// Close codes of the gateway.
 pub mod close {
@@ -149,9 +148,14 @@ pub async fn upgrade(
         .max_write_buffer_size(usize::MAX)
         .max_message_size(hard)
         .max_frame_size(hard)
-        .on_upgrade(move |socket| async move {
-            let _addr_slot = addr_slot;
-            gateway(socket, st, header_token).await
+        .on_upgrade(move |socket| {
+            // Split before the task's future is made: a `WebSocket` held by value there would
+            // keep its bytes in every connection's task for the connection's whole life.
+            let (sink, stream) = socket.split();
+            async move {
+                let _addr_slot = addr_slot;
+                gateway(sink, stream, st, header_token).await
+            }
         })
 }
 
@@ -214,9 +218,8 @@ fn connect_device(text: &str) -> Result<Option<String>, String> {
     }
 }
 
-async fn gateway(socket: WebSocket, st: AppState, header_token: Option<String>) {
+async fn gateway(mut sink: Sink, mut stream: Stream, st: AppState, header_token: Option<String>) {
     let _guard = st.track_connection();
-    let (mut sink, mut stream) = socket.split();
     let timeout = Duration::from_secs(st.config().auth_timeout_secs);
     let first = tokio::time::timeout(timeout, stream.next()).await;
     let (id, token, resume, device) = match first {
@@ -399,7 +402,7 @@ async fn ping_deadline(ping: Option<Duration>, live: &Liveness) {
 
 async fn write_loop(
     sink: &mut Sink,
-    rx: &mut mpsc::Receiver<Bytes>,
+    rx: &mut herald_engine::OutboundRx,
     conn: &ConnShared,
     counters: &crate::metrics::GatewayCounters,
     ping: Option<Duration>,
