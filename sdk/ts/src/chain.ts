@@ -22,7 +22,7 @@ const ZERO_HASH = "0".repeat(64);
 const DOMAIN = new TextEncoder().encode("herald.v1.entry");
 const utf8 = new TextEncoder();
 
-/** One log entry as the verifier sees it; `content`/`salt` are absent on tombstones. */
+/** One log entry with every field; `content`/`salt` are absent on tombstones. */
 export interface EntryFields {
   channel: string;
   seq: number;
@@ -35,6 +35,22 @@ export interface EntryFields {
   content_hash: string;
   prev_hash: string;
   hash: string;
+}
+
+/**
+ * One log entry as the verifier takes it: {@link EntryFields} where `hash` and `content_hash`
+ * may be absent, as in the compact events of §B. The verifier computes them (`content_hash`
+ * from `salt` and `content`), and checks them against the computed ones when present.
+ */
+export type WireEntry = Omit<EntryFields, "hash" | "content_hash"> & {
+  content_hash?: string | undefined;
+  hash?: string | undefined;
+};
+
+/** The hashes of an entry that verified, as computed from its fields (§5). */
+export interface EntryHashes {
+  hash: string;
+  content_hash: string;
 }
 
 export function toHex(bytes: Uint8Array): string {
@@ -109,32 +125,48 @@ export function entryHash(e: Omit<EntryFields, "hash" | "content" | "salt">): st
   );
 }
 
-/** Checks one entry on its own: content against `content_hash`, fields against `hash`. */
-export function verifyEntry(e: EntryFields): void {
-  const bad = (field: string) =>
-    new ChainError("malformed", e.channel, e.seq, `malformed field ${field}`);
+/**
+ * Checks one entry on its own and returns its hashes. `content_hash` is computed from `salt`
+ * and `content` when they are there (a present `content_hash` must equal it), else taken as
+ * given (a tombstone); an entry with neither is malformed. `hash` is computed from the fields
+ * (a present one must equal it). An entry that came without `hash` is only as good as its
+ * link: the next entry's `prev_hash` is what vouches for it.
+ */
+export function verifyEntry(e: WireEntry): EntryHashes {
+  const bad = (field: string, why = `malformed field ${field}`) => new ChainError("malformed", e.channel, e.seq, why);
   if (!Number.isSafeInteger(e.seq) || e.seq < 1) throw bad("seq");
   if (!Number.isSafeInteger(e.ts_ms) || e.ts_ms < 0) throw bad("ts");
   if (!(ENTRY_KINDS as readonly string[]).includes(e.kind)) throw bad("kind");
-  if (!fromHex(e.content_hash, 32)) throw bad("content_hash");
+  if (e.content_hash !== undefined && !fromHex(e.content_hash, 32)) throw bad("content_hash");
   if (!fromHex(e.prev_hash, 32)) throw bad("prev_hash");
-  if (!fromHex(e.hash, 32)) throw bad("hash");
+  if (e.hash !== undefined && !fromHex(e.hash, 32)) throw bad("hash");
+  let content_hash: string;
   if (e.salt !== undefined && e.salt !== null && e.content !== undefined) {
     if (!fromHex(e.salt, 16)) throw bad("salt");
-    if (contentHash(e.salt, e.content) !== e.content_hash) {
+    content_hash = contentHash(e.salt, e.content);
+    if (e.content_hash !== undefined && e.content_hash !== content_hash) {
       throw new ChainError("content_mismatch", e.channel, e.seq, "content does not match its content_hash");
     }
+  } else if (e.content_hash !== undefined) {
+    content_hash = e.content_hash;
+  } else {
+    throw bad("content_hash", "neither salt nor content_hash");
   }
-  if (entryHash(e) !== e.hash) {
+  const hash = entryHash({ ...e, content_hash });
+  if (e.hash !== undefined && e.hash !== hash) {
     throw new ChainError("hash_mismatch", e.channel, e.seq, "hash does not match its fields");
   }
   if (e.seq === 1 && e.prev_hash !== ZERO_HASH) {
     throw new ChainError("bad_genesis", e.channel, e.seq, "entry 1 must have a zero prev_hash");
   }
+  return { hash, content_hash };
 }
 
 /** What {@link ChainVerifier.check} concluded about an entry that verified. */
 export type Verdict = "next" | "duplicate";
+
+/** What {@link ChainVerifier.verify} returns: the verdict and the entry's hashes. */
+export type Verified = EntryHashes & { verdict: Verdict };
 
 /**
  * Follows the chain of every channel, entry by entry. The first entry seen of a channel is its
@@ -158,15 +190,24 @@ export class ChainVerifier {
   }
 
   /** Verifies `e` against itself and the channel's head; advances the head. Throws `ChainError`. */
-  check(e: EntryFields): Verdict {
-    verifyEntry(e);
+  check(e: WireEntry): Verdict {
+    return this.verify(e).verdict;
+  }
+
+  /**
+   * {@link check}, also returning the entry's hashes (computed once): what fills in an event
+   * that came without them. The head advances to the computed hash, so an entry that came
+   * without `hash` is vouched for by the next one's `prev_hash`.
+   */
+  verify(e: WireEntry): Verified {
+    const hashes = verifyEntry(e);
     const head = this.heads.get(e.channel);
     if (head) {
       if (e.seq <= head.seq) {
-        if (e.seq === head.seq && e.hash !== head.hash) {
+        if (e.seq === head.seq && hashes.hash !== head.hash) {
           throw new ChainError("hash_mismatch", e.channel, e.seq, "differs from the entry verified at this seq");
         }
-        return "duplicate";
+        return { ...hashes, verdict: "duplicate" };
       }
       if (e.seq !== head.seq + 1) {
         throw new ChainError("gap", e.channel, e.seq, `expected entry ${head.seq + 1} next`);
@@ -175,7 +216,7 @@ export class ChainVerifier {
         throw new ChainError("broken_link", e.channel, e.seq, `does not link to entry ${head.seq}`);
       }
     }
-    this.heads.set(e.channel, { seq: e.seq, hash: e.hash });
-    return "next";
+    this.heads.set(e.channel, { seq: e.seq, hash: hashes.hash });
+    return { ...hashes, verdict: "next" };
   }
 }

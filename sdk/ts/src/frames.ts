@@ -2,7 +2,7 @@
  * Wire types of PROTOCOL.md §4 (in the protocol's own snake_case field names), frame parsing,
  * the binary frame layout of §1, and the mapping of log events to chain entries. Pure.
  */
-import type { EntryFields, EntryKind } from "./chain.js";
+import type { EntryHashes, EntryKind, WireEntry } from "./chain.js";
 import type { ErrorDetail } from "./errors.js";
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
@@ -66,7 +66,10 @@ export interface HistoryPage {
   has_more: boolean;
 }
 
-/** Fields every event that is a log entry carries (§4, and `salt`/`content_hash`, §B). */
+/**
+ * Fields every event that is a log entry carries (§4, and `salt`/`content_hash`, §B), as the
+ * SDK delivers it: complete even when the server sent the compact form ({@link WireLogEvent}).
+ */
 export interface EntryMeta {
   channel: string;
   seq: number;
@@ -210,6 +213,26 @@ export function isLogEvent(e: { event: string }): e is LogEvent {
   return LOG_EVENTS.has(e.event);
 }
 
+/** The message fields a compact `message` event leaves out: they are the entry's own. */
+type EntryOwned = "seq" | "author" | "ts";
+
+/** One log event as the server may send it (§B), before {@link completeLogEvent}. */
+type Wire<E> = E extends MessageEvent
+  ? Omit<E, "hash" | "content_hash" | "message"> & {
+      hash?: string;
+      content_hash?: string;
+      message: Omit<Message, EntryOwned> & Partial<Pick<Message, EntryOwned>>;
+    }
+  : Omit<E, "hash" | "content_hash"> & { hash?: string; content_hash?: string };
+
+/**
+ * A log event off the wire, in either form: the full one (every field of {@link LogEvent}) or
+ * the compact one of §B, without `hash` (computed from the fields), without `content_hash`
+ * unless `salt` is absent (a tombstone), and, on a `message` event, without the message's
+ * `seq`, `author` and `ts` (the entry's). A full event is a `WireLogEvent` too.
+ */
+export type WireLogEvent = Wire<LogEvent>;
+
 export interface Reply {
   id: number | null;
   ok?: Record<string, unknown>;
@@ -285,8 +308,11 @@ export function parseTsMs(ts: string): number {
   return Date.parse(ts);
 }
 
-/** The chain entry a log event stands for (§5, §B): what the verifier checks. */
-export function entryOfEvent(e: LogEvent): EntryFields {
+/**
+ * The chain entry a log event stands for (§5, §B): what the verifier checks. `hash` and
+ * `content_hash` are passed on as the event has them (absent on a compact event).
+ */
+export function entryOfEvent(e: WireLogEvent): WireEntry {
   let kind: EntryKind;
   let ref = "";
   let content = "";
@@ -343,4 +369,20 @@ export function entryOfEvent(e: LogEvent): EntryFields {
     prev_hash: e.prev_hash,
     hash: e.hash,
   };
+}
+
+/**
+ * The event as the SDK delivers it, from the event off the wire and the hashes its entry
+ * verified with ({@link ChainVerifier.verify}): `hash` and `content_hash` set to the verified
+ * ones (equal to the event's own when it had them), and a `message` event's message given the
+ * entry's `seq`, `author` and `ts` where it has none. Every other field is left as it came; the
+ * event itself is not changed.
+ */
+export function completeLogEvent(e: WireLogEvent, verified: EntryHashes): LogEvent {
+  const out = { ...e, hash: verified.hash, content_hash: verified.content_hash };
+  if (out.event === "message" && isObject(out.message)) {
+    const m = out.message;
+    out.message = { ...m, seq: m.seq ?? out.seq, author: m.author ?? out.author, ts: m.ts ?? out.ts };
+  }
+  return out as LogEvent;
 }

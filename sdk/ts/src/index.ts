@@ -51,7 +51,7 @@ export interface E2eeProvider {
 
 export * from "./errors.js";
 export * from "./frames.js";
-export { ChainVerifier, contentHash, entryHash, verifyEntry, type EntryFields, type EntryKind } from "./chain.js";
+export { ChainVerifier, contentHash, entryHash, verifyEntry, type EntryFields, type EntryHashes, type EntryKind, type Verdict, type Verified, type WireEntry } from "./chain.js";
 export { Session, type Output, type ConnectOk } from "./session.js";
 export { endpoints, type ConnectOptions, type WebSocketLike, type WebSocketCtor, type TokenProvider } from "./client.js";
 export { jwtExpMs, refreshDelayMs } from "./token.js";

@@ -8,7 +8,7 @@
  * and resends sends that carry a `client_id` (the server answers a repeated one with the
  * original message, so a resend never doubles).
  */
-import { ChainVerifier } from "./chain.js";
+import { ChainVerifier, type Verified } from "./chain.js";
 import {
   ChainError,
   DisconnectedError,
@@ -17,6 +17,7 @@ import {
   type ServerError,
 } from "./errors.js";
 import {
+  completeLogEvent,
   encodeRequest,
   entryOfEvent,
   isLogEvent,
@@ -232,7 +233,10 @@ export class Session<W extends Waiter = Waiter> {
     for (const [id, p] of queued) this.send(id, p, out);
   }
 
-  /** Feeds one event: log events are verified and deduplicated. */
+  /**
+   * Feeds one event: log events are verified and deduplicated, and delivered complete (the
+   * compact form of §B gets its `hash`, `content_hash` and message fields filled in).
+   */
   handleEvent(event: UnknownEvent): Output<W>[] {
     const out: Output<W>[] = [];
     if (event.event === "resume_truncated" && typeof event.channel === "string") {
@@ -248,16 +252,19 @@ export class Session<W extends Waiter = Waiter> {
         out.push({ type: "event", event: { event: "error", code: "protocol", message: "log event without channel or seq" } });
         return out;
       }
+      let verified: Verified;
       try {
-        const verdict = this.verifier.check(entryOfEvent(event));
-        if (verdict === "duplicate") return out;
-        this.cursors.delete(event.channel);
-        this.known.add(event.channel);
+        verified = this.verifier.verify(entryOfEvent(event));
       } catch (e) {
         if (e instanceof ChainError) out.push({ type: "chain_error", error: e });
         else out.push({ type: "chain_error", error: new ChainError("malformed", String(event.channel), Number(event.seq), String(e)) });
         return out;
       }
+      if (verified.verdict === "duplicate") return out;
+      this.cursors.delete(event.channel);
+      this.known.add(event.channel);
+      out.push({ type: "event", event: completeLogEvent(event, verified) as unknown as UnknownEvent });
+      return out;
     } else if (event.event === "channel_deleted" && typeof event.channel === "string") {
       this.forgetChannel(event.channel);
     }

@@ -1,26 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { ChainVerifier, contentHash, entryHash, verifyEntry, type EntryFields } from "../../src/chain.js";
 import { ChainError } from "../../src/errors.js";
 import { entryOfEvent, type LogEvent } from "../../src/frames.js";
-import { FakeLog } from "../support/chain.js";
-
-interface Vector {
-  seq: number;
-  kind: EntryFields["kind"];
-  author: string;
-  ref: string;
-  ts_ms: number;
-  content: string;
-  salt: string;
-  content_hash: string;
-  prev_hash: string;
-  hash: string;
-}
-const vectors = JSON.parse(
-  readFileSync(new URL("../../../test/fixtures/chain-v1.json", import.meta.url), "utf8"),
-) as { channel: string; entries: Vector[] };
+import { chainVectors as vectors, FakeLog, type ChainVector as Vector } from "../support/chain.js";
 
 function fields(v: Vector): EntryFields {
   return { channel: vectors.channel, ...v };
@@ -42,6 +25,25 @@ test("chain-v1 vectors: the verifier follows the whole chain", () => {
   const last = vectors.entries[6];
   assert.ok(last);
   assert.equal(verifier.check(fields(last)), "duplicate");
+});
+
+test("verifyEntry computes what an entry leaves out: hash always, content_hash from salt and content", () => {
+  for (const v of vectors.entries) {
+    const { hash: _hash, content_hash: _ch, ...compact } = fields(v);
+    assert.deepEqual(verifyEntry(compact), { hash: v.hash, content_hash: v.content_hash }, `entry ${v.seq}`);
+  }
+  const verifier = new ChainVerifier();
+  for (const v of vectors.entries) {
+    const { hash: _hash, ...noHash } = fields(v);
+    assert.deepEqual(verifier.verify(noHash), { hash: v.hash, content_hash: v.content_hash, verdict: "next" });
+  }
+  const v = vectors.entries[2];
+  assert.ok(v);
+  const { content_hash: _ch, ...noContentHash } = fields(v);
+  assert.throws(
+    () => verifyEntry({ ...noContentHash, salt: undefined, content: undefined }),
+    (err: unknown) => err instanceof ChainError && err.kind === "malformed",
+  );
 });
 
 test("a tombstone (no salt, no content) still verifies through content_hash", () => {
