@@ -157,7 +157,7 @@ def test_gaps_and_genesis() -> None:
                 author=bad.author,
                 ref=bad.ref,
                 ts_ms=bad.ts_ms,
-                content_hash=bytes.fromhex(bad.content_hash),
+                content_hash=bytes.fromhex(entries[0]["content_hash"]),
             ).hex(),
         }
     )
@@ -195,7 +195,7 @@ def test_verifier_drops_duplicates_and_refuses_a_changed_head() -> None:
     assert all(v.check(r) for r in refs[:4])
     assert v.check(refs[2]) is False, "an older entry is a duplicate"
     assert v.check(refs[3]) is False, "the head again is a duplicate"
-    assert v.head(CHANNEL) == (4, bytes.fromhex(refs[3].hash))
+    assert v.head(CHANNEL) == (4, bytes.fromhex(log_entries()[3]["hash"]))
     with pytest.raises(herald.ChainError) as err:
         v.check(refs[5])
     assert err.value.reason == "gap"
@@ -206,3 +206,24 @@ def test_lp_is_u32_big_endian_length_of_utf8() -> None:
     from herald.chain import _lp
 
     assert _lp("👍") == struct.pack(">I", 4) + "👍".encode()
+
+
+def test_verify_entry_computes_what_a_compact_entry_leaves_out() -> None:
+    # No hash and no content_hash (a salt is there): both come out as the vectors'.
+    v = ChainVerifier()
+    for raw in log_entries():
+        e = EntryRef(**{**verify_fields(raw).__dict__, "hash": None, "content_hash": None})
+        checked = verify_entry(e)
+        assert (checked.hash.hex(), checked.content_hash.hex()) == (
+            raw["hash"],
+            raw["content_hash"],
+        )
+        assert v.link(checked)
+    assert v.head(CHANNEL) == (7, bytes.fromhex(log_entries()[-1]["hash"]))
+    # A tombstone: no salt, so the content_hash it carries is what is hashed.
+    raw = log_entries()[2]
+    tomb = EntryRef(**{**verify_fields(raw).__dict__, "hash": None, "content": None, "salt": None})
+    assert verify_entry(tomb).hash.hex() == raw["hash"]
+    with pytest.raises(herald.ChainError) as err:
+        verify_entry(EntryRef(**{**tomb.__dict__, "content_hash": None}))
+    assert err.value.reason == "malformed"

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 import herald
 from herald.session import Emit, Rejected, Reply, Send, Session
 from test_chain import CHANNEL, VECTORS, ts_of
@@ -220,3 +222,186 @@ def test_unreadable_frames_are_ignored() -> None:
     unknown = feed(s, {"event": "participant_added", "channel": CHANNEL, "participant": {}})
     assert isinstance(unknown[0], herald.UnknownEvent)
     assert unknown[0].name == "participant_added"
+
+
+# -- compact log events (docs/protocol.md §B) -------------------------------------------
+
+
+def compact(event: dict[str, Any]) -> dict[str, Any]:
+    """A full log event in the compact form a server may send instead: no ``hash``, no
+    ``content_hash`` beside a ``salt``, and a ``message`` without ``seq``, ``author``, ``ts``."""
+    e: dict[str, Any] = json.loads(json.dumps(event))
+    del e["hash"]
+    if "salt" in e:
+        del e["content_hash"]
+    if "message" in e:
+        for key in ("seq", "author", "ts"):
+            del e["message"][key]
+    return e
+
+
+def more_events() -> list[dict[str, Any]]:
+    """Entries 8 to 10 after the vectors, of the kinds they lack (reaction_deleted,
+    member_left, key_rotated), hashed like the vectors (test_chain reproduces those)."""
+    from herald.chain import content_hash, entry_hash
+
+    prev = VECTORS["entries"][-1]["hash"]
+    out = []
+    specs: list[tuple[str, str, str, dict[str, Any]]] = [
+        ("reaction_deleted", "r1", "", {"reaction_id": "r1", "message_id": "m4"}),
+        ("member_left", "grace", "", {"user": "grace", "by": "ada"}),
+        ("key_rotated", "2", "cd" * 32, {"epoch": 2, "commit_hash": "cd" * 32}),
+    ]
+    for seq, (kind, ref, content, fields) in enumerate(specs, start=8):
+        ts_ms = 1_732_000_000_000 + seq * 1000
+        salt = bytes([seq]) * 16
+        ch = content_hash(salt, content)
+        h = entry_hash(
+            bytes.fromhex(prev),
+            seq=seq,
+            kind=kind,
+            channel_id=CHANNEL,
+            author="ada",
+            ref=ref,
+            ts_ms=ts_ms,
+            content_hash=ch,
+        ).hex()
+        out.append(
+            {
+                "event": kind,
+                "channel": CHANNEL,
+                "seq": seq,
+                "hash": h,
+                "prev_hash": prev,
+                "ts": ts_of(ts_ms),
+                "author": "ada",
+                "salt": salt.hex(),
+                "content_hash": ch.hex(),
+                **fields,
+            }
+        )
+        prev = h
+    return out
+
+
+FULL = EVENTS + more_events()
+COMPACT = [compact(e) for e in FULL]
+
+
+def connected() -> Session[str]:
+    s: Session[str] = Session(seed_on_connect=False)
+    ready(s)
+    return s
+
+
+def test_compact_events_verify_and_come_out_as_the_full_ones() -> None:
+    assert all("hash" not in e and "content_hash" not in e for e in COMPACT)
+    assert all("seq" not in e["message"] for e in COMPACT if "message" in e)
+    full_s, compact_s = connected(), connected()
+    full = [ev for e in FULL for ev in feed(full_s, e)]
+    got = [ev for e in COMPACT for ev in feed(compact_s, e)]
+    assert [type(ev).__name__ for ev in got][-3:] == ["ReactionDeleted", "MemberLeft", "KeyRotated"]
+    assert all(isinstance(ev, herald.LogEvent) for ev in got)
+    assert got == full, "the typed events are the full form's"
+    assert [ev.raw for ev in got if isinstance(ev, herald.LogEvent)] == FULL, "raw too"
+    assert compact_s.verifier.head(CHANNEL) == full_s.verifier.head(CHANNEL)
+    message = got[2]
+    assert isinstance(message, herald.MessageEvent)
+    v = VECTORS["entries"][2]
+    assert (message.meta.hash, message.meta.content_hash) == (v["hash"], v["content_hash"])
+    assert (message.message.seq, message.message.author, message.message.ts) == (
+        3,
+        "ada",
+        ts_of(v["ts_ms"]),
+    )
+    # Dedupe works on the computed hashes: the head again is dropped, a changed head refused.
+    assert feed(compact_s, COMPACT[-1]) == []
+    changed = dict(COMPACT[-1], commit_hash="ef" * 32)
+    failed = feed(compact_s, changed)
+    assert isinstance(failed[0], herald.ChainFailed)
+    assert (failed[0].error.reason, failed[0].error.seq) == ("hash_mismatch", 10)
+
+
+def test_full_and_compact_events_mix_in_one_chain() -> None:
+    s = connected()
+    mixed = [FULL[i] if i % 2 else COMPACT[i] for i in range(len(FULL))]
+    got = [ev for e in mixed for ev in feed(s, e)]
+    assert [ev.seq for ev in got if isinstance(ev, herald.LogEvent)] == list(range(1, 11))
+
+
+def test_a_compact_event_that_does_not_link_is_a_chain_error() -> None:
+    s = connected()
+    for e in COMPACT[:2]:
+        feed(s, e)
+    bad = dict(COMPACT[2], prev_hash="11" * 32)
+    got = feed(s, bad)
+    assert isinstance(got[0], herald.ChainFailed)
+    assert (got[0].error.reason, got[0].error.seq) == ("broken_link", 3)
+    assert s.resume_points() == {CHANNEL: 2}, "the head did not move"
+    assert isinstance(feed(s, COMPACT[2])[0], herald.MessageEvent)
+    # Entry 1 must still have a zero prev_hash.
+    got = feed(connected(), dict(COMPACT[0], prev_hash="11" * 32))
+    assert isinstance(got[0], herald.ChainFailed)
+    assert got[0].error.reason == "bad_genesis"
+
+
+def test_a_tampered_compact_event_breaks_the_link_of_the_next_one() -> None:
+    # A compact entry carries nothing its content could be checked against on its own: a
+    # rewritten content hashes to another entry hash, which the next entry does not link to.
+    s = connected()
+    for e in COMPACT[:2]:
+        feed(s, e)
+    forged = json.loads(json.dumps(COMPACT[2]))
+    forged["message"]["content"] = "Hello everyone, send money"
+    got = feed(s, forged)
+    assert isinstance(got[0], herald.MessageEvent)
+    assert got[0].meta.hash != VECTORS["entries"][2]["hash"]
+    got = feed(s, COMPACT[3])
+    assert isinstance(got[0], herald.ChainFailed)
+    assert (got[0].error.reason, got[0].error.seq) == ("broken_link", 4)
+    assert s.resume_points() == {CHANNEL: 3}
+
+
+def test_a_compact_tombstone_verifies_through_its_content_hash() -> None:
+    s = connected()
+    for e in COMPACT[:2]:
+        feed(s, e)
+    tombstone = json.loads(json.dumps(COMPACT[2]))
+    del tombstone["salt"]
+    tombstone["message"]["content"] = ""
+    tombstone["content_hash"] = VECTORS["entries"][2]["content_hash"]
+    got = feed(s, tombstone)
+    assert isinstance(got[0], herald.MessageEvent)
+    assert got[0].meta.hash == VECTORS["entries"][2]["hash"]
+    assert got[0].meta.salt is None
+    assert (got[0].message.content, got[0].message.seq) == ("", 3)
+    assert isinstance(feed(s, COMPACT[3])[0], herald.MessageEvent), "the next entry links"
+
+
+def test_a_compact_event_with_neither_salt_nor_content_hash_is_malformed() -> None:
+    s = connected()
+    for e in COMPACT[:2]:
+        feed(s, e)
+    bare = dict(COMPACT[2])
+    del bare["salt"]
+    got = feed(s, bare)
+    assert isinstance(got[0], herald.ChainFailed)
+    assert (got[0].error.reason, got[0].error.seq) == ("malformed", 3)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("hash", "00" * 32, "hash_mismatch"),
+        ("content_hash", "00" * 32, "content_mismatch"),
+        ("hash", 7, "malformed"),
+        ("content_hash", "zz", "malformed"),
+    ],
+)
+def test_hash_fields_that_are_sent_are_still_checked(field: str, value: Any, reason: str) -> None:
+    s = connected()
+    for e in COMPACT[:2]:
+        feed(s, e)
+    got = feed(s, dict(COMPACT[2], **{field: value}))
+    assert isinstance(got[0], herald.ChainFailed)
+    assert (got[0].error.reason, got[0].error.seq) == (reason, 3)

@@ -12,6 +12,13 @@ seen of a channel is its anchor (trusted on first use unless it is entry 1, whos
 ``prev_hash`` must be zero); every later one must be the next ``seq`` and link to the
 previous hash. Entries at or below the head are duplicates (dropped). The same rules as the
 Rust SDK (``herald_proto::chain``), so both accept and refuse the same logs.
+
+Log events may come compact (docs/protocol.md §B): without ``hash``, and without
+``content_hash`` unless the entry is a tombstone (no ``salt``). :func:`verify_entry` computes
+what is missing and checks what is present, so one pass hashes each entry once; the computed
+hash is still bound to the log by the link: it becomes the head, and the next entry's
+``prev_hash`` must equal it. :func:`completed_event` then gives a compact event the full
+form the typed events are read from.
 """
 
 from __future__ import annotations
@@ -100,7 +107,8 @@ def entry_hash(
 @dataclass(frozen=True)
 class EntryRef:
     """One entry as the verifier reads it. ``content`` and ``salt`` are None on a tombstone
-    (a deleted message): the link still verifies through ``content_hash``."""
+    (a deleted message): the link still verifies through ``content_hash``. ``hash`` and
+    ``content_hash`` are None when a compact event leaves them out (computed instead)."""
 
     channel_id: str
     seq: int
@@ -110,9 +118,21 @@ class EntryRef:
     ts_ms: int
     content: str | None
     salt: str | None
-    content_hash: str
+    content_hash: str | None
     prev_hash: str
-    hash: str
+    hash: str | None
+
+
+@dataclass(frozen=True)
+class VerifiedEntry:
+    """An entry checked on its own by :func:`verify_entry`: its hashes, computed where the
+    entry left them out, equal to the entry's where it carried them."""
+
+    channel_id: str
+    seq: int
+    prev_hash: bytes
+    hash: bytes
+    content_hash: bytes
 
 
 def _hex(value: str, length: int) -> bytes | None:
@@ -124,21 +144,23 @@ def _hex(value: str, length: int) -> bytes | None:
         return None
 
 
-def verify_entry(e: EntryRef) -> tuple[bytes, bytes]:
-    """Checks one entry on its own (content against ``content_hash``, fields against
-    ``hash``); returns the parsed ``(prev_hash, hash)``. Raises :class:`ChainError`."""
+def verify_entry(e: EntryRef) -> VerifiedEntry:
+    """Checks one entry on its own and computes what it leaves out: ``content_hash`` from
+    ``salt`` and ``content`` (which must match a ``content_hash`` carried too), then ``hash``
+    from the fields (which must match a ``hash`` carried too). Raises :class:`ChainError`,
+    ``malformed`` for an entry with neither ``salt`` nor ``content_hash``."""
 
     def malformed(field: str) -> ChainError:
         return ChainError("malformed", e.channel_id, e.seq, f"malformed hash field {field}")
 
-    ch = _hex(e.content_hash, 32)
-    if ch is None:
+    given_ch = None if e.content_hash is None else _hex(e.content_hash, 32)
+    if e.content_hash is not None and given_ch is None:
         raise malformed("content_hash")
     prev = _hex(e.prev_hash, 32)
     if prev is None:
         raise malformed("prev_hash")
-    digest = _hex(e.hash, 32)
-    if digest is None:
+    given = None if e.hash is None else _hex(e.hash, 32)
+    if e.hash is not None and given is None:
         raise malformed("hash")
     if e.kind not in KINDS:
         raise malformed("kind")
@@ -146,11 +168,18 @@ def verify_entry(e: EntryRef) -> tuple[bytes, bytes]:
         salt = _hex(e.salt, SALT_LEN)
         if salt is None:
             raise malformed("salt")
-        if content_hash(salt, e.content) != ch:
+        ch = content_hash(salt, e.content)
+        if given_ch is not None and ch != given_ch:
             raise ChainError(
                 "content_mismatch", e.channel_id, e.seq, "content does not match its content_hash"
             )
-    computed = entry_hash(
+    elif given_ch is not None:
+        ch = given_ch
+    else:
+        raise ChainError(
+            "malformed", e.channel_id, e.seq, "neither salt (with content) nor content_hash"
+        )
+    digest = entry_hash(
         prev,
         seq=e.seq,
         kind=e.kind,
@@ -160,11 +189,11 @@ def verify_entry(e: EntryRef) -> tuple[bytes, bytes]:
         ts_ms=e.ts_ms,
         content_hash=ch,
     )
-    if computed != digest:
+    if given is not None and digest != given:
         raise ChainError("hash_mismatch", e.channel_id, e.seq, "hash does not match its fields")
     if e.seq == 1 and prev != ZERO_HASH:
         raise ChainError("bad_genesis", e.channel_id, e.seq, "entry 1 must have a zero prev_hash")
-    return prev, digest
+    return VerifiedEntry(e.channel_id, e.seq, prev, digest, ch)
 
 
 class ChainVerifier:
@@ -185,28 +214,32 @@ class ChainVerifier:
     def check(self, e: EntryRef) -> bool:
         """Verifies ``e`` and advances the head. True for the next entry, False for a
         duplicate (to drop). Raises :class:`ChainError` for anything else."""
-        prev, digest = verify_entry(e)
-        head = self._heads.get(e.channel_id)
+        return self.link(verify_entry(e))
+
+    def link(self, v: VerifiedEntry) -> bool:
+        """Advances the head with an entry :func:`verify_entry` has checked on its own: the
+        rest of :meth:`check`."""
+        head = self._heads.get(v.channel_id)
         if head is not None:
             seq, head_hash = head
-            if e.seq <= seq:
-                if e.seq == seq and digest != head_hash:
+            if v.seq <= seq:
+                if v.seq == seq and v.hash != head_hash:
                     raise ChainError(
-                        "hash_mismatch", e.channel_id, e.seq, "differs from the entry seen before"
+                        "hash_mismatch", v.channel_id, v.seq, "differs from the entry seen before"
                     )
                 return False
-            if e.seq != seq + 1:
+            if v.seq != seq + 1:
                 raise ChainError(
-                    "gap", e.channel_id, e.seq, f"expected entry {seq + 1} next, got {e.seq}"
+                    "gap", v.channel_id, v.seq, f"expected entry {seq + 1} next, got {v.seq}"
                 )
-            if prev != head_hash:
+            if v.prev_hash != head_hash:
                 raise ChainError(
                     "broken_link",
-                    e.channel_id,
-                    e.seq,
+                    v.channel_id,
+                    v.seq,
                     f"does not link to entry {seq} (prev_hash differs)",
                 )
-        self._heads[e.channel_id] = (e.seq, digest)
+        self._heads[v.channel_id] = (v.seq, v.hash)
         return True
 
 
@@ -218,9 +251,18 @@ def _seq(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
 
 
+def _opt_hash(v: Any) -> str | None:
+    """A hash field a compact event may leave out: None when absent (or null); present but
+    not a string reads as "" so that it is refused as malformed, never taken as absent."""
+    if v is None:
+        return None
+    return v if isinstance(v, str) else ""
+
+
 def event_entry(event: dict[str, Any]) -> EntryRef | ChainError | None:
-    """The log entry a raw event carries: None if the event is no log entry, a
-    :class:`ChainError` (returned, not raised) if it claims to be one but is unreadable."""
+    """The log entry a raw event carries, full or compact: None if the event is no log
+    entry, a :class:`ChainError` (returned, not raised) if it claims to be one but is
+    unreadable."""
     kind = event.get("event")
     if kind not in KINDS or "seq" not in event:
         return None
@@ -267,14 +309,36 @@ def event_entry(event: dict[str, Any]) -> EntryRef | ChainError | None:
         ts_ms=ts_ms,
         content=content if salt is not None else None,
         salt=salt,
-        content_hash=_str(event.get("content_hash")),
+        content_hash=_opt_hash(event.get("content_hash")),
         prev_hash=_str(event.get("prev_hash")),
-        hash=_str(event.get("hash")),
+        hash=_opt_hash(event.get("hash")),
     )
 
 
+def completed_event(event: dict[str, Any], v: VerifiedEntry) -> dict[str, Any]:
+    """A log event that verified as ``v`` in its full form, whichever form it came in: with
+    ``hash`` and ``content_hash`` (computed, equal to any sent), and the ``message`` object of
+    a ``message`` event with the entry's ``seq``, ``author`` and ``ts``. A copy; every field
+    the event carried is kept as it was."""
+    full = dict(event)
+    if full.get("hash") is None:
+        full["hash"] = v.hash.hex()
+    if full.get("content_hash") is None:
+        full["content_hash"] = v.content_hash.hex()
+    message = full.get("message")
+    if full.get("event") == "message" and isinstance(message, dict):
+        message = dict(message)
+        for key in ("seq", "author", "ts"):
+            if message.get(key) is None:
+                message[key] = full.get(key)
+        full["message"] = message
+    return full
+
+
 def log_entry_ref(channel_id: str, entry: dict[str, Any]) -> EntryRef:
-    """A raw entry of ``GET /v1/channels/{id}/log`` as the verifier reads it."""
+    """A raw entry of ``GET /v1/channels/{id}/log`` as the verifier reads it. The log
+    endpoint always sends the full form: an entry without ``hash`` or ``content_hash`` is
+    malformed."""
     seq = _seq(entry.get("seq"))
     if seq is None:
         raise ChainError("malformed", channel_id, 0, "malformed field seq")

@@ -3,7 +3,10 @@
 error, lagged).
 
 Log events (those with ``meta``) have been verified against the channel's hash chain and
-are delivered exactly once, in ``seq`` order per channel, across reconnects. A push this SDK
+are delivered exactly once, in ``seq`` order per channel, across reconnects. They are whole
+whichever form the server sent: what a compact event leaves out (``hash``, ``content_hash``
+and its message's ``seq``, ``author``, ``ts``; docs/protocol.md §B) is computed or taken from
+the entry before they are typed (:func:`herald.chain.completed_event`). A push this SDK
 does not know yet (a newer server) arrives as :class:`UnknownEvent` with its raw JSON.
 """
 
@@ -92,7 +95,8 @@ class Lagged(Event):
 
 @dataclass(frozen=True)
 class ServerEvent(Event):
-    """A push from the server. ``raw`` is the JSON object as received."""
+    """A push from the server. ``raw`` is the JSON object as received; for a log event, in
+    its full form (a compact event's missing fields filled in, as in the typed fields)."""
 
     raw: dict[str, Any] = field(compare=False, repr=False)
 
@@ -230,8 +234,9 @@ def _opt_int(d: dict[str, Any], key: str) -> int | None:
 
 
 def parse_event(v: Any) -> ServerEvent:
-    """The typed event of a raw push. Raises :class:`ProtocolError` if a known event lacks
-    a field or has one of the wrong type."""
+    """The typed event of a raw push, a log event in its full form (a compact one is
+    completed by :func:`herald.chain.completed_event` once verified). Raises
+    :class:`ProtocolError` if a known event lacks a field or has one of the wrong type."""
     d = _obj(v, "event")
     name = _s(d, "event")
     if name == "publication":

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from .chain import ChainVerifier, event_entry
+from .chain import ChainVerifier, VerifiedEntry, completed_event, event_entry, verify_entry
 from .errors import (
     ChainError,
     ConnectionLostError,
@@ -320,16 +320,27 @@ class Session(Generic[W]):
             self._send(i, queued[i], out)
 
     def handle_event(self, raw: dict[str, Any]) -> list[Output[W]]:
-        """Feeds one server push: log events are verified and deduplicated."""
+        """Feeds one server push: log events are verified and deduplicated. A log event is
+        checked on its own first, which computes what a compact one leaves out, and typed
+        from its full form, so users get the same event whichever form the server sent; it
+        is delivered only if it then links to the channel's head."""
         out: list[Output[W]] = []
+        entry = event_entry(raw)
+        if isinstance(entry, ChainError):
+            out.append(Emit(ChainFailed(entry)))
+            return out
+        verified: VerifiedEntry | None = None
+        if entry is not None:
+            try:
+                verified = verify_entry(entry)
+            except ChainError as e:
+                out.append(Emit(ChainFailed(e)))
+                return out
+            raw = completed_event(raw, verified)
         try:
             event = parse_event(raw)
         except ProtocolError as e:
-            entry = event_entry(raw)
-            if isinstance(entry, ChainError):
-                out.append(Emit(ChainFailed(entry)))
-            else:
-                log.warning("unreadable %s event ignored: %s", raw.get("event"), e)
+            log.warning("unreadable %s event ignored: %s", raw.get("event"), e)
             return out
         if isinstance(event, ResumeTruncated):
             # The entries between our head and from_seq will not come: re-anchor on the
@@ -341,20 +352,16 @@ class Session(Generic[W]):
             self._channels.discard(event.channel)
             out.append(Emit(event))
             return out
-        entry = event_entry(raw)
-        if isinstance(entry, ChainError):
-            out.append(Emit(ChainFailed(entry)))
-            return out
-        if entry is not None:
+        if verified is not None:
             try:
-                fresh = self.verifier.check(entry)
+                fresh = self.verifier.link(verified)
             except ChainError as e:
                 out.append(Emit(ChainFailed(e)))
                 return out
             if not fresh:
                 return out
-            self._cursors.pop(entry.channel_id, None)
-            self._channels.add(entry.channel_id)
+            self._cursors.pop(verified.channel_id, None)
+            self._channels.add(verified.channel_id)
         out.append(Emit(event))
         return out
 
