@@ -1,5 +1,6 @@
 """A man in the middle that rewrites what the server sends: the SDK refuses the tampered
-entry, live and in a log page, instead of delivering it (PROTOCOL.md §5)."""
+entry, live (through its `hash`) and in a log page (through its `content_hash`), instead of
+delivering it (PROTOCOL.md §5)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ async def test_a_rewritten_entry_is_refused_live_and_in_the_log(
                 raise AssertionError("stream ended")
 
             failed = await within(first_failure())
-            assert (failed.error.reason, failed.error.seq) == ("content_mismatch", sent.seq)
+            # The live event carries no content_hash (docs/protocol.md §B): the forged content
+            # gives another content_hash, so the entry no longer matches its `hash`.
+            assert (failed.error.reason, failed.error.seq) == ("hash_mismatch", sent.seq)
             assert failed.error.channel == ch.id
 
             # The same forgery in a log page (REST goes through the proxy too).
