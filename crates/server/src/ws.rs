@@ -218,8 +218,32 @@ fn connect_device(text: &str) -> Result<Option<String>, String> {
     }
 }
 
-async fn gateway(mut sink: Sink, mut stream: Stream, st: AppState, header_token: Option<String>) {
+/// A connection past its `connect`: what the rest of its life needs.
+struct Established {
+    sink: Sink,
+    stream: Stream,
+    who: Principal,
+    exp: u64,
+    conn: ConnHandle,
+    rx: herald_engine::OutboundRx,
+    _user_slot: crate::caps::Slot<(String, String)>,
+}
+
+async fn gateway(sink: Sink, stream: Stream, st: AppState, header_token: Option<String>) {
     let _guard = st.track_connection();
+    // Boxed, and gone once connected: what `connect` needed stays out of the task that holds
+    // the connection for its whole life (`bench idle`).
+    let Some(est) = Box::pin(handshake(sink, stream, &st, header_token)).await else { return };
+    run(est, &st).await;
+}
+
+/// Reads and answers `connect` (or refuses the connection, answering why).
+async fn handshake(
+    mut sink: Sink,
+    mut stream: Stream,
+    st: &AppState,
+    header_token: Option<String>,
+) -> Option<Established> {
     let timeout = Duration::from_secs(st.config().auth_timeout_secs);
     let first = tokio::time::timeout(timeout, stream.next()).await;
     let (id, token, resume, device) = match first {
@@ -227,17 +251,32 @@ async fn gateway(mut sink: Sink, mut stream: Stream, st: AppState, header_token:
             Ok(RequestFrame { id, request: Request::Connect { token, resume, .. } }) => {
                 (id, token, resume, connect_device(t.as_str()))
             }
-            Ok(f) => return reject(sink, &f.id, "the first frame must be connect".into()).await,
-            Err(bad) => return reject(sink, &bad.id, "the first frame must be connect".into()).await,
+            Ok(f) => {
+                reject(sink, &f.id, "the first frame must be connect".into()).await;
+                return None;
+            }
+            Err(bad) => {
+                reject(sink, &bad.id, "the first frame must be connect".into()).await;
+                return None;
+            }
         },
-        Ok(Some(Ok(_))) => return reject(sink, &Value::Null, "the first frame must be connect".into()).await,
-        Err(_) => return reject(sink, &Value::Null, "no connect frame in time".into()).await,
-        Ok(None | Some(Err(_))) => return,
+        Ok(Some(Ok(_))) => {
+                reject(sink, &Value::Null, "the first frame must be connect".into()).await;
+                return None;
+            }
+        Err(_) => {
+                reject(sink, &Value::Null, "no connect frame in time".into()).await;
+                return None;
+            }
+        Ok(None | Some(Err(_))) => return None,
     };
     let token = if token.is_empty() { header_token.unwrap_or_default() } else { token };
     let (who, exp) = match st.verifier().verify_with_exp(&token) {
         Ok(p) => p,
-        Err(e) => return reject(sink, &id, e.to_string()).await,
+        Err(e) => {
+                reject(sink, &id, e.to_string()).await;
+                return None;
+            }
     };
     let Some(_user_slot) = st.caps().per_user.take((who.app.clone(), who.user.id.clone())) else {
         let max = st.caps().per_user.max();
@@ -249,7 +288,7 @@ async fn gateway(mut sink: Sink, mut stream: Stream, st: AppState, header_token:
             let _ = sink.send(m).await;
         }
         let _ = sink.send(close_msg(close::TOO_MANY_CONNECTIONS, "too many connections")).await;
-        return;
+        return None;
     };
     // §7: a declared device must be the caller's own, live one; otherwise the same close as a
     // bad token, after the error that says why.
@@ -261,7 +300,7 @@ async fn gateway(mut sink: Sink, mut stream: Stream, st: AppState, header_token:
                 let _ = sink.send(m).await;
             }
             let _ = sink.send(close_msg(close::UNAUTHORIZED, "bad device")).await;
-            return;
+            return None;
         }
     };
     if let Some(d) = &device
@@ -271,23 +310,29 @@ async fn gateway(mut sink: Sink, mut stream: Stream, st: AppState, header_token:
             let _ = sink.send(m).await;
         }
         let _ = sink.send(close_msg(close::UNAUTHORIZED, "unknown device")).await;
-        return;
+        return None;
     }
     let user = who.user.clone();
     let first =
         |conn_id: &str| to_bytes(&OkFrame { id: &id, ok: &ConnectOk { conn_id: conn_id.to_owned(), user } });
-    let (conn, mut rx) = match st.engine().connect(&who, &resume, first).await {
+    let (conn, rx) = match st.engine().connect(&who, &resume, first).await {
         Ok(c) => c,
         Err(e) => {
             if let Some(m) = text(error_frame(&id, &e.detail())) {
                 let _ = sink.send(m).await;
             }
             let _ = sink.send(close_msg(1011, "internal error")).await;
-            return;
+            return None;
         }
     };
     st.engine().attach_e2ee(&conn, &who, device);
     tracing::debug!(user = %who.user.id, conn = %conn.conn_id, "connected");
+    Some(Established { sink, stream, who, exp, conn, rx, _user_slot })
+}
+
+/// A connection's life after `connect`: the reader, the resume replay and the writer.
+async fn run(est: Established, st: &AppState) {
+    let Established { mut sink, mut stream, who, exp, conn, mut rx, _user_slot } = est;
     // Removes this connection's room participants however the gateway ends.
     let _rooms = st.engine().rooms().guard(conn.shared());
 
@@ -582,16 +627,6 @@ fn ready(b: Bytes) -> Pending<'static> {
     Box::pin(std::future::ready(b))
 }
 
-/// Sends every pending reply, in order. False if the connection went away.
-async fn flush(inflight: &mut FuturesOrdered<Pending<'_>>, conn: &ConnHandle) -> bool {
-    while let Some(reply) = inflight.next().await {
-        if !conn.send(reply).await {
-            return false;
-        }
-    }
-    true
-}
-
 /// When a token whose `exp` is `exp` (Unix seconds) runs out, as a timer deadline. Capped at
 /// ten years from now, so an absurd `exp` cannot overflow the clock.
 fn expiry_deadline(exp: u64) -> tokio::time::Instant {
@@ -618,6 +653,123 @@ fn refresh(st: &AppState, who: &Principal, token: &str) -> Result<u64, ErrorDeta
     Ok(exp)
 }
 
+/// What the read loop does after a frame.
+enum Flow {
+    Next,
+    /// End the connection: closed with this code, or gone.
+    End(Option<(u16, &'static str)>),
+}
+
+/// The read half's state between frames. The work of one frame runs in a future of its own,
+/// boxed ([`on_frame`]), so an idle connection's task holds only this and the wait for the next
+/// frame (`bench idle`: the request handling had made every connection's task kilobytes
+/// larger). The request queues are made on first use: an empty `FuturesOrdered` allocates.
+struct ReadState<'a> {
+    st: &'a AppState,
+    who: &'a Principal,
+    conn: &'a ConnHandle,
+    bucket: Bucket,
+    bad_in_a_row: u32,
+    /// Pipelined requests, answered in order.
+    inflight: Option<FuturesOrdered<Pending<'a>>>,
+    /// Requests answered whenever they complete, out of order: `stream.open` waits up to 30 s
+    /// for the other participant and must not hold back the connection's other requests.
+    detached: Option<futures::stream::FuturesUnordered<Pending<'a>>>,
+}
+
+impl<'a> ReadState<'a> {
+    fn inflight(&mut self) -> &mut FuturesOrdered<Pending<'a>> {
+        self.inflight.get_or_insert_with(FuturesOrdered::new)
+    }
+
+    fn inflight_len(&self) -> usize {
+        self.inflight.as_ref().map_or(0, FuturesOrdered::len)
+    }
+
+    fn answer_now(&mut self, reply: Bytes) {
+        self.inflight().push_back(ready(reply));
+    }
+
+    /// Sends every pending reply, in order. False if the connection went away.
+    async fn flush(&mut self) -> bool {
+        while let Some(reply) = next_of(&mut self.inflight).await {
+            if !self.conn.send(reply).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn room(&self, frame: RoomRequestFrame, bytes: Option<Bytes>) -> Pending<'a> {
+        let (st, who, conn) = (self.st, self.who, self.conn);
+        Box::pin(async move {
+            match st.engine().execute_room(who, conn, frame.request, bytes).await {
+                Ok(ok) => to_bytes(&OkFrame { id: &frame.id, ok: &ok }),
+                Err(e) => error_frame(&frame.id, &e.detail()),
+            }
+        })
+    }
+
+    fn execute(&self, frame: RequestFrame) -> Pending<'a> {
+        let (st, who, conn) = (self.st, self.who, self.conn);
+        Box::pin(async move {
+            match st.engine().execute(who, Some(conn), frame.request).await {
+                Ok(ok) => to_bytes(&OkFrame { id: &frame.id, ok: &ok }),
+                Err(e) => error_frame(&frame.id, &e.detail()),
+            }
+        })
+    }
+
+    /// Takes a rate-limit token, or queues the `rate_limited` answer to `id`.
+    fn rate_ok(&mut self, id: &Value) -> bool {
+        match self.bucket.take() {
+            Ok(()) => true,
+            Err(retry_after_ms) => {
+                self.st.metrics().gateway.rate_limited.fetch_add(1, Ordering::Relaxed);
+                let e = EngineError::RateLimited { retry_after_ms }.detail();
+                self.answer_now(error_frame(id, &e));
+                false
+            }
+        }
+    }
+
+    /// Answers a malformed frame; ends the connection after too many in a row.
+    async fn bad_frame(&mut self, bad: BadFrame) -> Flow {
+        self.bad_in_a_row += 1;
+        self.answer_now(error_frame(&bad.id, &bad.error));
+        if self.bad_in_a_row >= MAX_BAD_FRAMES_IN_A_ROW {
+            self.flush().await;
+            return Flow::End(Some((close::BAD_FRAMES, "too many malformed frames")));
+        }
+        Flow::Next
+    }
+
+    /// Runs a request that must not overlap earlier ones, once they are answered, and queues
+    /// its answer.
+    async fn run_alone(&mut self, request: Pending<'a>) -> Flow {
+        if !self.flush().await {
+            return Flow::End(None);
+        }
+        let reply = request.await;
+        if !self.conn.send(reply).await {
+            return Flow::End(None);
+        }
+        Flow::Next
+    }
+}
+
+/// The next item of a stream made on first use (none before).
+async fn next_of<S: futures::Stream + Unpin>(s: &mut Option<S>) -> Option<S::Item> {
+    match s {
+        Some(s) => s.next().await,
+        None => None,
+    }
+}
+
+fn has_work<T>(s: &Option<T>, len: impl Fn(&T) -> usize) -> bool {
+    s.as_ref().is_some_and(|s| len(s) > 0)
+}
+
 async fn read_loop(
     stream: &mut Stream,
     st: &AppState,
@@ -627,31 +779,15 @@ async fn read_loop(
     live: &Liveness,
     exp: u64,
 ) -> Option<(u16, &'static str)> {
-    let cfg = st.config();
-    let counters = &st.metrics().gateway;
-    let max_inflight = cfg.max_inflight.max(1);
-    let mut bucket = Bucket::new(cfg.rate_per_sec, cfg.rate_burst);
-    let mut bad_in_a_row = 0u32;
-    let mut inflight: FuturesOrdered<Pending<'_>> = FuturesOrdered::new();
-    // Requests answered whenever they complete, out of order: `stream.open` waits up to 30 s
-    // for the other participant and must not hold back the connection's other requests.
-    let mut detached: futures::stream::FuturesUnordered<Pending<'_>> =
-        futures::stream::FuturesUnordered::new();
-    let room = |frame: RoomRequestFrame, bytes: Option<Bytes>| -> Pending<'_> {
-        Box::pin(async move {
-            match st.engine().execute_room(who, conn, frame.request, bytes).await {
-                Ok(ok) => to_bytes(&OkFrame { id: &frame.id, ok: &ok }),
-                Err(e) => error_frame(&frame.id, &e.detail()),
-            }
-        })
-    };
-    let execute = |frame: RequestFrame| -> Pending<'_> {
-        Box::pin(async move {
-            match st.engine().execute(who, Some(conn), frame.request).await {
-                Ok(ok) => to_bytes(&OkFrame { id: &frame.id, ok: &ok }),
-                Err(e) => error_frame(&frame.id, &e.detail()),
-            }
-        })
+    let max_inflight = st.config().max_inflight.max(1);
+    let mut s = ReadState {
+        st,
+        who,
+        conn,
+        bucket: Bucket::new(st.config().rate_per_sec, st.config().rate_burst),
+        bad_in_a_row: 0,
+        inflight: None,
+        detached: None,
     };
     // One timer per connection, moved by every `auth.refresh`: at the token's `exp` the
     // connection is closed with 4401.
@@ -664,23 +800,24 @@ async fn read_loop(
             Reply(Bytes),
             Frame(M),
         }
+        let busy = s.inflight_len() >= max_inflight;
         let next = tokio::select! {
             biased;
             // The watch guard dies with this arm, before anything is awaited.
             _ = shutdown.wait_for(|s| *s) => Next::Stop,
             () = &mut expiry => Next::Expired,
-            Some(reply) = inflight.next(), if !inflight.is_empty() => Next::Reply(reply),
-            Some(reply) = detached.next(), if !detached.is_empty() => Next::Reply(reply),
-            m = stream.next(), if inflight.len() < max_inflight => Next::Frame(m),
+            Some(reply) = next_of(&mut s.inflight), if has_work(&s.inflight, FuturesOrdered::len) => Next::Reply(reply),
+            Some(reply) = next_of(&mut s.detached), if has_work(&s.detached, |d| d.len()) => Next::Reply(reply),
+            m = stream.next(), if !busy => Next::Frame(m),
         };
-        let msg = match next {
+        let flow = match next {
             Next::Stop => {
                 // Answer what is already running; read nothing more.
-                flush(&mut inflight, conn).await;
+                Box::pin(s.flush()).await;
                 return Some((close::RESTART, "server restarting; reconnect and resume"));
             }
             Next::Expired => {
-                flush(&mut inflight, conn).await;
+                Box::pin(s.flush()).await;
                 return Some((close::UNAUTHORIZED, "token expired"));
             }
             Next::Reply(reply) => {
@@ -689,153 +826,131 @@ async fn read_loop(
                 }
                 continue;
             }
-            Next::Frame(m) => m,
-        };
-        live.touch();
-        let msg = match msg {
-            None => return None,
-            Some(Err(e)) => {
-                // tungstenite refuses a frame over the hard limit before we see it.
-                let s = e.to_string();
-                if s.contains("size") || s.contains("Space limit") {
-                    return Some((close::TOO_BIG, "frame too large"));
-                }
-                return None;
-            }
-            Some(Ok(m)) => m,
-        };
-        counters.frames_in.fetch_add(1, Ordering::Relaxed);
-        let text = match msg {
-            Message::Text(t) => t,
-            Message::Binary(b) => {
-                let frame = match binary_request(&b, cfg) {
-                    Ok(f) => {
-                        bad_in_a_row = 0;
-                        f
-                    }
-                    Err(bad) => {
-                        bad_in_a_row += 1;
-                        inflight.push_back(ready(error_frame(&bad.id, &bad.error)));
-                        if bad_in_a_row >= MAX_BAD_FRAMES_IN_A_ROW {
-                            flush(&mut inflight, conn).await;
-                            return Some((close::BAD_FRAMES, "too many malformed frames"));
-                        }
-                        continue;
-                    }
-                };
-                if let Err(retry_after_ms) = bucket.take() {
-                    counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-                    let e = EngineError::RateLimited { retry_after_ms }.detail();
-                    inflight.push_back(ready(error_frame(&frame.0.id, &e)));
-                    continue;
-                }
-                if !flush(&mut inflight, conn).await {
-                    return None;
-                }
-                let reply = room(frame.0, Some(frame.1)).await;
-                if !conn.send(reply).await {
-                    return None;
-                }
-                continue;
-            }
-            Message::Close(_) => return None,
-            Message::Ping(_) | Message::Pong(_) => continue,
-        };
-        // The socket's own limit is raised for binary attachments; a text frame far over the
-        // text limit is still closed with 1009, as it was before attachments existed.
-        if text.len() > cfg.max_frame_bytes.saturating_mul(4) {
-            return Some((close::TOO_BIG, "frame too large"));
-        }
-        if text.len() > cfg.max_frame_bytes {
-            let e = detail(
-                ErrorCode::PayloadTooLarge,
-                format!("frame is {} bytes; the limit is {}", text.len(), cfg.max_frame_bytes),
-            );
-            // Echo the request id so the client's pending request fails instead of timing out.
-            inflight.push_back(ready(error_frame(&frame_id(text.as_str()), &e)));
-            continue;
-        }
-        let parsed = match parse_request(text.as_str()) {
-            Ok(f) => Ok(Parsed::Channel(f)),
-            Err(bad) => match parse_room_request(text.as_str()) {
-                Some(Ok(f)) => Ok(Parsed::Room(f)),
-                Some(Err(bad)) => Err(bad),
-                None => Err(bad),
-            },
-        };
-        let frame = match parsed {
-            Ok(Parsed::Room(f)) => {
-                bad_in_a_row = 0;
-                if let Err(retry_after_ms) = bucket.take() {
-                    counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-                    let e = EngineError::RateLimited { retry_after_ms }.detail();
-                    inflight.push_back(ready(error_frame(&f.id, &e)));
-                    continue;
-                }
-                if !flush(&mut inflight, conn).await {
-                    return None;
-                }
-                if matches!(f.request, RoomRequest::StreamOpen { .. }) {
-                    detached.push(room(f, None));
-                    continue;
-                }
-                let reply = room(f, None).await;
-                if !conn.send(reply).await {
-                    return None;
-                }
-                continue;
-            }
-            Ok(Parsed::Channel(f)) => {
-                bad_in_a_row = 0;
-                f
-            }
-            Err(bad) => {
-                bad_in_a_row += 1;
-                inflight.push_back(ready(error_frame(&bad.id, &bad.error)));
-                if bad_in_a_row >= MAX_BAD_FRAMES_IN_A_ROW {
-                    flush(&mut inflight, conn).await;
-                    return Some((close::BAD_FRAMES, "too many malformed frames"));
-                }
-                continue;
+            Next::Frame(m) => {
+                live.touch();
+                Box::pin(on_frame(&mut s, m, expiry.as_mut())).await
             }
         };
-        if let Err(retry_after_ms) = bucket.take() {
-            counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-            let e = EngineError::RateLimited { retry_after_ms }.detail();
-            inflight.push_back(ready(error_frame(&frame.id, &e)));
-            continue;
-        }
-        if let Request::AuthRefresh { token } = &frame.request {
-            if !flush(&mut inflight, conn).await {
-                return None;
-            }
-            let reply = match refresh(st, who, token) {
-                Ok(exp) => {
-                    expiry.as_mut().reset(expiry_deadline(exp));
-                    let ms = i64::try_from(exp.saturating_mul(1000)).unwrap_or(i64::MAX);
-                    let expires_at = herald_proto::time::format_ms(ms);
-                    to_bytes(&OkFrame { id: &frame.id, ok: &RefreshOk { expires_at } })
-                }
-                Err(e) => error_frame(&frame.id, &e),
-            };
-            if !conn.send(reply).await {
-                return None;
-            }
-            continue;
-        }
-        if pipelined(&frame.request) {
-            // Polled once by the next turn of the loop, before another frame is read.
-            inflight.push_back(execute(frame));
-        } else {
-            if !flush(&mut inflight, conn).await {
-                return None;
-            }
-            // Boxed (inside `execute`): the request's future is large and lives only while a
-            // request runs, so an idle connection's task stays small.
-            let reply = execute(frame).await;
-            if !conn.send(reply).await {
-                return None;
-            }
+        if let Flow::End(end) = flow {
+            return end;
         }
     }
+}
+
+/// Handles one frame read from the socket (boxed by the caller: see [`ReadState`]).
+async fn on_frame<'a>(
+    s: &mut ReadState<'a>,
+    msg: Option<Result<Message, axum::Error>>,
+    expiry: Pin<&mut tokio::time::Sleep>,
+) -> Flow {
+    let (st, conn) = (s.st, s.conn);
+    let cfg = st.config();
+    let msg = match msg {
+        None => return Flow::End(None),
+        Some(Err(e)) => {
+            // tungstenite refuses a frame over the hard limit before we see it.
+            let e = e.to_string();
+            if e.contains("size") || e.contains("Space limit") {
+                return Flow::End(Some((close::TOO_BIG, "frame too large")));
+            }
+            return Flow::End(None);
+        }
+        Some(Ok(m)) => m,
+    };
+    st.metrics().gateway.frames_in.fetch_add(1, Ordering::Relaxed);
+    let text = match msg {
+        Message::Text(t) => t,
+        Message::Binary(b) => {
+            let frame = match binary_request(&b, cfg) {
+                Ok(f) => {
+                    s.bad_in_a_row = 0;
+                    f
+                }
+                Err(bad) => return s.bad_frame(bad).await,
+            };
+            if !s.rate_ok(&frame.0.id) {
+                return Flow::Next;
+            }
+            let request = s.room(frame.0, Some(frame.1));
+            return s.run_alone(request).await;
+        }
+        Message::Close(_) => return Flow::End(None),
+        Message::Ping(_) | Message::Pong(_) => return Flow::Next,
+    };
+    // The socket's own limit is raised for binary attachments; a text frame far over the
+    // text limit is still closed with 1009, as it was before attachments existed.
+    if text.len() > cfg.max_frame_bytes.saturating_mul(4) {
+        return Flow::End(Some((close::TOO_BIG, "frame too large")));
+    }
+    if text.len() > cfg.max_frame_bytes {
+        let e = detail(
+            ErrorCode::PayloadTooLarge,
+            format!("frame is {} bytes; the limit is {}", text.len(), cfg.max_frame_bytes),
+        );
+        // Echo the request id so the client's pending request fails instead of timing out.
+        s.answer_now(error_frame(&frame_id(text.as_str()), &e));
+        return Flow::Next;
+    }
+    let parsed = match parse_request(text.as_str()) {
+        Ok(f) => Ok(Parsed::Channel(f)),
+        Err(bad) => match parse_room_request(text.as_str()) {
+            Some(Ok(f)) => Ok(Parsed::Room(f)),
+            Some(Err(bad)) => Err(bad),
+            None => Err(bad),
+        },
+    };
+    let frame = match parsed {
+        Ok(Parsed::Room(f)) => {
+            s.bad_in_a_row = 0;
+            if !s.rate_ok(&f.id) {
+                return Flow::Next;
+            }
+            if matches!(f.request, RoomRequest::StreamOpen { .. }) {
+                if !s.flush().await {
+                    return Flow::End(None);
+                }
+                let request = s.room(f, None);
+                s.detached.get_or_insert_with(futures::stream::FuturesUnordered::new).push(request);
+                return Flow::Next;
+            }
+            let request = s.room(f, None);
+            return s.run_alone(request).await;
+        }
+        Ok(Parsed::Channel(f)) => {
+            s.bad_in_a_row = 0;
+            f
+        }
+        Err(bad) => return s.bad_frame(bad).await,
+    };
+    if !s.rate_ok(&frame.id) {
+        return Flow::Next;
+    }
+    if let Request::AuthRefresh { token } = &frame.request {
+        if !s.flush().await {
+            return Flow::End(None);
+        }
+        let reply = match refresh(st, s.who, token) {
+            Ok(exp) => {
+                expiry.reset(expiry_deadline(exp));
+                let ms = i64::try_from(exp.saturating_mul(1000)).unwrap_or(i64::MAX);
+                let expires_at = herald_proto::time::format_ms(ms);
+                to_bytes(&OkFrame { id: &frame.id, ok: &RefreshOk { expires_at } })
+            }
+            Err(e) => error_frame(&frame.id, &e),
+        };
+        if !conn.send(reply).await {
+            return Flow::End(None);
+        }
+        return Flow::Next;
+    }
+    if pipelined(&frame.request) {
+        // Polled once by the next turn of the loop, before another frame is read.
+        let request = s.execute(frame);
+        s.inflight().push_back(request);
+        return Flow::Next;
+    }
+    // The request's future is large and lives only while the request runs (boxed in
+    // `execute`).
+    let request = s.execute(frame);
+    s.run_alone(request).await
 }
