@@ -261,22 +261,22 @@ async fn handshake(
             }
         },
         Ok(Some(Ok(_))) => {
-                reject(sink, &Value::Null, "the first frame must be connect".into()).await;
-                return None;
-            }
+            reject(sink, &Value::Null, "the first frame must be connect".into()).await;
+            return None;
+        }
         Err(_) => {
-                reject(sink, &Value::Null, "no connect frame in time".into()).await;
-                return None;
-            }
+            reject(sink, &Value::Null, "no connect frame in time".into()).await;
+            return None;
+        }
         Ok(None | Some(Err(_))) => return None,
     };
     let token = if token.is_empty() { header_token.unwrap_or_default() } else { token };
     let (who, exp) = match st.verifier().verify_with_exp(&token) {
         Ok(p) => p,
         Err(e) => {
-                reject(sink, &id, e.to_string()).await;
-                return None;
-            }
+            reject(sink, &id, e.to_string()).await;
+            return None;
+        }
     };
     let Some(_user_slot) = st.caps().per_user.take((who.app.clone(), who.user.id.clone())) else {
         let max = st.caps().per_user.max();
@@ -492,13 +492,18 @@ async fn write_loop(
                     pinged_at = Some(live.now());
                     // A peer that stopped reading may leave no room for the ping: the deadline
                     // still ends it.
-                    tokio::select! {
-                        r = sink.send(Message::Ping(Bytes::new())) => if r.is_err() {
-                            return WriterEnd::Gone;
-                        },
-                        () = ping_deadline(ping, live) => {
-                            return WriterEnd::Close(close::PING_TIMEOUT, "no answer to ping");
+                    // Boxed, as a batch's write is below.
+                    let pinged = Box::pin(async {
+                        tokio::select! {
+                            r = sink.send(Message::Ping(Bytes::new())) => r.map_err(|_| WriterEnd::Gone),
+                            () = ping_deadline(ping, live) => {
+                                Err(WriterEnd::Close(close::PING_TIMEOUT, "no answer to ping"))
+                            }
                         }
+                    })
+                    .await;
+                    if let Err(end) = pinged {
+                        return end;
                     }
                 }
                 continue;
@@ -510,19 +515,24 @@ async fn write_loop(
         counters.frames_out.fetch_add(n as u64, Ordering::Relaxed);
         conn.dequeued(batch.iter().map(Bytes::len).sum());
         conn.notify_drained();
-        let ok = tokio::select! {
-            biased;
-            _ = &mut kicked => return WriterEnd::Kicked,
-            ok = write_batch_alive(sink, &mut batch, live) => ok,
-            // A write stuck on a peer that stopped reading (a vanished client, a stopped
-            // process) must not hold the connection past the ping timeout.
-            () = ping_deadline(ping, live) => return WriterEnd::Close(close::PING_TIMEOUT, "no answer to ping"),
-        };
-        if !ok {
-            return WriterEnd::Gone;
+        // Boxed: the write and its timer live only while a batch goes out, so an idle
+        // connection's task does not keep their space (`bench idle`).
+        let wrote = Box::pin(async {
+            tokio::select! {
+                biased;
+                _ = &mut kicked => Err(WriterEnd::Kicked),
+                ok = write_batch_alive(sink, &mut batch, live) => if ok { Ok(()) } else { Err(WriterEnd::Gone) },
+                // A write stuck on a peer that stopped reading (a vanished client, a stopped
+                // process) must not hold the connection past the ping timeout.
+                () = ping_deadline(ping, live) => Err(WriterEnd::Close(close::PING_TIMEOUT, "no answer to ping")),
+            }
+        })
+        .await;
+        if let Err(end) = wrote {
+            return end;
         }
-        // Do not keep a large batch buffer on an idle connection.
-        if batch.capacity() > WRITE_BATCH {
+        // Keep no batch buffer on a connection with nothing more to send: most are idle.
+        if batch.capacity() > WRITE_BATCH || rx.is_empty() {
             batch = Vec::new();
         }
     }
