@@ -101,10 +101,17 @@ impl OutboundRx {
             return Err(if q.closed { TryRecvError::Closed } else { TryRecvError::Empty });
         }
         let n = limit.min(q.frames.len());
+        let from = buf.len();
         buf.extend(q.frames.drain(..n));
         if q.frames.is_empty() && q.frames.capacity() > QUEUE_KEEP {
             q.frames = VecDeque::new();
         }
+        // Counted under the lock, as pushes are, so the count never runs behind the queue.
+        let bytes: usize = buf[from..].iter().map(Bytes::len).sum();
+        self.conn.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        drop(q);
+        // Senders waiting for room (`send`, `send_paced`) look again.
+        self.conn.drained.notify_waiters();
         Ok(n)
     }
 }
@@ -146,14 +153,14 @@ pub struct ConnShared {
     ready: Notify,
     capacity: usize,
     max_bytes: usize,
-    /// Bytes queued and not yet taken by the writer ([`ConnShared::dequeued`]).
+    /// Bytes queued and not yet taken by the writer.
     queued_bytes: AtomicUsize,
     kicked: AtomicBool,
     kick: Notify,
     /// Closed by the app's backend (`Envelope::Disconnect`), not for being slow.
     disconnected: AtomicBool,
-    /// Signalled by the socket writer after each batch it takes off the queue: paced senders
-    /// (the resume replay) wait on it for room.
+    /// Signalled each time frames are taken off the queue (and when it closes): senders
+    /// waiting for room (the resume replay, replies) wait on it.
     drained: Notify,
     resuming: AtomicBool,
     resume: Mutex<HashMap<String, ResumeState>>,
@@ -343,14 +350,6 @@ impl ConnShared {
         }
     }
 
-    /// Called by the socket writer with the bytes it has taken off the queue.
-    pub fn dequeued(&self, bytes: usize) {
-        // Saturating, should a caller ever count a frame twice.
-        let _ = self
-            .queued_bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| Some(q.saturating_sub(bytes)));
-    }
-
     /// Bytes in the queue now.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes.load(Ordering::Relaxed)
@@ -385,11 +384,6 @@ impl ConnShared {
                 _ = self.kicked() => return false,
             }
         }
-    }
-
-    /// Called by the socket writer each time it has taken frames off the queue.
-    pub fn notify_drained(&self) {
-        self.drained.notify_waiters();
     }
 
     /// Marks the connection as too slow; its writer closes it. True if this call kicked it

@@ -513,8 +513,6 @@ async fn write_loop(
             return WriterEnd::Gone;
         }
         counters.frames_out.fetch_add(n as u64, Ordering::Relaxed);
-        conn.dequeued(batch.iter().map(Bytes::len).sum());
-        conn.notify_drained();
         // Boxed: the write and its timer live only while a batch goes out, so an idle
         // connection's task does not keep their space (`bench idle`).
         let wrote = Box::pin(async {
