@@ -345,7 +345,7 @@ async fn run(est: Established, st: &AppState) {
     // the queue that live events and replies need.
     let reader = async {
         let resume = Box::pin(st.engine().resume(&conn));
-        let read = read_loop(&mut stream, &st, &who, &conn, &mut shutdown, &live, exp);
+        let read = read_loop(&mut stream, st, &who, &conn, &mut shutdown, &live, exp);
         tokio::pin!(read);
         tokio::select! {
             biased;
