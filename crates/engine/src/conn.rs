@@ -32,7 +32,7 @@ struct Queue {
 }
 
 /// Frames a queue keeps room for once drained; above it the buffer is released.
-const QUEUE_KEEP: usize = 16;
+const QUEUE_KEEP: usize = 64;
 
 /// Why [`OutboundRx::try_recv`] returned nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
