@@ -152,10 +152,9 @@ pub async fn upgrade(
             // Split before the task's future is made: a `WebSocket` held by value there would
             // keep its bytes in every connection's task for the connection's whole life.
             let (sink, stream) = socket.split();
-            async move {
-                let _addr_slot = addr_slot;
-                gateway(sink, stream, st, header_token).await
-            }
+            // The gateway's own future, not one wrapping it: a wrapper would hold a second
+            // copy of everything it hands on, for the connection's whole life.
+            gateway(sink, stream, st, header_token, addr_slot)
         })
 }
 
@@ -229,7 +228,13 @@ struct Established {
     _user_slot: crate::caps::Slot<(String, String)>,
 }
 
-async fn gateway(sink: Sink, stream: Stream, st: AppState, header_token: Option<String>) {
+async fn gateway(
+    sink: Sink,
+    stream: Stream,
+    st: AppState,
+    header_token: Option<String>,
+    _addr_slot: Option<crate::caps::Slot<std::net::IpAddr>>,
+) {
     let _guard = st.track_connection();
     // Boxed, and gone once connected: what `connect` needed stays out of the task that holds
     // the connection for its whole life (`bench idle`).
