@@ -4,7 +4,7 @@
 set -u
 H=${HERALD:-${CARGO_TARGET_DIR:-target}/release/herald}
 D=$(mktemp -d /tmp/hb.XXXX)
-$H serve --data $D --listen 127.0.0.1:7811 --rate-per-sec 0 --max-conns-per-user 0 >/tmp/hb-serve.log 2>&1 &
+$H serve --data $D --listen 127.0.0.1:7811 --rate-per-sec 0 --max-conns-per-user 0 --max-conns-per-addr 0 --no-web >/tmp/hb-serve.log 2>&1 &
 PID=$!
 for _ in $(seq 1 100); do curl -s http://127.0.0.1:7811/healthz >/dev/null && break; sleep 0.1; done
 B="$H bench --url http://127.0.0.1:7811 --data $D --pid $PID"
@@ -14,7 +14,7 @@ echo "== fanout (1000 members, 20 senders, 1200/s)"; $B fanout --senders 20 --ra
 echo "== fanout 100 members x 700/s"; $B fanout --members 100 --senders 10 --rate 700 2>&1 | grep -E "deliveries|p50|p99|bytes|missing|other|cpu"
 kill -TERM $PID; wait $PID
 D2=$(mktemp -d /tmp/hb.XXXX)
-$H serve --data $D2 --listen 127.0.0.1:7812 --rate-per-sec 0 --max-conns-per-user 0 >/tmp/hb-serve2.log 2>&1 &
+$H serve --data $D2 --listen 127.0.0.1:7812 --rate-per-sec 0 --max-conns-per-user 0 --max-conns-per-addr 0 --no-web >/tmp/hb-serve2.log 2>&1 &
 PID=$!
 for _ in $(seq 1 100); do curl -s http://127.0.0.1:7812/healthz >/dev/null && break; sleep 0.1; done
 echo "== idle 18000 (fresh server)"; $H bench --url http://127.0.0.1:7812 --data $D2 --pid $PID --sources 4 idle --conns 18000 2>&1 | tail -8
