@@ -166,6 +166,21 @@ pub struct EntryRef<'a> {
     pub hash: &'a str,
 }
 
+impl<'a> EntryRef<'a> {
+    /// The fields the entry's hash covers, with `content_hash` as given.
+    fn fields(&self, content_hash: &'a Hash32) -> EntryFields<'a> {
+        EntryFields {
+            seq: self.seq,
+            kind: self.kind,
+            channel_id: self.channel_id,
+            author: self.author,
+            reference: self.reference,
+            ts_ms: self.ts_ms,
+            content_hash,
+        }
+    }
+}
+
 /// The `(content_hash, hash)` an entry's fields give: `content_hash` computed from the salt and
 /// content when it has a salt (taken as given otherwise), `hash` from `prev_hash` and the fields.
 /// `None` if a field it needs is missing or malformed. This fills in what a compact event leaves
@@ -176,16 +191,8 @@ pub fn complete_entry(e: &EntryRef<'_>) -> Option<(Hash32, Hash32)> {
         _ => hash_from_hex(e.content_hash)?,
     };
     let prev = hash_from_hex(e.prev_hash)?;
-    let fields = EntryFields {
-        seq: e.seq,
-        kind: e.kind,
-        channel_id: e.channel_id,
-        author: e.author,
-        reference: e.reference,
-        ts_ms: e.ts_ms,
-        content_hash: &ch,
-    };
-    Some((ch, entry_hash(&prev, &fields)))
+    let hash = entry_hash(&prev, &e.fields(&ch));
+    Some((ch, hash))
 }
 
 /// Checks one entry on its own: content against `content_hash`, fields against `hash`.
@@ -201,16 +208,7 @@ pub fn verify_entry(e: &EntryRef<'_>) -> Result<(Hash32, Hash32), ChainError> {
             return Err(ChainError::ContentMismatch { channel: e.channel_id.to_owned(), seq: e.seq });
         }
     }
-    let fields = EntryFields {
-        seq: e.seq,
-        kind: e.kind,
-        channel_id: e.channel_id,
-        author: e.author,
-        reference: e.reference,
-        ts_ms: e.ts_ms,
-        content_hash: &ch,
-    };
-    if entry_hash(&prev, &fields) != hash {
+    if entry_hash(&prev, &e.fields(&ch)) != hash {
         return Err(ChainError::HashMismatch { channel: e.channel_id.to_owned(), seq: e.seq });
     }
     if e.seq == 1 && prev != ZERO_HASH {

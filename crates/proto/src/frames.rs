@@ -666,6 +666,25 @@ pub enum Event {
     },
 }
 
+/// `Some(meta)` of an event that is a log entry (by reference or mutably, as `$event` is),
+/// `None` otherwise: the one list of the log-entry variants.
+macro_rules! log_entry_meta {
+    ($event:expr) => {
+        match $event {
+            Event::Message { meta, .. }
+            | Event::MessageEdited { meta, .. }
+            | Event::MessageDeleted { meta, .. }
+            | Event::Reaction { meta, .. }
+            | Event::ReactionDeleted { meta, .. }
+            | Event::MemberJoined { meta, .. }
+            | Event::MemberLeft { meta, .. }
+            | Event::ChannelCreated { meta, .. }
+            | Event::KeyRotated { meta, .. } => Some(meta),
+            _ => None,
+        }
+    };
+}
+
 impl Event {
     /// The channel this event is about, if any.
     pub fn channel(&self) -> Option<&str> {
@@ -691,33 +710,11 @@ impl Event {
 
     /// The chain fields, for events that are log entries.
     pub fn meta(&self) -> Option<&EntryMeta> {
-        match self {
-            Event::Message { meta, .. }
-            | Event::MessageEdited { meta, .. }
-            | Event::MessageDeleted { meta, .. }
-            | Event::Reaction { meta, .. }
-            | Event::ReactionDeleted { meta, .. }
-            | Event::MemberJoined { meta, .. }
-            | Event::MemberLeft { meta, .. }
-            | Event::ChannelCreated { meta, .. }
-            | Event::KeyRotated { meta, .. } => Some(meta),
-            _ => None,
-        }
+        log_entry_meta!(self)
     }
 
     fn meta_mut(&mut self) -> Option<&mut EntryMeta> {
-        match self {
-            Event::Message { meta, .. }
-            | Event::MessageEdited { meta, .. }
-            | Event::MessageDeleted { meta, .. }
-            | Event::Reaction { meta, .. }
-            | Event::ReactionDeleted { meta, .. }
-            | Event::MemberJoined { meta, .. }
-            | Event::MemberLeft { meta, .. }
-            | Event::ChannelCreated { meta, .. }
-            | Event::KeyRotated { meta, .. } => Some(meta),
-            _ => None,
-        }
+        log_entry_meta!(self)
     }
 
     /// Fills in what the wire leaves out of a log event (docs/protocol.md §B): the message
