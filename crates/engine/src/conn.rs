@@ -68,15 +68,23 @@ impl OutboundRx {
 
     /// The next frame, waiting for one; `None` once the queue is closed and empty.
     pub async fn recv(&mut self) -> Option<Bytes> {
-        let mut one = Vec::with_capacity(1);
-        (self.recv_many(&mut one, 1).await > 0).then(|| one.pop()).flatten()
+        loop {
+            match self.try_recv() {
+                Ok(frame) => return Some(frame),
+                Err(TryRecvError::Closed) => return None,
+                Err(TryRecvError::Empty) => self.conn.ready.notified().await,
+            }
+        }
     }
 
     /// The next frame if one is queued.
     pub fn try_recv(&mut self) -> Result<Bytes, TryRecvError> {
-        let mut one = Vec::with_capacity(1);
-        self.take(&mut one, 1)?;
-        one.pop().ok_or(TryRecvError::Empty)
+        let mut q = self.conn.queue.lock();
+        let Some(frame) = q.frames.pop_front() else {
+            return Err(if q.closed { TryRecvError::Closed } else { TryRecvError::Empty });
+        };
+        self.taken(q, frame.len());
+        Ok(frame)
     }
 
     /// Frames queued now.
@@ -91,7 +99,7 @@ impl OutboundRx {
     /// Refuses further frames; those already queued can still be taken.
     pub fn close(&mut self) {
         self.conn.queue.lock().closed = true;
-        // A paced sender waiting for room learns it is closed.
+        // A sender waiting for room learns it is closed.
         self.conn.drained.notify_waiters();
     }
 
@@ -103,26 +111,27 @@ impl OutboundRx {
         let n = limit.min(q.frames.len());
         let from = buf.len();
         buf.extend(q.frames.drain(..n));
+        self.taken(q, buf[from..].iter().map(Bytes::len).sum());
+        Ok(n)
+    }
+
+    /// After frames of `bytes` in all were taken off `q`: releases a large emptied buffer,
+    /// uncounts the bytes (under the lock, as pushes count them, so the count never runs
+    /// behind the queue) and wakes the senders waiting for room (`send`, `send_paced`).
+    fn taken(&self, mut q: parking_lot::MutexGuard<'_, Queue>, bytes: usize) {
         if q.frames.is_empty() && q.frames.capacity() > QUEUE_KEEP {
             q.frames = VecDeque::new();
         }
-        // Counted under the lock, as pushes are, so the count never runs behind the queue.
-        let bytes: usize = buf[from..].iter().map(Bytes::len).sum();
         self.conn.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
         drop(q);
-        // Senders waiting for room (`send`, `send_paced`) look again.
         self.conn.drained.notify_waiters();
-        Ok(n)
     }
 }
 
 impl Drop for OutboundRx {
     fn drop(&mut self) {
-        let mut q = self.conn.queue.lock();
-        q.closed = true;
-        q.frames.clear();
-        drop(q);
-        self.conn.drained.notify_waiters();
+        self.close();
+        self.conn.queue.lock().frames.clear();
     }
 }
 
@@ -337,11 +346,10 @@ impl ConnShared {
     /// False if the connection went away.
     pub async fn send(&self, frame: Bytes) -> bool {
         loop {
-            // Registered before the attempt, so a drain between a full queue and the wait
-            // still wakes us.
+            // Made before the attempt: a `notify_waiters` (a drain) after this point wakes it
+            // even before it is first polled, so a drain between a full queue and the wait is
+            // not missed. Making one is an atomic load; nothing is registered until it waits.
             let drained = self.drained.notified();
-            tokio::pin!(drained);
-            drained.as_mut().enable();
             match self.enqueue(&frame) {
                 Ok(()) => return true,
                 Err(Pushed::Overflow) => drained.await,

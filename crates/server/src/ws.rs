@@ -673,10 +673,10 @@ enum Flow {
     End(Option<(u16, &'static str)>),
 }
 
-/// The read half's state between frames. The work of one frame runs in a future of its own,
-/// boxed ([`on_frame`]), so an idle connection's task holds only this and the wait for the next
-/// frame (`bench idle`: the request handling had made every connection's task kilobytes
-/// larger). The request queues are made on first use: an empty `FuturesOrdered` allocates.
+/// The read half's state between frames. A frame is read without waiting ([`on_frame`]); what
+/// must wait runs in a future of its own, boxed ([`finish`]), so an idle connection's task holds
+/// only this and the wait for the next frame (`bench idle`: the request handling had made every
+/// connection's task kilobytes larger), and a pipelined request allocates no such future. The request queues are made on first use: an empty `FuturesOrdered` allocates.
 struct ReadState<'a> {
     st: &'a AppState,
     who: &'a Principal,
@@ -746,28 +746,19 @@ impl<'a> ReadState<'a> {
         }
     }
 
-    /// Answers a malformed frame; ends the connection after too many in a row.
-    async fn bad_frame(&mut self, bad: BadFrame) -> Flow {
+    /// Answers a malformed frame; too many in a row end the connection.
+    fn bad_frame<'s>(&mut self, bad: BadFrame) -> Step<'s> {
         self.bad_in_a_row += 1;
         self.answer_now(error_frame(&bad.id, &bad.error));
         if self.bad_in_a_row >= MAX_BAD_FRAMES_IN_A_ROW {
-            self.flush().await;
-            return Flow::End(Some((close::BAD_FRAMES, "too many malformed frames")));
+            Step::Wait(Wait::TooManyBad)
+        } else {
+            Step::Done(Flow::Next)
         }
-        Flow::Next
     }
 
-    /// Runs a request that must not overlap earlier ones, once they are answered, and queues
-    /// its answer.
-    async fn run_alone(&mut self, request: Pending<'a>) -> Flow {
-        if !self.flush().await {
-            return Flow::End(None);
-        }
-        let reply = request.await;
-        if !self.conn.send(reply).await {
-            return Flow::End(None);
-        }
-        Flow::Next
+    fn detached_len(&self) -> usize {
+        self.detached.as_ref().map_or(0, |d| d.len())
     }
 }
 
@@ -777,10 +768,6 @@ async fn next_of<S: futures::Stream + Unpin>(s: &mut Option<S>) -> Option<S::Ite
         Some(s) => s.next().await,
         None => None,
     }
-}
-
-fn has_work<T>(s: &Option<T>, len: impl Fn(&T) -> usize) -> bool {
-    s.as_ref().is_some_and(|s| len(s) > 0)
 }
 
 async fn read_loop(
@@ -819,8 +806,8 @@ async fn read_loop(
             // The watch guard dies with this arm, before anything is awaited.
             _ = shutdown.wait_for(|s| *s) => Next::Stop,
             () = &mut expiry => Next::Expired,
-            Some(reply) = next_of(&mut s.inflight), if has_work(&s.inflight, FuturesOrdered::len) => Next::Reply(reply),
-            Some(reply) = next_of(&mut s.detached), if has_work(&s.detached, |d| d.len()) => Next::Reply(reply),
+            Some(reply) = next_of(&mut s.inflight), if s.inflight_len() > 0 => Next::Reply(reply),
+            Some(reply) = next_of(&mut s.detached), if s.detached_len() > 0 => Next::Reply(reply),
             m = stream.next(), if !busy => Next::Frame(m),
         };
         let flow = match next {
@@ -841,7 +828,11 @@ async fn read_loop(
             }
             Next::Frame(m) => {
                 live.touch();
-                Box::pin(on_frame(&mut s, m, expiry.as_mut())).await
+                match on_frame(&mut s, m) {
+                    Step::Done(flow) => flow,
+                    // Only what must wait runs in a future, boxed: see `ReadState`.
+                    Step::Wait(wait) => Box::pin(finish(&mut s, wait, expiry.as_mut())).await,
+                }
             }
         };
         if let Flow::End(end) = flow {
@@ -850,27 +841,41 @@ async fn read_loop(
     }
 }
 
-/// Handles one frame read from the socket (boxed by the caller: see [`ReadState`]).
-async fn on_frame<'a>(
-    s: &mut ReadState<'a>,
-    msg: Option<Result<Message, axum::Error>>,
-    expiry: Pin<&mut tokio::time::Sleep>,
-) -> Flow {
-    let (st, conn) = (s.st, s.conn);
-    let cfg = st.config();
+/// What a frame asks of the read loop once read. Most frames are answered or queued at once
+/// (a pipelined request, an error, a ping); the rest [`Wait`].
+enum Step<'a> {
+    Done(Flow),
+    Wait(Wait<'a>),
+}
+
+/// A frame's work that waits for every earlier reply to be out, then for itself ([`finish`]).
+enum Wait<'a> {
+    /// Too many malformed frames in a row: the connection closes.
+    TooManyBad,
+    /// A request run alone.
+    Alone(Pending<'a>),
+    /// `stream.open`: answered whenever it completes.
+    Detach(Pending<'a>),
+    /// `auth.refresh`.
+    Refresh { id: Value, token: String },
+}
+
+/// Reads one frame from the socket: answers or queues what it can without waiting.
+fn on_frame<'a>(s: &mut ReadState<'a>, msg: Option<Result<Message, axum::Error>>) -> Step<'a> {
+    let cfg = s.st.config();
     let msg = match msg {
-        None => return Flow::End(None),
+        None => return Step::Done(Flow::End(None)),
         Some(Err(e)) => {
             // tungstenite refuses a frame over the hard limit before we see it.
             let e = e.to_string();
             if e.contains("size") || e.contains("Space limit") {
-                return Flow::End(Some((close::TOO_BIG, "frame too large")));
+                return Step::Done(Flow::End(Some((close::TOO_BIG, "frame too large"))));
             }
-            return Flow::End(None);
+            return Step::Done(Flow::End(None));
         }
         Some(Ok(m)) => m,
     };
-    st.metrics().gateway.frames_in.fetch_add(1, Ordering::Relaxed);
+    s.st.metrics().gateway.frames_in.fetch_add(1, Ordering::Relaxed);
     let text = match msg {
         Message::Text(t) => t,
         Message::Binary(b) => {
@@ -879,21 +884,20 @@ async fn on_frame<'a>(
                     s.bad_in_a_row = 0;
                     f
                 }
-                Err(bad) => return s.bad_frame(bad).await,
+                Err(bad) => return s.bad_frame(bad),
             };
             if !s.rate_ok(&frame.0.id) {
-                return Flow::Next;
+                return Step::Done(Flow::Next);
             }
-            let request = s.room(frame.0, Some(frame.1));
-            return s.run_alone(request).await;
+            return Step::Wait(Wait::Alone(s.room(frame.0, Some(frame.1))));
         }
-        Message::Close(_) => return Flow::End(None),
-        Message::Ping(_) | Message::Pong(_) => return Flow::Next,
+        Message::Close(_) => return Step::Done(Flow::End(None)),
+        Message::Ping(_) | Message::Pong(_) => return Step::Done(Flow::Next),
     };
     // The socket's own limit is raised for binary attachments; a text frame far over the
     // text limit is still closed with 1009, as it was before attachments existed.
     if text.len() > cfg.max_frame_bytes.saturating_mul(4) {
-        return Flow::End(Some((close::TOO_BIG, "frame too large")));
+        return Step::Done(Flow::End(Some((close::TOO_BIG, "frame too large"))));
     }
     if text.len() > cfg.max_frame_bytes {
         let e = detail(
@@ -902,7 +906,7 @@ async fn on_frame<'a>(
         );
         // Echo the request id so the client's pending request fails instead of timing out.
         s.answer_now(error_frame(&frame_id(text.as_str()), &e));
-        return Flow::Next;
+        return Step::Done(Flow::Next);
     }
     let parsed = match parse_request(text.as_str()) {
         Ok(f) => Ok(Parsed::Channel(f)),
@@ -916,54 +920,62 @@ async fn on_frame<'a>(
         Ok(Parsed::Room(f)) => {
             s.bad_in_a_row = 0;
             if !s.rate_ok(&f.id) {
-                return Flow::Next;
+                return Step::Done(Flow::Next);
             }
-            if matches!(f.request, RoomRequest::StreamOpen { .. }) {
-                if !s.flush().await {
-                    return Flow::End(None);
-                }
-                let request = s.room(f, None);
-                s.detached.get_or_insert_with(futures::stream::FuturesUnordered::new).push(request);
-                return Flow::Next;
-            }
+            let open = matches!(f.request, RoomRequest::StreamOpen { .. });
             let request = s.room(f, None);
-            return s.run_alone(request).await;
+            return Step::Wait(if open { Wait::Detach(request) } else { Wait::Alone(request) });
         }
         Ok(Parsed::Channel(f)) => {
             s.bad_in_a_row = 0;
             f
         }
-        Err(bad) => return s.bad_frame(bad).await,
+        Err(bad) => return s.bad_frame(bad),
     };
     if !s.rate_ok(&frame.id) {
-        return Flow::Next;
+        return Step::Done(Flow::Next);
     }
-    if let Request::AuthRefresh { token } = &frame.request {
-        if !s.flush().await {
-            return Flow::End(None);
+    let frame = match frame {
+        RequestFrame { id, request: Request::AuthRefresh { token } } => {
+            return Step::Wait(Wait::Refresh { id, token });
         }
-        let reply = match refresh(st, s.who, token) {
-            Ok(exp) => {
-                expiry.reset(expiry_deadline(exp));
-                let ms = i64::try_from(exp.saturating_mul(1000)).unwrap_or(i64::MAX);
-                let expires_at = herald_proto::time::format_ms(ms);
-                to_bytes(&OkFrame { id: &frame.id, ok: &RefreshOk { expires_at } })
-            }
-            Err(e) => error_frame(&frame.id, &e),
-        };
-        if !conn.send(reply).await {
-            return Flow::End(None);
-        }
-        return Flow::Next;
-    }
-    if pipelined(&frame.request) {
-        // Polled once by the next turn of the loop, before another frame is read.
-        let request = s.execute(frame);
-        s.inflight().push_back(request);
-        return Flow::Next;
-    }
-    // The request's future is large and lives only while the request runs (boxed in
-    // `execute`).
+        frame => frame,
+    };
+    let pipelined = pipelined(&frame.request);
     let request = s.execute(frame);
-    s.run_alone(request).await
+    if !pipelined {
+        return Step::Wait(Wait::Alone(request));
+    }
+    // Polled once by the next turn of the loop, before another frame is read.
+    s.inflight().push_back(request);
+    Step::Done(Flow::Next)
+}
+
+/// Does what a frame waits for: every earlier reply out first, then the frame's own work.
+async fn finish<'a>(s: &mut ReadState<'a>, wait: Wait<'a>, expiry: Pin<&mut tokio::time::Sleep>) -> Flow {
+    let answered = s.flush().await;
+    match wait {
+        Wait::TooManyBad => Flow::End(Some((close::BAD_FRAMES, "too many malformed frames"))),
+        _ if !answered => Flow::End(None),
+        Wait::Detach(request) => {
+            s.detached.get_or_insert_with(futures::stream::FuturesUnordered::new).push(request);
+            Flow::Next
+        }
+        Wait::Alone(request) => {
+            let reply = request.await;
+            if s.conn.send(reply).await { Flow::Next } else { Flow::End(None) }
+        }
+        Wait::Refresh { id, token } => {
+            let reply = match refresh(s.st, s.who, &token) {
+                Ok(exp) => {
+                    expiry.reset(expiry_deadline(exp));
+                    let ms = i64::try_from(exp.saturating_mul(1000)).unwrap_or(i64::MAX);
+                    let expires_at = herald_proto::time::format_ms(ms);
+                    to_bytes(&OkFrame { id: &id, ok: &RefreshOk { expires_at } })
+                }
+                Err(e) => error_frame(&id, &e),
+            };
+            if s.conn.send(reply).await { Flow::Next } else { Flow::End(None) }
+        }
+    }
 }
