@@ -9,6 +9,15 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
+    fn to_hex_is_lowercase_hex_and_parses_back(bytes in proptest::collection::vec(any::<u8>(), 0..70)) {
+        let text = herald_proto::chain::to_hex(&bytes);
+        prop_assert_eq!(&text, &hex::encode(&bytes));
+        if let Ok(h) = <[u8; 32]>::try_from(bytes.as_slice()) {
+            prop_assert_eq!(herald_proto::chain::hash_from_hex(&text), Some(h));
+        }
+    }
+
+    #[test]
     fn parse_request_never_panics_and_errors_are_bad_request(s in ".{0,300}") {
         if let Err(bad) = parse_request(&s) {
             prop_assert_eq!(bad.error.code, ErrorCode::BadRequest);

@@ -136,10 +136,10 @@ impl<'a> Job<'a> {
         let e = new.link(prev_seq, prev_hash, rand::random(), extra);
         let salt = e.salt.unwrap_or_default();
         self.conn
-            .prepare_cached(&format!(
-                "INSERT INTO entries ({}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
-                rows::ENTRY_COLS
+            .prepare_cached(concat!(
+                "INSERT INTO entries (",
+                rows::entry_cols!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
             ))
             .and_then(|mut s| {
                 s.execute(params![

@@ -136,9 +136,15 @@ pub fn head_commit(conn: &Connection, channel_id: &str) -> Result<Option<(u64, S
 }
 
 /// The stored columns of an entry, in insert order.
-pub const ENTRY_COLS: &str = "channel_id, seq, kind, author, ref, ts_ms, content, salt, \
-     content_hash, prev_hash, hash, x_id, x_msg_type, x_client_id, x_name, x_title, x_message_id, \
-     x_reply_author, x_epoch";
+/// The columns of `entries`, as a macro so that statements can be `concat!`ed at compile time.
+macro_rules! entry_cols {
+    () => {
+        "channel_id, seq, kind, author, ref, ts_ms, content, salt, \
+         content_hash, prev_hash, hash, x_id, x_msg_type, x_client_id, x_name, x_title, x_message_id, \
+         x_reply_author, x_epoch"
+    };
+}
+pub(crate) use entry_cols;
 
 /// Entries with the current state of the message a `message` entry replies to, for
 /// [`entry_row`].

@@ -195,22 +195,31 @@ impl Writer {
     }
 
     fn run_job(&mut self, m: Mutation) -> Result<(Applied, bool), JobError> {
-        self.conn.execute_batch("SAVEPOINT job").map_err(|e| JobError::Fatal(backend(e)))?;
+        self.step("SAVEPOINT job")?;
         let job = ApplyJob::new(&self.conn, &mut self.heads, &mut self.channels);
         match job.apply(m) {
             Ok((applied, job)) => {
                 let erased = job.erased;
                 job.release();
-                self.conn.execute_batch("RELEASE job").map_err(|e| JobError::Fatal(backend(e)))?;
+                self.step("RELEASE job")?;
                 Ok((applied, erased))
             }
             Err(e) => {
-                self.conn
-                    .execute_batch("ROLLBACK TO job; RELEASE job")
-                    .map_err(|e| JobError::Fatal(backend(e)))?;
+                self.step("ROLLBACK TO job")?;
+                self.step("RELEASE job")?;
                 Err(JobError::Refused(e))
             }
         }
+    }
+
+    /// Runs one statement of the batch's own (savepoints), prepared once: `execute_batch`
+    /// would parse it again for every job.
+    fn step(&self, sql: &str) -> Result<(), JobError> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
+            .map_err(|e| JobError::Fatal(backend(e)))
     }
 
     /// Folds the WAL into the database and truncates it, so erased text survives neither in
