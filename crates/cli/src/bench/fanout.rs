@@ -358,10 +358,14 @@ async fn receive(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // One wait for the whole loop: a new `wait_for` per frame registers with the watch
+    // and drops again, a cost per received frame on the CPU the server shares.
+    let stopped = stop.wait_for(|s| *s);
+    tokio::pin!(stopped);
     loop {
         let msg = tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => return,
+            _ = &mut stopped => return,
             m = stream.next() => m,
         };
         if let Some(Ok(Message::Text(t))) = &msg {

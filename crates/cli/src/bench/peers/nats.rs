@@ -50,10 +50,14 @@ impl Peer for Nats {
         client.flush().await.context("NATS flush after SUB")?;
         Ok(tokio::spawn(async move {
             let _client = client;
+            // One wait for the whole loop: a new `wait_for` per frame registers with the watch
+            // and drops again, a cost per received frame on the CPU the server shares.
+            let stopped = stop.wait_for(|s| *s);
+            tokio::pin!(stopped);
             loop {
                 tokio::select! {
                     biased;
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = &mut stopped => return,
                     m = sub.next() => match m {
                         Some(m) => rx.frame(i, stamp(&m.payload), msg_frame_len(&m)),
                         None => {

@@ -46,10 +46,14 @@ impl Peer for Redis {
         ps.subscribe(&self.channel).await.context("Redis SUBSCRIBE")?;
         let mut messages = ps.into_on_message();
         Ok(tokio::spawn(async move {
+            // One wait for the whole loop: a new `wait_for` per frame registers with the watch
+            // and drops again, a cost per received frame on the CPU the server shares.
+            let stopped = stop.wait_for(|s| *s);
+            tokio::pin!(stopped);
             loop {
                 tokio::select! {
                     biased;
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = &mut stopped => return,
                     m = messages.next() => match m {
                         Some(m) => {
                             let p = m.get_payload_bytes();

@@ -87,10 +87,14 @@ impl Peer for SocketIo {
             }
         }
         Ok(tokio::spawn(async move {
+            // One wait for the whole loop: a new `wait_for` per frame registers with the watch
+            // and drops again, a cost per received frame on the CPU the server shares.
+            let stopped = stop.wait_for(|s| *s);
+            tokio::pin!(stopped);
             loop {
                 let m = tokio::select! {
                     biased;
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = &mut stopped => return,
                     m = ws.next() => m,
                 };
                 match m {
