@@ -17,8 +17,8 @@ use tokio_tungstenite::tungstenite::Message;
 /// The subject of every run (subjects are scoped to the app; bench users have none).
 pub const SUBJECT: &str = "bench.fanout";
 
-/// Per-connection read buffer, as in [`super::super::fanout`].
-const READ_BUFFER: usize = 16 * 1024;
+// The same read buffer as Herald's channel fan-out, so the generator costs the same per frame.
+use crate::bench::fanout::READ_BUFFER;
 
 #[derive(Debug)]
 pub struct HeraldPublish {

@@ -20,8 +20,8 @@ pub struct SocketIo {
     pub target: net::Target,
 }
 
-/// Per-connection read buffer, as Herald's fan-out uses.
-const READ_BUFFER: usize = 16 * 1024;
+// The same read buffer as Herald's channel fan-out, so the generator costs the same per frame.
+use crate::bench::fanout::READ_BUFFER;
 
 impl SocketIo {
     /// `addr` is the server's `host:port`.
