@@ -114,15 +114,13 @@ pub fn entry_hash(prev_hash: &Hash32, f: &EntryFields<'_>) -> Hash32 {
 }
 
 /// Lowercase hex of a hash (or a salt): on every event's hot path, so written into one buffer
-/// instead of collected char by char as `hex::encode` does.
+/// (`hex::encode` collects it char by char).
 pub fn to_hex(h: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(h.len() * 2);
-    for b in h {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0x0f)]);
+    let mut out = vec![0u8; h.len() * 2];
+    // The buffer is exactly twice the input: encoding cannot fail, and it writes ASCII only.
+    if hex::encode_to_slice(h, &mut out).is_err() {
+        return String::new();
     }
-    // Every byte pushed is an ASCII digit.
     String::from_utf8(out).unwrap_or_default()
 }
 

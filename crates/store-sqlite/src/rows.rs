@@ -135,8 +135,8 @@ pub fn head_commit(conn: &Connection, channel_id: &str) -> Result<Option<(u64, S
     .map_err(backend)
 }
 
-/// The stored columns of an entry, in insert order.
-/// The columns of `entries`, as a macro so that statements can be `concat!`ed at compile time.
+/// The stored columns of an entry, in insert order: a macro so that statements are
+/// `concat!`ed at compile time.
 macro_rules! entry_cols {
     () => {
         "channel_id, seq, kind, author, ref, ts_ms, content, salt, \

@@ -360,10 +360,7 @@ async fn receive(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
-    // One wait for the whole loop: a new `wait_for` per frame registers with the watch
-    // and drops again, a cost per received frame on the CPU the server shares.
-    let stopped = stop.wait_for(|s| *s);
-    tokio::pin!(stopped);
+    let mut stopped = net::stopped(&mut stop);
     loop {
         let msg = tokio::select! {
             biased;

@@ -163,10 +163,7 @@ async fn settle(pid: u32) -> (u64, Duration) {
 
 /// Keeps one connection open, reading, until told to stop; counts a close by the server.
 async fn hold(mut ws: Ws, closed: Arc<AtomicU64>, mut stop: watch::Receiver<bool>) {
-    // One wait for the whole loop: a new `wait_for` per frame registers with the watch
-    // and drops again, a cost per received frame on the CPU the server shares.
-    let stopped = stop.wait_for(|s| *s);
-    tokio::pin!(stopped);
+    let mut stopped = net::stopped(&mut stop);
     loop {
         tokio::select! {
             biased;

@@ -9,15 +9,27 @@ use herald_server::auth::{Claims, load_or_create_secret, mint_hs256, now_secs, s
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// A client WebSocket.
 pub type Ws = WebSocketStream<TcpStream>;
+
+/// Resolves once `stop` turns true (or its sender is gone). Made once per connection and
+/// polled by reference in the read loop's `select!`: a new `wait_for` per frame would register
+/// a waiter with the watch and drop it again, a cost per received frame on the CPU the server
+/// shares.
+pub fn stopped(stop: &mut watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    Box::pin(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+}
 
 /// How long one handshake or one setup request may take.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(30);

@@ -6,6 +6,8 @@ use super::super::Ctx;
 use super::super::net::{self, Ws};
 use super::super::scan::{self, Frame};
 use super::{Answer, Peer, Rx, WsPub, ws_header};
+// The read buffer of Herald's channel fan-out, so the generator costs the same per frame.
+use crate::bench::fanout::READ_BUFFER;
 use anyhow::Context;
 use futures::StreamExt;
 use std::net::IpAddr;
@@ -16,9 +18,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// The subject of every run (subjects are scoped to the app; bench users have none).
 pub const SUBJECT: &str = "bench.fanout";
-
-// The same read buffer as Herald's channel fan-out, so the generator costs the same per frame.
-use crate::bench::fanout::READ_BUFFER;
 
 #[derive(Debug)]
 pub struct HeraldPublish {
@@ -75,10 +74,7 @@ impl Peer for HeraldPublish {
         let frame = serde_json::json!({"id": 2, "op": "subscribe", "subject": SUBJECT});
         net::call(&mut ws, 2, frame).await.context("subscribe")?;
         Ok(tokio::spawn(async move {
-            // One wait for the whole loop: a new `wait_for` per frame registers with the watch
-            // and drops again, a cost per received frame on the CPU the server shares.
-            let stopped = stop.wait_for(|s| *s);
-            tokio::pin!(stopped);
+            let mut stopped = net::stopped(&mut stop);
             loop {
                 let m = tokio::select! {
                     biased;

@@ -64,10 +64,7 @@ impl Peer for Mqtt {
         wait_for(&mut events, |p| matches!(p, Packet::SubAck(_))).await.context("MQTT SUBACK")?;
         Ok(tokio::spawn(async move {
             let _client = client;
-            // One wait for the whole loop: a new `wait_for` per frame registers with the watch
-            // and drops again, a cost per received frame on the CPU the server shares.
-            let stopped = stop.wait_for(|s| *s);
-            tokio::pin!(stopped);
+            let mut stopped = crate::bench::net::stopped(&mut stop);
             loop {
                 tokio::select! {
                     biased;

@@ -50,10 +50,7 @@ impl Peer for Nats {
         client.flush().await.context("NATS flush after SUB")?;
         Ok(tokio::spawn(async move {
             let _client = client;
-            // One wait for the whole loop: a new `wait_for` per frame registers with the watch
-            // and drops again, a cost per received frame on the CPU the server shares.
-            let stopped = stop.wait_for(|s| *s);
-            tokio::pin!(stopped);
+            let mut stopped = crate::bench::net::stopped(&mut stop);
             loop {
                 tokio::select! {
                     biased;

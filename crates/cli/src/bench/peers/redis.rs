@@ -46,10 +46,7 @@ impl Peer for Redis {
         ps.subscribe(&self.channel).await.context("Redis SUBSCRIBE")?;
         let mut messages = ps.into_on_message();
         Ok(tokio::spawn(async move {
-            // One wait for the whole loop: a new `wait_for` per frame registers with the watch
-            // and drops again, a cost per received frame on the CPU the server shares.
-            let stopped = stop.wait_for(|s| *s);
-            tokio::pin!(stopped);
+            let mut stopped = crate::bench::net::stopped(&mut stop);
             loop {
                 tokio::select! {
                     biased;

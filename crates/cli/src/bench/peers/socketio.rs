@@ -8,6 +8,8 @@
 
 use super::super::net::{self, Ws};
 use super::{Answer, Peer, Rx, WsPub, stamp, ws_header};
+// The read buffer of Herald's channel fan-out, so the generator costs the same per frame.
+use crate::bench::fanout::READ_BUFFER;
 use anyhow::{Context, bail};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -19,9 +21,6 @@ use tokio_tungstenite::tungstenite::Message;
 pub struct SocketIo {
     pub target: net::Target,
 }
-
-// The same read buffer as Herald's channel fan-out, so the generator costs the same per frame.
-use crate::bench::fanout::READ_BUFFER;
 
 impl SocketIo {
     /// `addr` is the server's `host:port`.
@@ -87,10 +86,7 @@ impl Peer for SocketIo {
             }
         }
         Ok(tokio::spawn(async move {
-            // One wait for the whole loop: a new `wait_for` per frame registers with the watch
-            // and drops again, a cost per received frame on the CPU the server shares.
-            let stopped = stop.wait_for(|s| *s);
-            tokio::pin!(stopped);
+            let mut stopped = net::stopped(&mut stop);
             loop {
                 let m = tokio::select! {
                     biased;
