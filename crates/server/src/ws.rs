@@ -801,14 +801,24 @@ async fn read_loop(
             Frame(M),
         }
         let busy = s.inflight_len() >= max_inflight;
-        let next = tokio::select! {
-            biased;
-            // The watch guard dies with this arm, before anything is awaited.
-            _ = shutdown.wait_for(|s| *s) => Next::Stop,
-            () = &mut expiry => Next::Expired,
-            Some(reply) = next_of(&mut s.inflight), if s.inflight_len() > 0 => Next::Reply(reply),
-            Some(reply) = next_of(&mut s.detached), if s.detached_len() > 0 => Next::Reply(reply),
-            m = stream.next(), if !busy => Next::Frame(m),
+        // A stop comes before anything else. Checked here, an atomic load, and waited for
+        // last in the `select!`: a wait polled first in every turn registered a waiter with
+        // the watch every connection shares and dropped it again, twice per request. Polled
+        // last, it registers only when nothing else is ready, that is when the task sleeps.
+        // (Made once outside the loop instead, it would stay in every idle connection's
+        // task: `bench idle`.)
+        let next = if shutdown.has_changed().unwrap_or(true) {
+            Next::Stop
+        } else {
+            tokio::select! {
+                biased;
+                () = &mut expiry => Next::Expired,
+                Some(reply) = next_of(&mut s.inflight), if s.inflight_len() > 0 => Next::Reply(reply),
+                Some(reply) = next_of(&mut s.detached), if s.detached_len() > 0 => Next::Reply(reply),
+                m = stream.next(), if !busy => Next::Frame(m),
+                // The watch guard dies with this arm, before anything is awaited.
+                _ = shutdown.wait_for(|s| *s) => Next::Stop,
+            }
         };
         let flow = match next {
             Next::Stop => {
