@@ -134,6 +134,12 @@ fn every_bench_mode_runs_against_a_real_server_and_loses_nothing() {
     assert_eq!(a["errors"], 0, "{a}");
     assert_eq!(a["server_messages_in"], 200, "{a}");
     assert!(a["server_mean_batch"].as_f64().is_some_and(|b| b >= 1.0), "{a}");
+    // Pipelined: every request of a window answered once, none lost or counted twice.
+    let p = bench(&server, &["append", "--conns", "3", "--window", "8", "--messages", "301"]);
+    assert_eq!(p["window"], 8, "{p}");
+    assert_eq!(p["acked"], 301, "{p}");
+    assert_eq!(p["errors"], 0, "{p}");
+    assert_eq!(p["server_messages_in"], 301, "{p}");
 
     let i = bench(&server, &["idle", "--conns", "50"]);
     assert_eq!(i["connected"], 50, "{i}");

@@ -1,5 +1,6 @@
 //! `herald bench append`: C connections, each sending `message.send` and awaiting its reply
-//! before the next, so every figure is of *durable* appends (an `ok` means committed with the
+//! before the next (or keeping `--window` requests in flight, as a client that pipelines its
+//! sends does), so every figure is of *durable* appends (an `ok` means committed with the
 //! server's durability). The server's group commit shows in `/metrics`: mutations per commit
 //! and commit latency, read before and after the run.
 //!
@@ -14,6 +15,7 @@ use super::report::{CpuMeter, Latencies, Report};
 use super::scan::{self, Frame};
 use anyhow::{Context, bail};
 use futures::{SinkExt, StreamExt};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,9 +23,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, clap::Args)]
 pub struct AppendArgs {
-    /// Connections, each with one request in flight.
+    /// Connections, each with `--window` requests in flight.
     #[arg(long, default_value_t = 64)]
     conns: usize,
+    /// Requests each connection keeps in flight: 1 waits for each reply before the next
+    /// send; more pipelines them, as a client sending without awaiting each reply does (the
+    /// server answers them in order, at most `--max-inflight` at a time).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    window: u32,
     /// Messages in total, spread evenly over the connections.
     #[arg(long, default_value_t = 50_000)]
     messages: u64,
@@ -102,7 +109,8 @@ pub async fn run(ctx: &Ctx, a: AppendArgs) -> anyhow::Result<Report> {
     for (i, ws) in conns.into_iter().enumerate() {
         let count = a.messages / a.conns as u64 + u64::from((i as u64) < a.messages % a.conns as u64);
         let channel = channels[i % channels.len()].clone();
-        tasks.push(tokio::spawn(sender(ws, i, channel, count, content.clone(), shared.clone())));
+        let window = a.window as usize;
+        tasks.push(tokio::spawn(sender(ws, i, channel, count, window, content.clone(), shared.clone())));
     }
     let mut failure = None;
     for t in tasks {
@@ -123,6 +131,7 @@ pub async fn run(ctx: &Ctx, a: AppendArgs) -> anyhow::Result<Report> {
     let errors = shared.errors.load(Ordering::Acquire);
     let mut r = Report::new("append");
     r.int("conns", "connections", a.conns as u64);
+    r.int("window", "requests in flight per connection", u64::from(a.window));
     r.int("channels", "channels", a.channels as u64);
     r.text("senders", "senders", if a.member_senders { "members" } else { "server grant, not members" });
     r.int("content_bytes", "content bytes", a.content_bytes as u64);
@@ -178,25 +187,39 @@ pub async fn run(ctx: &Ctx, a: AppendArgs) -> anyhow::Result<Report> {
     Ok(r)
 }
 
-/// Sends `count` messages one at a time, timing each from send to its reply.
+/// Sends `count` messages, keeping up to `window` in flight, timing each from its send to
+/// its reply.
 async fn sender(
     mut ws: Ws,
     conn: usize,
     channel: Arc<str>,
     count: u64,
+    window: usize,
     content: Arc<str>,
     shared: Arc<Shared>,
 ) -> anyhow::Result<()> {
-    for j in 0..count {
-        // Request id 1 was `connect`.
-        let id = j + 2;
-        let frame =
-            format!(r#"{{"id":{id},"op":"message.send","channel":"{channel}","content":"{content}"}}"#);
-        let t0 = Instant::now();
-        ws.send(Message::text(frame)).await.context("message.send")?;
-        let ok = tokio::time::timeout(REPLY_TIMEOUT, reply(&mut ws, id))
+    let mut pending: VecDeque<(u64, Instant)> = VecDeque::with_capacity(window);
+    let mut sent = 0;
+    while sent < count || !pending.is_empty() {
+        if sent < count && pending.len() < window {
+            while sent < count && pending.len() < window {
+                // Request id 1 was `connect`.
+                let id = sent + 2;
+                let frame = format!(
+                    r#"{{"id":{id},"op":"message.send","channel":"{channel}","content":"{content}"}}"#
+                );
+                ws.feed(Message::text(frame)).await.context("message.send")?;
+                pending.push_back((id, Instant::now()));
+                sent += 1;
+            }
+            ws.flush().await.context("message.send")?;
+        }
+        let (id, ok) = tokio::time::timeout(REPLY_TIMEOUT, reply(&mut ws))
             .await
             .with_context(|| format!("no reply to message.send within {REPLY_TIMEOUT:?}"))??;
+        // Replies come in request order; anything else is not one of ours.
+        let Some(at) = pending.iter().position(|(p, _)| *p == id) else { continue };
+        let Some((_, t0)) = pending.remove(at) else { continue };
         shared.latency.record(conn, u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
         match ok {
             Ok(()) => shared.acks.fetch_add(1, Ordering::Relaxed),
@@ -211,16 +234,15 @@ async fn sender(
     Ok(())
 }
 
-/// Reads until the reply to `id`: `Ok(Ok)` for `ok`, `Ok(Err(frame))` for an error reply.
-async fn reply(ws: &mut Ws, id: u64) -> anyhow::Result<Result<(), String>> {
+/// Reads until the next reply: its id, and `Ok` for `ok` or `Err(frame)` for an error reply.
+async fn reply(ws: &mut Ws) -> anyhow::Result<(u64, Result<(), String>)> {
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(t))) => match scan::classify(t.as_str()) {
-                Frame::Reply { id: Some(got), ok } if got == id => {
-                    return Ok(if ok { Ok(()) } else { Err(t.as_str().to_owned()) });
+            Some(Ok(Message::Text(t))) => {
+                if let Frame::Reply { id: Some(id), ok } = scan::classify(t.as_str()) {
+                    return Ok((id, if ok { Ok(()) } else { Err(t.as_str().to_owned()) }));
                 }
-                _ => {}
-            },
+            }
             Some(Ok(Message::Close(c))) => {
                 bail!(
                     "the server closed the connection: {}",
