@@ -11,6 +11,7 @@ use herald_store::{
     Actor, Applied, EntryExtra, Guard, Mutation, NewEntry, Outcome, Result, StoreError, StoredEntry,
 };
 use rusqlite::{Connection, OptionalExtension, params};
+use std::cell::Cell;
 use std::collections::HashMap;
 
 /// Channel heads: committed ones, and those changed by the batch in progress.
@@ -68,9 +69,24 @@ impl Channels {
     }
 }
 
+/// Whether a mutation runs inside a savepoint of its own.
+///
+/// A `Send` makes every check before its first write, and nothing after its first write can
+/// refuse it: an error there is the database's own (I/O, a full disk), which fails the whole
+/// batch anyway. So it needs no savepoint, and skips the cost of one per message: two more
+/// statements, and a copy of every page it touches into the sub-journal. Every other mutation
+/// may still refuse after writing (a member to remove who is not one, say), and is rolled
+/// back alone.
+pub fn needs_savepoint(m: &Mutation) -> bool {
+    !matches!(m, Mutation::Send { .. })
+}
+
 /// The state of one job while it is applied.
 pub struct Job<'a> {
     conn: &'a Connection,
+    /// Set before the job's first write: an error after it, in a job without a savepoint,
+    /// leaves the batch's transaction with half a job in it.
+    wrote: &'a Cell<bool>,
     heads: &'a mut Heads,
     channels: &'a mut Channels,
     /// Heads changed by this job; merged into the batch only if its savepoint is released.
@@ -85,9 +101,15 @@ pub struct Job<'a> {
 }
 
 impl<'a> Job<'a> {
-    pub fn new(conn: &'a Connection, heads: &'a mut Heads, channels: &'a mut Channels) -> Self {
+    pub fn new(
+        conn: &'a Connection,
+        wrote: &'a Cell<bool>,
+        heads: &'a mut Heads,
+        channels: &'a mut Channels,
+    ) -> Self {
         Job {
             conn,
+            wrote,
             heads,
             channels,
             own: HashMap::new(),
@@ -135,6 +157,7 @@ impl<'a> Job<'a> {
         let new = NewEntry { channel_id: ch, kind, author, reference, ts_ms, content };
         let e = new.link(prev_seq, prev_hash, rand::random(), extra);
         let salt = e.salt.unwrap_or_default();
+        self.wrote.set(true);
         self.conn
             .prepare_cached(concat!(
                 "INSERT INTO entries (",
@@ -200,6 +223,7 @@ impl<'a> Job<'a> {
     }
 
     fn execute(&self, sql: &str, p: impl rusqlite::Params) -> Result<usize> {
+        self.wrote.set(true);
         self.conn.prepare_cached(sql).and_then(|mut s| s.execute(p)).map_err(backend)
     }
 

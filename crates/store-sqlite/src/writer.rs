@@ -3,7 +3,8 @@
 //!
 //! It blocks for the first job, drains up to `max_batch - 1` more without waiting, opens one
 //! `BEGIN IMMEDIATE` transaction, applies each job inside its own `SAVEPOINT` (a job that fails
-//! is rolled back alone and answered with its error), commits (the one fsync of the batch),
+//! is rolled back alone and answered with its error; a `Send` runs without one, see
+//! [`needs_savepoint`]), commits (the one fsync of the batch),
 //! checkpoints the WAL if a job erased content, then passes the batch to the publisher thread,
 //! which hands every successful [`Applied`] to the [`CommitSink`] in order and only then answers
 //! each job. Two threads, so that fan-out of batch N (the sink's work, which grows with the
@@ -11,11 +12,12 @@
 //! takes batches in commit order from a short bounded queue, so the sink still sees every commit
 //! once, in commit order, before its caller is answered.
 
-use crate::apply::{Channels, Heads, Job as ApplyJob};
+use crate::apply::{Channels, Heads, Job as ApplyJob, needs_savepoint};
 use crate::backend;
 use herald_store::{Applied, CommitSink, Mutation, Result, StoreError};
 use parking_lot::RwLock;
 use rusqlite::Connection;
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -195,20 +197,30 @@ impl Writer {
     }
 
     fn run_job(&mut self, m: Mutation) -> Result<(Applied, bool), JobError> {
-        self.step("SAVEPOINT job")?;
-        let job = ApplyJob::new(&self.conn, &mut self.heads, &mut self.channels);
+        let savepoint = needs_savepoint(&m);
+        if savepoint {
+            self.step("SAVEPOINT job")?;
+        }
+        let wrote = Cell::new(false);
+        let job = ApplyJob::new(&self.conn, &wrote, &mut self.heads, &mut self.channels);
         match job.apply(m) {
             Ok((applied, job)) => {
                 let erased = job.erased;
                 job.release();
-                self.step("RELEASE job")?;
+                if savepoint {
+                    self.step("RELEASE job")?;
+                }
                 Ok((applied, erased))
             }
-            Err(e) => {
+            Err(e) if savepoint => {
                 self.step("ROLLBACK TO job")?;
                 self.step("RELEASE job")?;
                 Err(JobError::Refused(e))
             }
+            // Refused before it wrote anything: nothing to undo.
+            Err(e) if !wrote.get() => Err(JobError::Refused(e)),
+            // Part of it is in the transaction and nothing can take it out alone.
+            Err(e) => Err(JobError::Fatal(e)),
         }
     }
 

@@ -174,6 +174,42 @@ async fn a_refused_job_does_not_spoil_its_batch() {
     store.close().await.unwrap();
 }
 
+/// A send runs without a savepoint of its own (its checks all come before its first write).
+/// If one of its writes fails all the same, here a message id that is already taken, which
+/// the message row's unique index refuses after the entry is in, the batch fails whole: no
+/// entry without its message, no gap in the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_that_fails_in_its_writes_leaves_no_half_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ada = user("ada");
+    let ch = testkit::create(&*store, &ada, None, Policy::Open, &[]).await;
+    let first = testkit::send(&*store, &ada, &ch, "first").await;
+    let head = store.head_seq(&ch).await.unwrap();
+    let again = store
+        .apply(Mutation::Send {
+            actor: ada.clone(),
+            guard: testkit::own(&ada),
+            channel: ch.clone(),
+            id: first.id.clone(),
+            kind: "chat.text".into(),
+            content: "same id".into(),
+            reply_to: None,
+            client_id: None,
+            ts_ms: now_ms(),
+        })
+        .await;
+    assert!(matches!(again, Err(herald_store::StoreError::Backend(_))), "{again:?}");
+    assert_eq!(store.head_seq(&ch).await.unwrap(), head);
+    let next = testkit::send(&*store, &ada, &ch, "next").await;
+    assert_eq!(next.seq, head + 1);
+    assert_eq!(testkit::verify_log(&*store, &ch).await.len() as u64, head + 1);
+    let (msgs, _) =
+        store.history(&ch, &herald_store::HistoryRange { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(msgs.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["next", "first"]);
+    store.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn blobs_round_trip_by_blake3_id() {
     let dir = tempfile::tempdir().unwrap();
