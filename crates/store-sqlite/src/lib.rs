@@ -34,10 +34,11 @@
 //! job, drains up to `max_batch - 1` more that are already waiting (never waits for more),
 //! runs them in one `BEGIN IMMEDIATE` transaction, each inside its own `SAVEPOINT` so a refused
 //! job is rolled back alone (all but `Send`, which makes every check before its first write:
-//! an error in its writes fails the batch), and commits: one fsync for the whole batch. Then, in order, it hands
-//! each successful [`herald_store::Applied`] to the sink, and only then answers the callers. A
-//! failed `COMMIT` answers every job of the batch with `StoreError::Backend`. Under load batches
-//! grow by themselves; alone, a write commits at once.
+//! an error in its writes fails the batch), and commits: one fsync for the whole batch. Then,
+//! in order, it hands each successful [`herald_store::Applied`] to the sink, and only then
+//! answers the callers. A failed `COMMIT` answers every job of the batch with
+//! `StoreError::Backend`. Under load batches grow by themselves; alone, a write commits at
+//! once.
 //!
 //! The writer keeps each channel's head `(seq, hash)` in memory (loaded on first use); a job's
 //! head changes reach that cache only if it succeeds and the batch commits.

@@ -201,17 +201,17 @@ async fn sender(
     let mut pending: VecDeque<(u64, Instant)> = VecDeque::with_capacity(window);
     let mut sent = 0;
     while sent < count || !pending.is_empty() {
-        if sent < count && pending.len() < window {
-            while sent < count && pending.len() < window {
-                // Request id 1 was `connect`.
-                let id = sent + 2;
-                let frame = format!(
-                    r#"{{"id":{id},"op":"message.send","channel":"{channel}","content":"{content}"}}"#
-                );
-                ws.feed(Message::text(frame)).await.context("message.send")?;
-                pending.push_back((id, Instant::now()));
-                sent += 1;
-            }
+        let before = sent;
+        while sent < count && pending.len() < window {
+            // Request id 1 was `connect`.
+            let id = sent + 2;
+            let frame =
+                format!(r#"{{"id":{id},"op":"message.send","channel":"{channel}","content":"{content}"}}"#);
+            ws.feed(Message::text(frame)).await.context("message.send")?;
+            pending.push_back((id, Instant::now()));
+            sent += 1;
+        }
+        if sent > before {
             ws.flush().await.context("message.send")?;
         }
         let (id, ok) = tokio::time::timeout(REPLY_TIMEOUT, reply(&mut ws))
