@@ -165,7 +165,9 @@ impl AppState {
 
     /// Tells every WebSocket to close with 1012 and waits (up to `grace`) until they have.
     pub async fn drain(&self, grace: std::time::Duration) {
-        let _ = self.inner.shutdown.send(true);
+        // Stored even with no receiver: `send` keeps the old value when no connection is open,
+        // and one that opens during the drain (the listener accepts until it ends) must see it.
+        self.inner.shutdown.send_replace(true);
         let wait = async {
             loop {
                 let notified = self.inner.all_gone.notified();
