@@ -283,19 +283,21 @@ async fn tampering_with_the_database_is_detected_by_the_sdk() {
         rusqlite::params![v.to_string(), channel_id],
     )
     .unwrap();
-    // 4. Alter the stored ciphertext of Ada's message (both copies, so the server serves it
-    //    consistently).
+    // 4. Alter the stored ciphertext of Ada's message (in its log entry, the one copy of an
+    //    unedited message's content).
     let altered = {
         let mut c = sent.content.clone().into_bytes();
         let i = c.len() - 10;
         c[i] = if c[i] == b'A' { b'B' } else { b'A' };
         String::from_utf8(c).unwrap()
     };
-    db.execute(
-        "UPDATE messages SET content = ?1 WHERE content = ?2",
-        rusqlite::params![altered, sent.content],
-    )
-    .unwrap();
+    let altered_rows = db
+        .execute(
+            "UPDATE entries SET content = ?1 WHERE content = ?2",
+            rusqlite::params![altered, sent.content],
+        )
+        .unwrap();
+    assert_eq!(altered_rows, 1, "the message's stored ciphertext");
     drop(db);
     server.restart().await;
 

@@ -306,7 +306,10 @@ impl<'a> Job<'a> {
     /// `(author, seq)` of a message of the channel.
     fn message_author(&self, ch: &str, id: &str) -> Result<(String, i64)> {
         self.conn
-            .prepare_cached("SELECT author, seq FROM messages WHERE channel_id = ?1 AND id = ?2")
+            .prepare_cached(
+                "SELECT e.author, m.seq FROM messages m JOIN entries e \
+                 ON e.channel_id = m.channel_id AND e.seq = m.seq WHERE m.channel_id = ?1 AND m.id = ?2",
+            )
             .and_then(|mut s| s.query_row(params![ch, id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
             .map_err(backend)?
             .ok_or(StoreError::NotFound("message"))
@@ -498,7 +501,6 @@ impl<'a> Job<'a> {
                 if reply_to.is_some() && reply.is_none() {
                     return Err(StoreError::NotFound("message"));
                 }
-                let reply_author = reply.as_ref().map(|r| r.author.clone());
                 let fresh = FreshSend::new(&id, me, &kind, &content, client_id.as_deref(), ts_ms)
                     .with_epoch(guard.epoch);
                 let extra = fresh.extra(reply.clone());
@@ -506,23 +508,10 @@ impl<'a> Job<'a> {
                 let seq = self.append(&ch.id, EntryKind::Message, me, &reference, ts_ms, &content, extra)?;
                 // The message as `rows::message` would read it back: built, not re-read.
                 let message = fresh.message(seq, reply);
+                // Everything else of the message is in its entry (`rows::MESSAGE_SELECT`).
                 self.execute(
-                    "INSERT INTO messages (channel_id, id, seq, author, type, content, reply_to, \
-                     reply_author, client_id, ts_ms, epoch) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                    params![
-                        ch.id,
-                        id,
-                        to_i64(seq),
-                        me,
-                        kind,
-                        content,
-                        reply_to,
-                        reply_author,
-                        client_id,
-                        ts_ms,
-                        guard.epoch.map(to_i64)
-                    ],
+                    "INSERT INTO messages (channel_id, seq, id) VALUES (?1, ?2, ?3)",
+                    params![ch.id, to_i64(seq), id],
                 )?;
                 if let Some(cid) = &client_id {
                     self.execute(

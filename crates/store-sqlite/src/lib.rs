@@ -21,8 +21,9 @@
 //! `channels` (id, app, unique (app, name)), `users` per (app, id), `members` with `last_read`,
 //! `entries` (the hash-chained log, key (channel_id, seq), with the columns `x_*` that rebuild
 //! an event: message id, type, client_id, member name, channel title, reacted message),
-//! `messages` (current content, `edited_ms`, the replied message and its author as of sending),
-//! `reactions`, and `client_ids` (the idempotency keys, kept after a delete so that a retry
+//! `messages` (one row per message that is not deleted: its id, and what its last edit changed;
+//! the rest, the original content included, is read from its `message` entry, so no text is
+//! stored twice), `reactions`, and `client_ids` (the idempotency keys, kept after a delete so that a retry
 //! cannot bring deleted text back). A hard delete nulls `content` and `salt` of the message's
 //! entries, deletes its rows, and checkpoints the WAL with `TRUNCATE` once the batch commits;
 //! `secure_delete=ON` zeroes the freed cells, so the text is gone from every file.
@@ -374,8 +375,10 @@ impl Store for SqliteStore {
             let mut s = c
                 .prepare_cached(
                     "SELECT ch.id, ch.name, ch.title, \
-                       (SELECT COUNT(*) FROM messages msg WHERE msg.channel_id = ch.id \
-                          AND msg.seq > m.last_read AND msg.author <> m.user_id), \
+                       (SELECT COUNT(*) FROM messages msg JOIN entries me \
+                          ON me.channel_id = msg.channel_id AND me.seq = msg.seq \
+                          WHERE msg.channel_id = ch.id AND msg.seq > m.last_read \
+                          AND me.author <> m.user_id), \
                        (SELECT COALESCE(MAX(seq), 0) FROM entries e WHERE e.channel_id = ch.id) \
                      FROM members m JOIN channels ch ON ch.id = m.channel_id \
                      WHERE m.user_id = ?1 AND ch.app = ?2 ORDER BY ch.created_ms, ch.id",
@@ -514,7 +517,7 @@ fn history(c: &Connection, ch: &str, range: &HistoryRange) -> Result<(Vec<Messag
     let ascending = range.after.is_some();
     let sql = format!(
         "{} WHERE m.channel_id = ?1 AND (?2 IS NULL OR m.seq < ?2) AND (?3 IS NULL OR m.seq > ?3) \
-         AND (?4 IS NULL OR m.ts_ms >= ?4) AND (?5 IS NULL OR m.ts_ms <= ?5) \
+         AND (?4 IS NULL OR e.ts_ms >= ?4) AND (?5 IS NULL OR e.ts_ms <= ?5) \
          ORDER BY m.seq {} LIMIT ?6",
         rows::MESSAGE_SELECT,
         if ascending { "ASC" } else { "DESC" }

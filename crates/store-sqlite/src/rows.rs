@@ -71,10 +71,15 @@ pub fn hash32(v: Vec<u8>) -> Result<Hash32> {
     v.try_into().map_err(|_| StoreError::Backend("stored hash is not 32 bytes".into()))
 }
 
-/// The columns of a message with its reply target, for [`message_row`].
-pub const MESSAGE_SELECT: &str = "SELECT m.id, m.seq, m.author, m.type, m.content, m.reply_to, \
-     m.reply_author, m.client_id, m.ts_ms, m.edited_ms, r.content, r.edited_ms, m.epoch \
-     FROM messages m LEFT JOIN messages r ON r.channel_id = m.channel_id AND r.id = m.reply_to";
+/// The columns of a message with its reply target, for [`message_row`]. A message is its
+/// `message` entry (`e`) with what edits changed (`m`); the replied message likewise (`re`,
+/// `r`).
+pub const MESSAGE_SELECT: &str = "SELECT m.id, m.seq, e.author, e.x_msg_type, \
+     COALESCE(m.content, e.content), NULLIF(e.ref, ''), e.x_reply_author, e.x_client_id, e.ts_ms, \
+     m.edited_ms, COALESCE(r.content, re.content), r.edited_ms, COALESCE(m.epoch, e.x_epoch) \
+     FROM messages m JOIN entries e ON e.channel_id = m.channel_id AND e.seq = m.seq \
+     LEFT JOIN messages r ON r.channel_id = m.channel_id AND r.id = NULLIF(e.ref, '') \
+     LEFT JOIN entries re ON re.channel_id = r.channel_id AND re.seq = r.seq";
 
 pub fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
     let reply_to: Option<String> = r.get(5)?;
@@ -150,9 +155,11 @@ pub(crate) use entry_cols;
 /// [`entry_row`].
 pub const ENTRY_SELECT: &str = "SELECT e.channel_id, e.seq, e.kind, e.author, e.ref, e.ts_ms, \
      e.content, e.salt, e.content_hash, e.prev_hash, e.hash, e.x_id, e.x_msg_type, e.x_client_id, \
-     e.x_name, e.x_title, e.x_message_id, e.x_reply_author, r.content, r.edited_ms, e.x_epoch \
+     e.x_name, e.x_title, e.x_message_id, e.x_reply_author, COALESCE(r.content, re.content), \
+     r.edited_ms, e.x_epoch \
      FROM entries e LEFT JOIN messages r ON e.kind = 'message' AND e.ref <> '' \
-     AND r.channel_id = e.channel_id AND r.id = e.ref";
+     AND r.channel_id = e.channel_id AND r.id = e.ref \
+     LEFT JOIN entries re ON re.channel_id = r.channel_id AND re.seq = r.seq";
 
 /// Raw columns of an entry; converted by [`RawEntry::into_entry`] so that malformed bytes
 /// become a `Backend` error rather than a panic.

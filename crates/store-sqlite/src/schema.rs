@@ -5,7 +5,7 @@ use herald_store::{Result, StoreError};
 use rusqlite::Connection;
 
 /// The schema version this code writes and reads.
-pub const VERSION: i64 = 5;
+pub const VERSION: i64 = 6;
 
 const V1: &str = r#"
 CREATE TABLE channels (
@@ -241,11 +241,37 @@ CREATE TABLE IF NOT EXISTS hook_presence_open (
 CREATE INDEX IF NOT EXISTS hook_presence_open_node ON hook_presence_open(node);
 "#;
 
+/// Version 6: a message row holds only what its entry does not: the id (unique per channel),
+/// and what the last edit changed (content, time, epoch; NULL while never edited). The rest,
+/// author, type, original content, reply, client id, time and epoch, is read from the
+/// `message` entry at the same `seq`: the rows no longer store every message twice. Rebuilt
+/// in place from version 5's rows (SQLite cannot drop the old columns' NOT NULL).
+const V6: &str = r#"
+CREATE TABLE messages_v6 (
+    channel_id  TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    id          TEXT NOT NULL,
+    content     TEXT,
+    edited_ms   INTEGER,
+    epoch       INTEGER,
+    PRIMARY KEY (channel_id, seq)
+) WITHOUT ROWID;
+INSERT INTO messages_v6 (channel_id, seq, id, content, edited_ms, epoch)
+    SELECT channel_id, seq, id,
+           CASE WHEN edited_ms IS NULL THEN NULL ELSE content END,
+           edited_ms,
+           CASE WHEN edited_ms IS NULL THEN NULL ELSE epoch END
+    FROM messages;
+DROP TABLE messages;
+ALTER TABLE messages_v6 RENAME TO messages;
+CREATE UNIQUE INDEX messages_id ON messages(channel_id, id);
+"#;
+
 /// Creates the schema on an empty database, or checks the version of an existing one.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend)?;
     match version {
-        0..=4 => {
+        0..=5 => {
             let tx =
                 conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
             if version == 0 {
@@ -260,7 +286,10 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             if version <= 3 {
                 tx.execute_batch(V4).map_err(backend)?;
             }
-            tx.execute_batch(V5).map_err(backend)?;
+            if version <= 4 {
+                tx.execute_batch(V5).map_err(backend)?;
+            }
+            tx.execute_batch(V6).map_err(backend)?;
             tx.pragma_update(None, "user_version", VERSION).map_err(backend)?;
             tx.commit().map_err(backend)
         }
@@ -282,11 +311,12 @@ mod tests {
         s.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
     }
 
-    /// A database left at version 4 (presence without the present participants), 3 (webhooks
-    /// without presence), 2 (main's E2EE schema) or 1 upgrades in place to version 5.
+    /// A database left at version 5 (every message stored twice), 4 (presence without the
+    /// present participants), 3 (webhooks without presence), 2 (main's E2EE schema) or 1
+    /// upgrades in place to version 6, and its messages read back the same.
     #[test]
     fn older_versions_upgrade_in_place() {
-        for old in [1, 2, 3, 4] {
+        for old in [1, 2, 3, 4, 5] {
             let mut conn = Connection::open_in_memory().unwrap();
             conn.execute_batch(V1).unwrap();
             if old >= 2 {
@@ -300,6 +330,22 @@ mod tests {
             if old >= 4 {
                 conn.execute_batch(V4).unwrap();
             }
+            if old >= 5 {
+                conn.execute_batch(V5).unwrap();
+            }
+            // Two messages as version 5 and before stored them: `m1`, and `m2` replying to it,
+            // edited since.
+            conn.execute_batch(
+                "INSERT INTO entries (channel_id, seq, kind, author, ref, ts_ms, content, \
+                   content_hash, prev_hash, hash, x_id, x_msg_type, x_reply_author) VALUES \
+                   ('c', 1, 'message', 'u', '', 5, 'hello', x'00', x'00', x'00', 'm1', 'chat.text', NULL), \
+                   ('c', 2, 'message', 'u', 'm1', 6, 'first words', x'00', x'00', x'00', 'm2', 'chat.text', 'u'); \
+                 INSERT INTO messages (channel_id, id, seq, author, type, content, reply_to, \
+                   reply_author, client_id, ts_ms, edited_ms) VALUES \
+                   ('c', 'm1', 1, 'u', 'chat.text', 'hello', NULL, NULL, NULL, 5, NULL), \
+                   ('c', 'm2', 2, 'u', 'chat.text', 'edited words', 'm1', 'u', NULL, 6, 9);",
+            )
+            .unwrap();
             conn.pragma_update(None, "user_version", old).unwrap();
             conn.execute("INSERT INTO users (app, id, name, kind) VALUES ('a', 'u', NULL, 'user')", [])
                 .unwrap();
@@ -325,6 +371,17 @@ mod tests {
                 let seq: i64 = conn.query_row("SELECT seq FROM hook_cursors", [], |r| r.get(0)).unwrap();
                 assert_eq!(seq, 7, "version 3's webhook cursors survive");
             }
+            let m1 = crate::rows::message(&conn, "c", "m1").unwrap().unwrap();
+            let m2 = crate::rows::message(&conn, "c", "m2").unwrap().unwrap();
+            assert_eq!((m1.seq, m1.content.as_str(), m1.edited_at.as_deref()), (1, "hello", None));
+            assert_eq!((m1.author.as_str(), m1.kind.as_str()), ("u", "chat.text"));
+            assert_eq!((m2.content.as_str(), m2.edited_at.is_some()), ("edited words", true));
+            let reply = m2.reply_to.unwrap();
+            assert_eq!((reply.id.as_str(), reply.author.as_str()), ("m1", "u"));
+            assert_eq!((reply.content.as_deref(), reply.edited), (Some("hello"), false));
+            let stored: Option<String> =
+                conn.query_row("SELECT content FROM messages WHERE id = 'm1'", [], |r| r.get(0)).unwrap();
+            assert_eq!(stored, None, "an unedited message's text is stored once, in its entry");
             migrate(&mut conn).unwrap();
         }
     }
