@@ -371,14 +371,16 @@ impl Store for SqliteStore {
 
     async fn channels_of(&self, app: &str, user: &str) -> Result<Vec<ChannelSummary>> {
         let (app, user) = (app.to_owned(), user.to_owned());
+        // Unread: message entries of others after the read marker, counted in the log itself
+        // (one range of its primary key; a hard delete nulls the entry's content). Through
+        // `messages` it would take a lookup of each message's entry for its author.
         self.read(move |c| {
             let mut s = c
                 .prepare_cached(
                     "SELECT ch.id, ch.name, ch.title, \
-                       (SELECT COUNT(*) FROM messages msg JOIN entries me \
-                          ON me.channel_id = msg.channel_id AND me.seq = msg.seq \
-                          WHERE msg.channel_id = ch.id AND msg.seq > m.last_read \
-                          AND me.author <> m.user_id), \
+                       (SELECT COUNT(*) FROM entries me WHERE me.channel_id = ch.id \
+                          AND me.seq > m.last_read AND me.kind = 'message' \
+                          AND me.content IS NOT NULL AND me.author <> m.user_id), \
                        (SELECT COALESCE(MAX(seq), 0) FROM entries e WHERE e.channel_id = ch.id) \
                      FROM members m JOIN channels ch ON ch.id = m.channel_id \
                      WHERE m.user_id = ?1 AND ch.app = ?2 ORDER BY ch.created_ms, ch.id",

@@ -1063,6 +1063,39 @@ pub async fn unread_counts_and_read_markers(s: &dyn Store, _sink: &RecordingSink
         "read of an unknown message"
     );
     assert_eq!(expect(s.head_seq(&ch).await, "head"), head, "reads append nothing");
+    // Edits, reactions and deleted messages are not unread messages.
+    let later = send(s, &ada, &ch, "a3").await;
+    let gone = send(s, &ada, &ch, "a4").await;
+    for m in [
+        Mutation::Edit {
+            actor: ada.clone(),
+            guard: own(&ada),
+            channel: ch.clone(),
+            message_id: later.id.clone(),
+            content: "a3 edited".into(),
+            ts_ms: now_ms(),
+        },
+        Mutation::React {
+            actor: ada.clone(),
+            guard: Guard::member(&ada.user.id),
+            channel: ch.clone(),
+            id: new_id(),
+            message_id: later.id.clone(),
+            emoji: "👍".into(),
+            ts_ms: now_ms(),
+        },
+        Mutation::Delete {
+            actor: ada.clone(),
+            guard: own(&ada),
+            channel: ch.clone(),
+            message_id: gone.id.clone(),
+            ts_ms: now_ms(),
+        },
+    ] {
+        expect(s.apply(m).await, "edit, react, delete");
+    }
+    let head = expect(s.head_seq(&ch).await, "head");
+    assert_eq!(unread(expect(s.channels_of(APP, "bob").await, "channels_of")), Some((2, head)));
 }
 
 pub async fn directory_follows_policy(s: &dyn Store, _sink: &RecordingSink) {
