@@ -23,8 +23,8 @@
 //! an event: message id, type, client_id, member name, channel title, reacted message),
 //! `messages` (one row per message that is not deleted: its id, and what its last edit changed;
 //! the rest, the original content included, is read from its `message` entry, so no text is
-//! stored twice), `reactions`, and `client_ids` (the idempotency keys, kept after a delete so that a retry
-//! cannot bring deleted text back). A hard delete nulls `content` and `salt` of the message's
+//! stored twice), `reactions`, and `client_ids` (the idempotency keys, kept after a delete so
+//! that a retry cannot bring deleted text back). A hard delete nulls `content` and `salt` of the message's
 //! entries, deletes its rows, and checkpoints the WAL with `TRUNCATE` once the batch commits;
 //! `secure_delete=ON` zeroes the freed cells, so the text is gone from every file.
 //!

@@ -106,10 +106,10 @@ pub async fn run(ctx: &Ctx, a: AppendArgs) -> anyhow::Result<Report> {
     let cpu = CpuMeter::start(ctx.pid);
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(a.conns);
+    let window = a.window as usize;
     for (i, ws) in conns.into_iter().enumerate() {
         let count = a.messages / a.conns as u64 + u64::from((i as u64) < a.messages % a.conns as u64);
         let channel = channels[i % channels.len()].clone();
-        let window = a.window as usize;
         tasks.push(tokio::spawn(sender(ws, i, channel, count, window, content.clone(), shared.clone())));
     }
     let mut failure = None;
