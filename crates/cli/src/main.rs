@@ -19,7 +19,7 @@ use std::process::ExitCode;
 /// jemalloc, not glibc's malloc. The store's writer thread allocates what other threads free
 /// (each commit's results, each event's bytes); glibc returns such frees to the arena of the
 /// allocating thread under its lock, so the writer and the socket threads queued on that lock
-/// (a fifth of the server's samples at four requests in flight). jemalloc's thread caches
+/// (an eighth of the server's samples at four requests in flight). jemalloc's thread caches
 /// batch them. The same allocator serves `herald bench`. BENCHMARKS.md, "The allocator".
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
