@@ -21,9 +21,10 @@
 //! `channels` (id, app, unique (app, name)), `users` per (app, id), `members` with `last_read`,
 //! `entries` (the hash-chained log, key (channel_id, seq), with the columns `x_*` that rebuild
 //! an event: message id, type, client_id, member name, channel title, reacted message),
-//! `messages` (one row per message that is not deleted: its id, and what its last edit changed;
-//! the rest, the original content included, is read from its `message` entry, so no text is
-//! stored twice), `reactions`, and `client_ids` (the idempotency keys, kept after a delete so
+//! `messages` (one row per message that is not deleted, key (channel_id, id): its `seq`, and
+//! what its last edit changed; the rest, the original content included, is read from its
+//! `message` entry, so no text is stored twice; history pages walk the log's key and find
+//! each row by the entry's `x_id`), `reactions`, and `client_ids` (the idempotency keys, kept after a delete so
 //! that a retry cannot bring deleted text back). A hard delete nulls `content` and `salt` of the message's
 //! entries, deletes its rows, and checkpoints the WAL with `TRUNCATE` once the batch commits;
 //! `secure_delete=ON` zeroes the freed cells, so the text is gone from every file.
@@ -517,10 +518,13 @@ impl Store for SqliteStore {
 /// One page of history; see [`Store::history`].
 fn history(c: &Connection, ch: &str, range: &HistoryRange) -> Result<(Vec<Message>, bool)> {
     let ascending = range.after.is_some();
+    // The log's key drives the page: `seq` bounds written as plain ranges (no `?2 IS NULL OR`)
+    // so that SQLite seeks to them instead of walking the channel's log from its end.
     let sql = format!(
-        "{} WHERE m.channel_id = ?1 AND (?2 IS NULL OR m.seq < ?2) AND (?3 IS NULL OR m.seq > ?3) \
+        "{} WHERE e.channel_id = ?1 AND e.kind = 'message' \
+         AND e.seq < COALESCE(?2, 9223372036854775807) AND e.seq > COALESCE(?3, -1) \
          AND (?4 IS NULL OR e.ts_ms >= ?4) AND (?5 IS NULL OR e.ts_ms <= ?5) \
-         ORDER BY m.seq {} LIMIT ?6",
+         ORDER BY e.seq {} LIMIT ?6",
         rows::MESSAGE_SELECT,
         if ascending { "ASC" } else { "DESC" }
     );

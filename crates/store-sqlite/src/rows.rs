@@ -78,6 +78,7 @@ pub const MESSAGE_SELECT: &str = "SELECT m.id, m.seq, e.author, e.x_msg_type, \
      COALESCE(m.content, e.content), NULLIF(e.ref, ''), e.x_reply_author, e.x_client_id, e.ts_ms, \
      m.edited_ms, COALESCE(r.content, re.content), r.edited_ms, COALESCE(m.epoch, e.x_epoch) \
      FROM messages m JOIN entries e ON e.channel_id = m.channel_id AND e.seq = m.seq \
+       AND e.x_id = m.id \
      LEFT JOIN messages r ON r.channel_id = m.channel_id AND r.id = NULLIF(e.ref, '') \
      LEFT JOIN entries re ON re.channel_id = r.channel_id AND re.seq = r.seq";
 

@@ -5,7 +5,7 @@ use herald_store::{Result, StoreError};
 use rusqlite::Connection;
 
 /// The schema version this code writes and reads.
-pub const VERSION: i64 = 6;
+pub const VERSION: i64 = 7;
 
 const V1: &str = r#"
 CREATE TABLE channels (
@@ -267,11 +267,32 @@ ALTER TABLE messages_v6 RENAME TO messages;
 CREATE UNIQUE INDEX messages_id ON messages(channel_id, id);
 "#;
 
+/// Version 7: a message row is keyed by its id, `(channel_id, id)`, and has no second
+/// index. Version 6 kept it under `(channel_id, seq)` with a unique index on the id: two
+/// B-trees besides the log's for every send (about a tenth of an append's cost: BENCHMARKS.md).
+/// A lookup by id reads this key; history walks the log's own `(channel_id, seq)` key and
+/// finds each message's row by the id its entry carries (`x_id`).
+const V7: &str = r#"
+CREATE TABLE messages_v7 (
+    channel_id  TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    content     TEXT,
+    edited_ms   INTEGER,
+    epoch       INTEGER,
+    PRIMARY KEY (channel_id, id)
+) WITHOUT ROWID;
+INSERT INTO messages_v7 (channel_id, id, seq, content, edited_ms, epoch)
+    SELECT channel_id, id, seq, content, edited_ms, epoch FROM messages;
+DROP TABLE messages;
+ALTER TABLE messages_v7 RENAME TO messages;
+"#;
+
 /// Creates the schema on an empty database, or checks the version of an existing one.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend)?;
     match version {
-        0..=5 => {
+        0..=6 => {
             let tx =
                 conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
             if version == 0 {
@@ -289,7 +310,10 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             if version <= 4 {
                 tx.execute_batch(V5).map_err(backend)?;
             }
-            tx.execute_batch(V6).map_err(backend)?;
+            if version <= 5 {
+                tx.execute_batch(V6).map_err(backend)?;
+            }
+            tx.execute_batch(V7).map_err(backend)?;
             tx.pragma_update(None, "user_version", VERSION).map_err(backend)?;
             tx.commit().map_err(backend)
         }
@@ -311,12 +335,13 @@ mod tests {
         s.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
     }
 
-    /// A database left at version 5 (every message stored twice), 4 (presence without the
-    /// present participants), 3 (webhooks without presence), 2 (main's E2EE schema) or 1
-    /// upgrades in place to version 6, and its messages read back the same.
+    /// A database left at version 6 (message rows keyed by seq), 5 (every message stored
+    /// twice), 4 (presence without the present participants), 3 (webhooks without presence),
+    /// 2 (main's E2EE schema) or 1 upgrades in place to the current version, and its messages
+    /// read back the same.
     #[test]
     fn older_versions_upgrade_in_place() {
-        for old in [1, 2, 3, 4, 5] {
+        for old in [1, 2, 3, 4, 5, 6] {
             let mut conn = Connection::open_in_memory().unwrap();
             conn.execute_batch(V1).unwrap();
             if old >= 2 {
@@ -334,7 +359,7 @@ mod tests {
                 conn.execute_batch(V5).unwrap();
             }
             // Two messages as version 5 and before stored them: `m1`, and `m2` replying to it,
-            // edited since.
+            // edited since (version 6 rebuilds these rows below).
             conn.execute_batch(
                 "INSERT INTO entries (channel_id, seq, kind, author, ref, ts_ms, content, \
                    content_hash, prev_hash, hash, x_id, x_msg_type, x_reply_author) VALUES \
@@ -346,6 +371,9 @@ mod tests {
                    ('c', 'm2', 2, 'u', 'chat.text', 'edited words', 'm1', 'u', NULL, 6, 9);",
             )
             .unwrap();
+            if old >= 6 {
+                conn.execute_batch(V6).unwrap();
+            }
             conn.pragma_update(None, "user_version", old).unwrap();
             conn.execute("INSERT INTO users (app, id, name, kind) VALUES ('a', 'u', NULL, 'user')", [])
                 .unwrap();
@@ -382,6 +410,19 @@ mod tests {
             let stored: Option<String> =
                 conn.query_row("SELECT content FROM messages WHERE id = 'm1'", [], |r| r.get(0)).unwrap();
             assert_eq!(stored, None, "an unedited message's text is stored once, in its entry");
+            let indexes: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(indexes, 0, "version {old}: a message row is found by its key alone");
+            let page =
+                crate::history(&conn, "c", &herald_store::HistoryRange { limit: 10, ..Default::default() })
+                    .unwrap()
+                    .0;
+            assert_eq!(page.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["m2", "m1"]);
             migrate(&mut conn).unwrap();
         }
     }
