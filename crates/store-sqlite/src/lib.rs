@@ -19,15 +19,15 @@
 //! # Schema
 //!
 //! `channels` (id, app, unique (app, name)), `users` per (app, id), `members` with `last_read`,
-//! `entries` (the hash-chained log, key (channel_id, seq), with the columns `x_*` that rebuild
-//! an event: message id, type, client_id, member name, channel title, reacted message),
-//! `messages` (one row per message that is not deleted, key (channel_id, id): its `seq`, and
-//! what its last edit changed; the rest, the original content included, is read from its
-//! `message` entry, so no text is stored twice; history pages walk the log's key and find
-//! each row by the entry's `x_id`), `reactions`, and `client_ids` (the idempotency keys, kept after a delete so
-//! that a retry cannot bring deleted text back). A hard delete nulls `content` and `salt` of the message's
-//! entries, deletes its rows, and checkpoints the WAL with `TRUNCATE` once the batch commits;
-//! `secure_delete=ON` zeroes the freed cells, so the text is gone from every file.
+//! `entries` (the hash-chained log, key (channel_id, seq), with the columns `x_*` that rebuild an
+//! event: message id, type, client_id, member name, channel title, reacted message), `messages`
+//! (one row per message that is not deleted, key (channel_id, id): its `seq`, and what its last
+//! edit changed; the rest, the original content included, is read from its `message` entry, so no
+//! text is stored twice; history pages walk the log's key and find each row by the entry's
+//! `x_id`), `reactions`, and `client_ids` (the idempotency keys, kept after a delete so that a
+//! retry cannot bring deleted text back). A hard delete nulls `content` and `salt` of the
+//! message's entries, deletes its rows, and checkpoints the WAL with `TRUNCATE` once the batch
+//! commits; `secure_delete=ON` zeroes the freed cells, so the text is gone from every file.
 //!
 //! # Group commit
 //!
