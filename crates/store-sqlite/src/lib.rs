@@ -519,7 +519,9 @@ impl Store for SqliteStore {
 fn history(c: &Connection, ch: &str, range: &HistoryRange) -> Result<(Vec<Message>, bool)> {
     let ascending = range.after.is_some();
     // The log's key drives the page: `seq` bounds written as plain ranges (no `?2 IS NULL OR`)
-    // so that SQLite seeks to them instead of walking the channel's log from its end.
+    // so that SQLite seeks to them instead of walking the channel's log from its end. The walk
+    // steps over the channel's other entries (edits, reactions, joins) and the entries of
+    // deleted messages (no `messages` row).
     let sql = format!(
         "{} WHERE e.channel_id = ?1 AND e.kind = 'message' \
          AND e.seq < COALESCE(?2, 9223372036854775807) AND e.seq > COALESCE(?3, -1) \

@@ -73,7 +73,8 @@ pub fn hash32(v: Vec<u8>) -> Result<Hash32> {
 
 /// The columns of a message with its reply target, for [`message_row`]. A message is its
 /// `message` entry (`e`) with what edits changed (`m`); the replied message likewise (`re`,
-/// `r`).
+/// `r`). `m` and `e` are joined on both `seq` and the id so that either can lead on its own
+/// key: a lookup by id starts from `m`, a history page walks `e`.
 pub const MESSAGE_SELECT: &str = "SELECT m.id, m.seq, e.author, e.x_msg_type, \
      COALESCE(m.content, e.content), NULLIF(e.ref, ''), e.x_reply_author, e.x_client_id, e.ts_ms, \
      m.edited_ms, COALESCE(r.content, re.content), r.edited_ms, COALESCE(m.epoch, e.x_epoch) \

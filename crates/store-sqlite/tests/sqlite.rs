@@ -176,7 +176,7 @@ async fn a_refused_job_does_not_spoil_its_batch() {
 
 /// A send runs without a savepoint of its own (its checks all come before its first write).
 /// If one of its writes fails all the same, here a message id that is already taken, which
-/// the message row's unique index refuses after the entry is in, the batch fails whole: no
+/// the message row's key refuses after the entry is in, the batch fails whole: no
 /// entry without its message, no gap in the chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_that_fails_in_its_writes_leaves_no_half_of_it() {
