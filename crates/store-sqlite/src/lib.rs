@@ -518,13 +518,12 @@ impl Store for SqliteStore {
 /// One page of history; see [`Store::history`].
 fn history(c: &Connection, ch: &str, range: &HistoryRange) -> Result<(Vec<Message>, bool)> {
     let ascending = range.after.is_some();
-    // The log's key drives the page: `seq` bounds written as plain ranges (no `?2 IS NULL OR`)
-    // so that SQLite seeks to them instead of walking the channel's log from its end. The walk
-    // steps over the channel's other entries (edits, reactions, joins) and the entries of
-    // deleted messages (no `messages` row).
+    // The log's key drives the page: `seq` bounds are always bound (an open end as the widest
+    // value), never `?2 IS NULL OR`, so that SQLite seeks to them instead of walking the
+    // channel's log from its end. The walk steps over the channel's other entries (edits,
+    // reactions, joins) and the entries of deleted messages (no `messages` row).
     let sql = format!(
-        "{} WHERE e.channel_id = ?1 AND e.kind = 'message' \
-         AND e.seq < COALESCE(?2, 9223372036854775807) AND e.seq > COALESCE(?3, -1) \
+        "{} WHERE e.channel_id = ?1 AND e.kind = 'message' AND e.seq < ?2 AND e.seq > ?3 \
          AND (?4 IS NULL OR e.ts_ms >= ?4) AND (?5 IS NULL OR e.ts_ms <= ?5) \
          ORDER BY e.seq {} LIMIT ?6",
         rows::MESSAGE_SELECT,
@@ -536,8 +535,8 @@ fn history(c: &Connection, ch: &str, range: &HistoryRange) -> Result<(Vec<Messag
         .query_map(
             params![
                 ch,
-                range.before.map(to_i64),
-                range.after.map(to_i64),
+                range.before.map_or(i64::MAX, to_i64),
+                range.after.map_or(-1, to_i64),
                 range.from_ms,
                 range.to_ms,
                 i64::from(limit) + 1
